@@ -1,0 +1,15 @@
+//! braid-proto: braid's sans-IO core.
+//!
+//! Bytes and time go in; parsed messages, replies and decisions come out. Nothing here opens a
+//! socket, spawns a task or reads a clock, so every rule can be tested with plain byte slices and
+//! a virtual clock.
+//!
+//! ```text
+//!   LAN app ──SOCKS5──► socks5.rs ─┐
+//!                                   ├─► gateway ══ SS2022 over MPTCP ══► server ─► internet
+//!   braid tools ──────► control.rs ─┘          (control.rs messages ride inside the tunnel)
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod control;
+pub mod socks5;

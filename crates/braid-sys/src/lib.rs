@@ -1,0 +1,26 @@
+//! braid-sys: the Linux layer of braid, and the only crate allowed `unsafe`.
+//!
+//! ```text
+//!   braid (daemons, CLI) ──► braid-sys ──► kernel
+//!                              ├─ socket.rs       MPTCP/TCP sockets, SO_ORIGINAL_DST
+//!                              ├─ tfo.rs          TCP Fast Open probes and setsockopts
+//!                              ├─ mptcp/info.rs   MPTCP_INFO, TCP_IS_MPTCP
+//!                              ├─ mptcp/{pm,endpoint,limits}.rs   mptcp_pm generic netlink
+//!                              ├─ link, address, route, rule      rtnetlink
+//!                              ├─ nftables.rs     braid's own nftables table
+//!                              └─ sysctl.rs, kernel.rs            procfs readers
+//! ```
+//! Every `unsafe` block carries a `// SAFETY:` note. Errors keep the kernel's errno.
+
+pub mod address;
+pub mod kernel;
+pub mod link;
+pub mod mptcp;
+pub mod netlink;
+pub mod nftables;
+pub mod route;
+pub mod rule;
+pub mod socket;
+mod sockopt;
+pub mod sysctl;
+pub mod tfo;

@@ -1,0 +1,158 @@
+//! What the kernel knows about one MPTCP connection: `MPTCP_INFO` and `TCP_IS_MPTCP`.
+//!
+//! `struct mptcp_info` grew with each kernel (uapi `linux/mptcp.h`); the kernel copies only as
+//! many bytes as both sides know and reports that length, so the parser reads fields by offset
+//! and leaves the ones an older kernel did not fill as `None`.
+
+use std::io;
+use std::os::fd::AsFd;
+
+use crate::sockopt;
+
+/// `SOL_MPTCP` (not in the libc crate).
+pub const SOL_MPTCP: i32 = 284;
+/// `MPTCP_INFO` under `SOL_MPTCP`.
+pub const MPTCP_INFO: i32 = 1;
+/// `TCP_IS_MPTCP` under `SOL_TCP` (Linux 6.10+).
+pub const TCP_IS_MPTCP: i32 = 43;
+/// `MPTCP_INFO_FLAG_FALLBACK`.
+pub const FLAG_FALLBACK: u32 = 1;
+/// `MPTCP_INFO_FLAG_REMOTE_KEY_RECEIVED`.
+pub const FLAG_REMOTE_KEY_RECEIVED: u32 = 2;
+
+/// The subset of `struct mptcp_info` braid uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MptcpInfo {
+    /// Extra subflows (the kernel does not count the initial one here).
+    pub subflows: u8,
+    /// Maximum extra subflows (the `subflows` limit).
+    pub subflows_max: u8,
+    /// `MPTCP_INFO_FLAG_*`.
+    pub flags: u32,
+    /// The connection token, needed by the userspace path manager.
+    pub token: u32,
+    /// Bytes sent, received and acked at the MPTCP level (Linux 6.5+).
+    pub bytes_sent: Option<u64>,
+    /// See `bytes_sent`.
+    pub bytes_received: Option<u64>,
+    /// All subflows including the initial one (Linux 6.8+).
+    pub subflows_total: Option<u8>,
+}
+
+impl MptcpInfo {
+    /// Parses the bytes the kernel returned; `None` if even the 5.9 layout is not complete.
+    pub fn parse(b: &[u8]) -> Option<MptcpInfo> {
+        let u32_at = |o: usize| b.get(o..o + 4).map(|s| u32::from_ne_bytes(s.try_into().unwrap_or_default()));
+        let u64_at = |o: usize| b.get(o..o + 8).map(|s| u64::from_ne_bytes(s.try_into().unwrap_or_default()));
+        if b.len() < 40 {
+            return None;
+        }
+        Some(MptcpInfo {
+            subflows: b[0],
+            subflows_max: b[3],
+            flags: u32_at(8)?,
+            token: u32_at(12)?,
+            bytes_sent: u64_at(56),
+            bytes_received: u64_at(64),
+            subflows_total: b.get(80).copied(),
+        })
+    }
+
+    /// Subflows in use, counting the initial one, on any kernel.
+    pub fn total_subflows(&self) -> u32 {
+        match self.subflows_total {
+            Some(t) if t > 0 => u32::from(t),
+            _ => u32::from(self.subflows) + 1,
+        }
+    }
+
+    /// Whether the connection fell back to plain TCP.
+    pub fn fallback(&self) -> bool {
+        self.flags & FLAG_FALLBACK != 0
+    }
+}
+
+/// Reads `MPTCP_INFO`. Fails with EOPNOTSUPP (IPv4) or ENOPROTOOPT (IPv6) once the connection fell
+/// back to TCP, and on plain TCP sockets.
+pub fn mptcp_info<S: AsFd>(sock: &S) -> io::Result<MptcpInfo> {
+    let mut buf = [0u8; 96];
+    let n = sockopt::get_raw(sock, SOL_MPTCP, MPTCP_INFO, &mut buf)?;
+    MptcpInfo::parse(&buf[..n]).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short mptcp_info"))
+}
+
+/// What a stream really carries, as far as the kernel can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MptcpState {
+    /// Live MPTCP with this many subflows (initial one included).
+    Mptcp {
+        /// Subflows including the initial one.
+        subflows: u32,
+    },
+    /// An MPTCP socket whose connection fell back to plain TCP (peer or middlebox).
+    Fallback,
+    /// A plain TCP socket.
+    Tcp,
+}
+
+impl MptcpState {
+    /// True for live MPTCP.
+    pub fn is_mptcp(&self) -> bool {
+        matches!(self, MptcpState::Mptcp { .. })
+    }
+    /// Subflows in use (1 for TCP and fallback).
+    pub fn subflows(&self) -> u32 {
+        match self {
+            MptcpState::Mptcp { subflows } => *subflows,
+            _ => 1,
+        }
+    }
+}
+
+/// Classifies a connected stream: `TCP_IS_MPTCP` where the kernel has it (6.10+), else whether
+/// `MPTCP_INFO` still answers.
+pub fn mptcp_state<S: AsFd>(sock: &S) -> MptcpState {
+    let proto = crate::socket::socket_protocol(sock).unwrap_or(0);
+    if proto != libc::IPPROTO_MPTCP {
+        return MptcpState::Tcp;
+    }
+    let is_mptcp = sockopt::get_int(sock, libc::SOL_TCP, TCP_IS_MPTCP).ok();
+    match (is_mptcp, mptcp_info(sock)) {
+        (Some(0), _) => MptcpState::Fallback,
+        (_, Ok(info)) if info.fallback() => MptcpState::Fallback,
+        (_, Ok(info)) => MptcpState::Mptcp { subflows: info.total_subflows() },
+        (_, Err(_)) => MptcpState::Fallback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_rejects_short_struct() {
+        assert_eq!(MptcpInfo::parse(&[0u8; 39]), None);
+    }
+
+    #[test]
+    fn parse_old_kernel_layout_has_no_totals() {
+        let mut b = [0u8; 40];
+        b[0] = 1;
+        b[8..12].copy_from_slice(&FLAG_FALLBACK.to_ne_bytes());
+        let i = MptcpInfo::parse(&b).unwrap();
+        assert_eq!(i.subflows_total, None);
+        assert_eq!(i.total_subflows(), 2);
+        assert!(i.fallback());
+    }
+
+    #[test]
+    fn parse_6_18_layout_reads_subflows_total() {
+        let mut b = [0u8; 96];
+        b[0] = 1;
+        b[80] = 3;
+        b[56..64].copy_from_slice(&1234u64.to_ne_bytes());
+        let i = MptcpInfo::parse(&b).unwrap();
+        assert_eq!(i.total_subflows(), 3);
+        assert_eq!(i.bytes_sent, Some(1234));
+        assert!(!i.fallback());
+    }
+}

@@ -1,0 +1,6 @@
+//! Kernel MPTCP: per-socket information and the `mptcp_pm` path-manager family.
+
+pub mod endpoint;
+pub mod info;
+pub mod limits;
+pub mod pm;
