@@ -12,4 +12,6 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod destination;
 pub mod socks5;
+pub mod tfo;

@@ -1,0 +1,203 @@
+//! The TCP Fast Open decision, from evidence.
+//!
+//! A setsockopt that succeeds proves nothing: on Linux 6.18 the reply to a TFO request over
+//! MPTCP can stall for seconds. So the gateway gathers facts (the sysctl, the setsockopt result,
+//! timed request/replies through the relay with and without TFO) and this module turns them into
+//! one decision with one sentence of reason. The caller logs that sentence once.
+
+use std::time::Duration;
+
+/// `fast_open` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Use when proven to work.
+    Auto,
+    /// Use or refuse to start.
+    On,
+    /// Never.
+    Off,
+}
+
+/// One timed request/reply through the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// The reply arrived after this long; `syn_data` says whether the SYN carried the request.
+    Replied {
+        /// Request sent → reply read.
+        elapsed: Duration,
+        /// The kernel reports the SYN's data was accepted (`TCPI_OPT_SYN_DATA`).
+        syn_data: bool,
+    },
+    /// No reply before the probe's deadline.
+    TimedOut,
+    /// The connection failed.
+    Failed,
+}
+
+/// Everything the decision is based on.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// `uname -r`.
+    pub kernel: String,
+    /// `net.ipv4.tcp_fastopen` has the client bit.
+    pub sysctl_client: bool,
+    /// The raw sysctl value, for the message.
+    pub sysctl_value: u32,
+    /// errno of `setsockopt(TCP_FASTOPEN_CONNECT)` on an MPTCP socket, if it failed.
+    pub setsockopt_errno: Option<i32>,
+    /// A request/reply without TFO; `None` if the relay did not answer braid's control request.
+    pub baseline: Option<Exchange>,
+    /// Request/replies with TFO, in order (the first one fetches the cookie).
+    pub tfo: Vec<Exchange>,
+}
+
+/// The outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Use TFO toward the relay.
+    pub enabled: bool,
+    /// One sentence: why.
+    pub reason: String,
+    /// With `fast_open = "on"`: TFO cannot work and the daemon must not start.
+    pub fatal: bool,
+}
+
+/// Slack over the no-TFO time that a TFO exchange may take before it counts as a stall.
+pub const STALL_SLACK: Duration = Duration::from_millis(200);
+
+const ENOPROTOOPT: i32 = 92;
+
+/// Decides from the facts gathered so far. Call it first with only the local facts (no
+/// exchanges) to learn whether probing is worth it: `None` means "probe the relay, then ask again".
+pub fn decide(policy: Policy, f: &Facts) -> Option<Decision> {
+    let off = |reason: String| {
+        let fatal = policy == Policy::On;
+        Some(Decision { enabled: false, reason, fatal })
+    };
+    if policy == Policy::Off {
+        return Some(Decision { enabled: false, reason: "fast_open = \"off\" in the config".into(), fatal: false });
+    }
+    if !f.sysctl_client {
+        return off(format!(
+            "net.ipv4.tcp_fastopen = {} lacks the client bit (1) on Linux {}; fix: sysctl -w net.ipv4.tcp_fastopen=3",
+            f.sysctl_value, f.kernel
+        ));
+    }
+    if let Some(errno) = f.setsockopt_errno {
+        return off(if errno == ENOPROTOOPT {
+            format!("Linux {} refuses TCP Fast Open on MPTCP sockets (ENOPROTOOPT, 'protocol not available'); TFO on MPTCP needs Linux 6.2 or newer; fix: upgrade the kernel, or set fast_open = \"off\"", f.kernel)
+        } else {
+            format!("setsockopt(TCP_FASTOPEN_CONNECT) failed with errno {errno} on Linux {}", f.kernel)
+        });
+    }
+    let base = match f.baseline {
+        None if f.tfo.is_empty() => return None,
+        None | Some(Exchange::TimedOut) | Some(Exchange::Failed) => {
+            let reason = "the relay did not answer braid's control request (a stock Shadowsocks-2022 server, or unreachable), so TFO cannot be verified end to end".to_string();
+            return if policy == Policy::On {
+                Some(Decision { enabled: true, reason: format!("fast_open = \"on\": used without end-to-end verification, because {reason}"), fatal: false })
+            } else {
+                off(reason)
+            };
+        }
+        Some(Exchange::Replied { elapsed, .. }) => elapsed,
+    };
+    if f.tfo.is_empty() {
+        return None;
+    }
+    let limit = base * 2 + STALL_SLACK;
+    for (i, x) in f.tfo.iter().enumerate() {
+        match x {
+            Exchange::Replied { elapsed, .. } if *elapsed <= limit => {}
+            Exchange::Replied { elapsed, .. } => {
+                return off(format!(
+                    "a TFO request/reply over MPTCP took {} ms against {} ms without TFO (try {} of {}): TFO over MPTCP stalls on Linux {}",
+                    elapsed.as_millis(), base.as_millis(), i + 1, f.tfo.len(), f.kernel
+                ))
+            }
+            Exchange::TimedOut => {
+                return off(format!("a TFO request over MPTCP got no reply in time (try {} of {}) on Linux {}, while the same request without TFO took {} ms", i + 1, f.tfo.len(), f.kernel, base.as_millis()))
+            }
+            Exchange::Failed => return off(format!("a TFO connection to the relay failed (try {} of {}) on Linux {}", i + 1, f.tfo.len(), f.kernel)),
+        }
+    }
+    if !f.tfo.iter().skip(1).any(|x| matches!(x, Exchange::Replied { syn_data: true, .. })) {
+        return off(format!(
+            "no TFO SYN carried data after the cookie exchange (Linux {}): the relay's kernel (net.ipv4.tcp_fastopen server bit 2) or a middlebox does not accept TFO",
+            f.kernel
+        ));
+    }
+    Some(Decision { enabled: true, reason: format!("TFO over MPTCP verified end to end on Linux {}: data in the SYN, replies within {} ms", f.kernel, limit.as_millis()), fatal: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(ms: u64, syn: bool) -> Exchange {
+        Exchange::Replied { elapsed: Duration::from_millis(ms), syn_data: syn }
+    }
+
+    fn facts() -> Facts {
+        Facts { kernel: "6.18.44".into(), sysctl_client: true, sysctl_value: 1, ..Facts::default() }
+    }
+
+    #[test]
+    fn off_policy_never_probes() {
+        let d = decide(Policy::Off, &facts()).unwrap();
+        assert!(!d.enabled && !d.fatal);
+    }
+
+    #[test]
+    fn enoprotoopt_names_the_kernel_and_is_fatal_only_when_on() {
+        let f = Facts { kernel: "6.1.0-31".into(), setsockopt_errno: Some(ENOPROTOOPT), ..facts() };
+        let d = decide(Policy::Auto, &f).unwrap();
+        assert!(!d.enabled && !d.fatal && d.reason.contains("6.1.0-31") && d.reason.contains("6.2"), "{}", d.reason);
+        assert!(decide(Policy::On, &f).unwrap().fatal);
+    }
+
+    #[test]
+    fn missing_client_bit_disables() {
+        let f = Facts { sysctl_client: false, sysctl_value: 0, ..facts() };
+        assert!(decide(Policy::Auto, &f).unwrap().reason.contains("tcp_fastopen = 0"));
+    }
+
+    #[test]
+    fn local_facts_alone_ask_for_a_probe() {
+        assert_eq!(decide(Policy::Auto, &facts()), None);
+    }
+
+    #[test]
+    fn stalled_reply_disables_with_both_timings() {
+        let f = Facts { baseline: Some(ok(20, false)), tfo: vec![ok(22, false), ok(3020, true), ok(21, true)], ..facts() };
+        let d = decide(Policy::Auto, &f).unwrap();
+        assert!(!d.enabled && d.reason.contains("3020 ms") && d.reason.contains("20 ms"), "{}", d.reason);
+    }
+
+    #[test]
+    fn timeout_disables() {
+        let f = Facts { baseline: Some(ok(20, false)), tfo: vec![ok(22, false), Exchange::TimedOut], ..facts() };
+        assert!(!decide(Policy::Auto, &f).unwrap().enabled);
+    }
+
+    #[test]
+    fn fast_replies_with_syn_data_enable() {
+        let f = Facts { baseline: Some(ok(20, false)), tfo: vec![ok(22, false), ok(11, true), ok(11, true)], ..facts() };
+        let d = decide(Policy::Auto, &f).unwrap();
+        assert!(d.enabled, "{}", d.reason);
+    }
+
+    #[test]
+    fn fast_replies_without_syn_data_disable() {
+        let f = Facts { baseline: Some(ok(20, false)), tfo: vec![ok(22, false), ok(21, false)], ..facts() };
+        assert!(decide(Policy::Auto, &f).unwrap().reason.contains("no TFO SYN carried data"));
+    }
+
+    #[test]
+    fn stock_server_disables_auto_but_on_proceeds_unverified() {
+        let f = Facts { baseline: Some(Exchange::Failed), ..facts() };
+        assert!(!decide(Policy::Auto, &f).unwrap().enabled);
+        let d = decide(Policy::On, &f).unwrap();
+        assert!(d.enabled && !d.fatal && d.reason.contains("without end-to-end verification"));
+    }
+}

@@ -1,0 +1,131 @@
+//! The command line. `main` parses [`Cli`] and calls [`run`]; every subcommand maps to a library
+//! function that takes typed values, so tests can drive the same code without a process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing::error;
+
+use crate::config::gateway::GatewayConfig;
+use crate::config::server::ServerConfig;
+use crate::config::Method;
+
+/// braid bonds a gateway's uplinks into one connection with kernel MPTCP and a
+/// Shadowsocks-2022 relay.
+#[derive(Debug, Parser)]
+#[command(name = "braid", version, about)]
+pub struct Cli {
+    /// Log filter (tracing syntax: "info", "debug", "braid=debug,info").
+    #[arg(long, global = true, env = "BRAID_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay (on the VPS).
+    Server {
+        /// server.toml
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the gateway (on the router).
+    Gateway {
+        /// gateway.toml
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print a fresh pre-shared key (base64) on the first line of stdout.
+    Keygen {
+        /// The method the key is for (its length depends on it).
+        #[arg(long, default_value = "2022-blake3-aes-256-gcm")]
+        method: String,
+    },
+    /// The built-in network-namespace lab.
+    #[command(subcommand)]
+    Lab(crate::lab::LabCommand),
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+/// Runs a parsed command line; the exit code is 0 on success, 1 on a failure braid explains,
+/// 2 on a usage or configuration error.
+pub fn run(cli: Cli) -> ExitCode {
+    init_logging(&cli.log);
+    match cli.command {
+        Command::Keygen { method } => match Method::parse("--method", &method) {
+            Ok(m) => match crate::keygen::generate(m) {
+                Ok(k) => {
+                    println!("{k}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("braid: cannot read the system's random source: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Err(_) => {
+                eprintln!("braid: --method {method:?} is not supported; fix: use one of {}", Method::ALL.map(|m| m.name()).join(", "));
+                ExitCode::from(2)
+            }
+        },
+        Command::Server { config } => {
+            let cfg = match ServerConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return usage(e),
+            };
+            daemon(async move {
+                let shutdown = crate::shutdown::on_signals()?;
+                let server = crate::server::Server::bind(cfg)?;
+                server.run(shutdown).await;
+                Ok(())
+            })
+        }
+        Command::Gateway { config } => {
+            let cfg = match GatewayConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return usage(e),
+            };
+            daemon(async move {
+                let shutdown = crate::shutdown::on_signals()?;
+                crate::gateway::run(cfg, shutdown).await?;
+                Ok(())
+            })
+        }
+        Command::Lab(cmd) => crate::lab::run(cmd),
+    }
+}
+
+fn usage(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("braid: {e}");
+    ExitCode::from(2)
+}
+
+fn daemon(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("braid: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("braid: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

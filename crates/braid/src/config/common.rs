@@ -1,0 +1,156 @@
+//! Keys shared by server and gateway: method, key, fast_open.
+
+use base64::Engine;
+use serde::Deserialize;
+use shadowsocks::crypto::CipherKind;
+
+use super::Invalid;
+
+/// The Shadowsocks-2022 methods braid speaks (SIP022).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `2022-blake3-aes-128-gcm`, 16-byte key.
+    Aes128Gcm,
+    /// `2022-blake3-aes-256-gcm`, 32-byte key.
+    Aes256Gcm,
+    /// `2022-blake3-chacha20-poly1305`, 32-byte key.
+    Chacha20Poly1305,
+}
+
+impl Method {
+    /// Every method, in the order shown in errors.
+    pub const ALL: [Method; 3] = [Method::Aes256Gcm, Method::Aes128Gcm, Method::Chacha20Poly1305];
+
+    /// The SIP022 name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Aes128Gcm => "2022-blake3-aes-128-gcm",
+            Method::Aes256Gcm => "2022-blake3-aes-256-gcm",
+            Method::Chacha20Poly1305 => "2022-blake3-chacha20-poly1305",
+        }
+    }
+
+    /// Key length in bytes.
+    pub fn key_len(self) -> usize {
+        match self {
+            Method::Aes128Gcm => 16,
+            _ => 32,
+        }
+    }
+
+    /// The shadowsocks crate's cipher.
+    pub fn cipher(self) -> CipherKind {
+        match self {
+            Method::Aes128Gcm => CipherKind::AEAD2022_BLAKE3_AES_128_GCM,
+            Method::Aes256Gcm => CipherKind::AEAD2022_BLAKE3_AES_256_GCM,
+            Method::Chacha20Poly1305 => CipherKind::AEAD2022_BLAKE3_CHACHA20_POLY1305,
+        }
+    }
+
+    /// Parses a `method` value.
+    pub fn parse(key: &str, s: &str) -> Result<Method, Invalid> {
+        Method::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+            Invalid::new(key, format!("{s:?}"), "is not a Shadowsocks-2022 method braid supports", format!("use one of {}", names.join(", ")))
+        })
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A pre-shared key, checked against its method's length. Debug output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SsKey {
+    base64: String,
+}
+
+impl std::fmt::Debug for SsKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SsKey(…)")
+    }
+}
+
+impl SsKey {
+    /// Parses a base64 key for `method`.
+    pub fn parse(key: &str, s: &str, method: Method) -> Result<SsKey, Invalid> {
+        let shown = "\"<hidden>\"";
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|e| Invalid::new(key, shown, format!("is not valid base64 ({e})"), "paste the exact line printed by `braid keygen`"))?;
+        if bytes.len() != method.key_len() {
+            return Err(Invalid::new(
+                key,
+                shown,
+                format!("decodes to {} bytes, but {} needs {}", bytes.len(), method.name(), method.key_len()),
+                format!("generate one with `braid keygen --method {}`", method.name()),
+            ));
+        }
+        Ok(SsKey { base64: s.trim().to_string() })
+    }
+
+    /// The key as base64, the form the shadowsocks crate takes as "password" for 2022 methods.
+    pub fn as_base64(&self) -> &str {
+        &self.base64
+    }
+}
+
+/// `fast_open`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FastOpen {
+    /// Use TFO when the kernel accepts it and it works end to end; otherwise say why, once.
+    #[default]
+    Auto,
+    /// Use TFO or refuse to start.
+    On,
+    /// Never try.
+    Off,
+}
+
+impl std::fmt::Display for FastOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FastOpen::Auto => "auto",
+            FastOpen::On => "on",
+            FastOpen::Off => "off",
+        })
+    }
+}
+
+/// Parses `host:port` / `ip:port` for key `key`.
+pub fn parse_socket_addr(key: &str, s: &str) -> Result<std::net::SocketAddr, Invalid> {
+    s.parse().map_err(|_| {
+        Invalid::new(key, format!("{s:?}"), "is not an IP address with a port", "write it as \"0.0.0.0:8388\" or \"[::]:8388\"")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_unknown_names_the_choices() {
+        let e = Method::parse("method", "aes-256-gcm").unwrap_err();
+        assert!(e.fix.contains("2022-blake3-aes-256-gcm"), "{e:?}");
+    }
+
+    #[test]
+    fn key_of_wrong_length_says_which_length() {
+        let k16 = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+        let e = SsKey::parse("key", &k16, Method::Aes256Gcm).unwrap_err();
+        assert!(e.problem.contains("16 bytes") && e.problem.contains("32"), "{e:?}");
+        assert!(SsKey::parse("key", &k16, Method::Aes128Gcm).is_ok());
+        assert!(SsKey::parse("key", "%%%", Method::Aes128Gcm).unwrap_err().problem.contains("base64"));
+    }
+
+    #[test]
+    fn key_debug_hides_the_secret() {
+        let k = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let key = SsKey::parse("key", &k, Method::Aes256Gcm).unwrap();
+        assert!(!format!("{key:?}").contains(&k));
+    }
+}

@@ -1,0 +1,332 @@
+//! `gateway.toml`: the router that bonds the uplinks.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::common::parse_socket_addr;
+use super::server::timeout;
+use super::{parse_toml, read, ConfigError, FastOpen, Invalid, Method, SsKey};
+
+/// Where the relay is: an address, or a name resolved at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayAddr {
+    /// `203.0.113.7:8388`
+    Socket(SocketAddr),
+    /// `relay.example.net:8388`
+    Host(String, u16),
+}
+
+impl std::fmt::Display for RelayAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RelayAddr::Socket(a) => write!(f, "{a}"),
+            RelayAddr::Host(h, p) => write!(f, "{h}:{p}"),
+        }
+    }
+}
+
+/// One bonded uplink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    /// Short name used in logs, metrics and status.
+    pub name: String,
+    /// The Linux interface; its address and next hop are read from the kernel.
+    pub interface: String,
+    /// Carries traffic only while every non-backup uplink is down (MPTCP backup flag).
+    pub backup: bool,
+    /// Routing table that holds this uplink's default route.
+    pub table: u32,
+    /// Priority of the `ip rule` that selects the table for this uplink's source address.
+    pub rule_priority: u32,
+}
+
+/// The gateway's typed configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The relay.
+    pub server: RelayAddr,
+    /// SS2022 method.
+    pub method: Method,
+    /// Pre-shared key.
+    pub key: SsKey,
+    /// TCP Fast Open policy toward the relay.
+    pub fast_open: FastOpen,
+    /// Transparent listener for captured LAN TCP.
+    pub redirect: SocketAddr,
+    /// LAN interfaces whose forwarded TCP is captured.
+    pub lan: Vec<String>,
+    /// Optional SOCKS5 listener.
+    pub socks: Option<SocketAddr>,
+    /// The bonded uplinks.
+    pub uplinks: Vec<Uplink>,
+    /// Use MPTCP toward the relay (plain TCP when false).
+    pub mptcp: bool,
+    /// Name of braid's nftables table (family inet).
+    pub nft_table: String,
+    /// Time to connect to the relay.
+    pub connect_timeout: Duration,
+    /// A relayed connection idle in both directions for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Dto {
+    server: String,
+    method: Option<String>,
+    key: Option<String>,
+    #[serde(default)]
+    fast_open: FastOpen,
+    #[serde(default = "default_redirect")]
+    redirect: String,
+    #[serde(default)]
+    lan: Vec<String>,
+    socks: Option<String>,
+    #[serde(default)]
+    uplink: Vec<UplinkDto>,
+    #[serde(default = "yes")]
+    mptcp: bool,
+    #[serde(default = "default_table")]
+    nft_table: String,
+    #[serde(default = "default_connect")]
+    connect_timeout_secs: u64,
+    #[serde(default = "default_idle")]
+    idle_timeout_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UplinkDto {
+    name: String,
+    interface: String,
+    #[serde(default)]
+    backup: bool,
+    table: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_redirect() -> String {
+    "0.0.0.0:1100".into()
+}
+fn default_table() -> String {
+    "braid".into()
+}
+fn default_connect() -> u64 {
+    10
+}
+fn default_idle() -> u64 {
+    300
+}
+
+/// First routing table used for uplinks (uplink i gets `TABLE_BASE + i`).
+pub const TABLE_BASE: u32 = 101;
+/// First `ip rule` priority used for uplinks; below the main table's 32766.
+pub const RULE_PRIORITY_BASE: u32 = 1000;
+/// Most uplinks braid bonds (the kernel caps MPTCP subflows at 8).
+pub const MAX_UPLINKS: usize = 8;
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn parse_server(d: &Dto) -> Result<(RelayAddr, Method, SsKey), Invalid> {
+    if d.server.starts_with("ss://") {
+        let url = shadowsocks::config::ServerConfig::from_url(&d.server).map_err(|e| {
+            Invalid::new("server", "\"ss://…\"", format!("is not a valid SIP002 URI ({e:?})"), "use ss://METHOD:BASE64KEY@HOST:PORT (userinfo percent-encoded)")
+        })?;
+        let method = Method::ALL
+            .into_iter()
+            .find(|m| m.cipher() == url.method())
+            .ok_or_else(|| Invalid::new("server", "\"ss://…\"", format!("uses method {}, which braid does not speak", url.method()), "use a 2022-blake3-* method"))?;
+        let key = SsKey::parse("server (the key inside the ss:// URI)", url.password(), method)?;
+        if let Some(m) = &d.method {
+            if Method::parse("method", m)? != method {
+                return Err(Invalid::new("method", format!("{m:?}"), format!("disagrees with the ss:// URI in `server`, which says {method}"), "remove `method` or make it match"));
+            }
+        }
+        if let Some(k) = &d.key {
+            if SsKey::parse("key", k, method)? != key {
+                return Err(Invalid::new("key", "\"<hidden>\"", "disagrees with the key inside the ss:// URI in `server`", "remove `key` or make it match"));
+            }
+        }
+        let addr = match url.addr() {
+            shadowsocks::config::ServerAddr::SocketAddr(a) => RelayAddr::Socket(*a),
+            shadowsocks::config::ServerAddr::DomainName(h, p) => RelayAddr::Host(h.clone(), *p),
+        };
+        return Ok((addr, method, key));
+    }
+    let method_s = d.method.as_deref().ok_or_else(|| Invalid::new("method", "(missing)", "is required unless `server` is an ss:// URI", "add method = \"2022-blake3-aes-256-gcm\""))?;
+    let method = Method::parse("method", method_s)?;
+    let key_s = d.key.as_deref().ok_or_else(|| Invalid::new("key", "(missing)", "is required unless `server` is an ss:// URI", "add the server's key, from `braid keygen`"))?;
+    let key = SsKey::parse("key", key_s, method)?;
+    let addr = match d.server.parse::<SocketAddr>() {
+        Ok(a) => RelayAddr::Socket(a),
+        Err(_) => match d.server.rsplit_once(':') {
+            Some((h, p)) if valid_host(h) && p.parse::<u16>().is_ok_and(|p| p != 0) => RelayAddr::Host(h.to_string(), p.parse().unwrap_or(0)),
+            _ => {
+                return Err(Invalid::new("server", format!("{:?}", d.server), "is neither ADDRESS:PORT, HOST:PORT nor an ss:// URI", "write e.g. \"203.0.113.7:8388\""))
+            }
+        },
+    };
+    Ok((addr, method, key))
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty() && h.len() <= 253 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+fn parse_uplinks(list: &[UplinkDto]) -> Result<Vec<Uplink>, Invalid> {
+    if list.is_empty() {
+        return Err(Invalid::new("uplink", "(none)", "no [[uplink]] is configured", "add one [[uplink]] with name and interface per WAN link"));
+    }
+    if list.len() > MAX_UPLINKS {
+        return Err(Invalid::new("uplink", list.len(), format!("more than {MAX_UPLINKS} uplinks"), format!("keep at most {MAX_UPLINKS}")));
+    }
+    let mut out: Vec<Uplink> = Vec::new();
+    for (i, u) in list.iter().enumerate() {
+        if !valid_name(&u.name) {
+            return Err(Invalid::new(format!("uplink[{i}].name"), format!("{:?}", u.name), "must be 1–32 letters, digits, '-' or '_'", "rename it, e.g. \"wifi\""));
+        }
+        if !braid_sys::nftables::valid_ifname(&u.interface) {
+            return Err(Invalid::new(format!("uplink[{i}].interface"), format!("{:?}", u.interface), "is not a valid Linux interface name", "use the name shown by `ip link`"));
+        }
+        if out.iter().any(|o| o.name == u.name) {
+            return Err(Invalid::new(format!("uplink[{i}].name"), format!("{:?}", u.name), "is used by another uplink", "give every uplink its own name"));
+        }
+        if out.iter().any(|o| o.interface == u.interface) {
+            return Err(Invalid::new(format!("uplink[{i}].interface"), format!("{:?}", u.interface), "is used by another uplink", "list each interface once"));
+        }
+        let table = u.table.unwrap_or(TABLE_BASE + i as u32);
+        if matches!(table, 0 | 253..=255) {
+            return Err(Invalid::new(format!("uplink[{i}].table"), table, "is a reserved routing table (unspec, default, main, local)", "pick an unused table number such as 101"));
+        }
+        if out.iter().any(|o| o.table == table) {
+            return Err(Invalid::new(format!("uplink[{i}].table"), table, "is used by another uplink", "give every uplink its own table"));
+        }
+        out.push(Uplink { name: u.name.clone(), interface: u.interface.clone(), backup: u.backup, table, rule_priority: RULE_PRIORITY_BASE + i as u32 });
+    }
+    Ok(out)
+}
+
+impl GatewayConfig {
+    /// Reads and checks a gateway config file.
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        Self::from_toml(path, &read(path)?)
+    }
+
+    /// Parses config text; `path` only labels errors.
+    pub fn from_toml(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
+        let dto: Dto = parse_toml(path, text, "gateway.toml")?;
+        Self::from_dto(dto).map_err(|e| e.in_file(path))
+    }
+
+    fn from_dto(d: Dto) -> Result<GatewayConfig, Invalid> {
+        let (server, method, key) = parse_server(&d)?;
+        for (i, l) in d.lan.iter().enumerate() {
+            if !braid_sys::nftables::valid_ifname(l) {
+                return Err(Invalid::new(format!("lan[{i}]"), format!("{l:?}"), "is not a valid Linux interface name", "use the name shown by `ip link`"));
+            }
+        }
+        if !valid_name(&d.nft_table) {
+            return Err(Invalid::new("nft_table", format!("{:?}", d.nft_table), "must be letters, digits, '-' or '_'", "use the default \"braid\""));
+        }
+        let redirect = parse_socket_addr("redirect", &d.redirect)?;
+        if redirect.port() == 0 {
+            return Err(Invalid::new("redirect", format!("{:?}", d.redirect), "needs a fixed port, because nftables redirects to it", "use e.g. \"0.0.0.0:1100\""));
+        }
+        Ok(GatewayConfig {
+            server,
+            method,
+            key,
+            fast_open: d.fast_open,
+            redirect,
+            lan: d.lan.clone(),
+            socks: d.socks.as_deref().map(|s| parse_socket_addr("socks", s)).transpose()?,
+            uplinks: parse_uplinks(&d.uplink)?,
+            mptcp: d.mptcp,
+            nft_table: d.nft_table.clone(),
+            connect_timeout: timeout("connect_timeout_secs", d.connect_timeout_secs)?,
+            idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn load(text: &str) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::from_toml(Path::new("gateway.toml"), text)
+    }
+
+    fn base() -> String {
+        format!("server = \"203.0.113.7:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\nlan = [\"eth1\"]\n[[uplink]]\nname = \"wifi\"\ninterface = \"wan-wifi\"\n[[uplink]]\nname = \"5g\"\ninterface = \"wan-5g\"\nbackup = true\n")
+    }
+
+    #[test]
+    fn full_example_parses_with_tables_and_priorities() {
+        let c = load(&base()).unwrap();
+        assert_eq!(c.server, RelayAddr::Socket("203.0.113.7:8388".parse().unwrap()));
+        assert_eq!(c.uplinks[0].table, 101);
+        assert_eq!(c.uplinks[1].table, 102);
+        assert!(c.uplinks[1].backup);
+        assert_eq!(c.redirect, "0.0.0.0:1100".parse().unwrap());
+        assert_eq!(c.socks, None);
+    }
+
+    #[test]
+    fn sip002_uri_carries_method_and_key() {
+        let uri = format!("ss://2022-blake3-aes-256-gcm:{}@203.0.113.7:8388", KEY.replace('=', "%3D").replace('+', "%2B").replace('/', "%2F"));
+        let c = load(&format!("server = \"{uri}\"\n[[uplink]]\nname = \"a\"\ninterface = \"eth0\"\n")).unwrap();
+        assert_eq!(c.method, Method::Aes256Gcm);
+        assert_eq!(c.key.as_base64(), KEY);
+    }
+
+    #[test]
+    fn sip002_uri_that_disagrees_with_method_is_refused() {
+        let uri = format!("ss://2022-blake3-aes-256-gcm:{}@203.0.113.7:8388", KEY.replace('=', "%3D"));
+        let e = load(&format!("server = \"{uri}\"\nmethod = \"2022-blake3-chacha20-poly1305\"\n[[uplink]]\nname = \"a\"\ninterface = \"eth0\"\n")).unwrap_err().to_string();
+        assert!(e.contains("`method`") && e.contains("disagrees"), "{e}");
+    }
+
+    #[test]
+    fn hostname_server_is_kept_for_resolution_at_start() {
+        let c = load(&base().replace("203.0.113.7:8388", "relay.example.net:8388")).unwrap();
+        assert_eq!(c.server, RelayAddr::Host("relay.example.net".into(), 8388));
+    }
+
+    #[test]
+    fn duplicate_interface_is_named_with_its_index() {
+        let e = load(&base().replace("wan-5g", "wan-wifi")).unwrap_err().to_string();
+        assert!(e.contains("uplink[1].interface") && e.contains("wan-wifi"), "{e}");
+    }
+
+    #[test]
+    fn missing_uplinks_and_missing_key_are_explained() {
+        let e = load(&format!("server = \"1.2.3.4:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n")).unwrap_err().to_string();
+        assert!(e.contains("[[uplink]]"), "{e}");
+        let e = load("server = \"1.2.3.4:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\n[[uplink]]\nname = \"a\"\ninterface = \"eth0\"\n").unwrap_err().to_string();
+        assert!(e.contains("`key`") && e.contains("braid keygen"), "{e}");
+    }
+
+    #[test]
+    fn bad_lan_interface_and_zero_redirect_port_are_named() {
+        let e = load(&base().replace("lan = [\"eth1\"]", "lan = [\"this-name-is-way-too-long\"]")).unwrap_err().to_string();
+        assert!(e.contains("lan[0]"), "{e}");
+        let e = load(&base().replace("lan = [\"eth1\"]", "lan = [\"eth1\"]\nredirect = \"0.0.0.0:0\"")).unwrap_err().to_string();
+        assert!(e.contains("`redirect`") && e.contains("fixed port"), "{e}");
+    }
+
+    #[test]
+    fn reserved_table_is_refused() {
+        let e = load(&base().replace("backup = true", "backup = true\ntable = 254")).unwrap_err().to_string();
+        assert!(e.contains("uplink[1].table") && e.contains("254"), "{e}");
+    }
+}

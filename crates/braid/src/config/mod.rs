@@ -1,0 +1,85 @@
+//! Configuration: TOML files parsed into typed values.
+//!
+//! Each file is read into a private DTO (`serde` with `deny_unknown_fields`) and converted by one
+//! small function per section into the typed config the daemons take. Every error names the
+//! file, the key, the value and the fix, because a relay that silently ignores a typo is worse
+//! than one that refuses to start.
+
+mod common;
+pub mod gateway;
+pub mod server;
+
+pub use common::{FastOpen, Method, SsKey};
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read the file: {source}; fix: check the path given to --config")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown or mistyped key.
+    #[error("{path}: {message}; fix: see examples/{example} for every key and its type")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the key and line.
+        message: String,
+        /// Which example file documents the keys.
+        example: &'static str,
+    },
+    /// A key has a value braid cannot use.
+    #[error("{path}: `{key}` = {value}: {problem}; fix: {fix}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, dotted for nested ones (`uplink[1].interface`).
+        key: String,
+        /// The offending value, as written.
+        value: String,
+        /// What is wrong.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+}
+
+/// Collects the pieces of an [`ConfigError::Invalid`] before the file name is known.
+#[derive(Debug)]
+pub struct Invalid {
+    key: String,
+    value: String,
+    problem: String,
+    fix: String,
+}
+
+impl Invalid {
+    /// A bad value for `key`.
+    pub fn new(key: impl Into<String>, value: impl fmt::Display, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Invalid { key: key.into(), value: value.to_string(), problem: problem.into(), fix: fix.into() }
+    }
+
+    fn in_file(self, path: &Path) -> ConfigError {
+        ConfigError::Invalid { path: path.to_path_buf(), key: self.key, value: self.value, problem: self.problem, fix: self.fix }
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })
+}
+
+fn parse_toml<T: for<'de> serde::Deserialize<'de>>(path: &Path, text: &str, example: &'static str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+        example,
+    })
+}

@@ -1,0 +1,169 @@
+//! `server.toml`: the relay on the VPS.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::common::parse_socket_addr;
+use super::{parse_toml, read, ConfigError, FastOpen, Invalid, Method, SsKey};
+
+/// The relay's typed configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// MPTCP listener address.
+    pub listen: SocketAddr,
+    /// SS2022 method.
+    pub method: Method,
+    /// Pre-shared key.
+    pub key: SsKey,
+    /// TCP Fast Open policy for the listener.
+    pub fast_open: FastOpen,
+    /// Ask for an MPTCP listener (plain TCP when false).
+    pub mptcp: bool,
+    /// Destinations allowed even though they are loopback, link-local, private or the server's own.
+    pub allow_destinations: Vec<IpNet>,
+    /// Time a client has to send its request header.
+    pub handshake_timeout: Duration,
+    /// Time to connect to a destination.
+    pub connect_timeout: Duration,
+    /// A relayed connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Dto {
+    listen: String,
+    method: String,
+    key: String,
+    #[serde(default)]
+    fast_open: FastOpen,
+    #[serde(default = "yes")]
+    mptcp: bool,
+    #[serde(default)]
+    allow_destinations: Vec<String>,
+    #[serde(default = "default_handshake")]
+    handshake_timeout_secs: u64,
+    #[serde(default = "default_connect")]
+    connect_timeout_secs: u64,
+    #[serde(default = "default_idle")]
+    idle_timeout_secs: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_handshake() -> u64 {
+    15
+}
+fn default_connect() -> u64 {
+    10
+}
+fn default_idle() -> u64 {
+    300
+}
+
+/// Checks a `*_secs` value: 1 s to 1 day.
+pub(super) fn timeout(key: &str, secs: u64) -> Result<Duration, Invalid> {
+    if (1..=86_400).contains(&secs) {
+        Ok(Duration::from_secs(secs))
+    } else {
+        Err(Invalid::new(key, secs, "is outside 1–86400 seconds", "pick a value between 1 and 86400"))
+    }
+}
+
+/// Parses `allow_destinations` entries.
+pub(super) fn cidrs(key: &str, list: &[String]) -> Result<Vec<IpNet>, Invalid> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| Invalid::new(format!("{key}[{i}]"), format!("{s:?}"), "is not an address or CIDR range", "write e.g. \"10.30.0.0/24\" or \"192.168.1.5\""))
+        })
+        .collect()
+}
+
+impl ServerConfig {
+    /// Reads and checks a server config file.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        Self::from_toml(path, &read(path)?)
+    }
+
+    /// Parses config text; `path` only labels errors.
+    pub fn from_toml(path: &Path, text: &str) -> Result<ServerConfig, ConfigError> {
+        let dto: Dto = parse_toml(path, text, "server.toml")?;
+        Self::from_dto(dto).map_err(|e| e.in_file(path))
+    }
+
+    fn from_dto(d: Dto) -> Result<ServerConfig, Invalid> {
+        let method = Method::parse("method", &d.method)?;
+        Ok(ServerConfig {
+            listen: parse_socket_addr("listen", &d.listen)?,
+            key: SsKey::parse("key", &d.key, method)?,
+            method,
+            fast_open: d.fast_open,
+            mptcp: d.mptcp,
+            allow_destinations: cidrs("allow_destinations", &d.allow_destinations)?,
+            handshake_timeout: timeout("handshake_timeout_secs", d.handshake_timeout_secs)?,
+            connect_timeout: timeout("connect_timeout_secs", d.connect_timeout_secs)?,
+            idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn load(text: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::from_toml(Path::new("server.toml"), text)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = load(&format!("listen = \"0.0.0.0:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n")).unwrap();
+        assert_eq!(c.fast_open, FastOpen::Auto);
+        assert!(c.mptcp);
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert!(c.allow_destinations.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load(&format!("listen = \"0.0.0.0:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\nlisten_port = 5\n")).unwrap_err();
+        assert!(e.to_string().contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn bad_listen_names_key_value_and_fix() {
+        let e = load(&format!("listen = \"8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n")).unwrap_err().to_string();
+        assert!(e.contains("`listen`") && e.contains("\"8388\"") && e.contains("fix:"), "{e}");
+    }
+
+    #[test]
+    fn bad_fast_open_value_is_named() {
+        let e = load(&format!("listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\nfast_open = \"maybe\"\n")).unwrap_err().to_string();
+        assert!(e.contains("maybe") && e.contains("fast_open"), "{e}");
+    }
+
+    #[test]
+    fn allowlist_accepts_cidrs_and_addresses_and_names_bad_entries() {
+        let base = format!("listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n");
+        let c = load(&format!("{base}allow_destinations = [\"10.30.0.0/24\", \"::1\"]\n")).unwrap();
+        assert_eq!(c.allow_destinations.len(), 2);
+        let e = load(&format!("{base}allow_destinations = [\"10.0.0.0/8\", \"nope\"]\n")).unwrap_err().to_string();
+        assert!(e.contains("allow_destinations[1]") && e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn zero_timeout_is_refused() {
+        let e = load(&format!("listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\nidle_timeout_secs = 0\n")).unwrap_err().to_string();
+        assert!(e.contains("idle_timeout_secs"), "{e}");
+    }
+}

@@ -1,0 +1,126 @@
+//! Opening Shadowsocks-2022 streams to the relay over MPTCP (with TFO when it was proven to work).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use braid_sys::socket::stream_socket;
+use shadowsocks::config::{ServerConfig as SsServerConfig, ServerType};
+use shadowsocks::context::{Context, SharedContext};
+use shadowsocks::relay::socks5::Address;
+use shadowsocks::relay::tcprelay::proxy_stream::ProxyClientStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::warn;
+
+use crate::config::gateway::GatewayConfig;
+
+/// A stream to the relay.
+pub type RelayStream = ProxyClientStream<TcpStream>;
+
+/// How long a fresh LAN connection may stay silent before the request header goes out alone.
+/// Sending the first payload with the header saves a packet, and with TFO it rides in the SYN;
+/// server-speaks-first protocols (SSH, SMTP) wait at most this long.
+pub const FIRST_PAYLOAD_WAIT: Duration = Duration::from_millis(50);
+
+/// Opens relay streams. Shared by every listener.
+pub struct Dialer {
+    relay: SocketAddr,
+    ss: SsServerConfig,
+    ctx: SharedContext,
+    mptcp: bool,
+    connect_timeout: Duration,
+    tfo: AtomicBool,
+    mptcp_warned: Once,
+}
+
+impl Dialer {
+    /// A dialer for `relay`, the resolved server address.
+    pub fn new(cfg: &GatewayConfig, relay: SocketAddr) -> io::Result<Arc<Dialer>> {
+        let ss = SsServerConfig::new(relay, cfg.key.as_base64(), cfg.method.cipher())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e:?}")))?;
+        Ok(Arc::new(Dialer {
+            relay,
+            ss,
+            ctx: Arc::new(Context::new(ServerType::Local)),
+            mptcp: cfg.mptcp,
+            connect_timeout: cfg.connect_timeout,
+            tfo: AtomicBool::new(false),
+            mptcp_warned: Once::new(),
+        }))
+    }
+
+    /// The relay's address.
+    pub fn relay(&self) -> SocketAddr {
+        self.relay
+    }
+
+    /// Switches TFO on or off for new streams.
+    pub fn set_tfo(&self, on: bool) {
+        self.tfo.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether new streams use TFO.
+    pub fn tfo(&self) -> bool {
+        self.tfo.load(Ordering::Relaxed)
+    }
+
+    /// Connects a raw socket to the relay. With `tfo`, connect returns at once and the SYN
+    /// leaves with the first write.
+    pub async fn connect_raw(&self, tfo: bool) -> io::Result<TcpStream> {
+        let (sock, _transport, why) = stream_socket(&self.relay, self.mptcp)?;
+        if let Some(why) = why {
+            self.mptcp_warned.call_once(|| {
+                warn!("MPTCP UNAVAILABLE on this gateway, using plain TCP to the relay (no bonding): {why}");
+            });
+        }
+        if tfo {
+            braid_sys::tfo::set_connect_fastopen(&sock)?;
+        }
+        sock.set_tcp_nodelay(true)?;
+        let socket = tokio::net::TcpSocket::from_std_stream(sock.into());
+        match tokio::time::timeout(self.connect_timeout, socket.connect(self.relay)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("connecting to the relay {} timed out after {:?}", self.relay, self.connect_timeout))),
+        }
+    }
+
+    /// Opens a stream to `target` through the relay. Nothing is sent yet: the caller's first
+    /// write carries the request header.
+    pub async fn open(&self, target: Address, tfo: bool) -> io::Result<RelayStream> {
+        let stream = self.connect_raw(tfo).await?;
+        Ok(ProxyClientStream::from_stream(self.ctx.clone(), stream, &self.ss, target))
+    }
+
+    /// Opens a stream for a LAN connection and sends the request header together with whatever
+    /// the LAN client sent within [`FIRST_PAYLOAD_WAIT`].
+    pub async fn open_for<L: AsyncRead + Unpin>(&self, lan: &mut L, target: Address) -> io::Result<RelayStream> {
+        let mut first = vec![0u8; 16 * 1024];
+        let tfo = self.tfo();
+        let (n, remote) = if tfo {
+            let n = read_first(lan, &mut first).await?;
+            (n, self.open(target, true).await?)
+        } else {
+            let (n, remote) = tokio::join!(read_first(lan, &mut first), self.open(target, false));
+            (n?, remote?)
+        };
+        let mut remote = remote;
+        if n == 0 {
+            // An empty first write makes the client stream send the header with padding.
+            let _ = remote.write(&[]).await?;
+        } else {
+            remote.write_all(&first[..n]).await?;
+        }
+        remote.flush().await?;
+        Ok(remote)
+    }
+}
+
+async fn read_first<L: AsyncRead + Unpin>(lan: &mut L, buf: &mut [u8]) -> io::Result<usize> {
+    match tokio::time::timeout(FIRST_PAYLOAD_WAIT, lan.read(buf)).await {
+        Ok(r) => r,
+        Err(_) => Ok(0),
+    }
+}

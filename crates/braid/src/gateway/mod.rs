@@ -1,0 +1,181 @@
+//! `braid gateway`: bonds the uplinks and carries LAN TCP through the relay.
+//!
+//! Start-up order matters for clean failure: resolve the relay, decide what TFO can do locally
+//! (so `fast_open = "on"` fails before anything touches the kernel), install the per-uplink
+//! kernel state, open the listeners, then install the capture table last, so LAN traffic is only
+//! redirected once something listens. Shutdown removes everything in reverse, also after a
+//! start-up error half-way.
+
+mod capture;
+pub mod dialer;
+mod socks;
+pub mod tfo_probe;
+pub mod uplinks;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid_proto::tfo::{self, Decision, Policy};
+use tracing::{info, warn};
+
+use crate::config::gateway::{GatewayConfig, RelayAddr};
+use crate::config::FastOpen;
+use crate::shutdown::Shutdown;
+use dialer::Dialer;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The relay's name did not resolve.
+    #[error("cannot resolve the relay {server}: {reason}; fix: check `server` in the config and the gateway's DNS")]
+    Resolve {
+        /// As configured.
+        server: String,
+        /// The resolver's answer.
+        reason: String,
+    },
+    /// `fast_open = "on"` and TFO cannot work.
+    #[error("fast_open = \"on\", but TCP Fast Open cannot work: {0}")]
+    FastOpen(String),
+    /// Per-uplink kernel state could not be installed.
+    #[error(transparent)]
+    Uplink(#[from] uplinks::UplinkError),
+    /// A listener could not be opened.
+    #[error("cannot listen on {addr} for {what}: {source}; fix: change `{what}` in the config or stop the program holding the port")]
+    Listen {
+        /// The config key.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The capture table could not be installed.
+    #[error(transparent)]
+    Nft(#[from] braid_sys::nftables::NftError),
+    /// Netlink could not be opened at all.
+    #[error(transparent)]
+    Netlink(#[from] braid_sys::netlink::NetlinkError),
+}
+
+async fn resolve(server: &RelayAddr) -> Result<SocketAddr, GatewayError> {
+    match server {
+        RelayAddr::Socket(a) => Ok(*a),
+        RelayAddr::Host(h, p) => tokio::net::lookup_host((h.as_str(), *p))
+            .await
+            .map_err(|e| GatewayError::Resolve { server: server.to_string(), reason: e.to_string() })?
+            .next()
+            .ok_or_else(|| GatewayError::Resolve { server: server.to_string(), reason: "no address".into() }),
+    }
+}
+
+fn policy(f: FastOpen) -> Policy {
+    match f {
+        FastOpen::Auto => Policy::Auto,
+        FastOpen::On => Policy::On,
+        FastOpen::Off => Policy::Off,
+    }
+}
+
+fn log_decision(d: &Decision) {
+    if d.enabled {
+        info!("TCP Fast Open on: {}", d.reason);
+    } else {
+        warn!("TCP Fast Open off: {}", d.reason);
+    }
+}
+
+/// Runs the gateway until `shutdown`, then removes every piece of kernel state it added.
+pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayError> {
+    let relay = resolve(&cfg.server).await?;
+    let facts = tfo_probe::local_facts(relay);
+    let early = tfo::decide(policy(cfg.fast_open), &facts);
+    if let Some(d) = &early {
+        if d.fatal {
+            return Err(GatewayError::FastOpen(d.reason.clone()));
+        }
+    }
+    let rtnl = braid_sys::netlink::Rtnl::connect()?;
+    let pm = braid_sys::mptcp::pm::MptcpPm::connect().await.map_err(uplinks::UplinkError::from)?;
+    let applied = uplinks::apply(&rtnl, &pm, &cfg, relay).await?;
+    let result = serve(&cfg, relay, early, facts, shutdown).await;
+    if !cfg.lan.is_empty() {
+        if let Err(e) = braid_sys::nftables::delete_table(&cfg.nft_table) {
+            warn!("removing nftables table inet {}: {e}", cfg.nft_table);
+        }
+    }
+    uplinks::remove(&rtnl, &pm, applied).await;
+    info!("gateway stopped; kernel state removed");
+    result
+}
+
+async fn serve(cfg: &GatewayConfig, relay: SocketAddr, early: Option<Decision>, facts: braid_proto::tfo::Facts, mut shutdown: Shutdown) -> Result<(), GatewayError> {
+    let dialer = Dialer::new(cfg, relay).map_err(|source| GatewayError::Listen { what: "server", addr: relay, source })?;
+    let mut tasks = Vec::new();
+    match early {
+        Some(d) => {
+            log_decision(&d);
+            dialer.set_tfo(d.enabled);
+        }
+        None => tasks.push(tokio::spawn(decide_tfo(dialer.clone(), policy(cfg.fast_open), facts))),
+    }
+    let idle = cfg.idle_timeout;
+    let redirect = bind(cfg.redirect, "redirect")?;
+    info!("transparent listener on {}", redirect.local_addr().unwrap_or(cfg.redirect));
+    tasks.push(tokio::spawn(capture::serve(redirect, dialer.clone(), idle, shutdown.clone())));
+    if let Some(addr) = cfg.socks {
+        let l = bind(addr, "socks")?;
+        info!("SOCKS5 listener on {}", l.local_addr().unwrap_or(addr));
+        tasks.push(tokio::spawn(socks::serve(l, dialer.clone(), idle, shutdown.clone())));
+    }
+    if !cfg.lan.is_empty() {
+        braid_sys::nftables::CaptureRules {
+            table: cfg.nft_table.clone(),
+            lan: cfg.lan.clone(),
+            redirect_port: cfg.redirect.port(),
+            exclude: vec![relay.ip()],
+        }
+        .apply()?;
+        info!("capturing TCP from {} (nftables table inet {})", cfg.lan.join(", "), cfg.nft_table);
+    }
+    info!("gateway up: relay {relay}, {} uplink(s)", cfg.uplinks.len());
+    shutdown.wait().await;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, GatewayError> {
+    let l = braid_sys::socket::listen(addr, braid_sys::socket::ListenOptions { mptcp: false, fastopen_qlen: None, backlog: 1024 })
+        .map_err(|source| GatewayError::Listen { what, addr, source })?;
+    tokio::net::TcpListener::from_std(l.listener).map_err(|source| GatewayError::Listen { what, addr, source })
+}
+
+/// Probes the relay until the evidence is conclusive, then sets the dialer's TFO switch and says
+/// why, once. A relay that cannot be reached yet is retried every 30 s.
+async fn decide_tfo(dialer: Arc<Dialer>, policy: Policy, facts: braid_proto::tfo::Facts) {
+    let mut said_waiting = false;
+    loop {
+        // A stock relay and an unreachable one both fail the control request; only the second
+        // is worth waiting for.
+        if dialer.connect_raw(false).await.is_err() {
+            if !said_waiting {
+                warn!("TCP Fast Open off for now: the relay {} cannot be reached yet; braid will check again every 30 s", dialer.relay());
+                said_waiting = true;
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            continue;
+        }
+        let mut f = facts.clone();
+        if let Some(r) = tfo_probe::probe_relay(&dialer, &mut f).await {
+            info!("relay is braid {} on Linux {}; the probe connection was {} with {} subflow(s)", r.version, r.kernel, r.connection.transport, r.connection.subflows);
+        }
+        let d = tfo::decide(policy, &f).unwrap_or(Decision { enabled: false, reason: "the relay gave no evidence".into(), fatal: false });
+        log_decision(&d);
+        dialer.set_tfo(d.enabled);
+        return;
+    }
+}

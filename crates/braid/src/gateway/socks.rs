@@ -1,0 +1,123 @@
+//! The optional SOCKS5 listener (CONNECT only, no authentication).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid_proto::socks5::{self, Reply, TargetAddr};
+use shadowsocks::relay::socks5::Address;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use super::dialer::Dialer;
+use crate::relay;
+use crate::shutdown::Shutdown;
+
+/// How long a SOCKS5 client has for its greeting and request.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts SOCKS5 clients until shutdown.
+pub async fn serve(listener: TcpListener, dialer: Arc<Dialer>, idle: Duration, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            r = listener.accept() => match r {
+                Ok((client, peer)) => {
+                    let dialer = dialer.clone();
+                    tokio::spawn(async move { carry(client, peer, dialer, idle).await });
+                }
+                Err(e) => {
+                    warn!("SOCKS5 listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn carry(mut client: TcpStream, peer: SocketAddr, dialer: Arc<Dialer>, idle: Duration) {
+    let _ = client.set_nodelay(true);
+    let target = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut client)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            debug!("SOCKS5 {peer}: {e}");
+            return;
+        }
+        Err(_) => {
+            debug!("SOCKS5 {peer}: handshake timed out");
+            return;
+        }
+    };
+    let addr = match &target {
+        TargetAddr::Ip(a) => Address::SocketAddress(*a),
+        TargetAddr::Domain(h, p) => Address::DomainNameAddress(h.clone(), *p),
+    };
+    // The relay connects to the target only after our header arrives, and SS2022 has no error
+    // reply, so success is reported once the relay stream is open (as sslocal does).
+    let mut remote = match dialer.open(addr, dialer.tfo()).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!("SOCKS5 {peer} → {target}: cannot reach the relay {}: {e}", dialer.relay());
+            let _ = client.write_all(&socks5::reply(Reply::HostUnreachable)).await;
+            return;
+        }
+    };
+    if client.write_all(&socks5::reply(Reply::Succeeded)).await.is_err() {
+        return;
+    }
+    let mut first = vec![0u8; 16 * 1024];
+    let n = match tokio::time::timeout(super::dialer::FIRST_PAYLOAD_WAIT, client.read(&mut first)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(_)) => return,
+        Err(_) => 0,
+    };
+    let sent = if n == 0 { remote.write(&[]).await.map(drop) } else { remote.write_all(&first[..n]).await };
+    if sent.is_err() || remote.flush().await.is_err() {
+        return;
+    }
+    let (moved, end) = relay::relay(&mut client, &mut remote, idle).await;
+    debug!("SOCKS5 {peer} → {target}: {end:?}, up={} down={}", moved.up, moved.down);
+}
+
+async fn handshake(client: &mut TcpStream) -> Result<TargetAddr, String> {
+    let mut buf = Vec::with_capacity(64);
+    let mut chunk = [0u8; 512];
+    let used = loop {
+        match socks5::parse_greeting(&buf) {
+            Ok(Some(n)) => break n,
+            Ok(None) => {}
+            Err(e) => {
+                let _ = client.write_all(&socks5::greeting_reply(false)).await;
+                return Err(e.to_string());
+            }
+        }
+        let n = client.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed during greeting".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    buf.drain(..used);
+    client.write_all(&socks5::greeting_reply(true)).await.map_err(|e| e.to_string())?;
+    loop {
+        match socks5::parse_request(&buf) {
+            Ok(Some((target, used))) => {
+                if used != buf.len() {
+                    return Err("data sent before the CONNECT reply".into());
+                }
+                return Ok(target);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = client.write_all(&socks5::reply(e.reply_code())).await;
+                return Err(e.to_string());
+            }
+        }
+        let n = client.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed during request".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

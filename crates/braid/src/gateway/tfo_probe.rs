@@ -1,0 +1,90 @@
+//! Gathers the evidence for the TCP Fast Open decision (the rules are in `braid_proto::tfo`).
+//!
+//! Local facts (the sysctl, a setsockopt on an MPTCP socket) are read at start-up, so that
+//! `fast_open = "on"` can refuse to start at once. The end-to-end part sends braid control
+//! requests through the relay, first without TFO and then three times with it (the first of
+//! which only fetches the cookie), and times each request/reply.
+
+use std::time::{Duration, Instant};
+
+use braid_proto::control::{self, ControlRequest, ControlResponse, ServerReport, CONTROL_HOST, CONTROL_PORT};
+use braid_proto::tfo::{Exchange, Facts};
+use shadowsocks::relay::socks5::Address;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::dialer::Dialer;
+
+/// A reply slower than this counts as lost (the stall measured on 6.18 was about 3 s).
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
+/// TFO request/replies after the baseline.
+pub const TFO_TRIES: usize = 3;
+
+/// The facts that need no relay.
+pub fn local_facts(relay: std::net::SocketAddr) -> Facts {
+    let procfs = braid_sys::sysctl::Procfs::default();
+    let value = procfs.sysctl_u64("net.ipv4.tcp_fastopen").unwrap_or(0) as u32;
+    let setsockopt_errno = match braid_sys::socket::stream_socket(&relay, true) {
+        Ok((sock, _, _)) => braid_sys::tfo::set_connect_fastopen(&sock).err().map(|e| e.raw_os_error().unwrap_or(-1)),
+        Err(e) => e.raw_os_error(),
+    };
+    Facts {
+        kernel: braid_sys::kernel::KernelRelease::running().release,
+        sysctl_client: braid_sys::tfo::FastopenSysctl(value).client(),
+        sysctl_value: value,
+        setsockopt_errno,
+        baseline: None,
+        tfo: Vec::new(),
+    }
+}
+
+/// Adds the end-to-end exchanges to `facts`. Returns the relay's report, if it is a braid relay.
+pub async fn probe_relay(dialer: &Dialer, facts: &mut Facts) -> Option<ServerReport> {
+    let (baseline, report) = exchange(dialer, false).await;
+    facts.baseline = Some(baseline);
+    if !matches!(baseline, Exchange::Replied { .. }) {
+        return None;
+    }
+    for _ in 0..TFO_TRIES {
+        let (x, _) = exchange(dialer, true).await;
+        facts.tfo.push(x);
+        if !matches!(x, Exchange::Replied { .. }) {
+            break;
+        }
+    }
+    report
+}
+
+/// One timed control request/reply, from before the connect to the reply's last byte.
+pub async fn exchange(dialer: &Dialer, tfo: bool) -> (Exchange, Option<ServerReport>) {
+    let started = Instant::now();
+    let work = async {
+        let target = Address::DomainNameAddress(CONTROL_HOST.to_string(), CONTROL_PORT);
+        let mut s = dialer.open(target, tfo).await.ok()?;
+        let hello = ControlRequest::Hello { client_version: env!("CARGO_PKG_VERSION").into() };
+        s.write_all(&control::encode(&hello)).await.ok()?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 2048];
+        loop {
+            if let Ok(Some((resp, _))) = control::decode::<ControlResponse>(&buf) {
+                let syn_data = braid_sys::tfo::syn_data_acked(s.get_ref()).unwrap_or(false);
+                return Some((resp, syn_data));
+            }
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    match tokio::time::timeout(EXCHANGE_TIMEOUT, work).await {
+        Err(_) => (Exchange::TimedOut, None),
+        Ok(None) => (Exchange::Failed, None),
+        Ok(Some((resp, syn_data))) => {
+            let report = match resp {
+                ControlResponse::Report(r) => Some(r),
+                ControlResponse::Error { .. } => None,
+            };
+            (Exchange::Replied { elapsed: started.elapsed(), syn_data }, report)
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! braid: bonds a gateway's uplinks into one connection with kernel MPTCP and a
+//! Shadowsocks-2022 relay.
+//!
+//! ```text
+//!  LAN ─► gateway (capture / SOCKS5) ══ SS2022 over MPTCP, one subflow per uplink ══► server ─► internet
+//! ```
+//! - [`config`]: TOML files into typed configs, with errors that name key, value and fix.
+//! - [`server`]: the relay; [`gateway`]: the router side; [`relay`]: the byte pump both use.
+//! - [`cli`]: the command line; `main.rs` only parses it and calls in here.
+//!
+//! Wire formats and decisions live in `braid-proto`, kernel access in `braid-sys`, the test lab in
+//! `braid-lab`.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod keygen;
+pub mod lab;
+pub mod relay;
+pub mod server;
+pub mod shutdown;

@@ -1,0 +1,167 @@
+//! Copying bytes both ways between two streams, with half-close, bounded buffers and an idle
+//! timeout.
+//!
+//! `tokio::io::copy_bidirectional_with_sizes` already does the hard part right: when one side
+//! reads EOF it shuts down the write half of the other and keeps the opposite direction running
+//! (half-close), with one fixed buffer per direction. What it lacks is an idle timeout that looks
+//! at *both* directions, so each stream is wrapped in [`Metered`], which stamps every successful
+//! read, and a watchdog ends the relay when neither side moved for `idle`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// Buffer per direction: one SS2022 chunk holds up to 64 KiB of payload.
+pub const BUFFER: usize = 64 * 1024;
+
+/// Bytes moved by a finished relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// From the first stream to the second.
+    pub up: u64,
+    /// From the second stream to the first.
+    pub down: u64,
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum End {
+    /// Both directions reached EOF.
+    Done,
+    /// Neither direction moved for the idle timeout.
+    Idle,
+    /// A read or write failed (reset, broken pipe…).
+    Error(io::Error),
+}
+
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A stream that counts what it reads and stamps the shared activity clock.
+struct Metered<S> {
+    inner: S,
+    read: Arc<AtomicU64>,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Relays between `a` and `b` until both directions end, one fails, or both are idle for `idle`.
+/// The byte counts are exact even when the relay ends early.
+pub async fn relay<A, B>(a: &mut A, b: &mut B, idle: Duration) -> (Moved, End)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0) });
+    let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut ma = Metered { inner: a, read: up.clone(), activity: activity.clone() };
+    let mut mb = Metered { inner: b, read: down.clone(), activity: activity.clone() };
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut ma, &mut mb, BUFFER, BUFFER);
+    tokio::pin!(copy);
+    let tick = (idle / 4).max(Duration::from_millis(50));
+    let end = loop {
+        tokio::select! {
+            r = &mut copy => break match r { Ok(_) => End::Done, Err(e) => End::Error(e) },
+            _ = tokio::time::sleep(tick) => {
+                if activity.idle_for() >= idle {
+                    break End::Idle;
+                }
+            }
+        }
+    };
+    (Moved { up: up.load(Ordering::Relaxed), down: down.load(Ordering::Relaxed) }, end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn relay_half_close_delivers_reply_after_request_eof() {
+        let (mut client, mut a) = tokio::io::duplex(1024);
+        let (mut b, mut server) = tokio::io::duplex(1024);
+        let task = tokio::spawn(async move { relay(&mut a, &mut b, Duration::from_secs(5)).await });
+        client.write_all(b"request").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"request");
+        server.write_all(b"reply after EOF").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"reply after EOF");
+        let (moved, end) = task.await.unwrap();
+        assert_eq!(moved, Moved { up: 7, down: 15 });
+        assert!(matches!(end, End::Done));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn relay_idle_in_both_directions_ends() {
+        let (_client, mut a) = tokio::io::duplex(1024);
+        let (mut b, _server) = tokio::io::duplex(1024);
+        let (moved, end) = relay(&mut a, &mut b, Duration::from_secs(30)).await;
+        assert!(matches!(end, End::Idle));
+        assert_eq!(moved, Moved::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn relay_one_way_traffic_keeps_it_alive() {
+        let (mut client, mut a) = tokio::io::duplex(1 << 20);
+        let (mut b, mut server) = tokio::io::duplex(1 << 20);
+        let task = tokio::spawn(async move { relay(&mut a, &mut b, Duration::from_secs(10)).await });
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            client.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            server.read_exact(&mut one).await.unwrap();
+        }
+        assert!(!task.is_finished());
+        drop(client);
+        drop(server);
+        let (moved, _) = task.await.unwrap();
+        assert_eq!(moved.up, 5);
+    }
+}

@@ -1,0 +1,131 @@
+//! One accepted connection: classify it, authenticate it, then relay or answer control requests.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use braid_proto::control::{ConnectionReport, CONTROL_HOST, CONTROL_PORT};
+use braid_sys::mptcp::info::{mptcp_state, MptcpState};
+use shadowsocks::relay::socks5::Address;
+use shadowsocks::relay::tcprelay::proxy_stream::ProxyServerStream;
+use tokio::net::TcpStream;
+use tracing::{debug, info};
+
+use super::Shared;
+use crate::relay::{self, End};
+
+/// "mptcp", "fallback" or "tcp", as reported everywhere.
+pub fn transport_name(s: MptcpState) -> &'static str {
+    match s {
+        MptcpState::Mptcp { .. } => "mptcp",
+        MptcpState::Fallback => "fallback",
+        MptcpState::Tcp => "tcp",
+    }
+}
+
+fn report(stream: &TcpStream, peer: SocketAddr, tfo: bool) -> ConnectionReport {
+    let state = mptcp_state(stream);
+    ConnectionReport { peer: peer.to_string(), transport: transport_name(state).into(), subflows: state.subflows(), tfo }
+}
+
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let started = Instant::now();
+    let _ = stream.set_nodelay(true);
+    let first = mptcp_state(&stream);
+    let tfo = shared.tfo_listener && braid_sys::tfo::syn_data_acked(&stream).unwrap_or(false);
+    match first {
+        MptcpState::Mptcp { .. } => shared.stats.mptcp.fetch_add(1, Ordering::Relaxed),
+        MptcpState::Fallback => {
+            info!("connection from {peer} fell back to plain TCP: its MPTCP option was lost on the way (a middlebox stripped it) or refused; this connection cannot bond");
+            shared.stats.fallback.fetch_add(1, Ordering::Relaxed)
+        }
+        MptcpState::Tcp => {
+            debug!("connection from {peer} is plain TCP: the client did not ask for MPTCP");
+            shared.stats.tcp.fetch_add(1, Ordering::Relaxed)
+        }
+    };
+    let cfg = &shared.cfg;
+    let mut ss = ProxyServerStream::from_stream(shared.ctx.clone(), stream, cfg.method.cipher(), &key_bytes(cfg.key.as_base64()));
+    let target = match tokio::time::timeout(cfg.handshake_timeout, ss.handshake()).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            info!("rejected {peer}: Shadowsocks-2022 handshake failed ({e}); a wrong key or method, a clock more than 30 s off, a replay, or a probe");
+            // Reveal nothing about how many bytes were consumed: reset.
+            let _ = socket2::SockRef::from(ss.get_ref()).set_linger(Some(std::time::Duration::ZERO));
+            return;
+        }
+        Err(_) => {
+            debug!("{peer}: no request header within {:?}", cfg.handshake_timeout);
+            let _ = socket2::SockRef::from(ss.get_ref()).set_linger(Some(std::time::Duration::ZERO));
+            return;
+        }
+    };
+    if let Address::DomainNameAddress(host, port) = &target {
+        if host == CONTROL_HOST && *port == CONTROL_PORT {
+            let snapshot = {
+                let st = mptcp_state(ss.get_ref());
+                move || ConnectionReport { peer: peer.to_string(), transport: transport_name(st).into(), subflows: st.subflows(), tfo }
+            };
+            if let Err(e) = super::control::serve(&mut ss, snapshot).await {
+                debug!("control stream from {peer} ended: {e}");
+            }
+            return;
+        }
+    }
+    let mut upstream = match connect_target(&shared, &target).await {
+        Ok(s) => s,
+        Err(why) => {
+            info!("{peer} → {target}: {why}");
+            return;
+        }
+    };
+    let (moved, end) = relay::relay(&mut ss, &mut upstream, cfg.idle_timeout).await;
+    let r = report(ss.get_ref(), peer, tfo);
+    let how = match end {
+        End::Done => "closed".to_string(),
+        End::Idle => format!("idle for {:?}, closed", cfg.idle_timeout),
+        End::Error(e) => format!("ended by error ({e})"),
+    };
+    info!(
+        "{peer} → {target}: {how}; transport={} subflows={} tfo={} up={} down={} secs={:.1}",
+        r.transport,
+        r.subflows,
+        r.tfo,
+        moved.up,
+        moved.down,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn key_bytes(b64: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default()
+}
+
+async fn connect_target(shared: &Shared, target: &Address) -> Result<TcpStream, String> {
+    let candidates: Vec<SocketAddr> = match target {
+        Address::SocketAddress(a) => vec![braid_sys::socket::normalize(*a)],
+        Address::DomainNameAddress(h, p) => match tokio::net::lookup_host((h.as_str(), *p)).await {
+            Ok(it) => it.collect(),
+            Err(e) => return Err(format!("cannot resolve {h}: {e}")),
+        },
+    };
+    let own: Vec<IpAddr> = shared.own.get();
+    let mut last = String::from("no address");
+    for addr in candidates {
+        if let Err(refusal) = shared.policy.check(addr.ip(), &own) {
+            last = format!("refused destination {addr}: {refusal}; an operator can allow it with allow_destinations in server.toml");
+            continue;
+        }
+        match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = format!("connect to {addr} failed: {e}"),
+            Err(_) => last = format!("connect to {addr} timed out after {:?}", shared.cfg.connect_timeout),
+        }
+    }
+    Err(last)
+}

@@ -1,0 +1,162 @@
+//! `braid server`: the relay on the VPS.
+//!
+//! It accepts Shadowsocks-2022 streams on an MPTCP listener, records for every connection whether
+//! it is really MPTCP (and with how many subflows) or fell back to TCP, answers braid's control
+//! requests, and relays everything else to destinations its policy allows.
+
+mod connection;
+mod control;
+mod own_addrs;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use braid_proto::destination::DestinationPolicy;
+use braid_sys::socket::{self, ListenOptions, Transport};
+use shadowsocks::config::ServerType;
+use shadowsocks::context::Context;
+use tracing::{info, warn};
+
+use crate::config::server::ServerConfig;
+use crate::config::FastOpen;
+use crate::shutdown::Shutdown;
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// bind/listen failed.
+    #[error("cannot listen on {addr}: {source}; fix: pick a free port in `listen`, or stop the program that holds it (ss -ltnp)")]
+    Listen {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `fast_open = "on"` but the kernel cannot do TFO on this listener.
+    #[error("fast_open = \"on\", but TCP Fast Open cannot work on this listener: {reason}")]
+    FastOpen {
+        /// Why, with the fix.
+        reason: String,
+    },
+}
+
+/// Counters of accepted connections by transport.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Accepted connections that are live MPTCP.
+    pub mptcp: AtomicU64,
+    /// MPTCP sockets that fell back to plain TCP.
+    pub fallback: AtomicU64,
+    /// Clients that did not ask for MPTCP.
+    pub tcp: AtomicU64,
+}
+
+/// A bound relay, ready to run.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    cfg: ServerConfig,
+    ctx: shadowsocks::context::SharedContext,
+    policy: DestinationPolicy,
+    own: own_addrs::OwnAddrs,
+    stats: ServerStats,
+    tfo_listener: bool,
+}
+
+impl Server {
+    /// Binds the listener, deciding MPTCP and TFO now so that the log says once what is used.
+    pub fn bind(cfg: ServerConfig) -> Result<Server, ServerError> {
+        let tfo_listener = decide_listener_tfo(&cfg)?;
+        let opts = ListenOptions { mptcp: cfg.mptcp, fastopen_qlen: tfo_listener.then_some(1024), backlog: 1024 };
+        let bound = match socket::listen(cfg.listen, opts) {
+            Err(e) if tfo_listener && e.raw_os_error() == Some(libc_enoprotoopt()) => {
+                let kernel = braid_sys::kernel::KernelRelease::running();
+                let reason = format!("{kernel} refuses TCP_FASTOPEN on MPTCP listeners (ENOPROTOOPT); TFO on MPTCP needs Linux 6.2 or newer");
+                if cfg.fast_open == FastOpen::On {
+                    return Err(ServerError::FastOpen { reason: format!("{reason}; fix: upgrade the kernel or set fast_open = \"auto\"") });
+                }
+                warn!("TCP Fast Open off: {reason}");
+                socket::listen(cfg.listen, ListenOptions { fastopen_qlen: None, ..opts }).map(|l| (l, false))
+            }
+            other => other.map(|l| (l, tfo_listener)),
+        };
+        let (bound, tfo_listener) = bound.map_err(|source| ServerError::Listen { addr: cfg.listen, source })?;
+        if let Some(why) = &bound.mptcp_unavailable {
+            warn!("MPTCP UNAVAILABLE, relaying over plain TCP: {why}. Gateways will get no bonding until this is fixed.");
+        }
+        let listener = tokio::net::TcpListener::from_std(bound.listener).map_err(|source| ServerError::Listen { addr: cfg.listen, source })?;
+        let local = listener.local_addr().unwrap_or(cfg.listen);
+        info!(
+            "listening on {local} ({}{}), method {}",
+            if bound.transport == Transport::Mptcp { "MPTCP" } else { "plain TCP" },
+            if tfo_listener { ", TCP Fast Open on" } else { "" },
+            cfg.method
+        );
+        let mut ctx = Context::new(ServerType::Server);
+        ctx.set_replay_attack_policy(shadowsocks::config::ReplayAttackPolicy::Reject);
+        let policy = DestinationPolicy { allow: cfg.allow_destinations.clone() };
+        let shared = Shared { ctx: Arc::new(ctx), policy, own: own_addrs::OwnAddrs::new(), stats: ServerStats::default(), tfo_listener, cfg };
+        Ok(Server { listener, shared: Arc::new(shared) })
+    }
+
+    /// The bound address (the port is real when the config asked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts and serves until `shutdown` fires.
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let refresher = tokio::spawn(own_addrs::refresh_forever(self.shared.clone()));
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                r = self.listener.accept() => match r {
+                    Ok((stream, peer)) => {
+                        let shared = self.shared.clone();
+                        tokio::spawn(async move { connection::serve(shared, stream, socket::normalize(peer)).await });
+                    }
+                    Err(e) => {
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        refresher.abort();
+        let s = &self.shared.stats;
+        info!(
+            "relay stopped; connections served: {} MPTCP, {} fallen back to TCP, {} plain TCP",
+            s.mptcp.load(Ordering::Relaxed),
+            s.fallback.load(Ordering::Relaxed),
+            s.tcp.load(Ordering::Relaxed)
+        );
+    }
+}
+
+fn libc_enoprotoopt() -> i32 {
+    92
+}
+
+/// Whether to ask for TFO on the listener; the sysctl's server bit is checked here because
+/// without it the kernel silently ignores the listener option.
+fn decide_listener_tfo(cfg: &ServerConfig) -> Result<bool, ServerError> {
+    if cfg.fast_open == FastOpen::Off {
+        return Ok(false);
+    }
+    let procfs = braid_sys::sysctl::Procfs::default();
+    let value = procfs.sysctl_u64("net.ipv4.tcp_fastopen").unwrap_or(0) as u32;
+    if !braid_sys::tfo::FastopenSysctl(value).server() {
+        let reason = format!("net.ipv4.tcp_fastopen = {value} lacks the server bit (2); fix: sysctl -w net.ipv4.tcp_fastopen=3");
+        if cfg.fast_open == FastOpen::On {
+            return Err(ServerError::FastOpen { reason });
+        }
+        warn!("TCP Fast Open off on the listener: {reason}");
+        return Ok(false);
+    }
+    Ok(true)
+}
