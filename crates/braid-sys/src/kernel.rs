@@ -15,7 +15,10 @@ impl KernelRelease {
         let mut it = release.split(|c: char| !c.is_ascii_digit());
         let major = it.next().and_then(|s| s.parse().ok());
         let minor = it.next().and_then(|s| s.parse().ok());
-        KernelRelease { release: release.to_string(), version: major.zip(minor) }
+        KernelRelease {
+            release: release.to_string(),
+            version: major.zip(minor),
+        }
     }
 
     /// The running kernel (`uname -r`).

@@ -86,7 +86,8 @@ impl Rtnl {
         }
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.into()));
-        self.get_link(msg, || format!("ip link show dev {name}")).await
+        self.get_link(msg, || format!("ip link show dev {name}"))
+            .await
     }
 
     /// The interface with index `ifindex`, or `None`.

@@ -45,7 +45,9 @@ pub struct CaptureRules {
 pub fn valid_ifname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 15
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl CaptureRules {
@@ -55,9 +57,24 @@ impl CaptureRules {
         if let Some(bad) = self.lan.iter().find(|n| !valid_ifname(n)) {
             return Err(NftError::BadInterface(bad.clone()));
         }
-        let ifs = self.lan.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
-        let v4: Vec<String> = self.exclude.iter().filter(|a| a.is_ipv4()).map(|a| a.to_string()).collect();
-        let v6: Vec<String> = self.exclude.iter().filter(|a| a.is_ipv6()).map(|a| a.to_string()).collect();
+        let ifs = self
+            .lan
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let v4: Vec<String> = self
+            .exclude
+            .iter()
+            .filter(|a| a.is_ipv4())
+            .map(|a| a.to_string())
+            .collect();
+        let v6: Vec<String> = self
+            .exclude
+            .iter()
+            .filter(|a| a.is_ipv6())
+            .map(|a| a.to_string())
+            .collect();
         let t = &self.table;
         let mut s = format!(
             "table inet {t}\ndelete table inet {t}\ntable inet {t} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n"
@@ -104,7 +121,9 @@ fn run_nft(script: &str) -> Result<(), NftError> {
         .spawn()
         .map_err(NftError::NotInstalled)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(NftError::NotInstalled)?;
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(NftError::NotInstalled)?;
     }
     let out = child.wait_with_output().map_err(NftError::NotInstalled)?;
     if out.status.success() {
@@ -132,12 +151,20 @@ mod tests {
         let s = r.render().unwrap();
         assert!(s.contains("ip daddr { 203.0.113.7 } return"), "{s}");
         assert!(s.contains("iifname { \"eth1\" }"), "{s}");
-        assert!(s.contains("fib daddr type != { local, broadcast, multicast } redirect to :1100"), "{s}");
+        assert!(
+            s.contains("fib daddr type != { local, broadcast, multicast } redirect to :1100"),
+            "{s}"
+        );
     }
 
     #[test]
     fn render_rejects_an_interface_name_with_quotes() {
-        let r = CaptureRules { table: "braid".into(), lan: vec!["eth1\" accept".into()], redirect_port: 1, exclude: vec![] };
+        let r = CaptureRules {
+            table: "braid".into(),
+            lan: vec!["eth1\" accept".into()],
+            redirect_port: 1,
+            exclude: vec![],
+        };
         assert!(matches!(r.render(), Err(NftError::BadInterface(_))));
     }
 }

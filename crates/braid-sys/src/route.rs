@@ -102,10 +102,15 @@ pub(crate) fn check_prefix(what: &'static str, addr: &IpAddr, len: u8) -> Result
 
 impl RouteSpec {
     fn validate(&self) -> Result<(), NetlinkError> {
-        let invalid = |reason: String| NetlinkError::InvalidSpec { what: "route", reason };
+        let invalid = |reason: String| NetlinkError::InvalidSpec {
+            what: "route",
+            reason,
+        };
         check_prefix("route", &self.dst, self.dst_len)?;
         if self.table == 0 {
-            return Err(invalid("table 0 is RT_TABLE_UNSPEC: pick a table id".into()));
+            return Err(invalid(
+                "table 0 is RT_TABLE_UNSPEC: pick a table id".into(),
+            ));
         }
         for (name, addr) in [("gateway", self.gateway), ("src", self.src)] {
             if let Some(a) = addr {
@@ -118,7 +123,9 @@ impl RouteSpec {
             }
         }
         if self.gateway.is_none() && self.oif == 0 {
-            return Err(invalid(format!("{self}: needs a gateway or an output interface")));
+            return Err(invalid(format!(
+                "{self}: needs a gateway or an output interface"
+            )));
         }
         Ok(())
     }

@@ -105,7 +105,8 @@ impl RuleSpec {
                 RuleAttribute::Priority(p) => spec.priority = *p,
                 RuleAttribute::Protocol(p) => spec.protocol = (*p).into(),
                 // Kernel-filled defaults, no selectors.
-                RuleAttribute::SuppressPrefixLen(u32::MAX) | RuleAttribute::SuppressIfGroup(u32::MAX) => {}
+                RuleAttribute::SuppressPrefixLen(u32::MAX)
+                | RuleAttribute::SuppressIfGroup(u32::MAX) => {}
                 RuleAttribute::FwMask(0) | RuleAttribute::FwMark(0) => {}
                 _ => return None,
             }
@@ -165,8 +166,10 @@ impl Rtnl {
             if proto != Some(protocol) {
                 continue;
             }
-            let what = RuleSpec::from_message(&msg)
-                .map_or_else(|| format!("proto {protocol} ({:?})", msg.header), |s| s.to_string());
+            let what = RuleSpec::from_message(&msg).map_or_else(
+                || format!("proto {protocol} ({:?})", msg.header),
+                |s| s.to_string(),
+            );
             if self
                 .delete_rule_message(msg, || format!("ip rule del {what}"))
                 .await?

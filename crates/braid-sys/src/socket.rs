@@ -57,7 +57,9 @@ impl MptcpUnavailable {
             Some(errno @ (libc::EPROTONOSUPPORT | libc::EINVAL | libc::EAFNOSUPPORT)) => {
                 MptcpUnavailable::NotInKernel { errno }
             }
-            _ => MptcpUnavailable::Other { source: std::sync::Arc::new(e) },
+            _ => MptcpUnavailable::Other {
+                source: std::sync::Arc::new(e),
+            },
         }
     }
 }
@@ -137,7 +139,11 @@ pub fn listen(addr: SocketAddr, opts: ListenOptions) -> io::Result<Listener> {
     }
     sock.bind(&SockAddr::from(addr))?;
     sock.listen(opts.backlog)?;
-    Ok(Listener { listener: sock.into(), transport, mptcp_unavailable: why })
+    Ok(Listener {
+        listener: sock.into(),
+        transport,
+        mptcp_unavailable: why,
+    })
 }
 
 /// The destination a connection had before nftables `redirect` rewrote it (`SO_ORIGINAL_DST`,
@@ -154,9 +160,12 @@ pub fn original_dst<S: AsFd>(stream: &S) -> io::Result<SocketAddr> {
     } else {
         sock.original_dst_v4()?
     };
-    let dst = dst
-        .as_socket()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "SO_ORIGINAL_DST gave a non-IP address"))?;
+    let dst = dst.as_socket().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "SO_ORIGINAL_DST gave a non-IP address",
+        )
+    })?;
     Ok(normalize(dst))
 }
 

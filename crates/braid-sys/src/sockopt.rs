@@ -26,7 +26,12 @@ pub(crate) fn set_int<S: AsFd>(sock: &S, level: i32, name: i32, value: i32) -> i
 
 /// Reads a socket option into `buf`; returns how many bytes the kernel filled in, which is less
 /// than `buf.len()` on kernels whose struct is older (smaller) than ours.
-pub(crate) fn get_raw<S: AsFd>(sock: &S, level: i32, name: i32, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn get_raw<S: AsFd>(
+    sock: &S,
+    level: i32,
+    name: i32,
+    buf: &mut [u8],
+) -> io::Result<usize> {
     let fd = sock.as_fd().as_raw_fd();
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: `fd` is a live descriptor; `buf` is valid for writes of `len` bytes and the kernel
@@ -44,7 +49,10 @@ pub(crate) fn get_int<S: AsFd>(sock: &S, level: i32, name: i32) -> io::Result<i3
     let mut buf = [0u8; 4];
     let n = get_raw(sock, level, name, &mut buf)?;
     if n != 4 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "short int socket option"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "short int socket option",
+        ));
     }
     Ok(i32::from_ne_bytes(buf))
 }

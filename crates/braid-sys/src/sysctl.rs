@@ -14,7 +14,9 @@ pub struct Procfs {
 
 impl Default for Procfs {
     fn default() -> Self {
-        Procfs { root: PathBuf::from("/proc") }
+        Procfs {
+            root: PathBuf::from("/proc"),
+        }
     }
 }
 
@@ -62,8 +64,15 @@ impl Procfs {
         let path = self.sysctl_path(key);
         match std::fs::read_to_string(&path) {
             Ok(s) => Ok(s.trim().to_string()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SysctlError::Missing { key: key.into(), path }),
-            Err(source) => Err(SysctlError::Io { key: key.into(), path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SysctlError::Missing {
+                key: key.into(),
+                path,
+            }),
+            Err(source) => Err(SysctlError::Io {
+                key: key.into(),
+                path,
+                source,
+            }),
         }
     }
 
@@ -80,7 +89,11 @@ impl Procfs {
     /// `sysctl -w KEY=VALUE`.
     pub fn set_sysctl(&self, key: &str, value: &str) -> Result<(), SysctlError> {
         let path = self.sysctl_path(key);
-        std::fs::write(&path, value).map_err(|source| SysctlError::Io { key: key.into(), path, source })
+        std::fs::write(&path, value).map_err(|source| SysctlError::Io {
+            key: key.into(),
+            path,
+            source,
+        })
     }
 
     /// A counter from `/proc/net/netstat` or `/proc/net/snmp` (`nstat` names, e.g.
@@ -99,7 +112,9 @@ pub fn find_counter(text: &str, name: &str) -> Option<u64> {
     while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
         let (prefix, names) = names.split_once(':')?;
         let (_, values) = values.split_once(':')?;
-        let Some(field) = name.strip_prefix(prefix) else { continue };
+        let Some(field) = name.strip_prefix(prefix) else {
+            continue;
+        };
         for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
             if n == field {
                 return v.parse().ok();

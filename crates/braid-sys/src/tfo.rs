@@ -15,7 +15,12 @@ const TCPI_OPT_SYN_DATA: u8 = 32;
 /// `TCP_FASTOPEN` on a listener: accept data in the SYN, with this pending-queue length.
 /// ENOPROTOOPT on an MPTCP socket means the kernel predates Linux 6.2.
 pub fn set_listener_fastopen<S: AsFd>(sock: &S, qlen: u32) -> io::Result<()> {
-    sockopt::set_int(sock, libc::IPPROTO_TCP, libc::TCP_FASTOPEN, qlen.min(i32::MAX as u32) as i32)
+    sockopt::set_int(
+        sock,
+        libc::IPPROTO_TCP,
+        libc::TCP_FASTOPEN,
+        qlen.min(i32::MAX as u32) as i32,
+    )
 }
 
 /// `TCP_FASTOPEN_CONNECT` on a client before `connect()`: connect returns at once and the first

@@ -152,7 +152,8 @@ impl Endpoint {
 fn ifindex_arg(ifindex: Option<u32>) -> Result<Option<i32>, PmError> {
     ifindex
         .map(|i| {
-            i32::try_from(i).map_err(|_| PmError::InvalidArgument(format!("ifindex {i} is out of range")))
+            i32::try_from(i)
+                .map_err(|_| PmError::InvalidArgument(format!("ifindex {i} is out of range")))
         })
         .transpose()
 }
@@ -305,7 +306,11 @@ impl MptcpPm {
     /// Sets the changeable flags (`backup`, `fullmesh`) of the endpoint for
     /// `addr` to those in `flags`; other bits are ignored by the kernel.
     /// Like `ip mptcp endpoint change ADDR backup|nobackup [fullmesh|nofullmesh]`.
-    pub async fn set_endpoint_flags(&self, addr: IpAddr, flags: EndpointFlags) -> Result<(), PmError> {
+    pub async fn set_endpoint_flags(
+        &self,
+        addr: IpAddr,
+        flags: EndpointFlags,
+    ) -> Result<(), PmError> {
         let msg = addr_message(
             cmd::SET_FLAGS,
             PmAddr {
@@ -315,8 +320,16 @@ impl MptcpPm {
             },
         );
         self.request(msg, NLM_F_REQUEST | NLM_F_ACK, || {
-            let backup = if flags.contains(EndpointFlags::BACKUP) { "backup" } else { "nobackup" };
-            let fullmesh = if flags.contains(EndpointFlags::FULLMESH) { "fullmesh" } else { "nofullmesh" };
+            let backup = if flags.contains(EndpointFlags::BACKUP) {
+                "backup"
+            } else {
+                "nobackup"
+            };
+            let fullmesh = if flags.contains(EndpointFlags::FULLMESH) {
+                "fullmesh"
+            } else {
+                "nofullmesh"
+            };
             format!("ip mptcp endpoint change {addr} {backup} {fullmesh}")
         })
         .await?;

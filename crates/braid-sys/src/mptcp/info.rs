@@ -42,8 +42,14 @@ pub struct MptcpInfo {
 impl MptcpInfo {
     /// Parses the bytes the kernel returned; `None` if even the 5.9 layout is not complete.
     pub fn parse(b: &[u8]) -> Option<MptcpInfo> {
-        let u32_at = |o: usize| b.get(o..o + 4).map(|s| u32::from_ne_bytes(s.try_into().unwrap_or_default()));
-        let u64_at = |o: usize| b.get(o..o + 8).map(|s| u64::from_ne_bytes(s.try_into().unwrap_or_default()));
+        let u32_at = |o: usize| {
+            b.get(o..o + 4)
+                .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or_default()))
+        };
+        let u64_at = |o: usize| {
+            b.get(o..o + 8)
+                .map(|s| u64::from_ne_bytes(s.try_into().unwrap_or_default()))
+        };
         if b.len() < 40 {
             return None;
         }
@@ -77,7 +83,8 @@ impl MptcpInfo {
 pub fn mptcp_info<S: AsFd>(sock: &S) -> io::Result<MptcpInfo> {
     let mut buf = [0u8; 96];
     let n = sockopt::get_raw(sock, SOL_MPTCP, MPTCP_INFO, &mut buf)?;
-    MptcpInfo::parse(&buf[..n]).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short mptcp_info"))
+    MptcpInfo::parse(&buf[..n])
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short mptcp_info"))
 }
 
 /// What a stream really carries, as far as the kernel can tell.
@@ -119,7 +126,9 @@ pub fn mptcp_state<S: AsFd>(sock: &S) -> MptcpState {
     match (is_mptcp, mptcp_info(sock)) {
         (Some(0), _) => MptcpState::Fallback,
         (_, Ok(info)) if info.fallback() => MptcpState::Fallback,
-        (_, Ok(info)) => MptcpState::Mptcp { subflows: info.total_subflows() },
+        (_, Ok(info)) => MptcpState::Mptcp {
+            subflows: info.total_subflows(),
+        },
         (_, Err(_)) => MptcpState::Fallback,
     }
 }

@@ -17,8 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use futures::StreamExt;
 use genetlink::GenetlinkError;
 use netlink_packet_core::{
-    DecodeError, Emitable, NetlinkMessage, NetlinkPayload, ParseableParametrized,
-    NLA_F_NESTED, NLA_TYPE_MASK,
+    DecodeError, Emitable, NetlinkMessage, NetlinkPayload, ParseableParametrized, NLA_F_NESTED,
+    NLA_TYPE_MASK,
 };
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 use netlink_sys::AsyncSocket;
@@ -195,7 +195,10 @@ pub(crate) fn parse_nlas(mut buf: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
     let mut out = Vec::new();
     while !buf.is_empty() {
         if buf.len() < 4 {
-            return Err(format!("{} trailing bytes after the last attribute", buf.len()));
+            return Err(format!(
+                "{} trailing bytes after the last attribute",
+                buf.len()
+            ));
         }
         let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
         let kind = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
@@ -212,11 +215,9 @@ pub(crate) fn parse_nlas(mut buf: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
 }
 
 pub(crate) fn parse_u32(value: &[u8]) -> Result<u32, String> {
-    Ok(u32::from_ne_bytes(
-        value
-            .try_into()
-            .map_err(|_| format!("expected a u32, got {} bytes", value.len()))?,
-    ))
+    Ok(u32::from_ne_bytes(value.try_into().map_err(|_| {
+        format!("expected a u32, got {} bytes", value.len())
+    })?))
 }
 
 /// The nested `MPTCP_PM_ATTR_ADDR` (`struct mptcp_pm_addr_entry` on the wire).
@@ -306,7 +307,8 @@ impl MptcpPm {
     /// is reported here as [`PmError::FamilyUnavailable`].
     pub async fn connect() -> Result<MptcpPm, PmError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| PmError::NoRuntime)?;
-        let (mut conn, handle, _messages) = genetlink::new_connection().map_err(PmError::Connect)?;
+        let (mut conn, handle, _messages) =
+            genetlink::new_connection().map_err(PmError::Connect)?;
         let socket = conn.socket_mut().socket_mut();
         // Best effort: error texts from the kernel are a bonus.
         let _ = socket.set_ext_ack(true);
