@@ -6,6 +6,12 @@
 //! (half-close), with one fixed buffer per direction. What it lacks is an idle timeout that looks
 //! at *both* directions, so each stream is wrapped in [`Metered`], which stamps every successful
 //! read, and a watchdog ends the relay when neither side moved for `idle`.
+//!
+//! [`Metered`] also keeps writes stable across `Pending`. tokio's copy tops its buffer up while a
+//! write is pending and retries with a longer slice; the shadowsocks crate's encrypting writer,
+//! once pending, finishes the chunk it already sealed and then reports the *new* slice's length
+//! as written, so the top-up bytes were silently lost. Retrying with exactly the length of the
+//! pending call makes every writer's answer true.
 
 use std::io;
 use std::pin::Pin;
@@ -54,11 +60,13 @@ impl Activity {
     }
 }
 
-/// A stream that counts what it reads and stamps the shared activity clock.
+/// A stream that counts what it reads, stamps the shared activity clock, and retries a pending
+/// write with the same length.
 struct Metered<S> {
     inner: S,
     read: Arc<AtomicU64>,
     activity: Arc<Activity>,
+    pending_write: Option<usize>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
@@ -76,7 +84,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let len = self.pending_write.map_or(buf.len(), |p| p.min(buf.len()));
+        match Pin::new(&mut self.inner).poll_write(cx, &buf[..len]) {
+            Poll::Pending => {
+                self.pending_write = Some(len);
+                Poll::Pending
+            }
+            done => {
+                self.pending_write = None;
+                done
+            }
+        }
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -95,8 +113,8 @@ where
 {
     let activity = Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0) });
     let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut ma = Metered { inner: a, read: up.clone(), activity: activity.clone() };
-    let mut mb = Metered { inner: b, read: down.clone(), activity: activity.clone() };
+    let mut ma = Metered { inner: a, read: up.clone(), activity: activity.clone(), pending_write: None };
+    let mut mb = Metered { inner: b, read: down.clone(), activity: activity.clone(), pending_write: None };
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut ma, &mut mb, BUFFER, BUFFER);
     tokio::pin!(copy);
     let tick = (idle / 4).max(Duration::from_millis(50));
@@ -117,6 +135,53 @@ where
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
+
+    /// Behaves like the shadowsocks crate's encrypting writer: a pending write keeps what it was
+    /// first given, and its completion reports the length of whatever slice the retry passed.
+    struct SealingWriter {
+        sealed: Option<Vec<u8>>,
+        out: Vec<u8>,
+        ready: bool,
+    }
+
+    impl AsyncWrite for SealingWriter {
+        fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            if self.sealed.is_none() {
+                self.sealed = Some(buf.to_vec());
+            }
+            if !self.ready {
+                self.ready = true;
+                return Poll::Pending;
+            }
+            self.ready = false;
+            let sealed = self.sealed.take().unwrap_or_default();
+            self.out.extend_from_slice(&sealed);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn metered_write_retried_with_a_longer_slice_reports_only_what_was_written() {
+        let activity = Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0) });
+        let inner = SealingWriter { sealed: None, out: Vec::new(), ready: false };
+        let mut m = Metered { inner, read: Arc::new(AtomicU64::new(0)), activity, pending_write: None };
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut m).poll_write(&mut cx, b"0123456789").is_pending());
+        // The caller topped its buffer up while the write was pending.
+        match Pin::new(&mut m).poll_write(&mut cx, b"0123456789abcdefghij") {
+            Poll::Ready(Ok(n)) => assert_eq!(n, 10, "claimed bytes that were never written"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(m.inner.out, b"0123456789");
+    }
 
     #[tokio::test]
     async fn relay_half_close_delivers_reply_after_request_eof() {

@@ -56,5 +56,6 @@ async fn carry(mut lan: TcpStream, peer: SocketAddr, own: Option<SocketAddr>, di
         }
     };
     let (moved, end) = relay::relay(&mut lan, &mut remote, idle).await;
+    dialer.note_transport(remote.get_ref());
     debug!("{peer} → {dst}: {end:?}, up={} down={}", moved.up, moved.down);
 }

@@ -13,7 +13,8 @@ use shadowsocks::relay::socks5::Address;
 use shadowsocks::relay::tcprelay::proxy_stream::ProxyClientStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::warn;
+use braid_sys::mptcp::info::{mptcp_state, MptcpState};
+use tracing::{info, warn};
 
 use crate::config::gateway::GatewayConfig;
 
@@ -34,6 +35,7 @@ pub struct Dialer {
     connect_timeout: Duration,
     tfo: AtomicBool,
     mptcp_warned: Once,
+    fallback_seen: AtomicBool,
 }
 
 impl Dialer {
@@ -49,6 +51,7 @@ impl Dialer {
             connect_timeout: cfg.connect_timeout,
             tfo: AtomicBool::new(false),
             mptcp_warned: Once::new(),
+            fallback_seen: AtomicBool::new(false),
         }))
     }
 
@@ -65,6 +68,28 @@ impl Dialer {
     /// Whether new streams use TFO.
     pub fn tfo(&self) -> bool {
         self.tfo.load(Ordering::Relaxed)
+    }
+
+    /// Records what an established relay connection really is, and says so when connections
+    /// start (or stop) falling back to plain TCP — the silent failure that leaves one uplink
+    /// carrying everything.
+    pub fn note_transport(&self, stream: &TcpStream) {
+        match mptcp_state(stream) {
+            MptcpState::Fallback => {
+                if !self.fallback_seen.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        "connections to the relay {} fell back to plain TCP: the relay does not speak MPTCP (no MPTCP kernel, or net.mptcp.enabled=0 there), or a middlebox strips the MPTCP option on the first path. Only one uplink carries traffic",
+                        self.relay
+                    );
+                }
+            }
+            MptcpState::Mptcp { subflows } => {
+                if self.fallback_seen.swap(false, Ordering::Relaxed) {
+                    info!("connections to the relay are MPTCP again ({subflows} subflow(s))");
+                }
+            }
+            MptcpState::Tcp => {}
+        }
     }
 
     /// Connects a raw socket to the relay. With `tfo`, connect returns at once and the SYN

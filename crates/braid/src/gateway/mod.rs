@@ -159,19 +159,20 @@ fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener,
 async fn decide_tfo(dialer: Arc<Dialer>, policy: Policy, facts: braid_proto::tfo::Facts) {
     let mut said_waiting = false;
     loop {
-        // A stock relay and an unreachable one both fail the control request; only the second
-        // is worth waiting for.
-        if dialer.connect_raw(false).await.is_err() {
-            if !said_waiting {
-                warn!("TCP Fast Open off for now: the relay {} cannot be reached yet; braid will check again every 30 s", dialer.relay());
-                said_waiting = true;
-            }
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            continue;
-        }
         let mut f = facts.clone();
-        if let Some(r) = tfo_probe::probe_relay(&dialer, &mut f).await {
-            info!("relay is braid {} on Linux {}; the probe connection was {} with {} subflow(s)", r.version, r.kernel, r.connection.transport, r.connection.subflows);
+        match tfo_probe::probe_relay(&dialer, &mut f).await {
+            Some(r) => info!("relay is braid {} on Linux {}; the probe connection was {} with {} subflow(s)", r.version, r.kernel, r.connection.transport, r.connection.subflows),
+            // A stock relay and an unreachable one both fail the control request; only the
+            // second is worth waiting for.
+            None if dialer.connect_raw(false).await.is_err() => {
+                if !said_waiting {
+                    warn!("TCP Fast Open off for now: the relay {} cannot be reached yet; braid will check again every 30 s", dialer.relay());
+                    said_waiting = true;
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                continue;
+            }
+            None => {}
         }
         let d = tfo::decide(policy, &f).unwrap_or(Decision { enabled: false, reason: "the relay gave no evidence".into(), fatal: false });
         log_decision(&d);

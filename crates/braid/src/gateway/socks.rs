@@ -77,6 +77,7 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, dialer: Arc<Dialer>, idl
         return;
     }
     let (moved, end) = relay::relay(&mut client, &mut remote, idle).await;
+    dialer.note_transport(remote.get_ref());
     debug!("SOCKS5 {peer} → {target}: {end:?}, up={} down={}", moved.up, moved.down);
 }
 

@@ -67,6 +67,7 @@ pub async fn exchange(dialer: &Dialer, tfo: bool) -> (Exchange, Option<ServerRep
         loop {
             if let Ok(Some((resp, _))) = control::decode::<ControlResponse>(&buf) {
                 let syn_data = braid_sys::tfo::syn_data_acked(s.get_ref()).unwrap_or(false);
+                dialer.note_transport(s.get_ref());
                 return Some((resp, syn_data));
             }
             let n = s.read(&mut chunk).await.ok()?;

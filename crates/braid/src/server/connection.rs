@@ -1,6 +1,7 @@
 //! One accepted connection: classify it, authenticate it, then relay or answer control requests.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +15,9 @@ use tracing::{debug, info};
 
 use super::Shared;
 use crate::relay::{self, End};
+
+/// How often a relayed connection's subflows are counted.
+const SUBFLOW_SAMPLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// "mptcp", "fallback" or "tcp", as reported everywhere.
 pub fn transport_name(s: MptcpState) -> &'static str {
@@ -80,8 +84,28 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let (moved, end) = relay::relay(&mut ss, &mut upstream, cfg.idle_timeout).await;
-    let r = report(ss.get_ref(), peer, tfo);
+    // Subflows come and go during a connection (joins after the handshake, teardown before
+    // close), so the count reported is the most seen, sampled through a duplicate descriptor
+    // while the relay owns the stream.
+    let probe = ss.get_ref().as_fd().try_clone_to_owned().ok();
+    let mut most = first.subflows();
+    let (moved, end) = {
+        let pump = relay::relay(&mut ss, &mut upstream, cfg.idle_timeout);
+        tokio::pin!(pump);
+        let mut tick = tokio::time::interval(SUBFLOW_SAMPLE);
+        loop {
+            tokio::select! {
+                r = &mut pump => break r,
+                _ = tick.tick() => {
+                    if let Some(fd) = &probe {
+                        most = most.max(mptcp_state(fd).subflows());
+                    }
+                }
+            }
+        }
+    };
+    let mut r = report(ss.get_ref(), peer, tfo);
+    r.subflows = r.subflows.max(most);
     let how = match end {
         End::Done => "closed".to_string(),
         End::Idle => format!("idle for {:?}, closed", cfg.idle_timeout),

@@ -1,0 +1,266 @@
+//! Runs the real `braid server` and `braid gateway` inside a lab, for the demo, the end-to-end
+//! tests and the benchmarks. Everything it starts is stopped, and the lab removed, on drop.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use braid_lab::{Lab, LabSpec, Role, UplinkSpec};
+
+/// Where the lab's traffic server listens (in the srv namespace).
+pub const TRAFFIC_PORT: u16 = 5201;
+/// Where the relay listens (on the vps's public address).
+pub const RELAY_PORT: u16 = 8388;
+/// The gateway's SOCKS5 port (on the gateway's LAN address).
+pub const SOCKS_PORT: u16 = 1080;
+
+/// A lab with braid processes in it.
+pub struct Harness {
+    /// The namespaces and links.
+    pub lab: Lab,
+    exe: PathBuf,
+    dir: PathBuf,
+    key: String,
+    server: Option<Child>,
+    gateway: Option<Child>,
+    traffic: Option<Child>,
+    gateway_runs: u32,
+}
+
+/// A harness step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// The lab could not be built or a lab command failed.
+    #[error("lab: {0}")]
+    Lab(#[from] braid_lab::LabError),
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// A daemon did not become ready.
+    #[error("{what} did not become ready within {secs} s; its log:\n{log}")]
+    NotReady {
+        /// Which daemon.
+        what: &'static str,
+        /// Seconds waited.
+        secs: u64,
+        /// Its log so far.
+        log: String,
+    },
+    /// A traffic command failed.
+    #[error("traffic {args:?} failed ({status}): {stderr}")]
+    Traffic {
+        /// Its arguments.
+        args: Vec<String>,
+        /// Exit status.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> HarnessError {
+    let what = what.into();
+    move |source| HarnessError::Io { what, source }
+}
+
+impl Harness {
+    /// Builds the lab and starts the traffic server in srv.
+    pub fn new(prefix: &str, uplinks: Vec<UplinkSpec>, exe: &Path) -> Result<Harness, HarnessError> {
+        let lab = Lab::up(LabSpec { prefix: prefix.to_string(), uplinks })?;
+        let dir = std::env::temp_dir().join(format!("braid-lab-{prefix}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let key = crate::keygen::generate(crate::config::Method::Aes256Gcm).map_err(|e| HarnessError::Io { what: "keygen".into(), source: io::Error::other(e.to_string()) })?;
+        let mut h = Harness { lab, exe: exe.to_path_buf(), dir, key, server: None, gateway: None, traffic: None, gateway_runs: 0 };
+        let listen = format!("{}:{TRAFFIC_PORT}", Lab::SRV);
+        let mut cmd = h.lab.command(Role::Srv, &h.exe.to_string_lossy());
+        cmd.args(["lab", "traffic", "serve", "--listen", &listen]).stdout(Stdio::null()).stderr(Stdio::null());
+        h.traffic = Some(cmd.spawn().map_err(io_err("starting the traffic server"))?);
+        Ok(h)
+    }
+
+    /// The pre-shared key in use.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The folder with configs and logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts `braid server` in vps with `extra` appended to its config; waits until it listens.
+    pub fn start_server(&mut self, extra: &str) -> Result<(), HarnessError> {
+        let cfg = format!(
+            "listen = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nallow_destinations = [\"{}/32\"]\n{extra}\n",
+            Lab::VPS_PUBLIC,
+            self.key,
+            Lab::SRV
+        );
+        let child = self.spawn_daemon(Role::Vps, "server", &cfg)?;
+        self.server = Some(child);
+        self.wait_log("server.log", "listening on", "braid server", Duration::from_secs(15))
+    }
+
+    /// Starts `braid gateway` in gw with the named uplinks; waits until it is up.
+    pub fn start_gateway(&mut self, uplinks: &[&str], extra: &str) -> Result<(), HarnessError> {
+        let mut cfg = format!(
+            "server = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nredirect = \"0.0.0.0:1100\"\nlan = [\"{}\"]\nsocks = \"{}:{SOCKS_PORT}\"\n{extra}\n",
+            Lab::VPS_PUBLIC,
+            self.key,
+            Lab::GW_LAN_IFACE,
+            Lab::GW_LAN
+        );
+        for u in uplinks {
+            cfg += &format!("[[uplink]]\nname = \"{u}\"\ninterface = \"{}\"\n", self.lab.uplink_iface(u));
+        }
+        self.gateway_runs += 1;
+        let _ = fs::remove_file(self.dir.join("gateway.log"));
+        let child = self.spawn_daemon(Role::Gw, "gateway", &cfg)?;
+        self.gateway = Some(child);
+        self.wait_log("gateway.log", "gateway up", "braid gateway", Duration::from_secs(15))
+    }
+
+    fn spawn_daemon(&self, role: Role, name: &str, cfg: &str) -> Result<Child, HarnessError> {
+        let cfg_path = self.dir.join(format!("{name}.toml"));
+        fs::write(&cfg_path, cfg).map_err(io_err(format!("writing {}", cfg_path.display())))?;
+        let log_path = self.dir.join(format!("{name}.log"));
+        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_err(format!("opening {}", log_path.display())))?;
+        let mut cmd = self.lab.command(role, &self.exe.to_string_lossy());
+        cmd.args([name, "--config"]).arg(&cfg_path).args(["--log", "debug"]).stdout(Stdio::null()).stderr(log);
+        cmd.spawn().map_err(io_err(format!("starting braid {name}")))
+    }
+
+    /// Waits until `file` in the harness folder contains `needle`.
+    pub fn wait_log(&self, file: &str, needle: &str, what: &'static str, limit: Duration) -> Result<(), HarnessError> {
+        let start = Instant::now();
+        loop {
+            let log = self.log(file);
+            if log.contains(needle) {
+                return Ok(());
+            }
+            // A daemon that refuses to start prints "braid: <error>" and exits.
+            let exited = log.lines().any(|l| l.starts_with("braid: "));
+            if exited || start.elapsed() > limit {
+                return Err(HarnessError::NotReady { what, secs: limit.as_secs(), log });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A log file's text ("server.log", "gateway.log").
+    pub fn log(&self, file: &str) -> String {
+        fs::read_to_string(self.dir.join(file)).unwrap_or_default()
+    }
+
+    /// Stops the gateway with SIGTERM and returns its exit status.
+    pub fn stop_gateway(&mut self) -> Result<Option<ExitStatus>, HarnessError> {
+        Ok(match self.gateway.take() {
+            Some(c) => Some(terminate(c)?),
+            None => None,
+        })
+    }
+
+    /// Starts the gateway expecting it to refuse to start; returns its exit status.
+    pub fn gateway_must_fail(&mut self, uplinks: &[&str], extra: &str) -> Result<ExitStatus, HarnessError> {
+        match self.start_gateway(uplinks, extra) {
+            Ok(()) => {
+                self.stop_gateway()?;
+                Err(HarnessError::NotReady { what: "a failing braid gateway (it started)", secs: 0, log: self.log("gateway.log") })
+            }
+            Err(HarnessError::NotReady { .. }) | Err(HarnessError::Io { .. }) => {
+                let mut c = self.gateway.take().ok_or_else(|| HarnessError::Io { what: "gateway".into(), source: io::Error::other("not started") })?;
+                let start = Instant::now();
+                loop {
+                    if let Some(st) = c.try_wait().map_err(io_err("waiting for the gateway"))? {
+                        return Ok(st);
+                    }
+                    if start.elapsed() > Duration::from_secs(10) {
+                        return terminate(c);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stops the server with SIGTERM.
+    pub fn stop_server(&mut self) -> Result<Option<ExitStatus>, HarnessError> {
+        Ok(match self.server.take() {
+            Some(c) => Some(terminate(c)?),
+            None => None,
+        })
+    }
+
+    /// Runs `braid lab traffic ARGS` in `role` and parses its JSON output.
+    pub fn traffic(&self, role: Role, args: &[&str]) -> Result<serde_json::Value, HarnessError> {
+        let mut cmd = self.lab.command(role, &self.exe.to_string_lossy());
+        cmd.args(["lab", "traffic"]).args(args);
+        let out = cmd.output().map_err(io_err("running the traffic client"))?;
+        let fail = |status: String, stderr: String| HarnessError::Traffic { args: args.iter().map(|s| s.to_string()).collect(), status, stderr };
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| fail(out.status.to_string(), format!("{} (stdout not JSON: {e})", String::from_utf8_lossy(&out.stderr))))?;
+        if !out.status.success() {
+            return Err(fail(out.status.to_string(), format!("{} {v}", String::from_utf8_lossy(&out.stderr))));
+        }
+        Ok(v)
+    }
+
+    /// The traffic server's address, as LAN clients use it.
+    pub fn traffic_target() -> String {
+        format!("{}:{TRAFFIC_PORT}", Lab::SRV)
+    }
+
+    /// The gateway's SOCKS5 address.
+    pub fn socks_addr() -> String {
+        format!("{}:{SOCKS_PORT}", Lab::GW_LAN)
+    }
+}
+
+/// SIGTERM, then wait up to 10 s, then SIGKILL.
+fn terminate(mut c: Child) -> Result<ExitStatus, HarnessError> {
+    let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    loop {
+        if let Some(st) = c.try_wait().map_err(io_err("waiting for a daemon"))? {
+            return Ok(st);
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = c.kill();
+            return c.wait().map_err(io_err("waiting for a killed daemon"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for c in [self.gateway.take(), self.server.take()].into_iter().flatten() {
+            let _ = terminate(c);
+        }
+        if let Some(mut t) = self.traffic.take() {
+            let _ = t.kill();
+            let _ = t.wait();
+        }
+    }
+}
+
+/// Is this process root (the lab needs it)?
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Runs a command and returns stdout, for checks that read kernel state inside a namespace.
+pub fn output(mut cmd: Command) -> String {
+    cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+}

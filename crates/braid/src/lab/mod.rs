@@ -1,0 +1,160 @@
+//! `braid lab`: the built-in network-namespace lab (topology in the braid-lab crate).
+
+pub mod demo;
+pub mod harness;
+pub mod traffic;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+/// Lab subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Build the lab, run the real server and gateway in it, and measure downloads through the
+    /// transparent capture over wifi alone, 5g alone and both bonded.
+    Demo {
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 8)]
+        secs: u64,
+        /// Namespace name prefix (names are PREFIX-lan, PREFIX-gw, …).
+        #[arg(long, default_value = "bdemo")]
+        prefix: String,
+    },
+    /// Traffic tool used inside the lab's namespaces (by the demo, tests and bench/).
+    #[command(subcommand, hide = true)]
+    Traffic(TrafficCommand),
+}
+
+/// The lab's traffic tool.
+#[derive(Debug, Subcommand)]
+pub enum TrafficCommand {
+    /// Serve downloads, uploads, echo and request/reply.
+    Serve {
+        /// Listen address.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Download for --secs and print the steady rate as JSON.
+    Get {
+        /// Traffic server.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Through this SOCKS5 proxy.
+        #[arg(long)]
+        socks: Option<SocketAddr>,
+        /// Duration.
+        #[arg(long, default_value_t = 8)]
+        secs: u64,
+    },
+    /// Upload for --secs and print the rate as JSON.
+    Put {
+        /// Traffic server.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Through this SOCKS5 proxy.
+        #[arg(long)]
+        socks: Option<SocketAddr>,
+        /// Duration.
+        #[arg(long, default_value_t = 8)]
+        secs: u64,
+    },
+    /// Send random bytes through echo, compare SHA-256 both ways, print JSON; exit 1 on mismatch.
+    Echo {
+        /// Traffic server.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Through this SOCKS5 proxy.
+        #[arg(long)]
+        socks: Option<SocketAddr>,
+        /// Bytes to send.
+        #[arg(long, default_value_t = 20_000_000)]
+        bytes: u64,
+    },
+    /// Time the first reply byte of COUNT fresh request/replies; print JSON.
+    Rr {
+        /// Traffic server.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Through this SOCKS5 proxy.
+        #[arg(long)]
+        socks: Option<SocketAddr>,
+        /// Tries.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        /// Request and reply size.
+        #[arg(long, default_value_t = 100)]
+        size: u64,
+        /// Per-try timeout in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+}
+
+/// Runs a lab subcommand.
+pub fn run(cmd: LabCommand) -> ExitCode {
+    match cmd {
+        LabCommand::Demo { json, secs, prefix } => demo::main(&prefix, secs, json),
+        LabCommand::Traffic(t) => traffic_main(t),
+    }
+}
+
+fn traffic_main(t: TrafficCommand) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("braid: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let r: std::io::Result<(String, bool)> = rt.block_on(async move {
+        let json = |v: &dyn erased::Json| v.to_json();
+        Ok(match t {
+            TrafficCommand::Serve { listen } => {
+                traffic::serve(tokio::net::TcpListener::bind(listen).await?).await?;
+                (String::new(), true)
+            }
+            TrafficCommand::Get { connect, socks, secs } => (json(&traffic::download(traffic::Route { target: connect, socks }, secs).await?), true),
+            TrafficCommand::Put { connect, socks, secs } => (json(&traffic::upload(traffic::Route { target: connect, socks }, secs).await?), true),
+            TrafficCommand::Echo { connect, socks, bytes } => {
+                let c = traffic::echo(traffic::Route { target: connect, socks }, bytes).await?;
+                (json(&c), c.ok)
+            }
+            TrafficCommand::Rr { connect, socks, count, size, timeout } => {
+                let r = traffic::request_reply(traffic::Route { target: connect, socks }, count, size, Duration::from_secs(timeout)).await;
+                (json(&r), r.failures == 0)
+            }
+        })
+    });
+    match r {
+        Ok((out, ok)) => {
+            println!("{out}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("braid lab traffic: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+mod erased {
+    /// Object-safe JSON printing for the traffic results.
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
