@@ -93,12 +93,16 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 /// Decodes one frame from the start of `buf`: `Ok(None)` while incomplete, else the message and
 /// the bytes consumed.
 pub fn decode<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
-    let Some(len) = buf.get(..4) else { return Ok(None) };
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
     let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
-    let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
+    let Some(body) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
     Ok(Some((serde_json::from_slice(body)?, 4 + len)))
 }
 
@@ -108,16 +112,22 @@ mod tests {
 
     #[test]
     fn hello_round_trips_and_is_tagged_by_op() {
-        let req = ControlRequest::Hello { client_version: "0.1.0".into() };
+        let req = ControlRequest::Hello {
+            client_version: "0.1.0".into(),
+        };
         let f = encode(&req);
-        assert!(std::str::from_utf8(&f[4..]).unwrap().contains("\"op\":\"hello\""));
+        assert!(std::str::from_utf8(&f[4..])
+            .unwrap()
+            .contains("\"op\":\"hello\""));
         let (back, used): (ControlRequest, usize) = decode(&f).unwrap().unwrap();
         assert_eq!((back, used), (req, f.len()));
     }
 
     #[test]
     fn partial_frames_ask_for_more() {
-        let f = encode(&ControlRequest::Hello { client_version: "x".into() });
+        let f = encode(&ControlRequest::Hello {
+            client_version: "x".into(),
+        });
         for n in 0..f.len() {
             assert!(decode::<ControlRequest>(&f[..n]).unwrap().is_none());
         }
@@ -125,10 +135,16 @@ mod tests {
 
     #[test]
     fn oversized_and_garbage_frames_are_errors() {
-        assert!(matches!(decode::<ControlRequest>(&[0xff, 0xff, 0xff, 0xff]), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            decode::<ControlRequest>(&[0xff, 0xff, 0xff, 0xff]),
+            Err(FrameError::TooLarge(_))
+        ));
         let mut g = 3u32.to_be_bytes().to_vec();
         g.extend_from_slice(b"{{{");
-        assert!(matches!(decode::<ControlRequest>(&g), Err(FrameError::Json(_))));
+        assert!(matches!(
+            decode::<ControlRequest>(&g),
+            Err(FrameError::Json(_))
+        ));
     }
 
     #[test]
@@ -136,7 +152,12 @@ mod tests {
         let r = ControlResponse::Report(ServerReport {
             version: "0.1.0".into(),
             kernel: "6.18".into(),
-            connection: ConnectionReport { peer: "10.1.0.1:5".into(), transport: "mptcp".into(), subflows: 2, tfo: false },
+            connection: ConnectionReport {
+                peer: "10.1.0.1:5".into(),
+                transport: "mptcp".into(),
+                subflows: 2,
+                tfo: false,
+            },
             sysctls: BTreeMap::from([("net.mptcp.enabled".to_string(), "1".to_string())]),
         });
         let (back, _): (ControlResponse, usize) = decode(&encode(&r)).unwrap().unwrap();

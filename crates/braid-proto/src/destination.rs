@@ -61,7 +61,12 @@ impl DestinationPolicy {
                     Err(Refusal::LinkLocal)
                 } else if a.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64) {
                     Err(Refusal::Private)
-                } else if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || o[0] >= 240 || o[0] == 0 {
+                } else if a.is_unspecified()
+                    || a.is_multicast()
+                    || a.is_broadcast()
+                    || o[0] >= 240
+                    || o[0] == 0
+                {
                     Err(Refusal::NotUnicast)
                 } else {
                     Ok(())
@@ -116,7 +121,9 @@ mod tests {
 
     #[test]
     fn allowlist_opens_only_its_range() {
-        let p = DestinationPolicy { allow: vec!["10.30.0.0/24".parse().unwrap()] };
+        let p = DestinationPolicy {
+            allow: vec!["10.30.0.0/24".parse().unwrap()],
+        };
         assert_eq!(check(&p, "10.30.0.2"), Ok(()));
         assert_eq!(check(&p, "10.31.0.2"), Err(Refusal::Private));
     }

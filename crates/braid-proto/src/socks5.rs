@@ -65,13 +65,19 @@ impl Socks5Error {
 
 /// Parses the greeting `VER NMETHODS METHODS…`. Returns the bytes consumed.
 pub fn parse_greeting(buf: &[u8]) -> Result<Option<usize>, Socks5Error> {
-    let Some(&ver) = buf.first() else { return Ok(None) };
+    let Some(&ver) = buf.first() else {
+        return Ok(None);
+    };
     if ver != VERSION {
         return Err(Socks5Error::BadVersion(ver));
     }
-    let Some(&n) = buf.get(1) else { return Ok(None) };
+    let Some(&n) = buf.get(1) else {
+        return Ok(None);
+    };
     let end = 2 + usize::from(n);
-    let Some(methods) = buf.get(2..end) else { return Ok(None) };
+    let Some(methods) = buf.get(2..end) else {
+        return Ok(None);
+    };
     if methods.contains(&METHOD_NO_AUTH) {
         Ok(Some(end))
     } else {
@@ -81,7 +87,14 @@ pub fn parse_greeting(buf: &[u8]) -> Result<Option<usize>, Socks5Error> {
 
 /// The method-selection reply.
 pub fn greeting_reply(ok: bool) -> [u8; 2] {
-    [VERSION, if ok { METHOD_NO_AUTH } else { METHOD_NONE_ACCEPTABLE }]
+    [
+        VERSION,
+        if ok {
+            METHOD_NO_AUTH
+        } else {
+            METHOD_NONE_ACCEPTABLE
+        },
+    ]
 }
 
 /// Parses `VER CMD RSV ATYP DST.ADDR DST.PORT`. Returns the target and the bytes consumed.
@@ -109,24 +122,40 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(TargetAddr, usize)>, Socks5Er
 
 /// Parses `ATYP ADDR PORT` (also the SS2022 address format).
 pub fn parse_address(buf: &[u8]) -> Result<Option<(TargetAddr, usize)>, Socks5Error> {
-    let Some(&atyp) = buf.first() else { return Ok(None) };
+    let Some(&atyp) = buf.first() else {
+        return Ok(None);
+    };
     let port_at = |i: usize| buf.get(i..i + 2).map(|p| u16::from_be_bytes([p[0], p[1]]));
     match atyp {
         1 => {
-            let (Some(a), Some(port)) = (buf.get(1..5), port_at(5)) else { return Ok(None) };
+            let (Some(a), Some(port)) = (buf.get(1..5), port_at(5)) else {
+                return Ok(None);
+            };
             let ip = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
-            Ok(Some((TargetAddr::Ip(SocketAddr::new(IpAddr::V4(ip), port)), 7)))
+            Ok(Some((
+                TargetAddr::Ip(SocketAddr::new(IpAddr::V4(ip), port)),
+                7,
+            )))
         }
         4 => {
-            let (Some(a), Some(port)) = (buf.get(1..17), port_at(17)) else { return Ok(None) };
+            let (Some(a), Some(port)) = (buf.get(1..17), port_at(17)) else {
+                return Ok(None);
+            };
             let mut o = [0u8; 16];
             o.copy_from_slice(a);
-            Ok(Some((TargetAddr::Ip(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port)), 19)))
+            Ok(Some((
+                TargetAddr::Ip(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port)),
+                19,
+            )))
         }
         3 => {
-            let Some(&len) = buf.get(1) else { return Ok(None) };
+            let Some(&len) = buf.get(1) else {
+                return Ok(None);
+            };
             let end = 2 + usize::from(len);
-            let (Some(name), Some(port)) = (buf.get(2..end), port_at(end)) else { return Ok(None) };
+            let (Some(name), Some(port)) = (buf.get(2..end), port_at(end)) else {
+                return Ok(None);
+            };
             let name = std::str::from_utf8(name).map_err(|_| Socks5Error::BadDomain)?;
             if name.is_empty() {
                 return Err(Socks5Error::BadDomain);
@@ -173,22 +202,33 @@ mod tests {
 
     #[test]
     fn greeting_without_no_auth_is_refused() {
-        assert_eq!(parse_greeting(&[5, 1, 2]), Err(Socks5Error::NoAcceptableMethod));
+        assert_eq!(
+            parse_greeting(&[5, 1, 2]),
+            Err(Socks5Error::NoAcceptableMethod)
+        );
         assert_eq!(parse_greeting(&[4, 1, 0]), Err(Socks5Error::BadVersion(4)));
     }
 
     #[test]
     fn request_ipv4_ipv6_and_domain() {
-        let r = parse_request(&[5, 1, 0, 1, 10, 0, 0, 1, 0x1f, 0x90]).unwrap().unwrap();
+        let r = parse_request(&[5, 1, 0, 1, 10, 0, 0, 1, 0x1f, 0x90])
+            .unwrap()
+            .unwrap();
         assert_eq!(r, (TargetAddr::Ip("10.0.0.1:8080".parse().unwrap()), 10));
         let mut v6 = vec![5, 1, 0, 4];
         v6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
         v6.extend_from_slice(&[0, 80]);
-        assert_eq!(parse_request(&v6).unwrap().unwrap(), (TargetAddr::Ip("[::1]:80".parse().unwrap()), 22));
+        assert_eq!(
+            parse_request(&v6).unwrap().unwrap(),
+            (TargetAddr::Ip("[::1]:80".parse().unwrap()), 22)
+        );
         let mut d = vec![5, 1, 0, 3, 11];
         d.extend_from_slice(b"example.com");
         d.extend_from_slice(&[1, 187]);
-        assert_eq!(parse_request(&d).unwrap().unwrap(), (TargetAddr::Domain("example.com".into(), 443), d.len()));
+        assert_eq!(
+            parse_request(&d).unwrap().unwrap(),
+            (TargetAddr::Domain("example.com".into(), 443), d.len())
+        );
     }
 
     #[test]
@@ -207,7 +247,10 @@ mod tests {
         assert_eq!(e.reply_code(), Reply::CommandNotSupported);
         let e = parse_request(&[5, 1, 0, 9, 0, 0]).unwrap_err();
         assert_eq!(e.reply_code(), Reply::AddressTypeNotSupported);
-        assert_eq!(parse_request(&[5, 1, 0, 3, 0, 0, 80]), Err(Socks5Error::BadDomain));
+        assert_eq!(
+            parse_request(&[5, 1, 0, 3, 0, 0, 80]),
+            Err(Socks5Error::BadDomain)
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum Exchange {
 pub struct Facts {
     /// `uname -r`.
     pub kernel: String,
+    /// "MPTCP" or "TCP": what the relay connections are.
+    pub transport: String,
     /// `net.ipv4.tcp_fastopen` has the client bit.
     pub sysctl_client: bool,
     /// The raw sysctl value, for the message.
@@ -72,10 +74,18 @@ const ENOPROTOOPT: i32 = 92;
 pub fn decide(policy: Policy, f: &Facts) -> Option<Decision> {
     let off = |reason: String| {
         let fatal = policy == Policy::On;
-        Some(Decision { enabled: false, reason, fatal })
+        Some(Decision {
+            enabled: false,
+            reason,
+            fatal,
+        })
     };
     if policy == Policy::Off {
-        return Some(Decision { enabled: false, reason: "fast_open = \"off\" in the config".into(), fatal: false });
+        return Some(Decision {
+            enabled: false,
+            reason: "fast_open = \"off\" in the config".into(),
+            fatal: false,
+        });
     }
     if !f.sysctl_client {
         return off(format!(
@@ -87,7 +97,10 @@ pub fn decide(policy: Policy, f: &Facts) -> Option<Decision> {
         return off(if errno == ENOPROTOOPT {
             format!("Linux {} refuses TCP Fast Open on MPTCP sockets (ENOPROTOOPT, 'protocol not available'); TFO on MPTCP needs Linux 6.2 or newer; fix: upgrade the kernel, or set fast_open = \"off\"", f.kernel)
         } else {
-            format!("setsockopt(TCP_FASTOPEN_CONNECT) failed with errno {errno} on Linux {}", f.kernel)
+            format!(
+                "setsockopt(TCP_FASTOPEN_CONNECT) failed with errno {errno} on Linux {}",
+                f.kernel
+            )
         });
     }
     let base = match f.baseline {
@@ -111,23 +124,37 @@ pub fn decide(policy: Policy, f: &Facts) -> Option<Decision> {
             Exchange::Replied { elapsed, .. } if *elapsed <= limit => {}
             Exchange::Replied { elapsed, .. } => {
                 return off(format!(
-                    "a TFO request/reply over MPTCP took {} ms against {} ms without TFO (try {} of {}): TFO over MPTCP stalls on Linux {}",
-                    elapsed.as_millis(), base.as_millis(), i + 1, f.tfo.len(), f.kernel
+                    "a TFO request/reply over {} took {} ms against {} ms without TFO (try {} of {}): TFO over {} stalls on Linux {}",
+                    f.transport, elapsed.as_millis(), base.as_millis(), i + 1, f.tfo.len(), f.transport, f.kernel
                 ))
             }
             Exchange::TimedOut => {
-                return off(format!("a TFO request over MPTCP got no reply in time (try {} of {}) on Linux {}, while the same request without TFO took {} ms", i + 1, f.tfo.len(), f.kernel, base.as_millis()))
+                return off(format!("a TFO request over {} got no reply in time (try {} of {}) on Linux {}, while the same request without TFO took {} ms", f.transport, i + 1, f.tfo.len(), f.kernel, base.as_millis()))
             }
             Exchange::Failed => return off(format!("a TFO connection to the relay failed (try {} of {}) on Linux {}", i + 1, f.tfo.len(), f.kernel)),
         }
     }
-    if !f.tfo.iter().skip(1).any(|x| matches!(x, Exchange::Replied { syn_data: true, .. })) {
+    if !f
+        .tfo
+        .iter()
+        .skip(1)
+        .any(|x| matches!(x, Exchange::Replied { syn_data: true, .. }))
+    {
         return off(format!(
             "no TFO SYN carried data after the cookie exchange (Linux {}): the relay's kernel (net.ipv4.tcp_fastopen server bit 2) or a middlebox does not accept TFO",
             f.kernel
         ));
     }
-    Some(Decision { enabled: true, reason: format!("TFO over MPTCP verified end to end on Linux {}: data in the SYN, replies within {} ms", f.kernel, limit.as_millis()), fatal: false })
+    Some(Decision {
+        enabled: true,
+        reason: format!(
+            "TFO over {} verified end to end on Linux {}: data in the SYN, replies within {} ms",
+            f.transport,
+            f.kernel,
+            limit.as_millis()
+        ),
+        fatal: false,
+    })
 }
 
 #[cfg(test)]
@@ -135,11 +162,20 @@ mod tests {
     use super::*;
 
     fn ok(ms: u64, syn: bool) -> Exchange {
-        Exchange::Replied { elapsed: Duration::from_millis(ms), syn_data: syn }
+        Exchange::Replied {
+            elapsed: Duration::from_millis(ms),
+            syn_data: syn,
+        }
     }
 
     fn facts() -> Facts {
-        Facts { kernel: "6.18.44".into(), sysctl_client: true, sysctl_value: 1, ..Facts::default() }
+        Facts {
+            kernel: "6.18.44".into(),
+            transport: "MPTCP".into(),
+            sysctl_client: true,
+            sysctl_value: 1,
+            ..Facts::default()
+        }
     }
 
     #[test]
@@ -150,16 +186,31 @@ mod tests {
 
     #[test]
     fn enoprotoopt_names_the_kernel_and_is_fatal_only_when_on() {
-        let f = Facts { kernel: "6.1.0-31".into(), setsockopt_errno: Some(ENOPROTOOPT), ..facts() };
+        let f = Facts {
+            kernel: "6.1.0-31".into(),
+            setsockopt_errno: Some(ENOPROTOOPT),
+            ..facts()
+        };
         let d = decide(Policy::Auto, &f).unwrap();
-        assert!(!d.enabled && !d.fatal && d.reason.contains("6.1.0-31") && d.reason.contains("6.2"), "{}", d.reason);
+        assert!(
+            !d.enabled && !d.fatal && d.reason.contains("6.1.0-31") && d.reason.contains("6.2"),
+            "{}",
+            d.reason
+        );
         assert!(decide(Policy::On, &f).unwrap().fatal);
     }
 
     #[test]
     fn missing_client_bit_disables() {
-        let f = Facts { sysctl_client: false, sysctl_value: 0, ..facts() };
-        assert!(decide(Policy::Auto, &f).unwrap().reason.contains("tcp_fastopen = 0"));
+        let f = Facts {
+            sysctl_client: false,
+            sysctl_value: 0,
+            ..facts()
+        };
+        assert!(decide(Policy::Auto, &f)
+            .unwrap()
+            .reason
+            .contains("tcp_fastopen = 0"));
     }
 
     #[test]
@@ -169,33 +220,59 @@ mod tests {
 
     #[test]
     fn stalled_reply_disables_with_both_timings() {
-        let f = Facts { baseline: Some(ok(20, false)), tfo: vec![ok(22, false), ok(3020, true), ok(21, true)], ..facts() };
+        let f = Facts {
+            baseline: Some(ok(20, false)),
+            tfo: vec![ok(22, false), ok(3020, true), ok(21, true)],
+            ..facts()
+        };
         let d = decide(Policy::Auto, &f).unwrap();
-        assert!(!d.enabled && d.reason.contains("3020 ms") && d.reason.contains("20 ms"), "{}", d.reason);
+        assert!(
+            !d.enabled && d.reason.contains("3020 ms") && d.reason.contains("20 ms"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]
     fn timeout_disables() {
-        let f = Facts { baseline: Some(ok(20, false)), tfo: vec![ok(22, false), Exchange::TimedOut], ..facts() };
+        let f = Facts {
+            baseline: Some(ok(20, false)),
+            tfo: vec![ok(22, false), Exchange::TimedOut],
+            ..facts()
+        };
         assert!(!decide(Policy::Auto, &f).unwrap().enabled);
     }
 
     #[test]
     fn fast_replies_with_syn_data_enable() {
-        let f = Facts { baseline: Some(ok(20, false)), tfo: vec![ok(22, false), ok(11, true), ok(11, true)], ..facts() };
+        let f = Facts {
+            baseline: Some(ok(20, false)),
+            tfo: vec![ok(22, false), ok(11, true), ok(11, true)],
+            ..facts()
+        };
         let d = decide(Policy::Auto, &f).unwrap();
         assert!(d.enabled, "{}", d.reason);
     }
 
     #[test]
     fn fast_replies_without_syn_data_disable() {
-        let f = Facts { baseline: Some(ok(20, false)), tfo: vec![ok(22, false), ok(21, false)], ..facts() };
-        assert!(decide(Policy::Auto, &f).unwrap().reason.contains("no TFO SYN carried data"));
+        let f = Facts {
+            baseline: Some(ok(20, false)),
+            tfo: vec![ok(22, false), ok(21, false)],
+            ..facts()
+        };
+        assert!(decide(Policy::Auto, &f)
+            .unwrap()
+            .reason
+            .contains("no TFO SYN carried data"));
     }
 
     #[test]
     fn stock_server_disables_auto_but_on_proceeds_unverified() {
-        let f = Facts { baseline: Some(Exchange::Failed), ..facts() };
+        let f = Facts {
+            baseline: Some(Exchange::Failed),
+            ..facts()
+        };
         assert!(!decide(Policy::Auto, &f).unwrap().enabled);
         let d = decide(Policy::On, &f).unwrap();
         assert!(d.enabled && !d.fatal && d.reason.contains("without end-to-end verification"));

@@ -51,12 +51,19 @@ pub enum Command {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 /// Runs a parsed command line; the exit code is 0 on success, 1 on a failure braid explains,
@@ -76,7 +83,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             },
             Err(_) => {
-                eprintln!("braid: --method {method:?} is not supported; fix: use one of {}", Method::ALL.map(|m| m.name()).join(", "));
+                eprintln!(
+                    "braid: --method {method:?} is not supported; fix: use one of {}",
+                    Method::ALL.map(|m| m.name()).join(", ")
+                );
                 ExitCode::from(2)
             }
         },

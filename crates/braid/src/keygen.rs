@@ -20,7 +20,19 @@ mod tests {
         let a = generate(Method::Aes256Gcm).unwrap();
         let b = generate(Method::Aes256Gcm).unwrap();
         assert_ne!(a, b);
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(&a).unwrap().len(), 32);
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(generate(Method::Aes128Gcm).unwrap()).unwrap().len(), 16);
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(&a)
+                .unwrap()
+                .len(),
+            32
+        );
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(generate(Method::Aes128Gcm).unwrap())
+                .unwrap()
+                .len(),
+            16
+        );
     }
 }

@@ -53,10 +53,13 @@ struct Activity {
 
 impl Activity {
     fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     fn idle_for(&self) -> Duration {
-        self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
@@ -70,7 +73,11 @@ struct Metered<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
@@ -83,7 +90,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let len = self.pending_write.map_or(buf.len(), |p| p.min(buf.len()));
         match Pin::new(&mut self.inner).poll_write(cx, &buf[..len]) {
             Poll::Pending => {
@@ -111,10 +122,23 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let activity = Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0) });
+    let activity = Arc::new(Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    });
     let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut ma = Metered { inner: a, read: up.clone(), activity: activity.clone(), pending_write: None };
-    let mut mb = Metered { inner: b, read: down.clone(), activity: activity.clone(), pending_write: None };
+    let mut ma = Metered {
+        inner: a,
+        read: up.clone(),
+        activity: activity.clone(),
+        pending_write: None,
+    };
+    let mut mb = Metered {
+        inner: b,
+        read: down.clone(),
+        activity: activity.clone(),
+        pending_write: None,
+    };
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut ma, &mut mb, BUFFER, BUFFER);
     tokio::pin!(copy);
     let tick = (idle / 4).max(Duration::from_millis(50));
@@ -128,7 +152,13 @@ where
             }
         }
     };
-    (Moved { up: up.load(Ordering::Relaxed), down: down.load(Ordering::Relaxed) }, end)
+    (
+        Moved {
+            up: up.load(Ordering::Relaxed),
+            down: down.load(Ordering::Relaxed),
+        },
+        end,
+    )
 }
 
 #[cfg(test)]
@@ -146,7 +176,11 @@ mod tests {
     }
 
     impl AsyncWrite for SealingWriter {
-        fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
             if self.sealed.is_none() {
                 self.sealed = Some(buf.to_vec());
             }
@@ -169,12 +203,26 @@ mod tests {
 
     #[test]
     fn metered_write_retried_with_a_longer_slice_reports_only_what_was_written() {
-        let activity = Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0) });
-        let inner = SealingWriter { sealed: None, out: Vec::new(), ready: false };
-        let mut m = Metered { inner, read: Arc::new(AtomicU64::new(0)), activity, pending_write: None };
+        let activity = Arc::new(Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        });
+        let inner = SealingWriter {
+            sealed: None,
+            out: Vec::new(),
+            ready: false,
+        };
+        let mut m = Metered {
+            inner,
+            read: Arc::new(AtomicU64::new(0)),
+            activity,
+            pending_write: None,
+        };
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        assert!(Pin::new(&mut m).poll_write(&mut cx, b"0123456789").is_pending());
+        assert!(Pin::new(&mut m)
+            .poll_write(&mut cx, b"0123456789")
+            .is_pending());
         // The caller topped its buffer up while the write was pending.
         match Pin::new(&mut m).poll_write(&mut cx, b"0123456789abcdefghij") {
             Poll::Ready(Ok(n)) => assert_eq!(n, 10, "claimed bytes that were never written"),
@@ -216,7 +264,8 @@ mod tests {
     async fn relay_one_way_traffic_keeps_it_alive() {
         let (mut client, mut a) = tokio::io::duplex(1 << 20);
         let (mut b, mut server) = tokio::io::duplex(1 << 20);
-        let task = tokio::spawn(async move { relay(&mut a, &mut b, Duration::from_secs(10)).await });
+        let task =
+            tokio::spawn(async move { relay(&mut a, &mut b, Duration::from_secs(10)).await });
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_secs(6)).await;
             client.write_all(b"x").await.unwrap();

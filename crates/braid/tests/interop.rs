@@ -11,11 +11,11 @@ use braid::lab::harness::{is_root, Harness, RELAY_PORT, TRAFFIC_PORT};
 use braid_lab::{Lab, Role, UplinkSpec};
 use shadowsocks::config::{ServerConfig, ServerType};
 use shadowsocks::context::Context;
+use shadowsocks::crypto::CipherKind;
 use shadowsocks::net::{AcceptOpts, TcpSocketOpts};
 use shadowsocks::relay::socks5::Address;
 use shadowsocks::relay::tcprelay::proxy_listener::ProxyListener;
 use shadowsocks::relay::tcprelay::proxy_stream::ProxyClientStream;
-use shadowsocks::crypto::CipherKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn root_or_skip(test: &str) -> bool {
@@ -30,7 +30,10 @@ fn root_or_skip(test: &str) -> bool {
 }
 
 /// Runs `f` on a fresh thread inside the named network namespace, with its own runtime.
-fn in_netns<T: Send + 'static>(ns: String, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+fn in_netns<T: Send + 'static>(
+    ns: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     std::thread::spawn(move || {
         let fd = File::open(format!("/var/run/netns/{ns}")).expect("netns file");
         nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
@@ -39,15 +42,25 @@ fn in_netns<T: Send + 'static>(ns: String, f: impl FnOnce() -> T + Send + 'stati
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Echo `data` through a stock SS2022 client stream and return what came back.
 async fn stock_client_echo(server: SocketAddr, key: &str, data: Vec<u8>) -> Vec<u8> {
     let ctx = Context::new_shared(ServerType::Local);
-    let cfg = ServerConfig::new(server, key, CipherKind::AEAD2022_BLAKE3_AES_256_GCM).expect("config");
-    let target = Address::SocketAddress(format!("{}:{TRAFFIC_PORT}", Lab::SRV).parse().expect("addr"));
-    let s = ProxyClientStream::connect(ctx, &cfg, target).await.expect("stock client connect");
+    let cfg =
+        ServerConfig::new(server, key, CipherKind::AEAD2022_BLAKE3_AES_256_GCM).expect("config");
+    let target = Address::SocketAddress(
+        format!("{}:{TRAFFIC_PORT}", Lab::SRV)
+            .parse()
+            .expect("addr"),
+    );
+    let s = ProxyClientStream::connect(ctx, &cfg, target)
+        .await
+        .expect("stock client connect");
     let (mut r, mut w) = tokio::io::split(s);
     let writer = tokio::spawn(async move {
         let mut hdr = vec![3u8];
@@ -67,18 +80,41 @@ fn stock_client_to_braid_server_and_braid_gateway_to_stock_server() {
     if !root_or_skip("interop") {
         return;
     }
-    let mut h = Harness::new("bte2", vec![
-        UplinkSpec { name: "wifi".into(), rate_mbit: None, rtt_ms: 0, loss_permille: 0 },
-        UplinkSpec { name: "5g".into(), rate_mbit: None, rtt_ms: 0, loss_permille: 0 },
-    ], Path::new(env!("CARGO_BIN_EXE_braid"))).expect("lab");
+    let mut h = Harness::new(
+        "bte2",
+        vec![
+            UplinkSpec {
+                name: "wifi".into(),
+                rate_mbit: None,
+                rtt_ms: 0,
+                loss_permille: 0,
+            },
+            UplinkSpec {
+                name: "5g".into(),
+                rate_mbit: None,
+                rtt_ms: 0,
+                loss_permille: 0,
+            },
+        ],
+        Path::new(env!("CARGO_BIN_EXE_braid")),
+    )
+    .expect("lab");
     h.start_server("").expect("server");
-    let relay: SocketAddr = format!("{}:{RELAY_PORT}", Lab::VPS_PUBLIC).parse().expect("addr");
+    let relay: SocketAddr = format!("{}:{RELAY_PORT}", Lab::VPS_PUBLIC)
+        .parse()
+        .expect("addr");
 
     // 1. A stock shadowsocks client (in gw) against braid server.
-    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let key = h.key().to_string();
     let sent = data.clone();
-    let back = in_netns(h.lab.ns_name(Role::Gw), move || rt().block_on(stock_client_echo(relay, &key, sent))).join().expect("client thread");
+    let back = in_netns(h.lab.ns_name(Role::Gw), move || {
+        rt().block_on(stock_client_echo(relay, &key, sent))
+    })
+    .join()
+    .expect("client thread");
     assert_eq!(back.len(), data.len());
     assert!(back == data, "stock client: echoed bytes differ");
     h.stop_server().expect("stop server");
@@ -90,17 +126,35 @@ fn stock_client_to_braid_server_and_braid_gateway_to_stock_server() {
     let server = in_netns(h.lab.ns_name(Role::Vps), move || {
         rt().block_on(async move {
             let ctx = Context::new_shared(ServerType::Server);
-            let cfg = ServerConfig::new(relay, key.as_str(), CipherKind::AEAD2022_BLAKE3_AES_256_GCM).expect("config");
-            let opts = AcceptOpts { tcp: TcpSocketOpts { mptcp: true, ..Default::default() }, ..Default::default() };
-            let listener = Arc::new(ProxyListener::bind_with_opts(ctx, &cfg, opts).await.expect("stock server bind"));
+            let cfg =
+                ServerConfig::new(relay, key.as_str(), CipherKind::AEAD2022_BLAKE3_AES_256_GCM)
+                    .expect("config");
+            let opts = AcceptOpts {
+                tcp: TcpSocketOpts {
+                    mptcp: true,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let listener = Arc::new(
+                ProxyListener::bind_with_opts(ctx, &cfg, opts)
+                    .await
+                    .expect("stock server bind"),
+            );
             ready_tx.send(()).expect("ready");
             let accept = async move {
                 loop {
                     let (mut s, _) = listener.accept().await.expect("accept");
                     tokio::spawn(async move {
-                        let Ok(target) = s.handshake().await else { return };
-                        let Address::SocketAddress(a) = target else { return };
-                        let Ok(mut up) = tokio::net::TcpStream::connect(a).await else { return };
+                        let Ok(target) = s.handshake().await else {
+                            return;
+                        };
+                        let Address::SocketAddress(a) = target else {
+                            return;
+                        };
+                        let Ok(mut up) = tokio::net::TcpStream::connect(a).await else {
+                            return;
+                        };
                         let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
                     });
                 }
@@ -110,12 +164,47 @@ fn stock_client_to_braid_server_and_braid_gateway_to_stock_server() {
     });
     ready_rx.recv().expect("stock server ready");
     h.start_gateway(&["wifi", "5g"], "").expect("gateway");
-    let v = h.traffic(Role::Lan, &["echo", "--connect", &Harness::traffic_target(), "--bytes", "10000000"]).expect("echo via stock server");
+    let v = h
+        .traffic(
+            Role::Lan,
+            &[
+                "echo",
+                "--connect",
+                &Harness::traffic_target(),
+                "--bytes",
+                "10000000",
+            ],
+        )
+        .expect("echo via stock server");
     assert_eq!(v["ok"], true, "{v}");
-    let v = h.traffic(Role::Lan, &["echo", "--connect", &Harness::traffic_target(), "--bytes", "2000000", "--socks", &Harness::socks_addr()]).expect("socks via stock server");
+    let v = h
+        .traffic(
+            Role::Lan,
+            &[
+                "echo",
+                "--connect",
+                &Harness::traffic_target(),
+                "--bytes",
+                "2000000",
+                "--socks",
+                &Harness::socks_addr(),
+            ],
+        )
+        .expect("socks via stock server");
     assert_eq!(v["ok"], true, "{v}");
-    h.wait_log("gateway.log", "TCP Fast Open o", "TFO decision", std::time::Duration::from_secs(15)).expect("decision");
-    assert!(h.log("gateway.log").contains("did not answer braid's control request"), "{}", h.log("gateway.log"));
+    h.wait_log(
+        "gateway.log",
+        "TCP Fast Open o",
+        "TFO decision",
+        std::time::Duration::from_secs(15),
+    )
+    .expect("decision");
+    assert!(
+        h.log("gateway.log")
+            .contains("did not answer braid's control request"),
+        "{}",
+        h.log("gateway.log")
+    );
     h.stop_gateway().expect("stop gateway");
     let _ = stop_tx.send(());
     server.join().expect("stock server thread");

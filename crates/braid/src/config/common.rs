@@ -19,7 +19,11 @@ pub enum Method {
 
 impl Method {
     /// Every method, in the order shown in errors.
-    pub const ALL: [Method; 3] = [Method::Aes256Gcm, Method::Aes128Gcm, Method::Chacha20Poly1305];
+    pub const ALL: [Method; 3] = [
+        Method::Aes256Gcm,
+        Method::Aes128Gcm,
+        Method::Chacha20Poly1305,
+    ];
 
     /// The SIP022 name.
     pub fn name(self) -> &'static str {
@@ -49,10 +53,18 @@ impl Method {
 
     /// Parses a `method` value.
     pub fn parse(key: &str, s: &str) -> Result<Method, Invalid> {
-        Method::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
-            Invalid::new(key, format!("{s:?}"), "is not a Shadowsocks-2022 method braid supports", format!("use one of {}", names.join(", ")))
-        })
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+                Invalid::new(
+                    key,
+                    format!("{s:?}"),
+                    "is not a Shadowsocks-2022 method braid supports",
+                    format!("use one of {}", names.join(", ")),
+                )
+            })
     }
 }
 
@@ -80,16 +92,33 @@ impl SsKey {
         let shown = "\"<hidden>\"";
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(s.trim())
-            .map_err(|e| Invalid::new(key, shown, format!("is not valid base64 ({e})"), "paste the exact line printed by `braid keygen`"))?;
+            .map_err(|e| {
+                Invalid::new(
+                    key,
+                    shown,
+                    format!("is not valid base64 ({e})"),
+                    "paste the exact line printed by `braid keygen`",
+                )
+            })?;
         if bytes.len() != method.key_len() {
             return Err(Invalid::new(
                 key,
                 shown,
-                format!("decodes to {} bytes, but {} needs {}", bytes.len(), method.name(), method.key_len()),
-                format!("generate one with `braid keygen --method {}`", method.name()),
+                format!(
+                    "decodes to {} bytes, but {} needs {}",
+                    bytes.len(),
+                    method.name(),
+                    method.key_len()
+                ),
+                format!(
+                    "generate one with `braid keygen --method {}`",
+                    method.name()
+                ),
             ));
         }
-        Ok(SsKey { base64: s.trim().to_string() })
+        Ok(SsKey {
+            base64: s.trim().to_string(),
+        })
     }
 
     /// The key as base64, the form the shadowsocks crate takes as "password" for 2022 methods.
@@ -124,7 +153,12 @@ impl std::fmt::Display for FastOpen {
 /// Parses `host:port` / `ip:port` for key `key`.
 pub fn parse_socket_addr(key: &str, s: &str) -> Result<std::net::SocketAddr, Invalid> {
     s.parse().map_err(|_| {
-        Invalid::new(key, format!("{s:?}"), "is not an IP address with a port", "write it as \"0.0.0.0:8388\" or \"[::]:8388\"")
+        Invalid::new(
+            key,
+            format!("{s:?}"),
+            "is not an IP address with a port",
+            "write it as \"0.0.0.0:8388\" or \"[::]:8388\"",
+        )
     })
 }
 
@@ -142,9 +176,15 @@ mod tests {
     fn key_of_wrong_length_says_which_length() {
         let k16 = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
         let e = SsKey::parse("key", &k16, Method::Aes256Gcm).unwrap_err();
-        assert!(e.problem.contains("16 bytes") && e.problem.contains("32"), "{e:?}");
+        assert!(
+            e.problem.contains("16 bytes") && e.problem.contains("32"),
+            "{e:?}"
+        );
         assert!(SsKey::parse("key", &k16, Method::Aes128Gcm).is_ok());
-        assert!(SsKey::parse("key", "%%%", Method::Aes128Gcm).unwrap_err().problem.contains("base64"));
+        assert!(SsKey::parse("key", "%%%", Method::Aes128Gcm)
+            .unwrap_err()
+            .problem
+            .contains("base64"));
     }
 
     #[test]

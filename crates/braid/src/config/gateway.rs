@@ -131,27 +131,56 @@ pub const RULE_PRIORITY_BASE: u32 = 1000;
 pub const MAX_UPLINKS: usize = 8;
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty()
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn parse_server(d: &Dto) -> Result<(RelayAddr, Method, SsKey), Invalid> {
     if d.server.starts_with("ss://") {
         let url = shadowsocks::config::ServerConfig::from_url(&d.server).map_err(|e| {
-            Invalid::new("server", "\"ss://…\"", format!("is not a valid SIP002 URI ({e:?})"), "use ss://METHOD:BASE64KEY@HOST:PORT (userinfo percent-encoded)")
+            Invalid::new(
+                "server",
+                "\"ss://…\"",
+                format!("is not a valid SIP002 URI ({e:?})"),
+                "use ss://METHOD:BASE64KEY@HOST:PORT (userinfo percent-encoded)",
+            )
         })?;
         let method = Method::ALL
             .into_iter()
             .find(|m| m.cipher() == url.method())
-            .ok_or_else(|| Invalid::new("server", "\"ss://…\"", format!("uses method {}, which braid does not speak", url.method()), "use a 2022-blake3-* method"))?;
-        let key = SsKey::parse("server (the key inside the ss:// URI)", url.password(), method)?;
+            .ok_or_else(|| {
+                Invalid::new(
+                    "server",
+                    "\"ss://…\"",
+                    format!("uses method {}, which braid does not speak", url.method()),
+                    "use a 2022-blake3-* method",
+                )
+            })?;
+        let key = SsKey::parse(
+            "server (the key inside the ss:// URI)",
+            url.password(),
+            method,
+        )?;
         if let Some(m) = &d.method {
             if Method::parse("method", m)? != method {
-                return Err(Invalid::new("method", format!("{m:?}"), format!("disagrees with the ss:// URI in `server`, which says {method}"), "remove `method` or make it match"));
+                return Err(Invalid::new(
+                    "method",
+                    format!("{m:?}"),
+                    format!("disagrees with the ss:// URI in `server`, which says {method}"),
+                    "remove `method` or make it match",
+                ));
             }
         }
         if let Some(k) = &d.key {
             if SsKey::parse("key", k, method)? != key {
-                return Err(Invalid::new("key", "\"<hidden>\"", "disagrees with the key inside the ss:// URI in `server`", "remove `key` or make it match"));
+                return Err(Invalid::new(
+                    "key",
+                    "\"<hidden>\"",
+                    "disagrees with the key inside the ss:// URI in `server`",
+                    "remove `key` or make it match",
+                ));
             }
         }
         let addr = match url.addr() {
@@ -160,16 +189,37 @@ fn parse_server(d: &Dto) -> Result<(RelayAddr, Method, SsKey), Invalid> {
         };
         return Ok((addr, method, key));
     }
-    let method_s = d.method.as_deref().ok_or_else(|| Invalid::new("method", "(missing)", "is required unless `server` is an ss:// URI", "add method = \"2022-blake3-aes-256-gcm\""))?;
+    let method_s = d.method.as_deref().ok_or_else(|| {
+        Invalid::new(
+            "method",
+            "(missing)",
+            "is required unless `server` is an ss:// URI",
+            "add method = \"2022-blake3-aes-256-gcm\"",
+        )
+    })?;
     let method = Method::parse("method", method_s)?;
-    let key_s = d.key.as_deref().ok_or_else(|| Invalid::new("key", "(missing)", "is required unless `server` is an ss:// URI", "add the server's key, from `braid keygen`"))?;
+    let key_s = d.key.as_deref().ok_or_else(|| {
+        Invalid::new(
+            "key",
+            "(missing)",
+            "is required unless `server` is an ss:// URI",
+            "add the server's key, from `braid keygen`",
+        )
+    })?;
     let key = SsKey::parse("key", key_s, method)?;
     let addr = match d.server.parse::<SocketAddr>() {
         Ok(a) => RelayAddr::Socket(a),
         Err(_) => match d.server.rsplit_once(':') {
-            Some((h, p)) if valid_host(h) && p.parse::<u16>().is_ok_and(|p| p != 0) => RelayAddr::Host(h.to_string(), p.parse().unwrap_or(0)),
+            Some((h, p)) if valid_host(h) && p.parse::<u16>().is_ok_and(|p| p != 0) => {
+                RelayAddr::Host(h.to_string(), p.parse().unwrap_or(0))
+            }
             _ => {
-                return Err(Invalid::new("server", format!("{:?}", d.server), "is neither ADDRESS:PORT, HOST:PORT nor an ss:// URI", "write e.g. \"203.0.113.7:8388\""))
+                return Err(Invalid::new(
+                    "server",
+                    format!("{:?}", d.server),
+                    "is neither ADDRESS:PORT, HOST:PORT nor an ss:// URI",
+                    "write e.g. \"203.0.113.7:8388\"",
+                ))
             }
         },
     };
@@ -177,38 +227,87 @@ fn parse_server(d: &Dto) -> Result<(RelayAddr, Method, SsKey), Invalid> {
 }
 
 fn valid_host(h: &str) -> bool {
-    !h.is_empty() && h.len() <= 253 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    !h.is_empty()
+        && h.len() <= 253
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
 fn parse_uplinks(list: &[UplinkDto]) -> Result<Vec<Uplink>, Invalid> {
     if list.is_empty() {
-        return Err(Invalid::new("uplink", "(none)", "no [[uplink]] is configured", "add one [[uplink]] with name and interface per WAN link"));
+        return Err(Invalid::new(
+            "uplink",
+            "(none)",
+            "no [[uplink]] is configured",
+            "add one [[uplink]] with name and interface per WAN link",
+        ));
     }
     if list.len() > MAX_UPLINKS {
-        return Err(Invalid::new("uplink", list.len(), format!("more than {MAX_UPLINKS} uplinks"), format!("keep at most {MAX_UPLINKS}")));
+        return Err(Invalid::new(
+            "uplink",
+            list.len(),
+            format!("more than {MAX_UPLINKS} uplinks"),
+            format!("keep at most {MAX_UPLINKS}"),
+        ));
     }
     let mut out: Vec<Uplink> = Vec::new();
     for (i, u) in list.iter().enumerate() {
         if !valid_name(&u.name) {
-            return Err(Invalid::new(format!("uplink[{i}].name"), format!("{:?}", u.name), "must be 1–32 letters, digits, '-' or '_'", "rename it, e.g. \"wifi\""));
+            return Err(Invalid::new(
+                format!("uplink[{i}].name"),
+                format!("{:?}", u.name),
+                "must be 1–32 letters, digits, '-' or '_'",
+                "rename it, e.g. \"wifi\"",
+            ));
         }
         if !braid_sys::nftables::valid_ifname(&u.interface) {
-            return Err(Invalid::new(format!("uplink[{i}].interface"), format!("{:?}", u.interface), "is not a valid Linux interface name", "use the name shown by `ip link`"));
+            return Err(Invalid::new(
+                format!("uplink[{i}].interface"),
+                format!("{:?}", u.interface),
+                "is not a valid Linux interface name",
+                "use the name shown by `ip link`",
+            ));
         }
         if out.iter().any(|o| o.name == u.name) {
-            return Err(Invalid::new(format!("uplink[{i}].name"), format!("{:?}", u.name), "is used by another uplink", "give every uplink its own name"));
+            return Err(Invalid::new(
+                format!("uplink[{i}].name"),
+                format!("{:?}", u.name),
+                "is used by another uplink",
+                "give every uplink its own name",
+            ));
         }
         if out.iter().any(|o| o.interface == u.interface) {
-            return Err(Invalid::new(format!("uplink[{i}].interface"), format!("{:?}", u.interface), "is used by another uplink", "list each interface once"));
+            return Err(Invalid::new(
+                format!("uplink[{i}].interface"),
+                format!("{:?}", u.interface),
+                "is used by another uplink",
+                "list each interface once",
+            ));
         }
         let table = u.table.unwrap_or(TABLE_BASE + i as u32);
         if matches!(table, 0 | 253..=255) {
-            return Err(Invalid::new(format!("uplink[{i}].table"), table, "is a reserved routing table (unspec, default, main, local)", "pick an unused table number such as 101"));
+            return Err(Invalid::new(
+                format!("uplink[{i}].table"),
+                table,
+                "is a reserved routing table (unspec, default, main, local)",
+                "pick an unused table number such as 101",
+            ));
         }
         if out.iter().any(|o| o.table == table) {
-            return Err(Invalid::new(format!("uplink[{i}].table"), table, "is used by another uplink", "give every uplink its own table"));
+            return Err(Invalid::new(
+                format!("uplink[{i}].table"),
+                table,
+                "is used by another uplink",
+                "give every uplink its own table",
+            ));
         }
-        out.push(Uplink { name: u.name.clone(), interface: u.interface.clone(), backup: u.backup, table, rule_priority: RULE_PRIORITY_BASE + i as u32 });
+        out.push(Uplink {
+            name: u.name.clone(),
+            interface: u.interface.clone(),
+            backup: u.backup,
+            table,
+            rule_priority: RULE_PRIORITY_BASE + i as u32,
+        });
     }
     Ok(out)
 }
@@ -229,15 +328,30 @@ impl GatewayConfig {
         let (server, method, key) = parse_server(&d)?;
         for (i, l) in d.lan.iter().enumerate() {
             if !braid_sys::nftables::valid_ifname(l) {
-                return Err(Invalid::new(format!("lan[{i}]"), format!("{l:?}"), "is not a valid Linux interface name", "use the name shown by `ip link`"));
+                return Err(Invalid::new(
+                    format!("lan[{i}]"),
+                    format!("{l:?}"),
+                    "is not a valid Linux interface name",
+                    "use the name shown by `ip link`",
+                ));
             }
         }
         if !valid_name(&d.nft_table) {
-            return Err(Invalid::new("nft_table", format!("{:?}", d.nft_table), "must be letters, digits, '-' or '_'", "use the default \"braid\""));
+            return Err(Invalid::new(
+                "nft_table",
+                format!("{:?}", d.nft_table),
+                "must be letters, digits, '-' or '_'",
+                "use the default \"braid\"",
+            ));
         }
         let redirect = parse_socket_addr("redirect", &d.redirect)?;
         if redirect.port() == 0 {
-            return Err(Invalid::new("redirect", format!("{:?}", d.redirect), "needs a fixed port, because nftables redirects to it", "use e.g. \"0.0.0.0:1100\""));
+            return Err(Invalid::new(
+                "redirect",
+                format!("{:?}", d.redirect),
+                "needs a fixed port, because nftables redirects to it",
+                "use e.g. \"0.0.0.0:1100\"",
+            ));
         }
         Ok(GatewayConfig {
             server,
@@ -246,7 +360,11 @@ impl GatewayConfig {
             fast_open: d.fast_open,
             redirect,
             lan: d.lan.clone(),
-            socks: d.socks.as_deref().map(|s| parse_socket_addr("socks", s)).transpose()?,
+            socks: d
+                .socks
+                .as_deref()
+                .map(|s| parse_socket_addr("socks", s))
+                .transpose()?,
             uplinks: parse_uplinks(&d.uplink)?,
             mptcp: d.mptcp,
             nft_table: d.nft_table.clone(),
@@ -273,7 +391,10 @@ mod tests {
     #[test]
     fn full_example_parses_with_tables_and_priorities() {
         let c = load(&base()).unwrap();
-        assert_eq!(c.server, RelayAddr::Socket("203.0.113.7:8388".parse().unwrap()));
+        assert_eq!(
+            c.server,
+            RelayAddr::Socket("203.0.113.7:8388".parse().unwrap())
+        );
         assert_eq!(c.uplinks[0].table, 101);
         assert_eq!(c.uplinks[1].table, 102);
         assert!(c.uplinks[1].backup);
@@ -283,15 +404,26 @@ mod tests {
 
     #[test]
     fn sip002_uri_carries_method_and_key() {
-        let uri = format!("ss://2022-blake3-aes-256-gcm:{}@203.0.113.7:8388", KEY.replace('=', "%3D").replace('+', "%2B").replace('/', "%2F"));
-        let c = load(&format!("server = \"{uri}\"\n[[uplink]]\nname = \"a\"\ninterface = \"eth0\"\n")).unwrap();
+        let uri = format!(
+            "ss://2022-blake3-aes-256-gcm:{}@203.0.113.7:8388",
+            KEY.replace('=', "%3D")
+                .replace('+', "%2B")
+                .replace('/', "%2F")
+        );
+        let c = load(&format!(
+            "server = \"{uri}\"\n[[uplink]]\nname = \"a\"\ninterface = \"eth0\"\n"
+        ))
+        .unwrap();
         assert_eq!(c.method, Method::Aes256Gcm);
         assert_eq!(c.key.as_base64(), KEY);
     }
 
     #[test]
     fn sip002_uri_that_disagrees_with_method_is_refused() {
-        let uri = format!("ss://2022-blake3-aes-256-gcm:{}@203.0.113.7:8388", KEY.replace('=', "%3D"));
+        let uri = format!(
+            "ss://2022-blake3-aes-256-gcm:{}@203.0.113.7:8388",
+            KEY.replace('=', "%3D")
+        );
         let e = load(&format!("server = \"{uri}\"\nmethod = \"2022-blake3-chacha20-poly1305\"\n[[uplink]]\nname = \"a\"\ninterface = \"eth0\"\n")).unwrap_err().to_string();
         assert!(e.contains("`method`") && e.contains("disagrees"), "{e}");
     }
@@ -304,13 +436,22 @@ mod tests {
 
     #[test]
     fn duplicate_interface_is_named_with_its_index() {
-        let e = load(&base().replace("wan-5g", "wan-wifi")).unwrap_err().to_string();
-        assert!(e.contains("uplink[1].interface") && e.contains("wan-wifi"), "{e}");
+        let e = load(&base().replace("wan-5g", "wan-wifi"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("uplink[1].interface") && e.contains("wan-wifi"),
+            "{e}"
+        );
     }
 
     #[test]
     fn missing_uplinks_and_missing_key_are_explained() {
-        let e = load(&format!("server = \"1.2.3.4:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n")).unwrap_err().to_string();
+        let e = load(&format!(
+            "server = \"1.2.3.4:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("[[uplink]]"), "{e}");
         let e = load("server = \"1.2.3.4:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\n[[uplink]]\nname = \"a\"\ninterface = \"eth0\"\n").unwrap_err().to_string();
         assert!(e.contains("`key`") && e.contains("braid keygen"), "{e}");
@@ -318,15 +459,24 @@ mod tests {
 
     #[test]
     fn bad_lan_interface_and_zero_redirect_port_are_named() {
-        let e = load(&base().replace("lan = [\"eth1\"]", "lan = [\"this-name-is-way-too-long\"]")).unwrap_err().to_string();
+        let e = load(&base().replace("lan = [\"eth1\"]", "lan = [\"this-name-is-way-too-long\"]"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lan[0]"), "{e}");
-        let e = load(&base().replace("lan = [\"eth1\"]", "lan = [\"eth1\"]\nredirect = \"0.0.0.0:0\"")).unwrap_err().to_string();
+        let e = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\nredirect = \"0.0.0.0:0\"",
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("`redirect`") && e.contains("fixed port"), "{e}");
     }
 
     #[test]
     fn reserved_table_is_refused() {
-        let e = load(&base().replace("backup = true", "backup = true\ntable = 254")).unwrap_err().to_string();
+        let e = load(&base().replace("backup = true", "backup = true\ntable = 254"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("uplink[1].table") && e.contains("254"), "{e}");
     }
 }

@@ -63,20 +63,43 @@ pub struct Invalid {
 
 impl Invalid {
     /// A bad value for `key`.
-    pub fn new(key: impl Into<String>, value: impl fmt::Display, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        Invalid { key: key.into(), value: value.to_string(), problem: problem.into(), fix: fix.into() }
+    pub fn new(
+        key: impl Into<String>,
+        value: impl fmt::Display,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Invalid {
+            key: key.into(),
+            value: value.to_string(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
     }
 
     fn in_file(self, path: &Path) -> ConfigError {
-        ConfigError::Invalid { path: path.to_path_buf(), key: self.key, value: self.value, problem: self.problem, fix: self.fix }
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: self.key,
+            value: self.value,
+            problem: self.problem,
+            fix: self.fix,
+        }
     }
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn parse_toml<T: for<'de> serde::Deserialize<'de>>(path: &Path, text: &str, example: &'static str) -> Result<T, ConfigError> {
+fn parse_toml<T: for<'de> serde::Deserialize<'de>>(
+    path: &Path,
+    text: &str,
+    example: &'static str,
+) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: path.to_path_buf(),
         message: e.to_string().trim().replace('\n', " "),

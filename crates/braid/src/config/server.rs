@@ -71,7 +71,12 @@ pub(super) fn timeout(key: &str, secs: u64) -> Result<Duration, Invalid> {
     if (1..=86_400).contains(&secs) {
         Ok(Duration::from_secs(secs))
     } else {
-        Err(Invalid::new(key, secs, "is outside 1–86400 seconds", "pick a value between 1 and 86400"))
+        Err(Invalid::new(
+            key,
+            secs,
+            "is outside 1–86400 seconds",
+            "pick a value between 1 and 86400",
+        ))
     }
 }
 
@@ -82,7 +87,14 @@ pub(super) fn cidrs(key: &str, list: &[String]) -> Result<Vec<IpNet>, Invalid> {
         .map(|(i, s)| {
             s.parse::<IpNet>()
                 .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| Invalid::new(format!("{key}[{i}]"), format!("{s:?}"), "is not an address or CIDR range", "write e.g. \"10.30.0.0/24\" or \"192.168.1.5\""))
+                .map_err(|_| {
+                    Invalid::new(
+                        format!("{key}[{i}]"),
+                        format!("{s:?}"),
+                        "is not an address or CIDR range",
+                        "write e.g. \"10.30.0.0/24\" or \"192.168.1.5\"",
+                    )
+                })
         })
         .collect()
 }
@@ -127,7 +139,10 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = load(&format!("listen = \"0.0.0.0:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n")).unwrap();
+        let c = load(&format!(
+            "listen = \"0.0.0.0:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        ))
+        .unwrap();
         assert_eq!(c.fast_open, FastOpen::Auto);
         assert!(c.mptcp);
         assert_eq!(c.idle_timeout, Duration::from_secs(300));
@@ -142,8 +157,15 @@ mod tests {
 
     #[test]
     fn bad_listen_names_key_value_and_fix() {
-        let e = load(&format!("listen = \"8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n")).unwrap_err().to_string();
-        assert!(e.contains("`listen`") && e.contains("\"8388\"") && e.contains("fix:"), "{e}");
+        let e = load(&format!(
+            "listen = \"8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`listen`") && e.contains("\"8388\"") && e.contains("fix:"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -154,11 +176,23 @@ mod tests {
 
     #[test]
     fn allowlist_accepts_cidrs_and_addresses_and_names_bad_entries() {
-        let base = format!("listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n");
-        let c = load(&format!("{base}allow_destinations = [\"10.30.0.0/24\", \"::1\"]\n")).unwrap();
+        let base = format!(
+            "listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        let c = load(&format!(
+            "{base}allow_destinations = [\"10.30.0.0/24\", \"::1\"]\n"
+        ))
+        .unwrap();
         assert_eq!(c.allow_destinations.len(), 2);
-        let e = load(&format!("{base}allow_destinations = [\"10.0.0.0/8\", \"nope\"]\n")).unwrap_err().to_string();
-        assert!(e.contains("allow_destinations[1]") && e.contains("nope"), "{e}");
+        let e = load(&format!(
+            "{base}allow_destinations = [\"10.0.0.0/8\", \"nope\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("allow_destinations[1]") && e.contains("nope"),
+            "{e}"
+        );
     }
 
     #[test]

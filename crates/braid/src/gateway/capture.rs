@@ -14,7 +14,12 @@ use crate::relay;
 use crate::shutdown::Shutdown;
 
 /// Accepts redirected connections until shutdown.
-pub async fn serve(listener: TcpListener, dialer: Arc<Dialer>, idle: Duration, mut shutdown: Shutdown) {
+pub async fn serve(
+    listener: TcpListener,
+    dialer: Arc<Dialer>,
+    idle: Duration,
+    mut shutdown: Shutdown,
+) {
     let own = listener.local_addr().ok();
     loop {
         tokio::select! {
@@ -33,7 +38,13 @@ pub async fn serve(listener: TcpListener, dialer: Arc<Dialer>, idle: Duration, m
     }
 }
 
-async fn carry(mut lan: TcpStream, peer: SocketAddr, own: Option<SocketAddr>, dialer: Arc<Dialer>, idle: Duration) {
+async fn carry(
+    mut lan: TcpStream,
+    peer: SocketAddr,
+    own: Option<SocketAddr>,
+    dialer: Arc<Dialer>,
+    idle: Duration,
+) {
     let _ = lan.set_nodelay(true);
     let dst = match braid_sys::socket::original_dst(&lan) {
         Ok(d) => d,
@@ -51,11 +62,17 @@ async fn carry(mut lan: TcpStream, peer: SocketAddr, own: Option<SocketAddr>, di
     let mut remote = match dialer.open_for(&mut lan, Address::SocketAddress(dst)).await {
         Ok(r) => r,
         Err(e) => {
-            warn!("{peer} → {dst}: cannot reach the relay {}: {e}", dialer.relay());
+            warn!(
+                "{peer} → {dst}: cannot reach the relay {}: {e}",
+                dialer.relay()
+            );
             return;
         }
     };
     let (moved, end) = relay::relay(&mut lan, &mut remote, idle).await;
     dialer.note_transport(remote.get_ref());
-    debug!("{peer} → {dst}: {end:?}, up={} down={}", moved.up, moved.down);
+    debug!(
+        "{peer} → {dst}: {end:?}, up={} down={}",
+        moved.up, moved.down
+    );
 }

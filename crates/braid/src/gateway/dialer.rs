@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 use braid_sys::socket::stream_socket;
 use shadowsocks::config::{ServerConfig as SsServerConfig, ServerType};
 use shadowsocks::context::{Context, SharedContext};
@@ -13,7 +14,6 @@ use shadowsocks::relay::socks5::Address;
 use shadowsocks::relay::tcprelay::proxy_stream::ProxyClientStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 use tracing::{info, warn};
 
 use crate::config::gateway::GatewayConfig;
@@ -108,7 +108,13 @@ impl Dialer {
         let socket = tokio::net::TcpSocket::from_std_stream(sock.into());
         match tokio::time::timeout(self.connect_timeout, socket.connect(self.relay)).await {
             Ok(r) => r,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("connecting to the relay {} timed out after {:?}", self.relay, self.connect_timeout))),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "connecting to the relay {} timed out after {:?}",
+                    self.relay, self.connect_timeout
+                ),
+            )),
         }
     }
 
@@ -116,12 +122,21 @@ impl Dialer {
     /// write carries the request header.
     pub async fn open(&self, target: Address, tfo: bool) -> io::Result<RelayStream> {
         let stream = self.connect_raw(tfo).await?;
-        Ok(ProxyClientStream::from_stream(self.ctx.clone(), stream, &self.ss, target))
+        Ok(ProxyClientStream::from_stream(
+            self.ctx.clone(),
+            stream,
+            &self.ss,
+            target,
+        ))
     }
 
     /// Opens a stream for a LAN connection and sends the request header together with whatever
     /// the LAN client sent within [`FIRST_PAYLOAD_WAIT`].
-    pub async fn open_for<L: AsyncRead + Unpin>(&self, lan: &mut L, target: Address) -> io::Result<RelayStream> {
+    pub async fn open_for<L: AsyncRead + Unpin>(
+        &self,
+        lan: &mut L,
+        target: Address,
+    ) -> io::Result<RelayStream> {
         let mut first = vec![0u8; 16 * 1024];
         let tfo = self.tfo();
         let (n, remote) = if tfo {

@@ -65,9 +65,15 @@ async fn resolve(server: &RelayAddr) -> Result<SocketAddr, GatewayError> {
         RelayAddr::Socket(a) => Ok(*a),
         RelayAddr::Host(h, p) => tokio::net::lookup_host((h.as_str(), *p))
             .await
-            .map_err(|e| GatewayError::Resolve { server: server.to_string(), reason: e.to_string() })?
+            .map_err(|e| GatewayError::Resolve {
+                server: server.to_string(),
+                reason: e.to_string(),
+            })?
             .next()
-            .ok_or_else(|| GatewayError::Resolve { server: server.to_string(), reason: "no address".into() }),
+            .ok_or_else(|| GatewayError::Resolve {
+                server: server.to_string(),
+                reason: "no address".into(),
+            }),
     }
 }
 
@@ -90,7 +96,7 @@ fn log_decision(d: &Decision) {
 /// Runs the gateway until `shutdown`, then removes every piece of kernel state it added.
 pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayError> {
     let relay = resolve(&cfg.server).await?;
-    let facts = tfo_probe::local_facts(relay);
+    let facts = tfo_probe::local_facts(relay, cfg.mptcp);
     let early = tfo::decide(policy(cfg.fast_open), &facts);
     if let Some(d) = &early {
         if d.fatal {
@@ -98,7 +104,9 @@ pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayEr
         }
     }
     let rtnl = braid_sys::netlink::Rtnl::connect()?;
-    let pm = braid_sys::mptcp::pm::MptcpPm::connect().await.map_err(uplinks::UplinkError::from)?;
+    let pm = braid_sys::mptcp::pm::MptcpPm::connect()
+        .await
+        .map_err(uplinks::UplinkError::from)?;
     let applied = uplinks::apply(&rtnl, &pm, &cfg, relay).await?;
     let result = serve(&cfg, relay, early, facts, shutdown).await;
     if !cfg.lan.is_empty() {
@@ -111,24 +119,51 @@ pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayEr
     result
 }
 
-async fn serve(cfg: &GatewayConfig, relay: SocketAddr, early: Option<Decision>, facts: braid_proto::tfo::Facts, mut shutdown: Shutdown) -> Result<(), GatewayError> {
-    let dialer = Dialer::new(cfg, relay).map_err(|source| GatewayError::Listen { what: "server", addr: relay, source })?;
+async fn serve(
+    cfg: &GatewayConfig,
+    relay: SocketAddr,
+    early: Option<Decision>,
+    facts: braid_proto::tfo::Facts,
+    mut shutdown: Shutdown,
+) -> Result<(), GatewayError> {
+    let dialer = Dialer::new(cfg, relay).map_err(|source| GatewayError::Listen {
+        what: "server",
+        addr: relay,
+        source,
+    })?;
     let mut tasks = Vec::new();
     match early {
         Some(d) => {
             log_decision(&d);
             dialer.set_tfo(d.enabled);
         }
-        None => tasks.push(tokio::spawn(decide_tfo(dialer.clone(), policy(cfg.fast_open), facts))),
+        None => tasks.push(tokio::spawn(decide_tfo(
+            dialer.clone(),
+            policy(cfg.fast_open),
+            facts,
+        ))),
     }
     let idle = cfg.idle_timeout;
     let redirect = bind(cfg.redirect, "redirect")?;
-    info!("transparent listener on {}", redirect.local_addr().unwrap_or(cfg.redirect));
-    tasks.push(tokio::spawn(capture::serve(redirect, dialer.clone(), idle, shutdown.clone())));
+    info!(
+        "transparent listener on {}",
+        redirect.local_addr().unwrap_or(cfg.redirect)
+    );
+    tasks.push(tokio::spawn(capture::serve(
+        redirect,
+        dialer.clone(),
+        idle,
+        shutdown.clone(),
+    )));
     if let Some(addr) = cfg.socks {
         let l = bind(addr, "socks")?;
         info!("SOCKS5 listener on {}", l.local_addr().unwrap_or(addr));
-        tasks.push(tokio::spawn(socks::serve(l, dialer.clone(), idle, shutdown.clone())));
+        tasks.push(tokio::spawn(socks::serve(
+            l,
+            dialer.clone(),
+            idle,
+            shutdown.clone(),
+        )));
     }
     if !cfg.lan.is_empty() {
         braid_sys::nftables::CaptureRules {
@@ -138,7 +173,11 @@ async fn serve(cfg: &GatewayConfig, relay: SocketAddr, early: Option<Decision>, 
             exclude: vec![relay.ip()],
         }
         .apply()?;
-        info!("capturing TCP from {} (nftables table inet {})", cfg.lan.join(", "), cfg.nft_table);
+        info!(
+            "capturing TCP from {} (nftables table inet {})",
+            cfg.lan.join(", "),
+            cfg.nft_table
+        );
     }
     info!("gateway up: relay {relay}, {} uplink(s)", cfg.uplinks.len());
     shutdown.wait().await;
@@ -149,9 +188,20 @@ async fn serve(cfg: &GatewayConfig, relay: SocketAddr, early: Option<Decision>, 
 }
 
 fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, GatewayError> {
-    let l = braid_sys::socket::listen(addr, braid_sys::socket::ListenOptions { mptcp: false, fastopen_qlen: None, backlog: 1024 })
-        .map_err(|source| GatewayError::Listen { what, addr, source })?;
-    tokio::net::TcpListener::from_std(l.listener).map_err(|source| GatewayError::Listen { what, addr, source })
+    let l = braid_sys::socket::listen(
+        addr,
+        braid_sys::socket::ListenOptions {
+            mptcp: false,
+            fastopen_qlen: None,
+            backlog: 1024,
+        },
+    )
+    .map_err(|source| GatewayError::Listen { what, addr, source })?;
+    tokio::net::TcpListener::from_std(l.listener).map_err(|source| GatewayError::Listen {
+        what,
+        addr,
+        source,
+    })
 }
 
 /// Probes the relay until the evidence is conclusive, then sets the dialer's TFO switch and says
@@ -161,7 +211,10 @@ async fn decide_tfo(dialer: Arc<Dialer>, policy: Policy, facts: braid_proto::tfo
     loop {
         let mut f = facts.clone();
         match tfo_probe::probe_relay(&dialer, &mut f).await {
-            Some(r) => info!("relay is braid {} on Linux {}; the probe connection was {} with {} subflow(s)", r.version, r.kernel, r.connection.transport, r.connection.subflows),
+            Some(r) => info!(
+                "relay is braid {} on Linux {}; the probe connection was {} with {} subflow(s)",
+                r.version, r.kernel, r.connection.transport, r.connection.subflows
+            ),
             // A stock relay and an unreachable one both fail the control request; only the
             // second is worth waiting for.
             None if dialer.connect_raw(false).await.is_err() => {
@@ -174,7 +227,11 @@ async fn decide_tfo(dialer: Arc<Dialer>, policy: Policy, facts: braid_proto::tfo
             }
             None => {}
         }
-        let d = tfo::decide(policy, &f).unwrap_or(Decision { enabled: false, reason: "the relay gave no evidence".into(), fatal: false });
+        let d = tfo::decide(policy, &f).unwrap_or(Decision {
+            enabled: false,
+            reason: "the relay gave no evidence".into(),
+            fatal: false,
+        });
         log_decision(&d);
         dialer.set_tfo(d.enabled);
         return;

@@ -18,7 +18,12 @@ use crate::shutdown::Shutdown;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts SOCKS5 clients until shutdown.
-pub async fn serve(listener: TcpListener, dialer: Arc<Dialer>, idle: Duration, mut shutdown: Shutdown) {
+pub async fn serve(
+    listener: TcpListener,
+    dialer: Arc<Dialer>,
+    idle: Duration,
+    mut shutdown: Shutdown,
+) {
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -58,27 +63,45 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, dialer: Arc<Dialer>, idl
     let mut remote = match dialer.open(addr, dialer.tfo()).await {
         Ok(r) => r,
         Err(e) => {
-            warn!("SOCKS5 {peer} → {target}: cannot reach the relay {}: {e}", dialer.relay());
-            let _ = client.write_all(&socks5::reply(Reply::HostUnreachable)).await;
+            warn!(
+                "SOCKS5 {peer} → {target}: cannot reach the relay {}: {e}",
+                dialer.relay()
+            );
+            let _ = client
+                .write_all(&socks5::reply(Reply::HostUnreachable))
+                .await;
             return;
         }
     };
-    if client.write_all(&socks5::reply(Reply::Succeeded)).await.is_err() {
+    if client
+        .write_all(&socks5::reply(Reply::Succeeded))
+        .await
+        .is_err()
+    {
         return;
     }
     let mut first = vec![0u8; 16 * 1024];
-    let n = match tokio::time::timeout(super::dialer::FIRST_PAYLOAD_WAIT, client.read(&mut first)).await {
+    let n = match tokio::time::timeout(super::dialer::FIRST_PAYLOAD_WAIT, client.read(&mut first))
+        .await
+    {
         Ok(Ok(n)) => n,
         Ok(Err(_)) => return,
         Err(_) => 0,
     };
-    let sent = if n == 0 { remote.write(&[]).await.map(drop) } else { remote.write_all(&first[..n]).await };
+    let sent = if n == 0 {
+        remote.write(&[]).await.map(drop)
+    } else {
+        remote.write_all(&first[..n]).await
+    };
     if sent.is_err() || remote.flush().await.is_err() {
         return;
     }
     let (moved, end) = relay::relay(&mut client, &mut remote, idle).await;
     dialer.note_transport(remote.get_ref());
-    debug!("SOCKS5 {peer} → {target}: {end:?}, up={} down={}", moved.up, moved.down);
+    debug!(
+        "SOCKS5 {peer} → {target}: {end:?}, up={} down={}",
+        moved.up, moved.down
+    );
 }
 
 async fn handshake(client: &mut TcpStream) -> Result<TargetAddr, String> {
@@ -100,7 +123,10 @@ async fn handshake(client: &mut TcpStream) -> Result<TargetAddr, String> {
         buf.extend_from_slice(&chunk[..n]);
     };
     buf.drain(..used);
-    client.write_all(&socks5::greeting_reply(true)).await.map_err(|e| e.to_string())?;
+    client
+        .write_all(&socks5::greeting_reply(true))
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
         match socks5::parse_request(&buf) {
             Ok(Some((target, used))) => {

@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use braid_proto::control::{self, ControlRequest, ControlResponse, ServerReport, CONTROL_HOST, CONTROL_PORT};
+use braid_proto::control::{
+    self, ControlRequest, ControlResponse, ServerReport, CONTROL_HOST, CONTROL_PORT,
+};
 use braid_proto::tfo::{Exchange, Facts};
 use shadowsocks::relay::socks5::Address;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,15 +22,18 @@ pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const TFO_TRIES: usize = 3;
 
 /// The facts that need no relay.
-pub fn local_facts(relay: std::net::SocketAddr) -> Facts {
+pub fn local_facts(relay: std::net::SocketAddr, mptcp: bool) -> Facts {
     let procfs = braid_sys::sysctl::Procfs::default();
     let value = procfs.sysctl_u64("net.ipv4.tcp_fastopen").unwrap_or(0) as u32;
-    let setsockopt_errno = match braid_sys::socket::stream_socket(&relay, true) {
-        Ok((sock, _, _)) => braid_sys::tfo::set_connect_fastopen(&sock).err().map(|e| e.raw_os_error().unwrap_or(-1)),
+    let setsockopt_errno = match braid_sys::socket::stream_socket(&relay, mptcp) {
+        Ok((sock, _, _)) => braid_sys::tfo::set_connect_fastopen(&sock)
+            .err()
+            .map(|e| e.raw_os_error().unwrap_or(-1)),
         Err(e) => e.raw_os_error(),
     };
     Facts {
         kernel: braid_sys::kernel::KernelRelease::running().release,
+        transport: if mptcp { "MPTCP" } else { "TCP" }.into(),
         sysctl_client: braid_sys::tfo::FastopenSysctl(value).client(),
         sysctl_value: value,
         setsockopt_errno,
@@ -60,7 +65,9 @@ pub async fn exchange(dialer: &Dialer, tfo: bool) -> (Exchange, Option<ServerRep
     let work = async {
         let target = Address::DomainNameAddress(CONTROL_HOST.to_string(), CONTROL_PORT);
         let mut s = dialer.open(target, tfo).await.ok()?;
-        let hello = ControlRequest::Hello { client_version: env!("CARGO_PKG_VERSION").into() };
+        let hello = ControlRequest::Hello {
+            client_version: env!("CARGO_PKG_VERSION").into(),
+        };
         s.write_all(&control::encode(&hello)).await.ok()?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 2048];
@@ -85,7 +92,13 @@ pub async fn exchange(dialer: &Dialer, tfo: bool) -> (Exchange, Option<ServerRep
                 ControlResponse::Report(r) => Some(r),
                 ControlResponse::Error { .. } => None,
             };
-            (Exchange::Replied { elapsed: started.elapsed(), syn_data }, report)
+            (
+                Exchange::Replied {
+                    elapsed: started.elapsed(),
+                    syn_data,
+                },
+                report,
+            )
         }
     }
 }

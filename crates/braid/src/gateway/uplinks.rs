@@ -81,7 +81,12 @@ fn unspecified_like(ip: IpAddr) -> IpAddr {
 
 /// Installs the state for every usable uplink. An uplink whose interface or address is missing
 /// is skipped with a warning (the others still bond); a kernel refusal rolls back and fails.
-pub async fn apply(rtnl: &Rtnl, pm: &MptcpPm, cfg: &GatewayConfig, relay: SocketAddr) -> Result<Applied, UplinkError> {
+pub async fn apply(
+    rtnl: &Rtnl,
+    pm: &MptcpPm,
+    cfg: &GatewayConfig,
+    relay: SocketAddr,
+) -> Result<Applied, UplinkError> {
     let mut applied = Applied::default();
     match install(rtnl, pm, cfg, relay, &mut applied).await {
         Ok(()) => Ok(applied),
@@ -92,9 +97,21 @@ pub async fn apply(rtnl: &Rtnl, pm: &MptcpPm, cfg: &GatewayConfig, relay: Socket
     }
 }
 
-async fn install(rtnl: &Rtnl, pm: &MptcpPm, cfg: &GatewayConfig, relay: SocketAddr, applied: &mut Applied) -> Result<(), UplinkError> {
-    let stale_rules = rtnl.delete_rules_by_protocol(RTPROT_BRAID).await.unwrap_or(0);
-    let stale_routes = rtnl.delete_routes_by_protocol(None, RTPROT_BRAID).await.unwrap_or(0);
+async fn install(
+    rtnl: &Rtnl,
+    pm: &MptcpPm,
+    cfg: &GatewayConfig,
+    relay: SocketAddr,
+    applied: &mut Applied,
+) -> Result<(), UplinkError> {
+    let stale_rules = rtnl
+        .delete_rules_by_protocol(RTPROT_BRAID)
+        .await
+        .unwrap_or(0);
+    let stale_routes = rtnl
+        .delete_routes_by_protocol(None, RTPROT_BRAID)
+        .await
+        .unwrap_or(0);
     if stale_rules + stale_routes > 0 {
         info!("removed {stale_rules} rule(s) and {stale_routes} route(s) left by an earlier braid run");
     }
@@ -102,12 +119,20 @@ async fn install(rtnl: &Rtnl, pm: &MptcpPm, cfg: &GatewayConfig, relay: SocketAd
         match discover(rtnl, u, relay.ip()).await {
             Ok(Some(state)) => install_one(rtnl, pm, u, state, relay.ip(), applied).await?,
             Ok(None) => {}
-            Err(source) => return Err(UplinkError::Netlink { uplink: u.name.clone(), source }),
+            Err(source) => {
+                return Err(UplinkError::Netlink {
+                    uplink: u.name.clone(),
+                    source,
+                })
+            }
         }
     }
     let before = pm.limits().await?;
     let n = cfg.uplinks.len() as u32;
-    let want = Limits { subflows: before.subflows.max(n), add_addr_accepted: before.add_addr_accepted.max(n) };
+    let want = Limits {
+        subflows: before.subflows.max(n),
+        add_addr_accepted: before.add_addr_accepted.max(n),
+    };
     if want != before {
         pm.set_limits(want).await?;
         applied.limits_before = Some(before);
@@ -117,13 +142,21 @@ async fn install(rtnl: &Rtnl, pm: &MptcpPm, cfg: &GatewayConfig, relay: SocketAd
 }
 
 /// Reads the uplink's interface, address (of the relay's family) and next hop from the kernel.
-async fn discover(rtnl: &Rtnl, u: &Uplink, relay: IpAddr) -> Result<Option<UplinkState>, NetlinkError> {
+async fn discover(
+    rtnl: &Rtnl,
+    u: &Uplink,
+    relay: IpAddr,
+) -> Result<Option<UplinkState>, NetlinkError> {
     let Some(ifindex) = rtnl.link_index(&u.interface).await? else {
         warn!("uplink {}: interface {} does not exist; skipping it (fix: check `interface`, or bring the link up)", u.name, u.interface);
         return Ok(None);
     };
     let addrs = rtnl.addresses(ifindex).await?;
-    let Some(addr) = addrs.iter().map(|a| a.addr).find(|a| a.is_ipv4() == relay.is_ipv4()) else {
+    let Some(addr) = addrs
+        .iter()
+        .map(|a| a.addr)
+        .find(|a| a.is_ipv4() == relay.is_ipv4())
+    else {
         warn!(
             "uplink {}: interface {} has no {} address, so it cannot reach the relay {relay}; skipping it (fix: check the uplink's DHCP or modem)",
             u.name,
@@ -132,12 +165,30 @@ async fn discover(rtnl: &Rtnl, u: &Uplink, relay: IpAddr) -> Result<Option<Uplin
         );
         return Ok(None);
     };
-    let gateway = rtnl.uplink_gateway(ifindex).await?.filter(|g| g.is_ipv4() == relay.is_ipv4());
-    Ok(Some(UplinkState { name: u.name.clone(), ifindex, addr, gateway }))
+    let gateway = rtnl
+        .uplink_gateway(ifindex)
+        .await?
+        .filter(|g| g.is_ipv4() == relay.is_ipv4());
+    Ok(Some(UplinkState {
+        name: u.name.clone(),
+        ifindex,
+        addr,
+        gateway,
+    }))
 }
 
-async fn install_one(rtnl: &Rtnl, pm: &MptcpPm, u: &Uplink, st: UplinkState, relay: IpAddr, applied: &mut Applied) -> Result<(), UplinkError> {
-    let nl = |source| UplinkError::Netlink { uplink: u.name.clone(), source };
+async fn install_one(
+    rtnl: &Rtnl,
+    pm: &MptcpPm,
+    u: &Uplink,
+    st: UplinkState,
+    relay: IpAddr,
+    applied: &mut Applied,
+) -> Result<(), UplinkError> {
+    let nl = |source| UplinkError::Netlink {
+        uplink: u.name.clone(),
+        source,
+    };
     let route = |dst: IpAddr, dst_len: u8| RouteSpec {
         table: u.table,
         dst,
@@ -147,11 +198,20 @@ async fn install_one(rtnl: &Rtnl, pm: &MptcpPm, u: &Uplink, st: UplinkState, rel
         src: Some(st.addr),
         protocol: RTPROT_BRAID,
     };
-    for r in [route(unspecified_like(relay), 0), route(relay, host_len(relay))] {
+    for r in [
+        route(unspecified_like(relay), 0),
+        route(relay, host_len(relay)),
+    ] {
         rtnl.ensure_route(&r).await.map_err(nl)?;
         applied.routes.push(r);
     }
-    let rule = RuleSpec { from: st.addr, from_len: host_len(st.addr), table: u.table, priority: u.rule_priority, protocol: RTPROT_BRAID };
+    let rule = RuleSpec {
+        from: st.addr,
+        from_len: host_len(st.addr),
+        table: u.table,
+        priority: u.rule_priority,
+        protocol: RTPROT_BRAID,
+    };
     rtnl.ensure_rule(&rule).await.map_err(nl)?;
     applied.rules.push(rule);
     let flags = EndpointFlags::SUBFLOW.with(EndpointFlags::BACKUP, u.backup);
@@ -163,7 +223,9 @@ async fn install_one(rtnl: &Rtnl, pm: &MptcpPm, u: &Uplink, st: UplinkState, rel
         "uplink {}: {} via {} on {} (table {}, rule pref {}, endpoint id {} {})",
         u.name,
         st.addr,
-        st.gateway.map(|g| g.to_string()).unwrap_or_else(|| "on-link".into()),
+        st.gateway
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "on-link".into()),
         u.interface,
         u.table,
         u.rule_priority,

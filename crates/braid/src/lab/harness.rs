@@ -73,16 +73,39 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> HarnessError {
 
 impl Harness {
     /// Builds the lab and starts the traffic server in srv.
-    pub fn new(prefix: &str, uplinks: Vec<UplinkSpec>, exe: &Path) -> Result<Harness, HarnessError> {
-        let lab = Lab::up(LabSpec { prefix: prefix.to_string(), uplinks })?;
+    pub fn new(
+        prefix: &str,
+        uplinks: Vec<UplinkSpec>,
+        exe: &Path,
+    ) -> Result<Harness, HarnessError> {
+        let lab = Lab::up(LabSpec {
+            prefix: prefix.to_string(),
+            uplinks,
+        })?;
         let dir = std::env::temp_dir().join(format!("braid-lab-{prefix}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        let key = crate::keygen::generate(crate::config::Method::Aes256Gcm).map_err(|e| HarnessError::Io { what: "keygen".into(), source: io::Error::other(e.to_string()) })?;
-        let mut h = Harness { lab, exe: exe.to_path_buf(), dir, key, server: None, gateway: None, traffic: None, gateway_runs: 0 };
+        let key = crate::keygen::generate(crate::config::Method::Aes256Gcm).map_err(|e| {
+            HarnessError::Io {
+                what: "keygen".into(),
+                source: io::Error::other(e.to_string()),
+            }
+        })?;
+        let mut h = Harness {
+            lab,
+            exe: exe.to_path_buf(),
+            dir,
+            key,
+            server: None,
+            gateway: None,
+            traffic: None,
+            gateway_runs: 0,
+        };
         let listen = format!("{}:{TRAFFIC_PORT}", Lab::SRV);
         let mut cmd = h.lab.command(Role::Srv, &h.exe.to_string_lossy());
-        cmd.args(["lab", "traffic", "serve", "--listen", &listen]).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.args(["lab", "traffic", "serve", "--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         h.traffic = Some(cmd.spawn().map_err(io_err("starting the traffic server"))?);
         Ok(h)
     }
@@ -107,7 +130,12 @@ impl Harness {
         );
         let child = self.spawn_daemon(Role::Vps, "server", &cfg)?;
         self.server = Some(child);
-        self.wait_log("server.log", "listening on", "braid server", Duration::from_secs(15))
+        self.wait_log(
+            "server.log",
+            "listening on",
+            "braid server",
+            Duration::from_secs(15),
+        )
     }
 
     /// Starts `braid gateway` in gw with the named uplinks; waits until it is up.
@@ -120,27 +148,56 @@ impl Harness {
             Lab::GW_LAN
         );
         for u in uplinks {
-            cfg += &format!("[[uplink]]\nname = \"{u}\"\ninterface = \"{}\"\n", self.lab.uplink_iface(u));
+            cfg += &format!(
+                "[[uplink]]\nname = \"{u}\"\ninterface = \"{}\"\n",
+                self.lab.uplink_iface(u)
+            );
+        }
+        // Keep earlier runs' logs as gateway-N.log; gateway.log is always the current run.
+        if self.gateway_runs > 0 {
+            let _ = fs::rename(
+                self.dir.join("gateway.log"),
+                self.dir.join(format!("gateway-{}.log", self.gateway_runs)),
+            );
         }
         self.gateway_runs += 1;
-        let _ = fs::remove_file(self.dir.join("gateway.log"));
         let child = self.spawn_daemon(Role::Gw, "gateway", &cfg)?;
         self.gateway = Some(child);
-        self.wait_log("gateway.log", "gateway up", "braid gateway", Duration::from_secs(15))
+        self.wait_log(
+            "gateway.log",
+            "gateway up",
+            "braid gateway",
+            Duration::from_secs(15),
+        )
     }
 
     fn spawn_daemon(&self, role: Role, name: &str, cfg: &str) -> Result<Child, HarnessError> {
         let cfg_path = self.dir.join(format!("{name}.toml"));
         fs::write(&cfg_path, cfg).map_err(io_err(format!("writing {}", cfg_path.display())))?;
         let log_path = self.dir.join(format!("{name}.log"));
-        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_err(format!("opening {}", log_path.display())))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err(format!("opening {}", log_path.display())))?;
         let mut cmd = self.lab.command(role, &self.exe.to_string_lossy());
-        cmd.args([name, "--config"]).arg(&cfg_path).args(["--log", "debug"]).stdout(Stdio::null()).stderr(log);
-        cmd.spawn().map_err(io_err(format!("starting braid {name}")))
+        cmd.args([name, "--config"])
+            .arg(&cfg_path)
+            .args(["--log", "debug"])
+            .stdout(Stdio::null())
+            .stderr(log);
+        cmd.spawn()
+            .map_err(io_err(format!("starting braid {name}")))
     }
 
     /// Waits until `file` in the harness folder contains `needle`.
-    pub fn wait_log(&self, file: &str, needle: &str, what: &'static str, limit: Duration) -> Result<(), HarnessError> {
+    pub fn wait_log(
+        &self,
+        file: &str,
+        needle: &str,
+        what: &'static str,
+        limit: Duration,
+    ) -> Result<(), HarnessError> {
         let start = Instant::now();
         loop {
             let log = self.log(file);
@@ -150,7 +207,11 @@ impl Harness {
             // A daemon that refuses to start prints "braid: <error>" and exits.
             let exited = log.lines().any(|l| l.starts_with("braid: "));
             if exited || start.elapsed() > limit {
-                return Err(HarnessError::NotReady { what, secs: limit.as_secs(), log });
+                return Err(HarnessError::NotReady {
+                    what,
+                    secs: limit.as_secs(),
+                    log,
+                });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -170,14 +231,25 @@ impl Harness {
     }
 
     /// Starts the gateway expecting it to refuse to start; returns its exit status.
-    pub fn gateway_must_fail(&mut self, uplinks: &[&str], extra: &str) -> Result<ExitStatus, HarnessError> {
+    pub fn gateway_must_fail(
+        &mut self,
+        uplinks: &[&str],
+        extra: &str,
+    ) -> Result<ExitStatus, HarnessError> {
         match self.start_gateway(uplinks, extra) {
             Ok(()) => {
                 self.stop_gateway()?;
-                Err(HarnessError::NotReady { what: "a failing braid gateway (it started)", secs: 0, log: self.log("gateway.log") })
+                Err(HarnessError::NotReady {
+                    what: "a failing braid gateway (it started)",
+                    secs: 0,
+                    log: self.log("gateway.log"),
+                })
             }
             Err(HarnessError::NotReady { .. }) | Err(HarnessError::Io { .. }) => {
-                let mut c = self.gateway.take().ok_or_else(|| HarnessError::Io { what: "gateway".into(), source: io::Error::other("not started") })?;
+                let mut c = self.gateway.take().ok_or_else(|| HarnessError::Io {
+                    what: "gateway".into(),
+                    source: io::Error::other("not started"),
+                })?;
                 let start = Instant::now();
                 loop {
                     if let Some(st) = c.try_wait().map_err(io_err("waiting for the gateway"))? {
@@ -206,11 +278,25 @@ impl Harness {
         let mut cmd = self.lab.command(role, &self.exe.to_string_lossy());
         cmd.args(["lab", "traffic"]).args(args);
         let out = cmd.output().map_err(io_err("running the traffic client"))?;
-        let fail = |status: String, stderr: String| HarnessError::Traffic { args: args.iter().map(|s| s.to_string()).collect(), status, stderr };
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| fail(out.status.to_string(), format!("{} (stdout not JSON: {e})", String::from_utf8_lossy(&out.stderr))))?;
+        let fail = |status: String, stderr: String| HarnessError::Traffic {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            status,
+            stderr,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            fail(
+                out.status.to_string(),
+                format!(
+                    "{} (stdout not JSON: {e})",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        })?;
         if !out.status.success() {
-            return Err(fail(out.status.to_string(), format!("{} {v}", String::from_utf8_lossy(&out.stderr))));
+            return Err(fail(
+                out.status.to_string(),
+                format!("{} {v}", String::from_utf8_lossy(&out.stderr)),
+            ));
         }
         Ok(v)
     }
@@ -245,7 +331,10 @@ fn terminate(mut c: Child) -> Result<ExitStatus, HarnessError> {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        for c in [self.gateway.take(), self.server.take()].into_iter().flatten() {
+        for c in [self.gateway.take(), self.server.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = terminate(c);
         }
         if let Some(mut t) = self.traffic.take() {
@@ -262,5 +351,7 @@ pub fn is_root() -> bool {
 
 /// Runs a command and returns stdout, for checks that read kernel state inside a namespace.
 pub fn output(mut cmd: Command) -> String {
-    cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    cmd.output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }

@@ -105,7 +105,10 @@ pub fn run(cmd: LabCommand) -> ExitCode {
 }
 
 fn traffic_main(t: TrafficCommand) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("braid: {e}");
@@ -119,14 +122,72 @@ fn traffic_main(t: TrafficCommand) -> ExitCode {
                 traffic::serve(tokio::net::TcpListener::bind(listen).await?).await?;
                 (String::new(), true)
             }
-            TrafficCommand::Get { connect, socks, secs } => (json(&traffic::download(traffic::Route { target: connect, socks }, secs).await?), true),
-            TrafficCommand::Put { connect, socks, secs } => (json(&traffic::upload(traffic::Route { target: connect, socks }, secs).await?), true),
-            TrafficCommand::Echo { connect, socks, bytes } => {
-                let c = traffic::echo(traffic::Route { target: connect, socks }, bytes).await?;
+            TrafficCommand::Get {
+                connect,
+                socks,
+                secs,
+            } => (
+                json(
+                    &traffic::download(
+                        traffic::Route {
+                            target: connect,
+                            socks,
+                        },
+                        secs,
+                    )
+                    .await?,
+                ),
+                true,
+            ),
+            TrafficCommand::Put {
+                connect,
+                socks,
+                secs,
+            } => (
+                json(
+                    &traffic::upload(
+                        traffic::Route {
+                            target: connect,
+                            socks,
+                        },
+                        secs,
+                    )
+                    .await?,
+                ),
+                true,
+            ),
+            TrafficCommand::Echo {
+                connect,
+                socks,
+                bytes,
+            } => {
+                let c = traffic::echo(
+                    traffic::Route {
+                        target: connect,
+                        socks,
+                    },
+                    bytes,
+                )
+                .await?;
                 (json(&c), c.ok)
             }
-            TrafficCommand::Rr { connect, socks, count, size, timeout } => {
-                let r = traffic::request_reply(traffic::Route { target: connect, socks }, count, size, Duration::from_secs(timeout)).await;
+            TrafficCommand::Rr {
+                connect,
+                socks,
+                count,
+                size,
+                timeout,
+            } => {
+                let r = traffic::request_reply(
+                    traffic::Route {
+                        target: connect,
+                        socks,
+                    },
+                    count,
+                    size,
+                    Duration::from_secs(timeout),
+                )
+                .await;
                 (json(&r), r.failures == 0)
             }
         })

@@ -119,7 +119,10 @@ async fn connect(route: Route) -> std::io::Result<TcpStream> {
     let mut rep = [0u8; 10];
     s.read_exact(&mut rep).await?;
     if rep[1] != 0 {
-        return Err(std::io::Error::other(format!("SOCKS5 reply code {}", rep[1])));
+        return Err(std::io::Error::other(format!(
+            "SOCKS5 reply code {}",
+            rep[1]
+        )));
     }
     Ok(s)
 }
@@ -163,7 +166,11 @@ pub async fn download(route: Route, secs: u64) -> std::io::Result<Rate> {
     let secs_all = start.elapsed().as_secs_f64();
     let (b0, t0) = at_warm.unwrap_or((0, Duration::ZERO));
     let span = (secs_all - t0.as_secs_f64()).max(1e-3);
-    Ok(Rate { bytes: total, secs: secs_all, mbit_per_s: (total - b0) as f64 * 8.0 / span / 1e6 })
+    Ok(Rate {
+        bytes: total,
+        secs: secs_all,
+        mbit_per_s: (total - b0) as f64 * 8.0 / span / 1e6,
+    })
 }
 
 /// Uploads for `secs` seconds; the rate counts what the server received.
@@ -180,7 +187,11 @@ pub async fn upload(route: Route, secs: u64) -> std::io::Result<Rate> {
     s.shutdown().await?;
     let got = s.read_u64().await?;
     let secs_all = start.elapsed().as_secs_f64();
-    Ok(Rate { bytes: got, secs: secs_all, mbit_per_s: got as f64 * 8.0 / secs_all / 1e6 })
+    Ok(Rate {
+        bytes: got,
+        secs: secs_all,
+        mbit_per_s: got as f64 * 8.0 / secs_all / 1e6,
+    })
 }
 
 /// The result of an echo check.
@@ -220,7 +231,13 @@ pub async fn echo(route: Route, bytes: u64) -> std::io::Result<EchoCheck> {
     });
     let (rh, got) = read_hash(&mut r).await?;
     let sent = writer.await.map_err(std::io::Error::other)??;
-    Ok(EchoCheck { bytes, received: got, ok: sent == rh && got == bytes, sent_sha256: sent, received_sha256: rh })
+    Ok(EchoCheck {
+        bytes,
+        received: got,
+        ok: sent == rh && got == bytes,
+        sent_sha256: sent,
+        received_sha256: rh,
+    })
 }
 
 async fn read_hash<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(String, u64)> {
@@ -276,5 +293,9 @@ pub async fn request_reply(route: Route, count: usize, size: u64, timeout: Durat
     let mut ok: Vec<f64> = out.iter().flatten().copied().collect();
     ok.sort_by(|a, b| a.total_cmp(b));
     let median = (!ok.is_empty()).then(|| ok[ok.len() / 2]);
-    RrTimes { failures: out.iter().filter(|x| x.is_none()).count(), ttfb_ms: out, median_ms: median }
+    RrTimes {
+        failures: out.iter().filter(|x| x.is_none()).count(),
+        ttfb_ms: out,
+        median_ms: median,
+    }
 }

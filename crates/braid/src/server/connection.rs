@@ -30,7 +30,12 @@ pub fn transport_name(s: MptcpState) -> &'static str {
 
 fn report(stream: &TcpStream, peer: SocketAddr, tfo: bool) -> ConnectionReport {
     let state = mptcp_state(stream);
-    ConnectionReport { peer: peer.to_string(), transport: transport_name(state).into(), subflows: state.subflows(), tfo }
+    ConnectionReport {
+        peer: peer.to_string(),
+        transport: transport_name(state).into(),
+        subflows: state.subflows(),
+        tfo,
+    }
 }
 
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
@@ -50,18 +55,28 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         }
     };
     let cfg = &shared.cfg;
-    let mut ss = ProxyServerStream::from_stream(shared.ctx.clone(), stream, cfg.method.cipher(), &key_bytes(cfg.key.as_base64()));
+    let mut ss = ProxyServerStream::from_stream(
+        shared.ctx.clone(),
+        stream,
+        cfg.method.cipher(),
+        &key_bytes(cfg.key.as_base64()),
+    );
     let target = match tokio::time::timeout(cfg.handshake_timeout, ss.handshake()).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             info!("rejected {peer}: Shadowsocks-2022 handshake failed ({e}); a wrong key or method, a clock more than 30 s off, a replay, or a probe");
             // Reveal nothing about how many bytes were consumed: reset.
-            let _ = socket2::SockRef::from(ss.get_ref()).set_linger(Some(std::time::Duration::ZERO));
+            let _ =
+                socket2::SockRef::from(ss.get_ref()).set_linger(Some(std::time::Duration::ZERO));
             return;
         }
         Err(_) => {
-            debug!("{peer}: no request header within {:?}", cfg.handshake_timeout);
-            let _ = socket2::SockRef::from(ss.get_ref()).set_linger(Some(std::time::Duration::ZERO));
+            debug!(
+                "{peer}: no request header within {:?}",
+                cfg.handshake_timeout
+            );
+            let _ =
+                socket2::SockRef::from(ss.get_ref()).set_linger(Some(std::time::Duration::ZERO));
             return;
         }
     };
@@ -69,7 +84,12 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         if host == CONTROL_HOST && *port == CONTROL_PORT {
             let snapshot = {
                 let st = mptcp_state(ss.get_ref());
-                move || ConnectionReport { peer: peer.to_string(), transport: transport_name(st).into(), subflows: st.subflows(), tfo }
+                move || ConnectionReport {
+                    peer: peer.to_string(),
+                    transport: transport_name(st).into(),
+                    subflows: st.subflows(),
+                    tfo,
+                }
             };
             if let Err(e) = super::control::serve(&mut ss, snapshot).await {
                 debug!("control stream from {peer} ended: {e}");
@@ -124,7 +144,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
 
 fn key_bytes(b64: &str) -> Vec<u8> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default()
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap_or_default()
 }
 
 async fn connect_target(shared: &Shared, target: &Address) -> Result<TcpStream, String> {
@@ -148,7 +170,12 @@ async fn connect_target(shared: &Shared, target: &Address) -> Result<TcpStream, 
                 return Ok(s);
             }
             Ok(Err(e)) => last = format!("connect to {addr} failed: {e}"),
-            Err(_) => last = format!("connect to {addr} timed out after {:?}", shared.cfg.connect_timeout),
+            Err(_) => {
+                last = format!(
+                    "connect to {addr} timed out after {:?}",
+                    shared.cfg.connect_timeout
+                )
+            }
         }
     }
     Err(last)

@@ -33,7 +33,9 @@ where
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let resp = ControlResponse::Error { message: e.to_string() };
+                    let resp = ControlResponse::Error {
+                        message: e.to_string(),
+                    };
                     stream.write_all(&control::encode(&resp)).await?;
                     return Ok(());
                 }
@@ -54,8 +56,10 @@ where
 
 fn report(connection: ConnectionReport) -> ServerReport {
     let procfs = braid_sys::sysctl::Procfs::default();
-    let sysctls: BTreeMap<String, String> =
-        SYSCTLS.iter().filter_map(|k| procfs.sysctl(k).ok().map(|v| (k.to_string(), v))).collect();
+    let sysctls: BTreeMap<String, String> = SYSCTLS
+        .iter()
+        .filter_map(|k| procfs.sysctl(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
     ServerReport {
         version: env!("CARGO_PKG_VERSION").to_string(),
         kernel: braid_sys::kernel::KernelRelease::running().release,

@@ -72,36 +72,79 @@ impl Server {
     /// Binds the listener, deciding MPTCP and TFO now so that the log says once what is used.
     pub fn bind(cfg: ServerConfig) -> Result<Server, ServerError> {
         let tfo_listener = decide_listener_tfo(&cfg)?;
-        let opts = ListenOptions { mptcp: cfg.mptcp, fastopen_qlen: tfo_listener.then_some(1024), backlog: 1024 };
+        let opts = ListenOptions {
+            mptcp: cfg.mptcp,
+            fastopen_qlen: tfo_listener.then_some(1024),
+            backlog: 1024,
+        };
         let bound = match socket::listen(cfg.listen, opts) {
             Err(e) if tfo_listener && e.raw_os_error() == Some(libc_enoprotoopt()) => {
                 let kernel = braid_sys::kernel::KernelRelease::running();
                 let reason = format!("{kernel} refuses TCP_FASTOPEN on MPTCP listeners (ENOPROTOOPT); TFO on MPTCP needs Linux 6.2 or newer");
                 if cfg.fast_open == FastOpen::On {
-                    return Err(ServerError::FastOpen { reason: format!("{reason}; fix: upgrade the kernel or set fast_open = \"auto\"") });
+                    return Err(ServerError::FastOpen {
+                        reason: format!(
+                            "{reason}; fix: upgrade the kernel or set fast_open = \"auto\""
+                        ),
+                    });
                 }
                 warn!("TCP Fast Open off: {reason}");
-                socket::listen(cfg.listen, ListenOptions { fastopen_qlen: None, ..opts }).map(|l| (l, false))
+                socket::listen(
+                    cfg.listen,
+                    ListenOptions {
+                        fastopen_qlen: None,
+                        ..opts
+                    },
+                )
+                .map(|l| (l, false))
             }
             other => other.map(|l| (l, tfo_listener)),
         };
-        let (bound, tfo_listener) = bound.map_err(|source| ServerError::Listen { addr: cfg.listen, source })?;
+        let (bound, tfo_listener) = bound.map_err(|source| ServerError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
         if let Some(why) = &bound.mptcp_unavailable {
             warn!("MPTCP UNAVAILABLE, relaying over plain TCP: {why}. Gateways will get no bonding until this is fixed.");
         }
-        let listener = tokio::net::TcpListener::from_std(bound.listener).map_err(|source| ServerError::Listen { addr: cfg.listen, source })?;
+        let listener = tokio::net::TcpListener::from_std(bound.listener).map_err(|source| {
+            ServerError::Listen {
+                addr: cfg.listen,
+                source,
+            }
+        })?;
         let local = listener.local_addr().unwrap_or(cfg.listen);
         info!(
             "listening on {local} ({}{}), method {}",
-            if bound.transport == Transport::Mptcp { "MPTCP" } else { "plain TCP" },
-            if tfo_listener { ", TCP Fast Open on" } else { "" },
+            if bound.transport == Transport::Mptcp {
+                "MPTCP"
+            } else {
+                "plain TCP"
+            },
+            if tfo_listener {
+                ", TCP Fast Open on"
+            } else {
+                ""
+            },
             cfg.method
         );
         let mut ctx = Context::new(ServerType::Server);
         ctx.set_replay_attack_policy(shadowsocks::config::ReplayAttackPolicy::Reject);
-        let policy = DestinationPolicy { allow: cfg.allow_destinations.clone() };
-        let shared = Shared { ctx: Arc::new(ctx), policy, own: own_addrs::OwnAddrs::new(), stats: ServerStats::default(), tfo_listener, cfg };
-        Ok(Server { listener, shared: Arc::new(shared) })
+        let policy = DestinationPolicy {
+            allow: cfg.allow_destinations.clone(),
+        };
+        let shared = Shared {
+            ctx: Arc::new(ctx),
+            policy,
+            own: own_addrs::OwnAddrs::new(),
+            stats: ServerStats::default(),
+            tfo_listener,
+            cfg,
+        };
+        Ok(Server {
+            listener,
+            shared: Arc::new(shared),
+        })
     }
 
     /// The bound address (the port is real when the config asked for port 0).

@@ -23,7 +23,9 @@ impl OwnAddrs {
 }
 
 fn read() -> Vec<IpAddr> {
-    let Ok(ifs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let Ok(ifs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
     ifs.filter_map(|i| i.address)
         .filter_map(|a| {
             if let Some(v4) = a.as_sockaddr_in() {
