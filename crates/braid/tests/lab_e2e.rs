@@ -261,6 +261,20 @@ fn tfo_auto_follows_end_to_end_evidence_and_on_refuses_when_impossible() {
     }
     h.stop_gateway().expect("stop");
 
+    // Where auto found TFO broken end to end, "on" must refuse to start, with the same evidence.
+    if !enabled {
+        let st = h
+            .gateway_must_fail(&["wifi", "5g"], "fast_open = \"on\"")
+            .expect("on must fail");
+        assert_eq!(st.code(), Some(1), "{}", h.log("gateway.log"));
+        let log = h.log("gateway.log");
+        assert!(
+            log.contains("fast_open = \"on\", but TCP Fast Open cannot work")
+                && log.contains("without TFO took"),
+            "{log}"
+        );
+    }
+
     // Over plain TCP the same kernel does TFO end to end: auto must find that out and use it.
     h.start_gateway(&["wifi"], "fast_open = \"auto\"\nmptcp = false")
         .expect("gateway over TCP");

@@ -97,7 +97,18 @@ fn log_decision(d: &Decision) {
 pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayError> {
     let relay = resolve(&cfg.server).await?;
     let facts = tfo_probe::local_facts(relay, cfg.mptcp);
-    let early = tfo::decide(policy(cfg.fast_open), &facts);
+    let dialer = Dialer::new(&cfg, relay).map_err(|source| GatewayError::Listen {
+        what: "server",
+        addr: relay,
+        source,
+    })?;
+    let mut early = tfo::decide(policy(cfg.fast_open), &facts);
+    if early.is_none() && cfg.fast_open == FastOpen::On {
+        // "on" must fail at start-up when TFO cannot work, so its end-to-end check runs now.
+        let mut f = facts.clone();
+        tfo_probe::probe_relay(&dialer, &mut f).await;
+        early = tfo::decide(Policy::On, &f);
+    }
     if let Some(d) = &early {
         if d.fatal {
             return Err(GatewayError::FastOpen(d.reason.clone()));
@@ -108,7 +119,7 @@ pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayEr
         .await
         .map_err(uplinks::UplinkError::from)?;
     let applied = uplinks::apply(&rtnl, &pm, &cfg, relay).await?;
-    let result = serve(&cfg, relay, early, facts, shutdown).await;
+    let result = serve(&cfg, dialer, early, facts, shutdown).await;
     if !cfg.lan.is_empty() {
         if let Err(e) = braid_sys::nftables::delete_table(&cfg.nft_table) {
             warn!("removing nftables table inet {}: {e}", cfg.nft_table);
@@ -121,16 +132,11 @@ pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayEr
 
 async fn serve(
     cfg: &GatewayConfig,
-    relay: SocketAddr,
+    dialer: Arc<Dialer>,
     early: Option<Decision>,
     facts: braid_proto::tfo::Facts,
     mut shutdown: Shutdown,
 ) -> Result<(), GatewayError> {
-    let dialer = Dialer::new(cfg, relay).map_err(|source| GatewayError::Listen {
-        what: "server",
-        addr: relay,
-        source,
-    })?;
     let mut tasks = Vec::new();
     match early {
         Some(d) => {
@@ -170,7 +176,7 @@ async fn serve(
             table: cfg.nft_table.clone(),
             lan: cfg.lan.clone(),
             redirect_port: cfg.redirect.port(),
-            exclude: vec![relay.ip()],
+            exclude: vec![dialer.relay().ip()],
         }
         .apply()?;
         info!(
@@ -179,7 +185,11 @@ async fn serve(
             cfg.nft_table
         );
     }
-    info!("gateway up: relay {relay}, {} uplink(s)", cfg.uplinks.len());
+    info!(
+        "gateway up: relay {}, {} uplink(s)",
+        dialer.relay(),
+        cfg.uplinks.len()
+    );
     shutdown.wait().await;
     for t in tasks {
         t.abort();

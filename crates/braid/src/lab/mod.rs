@@ -31,6 +31,34 @@ pub enum LabCommand {
     Traffic(TrafficCommand),
 }
 
+/// Where a traffic client connects, and how.
+#[derive(Debug, clap::Args)]
+pub struct RouteArgs {
+    /// Traffic server.
+    #[arg(long)]
+    connect: SocketAddr,
+    /// Through this SOCKS5 proxy.
+    #[arg(long)]
+    socks: Option<SocketAddr>,
+    /// Source address to bind (selects an uplink by policy routing).
+    #[arg(long)]
+    bind: Option<std::net::IpAddr>,
+    /// Use an MPTCP socket.
+    #[arg(long)]
+    mptcp: bool,
+}
+
+impl RouteArgs {
+    fn route(&self) -> traffic::Route {
+        traffic::Route {
+            target: Some(self.connect),
+            socks: self.socks,
+            bind: self.bind,
+            mptcp: self.mptcp,
+        }
+    }
+}
+
 /// The lab's traffic tool.
 #[derive(Debug, Subcommand)]
 pub enum TrafficCommand {
@@ -42,48 +70,32 @@ pub enum TrafficCommand {
     },
     /// Download for --secs and print the steady rate as JSON.
     Get {
-        /// Traffic server.
-        #[arg(long)]
-        connect: SocketAddr,
-        /// Through this SOCKS5 proxy.
-        #[arg(long)]
-        socks: Option<SocketAddr>,
+        #[command(flatten)]
+        route: RouteArgs,
         /// Duration.
         #[arg(long, default_value_t = 8)]
         secs: u64,
     },
     /// Upload for --secs and print the rate as JSON.
     Put {
-        /// Traffic server.
-        #[arg(long)]
-        connect: SocketAddr,
-        /// Through this SOCKS5 proxy.
-        #[arg(long)]
-        socks: Option<SocketAddr>,
+        #[command(flatten)]
+        route: RouteArgs,
         /// Duration.
         #[arg(long, default_value_t = 8)]
         secs: u64,
     },
     /// Send random bytes through echo, compare SHA-256 both ways, print JSON; exit 1 on mismatch.
     Echo {
-        /// Traffic server.
-        #[arg(long)]
-        connect: SocketAddr,
-        /// Through this SOCKS5 proxy.
-        #[arg(long)]
-        socks: Option<SocketAddr>,
+        #[command(flatten)]
+        route: RouteArgs,
         /// Bytes to send.
         #[arg(long, default_value_t = 20_000_000)]
         bytes: u64,
     },
     /// Time the first reply byte of COUNT fresh request/replies; print JSON.
     Rr {
-        /// Traffic server.
-        #[arg(long)]
-        connect: SocketAddr,
-        /// Through this SOCKS5 proxy.
-        #[arg(long)]
-        socks: Option<SocketAddr>,
+        #[command(flatten)]
+        route: RouteArgs,
         /// Tries.
         #[arg(long, default_value_t = 20)]
         count: usize,
@@ -119,70 +131,27 @@ fn traffic_main(t: TrafficCommand) -> ExitCode {
         let json = |v: &dyn erased::Json| v.to_json();
         Ok(match t {
             TrafficCommand::Serve { listen } => {
-                traffic::serve(tokio::net::TcpListener::bind(listen).await?).await?;
+                traffic::serve(traffic::listen(listen)?).await?;
                 (String::new(), true)
             }
-            TrafficCommand::Get {
-                connect,
-                socks,
-                secs,
-            } => (
-                json(
-                    &traffic::download(
-                        traffic::Route {
-                            target: connect,
-                            socks,
-                        },
-                        secs,
-                    )
-                    .await?,
-                ),
-                true,
-            ),
-            TrafficCommand::Put {
-                connect,
-                socks,
-                secs,
-            } => (
-                json(
-                    &traffic::upload(
-                        traffic::Route {
-                            target: connect,
-                            socks,
-                        },
-                        secs,
-                    )
-                    .await?,
-                ),
-                true,
-            ),
-            TrafficCommand::Echo {
-                connect,
-                socks,
-                bytes,
-            } => {
-                let c = traffic::echo(
-                    traffic::Route {
-                        target: connect,
-                        socks,
-                    },
-                    bytes,
-                )
-                .await?;
+            TrafficCommand::Get { route, secs } => {
+                (json(&traffic::download(route.route(), secs).await?), true)
+            }
+            TrafficCommand::Put { route, secs } => {
+                (json(&traffic::upload(route.route(), secs).await?), true)
+            }
+            TrafficCommand::Echo { route, bytes } => {
+                let c = traffic::echo(route.route(), bytes).await?;
                 (json(&c), c.ok)
             }
             TrafficCommand::Rr {
-                connect,
-                socks,
+                route,
                 count,
                 size,
                 timeout,
             } => {
                 let r = traffic::request_reply(
-                    traffic::Route {
-                        target: connect,
-                        socks,
-                    },
+                    route.route(),
                     count,
                     size,
                     Duration::from_secs(timeout),

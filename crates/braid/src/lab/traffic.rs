@@ -84,27 +84,73 @@ async fn serve_one(mut s: TcpStream) -> std::io::Result<()> {
 }
 
 /// How the client reaches the traffic server.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Route {
     /// The traffic server.
-    pub target: SocketAddr,
+    pub target: Option<SocketAddr>,
     /// Go through this SOCKS5 proxy first.
     pub socks: Option<SocketAddr>,
+    /// Bind the client socket to this source address (to pick an uplink by policy routing).
+    pub bind: Option<std::net::IpAddr>,
+    /// Use an MPTCP socket (raw kernel MPTCP baseline).
+    pub mptcp: bool,
+}
+
+impl Route {
+    /// Straight to `target`.
+    pub fn to(target: SocketAddr) -> Route {
+        Route {
+            target: Some(target),
+            ..Route::default()
+        }
+    }
+
+    fn target(&self) -> std::io::Result<SocketAddr> {
+        self.target
+            .ok_or_else(|| std::io::Error::other("no target"))
+    }
+}
+
+async fn connect_direct(addr: SocketAddr, route: Route) -> std::io::Result<TcpStream> {
+    let (sock, _, why) = braid_sys::socket::stream_socket(&addr, route.mptcp)?;
+    if let Some(why) = why {
+        return Err(std::io::Error::other(format!(
+            "MPTCP requested but unavailable: {why}"
+        )));
+    }
+    if let Some(ip) = route.bind {
+        sock.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    sock.set_tcp_nodelay(true)?;
+    tokio::net::TcpSocket::from_std_stream(sock.into())
+        .connect(addr)
+        .await
+}
+
+/// Serves on an MPTCP listener (which also accepts plain TCP clients), or TCP without MPTCP.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let l = braid_sys::socket::listen(
+        addr,
+        braid_sys::socket::ListenOptions {
+            mptcp: true,
+            fastopen_qlen: None,
+            backlog: 128,
+        },
+    )?;
+    TcpListener::from_std(l.listener)
 }
 
 async fn connect(route: Route) -> std::io::Result<TcpStream> {
+    let target = route.target()?;
     let Some(proxy) = route.socks else {
-        let s = TcpStream::connect(route.target).await?;
-        s.set_nodelay(true)?;
-        return Ok(s);
+        return connect_direct(target, route).await;
     };
-    let mut s = TcpStream::connect(proxy).await?;
-    s.set_nodelay(true)?;
+    let mut s = connect_direct(proxy, route).await?;
     s.write_all(&[5, 1, 0]).await?;
     let mut r = [0u8; 2];
     s.read_exact(&mut r).await?;
     let mut req = vec![5, 1, 0];
-    match route.target {
+    match target {
         SocketAddr::V4(a) => {
             req.push(1);
             req.extend_from_slice(&a.ip().octets());
@@ -114,7 +160,7 @@ async fn connect(route: Route) -> std::io::Result<TcpStream> {
             req.extend_from_slice(&a.ip().octets());
         }
     }
-    req.extend_from_slice(&route.target.port().to_be_bytes());
+    req.extend_from_slice(&target.port().to_be_bytes());
     s.write_all(&req).await?;
     let mut rep = [0u8; 10];
     s.read_exact(&mut rep).await?;
