@@ -222,6 +222,15 @@ impl Harness {
         fs::read_to_string(self.dir.join(file)).unwrap_or_default()
     }
 
+    /// Process ids of the running server and gateway (for CPU accounting).
+    pub fn daemon_pids(&self) -> Vec<u32> {
+        [&self.server, &self.gateway]
+            .into_iter()
+            .flatten()
+            .map(|c| c.id())
+            .collect()
+    }
+
     /// Stops the gateway with SIGTERM and returns its exit status.
     pub fn stop_gateway(&mut self) -> Result<Option<ExitStatus>, HarnessError> {
         Ok(match self.gateway.take() {

@@ -1,5 +1,6 @@
 //! `braid lab`: the built-in network-namespace lab (topology in the braid-lab crate).
 
+pub mod bench;
 pub mod demo;
 pub mod harness;
 pub mod traffic;
@@ -26,9 +27,19 @@ pub enum LabCommand {
         #[arg(long, default_value = "bdemo")]
         prefix: String,
     },
+    /// Benchmarks, side by side in one run (used by bench/*.sh).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Traffic tool used inside the lab's namespaces (by the demo, tests and bench/).
     #[command(subcommand, hide = true)]
     Traffic(TrafficCommand),
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Bonded goodput, time to first byte and unshaped throughput; prints Markdown.
+    Aggregation(bench::AggregationArgs),
 }
 
 /// Where a traffic client connects, and how.
@@ -113,6 +124,29 @@ pub fn run(cmd: LabCommand) -> ExitCode {
     match cmd {
         LabCommand::Demo { json, secs, prefix } => demo::main(&prefix, secs, json),
         LabCommand::Traffic(t) => traffic_main(t),
+        LabCommand::Bench(BenchCommand::Aggregation(a)) => {
+            if !harness::is_root() {
+                eprintln!("braid lab bench: needs root (it creates network namespaces)");
+                return ExitCode::from(2);
+            }
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("braid: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match bench::aggregation(&a, &exe) {
+                Ok(md) => {
+                    println!("{md}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("braid lab bench failed: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Bonded goodput, time to first byte and unshaped relay throughput, side by side in one run:
+# braid vs the sum of single-uplink TCP, raw kernel MPTCP (no proxy) and, when its binaries are
+# there, the shadowsocks-rust stack OpenMPTCPRouter users run. Prints Markdown tables and appends
+# them, with this command, to docs/BENCHMARKS.md. Needs root.
+#
+#   bash bench/aggregation.sh [--secs N] [--ssrust DIR]
+#
+# shadowsocks-rust for the comparison: cargo install shadowsocks-rust --version 1.25.0 --root /opt/ssrust
+# (found automatically in /opt/ssrust/bin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup
+cargo build --release -q -p braid
+args=("$@")
+if [[ " ${args[*]-} " != *" --ssrust "* && -x /opt/ssrust/bin/ssserver && -x /opt/ssrust/bin/sslocal ]]; then
+  args+=(--ssrust /opt/ssrust/bin)
+fi
+out=$(./target/release/braid lab bench aggregation "${args[@]}")
+echo "$out"
+{
+  echo
+  echo "## Aggregation, $(date -u +%F)"
+  echo
+  echo "Command: \`bash bench/aggregation.sh ${args[*]-}\` (release build; kernel $(uname -r); $(nproc) cores)."
+  echo
+  echo "$out"
+} >> docs/BENCHMARKS.md
