@@ -287,7 +287,11 @@ impl Emulator {
                     // An error reply (e.g. to a verdict) or a truncated read: log and go on,
                     // the packets concerned are accepted by fail-open or dropped by the kernel.
                     stats.recv_errors += 1;
-                    if stats.recv_errors <= 5 {
+                    // ENOENT answers a verdict for packets the kernel already dropped, which
+                    // happens whenever the uplink goes down: expected, not worth a warning.
+                    if e.raw_os_error() == Some(libc::ENOENT) {
+                        tracing::debug!(queue = self.config.queue_num, "netem: verdict for a packet the kernel dropped");
+                    } else if stats.recv_errors <= 5 {
                         tracing::warn!(queue = self.config.queue_num, error = %e, "netem: recv");
                     }
                     return;
