@@ -13,5 +13,6 @@
 
 pub mod control;
 pub mod destination;
+pub mod health;
 pub mod socks5;
 pub mod tfo;
