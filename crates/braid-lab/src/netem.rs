@@ -290,7 +290,10 @@ impl Emulator {
                     // ENOENT answers a verdict for packets the kernel already dropped, which
                     // happens whenever the uplink goes down: expected, not worth a warning.
                     if e.raw_os_error() == Some(libc::ENOENT) {
-                        tracing::debug!(queue = self.config.queue_num, "netem: verdict for a packet the kernel dropped");
+                        tracing::debug!(
+                            queue = self.config.queue_num,
+                            "netem: verdict for a packet the kernel dropped"
+                        );
                     } else if stats.recv_errors <= 5 {
                         tracing::warn!(queue = self.config.queue_num, error = %e, "netem: recv");
                     }

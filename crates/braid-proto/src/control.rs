@@ -29,6 +29,13 @@ pub enum ControlRequest {
         /// The asking braid's version.
         client_version: String,
     },
+    /// A health probe: the relay answers [`ControlResponse::Pong`] at once. Carried on a plain
+    /// TCP stream bound to one uplink, it measures that uplink's path to the relay itself, and
+    /// the SS2022 key authenticates it, so a captive portal or DNS hijack cannot fake health.
+    Ping {
+        /// Echoed in the pong.
+        seq: u64,
+    },
 }
 
 /// What the server answers.
@@ -37,6 +44,11 @@ pub enum ControlRequest {
 pub enum ControlResponse {
     /// The server's view of itself and of the connection the request came on.
     Report(ServerReport),
+    /// The answer to [`ControlRequest::Ping`].
+    Pong {
+        /// The ping's sequence number.
+        seq: u64,
+    },
     /// The request was understood but refused.
     Error {
         /// Human-readable reason.
@@ -121,6 +133,18 @@ mod tests {
             .contains("\"op\":\"hello\""));
         let (back, used): (ControlRequest, usize) = decode(&f).unwrap().unwrap();
         assert_eq!((back, used), (req, f.len()));
+    }
+
+    #[test]
+    fn ping_and_pong_round_trip() {
+        let (p, _): (ControlRequest, usize) = decode(&encode(&ControlRequest::Ping { seq: 7 }))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p, ControlRequest::Ping { seq: 7 });
+        let (q, _): (ControlResponse, usize) = decode(&encode(&ControlResponse::Pong { seq: 7 }))
+            .unwrap()
+            .unwrap();
+        assert_eq!(q, ControlResponse::Pong { seq: 7 });
     }
 
     #[test]

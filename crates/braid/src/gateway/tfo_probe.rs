@@ -90,7 +90,7 @@ pub async fn exchange(dialer: &Dialer, tfo: bool) -> (Exchange, Option<ServerRep
         Ok(Some((resp, syn_data))) => {
             let report = match resp {
                 ControlResponse::Report(r) => Some(r),
-                ControlResponse::Error { .. } => None,
+                ControlResponse::Error { .. } | ControlResponse::Pong { .. } => None,
             };
             (
                 Exchange::Replied {

@@ -48,6 +48,7 @@ where
         };
         let resp = match req {
             ControlRequest::Hello { .. } => ControlResponse::Report(report(conn())),
+            ControlRequest::Ping { seq } => ControlResponse::Pong { seq },
         };
         stream.write_all(&control::encode(&resp)).await?;
         stream.flush().await?;
