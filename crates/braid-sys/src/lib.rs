@@ -15,6 +15,7 @@
 pub mod address;
 pub mod kernel;
 pub mod link;
+pub mod monitor;
 pub mod mptcp;
 pub mod netlink;
 pub mod nftables;

@@ -85,6 +85,8 @@ fn bonded_tunnel_carries_exact_bytes_on_two_subflows_and_cleans_up() {
     let mut h = Harness::new("bte1", uplinks(Some(200), [2, 4]), exe()).expect("lab");
     h.start_server("").expect("server");
     h.start_gateway(&["wifi", "5g"], "").expect("gateway");
+    h.wait_uplinks_up(&["wifi", "5g"], std::time::Duration::from_secs(10))
+        .expect("uplinks up");
 
     // The kernel state the gateway promised is there while it runs.
     let rules = gw(&h, &["ip", "rule", "show"]);

@@ -1,5 +1,6 @@
 //! Kernel MPTCP: per-socket information and the `mptcp_pm` path-manager family.
 
+pub mod blackhole;
 pub mod endpoint;
 pub mod info;
 pub mod limits;

@@ -70,6 +70,55 @@ pub struct GatewayConfig {
     pub connect_timeout: Duration,
     /// A relayed connection idle in both directions for this long is closed.
     pub idle_timeout: Duration,
+    /// Health probing thresholds.
+    pub health: braid_proto::health::HealthConfig,
+    /// Set `net.mptcp.blackhole_timeout` to this many seconds while braid runs (the kernel's
+    /// default, 3600, turns MPTCP off for an hour after one path dropped MPTCP SYNs).
+    pub mptcp_blackhole_timeout: Option<u32>,
+}
+
+/// `[health]`: probe thresholds; every key optional (defaults in braid_proto::health).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HealthDto {
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    timeout_max_ms: Option<u64>,
+    suspect_after: Option<u32>,
+    down_after: Option<u32>,
+    recover_after: Option<u32>,
+}
+
+fn parse_health(h: &HealthDto) -> Result<braid_proto::health::HealthConfig, Invalid> {
+    let mut c = braid_proto::health::HealthConfig::default();
+    let ms = Duration::from_millis;
+    if let Some(v) = h.interval_ms {
+        c.interval = ms(v);
+    }
+    if let Some(v) = h.timeout_ms {
+        c.timeout = ms(v);
+    }
+    if let Some(v) = h.timeout_max_ms {
+        c.timeout_max = ms(v);
+    }
+    if let Some(v) = h.suspect_after {
+        c.suspect_after = v;
+    }
+    if let Some(v) = h.down_after {
+        c.down_after = v;
+    }
+    if let Some(v) = h.recover_after {
+        c.recover_after = v;
+    }
+    c.validate().map_err(|e| {
+        let msg = e.to_string();
+        let (problem, fix) = msg
+            .split_once("; fix: ")
+            .map(|(p, f)| (p.to_string(), f.to_string()))
+            .unwrap_or((msg.clone(), "see [health] in examples/gateway.toml".into()));
+        Invalid::new("[health]", "(as configured)", problem, fix)
+    })?;
+    Ok(c)
 }
 
 #[derive(Deserialize)]
@@ -95,6 +144,9 @@ struct Dto {
     connect_timeout_secs: u64,
     #[serde(default = "default_idle")]
     idle_timeout_secs: u64,
+    #[serde(default)]
+    health: HealthDto,
+    mptcp_blackhole_timeout_secs: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -370,6 +422,8 @@ impl GatewayConfig {
             nft_table: d.nft_table.clone(),
             connect_timeout: timeout("connect_timeout_secs", d.connect_timeout_secs)?,
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
+            health: parse_health(&d.health)?,
+            mptcp_blackhole_timeout: d.mptcp_blackhole_timeout_secs,
         })
     }
 }
@@ -470,6 +524,31 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("`redirect`") && e.contains("fixed port"), "{e}");
+    }
+
+    #[test]
+    fn health_section_overrides_defaults_and_bad_thresholds_are_named() {
+        let c = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\n[health]\ninterval_ms = 100\ndown_after = 6",
+        ))
+        .unwrap();
+        assert_eq!(c.health.interval, Duration::from_millis(100));
+        assert_eq!(c.health.down_after, 6);
+        let e = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\n[health]\ndown_after = 0",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("down_after") && e.contains("fix:"), "{e}");
+        let e = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\n[health]\nintervall_ms = 100",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("intervall_ms"), "{e}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub struct Dialer {
     tfo: AtomicBool,
     mptcp_warned: Once,
     fallback_seen: AtomicBool,
+    source: std::sync::RwLock<Option<std::net::IpAddr>>,
 }
 
 impl Dialer {
@@ -52,12 +53,57 @@ impl Dialer {
             tfo: AtomicBool::new(false),
             mptcp_warned: Once::new(),
             fallback_seen: AtomicBool::new(false),
+            source: std::sync::RwLock::new(None),
         }))
     }
 
     /// The relay's address.
     pub fn relay(&self) -> SocketAddr {
         self.relay
+    }
+
+    /// Sets the source address of new relay connections, which picks the uplink that carries
+    /// their first subflow (its `ip rule` selects its table). The uplink manager points it at a
+    /// healthy uplink, so new connections never start on a dead one; `None` leaves the choice to
+    /// the main routing table.
+    pub fn set_source(&self, src: Option<std::net::IpAddr>) {
+        if let Ok(mut s) = self.source.write() {
+            *s = src;
+        }
+    }
+
+    /// Opens a control stream for health probes: plain TCP (so it measures exactly one path),
+    /// bound to the uplink's interface and address.
+    pub async fn open_probe(
+        &self,
+        src: std::net::IpAddr,
+        iface: &str,
+        timeout: Duration,
+    ) -> io::Result<RelayStream> {
+        let (sock, _, _) = stream_socket(&self.relay, false)?;
+        sock.bind_device(Some(iface.as_bytes()))?;
+        sock.bind(&SocketAddr::new(src, 0).into())?;
+        sock.set_tcp_nodelay(true)?;
+        let socket = tokio::net::TcpSocket::from_std_stream(sock.into());
+        let stream = match tokio::time::timeout(timeout, socket.connect(self.relay)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "probe connect timed out",
+                ))
+            }
+        };
+        let target = Address::DomainNameAddress(
+            braid_proto::control::CONTROL_HOST.into(),
+            braid_proto::control::CONTROL_PORT,
+        );
+        Ok(ProxyClientStream::from_stream(
+            self.ctx.clone(),
+            stream,
+            &self.ss,
+            target,
+        ))
     }
 
     /// Switches TFO on or off for new streams.
@@ -103,6 +149,15 @@ impl Dialer {
         }
         if tfo {
             braid_sys::tfo::set_connect_fastopen(&sock)?;
+        }
+        let src = self.source.read().ok().and_then(|s| *s);
+        if let Some(src) = src.filter(|s| s.is_ipv4() == self.relay.is_ipv4()) {
+            // The address may have just gone away (DHCP); then let the kernel choose.
+            if sock.bind(&SocketAddr::new(src, 0).into()).is_err() {
+                tracing::debug!(
+                    "cannot bind the relay connection to {src}; using the kernel's choice"
+                );
+            }
         }
         sock.set_tcp_nodelay(true)?;
         let socket = tokio::net::TcpSocket::from_std_stream(sock.into());

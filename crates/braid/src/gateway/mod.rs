@@ -10,7 +10,7 @@ mod capture;
 pub mod dialer;
 mod socks;
 pub mod tfo_probe;
-pub mod uplinks;
+pub mod uplink;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +40,7 @@ pub enum GatewayError {
     FastOpen(String),
     /// Per-uplink kernel state could not be installed.
     #[error(transparent)]
-    Uplink(#[from] uplinks::UplinkError),
+    Uplink(#[from] uplink::kernel::UplinkError),
     /// A listener could not be opened.
     #[error("cannot listen on {addr} for {what}: {source}; fix: change `{what}` in the config or stop the program holding the port")]
     Listen {
@@ -117,17 +117,60 @@ pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayEr
     let rtnl = braid_sys::netlink::Rtnl::connect()?;
     let pm = braid_sys::mptcp::pm::MptcpPm::connect()
         .await
-        .map_err(uplinks::UplinkError::from)?;
-    let applied = uplinks::apply(&rtnl, &pm, &cfg, relay).await?;
-    let result = serve(&cfg, dialer, early, facts, shutdown).await;
+        .map_err(uplink::kernel::UplinkError::from)?;
+    // The manager stops on the daemon's shutdown, or when serving fails to start.
+    let (stop, stop_rx) = crate::shutdown::channel();
+    let stop = Arc::new(stop);
+    let outer = {
+        let stop = stop.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            stop.fire();
+        })
+    };
+    let mut manager = tokio::spawn(uplink::run(
+        cfg.clone(),
+        cfg.health.clone(),
+        rtnl,
+        pm,
+        dialer.clone(),
+        stop_rx,
+    ));
+    // The manager only returns early when it cannot work at all (e.g. MPTCP limits refused):
+    // then the gateway stops too, rather than run without its uplinks.
+    let (result, manager_done) = tokio::select! {
+        r = serve(&cfg, dialer, early, facts, shutdown) => (r, None),
+        m = &mut manager => (Err(manager_error(m)), Some(())),
+    };
+    stop.fire();
+    outer.abort();
     if !cfg.lan.is_empty() {
         if let Err(e) = braid_sys::nftables::delete_table(&cfg.nft_table) {
             warn!("removing nftables table inet {}: {e}", cfg.nft_table);
         }
     }
-    uplinks::remove(&rtnl, &pm, applied).await;
+    if manager_done.is_none() {
+        if let Err(e) = manager
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            warn!("uplink manager: {e}");
+        }
+    }
     info!("gateway stopped; kernel state removed");
     result
+}
+
+fn manager_error(
+    m: Result<Result<(), uplink::kernel::UplinkError>, tokio::task::JoinError>,
+) -> GatewayError {
+    match m {
+        Ok(Err(e)) => GatewayError::Uplink(e),
+        Ok(Ok(())) => GatewayError::Uplink(uplink::kernel::UplinkError::Stopped),
+        Err(e) => GatewayError::Uplink(uplink::kernel::UplinkError::Panicked(e.to_string())),
+    }
 }
 
 async fn serve(

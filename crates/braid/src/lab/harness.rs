@@ -140,6 +140,16 @@ impl Harness {
 
     /// Starts `braid gateway` in gw with the named uplinks; waits until it is up.
     pub fn start_gateway(&mut self, uplinks: &[&str], extra: &str) -> Result<(), HarnessError> {
+        let list: Vec<(&str, bool)> = uplinks.iter().map(|u| (*u, false)).collect();
+        self.start_gateway_with(&list, extra)
+    }
+
+    /// Like [`Harness::start_gateway`], with a `backup` flag per uplink.
+    pub fn start_gateway_with(
+        &mut self,
+        uplinks: &[(&str, bool)],
+        extra: &str,
+    ) -> Result<(), HarnessError> {
         let mut cfg = format!(
             "server = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nredirect = \"0.0.0.0:1100\"\nlan = [\"{}\"]\nsocks = \"{}:{SOCKS_PORT}\"\n{extra}\n",
             Lab::VPS_PUBLIC,
@@ -147,9 +157,9 @@ impl Harness {
             Lab::GW_LAN_IFACE,
             Lab::GW_LAN
         );
-        for u in uplinks {
+        for (u, backup) in uplinks {
             cfg += &format!(
-                "[[uplink]]\nname = \"{u}\"\ninterface = \"{}\"\n",
+                "[[uplink]]\nname = \"{u}\"\ninterface = \"{}\"\nbackup = {backup}\n",
                 self.lab.uplink_iface(u)
             );
         }
@@ -239,6 +249,19 @@ impl Harness {
         })
     }
 
+    /// Waits until every named uplink has reported `→ Up` in the current gateway log.
+    pub fn wait_uplinks_up(&self, names: &[&str], limit: Duration) -> Result<(), HarnessError> {
+        for n in names {
+            self.wait_log(
+                "gateway.log",
+                &format!("uplink {n}: Recovering → Up"),
+                "an uplink coming Up",
+                limit,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Starts the gateway expecting it to refuse to start; returns its exit status.
     pub fn gateway_must_fail(
         &mut self,
@@ -308,6 +331,31 @@ impl Harness {
             ));
         }
         Ok(v)
+    }
+
+    /// Starts `braid lab traffic ARGS` in `role` in the background (see [`Harness::finish_traffic`]).
+    pub fn spawn_traffic(&self, role: Role, args: &[&str]) -> Result<Child, HarnessError> {
+        let mut cmd = self.lab.command(role, &self.exe.to_string_lossy());
+        cmd.args(["lab", "traffic"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().map_err(io_err("starting a traffic client"))
+    }
+
+    /// Waits for a background traffic client and parses its JSON (also when it failed).
+    pub fn finish_traffic(&self, child: Child) -> Result<serde_json::Value, HarnessError> {
+        let out = child
+            .wait_with_output()
+            .map_err(io_err("waiting for a traffic client"))?;
+        serde_json::from_slice(&out.stdout).map_err(|e| HarnessError::Traffic {
+            args: vec![],
+            status: out.status.to_string(),
+            stderr: format!(
+                "{} (stdout not JSON: {e})",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        })
     }
 
     /// The traffic server's address, as LAN clients use it.

@@ -103,6 +103,17 @@ pub enum TrafficCommand {
         #[arg(long, default_value_t = 20_000_000)]
         bytes: u64,
     },
+    /// Download a checked stream for --secs, sampling goodput; print JSON; exit 1 on any error.
+    Stream {
+        #[command(flatten)]
+        route: RouteArgs,
+        /// Duration.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Sampling interval in ms.
+        #[arg(long, default_value_t = 100)]
+        sample_ms: u64,
+    },
     /// Time the first reply byte of COUNT fresh request/replies; print JSON.
     Rr {
         #[command(flatten)]
@@ -177,6 +188,14 @@ fn traffic_main(t: TrafficCommand) -> ExitCode {
             TrafficCommand::Echo { route, bytes } => {
                 let c = traffic::echo(route.route(), bytes).await?;
                 (json(&c), c.ok)
+            }
+            TrafficCommand::Stream {
+                route,
+                secs,
+                sample_ms,
+            } => {
+                let r = traffic::stream(route.route(), secs, sample_ms).await;
+                (json(&r), r.ok)
             }
             TrafficCommand::Rr {
                 route,

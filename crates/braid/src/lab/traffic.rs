@@ -6,6 +6,8 @@
 //! - `SINK 0`: the server reads to EOF and answers the byte count (u64).
 //! - `ECHO 0`: the server echoes everything, half-closing after the client does.
 //! - `RR n`: the server reads `n` bytes and answers `n` bytes, then closes.
+//! - `STREAM ms`: like `SOURCE`, but one continuous pseudo-random sequence the client can check
+//!   byte by byte (a lost, repeated or corrupted chunk anywhere is caught).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -25,6 +27,8 @@ pub mod op {
     pub const ECHO: u8 = 3;
     /// Request/reply of n bytes.
     pub const RR: u8 = 4;
+    /// Timed download of one continuous, verifiable pseudo-random stream.
+    pub const STREAM: u8 = 5;
 }
 
 /// Serves the protocol forever.
@@ -34,6 +38,41 @@ pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
         tokio::spawn(async move {
             let _ = serve_one(s).await;
         });
+    }
+}
+
+/// Seed of the `STREAM` sequence.
+const STREAM_SEED: u64 = 0x2545_f491_4f6c_dd1d;
+
+/// The `STREAM` sequence, byte by byte, for checking what arrives.
+struct StreamCheck {
+    state: u64,
+    block: [u8; 8],
+    used: usize,
+}
+
+impl StreamCheck {
+    fn new() -> Self {
+        StreamCheck {
+            state: STREAM_SEED,
+            block: [0; 8],
+            used: 8,
+        }
+    }
+
+    /// True if `data` continues the sequence.
+    fn check(&mut self, data: &[u8]) -> bool {
+        for &b in data {
+            if self.used == 8 {
+                fill(&mut self.block, &mut self.state);
+                self.used = 0;
+            }
+            if self.block[self.used] != b {
+                return false;
+            }
+            self.used += 1;
+        }
+        true
     }
 }
 
@@ -58,6 +97,16 @@ async fn serve_one(mut s: TcpStream) -> std::io::Result<()> {
             fill(&mut buf, &mut st);
             let end = Instant::now() + Duration::from_millis(arg);
             while Instant::now() < end {
+                s.write_all(&buf).await?;
+            }
+            s.shutdown().await?;
+        }
+        op::STREAM => {
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut st = STREAM_SEED;
+            let end = Instant::now() + Duration::from_millis(arg);
+            while Instant::now() < end {
+                fill(&mut buf, &mut st);
                 s.write_all(&buf).await?;
             }
             s.shutdown().await?;
@@ -219,6 +268,79 @@ pub async fn download(route: Route, secs: u64) -> std::io::Result<Rate> {
     })
 }
 
+/// A checked, sampled download.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamRun {
+    /// Bytes received.
+    pub bytes: u64,
+    /// Every byte continued the expected sequence and the stream ended cleanly.
+    pub ok: bool,
+    /// Why not, if not (a reset, a mismatch at some offset…).
+    pub error: Option<String>,
+    /// Goodput in each sampling interval, Mbit/s.
+    pub samples_mbit: Vec<f64>,
+    /// Length of a sampling interval, ms.
+    pub sample_ms: u64,
+}
+
+/// Downloads the checked stream for `secs` seconds, sampling goodput every `sample_ms`.
+pub async fn stream(route: Route, secs: u64, sample_ms: u64) -> StreamRun {
+    let sample = Duration::from_millis(sample_ms.max(1));
+    let mut run = StreamRun {
+        bytes: 0,
+        ok: false,
+        error: None,
+        samples_mbit: Vec::new(),
+        sample_ms,
+    };
+    let mut s = match request(route, op::STREAM, secs * 1000).await {
+        Ok(s) => s,
+        Err(e) => {
+            run.error = Some(format!("connect: {e}"));
+            return run;
+        }
+    };
+    let mut check = StreamCheck::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let start = Instant::now();
+    let mut in_sample = 0u64;
+    let mut next = start + sample;
+    loop {
+        let r = tokio::time::timeout_at(next.into(), s.read(&mut buf)).await;
+        let now = Instant::now();
+        while now >= next {
+            run.samples_mbit
+                .push(in_sample as f64 * 8.0 / sample.as_secs_f64() / 1e6);
+            in_sample = 0;
+            next += sample;
+        }
+        match r {
+            Err(_) => continue,
+            Ok(Ok(0)) => {
+                run.ok = true;
+                break;
+            }
+            Ok(Ok(n)) => {
+                if !check.check(&buf[..n]) {
+                    run.error = Some(format!(
+                        "byte mismatch within bytes {}..{}",
+                        run.bytes,
+                        run.bytes + n as u64
+                    ));
+                    break;
+                }
+                run.bytes += n as u64;
+                in_sample += n as u64;
+            }
+            Ok(Err(e)) => {
+                run.error = Some(format!("after {} bytes: {e}", run.bytes));
+                break;
+            }
+        }
+    }
+    run
+}
+
 /// Uploads for `secs` seconds; the rate counts what the server received.
 pub async fn upload(route: Route, secs: u64) -> std::io::Result<Rate> {
     let mut s = request(route, op::SINK, 0).await?;
@@ -343,5 +465,29 @@ pub async fn request_reply(route: Route, count: usize, size: u64, timeout: Durat
         failures: out.iter().filter(|x| x.is_none()).count(),
         ttfb_ms: out,
         median_ms: median,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_check_accepts_the_sequence_in_any_split_and_catches_a_gap() {
+        let mut data = vec![0u8; 16 * 1024 * 3];
+        let mut st = STREAM_SEED;
+        for c in data.chunks_mut(16 * 1024) {
+            fill(c, &mut st);
+        }
+        let mut ok = StreamCheck::new();
+        for part in data.chunks(1000) {
+            assert!(ok.check(part));
+        }
+        let mut gap = StreamCheck::new();
+        assert!(gap.check(&data[..5000]));
+        assert!(
+            !gap.check(&data[5008..6000]),
+            "a missing 8-byte run must be caught"
+        );
     }
 }

@@ -1,0 +1,392 @@
+//! The uplink manager: keeps every uplink's kernel state in step with the kernel and with the
+//! uplink's health, live.
+//!
+//! ```text
+//!  rtnetlink events ─┐                 ┌─► kernel::reconcile (routes, rule, endpoint per uplink)
+//!  probe pings/pongs ┼─► UplinkManager ┼─► Dialer source address (new connections start healthy)
+//!  health deadlines ─┘   (one task)    └─► log: one line per state change, with its reason
+//! ```
+//!
+//! One task owns all state, so there are no locks and no races between an event and a resync.
+//! An uplink whose interface is missing, has no address or is down is simply not installed;
+//! its trouble never takes down the daemon or another uplink. A Down uplink loses its MPTCP
+//! endpoint, so the kernel closes its subflows and traffic moves to the others; when it is Up
+//! again the endpoint comes back, and the kernel's path manager opens subflows on the
+//! connections that already exist (no LAN connection is reset).
+
+pub mod kernel;
+pub mod probe;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid_proto::health::{Health, HealthConfig, LinkState};
+use braid_sys::monitor::{KernelEvent, Monitor};
+use braid_sys::mptcp::pm::MptcpPm;
+use braid_sys::netlink::Rtnl;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::gateway::{GatewayConfig, Uplink};
+use crate::gateway::dialer::Dialer;
+use crate::shutdown::Shutdown;
+use kernel::{Discovered, Installed};
+use probe::{ProbeEvent, ProbeSource};
+
+/// How long to wait after a kernel event for more of the same burst before reconciling.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+/// A full resync even without events, in case one was missed.
+const RESYNC: Duration = Duration::from_secs(2);
+
+/// How an uplink's health is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probing {
+    /// Pings through the relay.
+    Probes,
+    /// The relay is not braid: only the kernel's link state counts.
+    LinkOnly,
+}
+
+struct Slot {
+    cfg: Uplink,
+    found: Option<Discovered>,
+    installed: Installed,
+    health: Health,
+    probing: Probing,
+    source: watch::Sender<Option<ProbeSource>>,
+    warned: Option<String>,
+    last_state: LinkState,
+    /// The next hop last seen with the current address: when a link comes back up, its DHCP
+    /// client may re-add the main-table default route a moment later than braid reconciles.
+    last_gateway: Option<(IpAddr, IpAddr)>,
+}
+
+impl Slot {
+    /// The state that decides whether the uplink carries traffic.
+    fn state(&self) -> LinkState {
+        let link_ok = self
+            .found
+            .as_ref()
+            .is_some_and(|d| d.link_up && d.addr.is_some());
+        match self.probing {
+            _ if !link_ok => LinkState::Down,
+            Probing::LinkOnly => LinkState::Up,
+            Probing::Probes => self.health.state(),
+        }
+    }
+}
+
+/// Runs until shutdown, then removes everything it installed.
+pub async fn run(
+    cfg: GatewayConfig,
+    health: HealthConfig,
+    rtnl: Rtnl,
+    pm: MptcpPm,
+    dialer: Arc<Dialer>,
+    mut shutdown: Shutdown,
+) -> Result<(), kernel::UplinkError> {
+    let relay = dialer.relay().ip();
+    kernel::remove_leftovers(&rtnl).await;
+    let limits_before = kernel::ensure_limits(&pm, cfg.uplinks.len() as u32).await?;
+    let epoch = Instant::now();
+    let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeEvent>(256);
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut probes = Vec::new();
+    for (i, u) in cfg.uplinks.iter().enumerate() {
+        let (source, source_rx) = watch::channel(None);
+        probes.push(tokio::spawn(probe::run(
+            i,
+            dialer.clone(),
+            source_rx,
+            probe_tx.clone(),
+            health.interval,
+        )));
+        let h = Health::new(health.clone(), Duration::ZERO)?;
+        slots.push(Slot {
+            cfg: u.clone(),
+            found: None,
+            installed: Installed::default(),
+            last_state: h.state(),
+            health: h,
+            probing: Probing::Probes,
+            source,
+            warned: None,
+            last_gateway: None,
+        });
+    }
+    drop(probe_tx);
+    let mut monitor = match Monitor::subscribe() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            warn!("cannot follow kernel events ({e}); falling back to a resync every {RESYNC:?}");
+            None
+        }
+    };
+    let mut m = Manager {
+        rtnl: &rtnl,
+        pm: &pm,
+        relay,
+        dialer: &dialer,
+        slots,
+        epoch,
+    };
+    m.reconcile_all().await;
+    let mut dirty_at: Option<Instant> = None;
+    let mut resync = tokio::time::interval(RESYNC);
+    loop {
+        let deadline = m.next_health_deadline();
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            ev = next_event(&mut monitor) => {
+                match ev {
+                    Some(ev) => m.on_kernel_event(ev),
+                    None => monitor = None,
+                }
+                dirty_at.get_or_insert(Instant::now() + DEBOUNCE);
+            }
+            Some(ev) = probe_rx.recv() => m.on_probe(ev),
+            _ = sleep_until(dirty_at) => {
+                dirty_at = None;
+                m.reconcile_all().await;
+            }
+            _ = sleep_until(deadline) => m.tick(),
+            _ = resync.tick() => m.reconcile_all().await,
+        }
+        if m.apply_health_changes() {
+            m.reconcile_all().await;
+        }
+    }
+    for p in probes {
+        p.abort();
+    }
+    for s in m.slots.drain(..) {
+        kernel::remove(&rtnl, &pm, &s.cfg.name, s.installed).await;
+    }
+    if let Some(before) = limits_before {
+        if let Err(e) = pm.set_limits(before).await {
+            warn!("restoring MPTCP limits to {before}: {e}");
+        }
+    }
+    Ok(())
+}
+
+async fn next_event(m: &mut Option<Monitor>) -> Option<KernelEvent> {
+    match m {
+        Some(m) => m.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Manager<'a> {
+    rtnl: &'a Rtnl,
+    pm: &'a MptcpPm,
+    relay: IpAddr,
+    dialer: &'a Dialer,
+    slots: Vec<Slot>,
+    epoch: Instant,
+}
+
+impl Manager<'_> {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn at(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.epoch)
+    }
+
+    fn next_health_deadline(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter(|s| s.probing == Probing::Probes)
+            .filter_map(|s| s.health.next_deadline())
+            .min()
+            .map(|d| self.epoch + d)
+    }
+
+    fn on_kernel_event(&mut self, ev: KernelEvent) {
+        let now = self.now();
+        if let KernelEvent::Link {
+            ifindex,
+            up,
+            removed,
+            ..
+        } = ev
+        {
+            for s in self
+                .slots
+                .iter_mut()
+                .filter(|s| s.found.as_ref().is_some_and(|d| d.ifindex == ifindex))
+            {
+                if !up || removed {
+                    if let Some(t) = s.health.on_link_down(now) {
+                        info!("uplink {}: {t}", s.cfg.name);
+                    }
+                } else {
+                    s.health.on_link_up(now);
+                }
+            }
+        }
+    }
+
+    fn on_probe(&mut self, ev: ProbeEvent) {
+        match ev {
+            ProbeEvent::Sent { uplink, seq, at } => {
+                let t = self.at(at);
+                if let Some(s) = self.slots.get_mut(uplink) {
+                    s.health.on_ping_sent(seq, t);
+                }
+            }
+            ProbeEvent::Pong { uplink, seq, at } => {
+                let t = self.at(at);
+                if let Some(s) = self.slots.get_mut(uplink) {
+                    if let Some(tr) = s.health.on_pong(seq, t) {
+                        info!("uplink {}: {tr}", s.cfg.name);
+                    }
+                }
+            }
+            ProbeEvent::Unsupported { uplink } => {
+                if let Some(s) = self.slots.get_mut(uplink) {
+                    s.probing = Probing::LinkOnly;
+                    warn!("uplink {}: the relay does not answer braid's health probes (a stock Shadowsocks-2022 server?); this uplink's health now follows its link state only", s.cfg.name);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.now();
+        for s in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.probing == Probing::Probes)
+        {
+            if let Some(t) = s.health.on_tick(now) {
+                info!("uplink {}: {t}", s.cfg.name);
+            }
+        }
+    }
+
+    /// True when some uplink changed between carrying and not carrying traffic.
+    fn apply_health_changes(&mut self) -> bool {
+        let mut changed = false;
+        for s in &mut self.slots {
+            let st = s.state();
+            if st.carries_traffic() != s.last_state.carries_traffic() {
+                changed = true;
+            }
+            s.last_state = st;
+        }
+        changed
+    }
+
+    async fn reconcile_all(&mut self) {
+        for s in &mut self.slots {
+            let found = match kernel::discover(self.rtnl, &s.cfg, self.relay).await {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!("uplink {}: reading its interface failed: {e}", s.cfg.name);
+                    continue;
+                }
+            };
+            let mut found = found;
+            remember_gateway(s, &mut found);
+            note_changes(s, &found);
+            s.found = found;
+            let src = s.found.as_ref().and_then(|d| {
+                d.addr.map(|addr| ProbeSource {
+                    addr,
+                    iface: s.cfg.interface.clone(),
+                })
+            });
+            s.source.send_if_modified(|cur| {
+                if *cur != src {
+                    *cur = src.clone();
+                    true
+                } else {
+                    false
+                }
+            });
+            let want_endpoint = s.state().carries_traffic();
+            if let Err(e) = kernel::reconcile(
+                self.rtnl,
+                self.pm,
+                &s.cfg,
+                self.relay,
+                s.found.as_ref(),
+                want_endpoint,
+                &mut s.installed,
+            )
+            .await
+            {
+                warn!("uplink {}: {e}", s.cfg.name);
+            }
+        }
+        self.dialer.set_source(preferred_source(&self.slots));
+    }
+}
+
+/// Fills in a missing next hop from the last one seen with the same address.
+fn remember_gateway(s: &mut Slot, found: &mut Option<Discovered>) {
+    let Some(d) = found.as_mut() else { return };
+    match (d.addr, d.gateway, s.last_gateway) {
+        (Some(a), Some(g), _) => s.last_gateway = Some((a, g)),
+        (Some(a), None, Some((la, lg))) if a == la => d.gateway = Some(lg),
+        _ => {}
+    }
+}
+
+/// Logs what changed about an uplink's interface, once per change.
+fn note_changes(s: &mut Slot, found: &Option<Discovered>) {
+    let problem = match found {
+        None => Some(format!(
+            "interface {} does not exist (yet); it will be used when it appears",
+            s.cfg.interface
+        )),
+        Some(d) if d.addr.is_none() => Some(format!(
+            "interface {} has no address of the relay's family; waiting for one (DHCP, modem)",
+            s.cfg.interface
+        )),
+        Some(d) if !d.link_up => Some(format!("interface {} is down", s.cfg.interface)),
+        Some(_) => None,
+    };
+    if problem != s.warned {
+        match &problem {
+            Some(p) => warn!("uplink {}: {p}", s.cfg.name),
+            None if s.warned.is_some() => info!(
+                "uplink {}: interface {} is usable again",
+                s.cfg.name, s.cfg.interface
+            ),
+            None => {}
+        }
+        s.warned = problem;
+    }
+    let old = s.found.as_ref().and_then(|d| d.addr);
+    let new = found.as_ref().and_then(|d| d.addr);
+    if let (Some(o), Some(n)) = (old, new) {
+        if o != n {
+            info!("uplink {}: address changed {o} → {n}", s.cfg.name);
+        }
+    }
+}
+
+/// The source address for new relay connections: the first healthy primary uplink in config
+/// order, else the first healthy backup, else the kernel's choice.
+fn preferred_source(slots: &[Slot]) -> Option<IpAddr> {
+    let healthy = |backup: bool| {
+        slots
+            .iter()
+            .filter(move |s| s.cfg.backup == backup && s.state().carries_traffic())
+            .find_map(|s| s.found.as_ref().and_then(|d| d.addr))
+    };
+    healthy(false).or_else(|| healthy(true))
+}

@@ -1,0 +1,193 @@
+//! Health probes: one plain-TCP control stream per uplink to the relay, bound to that uplink,
+//! with a ping every interval.
+//!
+//! The probe measures the path that matters — this uplink to the relay — not a public resolver,
+//! and the pongs are authenticated by the Shadowsocks-2022 key, so a captive portal or a DNS
+//! hijack cannot fake health. Every interval produces a `Sent` event whether or not a stream is
+//! connected, so a path that cannot even connect accumulates losses like one that drops pings.
+//! A stream that stays silent for a second is replaced by a fresh one: after a silent blackhole
+//! the old connection sits in retransmission backoff, and a new SYN finds the path as soon as it
+//! is back.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid_proto::control::{self, ControlRequest, ControlResponse};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::gateway::dialer::{Dialer, RelayStream};
+
+/// Where to probe from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSource {
+    /// Uplink address.
+    pub addr: IpAddr,
+    /// Uplink interface.
+    pub iface: String,
+}
+
+/// What a probe reports to the uplink manager.
+#[derive(Debug, Clone, Copy)]
+pub enum ProbeEvent {
+    /// Ping `seq` went out (or would have, had a stream been up).
+    Sent {
+        uplink: usize,
+        seq: u64,
+        at: Instant,
+    },
+    /// The relay answered ping `seq`.
+    Pong {
+        uplink: usize,
+        seq: u64,
+        at: Instant,
+    },
+    /// The relay closes control streams without answering: it is not a braid relay.
+    Unsupported { uplink: usize },
+}
+
+/// Replace a connected stream that has not answered for this long.
+const SILENCE_LIMIT: Duration = Duration::from_secs(1);
+/// Streams that the relay closed without a single pong before we conclude it is not braid.
+const STOCK_AFTER: u32 = 3;
+
+/// A connected probe stream: its write half, and the task reading pongs from the read half,
+/// which is stopped when the stream is dropped so that a stale connection does not linger.
+struct Conn {
+    writer: WriteHalf<RelayStream>,
+    reader: tokio::task::JoinHandle<()>,
+    generation: u64,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Runs the probe of uplink `uplink` until the manager drops its channels.
+pub async fn run(
+    uplink: usize,
+    dialer: Arc<Dialer>,
+    mut source: watch::Receiver<Option<ProbeSource>>,
+    tx: mpsc::Sender<ProbeEvent>,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    let mut conn: Option<Conn> = None;
+    let mut generation = 0u64;
+    // When the current stream last answered, in ms since `epoch`, written by its reader task.
+    let epoch = Instant::now();
+    let last_pong = Arc::new(AtomicU64::new(0));
+    let mut connecting: Option<tokio::task::JoinHandle<std::io::Result<RelayStream>>> = None;
+    let (ended_tx, mut ended_rx) = mpsc::channel::<(u64, bool)>(4);
+    let mut closed_without_pong = 0u32;
+    let mut connect_failed = false;
+    loop {
+        tokio::select! {
+            changed = source.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // New address or interface: start over on a fresh stream.
+                conn = None;
+                if let Some(c) = connecting.take() {
+                    c.abort();
+                }
+            }
+            Some((gen, answered)) = ended_rx.recv() => {
+                if conn.as_ref().is_some_and(|c| c.generation == gen) {
+                    conn = None;
+                }
+                if answered {
+                    closed_without_pong = 0;
+                } else {
+                    closed_without_pong += 1;
+                    if closed_without_pong >= STOCK_AFTER {
+                        let _ = tx.send(ProbeEvent::Unsupported { uplink }).await;
+                        return;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                // A ping counts once a stream exists or a connect has failed; not while the very
+                // first connect is still in progress (that is start-up, not loss).
+                if conn.is_some() || connect_failed {
+                    seq += 1;
+                    if tx.send(ProbeEvent::Sent { uplink, seq, at: now }).await.is_err() {
+                        return;
+                    }
+                }
+                let answered_at = epoch + Duration::from_millis(last_pong.load(Ordering::Relaxed));
+                if conn.is_some() && now.saturating_duration_since(answered_at) > SILENCE_LIMIT {
+                    conn = None;
+                }
+                if let Some(c) = conn.as_mut() {
+                    let frame = control::encode(&ControlRequest::Ping { seq });
+                    if c.writer.write_all(&frame).await.is_err() || c.writer.flush().await.is_err() {
+                        conn = None;
+                    }
+                    continue;
+                }
+                if let Some(done) = connecting.take_if(|c| c.is_finished()) {
+                    connect_failed = true;
+                    if let Ok(Ok(stream)) = done.await {
+                        connect_failed = false;
+                        let (r, writer) = tokio::io::split(stream);
+                        generation += 1;
+                        last_pong.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        let reader = tokio::spawn(read_pongs(uplink, r, tx.clone(), ended_tx.clone(), generation, epoch, last_pong.clone()));
+                        conn = Some(Conn { writer, reader, generation });
+                        continue;
+                    }
+                }
+                if connecting.is_none() {
+                    let Some(src) = source.borrow().clone() else { continue };
+                    let d = dialer.clone();
+                    connecting = Some(tokio::spawn(async move { d.open_probe(src.addr, &src.iface, SILENCE_LIMIT).await }));
+                }
+            }
+        }
+    }
+}
+
+async fn read_pongs(
+    uplink: usize,
+    mut r: ReadHalf<RelayStream>,
+    tx: mpsc::Sender<ProbeEvent>,
+    ended: mpsc::Sender<(u64, bool)>,
+    generation: u64,
+    epoch: Instant,
+    last_pong: Arc<AtomicU64>,
+) {
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    let mut answered = false;
+    loop {
+        while let Ok(Some((resp, used))) = control::decode::<ControlResponse>(&buf) {
+            buf.drain(..used);
+            if let ControlResponse::Pong { seq } = resp {
+                answered = true;
+                last_pong.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                let _ = tx
+                    .send(ProbeEvent::Pong {
+                        uplink,
+                        seq,
+                        at: Instant::now(),
+                    })
+                    .await;
+            }
+        }
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let _ = ended.send((generation, answered)).await;
+}
