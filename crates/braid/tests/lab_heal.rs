@@ -248,3 +248,67 @@ fn backup_uplink_is_idle_while_a_primary_is_up_and_takes_over_when_all_are_down(
     h.lab.set_uplink_blackhole("wifi", false).expect("restore");
     finish_ok(&h, c, "backup");
 }
+
+#[test]
+fn kernel_blackhole_is_noticed_and_its_timeout_shortened_then_restored() {
+    if !root_or_skip("kernel_blackhole") {
+        return;
+    }
+    let mut h = lab("bth6", "mptcp_blackhole_timeout_secs = 30", false);
+    assert_eq!(
+        h.lab
+            .read_sysctl(Role::Gw, "net.mptcp.blackhole_timeout")
+            .expect("sysctl")
+            .trim(),
+        "30"
+    );
+    // The relay's provider drops every SYN that carries MPTCP options.
+    h.lab
+        .run(
+            Role::Vps,
+            &[
+                "iptables",
+                "-t",
+                "mangle",
+                "-I",
+                "PREROUTING",
+                "-p",
+                "tcp",
+                "--syn",
+                "-m",
+                "tcp",
+                "--tcp-option",
+                "30",
+                "-j",
+                "DROP",
+            ],
+        )
+        .expect("iptables");
+    let t = Harness::traffic_target();
+    let v = h
+        .traffic(Role::Lan, &["echo", "--connect", &t, "--bytes", "100000"])
+        .expect("echo");
+    assert_eq!(v["ok"], true, "{v}");
+    h.wait_log(
+        "gateway.log",
+        "turned MPTCP OFF",
+        "the blackhole warning",
+        Duration::from_secs(10),
+    )
+    .expect("warning");
+    let log = h.log("gateway.log");
+    assert_eq!(
+        log.matches("turned MPTCP OFF").count(),
+        1,
+        "logged more than once:\n{log}"
+    );
+    h.stop_gateway().expect("stop");
+    assert_eq!(
+        h.lab
+            .read_sysctl(Role::Gw, "net.mptcp.blackhole_timeout")
+            .expect("sysctl")
+            .trim(),
+        "3600",
+        "not restored"
+    );
+}

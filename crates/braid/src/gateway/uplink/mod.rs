@@ -14,6 +14,7 @@
 //! again the endpoint comes back, and the kernel's path manager opens subflows on the
 //! connections that already exist (no LAN connection is reset).
 
+pub mod blackhole;
 pub mod kernel;
 pub mod probe;
 
@@ -124,6 +125,7 @@ pub async fn run(
             None
         }
     };
+    let mut holes = blackhole::Watch::start(cfg.mptcp_blackhole_timeout);
     let mut m = Manager {
         rtnl: &rtnl,
         pm: &pm,
@@ -152,7 +154,10 @@ pub async fn run(
                 m.reconcile_all().await;
             }
             _ = sleep_until(deadline) => m.tick(),
-            _ = resync.tick() => m.reconcile_all().await,
+            _ = resync.tick() => {
+                holes.poll();
+                m.reconcile_all().await;
+            }
         }
         if m.apply_health_changes() {
             m.reconcile_all().await;
@@ -164,6 +169,7 @@ pub async fn run(
     for s in m.slots.drain(..) {
         kernel::remove(&rtnl, &pm, &s.cfg.name, s.installed).await;
     }
+    holes.stop();
     if let Some(before) = limits_before {
         if let Err(e) = pm.set_limits(before).await {
             warn!("restoring MPTCP limits to {before}: {e}");
