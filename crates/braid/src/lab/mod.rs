@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod failover;
 pub mod harness;
 pub mod traffic;
 
@@ -40,6 +41,8 @@ pub enum LabCommand {
 pub enum BenchCommand {
     /// Bonded goodput, time to first byte and unshaped throughput; prints Markdown.
     Aggregation(bench::AggregationArgs),
+    /// Failover, recovery and stalls per fault, braid beside kernel-only MPTCP; prints Markdown.
+    Failover(failover::FailoverArgs),
 }
 
 /// Where a traffic client connects, and how.
@@ -135,28 +138,34 @@ pub fn run(cmd: LabCommand) -> ExitCode {
     match cmd {
         LabCommand::Demo { json, secs, prefix } => demo::main(&prefix, secs, json),
         LabCommand::Traffic(t) => traffic_main(t),
-        LabCommand::Bench(BenchCommand::Aggregation(a)) => {
-            if !harness::is_root() {
-                eprintln!("braid lab bench: needs root (it creates network namespaces)");
-                return ExitCode::from(2);
-            }
-            let exe = match std::env::current_exe() {
-                Ok(e) => e,
-                Err(e) => {
-                    eprintln!("braid: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match bench::aggregation(&a, &exe) {
-                Ok(md) => {
-                    println!("{md}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("braid lab bench failed: {e}");
-                    ExitCode::from(1)
-                }
-            }
+        LabCommand::Bench(b) => bench_main(b),
+    }
+}
+
+fn bench_main(b: BenchCommand) -> ExitCode {
+    if !harness::is_root() {
+        eprintln!("braid lab bench: needs root (it creates network namespaces)");
+        return ExitCode::from(2);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("braid: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let r = match b {
+        BenchCommand::Aggregation(a) => bench::aggregation(&a, &exe),
+        BenchCommand::Failover(a) => failover::failover(&a, &exe),
+    };
+    match r {
+        Ok(md) => {
+            println!("{md}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("braid lab bench failed: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -237,8 +237,11 @@ impl Manager<'_> {
                     if let Some(t) = s.health.on_link_down(now) {
                         info!("uplink {}: {t}", s.cfg.name);
                     }
-                } else {
+                } else if s.health.snapshot(now).kernel_down {
                     s.health.on_link_up(now);
+                    // The probe's old stream died with the link: reconnect now, not after a
+                    // second of silence.
+                    s.source.send_modify(|_| {});
                 }
             }
         }

@@ -51,6 +51,14 @@ pub enum ProbeEvent {
 
 /// Replace a connected stream that has not answered for this long.
 const SILENCE_LIMIT: Duration = Duration::from_secs(1);
+/// Spacing of the first pings on a fresh stream.
+const FAST_INTERVAL: Duration = Duration::from_millis(50);
+/// How many pings go out at that spacing.
+const FAST_START_PINGS: u32 = 4;
+/// How long one connect attempt may take (several run in parallel).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connect attempts in flight at most.
+const MAX_CONNECTING: usize = 4;
 /// Streams that the relay closed without a single pong before we conclude it is not braid.
 const STOCK_AFTER: u32 = 3;
 
@@ -76,15 +84,21 @@ pub async fn run(
     tx: mpsc::Sender<ProbeEvent>,
     interval: Duration,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_ping = Instant::now();
+    // Pings left to send at FAST_INTERVAL: a fresh stream proves itself quickly, so a repaired
+    // uplink is back in a few hundred milliseconds instead of `recover_after × interval`.
+    let mut fast_left = 0u32;
     let mut seq = 0u64;
     let mut conn: Option<Conn> = None;
     let mut generation = 0u64;
     // When the current stream last answered, in ms since `epoch`, written by its reader task.
     let epoch = Instant::now();
     let last_pong = Arc::new(AtomicU64::new(0));
-    let mut connecting: Option<tokio::task::JoinHandle<std::io::Result<RelayStream>>> = None;
+    // Connect attempts in flight. While no stream answers, a fresh attempt starts every interval
+    // (up to MAX_CONNECTING): a SYN lost to a dead path is retried by the kernel only after 1 s,
+    // but a new SYN finds a repaired path within one interval.
+    let mut connecting: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let (conn_tx, mut conn_rx) = mpsc::channel::<std::io::Result<RelayStream>>(MAX_CONNECTING);
     let (ended_tx, mut ended_rx) = mpsc::channel::<(u64, bool)>(4);
     let mut closed_without_pong = 0u32;
     let mut connect_failed = false;
@@ -94,10 +108,34 @@ pub async fn run(
                 if changed.is_err() {
                     return;
                 }
-                // New address or interface: start over on a fresh stream.
+                // New address or interface, or the link just came back: start over on a fresh
+                // stream, at once.
                 conn = None;
-                if let Some(c) = connecting.take() {
+                for c in connecting.drain(..) {
                     c.abort();
+                }
+                if let Some(src) = source.borrow().clone() {
+                    connecting.push(attempt(&dialer, src, &conn_tx));
+                }
+            }
+            Some(result) = conn_rx.recv() => {
+                connecting.retain(|c| !c.is_finished());
+                match result {
+                    Ok(stream) if conn.is_none() => {
+                        for c in connecting.drain(..) {
+                            c.abort();
+                        }
+                        connect_failed = false;
+                        let (r, writer) = tokio::io::split(stream);
+                        generation += 1;
+                        last_pong.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        let reader = tokio::spawn(read_pongs(uplink, r, tx.clone(), ended_tx.clone(), generation, epoch, last_pong.clone()));
+                        conn = Some(Conn { writer, reader, generation });
+                        fast_left = FAST_START_PINGS;
+                        next_ping = Instant::now();
+                    }
+                    Ok(_) => {}
+                    Err(_) => connect_failed = true,
                 }
             }
             Some((gen, answered)) = ended_rx.recv() => {
@@ -114,8 +152,14 @@ pub async fn run(
                     }
                 }
             }
-            _ = tick.tick() => {
+            _ = tokio::time::sleep_until(next_ping) => {
                 let now = Instant::now();
+                next_ping = now + if fast_left > 0 {
+                    fast_left -= 1;
+                    FAST_INTERVAL
+                } else {
+                    interval
+                };
                 // A ping counts once a stream exists or a connect has failed; not while the very
                 // first connect is still in progress (that is start-up, not loss).
                 if conn.is_some() || connect_failed {
@@ -135,26 +179,28 @@ pub async fn run(
                     }
                     continue;
                 }
-                if let Some(done) = connecting.take_if(|c| c.is_finished()) {
-                    connect_failed = true;
-                    if let Ok(Ok(stream)) = done.await {
-                        connect_failed = false;
-                        let (r, writer) = tokio::io::split(stream);
-                        generation += 1;
-                        last_pong.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                        let reader = tokio::spawn(read_pongs(uplink, r, tx.clone(), ended_tx.clone(), generation, epoch, last_pong.clone()));
-                        conn = Some(Conn { writer, reader, generation });
-                        continue;
-                    }
-                }
-                if connecting.is_none() {
+                connecting.retain(|c| !c.is_finished());
+                if connecting.len() < MAX_CONNECTING {
                     let Some(src) = source.borrow().clone() else { continue };
-                    let d = dialer.clone();
-                    connecting = Some(tokio::spawn(async move { d.open_probe(src.addr, &src.iface, SILENCE_LIMIT).await }));
+                    connecting.push(attempt(&dialer, src, &conn_tx));
                 }
             }
         }
     }
+}
+
+/// Starts one connect attempt that reports into `done`.
+fn attempt(
+    dialer: &Arc<Dialer>,
+    src: ProbeSource,
+    done: &mpsc::Sender<std::io::Result<RelayStream>>,
+) -> tokio::task::JoinHandle<()> {
+    let d = dialer.clone();
+    let done = done.clone();
+    tokio::spawn(async move {
+        let r = d.open_probe(src.addr, &src.iface, CONNECT_TIMEOUT).await;
+        let _ = done.send(r).await;
+    })
 }
 
 async fn read_pongs(
