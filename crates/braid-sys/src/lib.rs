@@ -6,6 +6,8 @@
 //!                              ├─ tfo.rs          TCP Fast Open probes and setsockopts
 //!                              ├─ mptcp/info.rs   MPTCP_INFO, TCP_IS_MPTCP
 //!                              ├─ mptcp/{pm,endpoint,limits}.rs   mptcp_pm generic netlink
+//!                              ├─ mptcp/blackhole.rs  the kernel's MPTCP blackhole counters
+//!                              ├─ monitor.rs      rtnetlink events (links, addresses, routes)
 //!                              ├─ link, address, route, rule      rtnetlink
 //!                              ├─ nftables.rs     braid's own nftables table
 //!                              └─ sysctl.rs, kernel.rs            procfs readers
