@@ -67,6 +67,9 @@ pub struct ServerReport {
     pub connection: ConnectionReport,
     /// The server's `net.mptcp.*` and related sysctls (missing ones are left out).
     pub sysctls: BTreeMap<String, String>,
+    /// The server's clock (Unix time, ms), so a client can tell how far the clocks differ.
+    #[serde(default)]
+    pub time_unix_ms: u64,
 }
 
 /// How one connection reached the server.
@@ -80,6 +83,9 @@ pub struct ConnectionReport {
     pub subflows: u32,
     /// The SYN carried data (TCP Fast Open) that the server accepted.
     pub tfo: bool,
+    /// Each subflow's client address as the server saw it (empty for plain TCP).
+    #[serde(default)]
+    pub subflow_peers: Vec<String>,
 }
 
 /// A frame that cannot be decoded.
@@ -181,8 +187,10 @@ mod tests {
                 transport: "mptcp".into(),
                 subflows: 2,
                 tfo: false,
+                subflow_peers: vec!["10.2.0.1:4000".into()],
             },
             sysctls: BTreeMap::from([("net.mptcp.enabled".to_string(), "1".to_string())]),
+            time_unix_ms: 1_700_000_000_000,
         });
         let (back, _): (ControlResponse, usize) = decode(&encode(&r)).unwrap().unwrap();
         assert_eq!(back, r);

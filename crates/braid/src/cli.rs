@@ -45,6 +45,30 @@ pub enum Command {
         #[arg(long, default_value = "2022-blake3-aes-256-gcm")]
         method: String,
     },
+    /// Check everything braid depends on and name the cause and fix of every problem.
+    Doctor {
+        /// gateway.toml or server.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON: {"checks":[{"id","status","summary","cause","fix","evidence"}]}.
+        #[arg(long)]
+        json: bool,
+        /// Read procfs from here instead of /proc (for tests and offline diagnosis).
+        #[arg(long, default_value = "/proc", hide = true)]
+        proc_root: PathBuf,
+        /// Read installed kernels from here instead of /boot.
+        #[arg(long, default_value = "/boot", hide = true)]
+        boot_root: PathBuf,
+        /// Read reboot-required markers from here instead of /run.
+        #[arg(long, default_value = "/run", hide = true)]
+        run_root: PathBuf,
+        /// Pretend the running kernel is this release (with --proc-root, for tests).
+        #[arg(long, hide = true)]
+        kernel_release: Option<String>,
+        /// sshd's configuration, to learn its port (server side).
+        #[arg(long, default_value = "/etc/ssh/sshd_config", hide = true)]
+        sshd_config: PathBuf,
+    },
     /// The built-in network-namespace lab.
     #[command(subcommand)]
     Lab(crate::lab::LabCommand),
@@ -115,6 +139,25 @@ pub fn run(cli: Cli) -> ExitCode {
             })
         }
         Command::Lab(cmd) => crate::lab::run(cmd),
+        Command::Doctor {
+            config,
+            json,
+            proc_root,
+            boot_root,
+            run_root,
+            kernel_release,
+            sshd_config,
+        } => crate::doctor::main(crate::doctor::Options {
+            config,
+            json,
+            sshd_config,
+            roots: crate::doctor::KernelRoots {
+                proc: proc_root,
+                boot: boot_root,
+                run: run_root,
+                release: kernel_release,
+            },
+        }),
     }
 }
 

@@ -87,6 +87,66 @@ pub fn mptcp_info<S: AsFd>(sock: &S) -> io::Result<MptcpInfo> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short mptcp_info"))
 }
 
+/// `MPTCP_SUBFLOW_ADDRS` under `SOL_MPTCP` (Linux 5.16+).
+pub const MPTCP_SUBFLOW_ADDRS: i32 = 3;
+/// `struct mptcp_subflow_addrs`: two `sockaddr_storage`-sized unions.
+const SUBFLOW_ADDRS_LEN: usize = 256;
+/// `struct mptcp_subflow_data`.
+const SUBFLOW_DATA_LEN: usize = 16;
+
+/// The local and remote address of every subflow of an MPTCP connection.
+pub fn subflow_addrs<S: AsFd>(
+    sock: &S,
+) -> io::Result<Vec<(std::net::SocketAddr, std::net::SocketAddr)>> {
+    const MAX: usize = 8;
+    let mut buf = vec![0u8; SUBFLOW_DATA_LEN + MAX * SUBFLOW_ADDRS_LEN];
+    buf[0..4].copy_from_slice(&(SUBFLOW_DATA_LEN as u32).to_ne_bytes());
+    buf[12..16].copy_from_slice(&(SUBFLOW_ADDRS_LEN as u32).to_ne_bytes());
+    let n = sockopt::get_raw(sock, SOL_MPTCP, MPTCP_SUBFLOW_ADDRS, &mut buf)?;
+    Ok(parse_subflow_addrs(&buf[..n]))
+}
+
+/// Parses `mptcp_subflow_data` followed by `mptcp_subflow_addrs` records.
+pub fn parse_subflow_addrs(b: &[u8]) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]) as usize)
+    };
+    let (Some(hdr), Some(count), Some(size_user)) = (u32_at(0), u32_at(4), u32_at(12)) else {
+        return Vec::new();
+    };
+    let size = size_user.clamp(1, SUBFLOW_ADDRS_LEN);
+    (0..count)
+        .filter_map(|i| {
+            let rec = b.get(hdr + i * size..hdr + (i + 1) * size)?;
+            Some((sockaddr(rec.get(..128)?)?, sockaddr(rec.get(128..)?)?))
+        })
+        .collect()
+}
+
+/// Reads a `sockaddr_in`/`sockaddr_in6` (family in host order, port and address in network order).
+fn sockaddr(b: &[u8]) -> Option<std::net::SocketAddr> {
+    let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]);
+    let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
+    match i32::from(family) {
+        libc::AF_INET => {
+            let a: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+            Some(std::net::SocketAddr::new(
+                std::net::Ipv4Addr::from(a).into(),
+                port,
+            ))
+        }
+        libc::AF_INET6 => {
+            let a: [u8; 16] = b.get(8..24)?.try_into().ok()?;
+            Some(std::net::SocketAddr::new(
+                std::net::Ipv6Addr::from(a).into(),
+                port,
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// What a stream really carries, as far as the kernel can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MptcpState {
@@ -136,6 +196,34 @@ pub fn mptcp_state<S: AsFd>(sock: &S) -> MptcpState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_subflow_addrs_reads_ipv4_pairs() {
+        let mut b = vec![0u8; 16 + 2 * 256];
+        b[0..4].copy_from_slice(&16u32.to_ne_bytes());
+        b[4..8].copy_from_slice(&2u32.to_ne_bytes());
+        b[12..16].copy_from_slice(&256u32.to_ne_bytes());
+        for (i, (l, r)) in [
+            ([10, 1, 0, 1], [10, 200, 0, 1]),
+            ([10, 2, 0, 1], [10, 200, 0, 1]),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let o = 16 + i * 256;
+            b[o..o + 2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            b[o + 2..o + 4].copy_from_slice(&4000u16.to_be_bytes());
+            b[o + 4..o + 8].copy_from_slice(l);
+            b[o + 128..o + 130].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            b[o + 130..o + 132].copy_from_slice(&8388u16.to_be_bytes());
+            b[o + 132..o + 136].copy_from_slice(r);
+        }
+        let v = parse_subflow_addrs(&b);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].0, "10.2.0.1:4000".parse().unwrap());
+        assert_eq!(v[1].1, "10.200.0.1:8388".parse().unwrap());
+        assert!(parse_subflow_addrs(&b[..10]).is_empty());
+    }
 
     #[test]
     fn parse_rejects_short_struct() {

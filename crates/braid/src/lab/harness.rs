@@ -122,13 +122,23 @@ impl Harness {
 
     /// Starts `braid server` in vps with `extra` appended to its config; waits until it listens.
     pub fn start_server(&mut self, extra: &str) -> Result<(), HarnessError> {
+        self.start_server_with_prefix(&[], extra)
+    }
+
+    /// Like [`Harness::start_server`], run under a wrapper command (e.g. `faketime -f +60s`).
+    pub fn start_server_with_prefix(
+        &mut self,
+        wrapper: &[&str],
+        extra: &str,
+    ) -> Result<(), HarnessError> {
         let cfg = format!(
             "listen = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nallow_destinations = [\"{}/32\"]\n{extra}\n",
             Lab::VPS_PUBLIC,
             self.key,
             Lab::SRV
         );
-        let child = self.spawn_daemon(Role::Vps, "server", &cfg)?;
+        let _ = fs::remove_file(self.dir.join("server.log"));
+        let child = self.spawn_daemon(Role::Vps, "server", &cfg, wrapper)?;
         self.server = Some(child);
         self.wait_log(
             "server.log",
@@ -171,7 +181,7 @@ impl Harness {
             );
         }
         self.gateway_runs += 1;
-        let child = self.spawn_daemon(Role::Gw, "gateway", &cfg)?;
+        let child = self.spawn_daemon(Role::Gw, "gateway", &cfg, &[])?;
         self.gateway = Some(child);
         self.wait_log(
             "gateway.log",
@@ -181,7 +191,13 @@ impl Harness {
         )
     }
 
-    fn spawn_daemon(&self, role: Role, name: &str, cfg: &str) -> Result<Child, HarnessError> {
+    fn spawn_daemon(
+        &self,
+        role: Role,
+        name: &str,
+        cfg: &str,
+        wrapper: &[&str],
+    ) -> Result<Child, HarnessError> {
         let cfg_path = self.dir.join(format!("{name}.toml"));
         fs::write(&cfg_path, cfg).map_err(io_err(format!("writing {}", cfg_path.display())))?;
         let log_path = self.dir.join(format!("{name}.log"));
@@ -190,7 +206,14 @@ impl Harness {
             .append(true)
             .open(&log_path)
             .map_err(io_err(format!("opening {}", log_path.display())))?;
-        let mut cmd = self.lab.command(role, &self.exe.to_string_lossy());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = self.lab.command(role, program);
+                c.args(args).arg(&self.exe);
+                c
+            }
+            None => self.lab.command(role, &self.exe.to_string_lossy()),
+        };
         cmd.args([name, "--config"])
             .arg(&cfg_path)
             .args(["--log", "debug"])
@@ -239,6 +262,49 @@ impl Harness {
             .flatten()
             .map(|c| c.id())
             .collect()
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the gateway, so a test can change kernel state
+    /// behind its back and look before it repairs it.
+    pub fn freeze_gateway(&self, frozen: bool) {
+        if let Some(c) = &self.gateway {
+            let sig = if frozen {
+                nix::sys::signal::Signal::SIGSTOP
+            } else {
+                nix::sys::signal::Signal::SIGCONT
+            };
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// Writes a file into the harness folder and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> Result<PathBuf, HarnessError> {
+        let p = self.dir.join(name);
+        fs::write(&p, text).map_err(io_err(format!("writing {}", p.display())))?;
+        Ok(p)
+    }
+
+    /// Runs `braid doctor --json --config FILE ARGS` in `role`; returns its exit code and report.
+    pub fn doctor(
+        &self,
+        role: Role,
+        config: &Path,
+        args: &[&str],
+    ) -> Result<(i32, serde_json::Value), HarnessError> {
+        let mut cmd = self.lab.command(role, &self.exe.to_string_lossy());
+        cmd.args(["doctor", "--json", "--config"])
+            .arg(config)
+            .args(args);
+        let out = cmd.output().map_err(io_err("running braid doctor"))?;
+        let v = serde_json::from_slice(&out.stdout).map_err(|e| HarnessError::Traffic {
+            args: vec!["doctor".into()],
+            status: out.status.to_string(),
+            stderr: format!(
+                "{} (stdout not JSON: {e})",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        })?;
+        Ok((out.status.code().unwrap_or(-1), v))
     }
 
     /// Stops the gateway with SIGTERM and returns its exit status.

@@ -28,13 +28,24 @@ pub fn transport_name(s: MptcpState) -> &'static str {
     }
 }
 
-fn report(stream: &TcpStream, peer: SocketAddr, tfo: bool) -> ConnectionReport {
+fn report<S: AsFd>(stream: &S, peer: SocketAddr, tfo: bool) -> ConnectionReport {
     let state = mptcp_state(stream);
+    let subflow_peers = match state {
+        MptcpState::Mptcp { .. } => braid_sys::mptcp::info::subflow_addrs(stream)
+            .map(|v| {
+                v.into_iter()
+                    .map(|(_, remote)| braid_sys::socket::normalize(remote).to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     ConnectionReport {
         peer: peer.to_string(),
         transport: transport_name(state).into(),
         subflows: state.subflows(),
         tfo,
+        subflow_peers,
     }
 }
 
@@ -82,14 +93,18 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     };
     if let Address::DomainNameAddress(host, port) = &target {
         if host == CONTROL_HOST && *port == CONTROL_PORT {
-            let snapshot = {
-                let st = mptcp_state(ss.get_ref());
-                move || ConnectionReport {
+            // Sampled at each request, through a duplicate descriptor, because subflows join
+            // after the handshake.
+            let dup = ss.get_ref().as_fd().try_clone_to_owned();
+            let snapshot = move || match &dup {
+                Ok(fd) => report(fd, peer, tfo),
+                Err(_) => ConnectionReport {
                     peer: peer.to_string(),
-                    transport: transport_name(st).into(),
-                    subflows: st.subflows(),
+                    transport: "unknown".into(),
+                    subflows: 0,
                     tfo,
-                }
+                    subflow_peers: vec![],
+                },
             };
             if let Err(e) = super::control::serve(&mut ss, snapshot).await {
                 debug!("control stream from {peer} ended: {e}");

@@ -66,5 +66,9 @@ fn report(connection: ConnectionReport) -> ServerReport {
         kernel: braid_sys::kernel::KernelRelease::running().release,
         connection,
         sysctls,
+        time_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
     }
 }

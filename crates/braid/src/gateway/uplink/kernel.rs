@@ -196,6 +196,17 @@ pub async fn reconcile(
 
     // The endpoint: present only while the uplink is usable and healthy.
     let flags = EndpointFlags::SUBFLOW.with(EndpointFlags::BACKUP, u.backup);
+    // Someone may have deleted or changed our endpoint behind our back (`ip mptcp endpoint
+    // delete`): then it is missing, and re-added below.
+    if let Some((a, id, _)) = inst.endpoint {
+        if pm.endpoint_by_addr(a).await?.is_none_or(|e| e.id != id) {
+            warn!(
+                "uplink {}: its MPTCP endpoint {a} was removed by someone else; adding it again",
+                u.name
+            );
+            inst.endpoint = None;
+        }
+    }
     let want_ep = usable
         .filter(|_| want_endpoint)
         .map(|(d, a)| (a, d.ifindex));

@@ -1,0 +1,681 @@
+//! Kernel checks of `braid doctor`: is upstream MPTCP (v1) there and switched on, is a newer
+//! kernel waiting for a reboot, does strict reverse-path filtering drop joins, and has the
+//! kernel's blackhole detection turned MPTCP off.
+//!
+//! Everything reads from [`KernelRoots`], so tests run against fake `/proc`, `/boot` and `/run`
+//! trees.
+
+use std::path::{Path, PathBuf};
+
+use braid_sys::kernel::KernelRelease;
+use braid_sys::mptcp::blackhole;
+use braid_sys::sysctl::{Procfs, SysctlError};
+
+use super::check::Check;
+
+/// Where the kernel checks look: `/proc`, `/boot` and `/run` in production.
+#[derive(Debug, Clone)]
+pub struct KernelRoots {
+    /// procfs root (`/proc`).
+    pub proc: PathBuf,
+    /// Kernel images (`/boot`).
+    pub boot: PathBuf,
+    /// Reboot-required markers (`/run`).
+    pub run: PathBuf,
+    /// Overrides `uname -r` (tests).
+    pub release: Option<String>,
+}
+
+impl Default for KernelRoots {
+    fn default() -> Self {
+        KernelRoots {
+            proc: PathBuf::from("/proc"),
+            boot: PathBuf::from("/boot"),
+            run: PathBuf::from("/run"),
+            release: None,
+        }
+    }
+}
+
+impl KernelRoots {
+    fn procfs(&self) -> Procfs {
+        Procfs::at(&self.proc)
+    }
+
+    fn running(&self) -> String {
+        self.release
+            .clone()
+            .unwrap_or_else(|| KernelRelease::running().release)
+    }
+
+    fn mptcp_dir(&self) -> PathBuf {
+        self.proc.join("sys/net/mptcp")
+    }
+
+    /// True when the upstream (v1) MPTCP sysctls exist.
+    fn has_mptcp_v1(&self) -> bool {
+        self.mptcp_dir().join("enabled").exists()
+    }
+}
+
+/// `kernel.mptcp`: upstream MPTCP v1, an out-of-tree v0 kernel, or none at all.
+pub fn kernel_mptcp(r: &KernelRoots) -> Check {
+    const ID: &str = "kernel.mptcp";
+    let release = r.running();
+    let dir = r.mptcp_dir();
+    if r.has_mptcp_v1() {
+        let mut c = Check::ok(
+            ID,
+            format!("upstream MPTCP (v1) is available in Linux {release}"),
+        );
+        if let Ok(pms) = std::fs::read_to_string(dir.join("available_path_managers")) {
+            c = c.with("available_path_managers", pms.trim());
+        }
+        return c.with("release", release.as_str());
+    }
+    if dir.join("mptcp_enabled").exists() {
+        return Check::fail(
+            ID,
+            format!("Linux {release} has the out-of-tree MPTCP v0 (net.mptcp.mptcp_enabled), not upstream MPTCP v1"),
+            "This is an out-of-tree MPTCP v0 kernel, such as OpenMPTCPRouter's 5.4 kernels. MPTCP v0 and the upstream v1 that braid uses do not interoperate: every connection silently falls back to plain TCP, so nothing is bonded.",
+            "Boot an upstream kernel of version 5.15 or newer (ideally 6.12 or newer), for example Debian's stock linux-image-amd64, and make it GRUB's default entry.",
+        )
+        .with("release", release.as_str())
+        .with("sysctl", "net.mptcp.mptcp_enabled");
+    }
+    if !r.proc.join("sys/net").is_dir() {
+        return Check::skip(
+            ID,
+            format!(
+                "cannot tell: {} is not readable, so the kernel's MPTCP support cannot be checked",
+                r.proc.join("sys/net").display()
+            ),
+        )
+        .with("release", release.as_str());
+    }
+    Check::fail(
+        ID,
+        format!("Linux {release} has no MPTCP at all ({} is missing)", dir.join("enabled").display()),
+        "The running kernel was built without CONFIG_MPTCP, so no MPTCP socket can be opened and braid cannot bond anything. Containers (LXC, Docker, OpenVZ) share the host's kernel, so they cannot fix this from inside.",
+        "Boot a kernel built with CONFIG_MPTCP=y, version 5.15 or newer (ideally 6.12 or newer), for example Debian's stock kernel; in a container, ask the host or provider for such a kernel or move to a KVM VPS.",
+    )
+    .with("release", release.as_str())
+}
+
+/// `kernel.reboot_pending`: a newer kernel is installed in `/boot` than the one running, or the
+/// Debian/Ubuntu reboot-required marker is set.
+pub fn reboot_pending(r: &KernelRoots) -> Check {
+    const ID: &str = "kernel.reboot_pending";
+    let running = r.running();
+    let installed = installed_kernels(&r.boot);
+    let newest = installed
+        .as_ref()
+        .ok()
+        .and_then(|list| newest_same_flavour(&running, list));
+    let marker = r.run.join("reboot-required");
+    let fix = "Reboot the machine; first check that GRUB's default entry boots the new kernel (`grep GRUB_DEFAULT /etc/default/grub`, and `uname -r` after the reboot).";
+    let kernel_cause = "A newer kernel is installed but not booted, so the MPTCP features and fixes of the new kernel are not active.";
+
+    if let Some(newer) = newest
+        .as_ref()
+        .filter(|n| KernelVersion::parse(n) > KernelVersion::parse(&running))
+    {
+        let mut c = Check::warn(
+            ID,
+            format!("Linux {newer} is installed but {running} is running"),
+            kernel_cause,
+            fix,
+        )
+        .with("running", running.as_str())
+        .with("newest_installed", newer.as_str());
+        if marker.exists() {
+            c = c.with("reboot_required_pkgs", read_pkgs(&r.run));
+        }
+        return c;
+    }
+    if marker.exists() {
+        let pkgs = read_pkgs(&r.run);
+        let kernel_pkg = pkgs.lines().any(|l| l.starts_with("linux-"));
+        let cause = if kernel_pkg {
+            kernel_cause.to_string()
+        } else {
+            "Packages were upgraded that only take effect after a reboot (the system set the reboot-required marker).".to_string()
+        };
+        return Check::warn(
+            ID,
+            format!("a reboot is required ({} exists)", marker.display()),
+            cause,
+            fix,
+        )
+        .with("running", running.as_str())
+        .with("reboot_required_pkgs", pkgs);
+    }
+    match installed {
+        Err(e) => Check::skip(ID, format!("cannot list {}: {e}; only the reboot-required marker was checked, and it is absent", r.boot.display())).with("running", running.as_str()),
+        Ok(list) => {
+            let summary = match &newest {
+                Some(n) => format!("the running kernel {running} is the newest installed one ({n})"),
+                None => format!("no other kernel of the running one's flavour is installed in {}", r.boot.display()),
+            };
+            let mut c = Check::ok(ID, summary).with("running", running.as_str()).with("installed", list);
+            if let Some(n) = newest {
+                c = c.with("newest_installed", n);
+            }
+            c
+        }
+    }
+}
+
+fn read_pkgs(run: &Path) -> String {
+    std::fs::read_to_string(run.join("reboot-required.pkgs"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The releases of the `vmlinuz-<release>` files in `boot`, sorted.
+fn installed_kernels(boot: &Path) -> std::io::Result<Vec<String>> {
+    let mut out: Vec<String> = std::fs::read_dir(boot)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("vmlinuz-"))
+                .map(str::to_string)
+        })
+        .filter(|rel| rel.starts_with(|c: char| c.is_ascii_digit()) && !rel.contains("rescue"))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The newest installed release of the same flavour as `running` (the running one included).
+fn newest_same_flavour(running: &str, installed: &[String]) -> Option<String> {
+    let flavour = KernelVersion::parse(running).flavour;
+    installed
+        .iter()
+        .filter(|rel| KernelVersion::parse(rel).flavour == flavour)
+        .max_by_key(|rel| KernelVersion::parse(rel))
+        .cloned()
+}
+
+/// A kernel release split into its numbers and its flavour: `6.1.0-31-amd64` is
+/// `[6, 1, 0, 31]` and `amd64`; `6.12.12+bpo-cloud-amd64` is `[6, 12, 12]` and `cloud-amd64`;
+/// `5.14.0-362.el9.x86_64` is `[5, 14, 0, 362]` and `el9.x86_64`. Ordered by the numbers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct KernelVersion {
+    numbers: Vec<u64>,
+    flavour: String,
+}
+
+impl KernelVersion {
+    fn parse(release: &str) -> KernelVersion {
+        let parts: Vec<&str> = release.split('-').collect();
+        // The flavour is the trailing dash-separated words that do not start with a digit.
+        let mut first_flavour = parts.len();
+        while first_flavour > 1
+            && !parts[first_flavour - 1].starts_with(|c: char| c.is_ascii_digit())
+        {
+            first_flavour -= 1;
+        }
+        let (version, mut flavour) = if first_flavour < parts.len() {
+            (
+                parts[..first_flavour].join("-"),
+                parts[first_flavour..].join("-"),
+            )
+        } else {
+            // No dashed flavour: the tail after the last run of numbers (`362.el9.x86_64`).
+            let last = parts.last().copied().unwrap_or("");
+            let tail = last
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .map(|i| &last[i..])
+                .unwrap_or("");
+            (
+                release[..release.len() - tail.len()].to_string(),
+                tail.to_string(),
+            )
+        };
+        // `+bpo` (Debian backports) and similar `+word` tags belong to the version.
+        if let Some(i) = flavour.find('+') {
+            flavour.truncate(i);
+        }
+        let cut = version
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(version.len());
+        let numbers = version[..cut]
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        KernelVersion { numbers, flavour }
+    }
+}
+
+/// `sysctl.mptcp_enabled`: `net.mptcp.enabled` is 1 in this network namespace.
+pub fn mptcp_enabled(r: &KernelRoots) -> Check {
+    const ID: &str = "sysctl.mptcp_enabled";
+    match r.procfs().sysctl_u64("net.mptcp.enabled") {
+        Ok(1) => Check::ok(ID, "net.mptcp.enabled = 1").with("net.mptcp.enabled", 1),
+        Ok(0) => Check::fail(
+            ID,
+            "net.mptcp.enabled = 0: MPTCP is switched off in this network namespace",
+            "With net.mptcp.enabled = 0 the kernel opens every MPTCP socket as plain TCP, so there is one path and no bonding.",
+            "Run `sysctl -w net.mptcp.enabled=1` and persist it with a line `net.mptcp.enabled = 1` in a file under /etc/sysctl.d/ (e.g. /etc/sysctl.d/90-braid.conf).",
+        )
+        .with("net.mptcp.enabled", 0),
+        Ok(v) => Check::warn(
+            ID,
+            format!("net.mptcp.enabled = {v}, an unexpected value"),
+            "The kernel documents only 0 and 1 for net.mptcp.enabled.",
+            "Run `sysctl -w net.mptcp.enabled=1` and persist it in a file under /etc/sysctl.d/.",
+        )
+        .with("net.mptcp.enabled", v),
+        Err(SysctlError::Missing { .. }) => Check::skip(ID, "skipped: the kernel has no upstream MPTCP, so net.mptcp.enabled does not exist (kernel.mptcp already failed)"),
+        Err(e) => Check::skip(ID, format!("cannot read net.mptcp.enabled: {e}")),
+    }
+}
+
+/// An interface name that is safe as one path component.
+fn valid_iface(iface: &str) -> bool {
+    !iface.is_empty()
+        && iface.len() <= 15
+        && iface != "."
+        && iface != ".."
+        && iface
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn read_u64(path: &Path) -> Result<u64, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{}: not a number: {:?}", path.display(), text.trim()))
+}
+
+/// `<id>`: reverse-path filtering on `iface` is not strict. The kernel uses the larger of
+/// `net.ipv4.conf.all.rp_filter` and `net.ipv4.conf.<iface>.rp_filter`.
+pub fn rp_filter(r: &KernelRoots, id: &str, iface: &str) -> Check {
+    if !valid_iface(iface) {
+        return Check::skip(
+            id,
+            format!("{iface:?} is not a valid interface name (1–15 of A-Z a-z 0-9 . _ -)"),
+        );
+    }
+    let conf = r.proc.join("sys/net/ipv4/conf");
+    let all = match read_u64(&conf.join("all/rp_filter")) {
+        Ok(v) => v,
+        Err(e) => return Check::skip(id, format!("cannot read net.ipv4.conf.all.rp_filter: {e}")),
+    };
+    let own = match read_u64(&conf.join(iface).join("rp_filter")) {
+        Ok(v) => v,
+        Err(e) => {
+            return Check::skip(
+                id,
+                format!("cannot read the rp_filter of {iface} (does the interface exist?): {e}"),
+            )
+            .with("net.ipv4.conf.all.rp_filter", all)
+        }
+    };
+    let effective = all.max(own);
+    // sysctl(8) takes a key with '/' separators as a path, which keeps a dotted interface name whole.
+    let own_key = if iface.contains('.') {
+        format!("net/ipv4/conf/{iface}/rp_filter")
+    } else {
+        format!("net.ipv4.conf.{iface}.rp_filter")
+    };
+    let c = match effective {
+        0 | 2 => Check::ok(id, format!("rp_filter on {iface} is {} ({effective})", if effective == 0 { "off" } else { "loose" })),
+        1 => {
+            let strict = match (all, own) {
+                (1, 1) => format!("both net.ipv4.conf.all.rp_filter and {own_key} are 1"),
+                (1, _) => "net.ipv4.conf.all.rp_filter is 1".to_string(),
+                _ => format!("{own_key} is 1"),
+            };
+            Check::fail(
+                id,
+                format!("strict reverse-path filtering on {iface} ({strict})"),
+                format!("Strict reverse-path filtering drops packets that arrive on an interface other than the one the route back would use, so MPTCP joins and replies arriving on {iface} as a second uplink are dropped ({strict})."),
+                format!("Run `sysctl -w net.ipv4.conf.all.rp_filter=2 {own_key}=2` (loose mode) and persist both lines in a file under /etc/sysctl.d/ (e.g. /etc/sysctl.d/90-braid.conf)."),
+            )
+        }
+        v => Check::warn(
+            id,
+            format!("rp_filter on {iface} has the unexpected value {v}"),
+            "The kernel documents only 0 (off), 1 (strict) and 2 (loose) for rp_filter.",
+            format!("Run `sysctl -w net.ipv4.conf.all.rp_filter=2 {own_key}=2` and persist it under /etc/sysctl.d/."),
+        ),
+    };
+    c.with("net.ipv4.conf.all.rp_filter", all)
+        .with(&own_key, own)
+        .with("effective", effective)
+}
+
+/// `mptcp.blackhole`: whether the kernel's blackhole detection (6.12+) has disabled MPTCP since
+/// boot. The disabled state itself is not exported; the counters are.
+pub fn blackhole(r: &KernelRoots) -> Check {
+    const ID: &str = "mptcp.blackhole";
+    let release = r.running();
+    if !r.has_mptcp_v1() {
+        return Check::skip(
+            ID,
+            "skipped: the kernel has no upstream MPTCP (kernel.mptcp already failed)",
+        );
+    }
+    let s = blackhole::read(&r.procfs());
+    if !s.supported {
+        return Check::ok(ID, format!("Linux {release} has no MPTCP blackhole detection (added in 6.12), so it never disables MPTCP on its own")).with("release", release.as_str());
+    }
+    let n = s.counters;
+    let timeout = match s.timeout_secs {
+        Some(0) => "0 (detection now off)".to_string(),
+        Some(t) => format!("{t} s"),
+        None => "unknown".to_string(),
+    };
+    let c = if n.blackhole > 0 {
+        Check::warn(
+            ID,
+            format!("the kernel disabled MPTCP {} time(s) since boot after MPTCP SYNs were dropped", n.blackhole),
+            format!(
+                "SYNs carrying MPTCP options were dropped on some path while plain TCP got through, so the kernel disabled MPTCP for all new connections in this network namespace {} time(s); each episode lasts net.mptcp.blackhole_timeout ({timeout}), doubling on repeat, and during it new connections use plain TCP without bonding ({} plain-TCP SYNs sent so far).",
+                n.blackhole, n.syn_tx_disabled
+            ),
+            "Find the path that drops MPTCP options (look at the uplink.*.join and server.mptcp checks, or run tracebox on each uplink) and fix or exclude it; meanwhile consider a shorter mptcp_blackhole_timeout_secs in gateway.toml so one bad path does not disable bonding for an hour.",
+        )
+    } else {
+        Check::ok(
+            ID,
+            "the kernel has not disabled MPTCP since boot (MPTcpExtBlackhole = 0)",
+        )
+    };
+    let c = c
+        .with("MPTcpExtBlackhole", n.blackhole)
+        .with("MPTcpExtMPCapableSYNTXDrop", n.syn_tx_drop)
+        .with("MPTcpExtMPCapableSYNTXDisabled", n.syn_tx_disabled);
+    match s.timeout_secs {
+        Some(t) => c.with("net.mptcp.blackhole_timeout", t),
+        None => c,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::check::Status;
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Fake `/proc`, `/boot` and `/run` under the temp dir, removed on drop.
+    struct Fake {
+        dir: PathBuf,
+        roots: KernelRoots,
+    }
+
+    impl Fake {
+        fn new(release: &str) -> Fake {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "braid-doctor-kernel-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let roots = KernelRoots {
+                proc: dir.join("proc"),
+                boot: dir.join("boot"),
+                run: dir.join("run"),
+                release: Some(release.into()),
+            };
+            for d in [&roots.proc, &roots.boot, &roots.run] {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            std::fs::create_dir_all(roots.proc.join("sys/net/ipv4/conf/all")).unwrap();
+            Fake { dir, roots }
+        }
+
+        fn file(&self, rel: &str, text: &str) -> &Fake {
+            let p = self.dir.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+            self
+        }
+
+        fn v1(release: &str) -> Fake {
+            let f = Fake::new(release);
+            f.file("proc/sys/net/mptcp/enabled", "1\n").file(
+                "proc/sys/net/mptcp/available_path_managers",
+                "kernel userspace\n",
+            );
+            f
+        }
+    }
+
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn v1_tree_is_ok_with_path_managers() {
+        let f = Fake::v1("6.12.48-amd64");
+        let c = kernel_mptcp(&f.roots);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert_eq!(c.evidence["available_path_managers"], "kernel userspace");
+        assert_eq!(c.evidence["release"], "6.12.48-amd64");
+    }
+
+    #[test]
+    fn v0_tree_fails_naming_out_of_tree_kernel() {
+        let f = Fake::new("5.4.274");
+        f.file("proc/sys/net/mptcp/mptcp_enabled", "1\n");
+        let c = kernel_mptcp(&f.roots);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.summary.contains("v0"), "{}", c.summary);
+        assert!(
+            c.cause.contains("out-of-tree") && c.cause.contains("do not interoperate"),
+            "{}",
+            c.cause
+        );
+        assert!(c.fix.contains("5.15"), "{}", c.fix);
+        let e = mptcp_enabled(&f.roots);
+        assert_eq!(e.status, Status::Skip, "{e:?}");
+        assert_eq!(blackhole(&f.roots).status, Status::Skip);
+    }
+
+    #[test]
+    fn no_mptcp_tree_fails_with_config_mptcp_fix() {
+        let f = Fake::new("5.4.0-1-cloud");
+        let c = kernel_mptcp(&f.roots);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.summary.contains("no MPTCP at all"), "{}", c.summary);
+        assert!(
+            c.fix.contains("CONFIG_MPTCP=y") && c.cause.contains("Containers"),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn unreadable_proc_skips_instead_of_failing() {
+        let mut f = Fake::new("6.1.0");
+        f.roots.proc = f.dir.join("nothing");
+        assert_eq!(kernel_mptcp(&f.roots).status, Status::Skip);
+    }
+
+    #[test]
+    fn mptcp_enabled_zero_fails_and_one_is_ok() {
+        let f = Fake::v1("6.12.0");
+        assert_eq!(mptcp_enabled(&f.roots).status, Status::Ok);
+        f.file("proc/sys/net/mptcp/enabled", "0\n");
+        let c = mptcp_enabled(&f.roots);
+        assert_eq!(c.status, Status::Fail);
+        assert!(
+            c.fix.contains("sysctl -w net.mptcp.enabled=1") && c.fix.contains("/etc/sysctl.d/"),
+            "{}",
+            c.fix
+        );
+    }
+
+    #[test]
+    fn newer_vmlinuz_same_flavour_warns_reboot_pending() {
+        let f = Fake::new("6.1.0-31-amd64");
+        f.file("boot/vmlinuz-6.1.0-31-amd64", "")
+            .file("boot/vmlinuz-6.1.0-32-amd64", "")
+            .file("boot/vmlinuz-6.1.0-9-amd64", "");
+        let c = reboot_pending(&f.roots);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert_eq!(c.evidence["newest_installed"], "6.1.0-32-amd64");
+        assert!(
+            c.cause.contains("not booted") && c.fix.contains("GRUB_DEFAULT"),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn backports_kernel_installed_warns_reboot_pending() {
+        let f = Fake::new("6.1.0-31-amd64");
+        f.file("boot/vmlinuz-6.1.0-31-amd64", "")
+            .file("boot/vmlinuz-6.12.12+bpo-amd64", "");
+        let c = reboot_pending(&f.roots);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert_eq!(c.evidence["newest_installed"], "6.12.12+bpo-amd64");
+    }
+
+    #[test]
+    fn running_newest_is_ok_and_other_flavour_is_ignored() {
+        let f = Fake::new("6.1.0-32-amd64");
+        f.file("boot/vmlinuz-6.1.0-31-amd64", "")
+            .file("boot/vmlinuz-6.1.0-32-amd64", "")
+            .file("boot/vmlinuz-6.9.0-1-rt-amd64", "");
+        let c = reboot_pending(&f.roots);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert_eq!(c.evidence["newest_installed"], "6.1.0-32-amd64");
+        assert_eq!(c.evidence["running"], "6.1.0-32-amd64");
+    }
+
+    #[test]
+    fn reboot_required_marker_warns_with_pkgs() {
+        let f = Fake::new("6.8.0-45-generic");
+        f.file("boot/vmlinuz-6.8.0-45-generic", "")
+            .file("run/reboot-required", "*** System restart required ***\n")
+            .file("run/reboot-required.pkgs", "linux-image-6.8.0-47-generic\n");
+        let c = reboot_pending(&f.roots);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert_eq!(
+            c.evidence["reboot_required_pkgs"],
+            "linux-image-6.8.0-47-generic"
+        );
+        assert!(c.cause.contains("newer kernel"), "{}", c.cause);
+    }
+
+    #[test]
+    fn unreadable_boot_without_marker_skips() {
+        let mut f = Fake::new("6.1.0-31-amd64");
+        f.roots.boot = f.dir.join("no-boot");
+        assert_eq!(reboot_pending(&f.roots).status, Status::Skip);
+    }
+
+    #[test]
+    fn kernel_version_parse_splits_numbers_and_flavour() {
+        let v = KernelVersion::parse("5.14.0-362.el9.x86_64");
+        assert_eq!(
+            (v.numbers.as_slice(), v.flavour.as_str()),
+            (&[5, 14, 0, 362][..], "el9.x86_64")
+        );
+        let v = KernelVersion::parse("6.12.12+bpo-cloud-amd64");
+        assert_eq!(
+            (v.numbers.as_slice(), v.flavour.as_str()),
+            (&[6, 12, 12][..], "cloud-amd64")
+        );
+        assert_eq!(KernelVersion::parse("5.4.274").flavour, "");
+        assert!(KernelVersion::parse("6.1.0-10-amd64") > KernelVersion::parse("6.1.0-9-amd64"));
+    }
+
+    fn rp(f: &Fake, all: &str, iface: &str, own: &str) -> Check {
+        f.file("proc/sys/net/ipv4/conf/all/rp_filter", all)
+            .file(&format!("proc/sys/net/ipv4/conf/{iface}/rp_filter"), own);
+        rp_filter(&f.roots, "uplink.x.rp_filter", iface)
+    }
+
+    #[test]
+    fn rp_filter_strict_all_fails_even_when_iface_is_off() {
+        let f = Fake::new("6.12.0");
+        let c = rp(&f, "1\n", "wlan0", "0\n");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert_eq!(c.evidence["effective"], 1);
+        assert!(
+            c.fix
+                .contains("net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.wlan0.rp_filter=2"),
+            "{}",
+            c.fix
+        );
+    }
+
+    #[test]
+    fn rp_filter_loose_is_ok() {
+        let f = Fake::new("6.12.0");
+        let c = rp(&f, "0\n", "eth1", "2\n");
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert_eq!(c.evidence["net.ipv4.conf.eth1.rp_filter"], 2);
+        assert_eq!(c.evidence["effective"], 2);
+    }
+
+    #[test]
+    fn rp_filter_dotted_iface_reads_one_path_component() {
+        let f = Fake::new("6.12.0");
+        // A decoy where the dotted key would land if dots were turned into slashes.
+        f.file("proc/sys/net/ipv4/conf/eth0/100/rp_filter", "0\n");
+        let c = rp(&f, "0\n", "eth0.100", "1\n");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(
+            c.fix.contains("net/ipv4/conf/eth0.100/rp_filter=2"),
+            "{}",
+            c.fix
+        );
+    }
+
+    #[test]
+    fn rp_filter_missing_iface_or_bad_name_skips() {
+        let f = Fake::new("6.12.0");
+        f.file("proc/sys/net/ipv4/conf/all/rp_filter", "0\n");
+        assert_eq!(rp_filter(&f.roots, "u", "wwan0").status, Status::Skip);
+        assert_eq!(rp_filter(&f.roots, "u", "..").status, Status::Skip);
+        assert_eq!(rp_filter(&f.roots, "u", "a/b").status, Status::Skip);
+    }
+
+    const NETSTAT: &str = "MPTcpExt: MPCapableSYNTX MPCapableSYNTXDrop MPCapableSYNTXDisabled Blackhole\nMPTcpExt: 40 6 17 2\n";
+
+    #[test]
+    fn blackhole_counter_nonzero_warns_with_counters() {
+        let f = Fake::v1("6.12.0");
+        f.file("proc/net/netstat", NETSTAT)
+            .file("proc/sys/net/mptcp/blackhole_timeout", "3600\n");
+        let c = blackhole(&f.roots);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert_eq!(c.evidence["MPTcpExtBlackhole"], 2);
+        assert_eq!(c.evidence["net.mptcp.blackhole_timeout"], 3600);
+        assert!(
+            c.summary.contains("2 time(s)") && c.fix.contains("mptcp_blackhole_timeout_secs"),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn blackhole_counter_zero_is_ok() {
+        let f = Fake::v1("6.12.0");
+        f.file("proc/net/netstat", &NETSTAT.replace("6 17 2", "0 0 0"))
+            .file("proc/sys/net/mptcp/blackhole_timeout", "3600\n");
+        let c = blackhole(&f.roots);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert_eq!(c.evidence["MPTcpExtBlackhole"], 0);
+    }
+
+    #[test]
+    fn blackhole_old_kernel_is_ok_with_note() {
+        let f = Fake::v1("6.6.0");
+        f.file(
+            "proc/net/netstat",
+            "MPTcpExt: MPCapableSYNTX\nMPTcpExt: 40\n",
+        );
+        let c = blackhole(&f.roots);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(c.summary.contains("6.12"), "{}", c.summary);
+    }
+}

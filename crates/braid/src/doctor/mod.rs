@@ -1,0 +1,99 @@
+//! `braid doctor`: every known failure named, with its cause and its fix, from evidence.
+//!
+//! Run it on the gateway with `gateway.toml` or on the VPS with `server.toml`; the file's keys
+//! tell which. It works whether the daemon runs or not: checks of applied state (endpoints,
+//! rules, routes, the capture table) report `skip` with the reason when the gateway is not
+//! running. Exit code: 0 nothing failed, 1 a check failed, 2 doctor itself could not run.
+
+pub mod check;
+pub mod firewall;
+mod gateway;
+pub mod kernel;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use check::Report;
+pub use kernel::KernelRoots;
+
+/// What `braid doctor` was asked.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// gateway.toml or server.toml.
+    pub config: PathBuf,
+    /// Machine output.
+    pub json: bool,
+    /// Where procfs, /boot and /run are (tests point these at fakes).
+    pub roots: KernelRoots,
+    /// sshd's configuration file (server side).
+    pub sshd_config: PathBuf,
+}
+
+/// Which side a config file is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Gateway,
+    Server,
+}
+
+fn side_of(path: &Path) -> Result<Side, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "{}: cannot read the file: {e}; fix: check the path given to --config",
+            path.display()
+        )
+    })?;
+    let v: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: not valid TOML: {e}", path.display()))?;
+    match (v.contains_key("server"), v.contains_key("listen")) {
+        (true, false) => Ok(Side::Gateway),
+        (false, true) => Ok(Side::Server),
+        _ => Err(format!("{}: cannot tell whether this is a gateway config (has `server`) or a server config (has `listen`); fix: pass gateway.toml or server.toml", path.display())),
+    }
+}
+
+/// Runs every check for the config's side.
+pub async fn run(opts: &Options) -> Result<Report, String> {
+    match side_of(&opts.config)? {
+        Side::Gateway => {
+            let cfg = crate::config::gateway::GatewayConfig::load(&opts.config)
+                .map_err(|e| e.to_string())?;
+            Ok(gateway::checks(&cfg, &opts.roots).await)
+        }
+        Side::Server => {
+            let cfg = crate::config::server::ServerConfig::load(&opts.config)
+                .map_err(|e| e.to_string())?;
+            Ok(server::checks(&cfg, &opts.roots, &opts.sshd_config))
+        }
+    }
+}
+
+/// Entry point of the subcommand.
+pub fn main(opts: Options) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("braid doctor: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(&opts)) {
+        Ok(report) => {
+            if opts.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            ExitCode::from(report.exit_code())
+        }
+        Err(e) => {
+            eprintln!("braid doctor: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
