@@ -33,6 +33,7 @@ pub mod lab;
 pub mod measure;
 pub mod netem;
 pub mod ns;
+pub mod seccomp;
 mod shaping;
 mod spec;
 mod topology;

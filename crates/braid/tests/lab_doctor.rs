@@ -420,6 +420,60 @@ fn relay_clock_off_and_fake_kernels_are_named() {
     assert_eq!(status(&r.1, "kernel.reboot_pending"), "warn", "{}", r.1);
     expect("reboot pending", r, &[], &["kernel.reboot_pending"]);
 
+    // TFO refused on MPTCP sockets (ENOPROTOOPT, as before Linux 6.2), injected with seccomp:
+    // with "auto" an honest warning that names the errno and 6.2; with "on" a failure.
+    let b = boot(&h);
+    let bs = b.to_str().expect("utf8").to_string();
+    let auto = h
+        .write(
+            "tfo-auto.toml",
+            &std::fs::read_to_string(&cfg)
+                .expect("cfg")
+                .replace("fast_open = \"off\"", "fast_open = \"auto\""),
+        )
+        .expect("write");
+    let r = h
+        .doctor_wrapped(
+            Role::Gw,
+            true,
+            &auto,
+            &["--boot-root", &bs, "--run-root", &bs],
+        )
+        .expect("doctor");
+    let t = r.1["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == "tfo"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(t["status"], "warn", "{t}");
+    assert!(
+        t["cause"].as_str().unwrap_or("").contains("ENOPROTOOPT")
+            && t["cause"].as_str().unwrap_or("").contains("6.2"),
+        "{t}"
+    );
+    assert_eq!(t["evidence"]["setsockopt_errno"], 92, "{t}");
+    expect("TFO ENOPROTOOPT, auto", r, &[], &["tfo"]);
+    let on = h
+        .write(
+            "tfo-on.toml",
+            &std::fs::read_to_string(&cfg)
+                .expect("cfg")
+                .replace("fast_open = \"off\"", "fast_open = \"on\""),
+        )
+        .expect("write");
+    expect(
+        "TFO ENOPROTOOPT, on",
+        h.doctor_wrapped(
+            Role::Gw,
+            true,
+            &on,
+            &["--boot-root", &bs, "--run-root", &bs],
+        )
+        .expect("doctor"),
+        &["tfo"],
+        &[],
+    );
+
     // The relay's clock 60 s ahead: Shadowsocks-2022 refuses every request.
     h.stop_server().expect("stop");
     h.start_server_with_prefix(&["faketime", "-f", "+60s"], "")

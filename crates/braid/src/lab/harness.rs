@@ -291,7 +291,22 @@ impl Harness {
         config: &Path,
         args: &[&str],
     ) -> Result<(i32, serde_json::Value), HarnessError> {
+        self.doctor_wrapped(role, false, config, args)
+    }
+
+    /// Like [`Harness::doctor`]; with `no_tfo`, under `braid lab no-tfo` (TFO socket options
+    /// fail with ENOPROTOOPT, as on MPTCP sockets before Linux 6.2).
+    pub fn doctor_wrapped(
+        &self,
+        role: Role,
+        no_tfo: bool,
+        config: &Path,
+        args: &[&str],
+    ) -> Result<(i32, serde_json::Value), HarnessError> {
         let mut cmd = self.lab.command(role, &self.exe.to_string_lossy());
+        if no_tfo {
+            cmd.args(["lab", "no-tfo", "--"]).arg(&self.exe);
+        }
         cmd.args(["doctor", "--json", "--config"])
             .arg(config)
             .args(args);

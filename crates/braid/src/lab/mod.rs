@@ -31,6 +31,14 @@ pub enum LabCommand {
     /// Benchmarks, side by side in one run (used by bench/*.sh).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run COMMAND with setsockopt(TCP_FASTOPEN…) failing with ENOPROTOOPT, as on Linux < 6.2
+    /// for MPTCP sockets (fault injection for doctor's TFO check).
+    #[command(hide = true)]
+    NoTfo {
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Traffic tool used inside the lab's namespaces (by the demo, tests and bench/).
     #[command(subcommand, hide = true)]
     Traffic(TrafficCommand),
@@ -139,6 +147,11 @@ pub fn run(cmd: LabCommand) -> ExitCode {
         LabCommand::Demo { json, secs, prefix } => demo::main(&prefix, secs, json),
         LabCommand::Traffic(t) => traffic_main(t),
         LabCommand::Bench(b) => bench_main(b),
+        LabCommand::NoTfo { command } => {
+            let e = braid_lab::seccomp::exec_without_tfo(&command);
+            eprintln!("braid lab no-tfo: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
