@@ -282,6 +282,29 @@ fn gateway_faults_are_named_without_false_alarms() {
             .run(Role::Vps, &["nft", "delete", "table", "inet", "fw"])
             .expect("nft");
     }
+
+    // With the gateway stopped, applied-state checks skip and say why; nothing fails.
+    h.stop_gateway().expect("stop");
+    let r = doctor(&h, Role::Gw, &cfg, &[]);
+    for id in [
+        "mptcp.limits",
+        "uplink.wifi.route",
+        "uplink.wifi.endpoint",
+        "uplink.5g.join",
+    ] {
+        assert_eq!(
+            status(&r.1, id),
+            "skip",
+            "{id} with the gateway stopped: {}",
+            r.1
+        );
+    }
+    assert!(
+        format!("{}", r.1).contains("the gateway is not running"),
+        "{}",
+        r.1
+    );
+    expect("gateway stopped", r, &[], &[]);
 }
 
 #[test]
