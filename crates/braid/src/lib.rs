@@ -21,3 +21,4 @@ pub mod lab;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
+pub mod status;

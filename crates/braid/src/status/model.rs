@@ -1,0 +1,141 @@
+//! The status document: what `GET /api/status` returns and `braid status --json` prints.
+//!
+//! Field names are a contract (automated checks read them): `uplinks[].name|state|address|rtt_ms|
+//! loss|rx_bps|tx_bps|rx_bytes|tx_bytes|subflows|backup`, `connections.mptcp|fallback`,
+//! `tfo.enabled|reason`, `blackhole.active`. More fields may be added, never renamed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// "gateway" or "server".
+    pub role: String,
+    /// braid's version.
+    pub version: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// One entry per configured uplink (empty on the server).
+    pub uplinks: Vec<UplinkStatus>,
+    /// Live relayed connections.
+    pub connections: Connections,
+    /// The TCP Fast Open decision.
+    pub tfo: Tfo,
+    /// The kernel's MPTCP blackhole state.
+    pub blackhole: Blackhole,
+    /// The relay, as it answered the gateway's control request (gateway only).
+    pub relay: Option<RelayInfo>,
+    /// Sum over uplinks.
+    pub total: Totals,
+}
+
+/// One uplink.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    /// Config name.
+    pub name: String,
+    /// "up", "suspect", "down" or "recovering".
+    pub state: String,
+    /// The uplink's address, if it has one.
+    pub address: Option<String>,
+    /// Smoothed probe RTT in ms.
+    pub rtt_ms: Option<f64>,
+    /// Probe loss ratio over the recent window, 0–1.
+    pub loss: f64,
+    /// Receive rate, bits per second, over the last second (interface counters).
+    pub rx_bps: f64,
+    /// Transmit rate, bits per second.
+    pub tx_bps: f64,
+    /// Bytes received on the interface since braid started.
+    pub rx_bytes: u64,
+    /// Bytes sent on the interface since braid started.
+    pub tx_bytes: u64,
+    /// Subflows of live relay connections that use this uplink.
+    pub subflows: u32,
+    /// Configured as backup.
+    pub backup: bool,
+    /// Interface name.
+    pub interface: String,
+    /// State changes since start.
+    pub state_changes: u64,
+    /// Receive rate per second for the last 5 minutes, oldest first (bits per second).
+    pub history_rx_bps: Vec<f64>,
+    /// Transmit rate per second for the last 5 minutes, oldest first.
+    pub history_tx_bps: Vec<f64>,
+}
+
+/// Connection counts and the live ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Connections {
+    /// Live connections that are truly MPTCP.
+    pub mptcp: u64,
+    /// Live connections that fell back to plain TCP.
+    pub fallback: u64,
+    /// Live plain-TCP connections (MPTCP not asked for).
+    pub tcp: u64,
+    /// Fallbacks since start.
+    pub fallback_total: u64,
+    /// The live connections.
+    pub list: Vec<ConnectionStatus>,
+}
+
+/// One live relayed connection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionStatus {
+    /// Where it goes (gateway) or comes from (server).
+    pub target: String,
+    /// "mptcp", "fallback" or "tcp".
+    pub transport: String,
+    /// Subflows in use.
+    pub subflows: u32,
+    /// Subflows per uplink name (gateway).
+    pub subflows_per_uplink: BTreeMap<String, u32>,
+    /// Seconds since it opened.
+    pub age_secs: f64,
+}
+
+/// The TFO decision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tfo {
+    /// TFO is used for new relay connections.
+    pub enabled: bool,
+    /// One sentence: why.
+    pub reason: String,
+}
+
+/// The kernel's MPTCP blackhole state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Blackhole {
+    /// The kernel disabled MPTCP for new connections recently.
+    pub active: bool,
+    /// `MPTcpExtBlackhole`.
+    pub count: u64,
+    /// `net.mptcp.blackhole_timeout`.
+    pub timeout_secs: Option<u64>,
+}
+
+/// The relay, as it answered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelayInfo {
+    /// Address.
+    pub address: String,
+    /// braid version there.
+    pub version: String,
+    /// Kernel there.
+    pub kernel: String,
+}
+
+/// Sums over uplinks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Bonded receive rate, bits per second.
+    pub rx_bps: f64,
+    /// Bonded transmit rate.
+    pub tx_bps: f64,
+    /// Bonded receive history, oldest first.
+    pub history_rx_bps: Vec<f64>,
+    /// Bonded transmit history.
+    pub history_tx_bps: Vec<f64>,
+}
