@@ -14,5 +14,6 @@
 pub mod control;
 pub mod destination;
 pub mod health;
+pub mod rate;
 pub mod socks5;
 pub mod tfo;

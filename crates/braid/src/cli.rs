@@ -69,6 +69,21 @@ pub enum Command {
         #[arg(long, default_value = "/etc/ssh/sshd_config", hide = true)]
         sshd_config: PathBuf,
     },
+    /// Show a running daemon's uplinks, connections, TFO and blackhole state.
+    Status {
+        /// gateway.toml or server.toml (its `control` address is used).
+        #[arg(long, conflicts_with = "control")]
+        config: Option<PathBuf>,
+        /// The control API address, e.g. 127.0.0.1:9090.
+        #[arg(long)]
+        control: Option<std::net::SocketAddr>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every second, in place.
+        #[arg(long)]
+        watch: bool,
+    },
     /// The built-in network-namespace lab.
     #[command(subcommand)]
     Lab(crate::lab::LabCommand),
@@ -139,6 +154,25 @@ pub fn run(cli: Cli) -> ExitCode {
             })
         }
         Command::Lab(cmd) => crate::lab::run(cmd),
+        Command::Status {
+            config,
+            control,
+            json,
+            watch,
+        } => {
+            let addr = match (control, config) {
+                (Some(a), _) => a,
+                (None, Some(c)) => match crate::status::client::control_of(&c) {
+                    Ok(a) => a,
+                    Err(e) => return usage(e),
+                },
+                (None, None) => match crate::config::common_default_control() {
+                    Some(a) => a,
+                    None => return usage("give --config FILE or --control ADDR"),
+                },
+            };
+            crate::status::client::main(addr, json, watch)
+        }
         Command::Doctor {
             config,
             json,

@@ -162,6 +162,17 @@ pub fn parse_socket_addr(key: &str, s: &str) -> Result<std::net::SocketAddr, Inv
     })
 }
 
+/// The control API's default address: loopback only, because it shows addresses and traffic.
+pub const DEFAULT_CONTROL: &str = "127.0.0.1:9090";
+
+/// Parses `control`: an address, or "off".
+pub fn parse_control(s: &str) -> Result<Option<std::net::SocketAddr>, Invalid> {
+    if s == "off" {
+        return Ok(None);
+    }
+    parse_socket_addr("control", s).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,8 @@ pub struct GatewayConfig {
     /// Set `net.mptcp.blackhole_timeout` to this many seconds while braid runs (the kernel's
     /// default, 3600, turns MPTCP off for an hour after one path dropped MPTCP SYNs).
     pub mptcp_blackhole_timeout: Option<u32>,
+    /// The control API (status, metrics, dashboard); `None` when `control = "off"`.
+    pub control: Option<SocketAddr>,
 }
 
 /// `[health]`: probe thresholds; every key optional (defaults in braid_proto::health).
@@ -147,6 +149,8 @@ struct Dto {
     #[serde(default)]
     health: HealthDto,
     mptcp_blackhole_timeout_secs: Option<u32>,
+    #[serde(default = "default_control")]
+    control: String,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +163,9 @@ struct UplinkDto {
     table: Option<u32>,
 }
 
+fn default_control() -> String {
+    super::common::DEFAULT_CONTROL.into()
+}
 fn yes() -> bool {
     true
 }
@@ -424,6 +431,7 @@ impl GatewayConfig {
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
             health: parse_health(&d.health)?,
             mptcp_blackhole_timeout: d.mptcp_blackhole_timeout_secs,
+            control: super::common::parse_control(&d.control)?,
         })
     }
 }

@@ -11,6 +11,11 @@ pub mod server;
 
 pub use common::{FastOpen, Method, SsKey};
 
+/// The default control address, used by `braid status` without arguments.
+pub fn common_default_control() -> Option<std::net::SocketAddr> {
+    common::DEFAULT_CONTROL.parse().ok()
+}
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -105,4 +110,30 @@ fn parse_toml<T: for<'de> serde::Deserialize<'de>>(
         message: e.to_string().trim().replace('\n', " "),
         example,
     })
+}
+
+/// Which side a config file is for (by its keys: `server` on the gateway, `listen` on the relay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// gateway.toml
+    Gateway,
+    /// server.toml
+    Server,
+}
+
+pub fn side_of(path: &Path) -> Result<Side, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "{}: cannot read the file: {e}; fix: check the path given to --config",
+            path.display()
+        )
+    })?;
+    let v: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: not valid TOML: {e}", path.display()))?;
+    match (v.contains_key("server"), v.contains_key("listen")) {
+        (true, false) => Ok(Side::Gateway),
+        (false, true) => Ok(Side::Server),
+        _ => Err(format!("{}: cannot tell whether this is a gateway config (has `server`) or a server config (has `listen`); fix: pass gateway.toml or server.toml", path.display())),
+    }
 }

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// A relayed connection with no traffic either way for this long is closed.
     pub idle_timeout: Duration,
+    /// The control API (status, metrics); `None` when `control = "off"`.
+    pub control: Option<SocketAddr>,
 }
 
 #[derive(Deserialize)]
@@ -51,8 +53,13 @@ struct Dto {
     connect_timeout_secs: u64,
     #[serde(default = "default_idle")]
     idle_timeout_secs: u64,
+    #[serde(default = "default_control")]
+    control: String,
 }
 
+fn default_control() -> String {
+    super::common::DEFAULT_CONTROL.into()
+}
 fn yes() -> bool {
     true
 }
@@ -123,6 +130,7 @@ impl ServerConfig {
             handshake_timeout: timeout("handshake_timeout_secs", d.handshake_timeout_secs)?,
             connect_timeout: timeout("connect_timeout_secs", d.connect_timeout_secs)?,
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
+            control: super::common::parse_control(&d.control)?,
         })
     }
 }

@@ -11,7 +11,7 @@ mod gateway;
 pub mod kernel;
 mod server;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use check::Report;
@@ -30,39 +30,15 @@ pub struct Options {
     pub sshd_config: PathBuf,
 }
 
-/// Which side a config file is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Gateway,
-    Server,
-}
-
-fn side_of(path: &Path) -> Result<Side, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "{}: cannot read the file: {e}; fix: check the path given to --config",
-            path.display()
-        )
-    })?;
-    let v: toml::Table = text
-        .parse()
-        .map_err(|e| format!("{}: not valid TOML: {e}", path.display()))?;
-    match (v.contains_key("server"), v.contains_key("listen")) {
-        (true, false) => Ok(Side::Gateway),
-        (false, true) => Ok(Side::Server),
-        _ => Err(format!("{}: cannot tell whether this is a gateway config (has `server`) or a server config (has `listen`); fix: pass gateway.toml or server.toml", path.display())),
-    }
-}
-
 /// Runs every check for the config's side.
 pub async fn run(opts: &Options) -> Result<Report, String> {
-    match side_of(&opts.config)? {
-        Side::Gateway => {
+    match crate::config::side_of(&opts.config)? {
+        crate::config::Side::Gateway => {
             let cfg = crate::config::gateway::GatewayConfig::load(&opts.config)
                 .map_err(|e| e.to_string())?;
             Ok(gateway::checks(&cfg, &opts.roots).await)
         }
-        Side::Server => {
+        crate::config::Side::Server => {
             let cfg = crate::config::server::ServerConfig::load(&opts.config)
                 .map_err(|e| e.to_string())?;
             Ok(server::checks(&cfg, &opts.roots, &opts.sshd_config))

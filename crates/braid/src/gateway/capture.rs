@@ -12,11 +12,13 @@ use tracing::{debug, warn};
 use super::dialer::Dialer;
 use crate::relay;
 use crate::shutdown::Shutdown;
+use crate::status::registry::Registry;
 
 /// Accepts redirected connections until shutdown.
 pub async fn serve(
     listener: TcpListener,
     dialer: Arc<Dialer>,
+    registry: Arc<Registry>,
     idle: Duration,
     mut shutdown: Shutdown,
 ) {
@@ -27,7 +29,8 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok((lan, peer)) => {
                     let dialer = dialer.clone();
-                    tokio::spawn(async move { carry(lan, peer, own, dialer, idle).await });
+                    let registry = registry.clone();
+                    tokio::spawn(async move { carry(lan, peer, own, dialer, registry, idle).await });
                 }
                 Err(e) => {
                     warn!("redirect listener: accept failed: {e}");
@@ -43,6 +46,7 @@ async fn carry(
     peer: SocketAddr,
     own: Option<SocketAddr>,
     dialer: Arc<Dialer>,
+    registry: Arc<Registry>,
     idle: Duration,
 ) {
     let _ = lan.set_nodelay(true);
@@ -69,8 +73,14 @@ async fn carry(
             return;
         }
     };
+    let guard = registry.add(dst.to_string(), remote.get_ref());
     let (moved, end) = relay::relay(&mut lan, &mut remote, idle).await;
-    dialer.note_transport(remote.get_ref());
+    drop(guard);
+    if dialer.note_transport(remote.get_ref()) {
+        registry
+            .fallback_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     debug!(
         "{peer} → {dst}: {end:?}, up={} down={}",
         moved.up, moved.down

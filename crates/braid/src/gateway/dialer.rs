@@ -36,6 +36,7 @@ pub struct Dialer {
     tfo: AtomicBool,
     mptcp_warned: Once,
     fallback_seen: AtomicBool,
+    tfo_reason: std::sync::RwLock<String>,
     source: std::sync::RwLock<Option<std::net::IpAddr>>,
 }
 
@@ -53,6 +54,7 @@ impl Dialer {
             tfo: AtomicBool::new(false),
             mptcp_warned: Once::new(),
             fallback_seen: AtomicBool::new(false),
+            tfo_reason: std::sync::RwLock::new("not decided yet".into()),
             source: std::sync::RwLock::new(None),
         }))
     }
@@ -106,6 +108,22 @@ impl Dialer {
         ))
     }
 
+    /// Records the TFO decision and its reason, for status.
+    pub fn set_tfo_decision(&self, on: bool, reason: &str) {
+        self.set_tfo(on);
+        if let Ok(mut r) = self.tfo_reason.write() {
+            *r = reason.to_string();
+        }
+    }
+
+    /// Why TFO is on or off.
+    pub fn tfo_reason(&self) -> String {
+        self.tfo_reason
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
     /// Switches TFO on or off for new streams.
     pub fn set_tfo(&self, on: bool) {
         self.tfo.store(on, Ordering::Relaxed);
@@ -119,7 +137,8 @@ impl Dialer {
     /// Records what an established relay connection really is, and says so when connections
     /// start (or stop) falling back to plain TCP — the silent failure that leaves one uplink
     /// carrying everything.
-    pub fn note_transport(&self, stream: &TcpStream) {
+    /// Returns true when the connection fell back.
+    pub fn note_transport(&self, stream: &TcpStream) -> bool {
         match mptcp_state(stream) {
             MptcpState::Fallback => {
                 if !self.fallback_seen.swap(true, Ordering::Relaxed) {
@@ -128,13 +147,15 @@ impl Dialer {
                         self.relay
                     );
                 }
+                true
             }
             MptcpState::Mptcp { subflows } => {
                 if self.fallback_seen.swap(false, Ordering::Relaxed) {
                     info!("connections to the relay are MPTCP again ({subflows} subflow(s))");
                 }
+                false
             }
-            MptcpState::Tcp => {}
+            MptcpState::Tcp => false,
         }
     }
 

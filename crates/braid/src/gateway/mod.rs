@@ -129,18 +129,23 @@ pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayEr
             stop.fire();
         })
     };
+    let (view_tx, view_rx) = tokio::sync::watch::channel(uplink::ManagerView::default());
+    let registry = Arc::new(crate::status::registry::Registry::default());
+    let status =
+        crate::status::gateway::GatewayStatus::new(registry.clone(), view_rx, dialer.clone());
     let mut manager = tokio::spawn(uplink::run(
         cfg.clone(),
         cfg.health.clone(),
         rtnl,
         pm,
         dialer.clone(),
+        view_tx,
         stop_rx,
     ));
     // The manager only returns early when it cannot work at all (e.g. MPTCP limits refused):
     // then the gateway stops too, rather than run without its uplinks.
     let (result, manager_done) = tokio::select! {
-        r = serve(&cfg, dialer, early, facts, shutdown) => (r, None),
+        r = serve(&cfg, dialer, status, early, facts, shutdown) => (r, None),
         m = &mut manager => (Err(manager_error(m)), Some(())),
     };
     stop.fire();
@@ -176,6 +181,7 @@ fn manager_error(
 async fn serve(
     cfg: &GatewayConfig,
     dialer: Arc<Dialer>,
+    status: Arc<crate::status::gateway::GatewayStatus>,
     early: Option<Decision>,
     facts: braid_proto::tfo::Facts,
     mut shutdown: Shutdown,
@@ -184,14 +190,28 @@ async fn serve(
     match early {
         Some(d) => {
             log_decision(&d);
-            dialer.set_tfo(d.enabled);
+            dialer.set_tfo_decision(d.enabled, &d.reason);
         }
         None => tasks.push(tokio::spawn(decide_tfo(
             dialer.clone(),
             policy(cfg.fast_open),
             facts,
+            status.clone(),
         ))),
     }
+    tasks.push(tokio::spawn(status.clone().sample_forever()));
+    if let Some(addr) = cfg.control {
+        let src: Arc<dyn crate::control::StatusSource> = status.clone();
+        let h = crate::control::start(addr, src, shutdown.clone())
+            .await
+            .map_err(|source| GatewayError::Listen {
+                what: "control",
+                addr,
+                source,
+            })?;
+        tasks.push(h);
+    }
+    let registry = status.registry.clone();
     let idle = cfg.idle_timeout;
     let redirect = bind(cfg.redirect, "redirect")?;
     info!(
@@ -201,6 +221,7 @@ async fn serve(
     tasks.push(tokio::spawn(capture::serve(
         redirect,
         dialer.clone(),
+        registry.clone(),
         idle,
         shutdown.clone(),
     )));
@@ -210,6 +231,7 @@ async fn serve(
         tasks.push(tokio::spawn(socks::serve(
             l,
             dialer.clone(),
+            registry.clone(),
             idle,
             shutdown.clone(),
         )));
@@ -259,15 +281,29 @@ fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener,
 
 /// Probes the relay until the evidence is conclusive, then sets the dialer's TFO switch and says
 /// why, once. A relay that cannot be reached yet is retried every 30 s.
-async fn decide_tfo(dialer: Arc<Dialer>, policy: Policy, facts: braid_proto::tfo::Facts) {
+async fn decide_tfo(
+    dialer: Arc<Dialer>,
+    policy: Policy,
+    facts: braid_proto::tfo::Facts,
+    status: Arc<crate::status::gateway::GatewayStatus>,
+) {
     let mut said_waiting = false;
     loop {
         let mut f = facts.clone();
         match tfo_probe::probe_relay(&dialer, &mut f).await {
-            Some(r) => info!(
-                "relay is braid {} on Linux {}; the probe connection was {} with {} subflow(s)",
-                r.version, r.kernel, r.connection.transport, r.connection.subflows
-            ),
+            Some(r) => {
+                info!(
+                    "relay is braid {} on Linux {}; the probe connection was {} with {} subflow(s)",
+                    r.version, r.kernel, r.connection.transport, r.connection.subflows
+                );
+                if let Ok(mut relay) = status.relay.lock() {
+                    *relay = Some(crate::status::model::RelayInfo {
+                        address: dialer.relay().to_string(),
+                        version: r.version,
+                        kernel: r.kernel,
+                    });
+                }
+            }
             // A stock relay and an unreachable one both fail the control request; only the
             // second is worth waiting for.
             None if dialer.connect_raw(false).await.is_err() => {
@@ -286,7 +322,7 @@ async fn decide_tfo(dialer: Arc<Dialer>, policy: Policy, facts: braid_proto::tfo
             fatal: false,
         });
         log_decision(&d);
-        dialer.set_tfo(d.enabled);
+        dialer.set_tfo_decision(d.enabled, &d.reason);
         return;
     }
 }

@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 use super::dialer::Dialer;
 use crate::relay;
 use crate::shutdown::Shutdown;
+use crate::status::registry::Registry;
 
 /// How long a SOCKS5 client has for its greeting and request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,6 +22,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: TcpListener,
     dialer: Arc<Dialer>,
+    registry: Arc<Registry>,
     idle: Duration,
     mut shutdown: Shutdown,
 ) {
@@ -30,7 +32,8 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok((client, peer)) => {
                     let dialer = dialer.clone();
-                    tokio::spawn(async move { carry(client, peer, dialer, idle).await });
+                    let registry = registry.clone();
+                    tokio::spawn(async move { carry(client, peer, dialer, registry, idle).await });
                 }
                 Err(e) => {
                     warn!("SOCKS5 listener: accept failed: {e}");
@@ -41,7 +44,13 @@ pub async fn serve(
     }
 }
 
-async fn carry(mut client: TcpStream, peer: SocketAddr, dialer: Arc<Dialer>, idle: Duration) {
+async fn carry(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    dialer: Arc<Dialer>,
+    registry: Arc<Registry>,
+    idle: Duration,
+) {
     let _ = client.set_nodelay(true);
     let target = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut client)).await {
         Ok(Ok(t)) => t,
@@ -96,8 +105,14 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, dialer: Arc<Dialer>, idl
     if sent.is_err() || remote.flush().await.is_err() {
         return;
     }
+    let guard = registry.add(target.to_string(), remote.get_ref());
     let (moved, end) = relay::relay(&mut client, &mut remote, idle).await;
-    dialer.note_transport(remote.get_ref());
+    drop(guard);
+    if dialer.note_transport(remote.get_ref()) {
+        registry
+            .fallback_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     debug!(
         "SOCKS5 {peer} → {target}: {end:?}, up={} down={}",
         moved.up, moved.down

@@ -1,6 +1,7 @@
 //! `braid lab`: the built-in network-namespace lab (topology in the braid-lab crate).
 
 pub mod bench;
+pub mod browser;
 pub mod demo;
 pub mod failover;
 pub mod harness;

@@ -58,6 +58,10 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         MptcpState::Mptcp { .. } => shared.stats.mptcp.fetch_add(1, Ordering::Relaxed),
         MptcpState::Fallback => {
             info!("connection from {peer} fell back to plain TCP: its MPTCP option was lost on the way (a middlebox stripped it) or refused; this connection cannot bond");
+            shared
+                .registry
+                .fallback_total
+                .fetch_add(1, Ordering::Relaxed);
             shared.stats.fallback.fetch_add(1, Ordering::Relaxed)
         }
         MptcpState::Tcp => {
@@ -112,6 +116,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             return;
         }
     }
+    let _live = shared
+        .registry
+        .add(format!("{peer} → {target}"), ss.get_ref());
     let mut upstream = match connect_target(&shared, &target).await {
         Ok(s) => s,
         Err(why) => {

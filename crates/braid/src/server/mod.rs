@@ -5,6 +5,7 @@
 //! requests, and relays everything else to destinations its policy allows.
 
 mod connection;
+pub use connection::transport_name;
 mod control;
 mod own_addrs;
 
@@ -66,6 +67,7 @@ struct Shared {
     own: own_addrs::OwnAddrs,
     stats: ServerStats,
     tfo_listener: bool,
+    registry: Arc<crate::status::registry::Registry>,
 }
 
 impl Server {
@@ -139,6 +141,7 @@ impl Server {
             own: own_addrs::OwnAddrs::new(),
             stats: ServerStats::default(),
             tfo_listener,
+            registry: Arc::new(crate::status::registry::Registry::default()),
             cfg,
         };
         Ok(Server {
@@ -154,6 +157,25 @@ impl Server {
 
     /// Accepts and serves until `shutdown` fires.
     pub async fn run(self, mut shutdown: Shutdown) {
+        if let Some(addr) = self.shared.cfg.control {
+            let reason = if self.shared.tfo_listener {
+                "the listener accepts TCP Fast Open (gateways verify it end to end)".to_string()
+            } else if self.shared.cfg.fast_open == FastOpen::Off {
+                "fast_open = \"off\" in server.toml".to_string()
+            } else {
+                "the kernel does not accept TFO on this listener (see the relay's log for why)"
+                    .to_string()
+            };
+            let src: Arc<dyn crate::control::StatusSource> =
+                crate::status::server::ServerStatus::new(
+                    self.shared.registry.clone(),
+                    self.shared.tfo_listener,
+                    reason,
+                );
+            if let Err(e) = crate::control::start(addr, src, shutdown.clone()).await {
+                warn!("control API not started: cannot listen on {addr}: {e}; fix: change `control` in server.toml");
+            }
+        }
         let refresher = tokio::spawn(own_addrs::refresh_forever(self.shared.clone()));
         loop {
             tokio::select! {

@@ -67,6 +67,16 @@ impl Watch {
         rising
     }
 
+    /// `MPTcpExtBlackhole` at the last poll.
+    pub fn count(&self) -> u64 {
+        self.last.blackhole
+    }
+
+    /// `net.mptcp.blackhole_timeout`, if the kernel has it.
+    pub fn timeout_secs(&self) -> Option<u64> {
+        blackhole::read(&self.procfs).timeout_secs
+    }
+
     /// Puts the sysctl back as it was.
     pub fn stop(self) {
         if let Some(old) = self.restore {

@@ -36,6 +36,40 @@ use crate::shutdown::Shutdown;
 use kernel::{Discovered, Installed};
 use probe::{ProbeEvent, ProbeSource};
 
+/// One uplink as the manager sees it, for status and metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkView {
+    /// Config name.
+    pub name: String,
+    /// Interface.
+    pub interface: String,
+    /// Configured as backup.
+    pub backup: bool,
+    /// Health state (Down when the link is down or has no address).
+    pub state: LinkState,
+    /// Current address.
+    pub addr: Option<IpAddr>,
+    /// Smoothed probe RTT.
+    pub rtt_ms: Option<f64>,
+    /// Probe loss ratio.
+    pub loss: f64,
+    /// State changes so far.
+    pub state_changes: u64,
+}
+
+/// What the manager publishes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ManagerView {
+    /// Per uplink, in config order.
+    pub uplinks: Vec<UplinkView>,
+    /// The kernel is disabling MPTCP for new connections.
+    pub blackhole_active: bool,
+    /// `MPTcpExtBlackhole`.
+    pub blackhole_count: u64,
+    /// `net.mptcp.blackhole_timeout`.
+    pub blackhole_timeout_secs: Option<u64>,
+}
+
 /// How long to wait after a kernel event for more of the same burst before reconciling.
 const DEBOUNCE: Duration = Duration::from_millis(20);
 /// A full resync even without events, in case one was missed.
@@ -86,6 +120,7 @@ pub async fn run(
     rtnl: Rtnl,
     pm: MptcpPm,
     dialer: Arc<Dialer>,
+    view: watch::Sender<ManagerView>,
     mut shutdown: Shutdown,
 ) -> Result<(), kernel::UplinkError> {
     let relay = dialer.relay().ip();
@@ -155,13 +190,27 @@ pub async fn run(
             }
             _ = sleep_until(deadline) => m.tick(),
             _ = resync.tick() => {
-                holes.poll();
+                let active = holes.poll();
+                view.send_modify(|v| {
+                    v.blackhole_active = active;
+                    v.blackhole_count = holes.count();
+                    v.blackhole_timeout_secs = holes.timeout_secs();
+                });
                 m.reconcile_all().await;
             }
         }
         if m.apply_health_changes() {
             m.reconcile_all().await;
         }
+        let uplinks = m.views();
+        view.send_if_modified(|v| {
+            if v.uplinks != uplinks {
+                v.uplinks = uplinks;
+                true
+            } else {
+                false
+            }
+        });
     }
     for p in probes {
         p.abort();
@@ -204,6 +253,32 @@ struct Manager<'a> {
 impl Manager<'_> {
     fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// What status shows of each uplink.
+    fn views(&self) -> Vec<UplinkView> {
+        let now = self.now();
+        self.slots
+            .iter()
+            .map(|s| {
+                let snap = s.health.snapshot(now);
+                let probing = s.probing == Probing::Probes;
+                UplinkView {
+                    name: s.cfg.name.clone(),
+                    interface: s.cfg.interface.clone(),
+                    backup: s.cfg.backup,
+                    state: s.state(),
+                    addr: s.found.as_ref().and_then(|d| d.addr),
+                    rtt_ms: if probing {
+                        snap.srtt_ms.map(|r| (r * 10.0).round() / 10.0)
+                    } else {
+                        None
+                    },
+                    loss: if probing { snap.loss_ratio } else { 0.0 },
+                    state_changes: snap.state_changes,
+                }
+            })
+            .collect()
     }
 
     fn at(&self, t: Instant) -> Duration {

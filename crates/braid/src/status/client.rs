@@ -1,0 +1,242 @@
+//! `braid status`: reads a daemon's control API and prints it, as a table, as JSON, or refreshed
+//! in place every second (`--watch`, like top).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::model::Status;
+use crate::config::{side_of, Side};
+
+/// The control address a config file names.
+pub fn control_of(path: &Path) -> Result<SocketAddr, String> {
+    let addr = match side_of(path)? {
+        Side::Gateway => {
+            crate::config::gateway::GatewayConfig::load(path)
+                .map_err(|e| e.to_string())?
+                .control
+        }
+        Side::Server => {
+            crate::config::server::ServerConfig::load(path)
+                .map_err(|e| e.to_string())?
+                .control
+        }
+    };
+    addr.ok_or_else(|| format!("{}: control = \"off\", so the daemon serves no status; fix: set control = \"127.0.0.1:9090\" and restart it", path.display()))
+}
+
+/// One GET of `/api/status`.
+pub async fn fetch(addr: SocketAddr) -> Result<Status, String> {
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("cannot reach the control API at {addr}: {e}; fix: is the daemon running, and is `control` the same in its config?"))?;
+        s.write_all(format!("GET /api/status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&buf);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or("the control API sent no HTTP response")?;
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            return Err(format!(
+                "the control API answered: {}",
+                head.lines().next().unwrap_or("")
+            ));
+        }
+        serde_json::from_str(body).map_err(|e| format!("the control API sent a status this braid cannot read ({e}); fix: use the same braid version on both"))
+    };
+    tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .map_err(|_| format!("the control API at {addr} did not answer within 5 s"))?
+}
+
+fn mbit(bps: f64) -> String {
+    format!("{:.1}", bps / 1e6)
+}
+
+fn bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < U.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", U[i])
+}
+
+/// The human form.
+pub fn render_text(s: &Status) -> String {
+    let mut o = format!("braid {} ({}) on Linux {}\n", s.version, s.role, s.kernel);
+    if !s.uplinks.is_empty() {
+        o += &format!(
+            "\n{:<10} {:<11} {:<16} {:>8} {:>6} {:>9} {:>9} {:>10} {:>10} {:>4}\n",
+            "UPLINK",
+            "STATE",
+            "ADDRESS",
+            "RTT ms",
+            "LOSS",
+            "DOWN Mb/s",
+            "UP Mb/s",
+            "RX",
+            "TX",
+            "SUBF"
+        );
+        for u in &s.uplinks {
+            let state = if u.backup {
+                format!("{} (backup)", u.state)
+            } else {
+                u.state.clone()
+            };
+            o += &format!(
+                "{:<10} {:<11} {:<16} {:>8} {:>5.1}% {:>9} {:>9} {:>10} {:>10} {:>4}\n",
+                u.name,
+                state,
+                u.address.as_deref().unwrap_or("-"),
+                u.rtt_ms
+                    .map(|r| format!("{r:.1}"))
+                    .unwrap_or_else(|| "-".into()),
+                u.loss * 100.0,
+                mbit(u.rx_bps),
+                mbit(u.tx_bps),
+                bytes(u.rx_bytes),
+                bytes(u.tx_bytes),
+                u.subflows
+            );
+        }
+        o += &format!(
+            "{:<10} {:<11} {:<16} {:>8} {:>6} {:>9} {:>9}\n",
+            "bonded",
+            "",
+            "",
+            "",
+            "",
+            mbit(s.total.rx_bps),
+            mbit(s.total.tx_bps)
+        );
+    }
+    let c = &s.connections;
+    o += &format!(
+        "\nconnections: {} MPTCP, {} fallen back to TCP, {} plain TCP ({} fallbacks since start)\n",
+        c.mptcp, c.fallback, c.tcp, c.fallback_total
+    );
+    for x in c.list.iter().take(20) {
+        let per: Vec<String> = x
+            .subflows_per_uplink
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
+        o += &format!(
+            "  {:<40} {:<8} {} subflow(s) {} {:.0} s\n",
+            x.target,
+            x.transport,
+            x.subflows,
+            per.join(" "),
+            x.age_secs
+        );
+    }
+    o += &format!(
+        "TCP Fast Open: {} ({})\n",
+        if s.tfo.enabled { "on" } else { "off" },
+        s.tfo.reason
+    );
+    o += &format!(
+        "MPTCP blackhole: {} (MPTcpExtBlackhole={}{})\n",
+        if s.blackhole.active {
+            "ACTIVE: new connections use plain TCP"
+        } else {
+            "not active"
+        },
+        s.blackhole.count,
+        s.blackhole
+            .timeout_secs
+            .map(|t| format!(", timeout {t} s"))
+            .unwrap_or_default()
+    );
+    if let Some(r) = &s.relay {
+        o += &format!(
+            "relay: {} braid {} on Linux {}\n",
+            r.address, r.version, r.kernel
+        );
+    }
+    o
+}
+
+/// Entry point of `braid status`.
+pub fn main(addr: SocketAddr, json: bool, watch: bool) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("braid status: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    loop {
+        match rt.block_on(fetch(addr)) {
+            Ok(s) => {
+                let out = if json {
+                    serde_json::to_string_pretty(&s).unwrap_or_default()
+                } else {
+                    render_text(&s)
+                };
+                if watch {
+                    print!("\x1b[H\x1b[2J{out}");
+                    let _ = std::io::Write::flush(&mut std::io::stdout());
+                } else {
+                    println!("{}", out.trim_end());
+                    return ExitCode::SUCCESS;
+                }
+            }
+            Err(e) => {
+                eprintln!("braid status: {e}");
+                if !watch {
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::model::UplinkStatus;
+
+    #[test]
+    fn text_shows_each_uplink_and_the_bonded_total() {
+        let s = Status {
+            role: "gateway".into(),
+            uplinks: vec![
+                UplinkStatus {
+                    name: "wifi".into(),
+                    state: "up".into(),
+                    rx_bps: 38e6,
+                    rx_bytes: 1_500_000,
+                    ..Default::default()
+                },
+                UplinkStatus {
+                    name: "5g".into(),
+                    state: "down".into(),
+                    backup: true,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let t = render_text(&s);
+        assert!(
+            t.contains("wifi") && t.contains("38.0") && t.contains("1.5 MB"),
+            "{t}"
+        );
+        assert!(t.contains("down (backup)"), "{t}");
+        assert!(t.contains("bonded"), "{t}");
+    }
+}

@@ -1,0 +1,162 @@
+//! Prometheus metrics, rendered from the status document at each scrape, in the text format with
+//! HELP and TYPE lines (prometheus-client's encoder).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use super::model::Status;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UplinkLabel {
+    uplink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+/// The metrics text for one status document.
+pub fn render(s: &Status) -> String {
+    let mut reg = Registry::default();
+    let up = Family::<UplinkLabel, Gauge>::default();
+    let rtt = Family::<UplinkLabel, FGauge>::default();
+    let loss = Family::<UplinkLabel, FGauge>::default();
+    let tx = Family::<UplinkLabel, Counter>::default();
+    let rx = Family::<UplinkLabel, Counter>::default();
+    let subflows = Family::<UplinkLabel, Gauge>::default();
+    let changes = Family::<UplinkLabel, Counter>::default();
+    let conns = Family::<KindLabel, Gauge>::default();
+    let fallback_total = Counter::<u64>::default();
+    let blackhole = Gauge::<i64>::default();
+    for u in &s.uplinks {
+        let l = UplinkLabel {
+            uplink: u.name.clone(),
+        };
+        up.get_or_create(&l)
+            .set(i64::from(matches!(u.state.as_str(), "up" | "suspect")));
+        if let Some(r) = u.rtt_ms {
+            rtt.get_or_create(&l).set(r / 1000.0);
+        }
+        loss.get_or_create(&l).set(u.loss);
+        tx.get_or_create(&l).inc_by(u.tx_bytes);
+        rx.get_or_create(&l).inc_by(u.rx_bytes);
+        subflows.get_or_create(&l).set(i64::from(u.subflows));
+        changes.get_or_create(&l).inc_by(u.state_changes);
+    }
+    conns
+        .get_or_create(&KindLabel {
+            kind: "mptcp".into(),
+        })
+        .set(s.connections.mptcp as i64);
+    conns
+        .get_or_create(&KindLabel {
+            kind: "fallback".into(),
+        })
+        .set(s.connections.fallback as i64);
+    fallback_total.inc_by(s.connections.fallback_total);
+    blackhole.set(i64::from(s.blackhole.active));
+    reg.register(
+        "braid_uplink_up",
+        "1 while the uplink carries traffic (Up or Suspect)",
+        up,
+    );
+    reg.register(
+        "braid_uplink_rtt_seconds",
+        "Smoothed probe round-trip time to the relay",
+        rtt,
+    );
+    reg.register(
+        "braid_uplink_loss_ratio",
+        "Probe loss over the recent window",
+        loss,
+    );
+    reg.register(
+        "braid_uplink_tx_bytes",
+        "Bytes sent on the uplink interface since braid started",
+        tx,
+    );
+    reg.register(
+        "braid_uplink_rx_bytes",
+        "Bytes received on the uplink interface since braid started",
+        rx,
+    );
+    reg.register(
+        "braid_uplink_subflows",
+        "Subflows of live relay connections on the uplink",
+        subflows,
+    );
+    reg.register(
+        "braid_uplink_state_changes",
+        "Health state changes of the uplink",
+        changes,
+    );
+    reg.register(
+        "braid_connections",
+        "Live relayed connections by transport",
+        conns,
+    );
+    reg.register(
+        "braid_mptcp_fallback",
+        "Relay connections that fell back to plain TCP",
+        fallback_total,
+    );
+    reg.register(
+        "braid_mptcp_blackhole_active",
+        "1 while the kernel's MPTCP blackhole state disables MPTCP",
+        blackhole,
+    );
+    let mut out = String::new();
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::model::UplinkStatus;
+
+    #[test]
+    fn render_names_every_required_metric_with_help_and_type() {
+        let s = Status {
+            uplinks: vec![UplinkStatus {
+                name: "wifi".into(),
+                state: "up".into(),
+                rtt_ms: Some(12.0),
+                tx_bytes: 5,
+                rx_bytes: 7,
+                subflows: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let t = render(&s);
+        for m in [
+            "braid_uplink_up{uplink=\"wifi\"} 1",
+            "braid_uplink_rtt_seconds{uplink=\"wifi\"} 0.012",
+            "braid_uplink_loss_ratio{uplink=\"wifi\"} 0",
+            "braid_uplink_tx_bytes_total{uplink=\"wifi\"} 5",
+            "braid_uplink_rx_bytes_total{uplink=\"wifi\"} 7",
+            "braid_uplink_subflows{uplink=\"wifi\"} 2",
+            "braid_uplink_state_changes_total{uplink=\"wifi\"} 0",
+            "braid_connections{kind=\"mptcp\"} 0",
+            "braid_connections{kind=\"fallback\"} 0",
+            "braid_mptcp_fallback_total 0",
+            "braid_mptcp_blackhole_active 0",
+        ] {
+            assert!(t.contains(m), "missing {m}:\n{t}");
+        }
+        assert!(
+            t.contains("# HELP braid_uplink_up")
+                && t.contains("# TYPE braid_uplink_tx_bytes counter"),
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! The relay's status document: its live connections (MPTCP or fallback, subflows), its TFO
+//! listener decision and the kernel's blackhole counters.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use braid_sys::mptcp::info::{mptcp_state, MptcpState};
+
+use super::model::{Blackhole, ConnectionStatus, Connections, Status, Tfo};
+use super::registry::Registry;
+use crate::control::StatusSource;
+
+/// Everything the relay's status is made of.
+pub struct ServerStatus {
+    /// Live relayed connections.
+    pub registry: Arc<Registry>,
+    tfo: Tfo,
+    kernel: String,
+}
+
+impl ServerStatus {
+    /// A status source for the relay.
+    pub fn new(registry: Arc<Registry>, tfo_enabled: bool, tfo_reason: String) -> Arc<Self> {
+        Arc::new(ServerStatus {
+            registry,
+            tfo: Tfo {
+                enabled: tfo_enabled,
+                reason: tfo_reason,
+            },
+            kernel: braid_sys::kernel::KernelRelease::running().release,
+        })
+    }
+}
+
+impl StatusSource for ServerStatus {
+    fn snapshot(&self) -> Status {
+        let mut conns = Connections {
+            fallback_total: self.registry.fallback_total.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        self.registry.for_each(|live| {
+            let st = mptcp_state(&live.fd);
+            match st {
+                MptcpState::Mptcp { .. } => conns.mptcp += 1,
+                MptcpState::Fallback => conns.fallback += 1,
+                MptcpState::Tcp => conns.tcp += 1,
+            }
+            conns.list.push(ConnectionStatus {
+                target: live.target.clone(),
+                transport: crate::server::transport_name(st).into(),
+                subflows: st.subflows(),
+                subflows_per_uplink: Default::default(),
+                age_secs: (live.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            });
+        });
+        let bh = braid_sys::mptcp::blackhole::read(&braid_sys::sysctl::Procfs::default());
+        Status {
+            role: "server".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            kernel: self.kernel.clone(),
+            connections: conns,
+            tfo: self.tfo.clone(),
+            blackhole: Blackhole {
+                active: false,
+                count: bh.counters.blackhole,
+                timeout_secs: bh.timeout_secs,
+            },
+            ..Default::default()
+        }
+    }
+}
