@@ -98,7 +98,8 @@ fn canned_status() -> Status {
             .map(|i| (base + amp * ((i as f64) / 17.0 + phase).sin()).max(0.0) * 1e6)
             .collect()
     };
-    let wifi_rx = wave(40.0, 8.0, 0.0);
+    // Ends at its peak, 48 Mbit/s, the current rate.
+    let wifi_rx = wave(40.0, 8.0, std::f64::consts::FRAC_PI_2 - 299.0 / 17.0);
     let wifi_tx = wave(4.0, 1.0, 1.0);
     let mut g5_rx = wave(25.0, 10.0, 2.0);
     let mut g5_tx = wave(2.0, 1.0, 0.5);
@@ -117,7 +118,6 @@ fn canned_status() -> Status {
         ..UplinkStatus::default()
     };
     let mut wifi = uplink("wifi", "up", wifi_rx.clone(), wifi_tx.clone());
-    wifi.rx_bps = 48e6;
     wifi.address = Some("10.1.0.1".into());
     wifi.rtt_ms = Some(12.4);
     wifi.loss = 0.0;

@@ -137,3 +137,29 @@ pub fn side_of(path: &Path) -> Result<Side, String> {
         _ => Err(format!("{}: cannot tell whether this is a gateway config (has `server`) or a server config (has `listen`); fix: pass gateway.toml or server.toml", path.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn example(name: &str) -> String {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(name);
+        let text = std::fs::read_to_string(&p).unwrap();
+        text.replace("REPLACE-WITH-THE-OUTPUT-OF-braid-keygen", KEY)
+            .replace("REPLACE-WITH-THE-SERVERS-KEY", KEY)
+    }
+
+    #[test]
+    fn example_configs_parse_and_document_every_key() {
+        let g =
+            gateway::GatewayConfig::from_toml(Path::new("gateway.toml"), &example("gateway.toml"))
+                .unwrap();
+        assert_eq!(g.uplinks.len(), 2);
+        assert_eq!(g.health.down_after, 3);
+        server::ServerConfig::from_toml(Path::new("server.toml"), &example("server.toml")).unwrap();
+    }
+}
