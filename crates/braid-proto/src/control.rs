@@ -8,6 +8,23 @@
 //! traffic — so it doubles as an end-to-end probe (TFO timing, MPTCP state).
 //!
 //! Frame: `u32` big-endian body length, then a JSON body of at most [`MAX_FRAME`] bytes.
+//!
+//! ## Speed tests: raw bytes after a frame
+//! [`ControlRequest::Source`] and [`ControlRequest::Sink`] are the last request on their
+//! stream, and the bulk bytes they move are raw stream bytes, not frames:
+//! ```text
+//! Source  gateway ─► Source{secs}
+//!         relay   ─► Accepted{secs} frame, raw bytes for `secs` seconds, SOURCE_END trailer, EOF
+//! Sink    gateway ─► Sink{secs}
+//!         relay   ─► Accepted{secs} frame
+//!         gateway ─► raw bytes for `secs` seconds, then EOF (half-close)
+//!         relay   ─► Received{..} frame, EOF
+//! ```
+//! The [`SourceEnd`] trailer (a magic and the count of raw bytes before it) tells a complete
+//! download from one cut short: SS2022 does not authenticate EOF, so EOF alone proves nothing.
+//! An upload is complete when [`ControlResponse::Received`] counts every byte sent. A refused
+//! request gets [`ControlResponse::Error`] instead of `Accepted`; a stock Shadowsocks-2022
+//! server closes the stream without any answer.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +36,8 @@ pub const CONTROL_HOST: &str = "braid-control.invalid";
 pub const CONTROL_PORT: u16 = 9;
 /// Largest frame body accepted.
 pub const MAX_FRAME: usize = 64 * 1024;
+/// Longest speed test the relay runs ([`ControlRequest::Source`], [`ControlRequest::Sink`]).
+pub const MAX_SPEEDTEST_SECS: u32 = 60;
 
 /// What the gateway asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +55,20 @@ pub enum ControlRequest {
         /// Echoed in the pong.
         seq: u64,
     },
+    /// Download test: the relay answers [`ControlResponse::Accepted`], then sends raw
+    /// pseudo-random bytes as fast as the stream takes them for `secs` seconds, then the
+    /// [`SourceEnd`] trailer, then EOF. At most [`MAX_SPEEDTEST_SECS`].
+    Source {
+        /// Duration of the download.
+        secs: u32,
+    },
+    /// Upload test: the relay answers [`ControlResponse::Accepted`], reads raw bytes until the
+    /// client half-closes, then answers [`ControlResponse::Received`]. At most
+    /// [`MAX_SPEEDTEST_SECS`].
+    Sink {
+        /// Duration of the upload the client intends.
+        secs: u32,
+    },
 }
 
 /// What the server answers.
@@ -49,6 +82,14 @@ pub enum ControlResponse {
         /// The ping's sequence number.
         seq: u64,
     },
+    /// A [`ControlRequest::Source`] or [`ControlRequest::Sink`] is accepted: raw bytes follow
+    /// this frame.
+    Accepted {
+        /// The test's duration, as granted.
+        secs: u32,
+    },
+    /// The end of a [`ControlRequest::Sink`]: what the relay received.
+    Received(SinkReport),
     /// The request was understood but refused.
     Error {
         /// Human-readable reason.
@@ -86,6 +127,160 @@ pub struct ConnectionReport {
     /// Each subflow's client address as the server saw it (empty for plain TCP).
     #[serde(default)]
     pub subflow_peers: Vec<String>,
+}
+
+/// What the relay received in an upload test, timed by the relay (the receiver) from the first
+/// raw byte to the client's EOF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkReport {
+    /// Raw bytes received in all.
+    pub bytes: u64,
+    /// Milliseconds from the first raw byte to EOF.
+    pub elapsed_ms: u64,
+    /// Bytes received in the steady part (after the warm-up, see [`RateMeter`]).
+    pub steady_bytes: u64,
+    /// Milliseconds of the steady part.
+    pub steady_ms: u64,
+}
+
+impl SinkReport {
+    /// Steady rate in Mbit/s.
+    pub fn mbit_per_s(&self) -> f64 {
+        mbit_per_s(self.steady_bytes, self.steady_ms)
+    }
+}
+
+/// `bytes` in `ms` milliseconds as Mbit/s (0 for an empty span).
+pub fn mbit_per_s(bytes: u64, ms: u64) -> f64 {
+    if ms == 0 {
+        return 0.0;
+    }
+    bytes as f64 * 8.0 / (ms as f64 / 1000.0) / 1e6
+}
+
+/// Measures a bulk transfer's steady rate: bytes before the warm-up ends (slow start) are left
+/// out. Time is passed in as the span since the transfer started.
+#[derive(Debug, Clone, Copy)]
+pub struct RateMeter {
+    warm: std::time::Duration,
+    bytes: u64,
+    at_warm: Option<(u64, std::time::Duration)>,
+}
+
+impl RateMeter {
+    /// A meter that skips the first second, or a quarter of a shorter test.
+    pub fn new(secs: u32) -> RateMeter {
+        let test = std::time::Duration::from_secs(u64::from(secs));
+        RateMeter {
+            warm: std::time::Duration::from_secs(1).min(test / 4),
+            bytes: 0,
+            at_warm: None,
+        }
+    }
+
+    /// `n` more bytes arrived `since_start` into the transfer.
+    pub fn record(&mut self, n: u64, since_start: std::time::Duration) {
+        self.bytes += n;
+        if self.at_warm.is_none() && since_start >= self.warm {
+            self.at_warm = Some((self.bytes, since_start));
+        }
+    }
+
+    /// Bytes recorded so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The report for a transfer that ended `since_start` into it.
+    pub fn finish(&self, since_start: std::time::Duration) -> SinkReport {
+        let (b0, t0) = self.at_warm.unwrap_or((0, std::time::Duration::ZERO));
+        SinkReport {
+            bytes: self.bytes,
+            elapsed_ms: since_start.as_millis() as u64,
+            steady_bytes: self.bytes - b0,
+            steady_ms: since_start.saturating_sub(t0).as_millis() as u64,
+        }
+    }
+}
+
+/// The trailer that ends a [`ControlRequest::Source`] download: [`SourceEnd::MAGIC`], then the
+/// count of raw bytes before the trailer (`u64` big-endian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceEnd {
+    /// Raw bytes sent before the trailer.
+    pub bytes: u64,
+}
+
+impl SourceEnd {
+    /// The trailer's first eight bytes.
+    pub const MAGIC: [u8; 8] = *b"BRAIDEND";
+    /// The trailer's length.
+    pub const LEN: usize = 16;
+
+    /// The trailer's bytes.
+    pub fn emit(&self) -> [u8; SourceEnd::LEN] {
+        let mut out = [0u8; SourceEnd::LEN];
+        out[..8].copy_from_slice(&SourceEnd::MAGIC);
+        out[8..].copy_from_slice(&self.bytes.to_be_bytes());
+        out
+    }
+
+    /// Parses the last [`SourceEnd::LEN`] bytes of a download.
+    pub fn parse(tail: &[u8]) -> Option<SourceEnd> {
+        let tail: &[u8; SourceEnd::LEN] = tail.try_into().ok()?;
+        if tail[..8] != SourceEnd::MAGIC {
+            return None;
+        }
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&tail[8..]);
+        Some(SourceEnd {
+            bytes: u64::from_be_bytes(n),
+        })
+    }
+}
+
+/// Follows a download's raw bytes and tells, at EOF, whether it ended with a [`SourceEnd`]
+/// that counts every byte before it.
+#[derive(Debug, Clone, Default)]
+pub struct SourceTail {
+    seen: u64,
+    tail: Vec<u8>,
+}
+
+/// A download that ended without its [`SourceEnd`] trailer, or with a wrong count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the download was cut short after {received} bytes (no valid end marker); fix: retry, and check the relay's log and the uplink")]
+pub struct SourceCut {
+    /// Bytes that arrived.
+    pub received: u64,
+}
+
+impl SourceTail {
+    /// More raw bytes arrived.
+    pub fn push(&mut self, data: &[u8]) {
+        self.seen += data.len() as u64;
+        if data.len() >= SourceEnd::LEN {
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(&data[data.len() - SourceEnd::LEN..]);
+        } else {
+            self.tail.extend_from_slice(data);
+            let extra = self.tail.len().saturating_sub(SourceEnd::LEN);
+            self.tail.drain(..extra);
+        }
+    }
+
+    /// At EOF: the raw byte count (trailer excluded) if the download is complete.
+    pub fn finish(&self) -> Result<u64, SourceCut> {
+        let cut = SourceCut {
+            received: self.seen,
+        };
+        let payload = self.seen.checked_sub(SourceEnd::LEN as u64).ok_or(cut)?;
+        match SourceEnd::parse(&self.tail) {
+            Some(end) if end.bytes == payload => Ok(payload),
+            _ => Err(cut),
+        }
+    }
 }
 
 /// A frame that cannot be decoded.
@@ -175,6 +370,89 @@ mod tests {
             decode::<ControlRequest>(&g),
             Err(FrameError::Json(_))
         ));
+    }
+
+    #[test]
+    fn speedtest_requests_and_answers_round_trip() {
+        let msgs = [
+            ControlRequest::Source { secs: 5 },
+            ControlRequest::Sink { secs: 60 },
+        ];
+        for m in msgs {
+            let (back, _): (ControlRequest, usize) = decode(&encode(&m)).unwrap().unwrap();
+            assert_eq!(back, m);
+        }
+        let f = encode(&ControlRequest::Source { secs: 5 });
+        assert!(std::str::from_utf8(&f[4..])
+            .unwrap()
+            .contains("\"op\":\"source\""));
+        let answers = [
+            ControlResponse::Accepted { secs: 5 },
+            ControlResponse::Received(SinkReport {
+                bytes: 10_000_000,
+                elapsed_ms: 4_000,
+                steady_bytes: 7_500_000,
+                steady_ms: 3_000,
+            }),
+        ];
+        for a in answers {
+            let (back, _): (ControlResponse, usize) = decode(&encode(&a)).unwrap().unwrap();
+            assert_eq!(back, a);
+        }
+    }
+
+    #[test]
+    fn source_tail_complete_download_counts_payload() {
+        let payload = vec![0x5au8; 100_003];
+        let mut t = SourceTail::default();
+        for part in payload.chunks(4096) {
+            t.push(part);
+        }
+        let end = SourceEnd { bytes: 100_003 }.emit();
+        // The trailer split across reads, down to single bytes.
+        for b in end {
+            t.push(&[b]);
+        }
+        assert_eq!(t.finish(), Ok(100_003));
+    }
+
+    #[test]
+    fn source_tail_cut_download_is_an_error() {
+        let mut t = SourceTail::default();
+        t.push(&[1u8; 50_000]);
+        assert_eq!(t.finish(), Err(SourceCut { received: 50_000 }));
+        // A trailer whose count disagrees (bytes lost before it) is a cut too.
+        let mut t = SourceTail::default();
+        t.push(&[1u8; 500]);
+        t.push(&SourceEnd { bytes: 600 }.emit());
+        assert!(t.finish().is_err());
+        // Nothing at all.
+        assert!(SourceTail::default().finish().is_err());
+    }
+
+    #[test]
+    fn source_tail_empty_download_is_complete() {
+        let mut t = SourceTail::default();
+        t.push(&SourceEnd { bytes: 0 }.emit());
+        assert_eq!(t.finish(), Ok(0));
+    }
+
+    #[test]
+    fn rate_meter_skips_the_warm_up() {
+        let ms = std::time::Duration::from_millis;
+        let mut m = RateMeter::new(4);
+        m.record(5_000_000, ms(500));
+        m.record(1_000_000, ms(1_000));
+        // 3 s after the warm-up mark: 3_750_000 bytes = 10 Mbit/s.
+        m.record(3_750_000, ms(4_000));
+        let r = m.finish(ms(4_000));
+        assert_eq!(r.bytes, 9_750_000);
+        assert_eq!((r.steady_bytes, r.steady_ms), (3_750_000, 3_000));
+        assert!((r.mbit_per_s() - 10.0).abs() < 1e-9);
+        // A 1-second test warms up for a quarter of it.
+        let mut short = RateMeter::new(1);
+        short.record(1, ms(250));
+        assert_eq!(short.finish(ms(1_000)).steady_ms, 750);
     }
 
     #[test]
