@@ -84,6 +84,18 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Measure each uplink alone and bonded, down and up, through the relay (needs braid server).
+    Speedtest {
+        /// gateway.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON: {"results":[{"path","direction","mbit_per_s","subflows","bytes_per_uplink"}]}.
+        #[arg(long)]
+        json: bool,
+        /// Seconds per test (the relay allows at most 60).
+        #[arg(long, default_value_t = 5)]
+        secs: u32,
+    },
     /// The built-in network-namespace lab.
     #[command(subcommand)]
     Lab(crate::lab::LabCommand),
@@ -154,6 +166,7 @@ pub fn run(cli: Cli) -> ExitCode {
             })
         }
         Command::Lab(cmd) => crate::lab::run(cmd),
+        Command::Speedtest { config, json, secs } => crate::speedtest::main(&config, json, secs),
         Command::Status {
             config,
             control,

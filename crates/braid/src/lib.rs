@@ -22,4 +22,5 @@ pub mod lab;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
+pub mod speedtest;
 pub mod status;

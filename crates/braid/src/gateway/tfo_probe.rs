@@ -90,7 +90,10 @@ pub async fn exchange(dialer: &Dialer, tfo: bool) -> (Exchange, Option<ServerRep
         Ok(Some((resp, syn_data))) => {
             let report = match resp {
                 ControlResponse::Report(r) => Some(r),
-                ControlResponse::Error { .. } | ControlResponse::Pong { .. } => None,
+                ControlResponse::Error { .. }
+                | ControlResponse::Pong { .. }
+                | ControlResponse::Accepted { .. }
+                | ControlResponse::Received(_) => None,
             };
             (
                 Exchange::Replied {

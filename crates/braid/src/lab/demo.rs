@@ -1,22 +1,26 @@
 //! `braid lab demo`: the README's first command. Builds the lab, runs the real relay and
-//! gateway, measures downloads through the transparent capture over wifi alone, 5g alone and
-//! both bonded, prints the table and removes everything.
+//! gateway, measures each uplink alone and both bonded with `braid speedtest` (through the relay
+//! itself), then a real download from the LAN host through the transparent capture, prints the
+//! table and removes everything.
 
 use std::process::ExitCode;
 
 use braid_lab::{Role, UplinkSpec};
 use serde::Serialize;
+use serde_json::Value;
 
 use super::harness::{is_root, Harness, HarnessError};
 
 /// One measured path.
 #[derive(Debug, Serialize)]
 pub struct Row {
-    /// "wifi", "5g" or "bonded".
+    /// "wifi", "5g", "bonded" or "lan via capture (bonded)".
     pub path: String,
-    /// Steady download rate through braid.
-    pub mbit_per_s: f64,
-    /// Subflows the relay saw on that connection.
+    /// Download rate.
+    pub down_mbit_per_s: f64,
+    /// Upload rate (not measured for the LAN row).
+    pub up_mbit_per_s: Option<f64>,
+    /// Subflows of the measured connection.
     pub subflows: Option<u32>,
 }
 
@@ -25,8 +29,10 @@ pub struct Row {
 pub struct Report {
     /// One row per path.
     pub results: Vec<Row>,
-    /// bonded / (wifi + 5g).
-    pub bonding_efficiency: f64,
+    /// bonded / (sum of the uplinks alone), download.
+    pub bonding_efficiency_down: f64,
+    /// The same, upload.
+    pub bonding_efficiency_up: f64,
 }
 
 /// The lab links of the demo: wifi 40 Mbit/s, 10 ms RTT; 5g 20 Mbit/s, 40 ms RTT.
@@ -86,9 +92,68 @@ fn last_subflows(server_log: &str) -> Option<u32> {
         })
 }
 
-fn measure(h: &mut Harness, path: &str, uplinks: &[&str], secs: u64) -> Result<Row, HarnessError> {
-    eprintln!("measuring {path} ({secs} s)…");
-    h.start_gateway(uplinks, "")?;
+fn speedtest(h: &Harness, exe: &std::path::Path, secs: u64) -> Result<Value, HarnessError> {
+    let mut cmd = h.lab.command(Role::Gw, &exe.to_string_lossy());
+    cmd.args([
+        "speedtest",
+        "--json",
+        "--secs",
+        &secs.to_string(),
+        "--config",
+    ])
+    .arg(h.dir().join("gateway.toml"));
+    let out = cmd.output().map_err(|source| HarnessError::Io {
+        what: "running braid speedtest".into(),
+        source,
+    })?;
+    serde_json::from_slice(&out.stdout).map_err(|e| HarnessError::Traffic {
+        args: vec!["speedtest".into()],
+        status: out.status.to_string(),
+        stderr: format!(
+            "{} (stdout not JSON: {e})",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    })
+}
+
+fn find(v: &Value, path: &str, dir: &str) -> Option<(f64, Option<u32>)> {
+    v["results"]
+        .as_array()?
+        .iter()
+        .find(|r| r["path"] == path && r["direction"] == dir)
+        .map(|r| {
+            (
+                r["mbit_per_s"].as_f64().unwrap_or(0.0),
+                r["subflows"].as_u64().map(|s| s as u32),
+            )
+        })
+}
+
+/// Builds the lab, measures, tears down.
+pub fn run(prefix: &str, secs: u64) -> Result<Report, HarnessError> {
+    let exe = std::env::current_exe().map_err(|source| HarnessError::Io {
+        what: "finding the braid binary".into(),
+        source,
+    })?;
+    eprintln!("building the lab (namespaces {prefix}-lan, -gw, -vps, -srv; wifi 40 Mbit/s 10 ms, 5g 20 Mbit/s 40 ms)…");
+    let mut h = Harness::new(prefix, demo_uplinks(), &exe)?;
+    h.start_server("")?;
+    h.start_gateway(&["wifi", "5g"], "")?;
+    h.wait_uplinks_up(&["wifi", "5g"], std::time::Duration::from_secs(10))?;
+    eprintln!("braid speedtest: each uplink alone, then bonded, down and up ({secs} s each)…");
+    let st = speedtest(&h, &exe, secs)?;
+    let mut results = Vec::new();
+    for path in ["wifi", "5g", "bonded"] {
+        let down = find(&st, path, "down");
+        let up = find(&st, path, "up");
+        results.push(Row {
+            path: path.into(),
+            down_mbit_per_s: down.map(|d| d.0).unwrap_or(0.0),
+            up_mbit_per_s: up.map(|u| u.0),
+            subflows: down.and_then(|d| d.1),
+        });
+    }
+    eprintln!("a download from the LAN host through the transparent capture ({secs} s)…");
     let v = h.traffic(
         Role::Lan,
         &[
@@ -98,61 +163,53 @@ fn measure(h: &mut Harness, path: &str, uplinks: &[&str], secs: u64) -> Result<R
             "--secs",
             &secs.to_string(),
         ],
-    );
-    h.stop_gateway()?;
-    let v = v?;
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    Ok(Row {
-        path: path.into(),
-        mbit_per_s: v["mbit_per_s"].as_f64().unwrap_or(0.0),
+    )?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    results.push(Row {
+        path: "lan via capture (bonded)".into(),
+        down_mbit_per_s: v["mbit_per_s"].as_f64().unwrap_or(0.0),
+        up_mbit_per_s: None,
         subflows: last_subflows(&h.log("server.log")),
-    })
-}
-
-/// Builds the lab, measures, tears down.
-pub fn run(prefix: &str, secs: u64) -> Result<Report, HarnessError> {
-    let exe = std::env::current_exe().map_err(|source| HarnessError::Io {
-        what: "finding the braid binary".into(),
-        source,
-    })?;
-    eprintln!("building the lab (namespaces {prefix}-lan, -gw, -vps, -srv)…");
-    let mut h = Harness::new(prefix, demo_uplinks(), &exe)?;
-    h.lab.sysctl(Role::Vps, "net.ipv4.tcp_fastopen", "3")?;
-    h.start_server("")?;
-    let wifi = measure(&mut h, "wifi", &["wifi"], secs)?;
-    // "5g alone" means wifi is gone: with wifi up, the first subflow would still leave via the
-    // main table's preferred default route.
-    h.lab.set_uplink_link("wifi", false)?;
-    let g5 = measure(&mut h, "5g", &["5g"], secs);
-    h.lab.set_uplink_link("wifi", true)?;
-    let g5 = g5?;
-    let bonded = measure(&mut h, "bonded", &["wifi", "5g"], secs)?;
-    let sum = wifi.mbit_per_s + g5.mbit_per_s;
-    let eff = if sum > 0.0 {
-        bonded.mbit_per_s / sum
-    } else {
-        0.0
+    });
+    h.stop_gateway()?;
+    let eff = |get: &dyn Fn(&Row) -> f64| {
+        let sum = get(&results[0]) + get(&results[1]);
+        if sum > 0.0 {
+            get(&results[2]) / sum
+        } else {
+            0.0
+        }
     };
+    let down = eff(&|r: &Row| r.down_mbit_per_s);
+    let up = eff(&|r: &Row| r.up_mbit_per_s.unwrap_or(0.0));
     Ok(Report {
-        results: vec![wifi, g5, bonded],
-        bonding_efficiency: eff,
+        results,
+        bonding_efficiency_down: down,
+        bonding_efficiency_up: up,
     })
 }
 
 fn print_table(r: &Report) {
-    println!("{:<8} {:>10} {:>9}", "path", "Mbit/s", "subflows");
+    println!(
+        "{:<26} {:>12} {:>12} {:>9}",
+        "path", "down Mbit/s", "up Mbit/s", "subflows"
+    );
     for row in &r.results {
         println!(
-            "{:<8} {:>10.1} {:>9}",
+            "{:<26} {:>12.1} {:>12} {:>9}",
             row.path,
-            row.mbit_per_s,
+            row.down_mbit_per_s,
+            row.up_mbit_per_s
+                .map(|u| format!("{u:.1}"))
+                .unwrap_or_else(|| "-".into()),
             row.subflows
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "?".into())
         );
     }
     println!(
-        "bonding efficiency: {:.1} % of wifi + 5g",
-        r.bonding_efficiency * 100.0
+        "bonding efficiency: {:.1} % down, {:.1} % up (bonded / (wifi + 5g))",
+        r.bonding_efficiency_down * 100.0,
+        r.bonding_efficiency_up * 100.0
     );
 }

@@ -1,0 +1,236 @@
+//! `braid speedtest` in the lab: the real server and gateway in network namespaces, the
+//! speed test run in the gateway's namespace, checked against the lab's own traffic tool.
+//! A correctness test with tolerances, not a benchmark.
+//!
+//! Root-only. Without root it skips, except under CI=true, where it fails instead.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid::lab::harness::{is_root, Harness, RELAY_PORT};
+use braid_lab::{Lab, Role, UplinkSpec};
+use serde_json::Value;
+
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_braid"))
+}
+
+fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: needs root, and CI=true forbids skipping");
+    }
+    eprintln!("{test}: skipped (needs root)");
+    false
+}
+
+fn uplinks() -> Vec<UplinkSpec> {
+    vec![
+        UplinkSpec {
+            name: "wifi".into(),
+            rate_mbit: Some(40),
+            rtt_ms: 10,
+            loss_permille: 0,
+        },
+        UplinkSpec {
+            name: "5g".into(),
+            rate_mbit: Some(20),
+            rtt_ms: 40,
+            loss_permille: 0,
+        },
+    ]
+}
+
+/// Runs `braid speedtest --json --secs N` in gw; returns exit code, stdout JSON (or Null),
+/// stderr.
+fn speedtest(h: &Harness, secs: &str) -> (i32, Value, String) {
+    let cfg = h.dir().join("gateway.toml");
+    let mut cmd = h.lab.command(Role::Gw, &exe().to_string_lossy());
+    cmd.args(["speedtest", "--config"])
+        .arg(&cfg)
+        .args(["--json", "--secs", secs]);
+    let out = cmd.output().expect("running braid speedtest");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn result<'a>(v: &'a Value, path: &str, dir: &str) -> &'a Value {
+    v["results"]
+        .as_array()
+        .and_then(|rs| {
+            rs.iter()
+                .find(|r| r["path"] == path && r["direction"] == dir)
+        })
+        .unwrap_or_else(|| panic!("no {path} {dir} result in {v:#}"))
+}
+
+fn mbit(r: &Value) -> f64 {
+    r["mbit_per_s"].as_f64().unwrap_or(0.0)
+}
+
+fn within(what: &str, got: f64, want: f64, tolerance: f64) {
+    assert!(
+        (got - want).abs() <= want * tolerance,
+        "{what}: speedtest says {got:.1} Mbit/s, plain TCP {want:.1} Mbit/s (more than {:.0} % apart)",
+        tolerance * 100.0
+    );
+}
+
+#[test]
+fn speedtest_measures_each_uplink_alone_and_bonded_like_plain_tcp() {
+    if !root_or_skip("speedtest") {
+        return;
+    }
+    let mut h = Harness::new("bsp1", uplinks(), exe()).expect("lab");
+    h.start_server("").expect("server");
+    h.start_gateway(&["wifi", "5g"], "").expect("gateway");
+    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
+        .expect("uplinks up");
+
+    // Plain single-uplink TCP from gw, bound to the uplink's address (the gateway's policy
+    // routing picks the uplink from the source address).
+    let srv = Harness::traffic_target();
+    let mut plain = Vec::new();
+    for u in ["wifi", "5g"] {
+        let bind = h.lab.uplink_gw_addr(u).to_string();
+        let get = h
+            .traffic(
+                Role::Gw,
+                &["get", "--connect", &srv, "--bind", &bind, "--secs", "4"],
+            )
+            .expect("plain download");
+        let put = h
+            .traffic(
+                Role::Gw,
+                &["put", "--connect", &srv, "--bind", &bind, "--secs", "4"],
+            )
+            .expect("plain upload");
+        plain.push((u, mbit(&get), mbit(&put)));
+    }
+
+    eprintln!("plain TCP (uplink, down, up Mbit/s): {plain:?}");
+    let (code, v, stderr) = speedtest(&h, "4");
+    eprintln!("speedtest JSON:\n{v:#}");
+    assert_eq!(
+        code,
+        0,
+        "braid speedtest failed: {stderr}\n{v:#}\nserver log:\n{}",
+        h.log("server.log")
+    );
+    for path in ["wifi", "5g", "bonded"] {
+        for dir in ["down", "up"] {
+            let r = result(&v, path, dir);
+            assert!(mbit(r) > 0.0, "{path} {dir}: {r}");
+            assert!(r["bytes_per_uplink"]["wifi"].is_u64(), "{r}");
+            assert!(r["bytes_per_uplink"]["5g"].is_u64(), "{r}");
+        }
+    }
+
+    for (u, get, put) in &plain {
+        let down = result(&v, u, "down");
+        assert_eq!(down["subflows"], 1, "{down}");
+        within(&format!("{u} down"), mbit(down), *get, 0.15);
+        within(&format!("{u} up"), mbit(result(&v, u, "up")), *put, 0.15);
+        // Alone means alone: the uplink carried the test, the other only probes.
+        let other = if *u == "wifi" { "5g" } else { "wifi" };
+        let mine = down["bytes_per_uplink"][u].as_u64().unwrap_or(0);
+        let theirs = down["bytes_per_uplink"][other].as_u64().unwrap_or(0);
+        assert!(mine > 20 * theirs, "{u} down leaked onto {other}: {down}");
+    }
+
+    let bonded = result(&v, "bonded", "down");
+    assert_eq!(bonded["subflows"], 2, "{bonded}");
+    for u in ["wifi", "5g"] {
+        let b = bonded["bytes_per_uplink"][u].as_u64().unwrap_or(0);
+        assert!(
+            b > 1_000_000,
+            "bonded down carried only {b} bytes on {u}: {bonded}"
+        );
+    }
+    let best = ["wifi", "5g"]
+        .iter()
+        .map(|u| mbit(result(&v, u, "down")))
+        .fold(0.0, f64::max);
+    assert!(
+        mbit(bonded) > best,
+        "bonded down {:.1} Mbit/s is not faster than the best single uplink {best:.1}",
+        mbit(bonded)
+    );
+}
+
+/// Runs `f` on a fresh thread inside the named network namespace.
+fn in_netns<T: Send + 'static>(
+    ns: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        let fd = File::open(format!("/var/run/netns/{ns}")).expect("netns file");
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+#[test]
+fn speedtest_against_a_stock_server_says_it_needs_braid_server() {
+    use shadowsocks::config::{ServerConfig, ServerType};
+    use shadowsocks::context::Context;
+    use shadowsocks::crypto::CipherKind;
+    use shadowsocks::relay::tcprelay::proxy_listener::ProxyListener;
+
+    if !root_or_skip("speedtest_stock") {
+        return;
+    }
+    let mut h = Harness::new("bsp2", uplinks(), exe()).expect("lab");
+    let relay: SocketAddr = format!("{}:{RELAY_PORT}", Lab::VPS_PUBLIC)
+        .parse()
+        .expect("addr");
+    // A stock shadowsocks server (the library in shadowsocks-rust) in vps: it drops the stream
+    // to the unresolvable control host.
+    let key = h.key().to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let server = in_netns(h.lab.ns_name(Role::Vps), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let ctx = Context::new_shared(ServerType::Server);
+            let cfg =
+                ServerConfig::new(relay, key.as_str(), CipherKind::AEAD2022_BLAKE3_AES_256_GCM)
+                    .expect("config");
+            let listener = Arc::new(ProxyListener::bind(ctx, &cfg).await.expect("bind"));
+            ready_tx.send(()).expect("ready");
+            let accept = async move {
+                loop {
+                    let (mut s, _) = listener.accept().await.expect("accept");
+                    tokio::spawn(async move {
+                        // A stock server cannot resolve `.invalid` and closes the stream.
+                        let _ = s.handshake().await;
+                    });
+                }
+            };
+            tokio::select! { _ = accept => {}, _ = stop_rx => {} }
+        })
+    });
+    ready_rx.recv().expect("stock server ready");
+    h.start_gateway(&["wifi", "5g"], "").expect("gateway");
+
+    let (code, v, stderr) = speedtest(&h, "2");
+    assert_eq!(code, 1, "expected exit 1; stdout {v}, stderr {stderr}");
+    assert!(
+        stderr.contains("the relay does not support speedtest (a stock Shadowsocks-2022 server): braid speedtest needs braid server"),
+        "stderr: {stderr}"
+    );
+    let _ = stop_tx.send(());
+    server.join().expect("stock server thread");
+}
