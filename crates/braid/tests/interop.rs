@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use braid::lab::harness::{is_root, Harness, RELAY_PORT, TRAFFIC_PORT};
+use braid::lab::harness::{Harness, RELAY_PORT, TRAFFIC_PORT};
 use braid_lab::{Lab, Role, UplinkSpec};
 use shadowsocks::config::{ServerConfig, ServerType};
 use shadowsocks::context::Context;
@@ -17,17 +17,6 @@ use shadowsocks::relay::socks5::Address;
 use shadowsocks::relay::tcprelay::proxy_listener::ProxyListener;
 use shadowsocks::relay::tcprelay::proxy_stream::ProxyClientStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: needs root, and CI=true forbids skipping");
-    }
-    eprintln!("{test}: skipped (needs root)");
-    false
-}
 
 /// Runs `f` on a fresh thread inside the named network namespace, with its own runtime.
 fn in_netns<T: Send + 'static>(
@@ -77,7 +66,7 @@ async fn stock_client_echo(server: SocketAddr, key: &str, data: Vec<u8>) -> Vec<
 
 #[test]
 fn stock_client_to_braid_server_and_braid_gateway_to_stock_server() {
-    if !root_or_skip("interop") {
+    if !braid_lab::root_tests_enabled("interop") {
         return;
     }
     let mut h = Harness::new(

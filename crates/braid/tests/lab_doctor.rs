@@ -7,20 +7,9 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::Duration;
 
-use braid::lab::harness::{is_root, Harness};
+use braid::lab::harness::Harness;
 use braid_lab::{Role, UplinkSpec};
 use serde_json::Value;
-
-fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: needs root, and CI=true forbids skipping");
-    }
-    eprintln!("{test}: skipped (needs root)");
-    false
-}
 
 fn lab(prefix: &str) -> Harness {
     let uplinks = vec![
@@ -106,7 +95,7 @@ fn gw_config(h: &Harness) -> PathBuf {
 
 #[test]
 fn gateway_faults_are_named_without_false_alarms() {
-    if !root_or_skip("doctor_gateway") {
+    if !braid_lab::root_tests_enabled("doctor_gateway") {
         return;
     }
     let mut h = lab("btd1");
@@ -309,7 +298,7 @@ fn gateway_faults_are_named_without_false_alarms() {
 
 #[test]
 fn server_without_mptcp_and_a_kernel_blackhole_are_named() {
-    if !root_or_skip("doctor_server_mptcp") {
+    if !braid_lab::root_tests_enabled("doctor_server_mptcp") {
         return;
     }
     let mut h = lab("btd2");
@@ -381,7 +370,7 @@ fn server_without_mptcp_and_a_kernel_blackhole_are_named() {
 
 #[test]
 fn relay_clock_off_and_fake_kernels_are_named() {
-    if !root_or_skip("doctor_clock_kernel") {
+    if !braid_lab::root_tests_enabled("doctor_clock_kernel") {
         return;
     }
     let mut h = lab("btd3");
@@ -517,7 +506,7 @@ fn relay_clock_off_and_fake_kernels_are_named() {
 
 #[test]
 fn server_side_firewall_and_ssh_lockout_are_named() {
-    if !root_or_skip("doctor_server_fw") {
+    if !braid_lab::root_tests_enabled("doctor_server_fw") {
         return;
     }
     let mut h = lab("btd4");

@@ -6,22 +6,11 @@
 
 use std::path::Path;
 
-use braid::lab::harness::{is_root, Harness};
+use braid::lab::harness::Harness;
 use braid_lab::{Lab, Role, UplinkSpec};
 
 fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_braid"))
-}
-
-fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: needs root, and CI=true forbids skipping");
-    }
-    eprintln!("{test}: skipped (needs root)");
-    false
 }
 
 fn uplinks(rate: Option<u32>, rtts: [u32; 2]) -> Vec<UplinkSpec> {
@@ -79,7 +68,7 @@ fn closed_lines(log: &str) -> Vec<String> {
 
 #[test]
 fn bonded_tunnel_carries_exact_bytes_on_two_subflows_and_cleans_up() {
-    if !root_or_skip("bonded_tunnel") {
+    if !braid_lab::root_tests_enabled("bonded_tunnel") {
         return;
     }
     let mut h = Harness::new("bte1", uplinks(Some(200), [2, 4]), exe()).expect("lab");
@@ -163,7 +152,7 @@ fn bonded_tunnel_carries_exact_bytes_on_two_subflows_and_cleans_up() {
 
 #[test]
 fn server_with_mptcp_disabled_is_reported_as_fallback() {
-    if !root_or_skip("fallback") {
+    if !braid_lab::root_tests_enabled("fallback") {
         return;
     }
     let mut h = Harness::new("bte3", uplinks(None, [0, 0]), exe()).expect("lab");
@@ -202,7 +191,7 @@ fn fastopen_active(h: &Harness) -> u64 {
 
 #[test]
 fn tfo_auto_follows_end_to_end_evidence_and_on_refuses_when_impossible() {
-    if !root_or_skip("tfo") {
+    if !braid_lab::root_tests_enabled("tfo") {
         return;
     }
     let mut h = Harness::new("bte4", uplinks(Some(40), [10, 40]), exe()).expect("lab");

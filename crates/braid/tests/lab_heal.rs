@@ -8,19 +8,8 @@ use std::process::Child;
 use std::thread::sleep;
 use std::time::Duration;
 
-use braid::lab::harness::{is_root, Harness};
+use braid::lab::harness::Harness;
 use braid_lab::{Role, UplinkSpec};
-
-fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: needs root, and CI=true forbids skipping");
-    }
-    eprintln!("{test}: skipped (needs root)");
-    false
-}
 
 /// wifi 40 Mbit/s 10 ms, 5g 20 Mbit/s 40 ms, as in the demo.
 fn lab(prefix: &str, extra: &str, backup_5g: bool) -> Harness {
@@ -97,7 +86,7 @@ fn assert_carries(h: &Harness, uplink: &str, mbit: u64, what: &str) {
 
 #[test]
 fn link_down_then_up_keeps_the_connection_and_restores_the_uplink() {
-    if !root_or_skip("link_down") {
+    if !braid_lab::root_tests_enabled("link_down") {
         return;
     }
     let h = lab("bth1", "", false);
@@ -129,7 +118,7 @@ fn link_down_then_up_keeps_the_connection_and_restores_the_uplink() {
 
 #[test]
 fn silent_blackhole_is_detected_and_the_uplink_comes_back() {
-    if !root_or_skip("blackhole") {
+    if !braid_lab::root_tests_enabled("blackhole") {
         return;
     }
     let h = lab("bth2", "", false);
@@ -165,7 +154,7 @@ fn silent_blackhole_is_detected_and_the_uplink_comes_back() {
 
 #[test]
 fn address_change_moves_subflows_to_the_new_address() {
-    if !root_or_skip("address_change") {
+    if !braid_lab::root_tests_enabled("address_change") {
         return;
     }
     let h = lab("bth3", "", false);
@@ -195,7 +184,7 @@ fn address_change_moves_subflows_to_the_new_address() {
 
 #[test]
 fn twenty_flaps_in_a_row_lose_nothing_and_end_bonded() {
-    if !root_or_skip("flaps") {
+    if !braid_lab::root_tests_enabled("flaps") {
         return;
     }
     let h = lab("bth4", "", false);
@@ -221,7 +210,7 @@ fn twenty_flaps_in_a_row_lose_nothing_and_end_bonded() {
 
 #[test]
 fn backup_uplink_is_idle_while_a_primary_is_up_and_takes_over_when_all_are_down() {
-    if !root_or_skip("backup") {
+    if !braid_lab::root_tests_enabled("backup") {
         return;
     }
     let h = lab("bth5", "", true);
@@ -251,7 +240,7 @@ fn backup_uplink_is_idle_while_a_primary_is_up_and_takes_over_when_all_are_down(
 
 #[test]
 fn kernel_blackhole_is_noticed_and_its_timeout_shortened_then_restored() {
-    if !root_or_skip("kernel_blackhole") {
+    if !braid_lab::root_tests_enabled("kernel_blackhole") {
         return;
     }
     let mut h = lab("bth6", "mptcp_blackhole_timeout_secs = 30", false);

@@ -10,23 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use braid::lab::harness::{is_root, Harness, RELAY_PORT};
+use braid::lab::harness::{Harness, RELAY_PORT};
 use braid_lab::{Lab, Role, UplinkSpec};
 use serde_json::Value;
 
 fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_braid"))
-}
-
-fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: needs root, and CI=true forbids skipping");
-    }
-    eprintln!("{test}: skipped (needs root)");
-    false
 }
 
 fn uplinks() -> Vec<UplinkSpec> {
@@ -87,7 +76,7 @@ fn within(what: &str, got: f64, want: f64, tolerance: f64) {
 
 #[test]
 fn speedtest_measures_each_uplink_alone_and_bonded_like_plain_tcp() {
-    if !root_or_skip("speedtest") {
+    if !braid_lab::root_tests_enabled("speedtest") {
         return;
     }
     let mut h = Harness::new("bsp1", uplinks(), exe()).expect("lab");
@@ -186,7 +175,7 @@ fn speedtest_against_a_stock_server_says_it_needs_braid_server() {
     use shadowsocks::crypto::CipherKind;
     use shadowsocks::relay::tcprelay::proxy_listener::ProxyListener;
 
-    if !root_or_skip("speedtest_stock") {
+    if !braid_lab::root_tests_enabled("speedtest_stock") {
         return;
     }
     let mut h = Harness::new("bsp2", uplinks(), exe()).expect("lab");

@@ -9,20 +9,9 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use braid::lab::harness::{is_root, Harness};
+use braid::lab::harness::Harness;
 use braid_lab::{Role, UplinkSpec};
 use serde_json::Value;
-
-fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: needs root, and CI=true forbids skipping");
-    }
-    eprintln!("{test}: skipped (needs root)");
-    false
-}
 
 /// GET inside a namespace (the control API listens on the gateway's loopback).
 fn http_get(ns: String, path: &'static str) -> String {
@@ -86,7 +75,7 @@ fn iface_rx(h: &Harness, iface: &str) -> u64 {
 
 #[test]
 fn status_metrics_and_dashboard_agree_with_the_kernel_and_show_a_failure() {
-    if !root_or_skip("status") {
+    if !braid_lab::root_tests_enabled("status") {
         return;
     }
     let uplinks = vec![

@@ -10,7 +10,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use super::dialer::Dialer;
-use crate::relay;
 use crate::shutdown::Shutdown;
 use crate::status::registry::Registry;
 
@@ -73,14 +72,15 @@ async fn carry(
             return;
         }
     };
-    let guard = registry.add(dst.to_string(), remote.get_ref());
-    let (moved, end) = relay::relay(&mut lan, &mut remote, idle).await;
-    drop(guard);
-    if dialer.note_transport(remote.get_ref()) {
-        registry
-            .fallback_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    let (moved, end) = super::dialer::carry(
+        &dialer,
+        &registry,
+        dst.to_string(),
+        &mut lan,
+        &mut remote,
+        idle,
+    )
+    .await;
     debug!(
         "{peer} → {dst}: {end:?}, up={} down={}",
         moved.up, moved.down

@@ -223,15 +223,50 @@ impl Dialer {
             (n?, remote?)
         };
         let mut remote = remote;
-        if n == 0 {
-            // An empty first write makes the client stream send the header with padding.
-            let _ = remote.write(&[]).await?;
-        } else {
-            remote.write_all(&first[..n]).await?;
-        }
-        remote.flush().await?;
+        send_first(&mut remote, &first[..n]).await?;
         Ok(remote)
     }
+}
+
+/// Sends the request header with `first` (the LAN client's first bytes, possibly none).
+async fn send_first(remote: &mut RelayStream, first: &[u8]) -> io::Result<()> {
+    if first.is_empty() {
+        // An empty first write makes the client stream send the header with padding.
+        let _ = remote.write(&[]).await?;
+    } else {
+        remote.write_all(first).await?;
+    }
+    remote.flush().await
+}
+
+/// Waits up to [`FIRST_PAYLOAD_WAIT`] for the LAN client's first bytes and sends them with the
+/// request header on a stream that is already open (SOCKS5 opens it before replying).
+pub async fn send_first_from<L: AsyncRead + Unpin>(
+    lan: &mut L,
+    remote: &mut RelayStream,
+) -> io::Result<()> {
+    let mut first = vec![0u8; 16 * 1024];
+    let n = read_first(lan, &mut first).await?;
+    send_first(remote, &first[..n]).await
+}
+
+/// Relays a LAN connection over its relay stream, listed in the status registry while it
+/// lasts, and counts a fallback to plain TCP.
+pub async fn carry<L: AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    dialer: &Dialer,
+    registry: &Arc<crate::status::registry::Registry>,
+    label: String,
+    lan: &mut L,
+    remote: &mut RelayStream,
+    idle: Duration,
+) -> (crate::relay::Moved, crate::relay::End) {
+    let guard = registry.add(label, remote.get_ref());
+    let r = crate::relay::relay(lan, remote, idle).await;
+    drop(guard);
+    if dialer.note_transport(remote.get_ref()) {
+        registry.fallback_total.fetch_add(1, Ordering::Relaxed);
+    }
+    r
 }
 
 async fn read_first<L: AsyncRead + Unpin>(lan: &mut L, buf: &mut [u8]) -> io::Result<usize> {

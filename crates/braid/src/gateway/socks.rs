@@ -11,7 +11,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use super::dialer::Dialer;
-use crate::relay;
 use crate::shutdown::Shutdown;
 use crate::status::registry::Registry;
 
@@ -89,30 +88,21 @@ async fn carry(
     {
         return;
     }
-    let mut first = vec![0u8; 16 * 1024];
-    let n = match tokio::time::timeout(super::dialer::FIRST_PAYLOAD_WAIT, client.read(&mut first))
+    if super::dialer::send_first_from(&mut client, &mut remote)
         .await
+        .is_err()
     {
-        Ok(Ok(n)) => n,
-        Ok(Err(_)) => return,
-        Err(_) => 0,
-    };
-    let sent = if n == 0 {
-        remote.write(&[]).await.map(drop)
-    } else {
-        remote.write_all(&first[..n]).await
-    };
-    if sent.is_err() || remote.flush().await.is_err() {
         return;
     }
-    let guard = registry.add(target.to_string(), remote.get_ref());
-    let (moved, end) = relay::relay(&mut client, &mut remote, idle).await;
-    drop(guard);
-    if dialer.note_transport(remote.get_ref()) {
-        registry
-            .fallback_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    let (moved, end) = super::dialer::carry(
+        &dialer,
+        &registry,
+        target.to_string(),
+        &mut client,
+        &mut remote,
+        idle,
+    )
+    .await;
     debug!(
         "SOCKS5 {peer} → {target}: {end:?}, up={} down={}",
         moved.up, moved.down
