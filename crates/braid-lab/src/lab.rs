@@ -95,10 +95,11 @@ impl Lab {
         if !rustix::process::geteuid().is_root() {
             return Err(LabError::NotRoot);
         }
-        cleanup_stale(&spec.prefix)?;
+        let prefix = format!("{}{}", prefix_tag(), spec.prefix);
+        cleanup_stale(&prefix)?;
         let gw_addrs = (0..spec.uplinks.len()).map(|i| uplink_addr(i, 1)).collect();
         let lab = Lab {
-            prefix: spec.prefix,
+            prefix,
             uplinks: spec.uplinks,
             gw_addrs: Mutex::new(gw_addrs),
             netems: Mutex::new(Vec::new()),
@@ -400,6 +401,20 @@ pub fn root_tests_enabled(test: &str) -> bool {
     }
     eprintln!("SKIP {test}: needs root (set CI=true to make this a failure)");
     false
+}
+
+/// `BRAID_LAB_TAG` (up to 4 characters of `[a-z0-9]`), put in front of every lab prefix, so
+/// that two checkouts can run their lab tests on one machine at once without removing each
+/// other's namespaces. Anything else is ignored.
+pub fn prefix_tag() -> String {
+    std::env::var("BRAID_LAB_TAG")
+        .ok()
+        .filter(|t| {
+            t.len() <= 4
+                && t.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        .unwrap_or_default()
 }
 
 pub(crate) fn ns_name(prefix: &str, role: Role) -> String {

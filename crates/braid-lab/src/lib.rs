@@ -39,7 +39,7 @@ mod spec;
 mod topology;
 
 pub use error::LabError;
-pub use lab::{cleanup_stale, root_tests_enabled, Lab, LabProcess, Role};
+pub use lab::{cleanup_stale, prefix_tag, root_tests_enabled, Lab, LabProcess, Role};
 pub use measure::{IfaceBytes, PingStats};
 pub use shaping::bfifo_limit_bytes;
 pub use spec::{LabSpec, UplinkSpec, MAX_PREFIX, MAX_UPLINKS, MAX_UPLINK_NAME};

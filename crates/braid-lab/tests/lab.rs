@@ -20,7 +20,7 @@ fn namespaces(prefix: &str) -> Vec<String> {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .filter(|n| n.starts_with(&format!("{}{prefix}-", braid_lab::prefix_tag())))
         .collect()
 }
 
@@ -46,7 +46,12 @@ fn lab_up_connects_every_uplink_and_teardown_removes_everything() {
     .unwrap();
     let mut names = namespaces("blt1");
     names.sort();
-    assert_eq!(names, ["blt1-gw", "blt1-lan", "blt1-srv", "blt1-vps"]);
+    let tag = braid_lab::prefix_tag();
+    let want: Vec<String> = ["gw", "lan", "srv", "vps"]
+        .iter()
+        .map(|r| format!("{tag}blt1-{r}"))
+        .collect();
+    assert_eq!(names, want);
 
     for up in ["wifi", "5g"] {
         let p = ping_via(&lab, up, 2);
@@ -353,7 +358,10 @@ fn faults_toggle_and_restore() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("ip netns exec blt7-gw ip link show nosuchif") && err.contains("exit status"),
+        err.contains(&format!(
+            "ip netns exec {} ip link show nosuchif",
+            lab.ns_name(Role::Gw)
+        )) && err.contains("exit status"),
         "{err}"
     );
     assert!(lab.set_uplink_link("nosuch", true).is_err());

@@ -82,7 +82,7 @@ impl Harness {
             prefix: prefix.to_string(),
             uplinks,
         })?;
-        let dir = std::env::temp_dir().join(format!("braid-lab-{prefix}"));
+        let dir = std::env::temp_dir().join(format!("braid-lab-{}", lab.prefix()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let key = crate::keygen::generate(crate::config::Method::Aes256Gcm).map_err(|e| {
