@@ -71,10 +71,10 @@ pub enum Command {
     },
     /// Show a running daemon's uplinks, connections, TFO and blackhole state.
     Status {
-        /// gateway.toml or server.toml (its `control` address is used).
+        /// gateway.toml or server.toml (its `control` address, the HTTP status API, is used).
         #[arg(long, conflicts_with = "control")]
         config: Option<PathBuf>,
-        /// The control API address, e.g. 127.0.0.1:9090.
+        /// The HTTP status API address (`control` in the config), e.g. 127.0.0.1:9090.
         #[arg(long)]
         control: Option<std::net::SocketAddr>,
         /// Print JSON.

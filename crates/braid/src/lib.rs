@@ -14,7 +14,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod control;
 pub mod doctor;
 pub mod gateway;
 pub mod keygen;

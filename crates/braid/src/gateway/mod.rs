@@ -201,15 +201,19 @@ async fn serve(
     }
     tasks.push(tokio::spawn(status.clone().sample_forever()));
     if let Some(addr) = cfg.control {
-        let src: Arc<dyn crate::control::StatusSource> = status.clone();
-        let h = crate::control::start(addr, src, shutdown.clone())
+        let src: Arc<dyn crate::status::http::StatusSource> = status.clone();
+        let l = crate::status::http::bind(addr)
             .await
             .map_err(|source| GatewayError::Listen {
                 what: "control",
                 addr,
                 source,
             })?;
-        tasks.push(h);
+        tasks.push(tokio::spawn(crate::status::http::serve(
+            l,
+            src,
+            shutdown.clone(),
+        )));
     }
     let registry = status.registry.clone();
     let idle = cfg.idle_timeout;

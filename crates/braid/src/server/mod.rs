@@ -166,14 +166,17 @@ impl Server {
                 "the kernel does not accept TFO on this listener (see the relay's log for why)"
                     .to_string()
             };
-            let src: Arc<dyn crate::control::StatusSource> =
+            let src: Arc<dyn crate::status::http::StatusSource> =
                 crate::status::server::ServerStatus::new(
                     self.shared.registry.clone(),
                     self.shared.tfo_listener,
                     reason,
                 );
-            if let Err(e) = crate::control::start(addr, src, shutdown.clone()).await {
-                warn!("control API not started: cannot listen on {addr}: {e}; fix: change `control` in server.toml");
+            match crate::status::http::bind(addr).await {
+                Ok(l) => {
+                    tokio::spawn(crate::status::http::serve(l, src, shutdown.clone()));
+                }
+                Err(e) => warn!("HTTP status API not started: cannot listen on {addr}: {e}; fix: change `control` in server.toml"),
             }
         }
         let refresher = tokio::spawn(own_addrs::refresh_forever(self.shared.clone()));

@@ -18,9 +18,9 @@ use super::model::{
     Blackhole, ConnectionStatus, Connections, RelayInfo, Status, Tfo, Totals, UplinkStatus,
 };
 use super::registry::Registry;
-use crate::control::StatusSource;
 use crate::gateway::dialer::Dialer;
 use crate::gateway::uplink::ManagerView;
+use crate::status::http::StatusSource;
 
 /// How often the interface counters are read.
 const SAMPLE: Duration = Duration::from_millis(500);

@@ -1,9 +1,10 @@
-//! Live status of a daemon: the document served by the control API, printed by `braid status`,
-//! turned into Prometheus metrics and drawn by the dashboard.
+//! Live status of a daemon: the document served by the HTTP status API ([`http`]), printed by
+//! `braid status`, turned into Prometheus metrics and drawn by the dashboard.
 
 pub mod client;
 pub mod dashboard;
 pub mod gateway;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod registry;

@@ -8,7 +8,7 @@ use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 
 use super::model::{Blackhole, ConnectionStatus, Connections, Status, Tfo};
 use super::registry::Registry;
-use crate::control::StatusSource;
+use crate::status::http::StatusSource;
 
 /// Everything the relay's status is made of.
 pub struct ServerStatus {
