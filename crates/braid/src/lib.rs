@@ -6,6 +6,9 @@
 //! ```
 //! - [`config`]: TOML files into typed configs, with errors that name key, value and fix.
 //! - [`server`]: the relay; [`gateway`]: the router side; [`relay`]: the byte pump both use.
+//! - [`listener`]: the one accept loop (connection tasks tracked, drained at shutdown);
+//!   [`control`]: the in-tunnel control channel as a framed connection.
+//! - [`status`]: the status document and the HTTP status API ([`status::http`]).
 //! - [`cli`]: the command line; `main.rs` only parses it and calls in here.
 //!
 //! Wire formats and decisions live in `braid-proto`, kernel access in `braid-sys`, the test lab in
@@ -14,6 +17,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod doctor;
 pub mod gateway;
 pub mod keygen;

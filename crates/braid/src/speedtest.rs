@@ -31,6 +31,7 @@ use shadowsocks::relay::socks5::Address;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::gateway::{GatewayConfig, RelayAddr};
+use crate::control::{Connection, ConnectionError};
 use crate::gateway::dialer::{Dialer, RelayStream};
 use crate::gateway::uplink::kernel::RTPROT_BRAID;
 
@@ -162,6 +163,8 @@ enum TestError {
     UploadCut { got: u64, sent: u64 },
     #[error("unexpected answer from the relay: {0}")]
     Unexpected(String),
+    #[error("{0}")]
+    Control(ConnectionError),
 }
 
 /// An uplink that can be tested: it has an address of the relay's family.
@@ -348,18 +351,21 @@ where
 {
     let before = counters(ifaces, dir);
     let mut s = open().await?;
+    let mut conn = Connection::new(&mut s);
     let req = match dir {
         Direction::Down => ControlRequest::Source { secs },
         Direction::Up => ControlRequest::Sink { secs },
     };
-    s.write_all(&control::encode(&req)).await?;
-    let (accepted, early) = answer(&mut s).await?;
+    conn.send(&req).await.map_err(TestError::Control)?;
+    let accepted = answer(&mut conn).await?;
     if !matches!(accepted, ControlResponse::Accepted { .. }) {
         return Err(TestError::Unexpected(format!("{accepted:?}")));
     }
+    // Raw bytes from here on; those that came with `Accepted` belong to the download.
+    let (_, early) = conn.into_parts();
     let mut sub = Subflows::new(&s);
     let (bytes, elapsed, mbit) = match dir {
-        Direction::Down => download(&mut s, secs, early, &mut sub).await?,
+        Direction::Down => download(&mut s, secs, &early, &mut sub).await?,
         Direction::Up => upload(&mut s, secs, &mut sub).await?,
     };
     let after = counters(ifaces, dir);
@@ -379,29 +385,27 @@ where
     })
 }
 
-/// Reads the relay's answer frame; returns it and the raw bytes that followed it.
-async fn answer(s: &mut RelayStream) -> Result<(ControlResponse, Vec<u8>), TestError> {
-    let relay = s.get_ref().peer_addr().map_err(TestError::Io)?;
+/// Reads the relay's answer frame. The relay closing the stream without a word (or resetting
+/// it) means it is not braid; a frame that cannot be read fails the test at once.
+async fn answer(conn: &mut Connection<&mut RelayStream>) -> Result<ControlResponse, TestError> {
+    let relay = conn
+        .get_ref()
+        .get_ref()
+        .peer_addr()
+        .map_err(TestError::Io)?;
     let not_braid = || TestError::Fatal(SpeedtestError::NotBraid { relay });
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
     let work = async {
-        loop {
-            match control::decode::<ControlResponse>(&buf) {
-                Ok(Some((ControlResponse::Error { message }, _))) => {
-                    return Err(TestError::Fatal(SpeedtestError::Refused(message)))
-                }
-                Ok(Some((resp, used))) => return Ok((resp, buf[used..].to_vec())),
-                Ok(None) => {}
-                Err(e) => return Err(TestError::Unexpected(e.to_string())),
+        match conn.recv::<ControlResponse>().await {
+            Ok(Some(ControlResponse::Error { message })) => {
+                Err(TestError::Fatal(SpeedtestError::Refused(message)))
             }
-            match s.read(&mut chunk).await {
-                Ok(0) => return Err(not_braid()),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                // A stock server drops the stream, which may reset it.
-                Err(e) if is_reset(&e) && buf.is_empty() => return Err(not_braid()),
-                Err(e) => return Err(e.into()),
+            Ok(Some(resp)) => Ok(resp),
+            Ok(None) => Err(not_braid()),
+            // A stock server drops the stream, which may reset it.
+            Err(ConnectionError::Io(e)) if is_reset(&e) && conn.buffered().is_empty() => {
+                Err(not_braid())
             }
+            Err(e) => Err(TestError::Control(e)),
         }
     };
     tokio::time::timeout(ANSWER_TIMEOUT, work)
@@ -459,13 +463,13 @@ impl Subflows {
 async fn download(
     s: &mut RelayStream,
     secs: u32,
-    early: Vec<u8>,
+    early: &[u8],
     sub: &mut Subflows,
 ) -> Result<(u64, Duration, f64), TestError> {
     let start = Instant::now();
     let mut meter = RateMeter::new(secs);
     let mut tail = SourceTail::default();
-    tail.push(&early);
+    tail.push(early);
     meter.record(early.len() as u64, Duration::ZERO);
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -504,7 +508,7 @@ async fn upload(
         sub.maybe_sample(s);
     }
     s.shutdown().await?;
-    let (resp, _) = answer(s).await?;
+    let resp = answer(&mut Connection::new(s)).await?;
     let ControlResponse::Received(got) = resp else {
         return Err(TestError::Unexpected(format!("{resp:?}")));
     };

@@ -5,16 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use braid_proto::control::{
-    self, ControlRequest, ControlResponse, ServerReport, CONTROL_HOST, CONTROL_PORT,
-};
+use braid_proto::control::{ControlResponse, ServerReport, CONTROL_HOST, CONTROL_PORT};
 use braid_sys::mptcp::endpoint::EndpointFlags;
 use braid_sys::mptcp::info::{mptcp_state, subflow_addrs, MptcpState};
 use braid_sys::mptcp::pm::MptcpPm;
 use braid_sys::netlink::Rtnl;
 use braid_sys::sysctl::Procfs;
 use shadowsocks::relay::socks5::Address;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::check::{Check, Report, Status};
 use super::kernel::{self, KernelRoots};
@@ -459,26 +456,13 @@ async fn relay_check(d: &Dialer) -> (Check, Option<ServerReport>) {
     }
 }
 
+/// The relay's report from a control `Hello`; `None` for no answer, any other answer, or a
+/// frame that cannot be read (reported at once rather than waited on).
 async fn hello(s: &mut RelayStream) -> Option<ServerReport> {
-    let req = ControlRequest::Hello {
-        client_version: env!("CARGO_PKG_VERSION").into(),
-    };
-    s.write_all(&control::encode(&req)).await.ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Ok(Some((resp, used))) = control::decode::<ControlResponse>(&buf) {
-            buf.drain(..used);
-            return match resp {
-                ControlResponse::Report(r) => Some(r),
-                _ => None,
-            };
-        }
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+    let mut conn = crate::control::Connection::new(s);
+    match conn.request(&crate::control::hello()).await.ok()? {
+        ControlResponse::Report(r) => Some(r),
+        _ => None,
     }
 }
 

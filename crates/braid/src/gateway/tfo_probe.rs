@@ -7,14 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use braid_proto::control::{
-    self, ControlRequest, ControlResponse, ServerReport, CONTROL_HOST, CONTROL_PORT,
-};
+use braid_proto::control::{ControlResponse, ServerReport, CONTROL_HOST, CONTROL_PORT};
 use braid_proto::tfo::{Exchange, Facts};
 use shadowsocks::relay::socks5::Address;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::dialer::Dialer;
+use crate::control::Connection;
 
 /// A reply slower than this counts as lost (the stall measured on 6.18 was about 3 s).
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -64,25 +62,13 @@ pub async fn exchange(dialer: &Dialer, tfo: bool) -> (Exchange, Option<ServerRep
     let started = Instant::now();
     let work = async {
         let target = Address::DomainNameAddress(CONTROL_HOST.to_string(), CONTROL_PORT);
-        let mut s = dialer.open(target, tfo).await.ok()?;
-        let hello = ControlRequest::Hello {
-            client_version: env!("CARGO_PKG_VERSION").into(),
-        };
-        s.write_all(&control::encode(&hello)).await.ok()?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 2048];
-        loop {
-            if let Ok(Some((resp, _))) = control::decode::<ControlResponse>(&buf) {
-                let syn_data = braid_sys::tfo::syn_data_acked(s.get_ref()).unwrap_or(false);
-                dialer.note_transport(s.get_ref());
-                return Some((resp, syn_data));
-            }
-            let n = s.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
+        let mut conn = Connection::new(dialer.open(target, tfo).await.ok()?);
+        // A frame that cannot be read fails the exchange at once, not at the timeout.
+        let resp: ControlResponse = conn.request(&crate::control::hello()).await.ok()?;
+        let s = conn.get_ref().get_ref();
+        let syn_data = braid_sys::tfo::syn_data_acked(s).unwrap_or(false);
+        dialer.note_transport(s);
+        Some((resp, syn_data))
     };
     match tokio::time::timeout(EXCHANGE_TIMEOUT, work).await {
         Err(_) => (Exchange::TimedOut, None),

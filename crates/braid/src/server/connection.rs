@@ -15,6 +15,7 @@ use tracing::{debug, info};
 
 use super::Shared;
 use crate::relay::{self, End};
+use crate::shutdown::Shutdown;
 
 /// How often a relayed connection's subflows are counted.
 const SUBFLOW_SAMPLE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -49,7 +50,7 @@ fn report<S: AsFd>(stream: &S, peer: SocketAddr, tfo: bool) -> ConnectionReport 
     }
 }
 
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
     let started = Instant::now();
     let _ = stream.set_nodelay(true);
     let first = mptcp_state(&stream);
@@ -110,7 +111,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
                     subflow_peers: vec![],
                 },
             };
-            if let Err(e) = super::control::serve(&mut ss, snapshot).await {
+            if let Err(e) = super::control::serve(&mut ss, snapshot, shutdown).await {
                 debug!("control stream from {peer} ended: {e}");
             }
             return;

@@ -7,10 +7,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use braid_proto::control::{
-    self, ConnectionReport, ControlRequest, ControlResponse, RateMeter, ServerReport, SourceEnd,
+    ConnectionReport, ControlRequest, ControlResponse, RateMeter, ServerReport, SourceEnd,
     MAX_SPEEDTEST_SECS,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::control::{Connection, ConnectionError, FrameWriter};
+use crate::shutdown::Shutdown;
 
 /// sysctls reported to gateways (and to `braid doctor`).
 const SYSCTLS: &[&str] = &[
@@ -22,45 +25,38 @@ const SYSCTLS: &[&str] = &[
     "net.ipv4.tcp_congestion_control",
 ];
 
-/// Serves requests until the client closes the stream. `conn` samples the connection's state at
-/// the moment of each request.
-pub async fn serve<S, F>(stream: &mut S, conn: F) -> std::io::Result<()>
+/// Serves requests until the client closes the stream, or `shutdown` fires while it waits for
+/// the next request (health probes keep their streams open for good). `conn` samples the
+/// connection's state at the moment of each request. A frame that cannot be decoded gets an
+/// `Error` answer that says why, and ends the stream.
+pub async fn serve<S, F>(stream: S, conn: F, mut shutdown: Shutdown) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: Fn() -> ConnectionReport,
 {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
+    let mut ctl = Connection::new(stream);
     loop {
-        let req = loop {
-            match control::decode::<ControlRequest>(&buf) {
-                Ok(Some((req, used))) => {
-                    buf.drain(..used);
-                    break req;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    let resp = ControlResponse::Error {
-                        message: e.to_string(),
-                    };
-                    stream.write_all(&control::encode(&resp)).await?;
-                    return Ok(());
-                }
+        let req = tokio::select! {
+            r = ctl.recv::<ControlRequest>() => r,
+            _ = shutdown.wait() => return Ok(()),
+        };
+        let req = match req {
+            Ok(Some(req)) => req,
+            Ok(None) => return Ok(()),
+            Err(ConnectionError::Frame(e)) => {
+                let message = e.to_string();
+                ctl.send(&ControlResponse::Error { message }).await?;
+                return Err(e.into());
             }
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
+            Err(e) => return Err(e),
         };
         let resp = match req {
             ControlRequest::Hello { .. } => ControlResponse::Report(report(conn())),
             ControlRequest::Ping { seq } => ControlResponse::Pong { seq },
-            ControlRequest::Source { secs } => return source(stream, secs).await,
-            ControlRequest::Sink { secs } => return sink(stream, secs, buf).await,
+            ControlRequest::Source { secs } => return source(ctl, secs).await,
+            ControlRequest::Sink { secs } => return sink(ctl, secs).await,
         };
-        stream.write_all(&control::encode(&resp)).await?;
-        stream.flush().await?;
+        ctl.send(&resp).await?;
     }
 }
 
@@ -81,17 +77,26 @@ fn refuse(secs: u32) -> Option<ControlResponse> {
     })
 }
 
-/// Sends raw pseudo-random bytes for `secs` seconds, then the [`SourceEnd`] trailer and EOF.
-async fn source<S>(stream: &mut S, secs: u32) -> std::io::Result<()>
+/// Sends the last frame of a stream, then EOF.
+async fn answer_and_close<W>(stream: &mut W, last: &ControlResponse) -> Result<(), ConnectionError>
 where
-    S: AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    FrameWriter::new(&mut *stream).send(last).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
+/// Sends raw pseudo-random bytes for `secs` seconds, then the [`SourceEnd`] trailer and EOF.
+async fn source<S>(mut ctl: Connection<S>, secs: u32) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     if let Some(no) = refuse(secs) {
-        stream.write_all(&control::encode(&no)).await?;
-        return stream.shutdown().await;
+        return answer_and_close(&mut ctl.into_parts().0, &no).await;
     }
-    let accepted = control::encode(&ControlResponse::Accepted { secs });
-    stream.write_all(&accepted).await?;
+    ctl.send(&ControlResponse::Accepted { secs }).await?;
+    let (mut stream, _) = ctl.into_parts();
     let mut block = vec![0u8; BULK_CHUNK];
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let end = Instant::now() + Duration::from_secs(u64::from(secs));
@@ -109,23 +114,21 @@ where
         sent += block.len() as u64;
     }
     stream.write_all(&SourceEnd { bytes: sent }.emit()).await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    Ok(())
 }
 
-/// Counts raw bytes until the client's EOF (`early` are bytes that came with the request) and
+/// Counts raw bytes until the client's EOF (bytes that came with the request count too) and
 /// answers what arrived, timed from the first byte.
-async fn sink<S>(stream: &mut S, secs: u32, early: Vec<u8>) -> std::io::Result<()>
+async fn sink<S>(mut ctl: Connection<S>, secs: u32) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if let Some(no) = refuse(secs) {
-        stream.write_all(&control::encode(&no)).await?;
-        return stream.shutdown().await;
+        return answer_and_close(&mut ctl.into_parts().0, &no).await;
     }
-    stream
-        .write_all(&control::encode(&ControlResponse::Accepted { secs }))
-        .await?;
-    stream.flush().await?;
+    ctl.send(&ControlResponse::Accepted { secs }).await?;
+    let (mut stream, early) = ctl.into_parts();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(secs)) + SINK_GRACE;
     let mut meter = RateMeter::new(secs);
     let mut first: Option<Instant> = None;
@@ -142,8 +145,7 @@ where
                     SINK_GRACE.as_secs()
                 ),
             };
-            stream.write_all(&control::encode(&late)).await?;
-            return stream.shutdown().await;
+            return answer_and_close(&mut stream, &late).await;
         };
         let n = n?;
         if n == 0 {
@@ -153,10 +155,7 @@ where
         meter.record(n as u64, t0.elapsed());
     }
     let got = meter.finish(first.map(|t| t.elapsed()).unwrap_or_default());
-    stream
-        .write_all(&control::encode(&ControlResponse::Received(got)))
-        .await?;
-    stream.shutdown().await
+    answer_and_close(&mut stream, &ControlResponse::Received(got)).await
 }
 
 /// xorshift64: cheap pseudo-random filler (the tunnel encrypts it anyway).
@@ -202,30 +201,29 @@ mod tests {
         }
     }
 
-    /// Reads one response frame; returns it and the bytes after it.
-    async fn frame<R: AsyncRead + Unpin>(r: &mut R) -> (ControlResponse, Vec<u8>) {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some((resp, used)) = control::decode::<ControlResponse>(&buf).unwrap() {
-                return (resp, buf[used..].to_vec());
-            }
-            let n = r.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "EOF before a frame");
-            buf.extend_from_slice(&chunk[..n]);
-        }
+    /// A relay serving `relay` until the test fires the trigger (kept alive by the task).
+    fn spawn_serve(
+        relay: tokio::io::DuplexStream,
+    ) -> tokio::task::JoinHandle<Result<(), ConnectionError>> {
+        let (trigger, shutdown) = crate::shutdown::channel();
+        tokio::spawn(async move {
+            let r = serve(relay, conn, shutdown).await;
+            drop(trigger);
+            r
+        })
     }
 
     #[tokio::test]
     async fn source_request_sends_accepted_raw_bytes_and_a_valid_end() {
-        let (mut client, mut relay) = tokio::io::duplex(256 * 1024);
-        let server = tokio::spawn(async move { serve(&mut relay, conn).await });
-        client
-            .write_all(&control::encode(&ControlRequest::Source { secs: 0 }))
+        let (client, relay) = tokio::io::duplex(256 * 1024);
+        let server = spawn_serve(relay);
+        let mut client = Connection::new(client);
+        let resp: ControlResponse = client
+            .request(&ControlRequest::Source { secs: 0 })
             .await
             .unwrap();
-        let (resp, rest) = frame(&mut client).await;
         assert_eq!(resp, ControlResponse::Accepted { secs: 0 });
+        let (mut client, rest) = client.into_parts();
         let mut tail = SourceTail::default();
         tail.push(&rest);
         let mut more = Vec::new();
@@ -237,20 +235,24 @@ mod tests {
 
     #[tokio::test]
     async fn sink_request_counts_every_byte_until_eof() {
-        let (mut client, mut relay) = tokio::io::duplex(256 * 1024);
-        let server = tokio::spawn(async move { serve(&mut relay, conn).await });
-        client
-            .write_all(&control::encode(&ControlRequest::Sink { secs: 1 }))
+        let (client, relay) = tokio::io::duplex(256 * 1024);
+        let server = spawn_serve(relay);
+        let mut client = Connection::new(client);
+        let resp: ControlResponse = client
+            .request(&ControlRequest::Sink { secs: 1 })
             .await
             .unwrap();
-        let (resp, _) = frame(&mut client).await;
         assert_eq!(resp, ControlResponse::Accepted { secs: 1 });
+        let (mut raw, _) = client.into_parts();
         for _ in 0..10 {
-            client.write_all(&[7u8; 100_000]).await.unwrap();
+            raw.write_all(&[7u8; 100_000]).await.unwrap();
         }
-        client.shutdown().await.unwrap();
-        let (resp, _) = frame(&mut client).await;
-        let ControlResponse::Received(SinkReport { bytes, .. }) = resp else {
+        raw.shutdown().await.unwrap();
+        let resp = Connection::new(raw)
+            .recv::<ControlResponse>()
+            .await
+            .unwrap();
+        let Some(ControlResponse::Received(SinkReport { bytes, .. })) = resp else {
             panic!("expected Received, got {resp:?}");
         };
         assert_eq!(bytes, 1_000_000);
@@ -265,15 +267,49 @@ mod tests {
             },
             ControlRequest::Sink { secs: 3600 },
         ] {
-            let (mut client, mut relay) = tokio::io::duplex(64 * 1024);
-            let server = tokio::spawn(async move { serve(&mut relay, conn).await });
-            client.write_all(&control::encode(&req)).await.unwrap();
-            let (resp, _) = frame(&mut client).await;
+            let (client, relay) = tokio::io::duplex(64 * 1024);
+            let server = spawn_serve(relay);
+            let resp: ControlResponse = Connection::new(client).request(&req).await.unwrap();
             assert!(
                 matches!(&resp, ControlResponse::Error { message } if message.contains("at most 60 s")),
                 "{resp:?}"
             );
             server.await.unwrap().unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn garbage_request_gets_an_error_answer_at_once() {
+        let (mut client, relay) = tokio::io::duplex(64 * 1024);
+        let server = spawn_serve(relay);
+        let mut g = 3u32.to_be_bytes().to_vec();
+        g.extend_from_slice(b"{{{");
+        client.write_all(&g).await.unwrap();
+        // The client keeps the stream open: the answer must not wait for EOF.
+        let resp = Connection::new(&mut client)
+            .recv::<ControlResponse>()
+            .await
+            .unwrap();
+        assert!(
+            matches!(&resp, Some(ControlResponse::Error { message }) if message.contains("not valid")),
+            "{resp:?}"
+        );
+        assert!(server.await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_request_ends_at_shutdown() {
+        let (client, relay) = tokio::io::duplex(64 * 1024);
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let server = tokio::spawn(serve(relay, conn, shutdown));
+        let mut client = Connection::new(client);
+        let pong: ControlResponse = client
+            .request(&ControlRequest::Ping { seq: 4 })
+            .await
+            .unwrap();
+        assert_eq!(pong, ControlResponse::Pong { seq: 4 });
+        trigger.fire();
+        server.await.unwrap().unwrap();
+        assert!(client.recv::<ControlResponse>().await.unwrap().is_none());
     }
 }

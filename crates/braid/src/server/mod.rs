@@ -186,7 +186,8 @@ impl Server {
                 r = self.listener.accept() => match r {
                     Ok((stream, peer)) => {
                         let shared = self.shared.clone();
-                        tokio::spawn(async move { connection::serve(shared, stream, socket::normalize(peer)).await });
+                        let shutdown = shutdown.clone();
+                        tokio::spawn(async move { connection::serve(shared, stream, socket::normalize(peer), shutdown).await });
                     }
                     Err(e) => {
                         warn!("accept failed: {e}");

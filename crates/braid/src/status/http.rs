@@ -2,7 +2,7 @@
 //! and `GET /` (the dashboard). It listens on loopback by default (the config key is `control`,
 //! kept for compatibility) because it shows addresses and traffic of the whole network.
 //!
-//! Not to be confused with the in-tunnel control channel (`crate::control`), which carries
+//! Not to be confused with the in-tunnel control channel ([`crate::control`]), which carries
 //! braid's requests to the relay inside an SS2022 stream.
 
 use std::net::SocketAddr;

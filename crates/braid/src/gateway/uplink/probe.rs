@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use braid_proto::control::{self, ControlRequest, ControlResponse};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use braid_proto::control::{ControlRequest, ControlResponse};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::control::{Connection, FrameReader, FrameWriter};
 use crate::gateway::dialer::{Dialer, RelayStream};
 
 /// Where to probe from.
@@ -65,7 +66,7 @@ const STOCK_AFTER: u32 = 3;
 /// A connected probe stream: its write half, and the task reading pongs from the read half,
 /// which is stopped when the stream is dropped so that a stale connection does not linger.
 struct Conn {
-    writer: WriteHalf<RelayStream>,
+    writer: FrameWriter<WriteHalf<RelayStream>>,
     reader: tokio::task::JoinHandle<()>,
     generation: u64,
 }
@@ -126,7 +127,7 @@ pub async fn run(
                             c.abort();
                         }
                         connect_failed = false;
-                        let (r, writer) = tokio::io::split(stream);
+                        let (r, writer) = Connection::new(stream).split();
                         generation += 1;
                         last_pong.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
                         let reader = tokio::spawn(read_pongs(uplink, r, tx.clone(), ended_tx.clone(), generation, epoch, last_pong.clone()));
@@ -173,8 +174,7 @@ pub async fn run(
                     conn = None;
                 }
                 if let Some(c) = conn.as_mut() {
-                    let frame = control::encode(&ControlRequest::Ping { seq });
-                    if c.writer.write_all(&frame).await.is_err() || c.writer.flush().await.is_err() {
+                    if c.writer.send(&ControlRequest::Ping { seq }).await.is_err() {
                         conn = None;
                     }
                     continue;
@@ -203,22 +203,21 @@ fn attempt(
     })
 }
 
+/// Reads pongs until the stream ends. A frame that cannot be read ends the stream at once (the
+/// relay speaks another protocol, or the stream is corrupt): the probe then reconnects.
 async fn read_pongs(
     uplink: usize,
-    mut r: ReadHalf<RelayStream>,
+    mut r: FrameReader<ReadHalf<RelayStream>>,
     tx: mpsc::Sender<ProbeEvent>,
     ended: mpsc::Sender<(u64, bool)>,
     generation: u64,
     epoch: Instant,
     last_pong: Arc<AtomicU64>,
 ) {
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 1024];
     let mut answered = false;
     loop {
-        while let Ok(Some((resp, used))) = control::decode::<ControlResponse>(&buf) {
-            buf.drain(..used);
-            if let ControlResponse::Pong { seq } = resp {
+        match r.recv::<ControlResponse>().await {
+            Ok(Some(ControlResponse::Pong { seq })) => {
                 answered = true;
                 last_pong.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
                 let _ = tx
@@ -229,10 +228,12 @@ async fn read_pongs(
                     })
                     .await;
             }
-        }
-        match r.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("probe of uplink #{uplink}: stream ended: {e}");
+                break;
+            }
         }
     }
     let _ = ended.send((generation, answered)).await;
