@@ -22,6 +22,7 @@ pub mod doctor;
 pub mod gateway;
 pub mod keygen;
 pub mod lab;
+pub mod listener;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
