@@ -1,6 +1,7 @@
 //! The command line. `main` parses [`Cli`] and calls [`run`]; every subcommand maps to a library
 //! function that takes typed values, so tests can drive the same code without a process.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -112,61 +113,28 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-}
-
 /// Runs a parsed command line; the exit code is 0 on success, 1 on a failure braid explains,
 /// 2 on a usage or configuration error.
+///
+/// The one tokio runtime is built here, for the subcommands that need it; `keygen` needs none,
+/// and the lab builds its own.
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(&cli.log);
     match cli.command {
-        Command::Keygen { method } => match Method::parse("--method", &method) {
-            Ok(m) => match crate::keygen::generate(m) {
-                Ok(k) => {
-                    println!("{k}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("braid: cannot read the system's random source: {e}");
-                    ExitCode::from(1)
-                }
-            },
-            Err(_) => {
-                eprintln!(
-                    "braid: --method {method:?} is not supported; fix: use one of {}",
-                    Method::ALL.map(|m| m.name()).join(", ")
-                );
-                ExitCode::from(2)
-            }
-        },
-        Command::Server { config } => {
-            let cfg = match ServerConfig::load(&config) {
-                Ok(c) => c,
-                Err(e) => return usage(e),
-            };
-            daemon(async move {
-                let shutdown = crate::shutdown::on_signals()?;
-                let server = crate::server::Server::bind(cfg)?;
-                server.run(shutdown).await;
-                Ok(())
-            })
-        }
-        Command::Gateway { config } => {
-            let cfg = match GatewayConfig::load(&config) {
-                Ok(c) => c,
-                Err(e) => return usage(e),
-            };
-            daemon(async move {
-                let shutdown = crate::shutdown::on_signals()?;
-                crate::gateway::run(cfg, shutdown).await?;
-                Ok(())
-            })
-        }
+        Command::Keygen { method } => keygen(&method),
         Command::Lab(cmd) => crate::lab::run(cmd),
-        Command::Speedtest { config, json, secs } => crate::speedtest::main(&config, json, secs),
+        Command::Server { config } => match ServerConfig::load(&config) {
+            Ok(cfg) => block_on(daemon(server(cfg)), ExitCode::from(1)),
+            Err(e) => usage(e),
+        },
+        Command::Gateway { config } => match GatewayConfig::load(&config) {
+            Ok(cfg) => block_on(daemon(gateway(cfg)), ExitCode::from(1)),
+            Err(e) => usage(e),
+        },
+        Command::Speedtest { config, json, secs } => block_on(
+            crate::speedtest::main(&config, json, secs),
+            ExitCode::from(1),
+        ),
         Command::Status {
             config,
             control,
@@ -184,7 +152,10 @@ pub fn run(cli: Cli) -> ExitCode {
                     None => return usage("give --config FILE or --control ADDR"),
                 },
             };
-            crate::status::client::main(addr, json, watch)
+            block_on(
+                crate::status::client::main(addr, json, watch),
+                ExitCode::from(1),
+            )
         }
         Command::Doctor {
             config,
@@ -194,17 +165,57 @@ pub fn run(cli: Cli) -> ExitCode {
             run_root,
             kernel_release,
             sshd_config,
-        } => crate::doctor::main(crate::doctor::Options {
-            config,
-            json,
-            sshd_config,
-            roots: crate::doctor::KernelRoots {
-                proc: proc_root,
-                boot: boot_root,
-                run: run_root,
-                release: kernel_release,
-            },
-        }),
+        } => block_on(
+            crate::doctor::main(crate::doctor::Options {
+                config,
+                json,
+                sshd_config,
+                roots: crate::doctor::KernelRoots {
+                    proc: proc_root,
+                    boot: boot_root,
+                    run: run_root,
+                    release: kernel_release,
+                },
+            }),
+            // Doctor's contract: 2 when it could not run at all.
+            ExitCode::from(2),
+        ),
+    }
+}
+
+fn keygen(method: &str) -> ExitCode {
+    match Method::parse("--method", method) {
+        Ok(m) => match crate::keygen::generate(m) {
+            Ok(k) => {
+                println!("{k}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("braid: cannot read the system's random source: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(_) => {
+            eprintln!(
+                "braid: --method {method:?} is not supported; fix: use one of {}",
+                Method::ALL.map(|m| m.name()).join(", ")
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Builds the runtime and runs `fut` on it; `failed` is the exit code when it cannot be built.
+fn block_on(fut: impl Future<Output = ExitCode>, failed: ExitCode) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("braid: cannot start the async runtime: {e}");
+            failed
+        }
     }
 }
 
@@ -213,15 +224,26 @@ fn usage(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn daemon(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("braid: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match rt.block_on(fut) {
+/// `braid server`: bind, then relay until SIGINT/SIGTERM.
+async fn server(cfg: ServerConfig) -> anyhow::Result<()> {
+    let shutdown = crate::shutdown::on_signals()?;
+    let listeners = crate::server::Listeners::bind(&cfg).await?;
+    crate::server::Server::new(cfg, listeners)
+        .run(shutdown)
+        .await;
+    Ok(())
+}
+
+/// `braid gateway`: bind, then bond and carry until SIGINT/SIGTERM.
+async fn gateway(cfg: GatewayConfig) -> anyhow::Result<()> {
+    let shutdown = crate::shutdown::on_signals()?;
+    let listeners = crate::gateway::Listeners::bind(&cfg).await?;
+    crate::gateway::run(cfg, listeners, shutdown).await?;
+    Ok(())
+}
+
+async fn daemon(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    match fut.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");

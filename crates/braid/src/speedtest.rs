@@ -580,9 +580,9 @@ impl Report {
     }
 }
 
-/// Entry point of the subcommand: exit 0 when every test completed, 1 on any failure, 2 when
-/// the configuration cannot be loaded.
-pub fn main(config: &Path, json: bool, secs: u32) -> ExitCode {
+/// Entry point of the subcommand (on the CLI's runtime): exit 0 when every test completed, 1 on
+/// any failure, 2 when the configuration cannot be loaded.
+pub async fn main(config: &Path, json: bool, secs: u32) -> ExitCode {
     let cfg = match GatewayConfig::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -590,17 +590,7 @@ pub fn main(config: &Path, json: bool, secs: u32) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("braid speedtest: cannot start: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match rt.block_on(run(&cfg, secs)) {
+    match run(&cfg, secs).await {
         Ok(report) => {
             if json {
                 println!("{}", report.to_json());

@@ -46,19 +46,9 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
     }
 }
 
-/// Entry point of the subcommand.
-pub fn main(opts: Options) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("braid doctor: cannot start: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match rt.block_on(run(&opts)) {
+/// Entry point of the subcommand (on the CLI's runtime).
+pub async fn main(opts: Options) -> ExitCode {
+    match run(&opts).await {
         Ok(report) => {
             if opts.json {
                 println!("{}", report.to_json());

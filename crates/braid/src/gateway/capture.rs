@@ -2,52 +2,31 @@
 //! carried to its original destination through the relay.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use shadowsocks::relay::socks5::Address;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use super::dialer::Dialer;
+use super::Carrier;
+use crate::listener::Handler;
 use crate::shutdown::Shutdown;
-use crate::status::registry::Registry;
 
-/// Accepts redirected connections until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    dialer: Arc<Dialer>,
-    registry: Arc<Registry>,
-    idle: Duration,
-    mut shutdown: Shutdown,
-) {
-    let own = listener.local_addr().ok();
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            r = listener.accept() => match r {
-                Ok((lan, peer)) => {
-                    let dialer = dialer.clone();
-                    let registry = registry.clone();
-                    tokio::spawn(async move { carry(lan, peer, own, dialer, registry, idle).await });
-                }
-                Err(e) => {
-                    warn!("redirect listener: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+/// Serves the `redirect` listener: each connection is carried to its original destination.
+pub struct Capture {
+    /// The listener's own address, to tell a direct connection from a redirected one.
+    pub(super) own: Option<SocketAddr>,
+    /// The way to the relay.
+    pub(super) carrier: Carrier,
+}
+
+impl Handler for Capture {
+    /// A captured connection is relayed until it ends (draining lets it finish).
+    async fn handle(&self, lan: TcpStream, peer: SocketAddr, _shutdown: Shutdown) {
+        carry(lan, peer, self).await
     }
 }
 
-async fn carry(
-    mut lan: TcpStream,
-    peer: SocketAddr,
-    own: Option<SocketAddr>,
-    dialer: Arc<Dialer>,
-    registry: Arc<Registry>,
-    idle: Duration,
-) {
+async fn carry(mut lan: TcpStream, peer: SocketAddr, c: &Capture) {
     let _ = lan.set_nodelay(true);
     let dst = match braid_sys::socket::original_dst(&lan) {
         Ok(d) => d,
@@ -58,10 +37,11 @@ async fn carry(
     };
     // A connection made straight to the listener (not redirected) has itself as "original"
     // destination; relaying it would loop.
-    if own.is_some_and(|o| o.port() == dst.port()) && lan.local_addr().is_ok_and(|l| l == dst) {
+    if c.own.is_some_and(|o| o.port() == dst.port()) && lan.local_addr().is_ok_and(|l| l == dst) {
         debug!("{peer}: direct connection to the redirect port, not a captured one; closing");
         return;
     }
+    let dialer = &c.carrier.dialer;
     let mut remote = match dialer.open_for(&mut lan, Address::SocketAddress(dst)).await {
         Ok(r) => r,
         Err(e) => {
@@ -72,15 +52,10 @@ async fn carry(
             return;
         }
     };
-    let (moved, end) = super::dialer::carry(
-        &dialer,
-        &registry,
-        dst.to_string(),
-        &mut lan,
-        &mut remote,
-        idle,
-    )
-    .await;
+    let (moved, end) = c
+        .carrier
+        .carry(dst.to_string(), &mut lan, &mut remote)
+        .await;
     debug!(
         "{peer} → {dst}: {end:?}, up={} down={}",
         moved.up, moved.down

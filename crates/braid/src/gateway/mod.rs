@@ -1,10 +1,16 @@
 //! `braid gateway`: bonds the uplinks and carries LAN TCP through the relay.
 //!
-//! Start-up order matters for clean failure: resolve the relay, decide what TFO can do locally
-//! (so `fast_open = "on"` fails before anything touches the kernel), install the per-uplink
-//! kernel state, open the listeners, then install the capture table last, so LAN traffic is only
-//! redirected once something listens. Shutdown removes everything in reverse, also after a
-//! start-up error half-way.
+//! Start-up order matters for clean failure: the caller binds the listeners first
+//! ([`Listeners::bind`], so a port in use fails before anything else happens), then [`run`]
+//! resolves the relay, decides what TFO can do locally (so `fast_open = "on"` fails before
+//! anything touches the kernel), installs the per-uplink kernel state, starts serving, and
+//! installs the capture table last, so LAN traffic is only redirected once something listens.
+//! Shutdown drains the connections, then removes everything in reverse, also after a start-up
+//! error half-way.
+//!
+//! With no uplinks (a config file must name one; the library accepts none) nothing is bonded and
+//! the kernel's routing and MPTCP state is left alone: relay connections follow the main routing
+//! table. That is how tests run a gateway without root.
 
 mod capture;
 pub mod dialer;
@@ -17,12 +23,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use braid_proto::tfo::{self, Decision, Policy};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 
 use crate::config::gateway::{GatewayConfig, RelayAddr};
 use crate::config::FastOpen;
+use crate::listener::Listener;
 use crate::shutdown::Shutdown;
-use dialer::Dialer;
+use crate::status::gateway::GatewayStatus;
+use crate::status::registry::Registry;
+use dialer::{Dialer, RelayStream};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +105,58 @@ fn log_decision(d: &Decision) {
     }
 }
 
-/// Runs the gateway until `shutdown`, then removes every piece of kernel state it added.
-pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayError> {
+/// The gateway's listening sockets, bound before [`run`] (by [`Listeners::bind`] from the config,
+/// or by a test on port 0).
+pub struct Listeners {
+    /// Transparent capture (`redirect`); the capture table redirects to its port.
+    pub redirect: TcpListener,
+    /// SOCKS5 (`socks`), if wanted.
+    pub socks: Option<TcpListener>,
+    /// The HTTP status API (`control`), if wanted.
+    pub status_http: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener the config asks for; an address in use fails here, naming its key.
+    pub async fn bind(cfg: &GatewayConfig) -> Result<Listeners, GatewayError> {
+        let status_http = match cfg.control {
+            Some(addr) => Some(crate::status::http::bind(addr).await.map_err(|source| {
+                GatewayError::Listen {
+                    what: "control",
+                    addr,
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        Ok(Listeners {
+            redirect: bind(cfg.redirect, "redirect")?,
+            socks: cfg.socks.map(|a| bind(a, "socks")).transpose()?,
+            status_http,
+        })
+    }
+}
+
+fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, GatewayError> {
+    let l = braid_sys::socket::listen(
+        addr,
+        braid_sys::socket::ListenOptions {
+            mptcp: false,
+            fastopen_qlen: None,
+            backlog: 1024,
+        },
+    )
+    .map_err(|source| GatewayError::Listen { what, addr, source })?;
+    TcpListener::from_std(l.listener).map_err(|source| GatewayError::Listen { what, addr, source })
+}
+
+/// Runs the gateway on `listeners` until `shutdown`, then drains the connections and removes
+/// every piece of kernel state it added.
+pub async fn run(
+    cfg: GatewayConfig,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), GatewayError> {
     let relay = resolve(&cfg.server).await?;
     let facts = tfo_probe::local_facts(relay, cfg.mptcp);
     let dialer = Dialer::new(&cfg, relay).map_err(|source| GatewayError::Listen {
@@ -114,10 +176,6 @@ pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayEr
             return Err(GatewayError::FastOpen(d.reason.clone()));
         }
     }
-    let rtnl = braid_sys::netlink::Rtnl::connect()?;
-    let pm = braid_sys::mptcp::pm::MptcpPm::connect()
-        .await
-        .map_err(uplink::kernel::UplinkError::from)?;
     // The manager stops on the daemon's shutdown, or when serving fails to start.
     let (stop, stop_rx) = crate::shutdown::channel();
     let stop = Arc::new(stop);
@@ -130,23 +188,24 @@ pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayEr
         })
     };
     let (view_tx, view_rx) = tokio::sync::watch::channel(uplink::ManagerView::default());
-    let registry = Arc::new(crate::status::registry::Registry::default());
-    let status =
-        crate::status::gateway::GatewayStatus::new(registry.clone(), view_rx, dialer.clone());
-    let mut manager = tokio::spawn(uplink::run(
-        cfg.clone(),
-        cfg.health.clone(),
-        rtnl,
-        pm,
-        dialer.clone(),
-        view_tx,
-        stop_rx,
-    ));
+    let registry = Arc::new(Registry::default());
+    let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone());
+    let manager = match start_manager(&cfg, &dialer, view_tx, stop_rx).await {
+        Ok(m) => m,
+        Err(e) => {
+            outer.abort();
+            return Err(e);
+        }
+    };
+    let serving = serve(&cfg, listeners, dialer, status, early, facts, shutdown);
     // The manager only returns early when it cannot work at all (e.g. MPTCP limits refused):
     // then the gateway stops too, rather than run without its uplinks.
-    let (result, manager_done) = tokio::select! {
-        r = serve(&cfg, dialer, status, early, facts, shutdown) => (r, None),
-        m = &mut manager => (Err(manager_error(m)), Some(())),
+    let (result, manager) = match manager {
+        None => (serving.await, None),
+        Some(mut m) => tokio::select! {
+            r = serving => (r, Some(m)),
+            done = &mut m => (Err(manager_error(done)), None),
+        },
     };
     stop.fire();
     outer.abort();
@@ -155,7 +214,7 @@ pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayEr
             warn!("removing nftables table inet {}: {e}", cfg.nft_table);
         }
     }
-    if manager_done.is_none() {
+    if let Some(manager) = manager {
         if let Err(e) = manager
             .await
             .map_err(|e| e.to_string())
@@ -168,6 +227,35 @@ pub async fn run(cfg: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayEr
     result
 }
 
+type ManagerTask = JoinHandle<Result<(), uplink::kernel::UplinkError>>;
+
+/// Starts the uplink manager, which installs and heals the per-uplink kernel state; with no
+/// uplinks there is nothing to manage, and netlink is not even opened.
+async fn start_manager(
+    cfg: &GatewayConfig,
+    dialer: &Arc<Dialer>,
+    view: tokio::sync::watch::Sender<uplink::ManagerView>,
+    stop: Shutdown,
+) -> Result<Option<ManagerTask>, GatewayError> {
+    if cfg.uplinks.is_empty() {
+        info!("no uplinks configured: nothing is bonded, relay connections follow the main routing table");
+        return Ok(None);
+    }
+    let rtnl = braid_sys::netlink::Rtnl::connect()?;
+    let pm = braid_sys::mptcp::pm::MptcpPm::connect()
+        .await
+        .map_err(uplink::kernel::UplinkError::from)?;
+    Ok(Some(tokio::spawn(uplink::run(
+        cfg.clone(),
+        cfg.health.clone(),
+        rtnl,
+        pm,
+        dialer.clone(),
+        view,
+        stop,
+    ))))
+}
+
 fn manager_error(
     m: Result<Result<(), uplink::kernel::UplinkError>, tokio::task::JoinError>,
 ) -> GatewayError {
@@ -178,73 +266,75 @@ fn manager_error(
     }
 }
 
+/// What the LAN-facing listeners (capture and SOCKS5) need to carry a connection to the relay.
+#[derive(Clone)]
+struct Carrier {
+    dialer: Arc<Dialer>,
+    registry: Arc<Registry>,
+    /// `idle_timeout_secs`.
+    idle: Duration,
+}
+
+impl Carrier {
+    /// Relays `lan` over `remote`, listed in status as `label` while it lasts.
+    async fn carry<L: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        label: String,
+        lan: &mut L,
+        remote: &mut RelayStream,
+    ) -> (crate::relay::Moved, crate::relay::End) {
+        dialer::carry(&self.dialer, &self.registry, label, lan, remote, self.idle).await
+    }
+}
+
+/// Serves until `shutdown`: the listeners, the HTTP status API and the TFO decision, with the
+/// capture table installed once the redirect listener is served. Returns after the listeners
+/// drained; on an error every task started here is aborted.
 async fn serve(
     cfg: &GatewayConfig,
+    listeners: Listeners,
     dialer: Arc<Dialer>,
-    status: Arc<crate::status::gateway::GatewayStatus>,
+    status: Arc<GatewayStatus>,
     early: Option<Decision>,
     facts: braid_proto::tfo::Facts,
     mut shutdown: Shutdown,
 ) -> Result<(), GatewayError> {
-    let mut tasks = Vec::new();
+    // Both sets abort their tasks when dropped, also on an early return.
+    let mut background = JoinSet::new();
+    let mut serving = JoinSet::new();
     match early {
         Some(d) => {
             log_decision(&d);
             dialer.set_tfo_decision(d.enabled, &d.reason);
         }
-        None => tasks.push(tokio::spawn(decide_tfo(
-            dialer.clone(),
-            policy(cfg.fast_open),
-            facts,
-            status.clone(),
-        ))),
+        None => {
+            background.spawn(decide_tfo(
+                dialer.clone(),
+                policy(cfg.fast_open),
+                facts,
+                status.clone(),
+            ));
+        }
     }
-    tasks.push(tokio::spawn(status.clone().sample_forever()));
-    if let Some(addr) = cfg.control {
-        let src: Arc<dyn crate::status::http::StatusSource> = status.clone();
-        let l = crate::status::http::bind(addr)
-            .await
-            .map_err(|source| GatewayError::Listen {
-                what: "control",
-                addr,
-                source,
-            })?;
-        tasks.push(tokio::spawn(crate::status::http::serve(
-            l,
-            src,
-            shutdown.clone(),
-        )));
-    }
-    let registry = status.registry.clone();
-    let idle = cfg.idle_timeout;
-    let redirect = bind(cfg.redirect, "redirect")?;
-    info!(
-        "transparent listener on {}",
-        redirect.local_addr().unwrap_or(cfg.redirect)
+    background.spawn(status.clone().sample_forever());
+    let carrier = Carrier {
+        dialer: dialer.clone(),
+        registry: status.registry.clone(),
+        idle: cfg.idle_timeout,
+    };
+    let redirect_port = spawn_listeners(
+        &mut serving,
+        listeners,
+        carrier,
+        status,
+        &shutdown,
+        cfg.redirect.port(),
     );
-    tasks.push(tokio::spawn(capture::serve(
-        redirect,
-        dialer.clone(),
-        registry.clone(),
-        idle,
-        shutdown.clone(),
-    )));
-    if let Some(addr) = cfg.socks {
-        let l = bind(addr, "socks")?;
-        info!("SOCKS5 listener on {}", l.local_addr().unwrap_or(addr));
-        tasks.push(tokio::spawn(socks::serve(
-            l,
-            dialer.clone(),
-            registry.clone(),
-            idle,
-            shutdown.clone(),
-        )));
-    }
     if !cfg.lan.is_empty() {
         braid_sys::nftables::CaptureRules {
             table: cfg.nft_table.clone(),
             lan: cfg.lan.clone(),
-            redirect_port: cfg.redirect.port(),
+            redirect_port,
             exclude: vec![dialer.relay().ip()],
         }
         .apply()?;
@@ -260,27 +350,49 @@ async fn serve(
         cfg.uplinks.len()
     );
     shutdown.wait().await;
-    for t in tasks {
-        t.abort();
-    }
+    background.abort_all();
+    while serving.join_next().await.is_some() {}
     Ok(())
 }
 
-fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, GatewayError> {
-    let l = braid_sys::socket::listen(
-        addr,
-        braid_sys::socket::ListenOptions {
-            mptcp: false,
-            fastopen_qlen: None,
-            backlog: 1024,
-        },
-    )
-    .map_err(|source| GatewayError::Listen { what, addr, source })?;
-    tokio::net::TcpListener::from_std(l.listener).map_err(|source| GatewayError::Listen {
-        what,
-        addr,
-        source,
-    })
+/// Serves the HTTP status API and the LAN-facing listeners on `serving`, each until `shutdown`.
+/// Returns the port the capture table must redirect to.
+fn spawn_listeners(
+    serving: &mut JoinSet<()>,
+    listeners: Listeners,
+    carrier: Carrier,
+    status: Arc<GatewayStatus>,
+    shutdown: &Shutdown,
+    configured_redirect_port: u16,
+) -> u16 {
+    if let Some(l) = listeners.status_http {
+        let src: Arc<dyn crate::status::http::StatusSource> = status;
+        serving.spawn(crate::status::http::serve(l, src, shutdown.clone()));
+    }
+    let own = listeners.redirect.local_addr().ok();
+    if let Some(a) = own {
+        info!("transparent listener on {a}");
+    }
+    let capture = capture::Capture {
+        own,
+        carrier: carrier.clone(),
+    };
+    let redirect = Listener::new("redirect", listeners.redirect, Arc::new(capture));
+    let sd = shutdown.clone();
+    serving.spawn(async move {
+        redirect.run(sd).await;
+    });
+    if let Some(l) = listeners.socks {
+        let socks = Listener::new("SOCKS5", l, Arc::new(socks::Socks { carrier }));
+        if let Ok(a) = socks.local_addr() {
+            info!("SOCKS5 listener on {a}");
+        }
+        let sd = shutdown.clone();
+        serving.spawn(async move {
+            socks.run(sd).await;
+        });
+    }
+    own.map_or(configured_redirect_port, |a| a.port())
 }
 
 /// Probes the relay until the evidence is conclusive, then sets the dialer's TFO switch and says

@@ -1,67 +1,53 @@
 //! The optional SOCKS5 listener (CONNECT only, no authentication).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use braid_proto::socks5::{self, Reply, TargetAddr};
 use shadowsocks::relay::socks5::Address;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use super::dialer::Dialer;
+use super::Carrier;
+use crate::listener::Handler;
 use crate::shutdown::Shutdown;
-use crate::status::registry::Registry;
 
 /// How long a SOCKS5 client has for its greeting and request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts SOCKS5 clients until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    dialer: Arc<Dialer>,
-    registry: Arc<Registry>,
-    idle: Duration,
-    mut shutdown: Shutdown,
-) {
-    loop {
-        tokio::select! {
+/// Serves the `socks` listener.
+pub struct Socks {
+    /// The way to the relay.
+    pub(super) carrier: Carrier,
+}
+
+impl Handler for Socks {
+    /// A client still in its handshake at shutdown is dropped; one that is relaying may finish
+    /// while the listener drains.
+    async fn handle(&self, mut client: TcpStream, peer: SocketAddr, mut shutdown: Shutdown) {
+        let _ = client.set_nodelay(true);
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut client));
+        let target = tokio::select! {
+            r = handshake => match r {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    debug!("SOCKS5 {peer}: {e}");
+                    return;
+                }
+                Err(_) => {
+                    debug!("SOCKS5 {peer}: handshake timed out");
+                    return;
+                }
+            },
             _ = shutdown.wait() => return,
-            r = listener.accept() => match r {
-                Ok((client, peer)) => {
-                    let dialer = dialer.clone();
-                    let registry = registry.clone();
-                    tokio::spawn(async move { carry(client, peer, dialer, registry, idle).await });
-                }
-                Err(e) => {
-                    warn!("SOCKS5 listener: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        };
+        carry(client, peer, target, &self.carrier).await
     }
 }
 
-async fn carry(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    dialer: Arc<Dialer>,
-    registry: Arc<Registry>,
-    idle: Duration,
-) {
-    let _ = client.set_nodelay(true);
-    let target = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut client)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            debug!("SOCKS5 {peer}: {e}");
-            return;
-        }
-        Err(_) => {
-            debug!("SOCKS5 {peer}: handshake timed out");
-            return;
-        }
-    };
+async fn carry(mut client: TcpStream, peer: SocketAddr, target: TargetAddr, c: &Carrier) {
+    let dialer = &c.dialer;
     let addr = match &target {
         TargetAddr::Ip(a) => Address::SocketAddress(*a),
         TargetAddr::Domain(h, p) => Address::DomainNameAddress(h.clone(), *p),
@@ -94,15 +80,7 @@ async fn carry(
     {
         return;
     }
-    let (moved, end) = super::dialer::carry(
-        &dialer,
-        &registry,
-        target.to_string(),
-        &mut client,
-        &mut remote,
-        idle,
-    )
-    .await;
+    let (moved, end) = c.carry(target.to_string(), &mut client, &mut remote).await;
     debug!(
         "SOCKS5 {peer} → {target}: {end:?}, up={} down={}",
         moved.up, moved.down

@@ -3,7 +3,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Instant;
 
 use braid_proto::control::{ConnectionReport, CONTROL_HOST, CONTROL_PORT};
@@ -14,6 +13,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use super::Shared;
+use crate::listener::Handler;
 use crate::relay::{self, End};
 use crate::shutdown::Shutdown;
 
@@ -50,7 +50,15 @@ fn report<S: AsFd>(stream: &S, peer: SocketAddr, tfo: bool) -> ConnectionReport 
     }
 }
 
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
+impl Handler for Shared {
+    /// Control streams end at shutdown between requests; relayed connections may finish while
+    /// the listener drains.
+    async fn handle(&self, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
+        serve(self, stream, peer, shutdown).await
+    }
+}
+
+async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
     let started = Instant::now();
     let _ = stream.set_nodelay(true);
     let first = mptcp_state(&stream);
@@ -120,7 +128,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, shu
     let _live = shared
         .registry
         .add(format!("{peer} → {target}"), ss.get_ref());
-    let mut upstream = match connect_target(&shared, &target).await {
+    let mut upstream = match connect_target(shared, &target).await {
         Ok(s) => s,
         Err(why) => {
             info!("{peer} → {target}: {why}");

@@ -17,10 +17,12 @@ use braid_proto::destination::DestinationPolicy;
 use braid_sys::socket::{self, ListenOptions, Transport};
 use shadowsocks::config::ServerType;
 use shadowsocks::context::Context;
+use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::server::ServerConfig;
 use crate::config::FastOpen;
+use crate::listener::Listener;
 use crate::shutdown::Shutdown;
 
 /// Why the relay could not start.
@@ -54,9 +56,104 @@ pub struct ServerStats {
     pub tcp: AtomicU64,
 }
 
-/// A bound relay, ready to run.
+/// The relay's listening sockets, bound before the [`Server`] is made (by [`Listeners::bind`]
+/// from the config, or by a test on port 0).
+pub struct Listeners {
+    /// The relay (`listen`).
+    pub relay: TcpListener,
+    /// Whether the kernel took TCP Fast Open on `relay` (false for a plain listener).
+    pub relay_fast_open: bool,
+    /// The HTTP status API (`control`), if wanted and its port was free.
+    pub status_http: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the relay listener, deciding MPTCP and TFO now so that the log says once what is
+    /// used, and the HTTP status API (a port in use there only costs the API, with a warning).
+    pub async fn bind(cfg: &ServerConfig) -> Result<Listeners, ServerError> {
+        let (relay, relay_fast_open) = bind_relay(cfg)?;
+        let status_http = match cfg.control {
+            Some(addr) => match crate::status::http::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    warn!("HTTP status API not started: cannot listen on {addr}: {e}; fix: change `control` in server.toml");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Listeners {
+            relay,
+            relay_fast_open,
+            status_http,
+        })
+    }
+}
+
+/// The MPTCP listener of `listen`, with TFO when the kernel takes it.
+fn bind_relay(cfg: &ServerConfig) -> Result<(TcpListener, bool), ServerError> {
+    let tfo_listener = decide_listener_tfo(cfg)?;
+    let opts = ListenOptions {
+        mptcp: cfg.mptcp,
+        fastopen_qlen: tfo_listener.then_some(1024),
+        backlog: 1024,
+    };
+    let bound = match socket::listen(cfg.listen, opts) {
+        Err(e) if tfo_listener && e.raw_os_error() == Some(libc_enoprotoopt()) => {
+            let kernel = braid_sys::kernel::KernelRelease::running();
+            let reason = format!("{kernel} refuses TCP_FASTOPEN on MPTCP listeners (ENOPROTOOPT); TFO on MPTCP needs Linux 6.2 or newer");
+            if cfg.fast_open == FastOpen::On {
+                return Err(ServerError::FastOpen {
+                    reason: format!(
+                        "{reason}; fix: upgrade the kernel or set fast_open = \"auto\""
+                    ),
+                });
+            }
+            warn!("TCP Fast Open off: {reason}");
+            socket::listen(
+                cfg.listen,
+                ListenOptions {
+                    fastopen_qlen: None,
+                    ..opts
+                },
+            )
+            .map(|l| (l, false))
+        }
+        other => other.map(|l| (l, tfo_listener)),
+    };
+    let (bound, tfo_listener) = bound.map_err(|source| ServerError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+    if let Some(why) = &bound.mptcp_unavailable {
+        warn!("MPTCP UNAVAILABLE, relaying over plain TCP: {why}. Gateways will get no bonding until this is fixed.");
+    }
+    let listener = TcpListener::from_std(bound.listener).map_err(|source| ServerError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+    let local = listener.local_addr().unwrap_or(cfg.listen);
+    info!(
+        "listening on {local} ({}{}), method {}",
+        if bound.transport == Transport::Mptcp {
+            "MPTCP"
+        } else {
+            "plain TCP"
+        },
+        if tfo_listener {
+            ", TCP Fast Open on"
+        } else {
+            ""
+        },
+        cfg.method
+    );
+    Ok((listener, tfo_listener))
+}
+
+/// A relay over bound listeners, ready to run.
 pub struct Server {
-    listener: tokio::net::TcpListener,
+    listener: TcpListener,
+    status_http: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
@@ -71,65 +168,8 @@ struct Shared {
 }
 
 impl Server {
-    /// Binds the listener, deciding MPTCP and TFO now so that the log says once what is used.
-    pub fn bind(cfg: ServerConfig) -> Result<Server, ServerError> {
-        let tfo_listener = decide_listener_tfo(&cfg)?;
-        let opts = ListenOptions {
-            mptcp: cfg.mptcp,
-            fastopen_qlen: tfo_listener.then_some(1024),
-            backlog: 1024,
-        };
-        let bound = match socket::listen(cfg.listen, opts) {
-            Err(e) if tfo_listener && e.raw_os_error() == Some(libc_enoprotoopt()) => {
-                let kernel = braid_sys::kernel::KernelRelease::running();
-                let reason = format!("{kernel} refuses TCP_FASTOPEN on MPTCP listeners (ENOPROTOOPT); TFO on MPTCP needs Linux 6.2 or newer");
-                if cfg.fast_open == FastOpen::On {
-                    return Err(ServerError::FastOpen {
-                        reason: format!(
-                            "{reason}; fix: upgrade the kernel or set fast_open = \"auto\""
-                        ),
-                    });
-                }
-                warn!("TCP Fast Open off: {reason}");
-                socket::listen(
-                    cfg.listen,
-                    ListenOptions {
-                        fastopen_qlen: None,
-                        ..opts
-                    },
-                )
-                .map(|l| (l, false))
-            }
-            other => other.map(|l| (l, tfo_listener)),
-        };
-        let (bound, tfo_listener) = bound.map_err(|source| ServerError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
-        if let Some(why) = &bound.mptcp_unavailable {
-            warn!("MPTCP UNAVAILABLE, relaying over plain TCP: {why}. Gateways will get no bonding until this is fixed.");
-        }
-        let listener = tokio::net::TcpListener::from_std(bound.listener).map_err(|source| {
-            ServerError::Listen {
-                addr: cfg.listen,
-                source,
-            }
-        })?;
-        let local = listener.local_addr().unwrap_or(cfg.listen);
-        info!(
-            "listening on {local} ({}{}), method {}",
-            if bound.transport == Transport::Mptcp {
-                "MPTCP"
-            } else {
-                "plain TCP"
-            },
-            if tfo_listener {
-                ", TCP Fast Open on"
-            } else {
-                ""
-            },
-            cfg.method
-        );
+    /// A relay for `cfg` on `listeners` (whose addresses may differ from the config's).
+    pub fn new(cfg: ServerConfig, listeners: Listeners) -> Server {
         let mut ctx = Context::new(ServerType::Server);
         ctx.set_replay_attack_policy(shadowsocks::config::ReplayAttackPolicy::Reject);
         let policy = DestinationPolicy {
@@ -140,24 +180,26 @@ impl Server {
             policy,
             own: own_addrs::OwnAddrs::new(),
             stats: ServerStats::default(),
-            tfo_listener,
+            tfo_listener: listeners.relay_fast_open,
             registry: Arc::new(crate::status::registry::Registry::default()),
             cfg,
         };
-        Ok(Server {
-            listener,
+        Server {
+            listener: listeners.relay,
+            status_http: listeners.status_http,
             shared: Arc::new(shared),
-        })
+        }
     }
 
-    /// The bound address (the port is real when the config asked for port 0).
+    /// The relay's bound address (the port is real when the config asked for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Accepts and serves until `shutdown` fires.
-    pub async fn run(self, mut shutdown: Shutdown) {
-        if let Some(addr) = self.shared.cfg.control {
+    /// Accepts and serves until `shutdown` fires, then drains the connections.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut status_http = None;
+        if let Some(l) = self.status_http {
             let reason = if self.shared.tfo_listener {
                 "the listener accepts TCP Fast Open (gateways verify it end to end)".to_string()
             } else if self.shared.cfg.fast_open == FastOpen::Off {
@@ -172,31 +214,20 @@ impl Server {
                     self.shared.tfo_listener,
                     reason,
                 );
-            match crate::status::http::bind(addr).await {
-                Ok(l) => {
-                    tokio::spawn(crate::status::http::serve(l, src, shutdown.clone()));
-                }
-                Err(e) => warn!("HTTP status API not started: cannot listen on {addr}: {e}; fix: change `control` in server.toml"),
-            }
+            status_http = Some(tokio::spawn(crate::status::http::serve(
+                l,
+                src,
+                shutdown.clone(),
+            )));
         }
         let refresher = tokio::spawn(own_addrs::refresh_forever(self.shared.clone()));
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                r = self.listener.accept() => match r {
-                    Ok((stream, peer)) => {
-                        let shared = self.shared.clone();
-                        let shutdown = shutdown.clone();
-                        tokio::spawn(async move { connection::serve(shared, stream, socket::normalize(peer), shutdown).await });
-                    }
-                    Err(e) => {
-                        warn!("accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }
+        Listener::new("relay", self.listener, self.shared.clone())
+            .run(shutdown)
+            .await;
         refresher.abort();
+        if let Some(h) = status_http {
+            let _ = h.await;
+        }
         let s = &self.shared.stats;
         info!(
             "relay stopped; connections served: {} MPTCP, {} fallen back to TCP, {} plain TCP",

@@ -166,20 +166,10 @@ pub fn render_text(s: &Status) -> String {
     o
 }
 
-/// Entry point of `braid status`.
-pub fn main(addr: SocketAddr, json: bool, watch: bool) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("braid status: {e}");
-            return ExitCode::from(1);
-        }
-    };
+/// Entry point of `braid status` (on the CLI's runtime).
+pub async fn main(addr: SocketAddr, json: bool, watch: bool) -> ExitCode {
     loop {
-        match rt.block_on(fetch(addr)) {
+        match fetch(addr).await {
             Ok(s) => {
                 let out = if json {
                     serde_json::to_string_pretty(&s).unwrap_or_default()
@@ -201,7 +191,7 @@ pub fn main(addr: SocketAddr, json: bool, watch: bool) -> ExitCode {
                 }
             }
         }
-        std::thread::sleep(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
