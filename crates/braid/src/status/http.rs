@@ -5,6 +5,7 @@
 //! Not to be confused with the in-tunnel control channel ([`crate::control`]), which carries
 //! braid's requests to the relay inside an SS2022 stream.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::listener::DRAIN_GRACE;
 use crate::shutdown::Shutdown;
 use crate::status::model::Status;
 
@@ -59,16 +61,27 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
-/// Serves the status API on `listener` until `shutdown`; requests in flight then finish.
+/// Serves the status API on `listener` until `shutdown`; requests in flight then have
+/// [`DRAIN_GRACE`] to finish, so a client that never completes its request cannot keep the
+/// daemon from stopping.
 pub async fn serve(listener: tokio::net::TcpListener, src: Src, mut shutdown: Shutdown) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("HTTP status API on http://{addr} (status, /metrics, dashboard)");
     }
-    let app = router(src);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-    {
-        tracing::warn!("HTTP status API stopped: {e}");
+    let mut stop = shutdown.clone();
+    let server = axum::serve(listener, router(src))
+        .with_graceful_shutdown(async move { stop.wait().await })
+        .into_future();
+    let grace_over = async {
+        shutdown.wait().await;
+        tokio::time::sleep(DRAIN_GRACE).await;
+    };
+    tokio::select! {
+        r = server => if let Err(e) = r {
+            tracing::warn!("HTTP status API stopped: {e}");
+        },
+        _ = grace_over => tracing::info!(
+            "HTTP status API: requests still open {DRAIN_GRACE:?} after shutdown are dropped"
+        ),
     }
 }
