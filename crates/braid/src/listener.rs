@@ -269,78 +269,59 @@ mod tests {
         assert_eq!(&back, b"ping");
     }
 
+    /// A listener with one connection that has echoed once, and shutdown fired.
+    async fn one_connection_then_shutdown(
+        stop_at_shutdown: bool,
+        grace: Duration,
+    ) -> (TcpStream, tokio::task::JoinHandle<Drained>) {
+        let (addr, trigger, run) = start(stop_at_shutdown, grace).await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        echo_once(&mut c).await;
+        trigger.fire();
+        (c, run)
+    }
+
+    fn drained(accepted: u64, aborted: usize) -> Drained {
+        Drained { accepted, aborted }
+    }
+
     #[tokio::test]
     async fn idle_listener_shutdown_returns_at_once() {
         let (_, trigger, run) = start(false, Duration::from_secs(60)).await;
         trigger.fire();
-        let drained = tokio::time::timeout(Duration::from_secs(5), run)
+        let d = tokio::time::timeout(Duration::from_secs(5), run)
             .await
             .expect("returns without waiting for the grace")
             .unwrap();
-        assert_eq!(
-            drained,
-            Drained {
-                accepted: 0,
-                aborted: 0
-            }
-        );
+        assert_eq!(d, drained(0, 0));
     }
 
     #[tokio::test]
     async fn open_connection_at_shutdown_may_finish_within_the_grace() {
-        let (addr, trigger, run) = start(false, Duration::from_secs(60)).await;
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        echo_once(&mut c).await;
-        trigger.fire();
-        // Draining: no new connections are served, but the open one still is.
+        let (mut c, run) = one_connection_then_shutdown(false, Duration::from_secs(60)).await;
+        // Let the listener see the shutdown: the open connection is still served while it drains.
         tokio::time::sleep(Duration::from_millis(50)).await;
         echo_once(&mut c).await;
         drop(c);
-        let drained = tokio::time::timeout(Duration::from_secs(5), run)
+        let d = tokio::time::timeout(Duration::from_secs(5), run)
             .await
             .expect("returns once the connection ends")
             .unwrap();
-        assert_eq!(
-            drained,
-            Drained {
-                accepted: 1,
-                aborted: 0
-            }
-        );
+        assert_eq!(d, drained(1, 0));
     }
 
     #[tokio::test]
     async fn handler_sees_shutdown_and_returns() {
-        let (addr, trigger, run) = start(true, Duration::from_secs(60)).await;
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        echo_once(&mut c).await;
-        trigger.fire();
+        let (mut c, run) = one_connection_then_shutdown(true, Duration::from_secs(60)).await;
         let mut rest = Vec::new();
         c.read_to_end(&mut rest).await.unwrap();
-        let drained = run.await.unwrap();
-        assert_eq!(
-            drained,
-            Drained {
-                accepted: 1,
-                aborted: 0
-            }
-        );
+        assert_eq!(run.await.unwrap(), drained(1, 0));
     }
 
     #[tokio::test]
     async fn connection_open_past_the_grace_is_aborted() {
-        let (addr, trigger, run) = start(false, Duration::from_millis(100)).await;
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        echo_once(&mut c).await;
-        trigger.fire();
-        let drained = run.await.unwrap();
-        assert_eq!(
-            drained,
-            Drained {
-                accepted: 1,
-                aborted: 1
-            }
-        );
+        let (mut c, run) = one_connection_then_shutdown(false, Duration::from_millis(100)).await;
+        assert_eq!(run.await.unwrap(), drained(1, 1));
         // The aborted task dropped its stream: the client sees EOF (or a reset).
         let mut rest = Vec::new();
         let _ = c.read_to_end(&mut rest).await;
