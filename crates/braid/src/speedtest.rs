@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use braid_proto::control::{
-    self, ControlRequest, ControlResponse, RateMeter, SourceTail, CONTROL_HOST, CONTROL_PORT,
+    self, ControlRequest, ControlResponse, SourceTail, SteadyRate, CONTROL_HOST, CONTROL_PORT,
 };
 use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 use braid_sys::netlink::Rtnl;
@@ -434,7 +434,7 @@ async fn download(
     sub: &mut Subflows,
 ) -> Result<(u64, Duration, f64), TestError> {
     let start = Instant::now();
-    let mut meter = RateMeter::new(secs);
+    let mut meter = SteadyRate::new(secs);
     let mut tail = SourceTail::default();
     tail.push(&early);
     meter.record(early.len() as u64, Duration::ZERO);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use braid_proto::control::{
-    self, ConnectionReport, ControlRequest, ControlResponse, RateMeter, ServerReport, SourceEnd,
+    self, ConnectionReport, ControlRequest, ControlResponse, ServerReport, SourceEnd, SteadyRate,
     MAX_SPEEDTEST_SECS,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -127,7 +127,7 @@ where
         .await?;
     stream.flush().await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(secs)) + SINK_GRACE;
-    let mut meter = RateMeter::new(secs);
+    let mut meter = SteadyRate::new(secs);
     let mut first: Option<Instant> = None;
     if !early.is_empty() {
         first = Some(Instant::now());

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use braid_proto::rate::RateMeter;
+use braid_proto::rate::CounterRate;
 use braid_sys::mptcp::info::{mptcp_state, subflow_addrs, MptcpState};
 use tokio::sync::watch;
 
@@ -29,8 +29,8 @@ const SAMPLE: Duration = Duration::from_millis(500);
 struct Counters {
     base: Option<(u64, u64)>,
     now: (u64, u64),
-    rx: RateMeter,
-    tx: RateMeter,
+    rx: CounterRate,
+    tx: CounterRate,
 }
 
 /// Everything the gateway's status is made of.
@@ -92,8 +92,8 @@ impl GatewayStatus {
             let e = c.entry(name).or_insert_with(|| Counters {
                 base: None,
                 now: (rx, tx),
-                rx: RateMeter::new(),
-                tx: RateMeter::new(),
+                rx: CounterRate::new(),
+                tx: CounterRate::new(),
             });
             e.base.get_or_insert((rx, tx));
             e.now = (rx, tx);
