@@ -137,7 +137,7 @@ pub struct SinkReport {
     pub bytes: u64,
     /// Milliseconds from the first raw byte to EOF.
     pub elapsed_ms: u64,
-    /// Bytes received in the steady part (after the warm-up, see [`RateMeter`]).
+    /// Bytes received in the steady part (after the warm-up, see [`SteadyRate`]).
     pub steady_bytes: u64,
     /// Milliseconds of the steady part.
     pub steady_ms: u64,
@@ -161,17 +161,17 @@ pub fn mbit_per_s(bytes: u64, ms: u64) -> f64 {
 /// Measures a bulk transfer's steady rate: bytes before the warm-up ends (slow start) are left
 /// out. Time is passed in as the span since the transfer started.
 #[derive(Debug, Clone, Copy)]
-pub struct RateMeter {
+pub struct SteadyRate {
     warm: std::time::Duration,
     bytes: u64,
     at_warm: Option<(u64, std::time::Duration)>,
 }
 
-impl RateMeter {
+impl SteadyRate {
     /// A meter that skips the first second, or a quarter of a shorter test.
-    pub fn new(secs: u32) -> RateMeter {
+    pub fn new(secs: u32) -> SteadyRate {
         let test = std::time::Duration::from_secs(u64::from(secs));
-        RateMeter {
+        SteadyRate {
             warm: std::time::Duration::from_secs(1).min(test / 4),
             bytes: 0,
             at_warm: None,
@@ -440,7 +440,7 @@ mod tests {
     #[test]
     fn rate_meter_skips_the_warm_up() {
         let ms = std::time::Duration::from_millis;
-        let mut m = RateMeter::new(4);
+        let mut m = SteadyRate::new(4);
         m.record(5_000_000, ms(500));
         m.record(1_000_000, ms(1_000));
         // 3 s after the warm-up mark: 3_750_000 bytes = 10 Mbit/s.
@@ -450,7 +450,7 @@ mod tests {
         assert_eq!((r.steady_bytes, r.steady_ms), (3_750_000, 3_000));
         assert!((r.mbit_per_s() - 10.0).abs() < 1e-9);
         // A 1-second test warms up for a quarter of it.
-        let mut short = RateMeter::new(1);
+        let mut short = SteadyRate::new(1);
         short.record(1, ms(250));
         assert_eq!(short.finish(ms(1_000)).steady_ms, 750);
     }

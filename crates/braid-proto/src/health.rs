@@ -184,13 +184,18 @@ impl HealthConfig {
 /// While the kernel reports the link down, probe outcomes are recorded but move no state.
 /// When one [`Health::on_tick`] expires several pings, the steps combine into one reported
 /// transition (for example `Up → Down` when the caller ticked late).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum LinkState {
     /// Probes are answered; the uplink carries traffic.
     Up,
     /// Recent probes were lost; the uplink still carries traffic while braid watches it.
     Suspect,
-    /// The uplink is dead or blackholed; its MPTCP endpoint is removed.
+    /// The uplink is dead or blackholed; its MPTCP endpoint is removed. Also the default: an
+    /// uplink nothing is known about carries no traffic.
+    #[default]
     Down,
     /// Probes are answered again, but not yet for long enough to trust the uplink with traffic.
     Recovering,

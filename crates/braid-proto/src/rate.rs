@@ -5,7 +5,7 @@
 //! once a second, at any irregular interval, and hands it in with the time it was read:
 //!
 //! ```text
-//!  (now, rx_bytes) ──► RateMeter::observe ──► rate_bps()   bits/s over the last second
+//!  (now, rx_bytes) ──► CounterRate::observe ──► rate_bps()   bits/s over the last second
 //!                                         └─► history()    one value per whole second, oldest first
 //! ```
 //!
@@ -33,14 +33,14 @@ use std::time::Duration;
 /// Seconds of history kept by default: 5 minutes.
 pub const DEFAULT_HISTORY_SECS: usize = 300;
 
-/// The window of [`RateMeter::rate_bps`]. It starts at the sample whose age is closest to this,
+/// The window of [`CounterRate::rate_bps`]. It starts at the sample whose age is closest to this,
 /// so sampling every 100 ms gives exactly 1 s, and sampling every 1 s with a little jitter
 /// (every 980 ms) gives the last interval rather than two of them.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Rate of one byte counter: current and per-second history.
 #[derive(Debug, Clone)]
-pub struct RateMeter {
+pub struct CounterRate {
     /// Samples since the last restart, oldest first: the newest one that is at least
     /// [`RATE_WINDOW`] old, and everything after it.
     samples: VecDeque<Sample>,
@@ -85,21 +85,21 @@ impl Bin {
     }
 }
 
-impl Default for RateMeter {
+impl Default for CounterRate {
     fn default() -> Self {
-        RateMeter::new()
+        CounterRate::new()
     }
 }
 
-impl RateMeter {
+impl CounterRate {
     /// A meter with [`DEFAULT_HISTORY_SECS`] of history.
     pub fn new() -> Self {
-        RateMeter::with_history(DEFAULT_HISTORY_SECS)
+        CounterRate::with_history(DEFAULT_HISTORY_SECS)
     }
 
     /// A meter keeping `secs` seconds of history (at least 1).
     pub fn with_history(secs: usize) -> Self {
-        RateMeter {
+        CounterRate {
             samples: VecDeque::new(),
             rate_bps: 0.0,
             open: None,
@@ -328,7 +328,11 @@ mod tests {
     }
 
     /// Feeds a constant `bytes_per_sec` at the given sample times (ms).
-    fn steady(meter: &mut RateMeter, times_ms: impl IntoIterator<Item = u64>, bytes_per_sec: u64) {
+    fn steady(
+        meter: &mut CounterRate,
+        times_ms: impl IntoIterator<Item = u64>,
+        bytes_per_sec: u64,
+    ) {
         for t in times_ms {
             meter.observe(ms(t), t * bytes_per_sec / 1000);
         }
@@ -336,7 +340,7 @@ mod tests {
 
     #[test]
     fn new_meter_no_samples_reports_zero_and_empty_history() {
-        let m = RateMeter::new();
+        let m = CounterRate::new();
         assert_eq!(m.rate_bps(), 0.0);
         assert!(m.history().is_empty());
         assert_eq!(m.history().capacity(), DEFAULT_HISTORY_SECS);
@@ -345,7 +349,7 @@ mod tests {
 
     #[test]
     fn steady_sampled_every_second_reports_rate_and_one_value_per_second() {
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         steady(&mut m, (0..=10).map(|s| s * 1000), MB);
         assert!(close(m.rate_bps(), MBPS8), "{}", m.rate_bps());
         assert_eq!(m.history().len(), 10);
@@ -355,7 +359,7 @@ mod tests {
 
     #[test]
     fn steady_sampled_every_100ms_reports_rate_over_one_second() {
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         steady(&mut m, (0..=50).map(|i| i * 100), 2 * MB);
         assert!(close(m.rate_bps(), 2.0 * MBPS8));
         assert_eq!(m.history().len(), 5);
@@ -365,7 +369,7 @@ mod tests {
     #[test]
     fn steady_sampled_with_jitter_keeps_a_one_second_window() {
         // Samples every 980 ms: the window must be the last interval, not two of them.
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         let mut total = 0;
         for i in 0..10u64 {
             m.observe(ms(i * 980), total);
@@ -380,7 +384,7 @@ mod tests {
 
     #[test]
     fn idle_then_burst_shows_burst_in_its_second_only() {
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         for s in 0..=5 {
             m.observe(ms(s * 1000), 0);
         }
@@ -399,7 +403,7 @@ mod tests {
 
     #[test]
     fn burst_within_fast_samples_falls_out_of_rate_after_one_second() {
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         let mut total = 0;
         for i in 0..=30u64 {
             if i == 10 {
@@ -418,7 +422,7 @@ mod tests {
 
     #[test]
     fn gap_in_sampling_fills_skipped_seconds_with_the_average_rate() {
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         m.observe(ms(0), 0);
         m.observe(ms(1000), MB);
         m.observe(ms(2000), 2 * MB);
@@ -436,7 +440,7 @@ mod tests {
 
     #[test]
     fn gap_longer_than_history_fills_it_without_looping_over_the_gap() {
-        let mut m = RateMeter::with_history(10);
+        let mut m = CounterRate::with_history(10);
         m.observe(ms(0), 0);
         let year = 365 * 24 * 3600;
         m.observe(Duration::from_secs(year), year * MB);
@@ -447,7 +451,7 @@ mod tests {
 
     #[test]
     fn counter_reset_restarts_without_a_negative_rate() {
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         steady(&mut m, (0..=3).map(|s| s * 1000), MB);
         // The interface was reset: the counter starts again from a small value.
         m.observe(ms(4000), 100);
@@ -469,7 +473,7 @@ mod tests {
 
     #[test]
     fn counter_reset_mid_second_shows_rate_of_the_covered_part() {
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         m.observe(ms(0), 0);
         m.observe(ms(500), MB / 2); // 1 MB/s for the first half
         m.observe(ms(700), 0); // reset: 500..700 unknown
@@ -481,7 +485,7 @@ mod tests {
 
     #[test]
     fn counter_reset_at_the_same_instant_keeps_the_open_second() {
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         m.observe(ms(0), 0);
         m.observe(ms(500), MB / 2);
         m.observe(ms(500), 10);
@@ -495,7 +499,7 @@ mod tests {
         let times = [
             0, 130, 300, 1700, 2200, 2210, 3000, 4900, 5000, 5001, 6500, 7990, 8000, 9100, 10_000,
         ];
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         steady(&mut m, times, 4 * MB);
         assert!(close(m.rate_bps(), 4.0 * MBPS8), "{}", m.rate_bps());
         assert_eq!(m.history().len(), 10);
@@ -507,7 +511,7 @@ mod tests {
 
     #[test]
     fn first_sample_mid_second_shows_rate_of_the_covered_part() {
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         m.observe(ms(500), 0);
         m.observe(ms(1500), MB);
         let h = m.history().to_vec();
@@ -517,7 +521,7 @@ mod tests {
 
     #[test]
     fn same_instant_samples_add_bytes_to_the_open_second() {
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         m.observe(ms(0), 0);
         m.observe(ms(400), MB / 2);
         m.observe(ms(400), MB);
@@ -529,7 +533,7 @@ mod tests {
 
     #[test]
     fn history_full_keeps_last_n_oldest_first() {
-        let mut m = RateMeter::with_history(5);
+        let mut m = CounterRate::with_history(5);
         let mut total = 0;
         m.observe(ms(0), 0);
         for s in 1..=10u64 {
@@ -547,7 +551,7 @@ mod tests {
 
     #[test]
     fn history_default_holds_five_minutes() {
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         steady(&mut m, (0..=400).map(|s| s * 1000), MB);
         assert_eq!(m.history().len(), 300);
         assert_eq!(m.history().iter().len(), 300);
@@ -563,7 +567,7 @@ mod tests {
 
     #[test]
     fn time_backwards_restarts_without_panic() {
-        let mut m = RateMeter::new();
+        let mut m = CounterRate::new();
         steady(&mut m, (0..=5).map(|s| s * 1000), MB);
         m.observe(ms(2000), 6 * MB);
         assert_eq!(m.rate_bps(), 0.0);
@@ -584,7 +588,7 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             x >> 33
         };
-        let mut m = RateMeter::with_history(30);
+        let mut m = CounterRate::with_history(30);
         let (mut t, mut total) = (0u64, 0u64);
         for _ in 0..20_000 {
             match next() % 10 {

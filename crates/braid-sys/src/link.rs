@@ -12,6 +12,74 @@ use crate::netlink::{is_errno, NetlinkError, Rtnl};
 /// The longest interface name the kernel accepts (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
 
+/// A Linux interface name, checked once where it enters braid (the config): 1–15 bytes of ASCII
+/// letters, digits, `-`, `_` and `.`, and neither `.` nor `..`. Such a name is also one safe path
+/// component (`/proc/sys/net/ipv4/conf/NAME`) and needs no quoting in nftables rules, so no
+/// later user has to check it again.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IfName(String);
+
+/// A string that cannot be an interface name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a valid Linux interface name (1–15 characters of letters, digits, '-', '_', '.'); fix: use the name `ip link` shows")]
+pub struct BadIfName(pub String);
+
+impl std::str::FromStr for IfName {
+    type Err = BadIfName;
+    fn from_str(s: &str) -> Result<IfName, BadIfName> {
+        let ok = !s.is_empty()
+            && s.len() <= IFNAME_MAX
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if ok {
+            Ok(IfName(s.to_string()))
+        } else {
+            Err(BadIfName(s.to_string()))
+        }
+    }
+}
+
+impl IfName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for IfName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for IfName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Bytes received and sent on interface `iface` since it appeared, from
+/// `/sys/class/net/NAME/statistics/{rx,tx}_bytes` (like `ip -s link show dev NAME`). `None` when
+/// the interface does not exist.
+pub fn byte_counters(iface: &IfName) -> Option<(u64, u64)> {
+    let read = |which: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/{which}_bytes"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((read("rx")?, read("tx")?))
+}
+
+impl PartialEq<str> for IfName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
 /// One interface as `ip link show` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
@@ -150,5 +218,36 @@ impl Rtnl {
             RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
             _ => None,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifname_accepts_kernel_names_and_refuses_paths_and_long_names() {
+        for ok in ["eth0", "wan-wifi", "wwan0.1", "br_lan", "a23456789012345"] {
+            assert_eq!(
+                ok.parse::<IfName>().map(|n| n.to_string()).as_deref(),
+                Ok(ok)
+            );
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "a234567890123456",
+            "eth0\n",
+            "ä",
+        ] {
+            let e = bad.parse::<IfName>().unwrap_err();
+            assert!(
+                e.to_string().contains("fix: use the name `ip link` shows"),
+                "{e}"
+            );
+        }
     }
 }

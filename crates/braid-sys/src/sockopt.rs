@@ -1,4 +1,8 @@
 //! Raw getsockopt/setsockopt for the options socket2 does not wrap (SOL_MPTCP, TFO).
+//!
+//! The only file of braid that may use `unsafe` (the workspace denies it everywhere else): two
+//! libc calls, each with its `// SAFETY:` note.
+#![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};

@@ -55,11 +55,17 @@ impl Procfs {
         &self.root
     }
 
+    /// A dotted key (`net.mptcp.enabled`) or, as sysctl(8) takes it, a key with `/` separators
+    /// (`net/ipv4/conf/eth0.5/rp_filter`), which keeps a dotted interface name whole.
     fn sysctl_path(&self, key: &str) -> PathBuf {
-        self.root.join("sys").join(key.replace('.', "/"))
+        if key.contains('/') {
+            self.root.join("sys").join(key)
+        } else {
+            self.root.join("sys").join(key.replace('.', "/"))
+        }
     }
 
-    /// `sysctl -n KEY`, trimmed.
+    /// `sysctl -n KEY`, trimmed. `KEY` is dotted, or `/`-separated (see [`Procfs::sysctl_path`]).
     pub fn sysctl(&self, key: &str) -> Result<String, SysctlError> {
         let path = self.sysctl_path(key);
         match std::fs::read_to_string(&path) {

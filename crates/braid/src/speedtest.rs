@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use braid_proto::control::{
-    self, ControlRequest, ControlResponse, RateMeter, SourceTail, CONTROL_HOST, CONTROL_PORT,
+    self, ControlRequest, ControlResponse, SourceTail, SteadyRate, CONTROL_HOST, CONTROL_PORT,
 };
 use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 use braid_sys::netlink::Rtnl;
@@ -30,10 +30,13 @@ use serde::Serialize;
 use shadowsocks::relay::socks5::Address;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::gateway::{GatewayConfig, RelayAddr};
+use braid_sys::link::{byte_counters, IfName};
+
+use crate::config::gateway::GatewayConfig;
 use crate::control::{Connection, ConnectionError};
 use crate::gateway::dialer::{Dialer, RelayStream};
-use crate::gateway::uplink::kernel::RTPROT_BRAID;
+use crate::gateway::uplink::discover::observe;
+use crate::gateway::{resolve, running};
 
 /// How long the relay may take to answer a speed test request.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -122,13 +125,8 @@ pub enum SpeedtestError {
     #[error("a speed test needs at least 1 second; fix: --secs 1 to 60")]
     NoTime,
     /// The relay's name does not resolve.
-    #[error("cannot resolve the relay {server}: {why}; fix: check `server` in gateway.toml and the gateway's DNS")]
-    Resolve {
-        /// The configured relay.
-        server: String,
-        /// The resolver's error.
-        why: String,
-    },
+    #[error(transparent)]
+    Resolve(crate::gateway::resolve::ResolveError),
     /// The uplinks' interfaces cannot be read.
     #[error("cannot read the uplinks' interfaces: {0}; fix: run braid speedtest on the gateway")]
     Netlink(#[from] braid_sys::netlink::NetlinkError),
@@ -170,7 +168,7 @@ enum TestError {
 /// An uplink that can be tested: it has an address of the relay's family.
 struct UplinkPath {
     name: String,
-    iface: String,
+    iface: IfName,
     addr: IpAddr,
 }
 
@@ -179,13 +177,11 @@ pub async fn run(cfg: &GatewayConfig, secs: u32) -> Result<Report, SpeedtestErro
     if secs == 0 {
         return Err(SpeedtestError::NoTime);
     }
-    let relay = resolve(&cfg.server).await?;
-    let rtnl = Rtnl::connect()?;
-    let gateway_running = rtnl
-        .rules()
+    let relay = resolve::relay(&cfg.server)
         .await
-        .map(|rules| rules.iter().any(|r| r.protocol == RTPROT_BRAID))
-        .unwrap_or(false);
+        .map_err(SpeedtestError::Resolve)?;
+    let rtnl = Rtnl::connect()?;
+    let gateway_running = running::detect(cfg, Some(&rtnl)).await.is_running();
     let mut report = Report {
         relay: relay.to_string(),
         secs,
@@ -196,18 +192,25 @@ pub async fn run(cfg: &GatewayConfig, secs: u32) -> Result<Report, SpeedtestErro
     };
     let mut paths = Vec::new();
     for u in &cfg.uplinks {
-        match uplink_addr(&rtnl, &u.interface, relay.ip()).await {
-            Ok(addr) => paths.push(UplinkPath {
-                name: u.name.clone(),
-                iface: u.interface.clone(),
-                addr,
-            }),
-            Err(why) => report
-                .notes
-                .push(format!("uplink {}: skipped, {why}", u.name)),
-        }
+        let why = match observe(&rtnl, &u.interface, relay.ip()).await? {
+            None => format!("interface {} does not exist", u.interface),
+            Some(o) => match (o.usable_addr(), o.unusable_because(&u.interface)) {
+                (Some(addr), _) => {
+                    paths.push(UplinkPath {
+                        name: u.name.clone(),
+                        iface: u.interface.clone(),
+                        addr,
+                    });
+                    continue;
+                }
+                (None, why) => why.unwrap_or_default(),
+            },
+        };
+        report
+            .notes
+            .push(format!("uplink {}: skipped, {why}", u.name));
     }
-    let ifaces: Vec<(String, String)> = cfg
+    let ifaces: Vec<(String, IfName)> = cfg
         .uplinks
         .iter()
         .map(|u| (u.name.clone(), u.interface.clone()))
@@ -248,7 +251,7 @@ fn bonded_skip(cfg: &GatewayConfig, running: bool, usable: usize) -> Option<&'st
     if !cfg.mptcp {
         Some("gateway.toml sets mptcp = false, so nothing is bonded")
     } else if !running {
-        Some("the gateway is not running (no braid rules in the kernel): bonding needs `braid gateway`, whose MPTCP endpoints make the kernel add a subflow per uplink; start it and run the speed test again")
+        Some("the gateway is not running (its status API does not answer and no braid rules are in the kernel): bonding needs `braid gateway`, whose MPTCP endpoints make the kernel add a subflow per uplink; start it and run the speed test again")
     } else if usable == 0 {
         Some("no uplink has a usable address")
     } else {
@@ -289,51 +292,19 @@ fn control_target() -> Address {
     Address::DomainNameAddress(CONTROL_HOST.into(), CONTROL_PORT)
 }
 
-async fn resolve(server: &RelayAddr) -> Result<SocketAddr, SpeedtestError> {
-    let fail = |why: String| SpeedtestError::Resolve {
-        server: server.to_string(),
-        why,
-    };
-    match server {
-        RelayAddr::Socket(a) => Ok(*a),
-        RelayAddr::Host(h, p) => tokio::net::lookup_host((h.as_str(), *p))
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .next()
-            .ok_or_else(|| fail("no address".into())),
-    }
-}
-
-async fn uplink_addr(rtnl: &Rtnl, iface: &str, relay: IpAddr) -> Result<IpAddr, String> {
-    let link = rtnl
-        .link_by_name(iface)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("interface {iface} does not exist"))?;
-    if !link.is_up() {
-        return Err(format!("interface {iface} is down"));
-    }
-    rtnl.addresses(link.index)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|a| a.addr)
-        .find(|a| a.is_ipv4() == relay.is_ipv4())
-        .ok_or_else(|| format!("interface {iface} has no address of the relay's family"))
-}
-
 /// Per-uplink interface byte counters: received (for downloads) or sent (for uploads).
-fn counters(ifaces: &[(String, String)], dir: Direction) -> BTreeMap<String, u64> {
-    let file = match dir {
-        Direction::Down => "rx_bytes",
-        Direction::Up => "tx_bytes",
-    };
+fn counters(ifaces: &[(String, IfName)], dir: Direction) -> BTreeMap<String, u64> {
     ifaces
         .iter()
         .filter_map(|(name, iface)| {
-            let p = format!("/sys/class/net/{iface}/statistics/{file}");
-            let v = std::fs::read_to_string(p).ok()?.trim().parse().ok()?;
-            Some((name.clone(), v))
+            let (rx, tx) = byte_counters(iface)?;
+            Some((
+                name.clone(),
+                match dir {
+                    Direction::Down => rx,
+                    Direction::Up => tx,
+                },
+            ))
         })
         .collect()
 }
@@ -343,7 +314,7 @@ async fn measure<F, Fut>(
     open: F,
     dir: Direction,
     secs: u32,
-    ifaces: &[(String, String)],
+    ifaces: &[(String, IfName)],
 ) -> Result<TestResult, TestError>
 where
     F: FnOnce() -> Fut,
@@ -467,7 +438,7 @@ async fn download(
     sub: &mut Subflows,
 ) -> Result<(u64, Duration, f64), TestError> {
     let start = Instant::now();
-    let mut meter = RateMeter::new(secs);
+    let mut meter = SteadyRate::new(secs);
     let mut tail = SourceTail::default();
     tail.push(early);
     meter.record(early.len() as u64, Duration::ZERO);

@@ -21,6 +21,7 @@ use braid::status::model::{
     Blackhole, ConnectionStatus, Connections, RelayInfo, Status, Tfo, Totals, UplinkStatus,
 };
 use braid_lab::{Lab, LabSpec, Role, UplinkSpec};
+use braid_proto::health::LinkState;
 
 /// Virtual time the page gets: a few polls.
 const WAIT_MS: u64 = 3000;
@@ -107,9 +108,9 @@ fn canned_status() -> Status {
     g5_rx[240..].fill(0.0);
     g5_tx[240..].fill(0.0);
     let sum = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x + y).collect::<Vec<_>>();
-    let uplink = |name: &str, state: &str, rx: Vec<f64>, tx: Vec<f64>| UplinkStatus {
+    let uplink = |name: &str, state: LinkState, rx: Vec<f64>, tx: Vec<f64>| UplinkStatus {
         name: name.into(),
-        state: state.into(),
+        state,
         rx_bps: *rx.last().unwrap(),
         tx_bps: *tx.last().unwrap(),
         history_rx_bps: rx,
@@ -117,20 +118,20 @@ fn canned_status() -> Status {
         interface: format!("wan-{name}"),
         ..UplinkStatus::default()
     };
-    let mut wifi = uplink("wifi", "up", wifi_rx.clone(), wifi_tx.clone());
+    let mut wifi = uplink("wifi", LinkState::Up, wifi_rx.clone(), wifi_tx.clone());
     wifi.address = Some("10.1.0.1".into());
     wifi.rtt_ms = Some(12.4);
     wifi.loss = 0.0;
     wifi.subflows = 1;
     wifi.rx_bytes = 1_234_567_890;
     wifi.tx_bytes = 98_765_432;
-    let mut g5 = uplink("5g", "down", g5_rx.clone(), g5_tx.clone());
+    let mut g5 = uplink("5g", LinkState::Down, g5_rx.clone(), g5_tx.clone());
     g5.address = Some("10.2.0.1".into());
     g5.loss = 1.0;
     g5.backup = true;
     g5.state_changes = 3;
     Status {
-        role: "gateway".into(),
+        role: braid::status::model::Role::Gateway,
         version: "0.1.0".into(),
         kernel: "6.12.0-gw".into(),
         total: Totals {

@@ -167,6 +167,56 @@ fn gateway_faults_are_named_without_false_alarms() {
 
     // Applied state broken behind the gateway's back (frozen so it cannot repair it first).
     h.freeze_gateway(true);
+    // The route to the relay in 5g's table: doctor checks the daemon's own plan, not only the
+    // default route.
+    h.lab
+        .run(
+            Role::Gw,
+            &["ip", "route", "del", "10.200.0.1", "table", "102"],
+        )
+        .expect("delete relay route");
+    let r = doctor(&h, Role::Gw, &cfg, &[]);
+    let route = r.1["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == "uplink.5g.route"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        route["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("missing route 10.200.0.1/32"),
+        "{route}"
+    );
+    assert!(
+        route["cause"]
+            .as_str()
+            .unwrap_or("")
+            .contains("route to the relay"),
+        "{route}"
+    );
+    expect("relay route deleted", r, &["uplink.5g.route"], &[]);
+    h.lab
+        .run(
+            Role::Gw,
+            &[
+                "ip",
+                "route",
+                "add",
+                "10.200.0.1/32",
+                "via",
+                "10.2.0.2",
+                "dev",
+                "wan-5g",
+                "src",
+                "10.2.0.1",
+                "table",
+                "102",
+                "proto",
+                "212",
+            ],
+        )
+        .expect("restore relay route");
     let eps = h
         .lab
         .run(Role::Gw, &["ip", "mptcp", "endpoint", "show"])
@@ -550,5 +600,86 @@ fn server_side_firewall_and_ssh_lockout_are_named() {
         doctor(&h, Role::Vps, &server_cfg, &args),
         &["firewall.relay_port"],
         &["tfo"],
+    );
+}
+
+/// The gateway's status document, read with `braid status --json` inside the gw namespace.
+fn gateway_status(h: &Harness) -> Option<Value> {
+    let mut cmd = h.lab.command(Role::Gw, env!("CARGO_BIN_EXE_braid"));
+    cmd.args(["status", "--json", "--config"]).arg(gw_config(h));
+    let out = cmd.output().ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Polls the gateway's status until every uplink is in `state`; panics with the last document
+/// after `limit`.
+fn wait_all_uplinks(h: &Harness, state: &str, limit: Duration) {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        let s = gateway_status(h);
+        let all = s
+            .as_ref()
+            .and_then(|s| s["uplinks"].as_array())
+            .is_some_and(|u| !u.is_empty() && u.iter().all(|x| x["state"] == state));
+        if all {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "uplinks not all {state} within {limit:?}: {s:?}"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn endpoints_withdrawn_during_a_relay_outage_are_not_called_faults() {
+    if !braid_lab::root_tests_enabled("doctor_withdrawn") {
+        return;
+    }
+    let mut h = lab("btd5");
+    h.start_server("").expect("server");
+    // Slow recovery (100 good probes, 20 s) keeps the uplinks Recovering after the relay is
+    // back, which is when doctor used to call the withdrawn endpoints missing.
+    h.start_gateway(
+        &["wifi", "5g"],
+        "fast_open = \"off\"\n[health]\nrecover_after = 100",
+    )
+    .expect("gateway");
+    wait_all_uplinks(&h, "up", Duration::from_secs(30));
+    let cfg = gw_config(&h);
+
+    h.stop_server().expect("stop server");
+    wait_all_uplinks(&h, "down", Duration::from_secs(10));
+    h.start_server("").expect("server again");
+    let s = gateway_status(&h).expect("status");
+    assert!(
+        s["uplinks"]
+            .as_array()
+            .is_some_and(|u| u.iter().all(|x| x["state"] != "up")),
+        "uplinks came back too fast for this test: {s}"
+    );
+    let r = doctor(&h, Role::Gw, &cfg, &[]);
+    for u in ["wifi", "5g"] {
+        let id = format!("uplink.{u}.endpoint");
+        let c = r.1["checks"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["id"] == id.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(c["status"], "warn", "{c}");
+        let summary = c["summary"].as_str().unwrap_or("");
+        assert!(
+            summary.contains("withdrew")
+                && (summary.contains("is Recovering") || summary.contains("is Down")),
+            "doctor names what braid did and why: {c}"
+        );
+    }
+    // The joins cannot be checked without endpoints; nothing fails.
+    expect(
+        "withdrawn endpoints",
+        r,
+        &[],
+        &["uplink.wifi.endpoint", "uplink.5g.endpoint"],
     );
 }

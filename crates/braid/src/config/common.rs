@@ -74,10 +74,12 @@ impl std::fmt::Display for Method {
     }
 }
 
-/// A pre-shared key, checked against its method's length. Debug output never shows it.
+/// A pre-shared key, checked against its method's length and decoded once, when the config is
+/// read: the relay hands the bytes to every connection. Debug output never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SsKey {
     base64: String,
+    bytes: Box<[u8]>,
 }
 
 impl std::fmt::Debug for SsKey {
@@ -118,7 +120,13 @@ impl SsKey {
         }
         Ok(SsKey {
             base64: s.trim().to_string(),
+            bytes: bytes.into_boxed_slice(),
         })
+    }
+
+    /// The decoded key.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The key as base64, the form the shadowsocks crate takes as "password" for 2022 methods.

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use braid_sys::link::IfName;
 use serde::Deserialize;
 
 use super::common::parse_socket_addr;
@@ -34,7 +35,7 @@ pub struct Uplink {
     /// Short name used in logs, metrics and status.
     pub name: String,
     /// The Linux interface; its address and next hop are read from the kernel.
-    pub interface: String,
+    pub interface: IfName,
     /// Carries traffic only while every non-backup uplink is down (MPTCP backup flag).
     pub backup: bool,
     /// Routing table that holds this uplink's default route.
@@ -57,7 +58,7 @@ pub struct GatewayConfig {
     /// Transparent listener for captured LAN TCP.
     pub redirect: SocketAddr,
     /// LAN interfaces whose forwarded TCP is captured.
-    pub lan: Vec<String>,
+    pub lan: Vec<IfName>,
     /// Optional SOCKS5 listener.
     pub socks: Option<SocketAddr>,
     /// The bonded uplinks.
@@ -189,6 +190,18 @@ pub const RULE_PRIORITY_BASE: u32 = 1000;
 /// Most uplinks braid bonds (the kernel caps MPTCP subflows at 8).
 pub const MAX_UPLINKS: usize = 8;
 
+/// An interface name, or the error that names the key.
+fn ifname(key: String, s: &str) -> Result<IfName, Invalid> {
+    s.parse().map_err(|_| {
+        Invalid::new(
+            key,
+            format!("{s:?}"),
+            "is not a valid Linux interface name (1–15 letters, digits, '-', '_', '.')",
+            "use the name shown by `ip link`",
+        )
+    })
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
@@ -319,14 +332,7 @@ fn parse_uplinks(list: &[UplinkDto]) -> Result<Vec<Uplink>, Invalid> {
                 "rename it, e.g. \"wifi\"",
             ));
         }
-        if !braid_sys::nftables::valid_ifname(&u.interface) {
-            return Err(Invalid::new(
-                format!("uplink[{i}].interface"),
-                format!("{:?}", u.interface),
-                "is not a valid Linux interface name",
-                "use the name shown by `ip link`",
-            ));
-        }
+        let interface = ifname(format!("uplink[{i}].interface"), &u.interface)?;
         if out.iter().any(|o| o.name == u.name) {
             return Err(Invalid::new(
                 format!("uplink[{i}].name"),
@@ -335,7 +341,7 @@ fn parse_uplinks(list: &[UplinkDto]) -> Result<Vec<Uplink>, Invalid> {
                 "give every uplink its own name",
             ));
         }
-        if out.iter().any(|o| o.interface == u.interface) {
+        if out.iter().any(|o| o.interface == interface) {
             return Err(Invalid::new(
                 format!("uplink[{i}].interface"),
                 format!("{:?}", u.interface),
@@ -362,7 +368,7 @@ fn parse_uplinks(list: &[UplinkDto]) -> Result<Vec<Uplink>, Invalid> {
         }
         out.push(Uplink {
             name: u.name.clone(),
-            interface: u.interface.clone(),
+            interface,
             backup: u.backup,
             table,
             rule_priority: RULE_PRIORITY_BASE + i as u32,
@@ -385,16 +391,12 @@ impl GatewayConfig {
 
     fn from_dto(d: Dto) -> Result<GatewayConfig, Invalid> {
         let (server, method, key) = parse_server(&d)?;
-        for (i, l) in d.lan.iter().enumerate() {
-            if !braid_sys::nftables::valid_ifname(l) {
-                return Err(Invalid::new(
-                    format!("lan[{i}]"),
-                    format!("{l:?}"),
-                    "is not a valid Linux interface name",
-                    "use the name shown by `ip link`",
-                ));
-            }
-        }
+        let lan = d
+            .lan
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ifname(format!("lan[{i}]"), l))
+            .collect::<Result<Vec<_>, _>>()?;
         if !valid_name(&d.nft_table) {
             return Err(Invalid::new(
                 "nft_table",
@@ -418,7 +420,7 @@ impl GatewayConfig {
             key,
             fast_open: d.fast_open,
             redirect,
-            lan: d.lan.clone(),
+            lan,
             socks: d
                 .socks
                 .as_deref()

@@ -6,27 +6,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use braid_proto::control::{ControlResponse, ServerReport, CONTROL_HOST, CONTROL_PORT};
-use braid_sys::mptcp::endpoint::EndpointFlags;
 use braid_sys::mptcp::info::{mptcp_state, subflow_addrs, MptcpState};
 use braid_sys::mptcp::pm::MptcpPm;
 use braid_sys::netlink::Rtnl;
 use braid_sys::sysctl::Procfs;
 use shadowsocks::relay::socks5::Address;
 
+use super::applied::Applied;
 use super::check::{Check, Report, Status};
 use super::kernel::{self, KernelRoots};
-use crate::config::gateway::{GatewayConfig, RelayAddr, Uplink};
+use crate::config::gateway::{GatewayConfig, Uplink};
 use crate::gateway::dialer::{Dialer, RelayStream};
-use crate::gateway::uplink::kernel::RTPROT_BRAID;
+use crate::gateway::resolve;
+use crate::gateway::running::{self, Running};
+use crate::gateway::uplink::discover::{observe, Observed};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// What doctor learned about one uplink's interface.
-struct Seen {
-    ifindex: u32,
-    link_up: bool,
-    addr: Option<IpAddr>,
-}
 
 /// Runs every gateway check.
 pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
@@ -36,13 +31,13 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
     r.checks.push(mptcp);
     r.checks.push(kernel::reboot_pending(roots));
     r.checks.push(kernel::mptcp_enabled(roots));
-    let relay = match resolve(&cfg.server).await {
+    let relay = match resolve::relay(&cfg.server).await {
         Ok(a) => a,
         Err(e) => {
             r.checks.push(Check::fail(
                 "server.reachable",
                 format!("cannot resolve the relay {}", cfg.server),
-                e,
+                e.reason,
                 "check `server` in gateway.toml and the gateway's DNS",
             ));
             return r;
@@ -68,34 +63,24 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
             (None, None)
         }
     };
-    let running = match &rtnl {
-        Some(n) => n
-            .rules()
-            .await
-            .map(|rules| rules.iter().any(|x| x.protocol == RTPROT_BRAID))
-            .unwrap_or(false),
-        None => false,
-    };
-    let not_running = "the gateway is not running (no braid rules in the kernel), so there is no applied state to check";
-    r.checks
-        .push(limits(pm.as_ref(), cfg, running, not_running).await);
+    let gateway = running::detect(cfg, rtnl.as_ref()).await;
+    let running = gateway.is_running();
+    r.checks.push(limits(pm.as_ref(), cfg, running).await);
 
     let mut seen = Vec::new();
     let mut reaches = Vec::new();
     for u in &cfg.uplinks {
         let s = match &rtnl {
-            Some(n) => see(n, u, relay.ip()).await,
+            Some(n) => observe(n, &u.interface, relay.ip()).await.ok().flatten(),
             None => None,
         };
-        reaches.push(
-            match s.as_ref().and_then(|s| s.addr.filter(|_| s.link_up)) {
-                Some(addr) => reach(u, addr, relay).await,
-                None => Check::skip(
-                    format!("uplink.{}.reach", u.name),
-                    "the uplink has no usable address",
-                ),
-            },
-        );
+        reaches.push(match s.as_ref().and_then(Observed::usable_addr) {
+            Some(addr) => reach(u, addr, relay).await,
+            None => Check::skip(
+                format!("uplink.{}.reach", u.name),
+                "the uplink has no usable address",
+            ),
+        });
         seen.push(s);
     }
     let any_reach = reaches.iter().any(|c| c.status == Status::Ok);
@@ -124,13 +109,18 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
     for ((u, s), reach) in cfg.uplinks.iter().zip(&seen).zip(reaches) {
         r.checks.push(address_check(u, s.as_ref(), relay.ip()));
         if let (Some(n), Some(p), Some(s)) = (&rtnl, &pm, s.as_ref()) {
-            r.checks
-                .push(route_check(n, u, s, running, not_running).await);
             // The gateway removes the endpoint of an uplink whose health probes through the
             // relay fail; that is its job, not a fault.
             let probes_can_work = reach.status == Status::Ok && relay_ok;
-            r.checks
-                .push(endpoint_check(p, u, s, running, probes_can_work, not_running).await);
+            let applied = Applied {
+                u,
+                relay: relay.ip(),
+                seen: s,
+                cfg,
+                gateway: &gateway,
+                probes_can_work,
+            };
+            r.checks.extend(applied.checks(n, p).await);
         }
         r.checks.push(kernel::rp_filter(
             roots,
@@ -187,17 +177,6 @@ enum Joins {
     Skip(&'static str),
 }
 
-async fn resolve(server: &RelayAddr) -> Result<SocketAddr, String> {
-    match server {
-        RelayAddr::Socket(a) => Ok(*a),
-        RelayAddr::Host(h, p) => tokio::net::lookup_host((h.as_str(), *p))
-            .await
-            .map_err(|e| e.to_string())?
-            .next()
-            .ok_or_else(|| "no address".into()),
-    }
-}
-
 fn dialer(cfg: &GatewayConfig, relay: SocketAddr, mptcp: bool) -> Arc<Dialer> {
     let mut c = cfg.clone();
     c.mptcp = mptcp;
@@ -205,23 +184,7 @@ fn dialer(cfg: &GatewayConfig, relay: SocketAddr, mptcp: bool) -> Arc<Dialer> {
     Dialer::new(&c, relay).expect("a config that parsed has a valid key")
 }
 
-async fn see(n: &Rtnl, u: &Uplink, relay: IpAddr) -> Option<Seen> {
-    let link = n.link_by_name(&u.interface).await.ok()??;
-    let addr = n
-        .addresses(link.index)
-        .await
-        .ok()?
-        .into_iter()
-        .map(|a| a.addr)
-        .find(|a| a.is_ipv4() == relay.is_ipv4());
-    Some(Seen {
-        ifindex: link.index,
-        link_up: link.is_up(),
-        addr,
-    })
-}
-
-fn address_check(u: &Uplink, s: Option<&Seen>, relay: IpAddr) -> Check {
+fn address_check(u: &Uplink, s: Option<&Observed>, relay: IpAddr) -> Check {
     let id = format!("uplink.{}.address", u.name);
     match s {
         None => Check::fail(
@@ -239,7 +202,7 @@ fn address_check(u: &Uplink, s: Option<&Seen>, relay: IpAddr) -> Check {
                 u.interface
             ),
         ),
-        Some(Seen { addr: None, .. }) => Check::fail(
+        Some(Observed { addr: None, .. }) => Check::fail(
             id,
             format!(
                 "interface {} has no {} address",
@@ -261,19 +224,17 @@ fn address_check(u: &Uplink, s: Option<&Seen>, relay: IpAddr) -> Check {
     }
 }
 
-async fn limits(
-    pm: Option<&MptcpPm>,
-    cfg: &GatewayConfig,
-    running: bool,
-    not_running: &str,
-) -> Check {
+async fn limits(pm: Option<&MptcpPm>, cfg: &GatewayConfig, running: bool) -> Check {
     let Some(pm) = pm else {
         return Check::skip("mptcp.limits", "the MPTCP path manager cannot be read");
     };
     if !running {
         return Check::skip(
             "mptcp.limits",
-            format!("{not_running}; braid gateway raises the limits when it starts"),
+            format!(
+                "{}; braid gateway raises the limits when it starts",
+                Running::NOT_RUNNING
+            ),
         );
     }
     match pm.limits().await {
@@ -304,67 +265,6 @@ async fn limits(
     }
 }
 
-async fn route_check(n: &Rtnl, u: &Uplink, s: &Seen, running: bool, not_running: &str) -> Check {
-    let id = format!("uplink.{}.route", u.name);
-    if !running {
-        return Check::skip(id, not_running);
-    }
-    let Some(addr) = s.addr.filter(|_| s.link_up) else {
-        return Check::skip(id, "the uplink has no usable address");
-    };
-    let rules = n.rules().await.unwrap_or_default();
-    let rule = rules.iter().any(|r| r.from == addr && r.table == u.table);
-    let routes = n.routes(u.table).await.unwrap_or_default();
-    let default = routes.iter().any(|r| r.dst_len == 0 && r.oif == s.ifindex);
-    let c = match (rule, default) {
-        (true, true) => Check::ok(id, format!("rule from {addr} → table {} with a default route via {}", u.table, u.interface)),
-        (false, _) => Check::fail(
-            id,
-            format!("no `ip rule from {addr} lookup {}`", u.table),
-            "without the rule, subflows from this uplink's address follow the main table and leave through another uplink (or are dropped by rp_filter)",
-            "restart braid gateway; if the rule disappears again, look for another program managing ip rules (NetworkManager, mwan3)",
-        ),
-        (true, false) => Check::fail(
-            id,
-            format!("table {} has no default route via {}", u.table, u.interface),
-            "the kernel flushed it (link went down) and it was not restored, or another program deleted it",
-            "restart braid gateway; check the gateway log for netlink errors",
-        ),
-    };
-    c.with("table", u.table)
-        .with("rule_present", rule)
-        .with("default_route_present", default)
-}
-
-async fn endpoint_check(
-    pm: &MptcpPm,
-    u: &Uplink,
-    s: &Seen,
-    running: bool,
-    probes_can_work: bool,
-    not_running: &str,
-) -> Check {
-    let id = format!("uplink.{}.endpoint", u.name);
-    if !running {
-        return Check::skip(id, not_running);
-    }
-    let Some(addr) = s.addr.filter(|_| s.link_up) else {
-        return Check::skip(id, "the uplink has no usable address");
-    };
-    match pm.endpoint_by_addr(addr).await {
-        Ok(Some(e)) if e.flags.contains(EndpointFlags::SUBFLOW) => Check::ok(id, format!("endpoint id {} {addr} {}", e.id, e.flags)).with("id", e.id),
-        Ok(Some(e)) => Check::fail(id, format!("endpoint {addr} lacks the subflow flag ({})", e.flags), "the kernel will not open subflows from this address", "restart braid gateway").with("flags", e.flags.bits()),
-        Ok(None) if !probes_can_work => Check::skip(id, "no endpoint, as expected: the gateway removes the endpoint of an uplink whose health probes to the relay fail (see the reach and relay checks)"),
-        Ok(None) => Check::fail(
-            id,
-            format!("no MPTCP endpoint for {addr}"),
-            "no subflow will use this uplink, so it carries no traffic",
-            format!("ip mptcp endpoint add {addr} dev {} subflow, or restart braid gateway", u.interface),
-        ),
-        Err(e) => Check::warn(id, "cannot read the MPTCP endpoints", e.to_string(), "run braid doctor as root"),
-    }
-}
-
 /// A TCP connection to the relay bound to one uplink; tells a refused port, a silent drop and
 /// no route apart.
 async fn reach(u: &Uplink, addr: IpAddr, relay: SocketAddr) -> Check {
@@ -372,7 +272,7 @@ async fn reach(u: &Uplink, addr: IpAddr, relay: SocketAddr) -> Check {
     let started = Instant::now();
     let r = async {
         let (sock, _, _) = braid_sys::socket::stream_socket(&relay, false)?;
-        sock.bind_device(Some(u.interface.as_bytes()))?;
+        sock.bind_device(Some(u.interface.as_str().as_bytes()))?;
         sock.bind(&SocketAddr::new(addr, 0).into())?;
         let s = tokio::net::TcpSocket::from_std_stream(sock.into());
         tokio::time::timeout(CONNECT_TIMEOUT, s.connect(relay))
@@ -466,7 +366,7 @@ async fn hello(s: &mut RelayStream) -> Option<ServerReport> {
     }
 }
 
-fn uplink_of(cfg: &GatewayConfig, seen: &[Option<Seen>], ip: IpAddr) -> Option<String> {
+fn uplink_of(cfg: &GatewayConfig, seen: &[Option<Observed>], ip: IpAddr) -> Option<String> {
     cfg.uplinks
         .iter()
         .zip(seen)
@@ -481,7 +381,7 @@ async fn mptcp_checks(
     cfg: &GatewayConfig,
     relay: SocketAddr,
     braid: Option<&ServerReport>,
-    seen: &[Option<Seen>],
+    seen: &[Option<Observed>],
     joins: Joins,
     roots: &KernelRoots,
 ) -> bool {
@@ -583,7 +483,7 @@ async fn mptcp_checks(
         .collect();
     for (u, sn) in cfg.uplinks.iter().zip(seen) {
         let id = format!("uplink.{}.join", u.name);
-        let Some(addr) = sn.as_ref().and_then(|s| s.addr.filter(|_| s.link_up)) else {
+        let Some(addr) = sn.as_ref().and_then(Observed::usable_addr) else {
             r.checks
                 .push(Check::skip(id, "the uplink has no usable address"));
             continue;

@@ -5,6 +5,7 @@
 //! rules, routes, the capture table) report `skip` with the reason when the gateway is not
 //! running. Exit code: 0 nothing failed, 1 a check failed, 2 doctor itself could not run.
 
+mod applied;
 pub mod check;
 pub mod firewall;
 mod gateway;

@@ -79,11 +79,11 @@ impl Dialer {
     pub async fn open_probe(
         &self,
         src: std::net::IpAddr,
-        iface: &str,
+        iface: &braid_sys::link::IfName,
         timeout: Duration,
     ) -> io::Result<RelayStream> {
         let (sock, _, _) = stream_socket(&self.relay, false)?;
-        sock.bind_device(Some(iface.as_bytes()))?;
+        sock.bind_device(Some(iface.as_str().as_bytes()))?;
         sock.bind(&SocketAddr::new(src, 0).into())?;
         sock.set_tcp_nodelay(true)?;
         let socket = tokio::net::TcpSocket::from_std_stream(sock.into());

@@ -14,6 +14,8 @@
 
 mod capture;
 pub mod dialer;
+pub mod resolve;
+pub mod running;
 mod socks;
 pub mod tfo_probe;
 pub mod uplink;
@@ -28,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 
-use crate::config::gateway::{GatewayConfig, RelayAddr};
+use crate::config::gateway::GatewayConfig;
 use crate::config::FastOpen;
 use crate::listener::Listener;
 use crate::shutdown::Shutdown;
@@ -40,13 +42,8 @@ use dialer::{Dialer, RelayStream};
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// The relay's name did not resolve.
-    #[error("cannot resolve the relay {server}: {reason}; fix: check `server` in the config and the gateway's DNS")]
-    Resolve {
-        /// As configured.
-        server: String,
-        /// The resolver's answer.
-        reason: String,
-    },
+    #[error(transparent)]
+    Resolve(#[from] resolve::ResolveError),
     /// `fast_open = "on"` and TFO cannot work.
     #[error("fast_open = \"on\", but TCP Fast Open cannot work: {0}")]
     FastOpen(String),
@@ -70,23 +67,6 @@ pub enum GatewayError {
     /// Netlink could not be opened at all.
     #[error(transparent)]
     Netlink(#[from] braid_sys::netlink::NetlinkError),
-}
-
-async fn resolve(server: &RelayAddr) -> Result<SocketAddr, GatewayError> {
-    match server {
-        RelayAddr::Socket(a) => Ok(*a),
-        RelayAddr::Host(h, p) => tokio::net::lookup_host((h.as_str(), *p))
-            .await
-            .map_err(|e| GatewayError::Resolve {
-                server: server.to_string(),
-                reason: e.to_string(),
-            })?
-            .next()
-            .ok_or_else(|| GatewayError::Resolve {
-                server: server.to_string(),
-                reason: "no address".into(),
-            }),
-    }
 }
 
 fn policy(f: FastOpen) -> Policy {
@@ -157,7 +137,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), GatewayError> {
-    let relay = resolve(&cfg.server).await?;
+    let relay = resolve::relay(&cfg.server).await?;
     let facts = tfo_probe::local_facts(relay, cfg.mptcp);
     let dialer = Dialer::new(&cfg, relay).map_err(|source| GatewayError::Listen {
         what: "server",
@@ -333,14 +313,18 @@ async fn serve(
     if !cfg.lan.is_empty() {
         braid_sys::nftables::CaptureRules {
             table: cfg.nft_table.clone(),
-            lan: cfg.lan.clone(),
+            lan: cfg.lan.iter().map(|l| l.to_string()).collect(),
             redirect_port,
             exclude: vec![dialer.relay().ip()],
         }
         .apply()?;
         info!(
             "capturing TCP from {} (nftables table inet {})",
-            cfg.lan.join(", "),
+            cfg.lan
+                .iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             cfg.nft_table
         );
     }

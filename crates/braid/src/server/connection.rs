@@ -83,7 +83,7 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
         shared.ctx.clone(),
         stream,
         cfg.method.cipher(),
-        &key_bytes(cfg.key.as_base64()),
+        cfg.key.as_bytes(),
     );
     let target = match tokio::time::timeout(cfg.handshake_timeout, ss.handshake()).await {
         Ok(Ok(t)) => t,
@@ -171,13 +171,6 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
         moved.down,
         started.elapsed().as_secs_f64()
     );
-}
-
-fn key_bytes(b64: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .unwrap_or_default()
 }
 
 async fn connect_target(shared: &Shared, target: &Address) -> Result<TcpStream, String> {

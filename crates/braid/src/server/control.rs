@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use braid_proto::control::{
-    ConnectionReport, ControlRequest, ControlResponse, RateMeter, ServerReport, SourceEnd,
+    ConnectionReport, ControlRequest, ControlResponse, ServerReport, SourceEnd, SteadyRate,
     MAX_SPEEDTEST_SECS,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -130,7 +130,7 @@ where
     ctl.send(&ControlResponse::Accepted { secs }).await?;
     let (mut stream, early) = ctl.into_parts();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(secs)) + SINK_GRACE;
-    let mut meter = RateMeter::new(secs);
+    let mut meter = SteadyRate::new(secs);
     let mut first: Option<Instant> = None;
     if !early.is_empty() {
         first = Some(Instant::now());

@@ -90,7 +90,7 @@ pub fn render_text(s: &Status) -> String {
             let state = if u.backup {
                 format!("{} (backup)", u.state)
             } else {
-                u.state.clone()
+                u.state.to_string()
             };
             o += &format!(
                 "{:<10} {:<11} {:<16} {:>8} {:>5.1}% {:>9} {:>9} {:>10} {:>10} {:>4}\n",
@@ -203,18 +203,18 @@ mod tests {
     #[test]
     fn text_shows_each_uplink_and_the_bonded_total() {
         let s = Status {
-            role: "gateway".into(),
+            role: crate::status::model::Role::Gateway,
             uplinks: vec![
                 UplinkStatus {
                     name: "wifi".into(),
-                    state: "up".into(),
+                    state: braid_proto::health::LinkState::Up,
                     rx_bps: 38e6,
                     rx_bytes: 1_500_000,
                     ..Default::default()
                 },
                 UplinkStatus {
                     name: "5g".into(),
-                    state: "down".into(),
+                    state: braid_proto::health::LinkState::Down,
                     backup: true,
                     ..Default::default()
                 },
@@ -226,7 +226,7 @@ mod tests {
             t.contains("wifi") && t.contains("38.0") && t.contains("1.5 MB"),
             "{t}"
         );
-        assert!(t.contains("down (backup)"), "{t}");
+        assert!(t.contains("Down (backup)"), "{t}");
         assert!(t.contains("bonded"), "{t}");
     }
 }

@@ -9,13 +9,14 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use braid_proto::health::LinkState;
-use braid_proto::rate::RateMeter;
+use braid_proto::rate::CounterRate;
 use braid_sys::mptcp::info::{mptcp_state, subflow_addrs, MptcpState};
 use tokio::sync::watch;
 
+use braid_sys::link::{byte_counters, IfName};
+
 use super::model::{
-    Blackhole, ConnectionStatus, Connections, RelayInfo, Status, Tfo, Totals, UplinkStatus,
+    Blackhole, ConnectionStatus, Connections, RelayInfo, Role, Status, Tfo, Totals, UplinkStatus,
 };
 use super::registry::Registry;
 use crate::gateway::dialer::Dialer;
@@ -28,8 +29,8 @@ const SAMPLE: Duration = Duration::from_millis(500);
 struct Counters {
     base: Option<(u64, u64)>,
     now: (u64, u64),
-    rx: RateMeter,
-    tx: RateMeter,
+    rx: CounterRate,
+    tx: CounterRate,
 }
 
 /// Everything the gateway's status is made of.
@@ -43,23 +44,6 @@ pub struct GatewayStatus {
     counters: Mutex<BTreeMap<String, Counters>>,
     epoch: Instant,
     kernel: String,
-}
-
-fn read_counter(iface: &str, which: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/{which}_bytes"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn state_name(s: LinkState) -> &'static str {
-    match s {
-        LinkState::Up => "up",
-        LinkState::Suspect => "suspect",
-        LinkState::Down => "down",
-        LinkState::Recovering => "recovering",
-    }
 }
 
 impl GatewayStatus {
@@ -91,7 +75,7 @@ impl GatewayStatus {
 
     fn sample(&self) {
         let now = self.epoch.elapsed();
-        let ifaces: Vec<(String, String)> = self
+        let ifaces: Vec<(String, IfName)> = self
             .view
             .borrow()
             .uplinks
@@ -102,15 +86,14 @@ impl GatewayStatus {
             return;
         };
         for (name, iface) in ifaces {
-            let (Some(rx), Some(tx)) = (read_counter(&iface, "rx"), read_counter(&iface, "tx"))
-            else {
+            let Some((rx, tx)) = byte_counters(&iface) else {
                 continue;
             };
             let e = c.entry(name).or_insert_with(|| Counters {
                 base: None,
                 now: (rx, tx),
-                rx: RateMeter::new(),
-                tx: RateMeter::new(),
+                rx: CounterRate::new(),
+                tx: CounterRate::new(),
             });
             e.base.get_or_insert((rx, tx));
             e.now = (rx, tx);
@@ -204,21 +187,21 @@ impl StatusSource for GatewayStatus {
             .map(|u| {
                 let mut s = UplinkStatus {
                     name: u.name.clone(),
-                    state: state_name(u.state).into(),
+                    state: u.state,
+                    state_reason: u.state_reason.clone(),
                     address: u.addr.map(|a| a.to_string()),
                     rtt_ms: u.rtt_ms,
                     loss: u.loss,
                     subflows: per_uplink.get(&u.name).copied().unwrap_or(0),
                     backup: u.backup,
-                    interface: u.interface.clone(),
+                    interface: u.interface.to_string(),
                     state_changes: u.state_changes,
                     ..Default::default()
                 };
                 if let Some(c) = counters.as_ref().ok().and_then(|c| c.get(&u.name)) {
                     // Bytes are read fresh, so they match the interface at this very moment.
                     let (brx, btx) = c.base.unwrap_or(c.now);
-                    let rx_now = read_counter(&u.interface, "rx").unwrap_or(c.now.0);
-                    let tx_now = read_counter(&u.interface, "tx").unwrap_or(c.now.1);
+                    let (rx_now, tx_now) = byte_counters(&u.interface).unwrap_or(c.now);
                     s.rx_bytes = rx_now.saturating_sub(brx);
                     s.tx_bytes = tx_now.saturating_sub(btx);
                     s.rx_bps = c.rx.rate_bps();
@@ -234,7 +217,7 @@ impl StatusSource for GatewayStatus {
             })
             .collect();
         Status {
-            role: "gateway".into(),
+            role: Role::Gateway,
             version: env!("CARGO_PKG_VERSION").into(),
             kernel: self.kernel.clone(),
             uplinks,

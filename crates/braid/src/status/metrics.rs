@@ -41,7 +41,7 @@ pub fn render(s: &Status) -> String {
             uplink: u.name.clone(),
         };
         up.get_or_create(&l)
-            .set(i64::from(matches!(u.state.as_str(), "up" | "suspect")));
+            .set(i64::from(u.state.carries_traffic()));
         if let Some(r) = u.rtt_ms {
             rtt.get_or_create(&l).set(r / 1000.0);
         }
@@ -128,7 +128,7 @@ mod tests {
         let s = Status {
             uplinks: vec![UplinkStatus {
                 name: "wifi".into(),
-                state: "up".into(),
+                state: braid_proto::health::LinkState::Up,
                 rtt_ms: Some(12.0),
                 tx_bytes: 5,
                 rx_bytes: 7,

@@ -6,13 +6,34 @@
 
 use std::collections::BTreeMap;
 
+use braid_proto::health::LinkState;
 use serde::{Deserialize, Serialize};
+
+/// Which daemon serves the document.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// `braid gateway`.
+    #[default]
+    Gateway,
+    /// `braid server`.
+    Server,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Gateway => "gateway",
+            Role::Server => "server",
+        })
+    }
+}
 
 /// The whole document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
-    /// "gateway" or "server".
-    pub role: String,
+    /// Which daemon.
+    pub role: Role,
     /// braid's version.
     pub version: String,
     /// `uname -r`.
@@ -36,8 +57,12 @@ pub struct Status {
 pub struct UplinkStatus {
     /// Config name.
     pub name: String,
-    /// "up", "suspect", "down" or "recovering".
-    pub state: String,
+    /// `up`, `suspect`, `down` or `recovering`.
+    pub state: LinkState,
+    /// Why it is in that state: the last health transition, or what is wrong with the
+    /// interface.
+    #[serde(default)]
+    pub state_reason: String,
     /// The uplink's address, if it has one.
     pub address: Option<String>,
     /// Smoothed probe RTT in ms.

@@ -55,7 +55,7 @@ impl StatusSource for ServerStatus {
         });
         let bh = braid_sys::mptcp::blackhole::read(&braid_sys::sysctl::Procfs::default());
         Status {
-            role: "server".into(),
+            role: super::model::Role::Server,
             version: env!("CARGO_PKG_VERSION").into(),
             kernel: self.kernel.clone(),
             connections: conns,

@@ -2,10 +2,13 @@
 //! uplink's health, live.
 //!
 //! ```text
-//!  rtnetlink events ─┐                 ┌─► kernel::reconcile (routes, rule, endpoint per uplink)
+//!  rtnetlink events ─┐                 ┌─► plan → diff → apply (routes, rule, endpoint per uplink)
 //!  probe pings/pongs ┼─► UplinkManager ┼─► Dialer source address (new connections start healthy)
 //!  health deadlines ─┘   (one task)    └─► log: one line per state change, with its reason
 //! ```
+//!
+//! What each uplink's kernel state should be is [`plan::plan`], the one definition that
+//! `braid doctor` checks against too.
 //!
 //! One task owns all state, so there are no locks and no races between an event and a resync.
 //! An uplink whose interface is missing, has no address or is down is simply not installed;
@@ -15,7 +18,9 @@
 //! connections that already exist (no LAN connection is reset).
 
 pub mod blackhole;
+pub mod discover;
 pub mod kernel;
+pub mod plan;
 pub mod probe;
 
 use std::net::IpAddr;
@@ -33,7 +38,8 @@ use tracing::{info, warn};
 use crate::config::gateway::{GatewayConfig, Uplink};
 use crate::gateway::dialer::Dialer;
 use crate::shutdown::Shutdown;
-use kernel::{Discovered, Installed};
+use discover::Observed;
+use plan::{Difference, HealthVerdict};
 use probe::{ProbeEvent, ProbeSource};
 
 /// One uplink as the manager sees it, for status and metrics.
@@ -42,11 +48,13 @@ pub struct UplinkView {
     /// Config name.
     pub name: String,
     /// Interface.
-    pub interface: String,
+    pub interface: braid_sys::link::IfName,
     /// Configured as backup.
     pub backup: bool,
     /// Health state (Down when the link is down or has no address).
     pub state: LinkState,
+    /// Why it is in that state: the last transition, or what is wrong with the interface.
+    pub state_reason: String,
     /// Current address.
     pub addr: Option<IpAddr>,
     /// Smoothed probe RTT.
@@ -86,9 +94,16 @@ enum Probing {
 
 struct Slot {
     cfg: Uplink,
-    found: Option<Discovered>,
-    installed: Installed,
+    found: Option<Observed>,
+    /// Addresses braid may have left an endpoint on: the current one, and older ones until
+    /// their endpoint is gone.
+    endpoint_addrs: Vec<IpAddr>,
+    /// braid installed the endpoint for the current address (so a missing one was removed by
+    /// someone else).
+    endpoint_installed: bool,
     health: Health,
+    /// The last health transition, as logged.
+    last_transition: String,
     probing: Probing,
     source: watch::Sender<Option<ProbeSource>>,
     warned: Option<String>,
@@ -109,6 +124,29 @@ impl Slot {
             _ if !link_ok => LinkState::Down,
             Probing::LinkOnly => LinkState::Up,
             Probing::Probes => self.health.state(),
+        }
+    }
+
+    /// Why the uplink is in [`Slot::state`].
+    fn state_reason(&self) -> String {
+        let problem = match &self.found {
+            None => Some(format!("interface {} does not exist", self.cfg.interface)),
+            Some(d) => d.unusable_because(&self.cfg.interface),
+        };
+        match (problem, self.probing) {
+            (Some(p), _) => p,
+            (None, Probing::LinkOnly) => {
+                "the relay does not answer health probes; the link is up".into()
+            }
+            (None, Probing::Probes) => self.last_transition.clone(),
+        }
+    }
+
+    /// Logs a health transition and keeps it as the state's reason.
+    fn note(&mut self, t: Option<braid_proto::health::Transition>) {
+        if let Some(t) = t {
+            info!("uplink {}: {t}", self.cfg.name);
+            self.last_transition = t.to_string();
         }
     }
 }
@@ -143,7 +181,9 @@ pub async fn run(
         slots.push(Slot {
             cfg: u.clone(),
             found: None,
-            installed: Installed::default(),
+            endpoint_addrs: Vec::new(),
+            endpoint_installed: false,
+            last_transition: "braid started".into(),
             last_state: h.state(),
             health: h,
             probing: Probing::Probes,
@@ -216,7 +256,7 @@ pub async fn run(
         p.abort();
     }
     for s in m.slots.drain(..) {
-        kernel::remove(&rtnl, &pm, &s.cfg.name, s.installed).await;
+        kernel::remove(&rtnl, &pm, &s.cfg, &s.endpoint_addrs).await;
     }
     holes.stop();
     if let Some(before) = limits_before {
@@ -268,6 +308,7 @@ impl Manager<'_> {
                     interface: s.cfg.interface.clone(),
                     backup: s.cfg.backup,
                     state: s.state(),
+                    state_reason: s.state_reason(),
                     addr: s.found.as_ref().and_then(|d| d.addr),
                     rtt_ms: if probing {
                         snap.srtt_ms.map(|r| (r * 10.0).round() / 10.0)
@@ -309,9 +350,8 @@ impl Manager<'_> {
                 .filter(|s| s.found.as_ref().is_some_and(|d| d.ifindex == ifindex))
             {
                 if !up || removed {
-                    if let Some(t) = s.health.on_link_down(now) {
-                        info!("uplink {}: {t}", s.cfg.name);
-                    }
+                    let t = s.health.on_link_down(now);
+                    s.note(t);
                 } else if s.health.snapshot(now).kernel_down {
                     s.health.on_link_up(now);
                     // The probe's old stream died with the link: reconnect now, not after a
@@ -333,9 +373,8 @@ impl Manager<'_> {
             ProbeEvent::Pong { uplink, seq, at } => {
                 let t = self.at(at);
                 if let Some(s) = self.slots.get_mut(uplink) {
-                    if let Some(tr) = s.health.on_pong(seq, t) {
-                        info!("uplink {}: {tr}", s.cfg.name);
-                    }
+                    let tr = s.health.on_pong(seq, t);
+                    s.note(tr);
                 }
             }
             ProbeEvent::Unsupported { uplink } => {
@@ -354,9 +393,8 @@ impl Manager<'_> {
             .iter_mut()
             .filter(|s| s.probing == Probing::Probes)
         {
-            if let Some(t) = s.health.on_tick(now) {
-                info!("uplink {}: {t}", s.cfg.name);
-            }
+            let t = s.health.on_tick(now);
+            s.note(t);
         }
     }
 
@@ -375,7 +413,7 @@ impl Manager<'_> {
 
     async fn reconcile_all(&mut self) {
         for s in &mut self.slots {
-            let found = match kernel::discover(self.rtnl, &s.cfg, self.relay).await {
+            let found = match discover::observe(self.rtnl, &s.cfg.interface, self.relay).await {
                 Ok(f) => f,
                 Err(e) => {
                     warn!("uplink {}: reading its interface failed: {e}", s.cfg.name);
@@ -400,27 +438,42 @@ impl Manager<'_> {
                     false
                 }
             });
-            let want_endpoint = s.state().carries_traffic();
-            if let Err(e) = kernel::reconcile(
-                self.rtnl,
-                self.pm,
-                &s.cfg,
-                self.relay,
-                s.found.as_ref(),
-                want_endpoint,
-                &mut s.installed,
-            )
-            .await
-            {
-                warn!("uplink {}: {e}", s.cfg.name);
-            }
+            reconcile_slot(self.rtnl, self.pm, self.relay, s).await;
         }
         self.dialer.set_source(preferred_source(&self.slots));
     }
 }
 
+/// Plans one uplink from what the kernel says and its health, and applies the difference.
+async fn reconcile_slot(rtnl: &Rtnl, pm: &MptcpPm, relay: IpAddr, s: &mut Slot) {
+    let health = HealthVerdict::of(s.state(), s.state_reason());
+    let want = plan::plan(&s.cfg, relay, s.found.as_ref(), &health);
+    let current = s.found.as_ref().and_then(|d| d.addr);
+    if let Some(a) = current.filter(|a| !s.endpoint_addrs.contains(a)) {
+        s.endpoint_addrs.push(a);
+    }
+    match kernel::reconcile(rtnl, pm, &s.cfg, &want, &s.endpoint_addrs).await {
+        Ok(diffs) => {
+            if s.endpoint_installed
+                && diffs
+                    .iter()
+                    .any(|d| matches!(d, Difference::EndpointMissing(_)))
+            {
+                warn!(
+                    "uplink {}: its MPTCP endpoint was removed by someone else; added it again",
+                    s.cfg.name
+                );
+            }
+            s.endpoint_installed = want.endpoint.is_ok();
+            // Endpoints on older addresses are gone now.
+            s.endpoint_addrs.retain(|a| Some(*a) == current);
+        }
+        Err(e) => warn!("uplink {}: {e}", s.cfg.name),
+    }
+}
+
 /// Fills in a missing next hop from the last one seen with the same address.
-fn remember_gateway(s: &mut Slot, found: &mut Option<Discovered>) {
+fn remember_gateway(s: &mut Slot, found: &mut Option<Observed>) {
     let Some(d) = found.as_mut() else { return };
     match (d.addr, d.gateway, s.last_gateway) {
         (Some(a), Some(g), _) => s.last_gateway = Some((a, g)),
@@ -430,18 +483,13 @@ fn remember_gateway(s: &mut Slot, found: &mut Option<Discovered>) {
 }
 
 /// Logs what changed about an uplink's interface, once per change.
-fn note_changes(s: &mut Slot, found: &Option<Discovered>) {
+fn note_changes(s: &mut Slot, found: &Option<Observed>) {
     let problem = match found {
         None => Some(format!(
             "interface {} does not exist (yet); it will be used when it appears",
             s.cfg.interface
         )),
-        Some(d) if d.addr.is_none() => Some(format!(
-            "interface {} has no address of the relay's family; waiting for one (DHCP, modem)",
-            s.cfg.interface
-        )),
-        Some(d) if !d.link_up => Some(format!("interface {} is down", s.cfg.interface)),
-        Some(_) => None,
+        Some(d) => d.unusable_because(&s.cfg.interface),
     };
     if problem != s.warned {
         match &problem {

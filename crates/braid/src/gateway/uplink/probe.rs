@@ -28,7 +28,7 @@ pub struct ProbeSource {
     /// Uplink address.
     pub addr: IpAddr,
     /// Uplink interface.
-    pub iface: String,
+    pub iface: braid_sys::link::IfName,
 }
 
 /// What a probe reports to the uplink manager.

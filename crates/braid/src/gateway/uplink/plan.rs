@@ -1,0 +1,550 @@
+//! The uplink plan: the kernel state one uplink should have, as a pure function of its config,
+//! the relay's address, what the kernel says about its interface, and its health.
+//!
+//! ```text
+//!  Uplink config ─┐
+//!  relay address ─┼─► plan() ─► UplinkPlan ─┐
+//!  Observed ──────┤                         ├─► diff() ─► [Difference] ─┬─► daemon: apply each
+//!  HealthVerdict ─┘   Installed (kernel) ───┘                           └─► doctor: report each
+//! ```
+//!
+//! The daemon applies the differences; `braid doctor` reports the very same differences, so the
+//! two cannot disagree about what "correct" is. Per uplink the plan holds:
+//! - table `u.table` with a default route via the uplink and a host route to the relay, both with
+//!   the uplink's address as source (while the link is up with an address: the kernel flushes
+//!   routes of a link that goes down);
+//! - `ip rule from ADDR lookup TABLE` (while the interface has an address, also when the link is
+//!   down: a rule references no device);
+//! - an MPTCP `subflow` endpoint on the address (`backup` for backup uplinks), only while the
+//!   uplink is usable and healthy: a Down uplink's endpoint is withheld on purpose, so that the
+//!   kernel moves its traffic to the others.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use braid_proto::health::LinkState;
+use braid_sys::mptcp::endpoint::{Endpoint, EndpointFlags};
+use braid_sys::route::RouteSpec;
+use braid_sys::rule::RuleSpec;
+
+use super::discover::Observed;
+use crate::config::gateway::Uplink;
+
+/// The routing protocol number on braid's routes and rules (`ip route show proto 212`): what
+/// carries it is braid's, and nothing else is ever touched.
+pub const RTPROT_BRAID: u8 = 212;
+
+/// Whether the health machine lets the uplink carry traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthVerdict {
+    /// Up or Suspect: the endpoint belongs in the kernel.
+    Carries,
+    /// Down or Recovering: braid withdraws the endpoint on purpose.
+    Withdrawn {
+        /// The uplink's state.
+        state: LinkState,
+        /// The last transition's reason, as the daemon logged it.
+        reason: String,
+    },
+    /// Not known (doctor without the daemon's status API): planned as if healthy.
+    Unknown,
+}
+
+impl HealthVerdict {
+    /// The verdict for a state, with the reason of the transition that led there.
+    pub fn of(state: LinkState, reason: impl Into<String>) -> HealthVerdict {
+        if state.carries_traffic() {
+            HealthVerdict::Carries
+        } else {
+            HealthVerdict::Withdrawn {
+                state,
+                reason: reason.into(),
+            }
+        }
+    }
+}
+
+/// The endpoint one uplink should have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointPlan {
+    /// The uplink's address.
+    pub addr: IpAddr,
+    /// The uplink's interface (`dev`).
+    pub ifindex: u32,
+    /// `subflow`, plus `backup` for a backup uplink.
+    pub flags: EndpointFlags,
+}
+
+impl fmt::Display for EndpointPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} dev #{} {}", self.addr, self.ifindex, self.flags)
+    }
+}
+
+/// Why an uplink has no endpoint in its plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Withheld {
+    /// The interface does not exist.
+    NoInterface,
+    /// The interface has no address of the relay's family.
+    NoAddress,
+    /// The link is down.
+    LinkDown,
+    /// The health machine withdrew it.
+    Unhealthy {
+        /// The uplink's state.
+        state: LinkState,
+        /// Why it is in that state.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Withheld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Withheld::NoInterface => f.write_str("the interface does not exist"),
+            Withheld::NoAddress => {
+                f.write_str("the interface has no address of the relay's family")
+            }
+            Withheld::LinkDown => f.write_str("the link is down"),
+            Withheld::Unhealthy { state, reason } => {
+                write!(f, "the uplink is {state}: {reason}")
+            }
+        }
+    }
+}
+
+/// The kernel state one uplink should have.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkPlan {
+    /// The uplink's routing table.
+    pub table: u32,
+    /// Default route and route to the relay, in `table`.
+    pub routes: Vec<RouteSpec>,
+    /// The source rule that selects `table`.
+    pub rule: Option<RuleSpec>,
+    /// The MPTCP endpoint, or why there is none.
+    pub endpoint: Result<EndpointPlan, Withheld>,
+}
+
+fn host_len(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+fn unspecified_like(ip: IpAddr) -> IpAddr {
+    if ip.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    }
+}
+
+/// The flags of an uplink's endpoint.
+pub fn endpoint_flags(u: &Uplink) -> EndpointFlags {
+    EndpointFlags::SUBFLOW.with(EndpointFlags::BACKUP, u.backup)
+}
+
+/// What uplink `u` should have in the kernel, given the relay, what the kernel says about its
+/// interface (`None`: it does not exist) and its health.
+pub fn plan(
+    u: &Uplink,
+    relay: IpAddr,
+    seen: Option<&Observed>,
+    health: &HealthVerdict,
+) -> UplinkPlan {
+    let routes = match seen.and_then(|s| s.usable_addr().map(|a| (s, a))) {
+        Some((s, addr)) => [(unspecified_like(relay), 0), (relay, host_len(relay))]
+            .into_iter()
+            .map(|(dst, dst_len)| RouteSpec {
+                table: u.table,
+                dst,
+                dst_len,
+                gateway: s.gateway,
+                oif: s.ifindex,
+                src: Some(addr),
+                protocol: RTPROT_BRAID,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let rule = seen.and_then(|s| s.addr).map(|a| RuleSpec {
+        from: a,
+        from_len: host_len(a),
+        table: u.table,
+        priority: u.rule_priority,
+        protocol: RTPROT_BRAID,
+    });
+    let endpoint = match seen {
+        None => Err(Withheld::NoInterface),
+        Some(s) => match (s.addr, s.link_up, health) {
+            (None, _, _) => Err(Withheld::NoAddress),
+            (Some(_), false, _) => Err(Withheld::LinkDown),
+            (Some(_), true, HealthVerdict::Withdrawn { state, reason }) => {
+                Err(Withheld::Unhealthy {
+                    state: *state,
+                    reason: reason.clone(),
+                })
+            }
+            (Some(addr), true, HealthVerdict::Carries | HealthVerdict::Unknown) => {
+                Ok(EndpointPlan {
+                    addr,
+                    ifindex: s.ifindex,
+                    flags: endpoint_flags(u),
+                })
+            }
+        },
+    };
+    UplinkPlan {
+        table: u.table,
+        routes,
+        rule,
+        endpoint,
+    }
+}
+
+/// What the kernel holds that belongs to one uplink: braid's routes in its table, braid's rules
+/// that select its table, and the endpoints on its addresses.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Installed {
+    /// Routes with [`RTPROT_BRAID`] in the uplink's table.
+    pub routes: Vec<RouteSpec>,
+    /// Rules with [`RTPROT_BRAID`] that look up the uplink's table.
+    pub rules: Vec<RuleSpec>,
+    /// User-created endpoints on the uplink's current address or on one braid gave it before.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One way in which the kernel differs from the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Difference {
+    /// A planned route is not in the table.
+    RouteMissing(RouteSpec),
+    /// A braid route in the table is not planned (any more).
+    RouteStale(RouteSpec),
+    /// The planned rule is not there.
+    RuleMissing(RuleSpec),
+    /// A braid rule for the table is not planned (an old address).
+    RuleStale(RuleSpec),
+    /// The planned endpoint is not there.
+    EndpointMissing(EndpointPlan),
+    /// An endpoint on the planned address has other flags or another interface.
+    EndpointDiffers {
+        /// What the kernel has.
+        have: Endpoint,
+        /// What the plan says.
+        want: EndpointPlan,
+    },
+    /// An endpoint that should not be there (withheld, or on an old address).
+    EndpointStale(Endpoint),
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Difference::RouteMissing(r) => write!(f, "missing route {r}"),
+            Difference::RouteStale(r) => write!(f, "stale route {r}"),
+            Difference::RuleMissing(r) => write!(f, "missing rule {r}"),
+            Difference::RuleStale(r) => write!(f, "stale rule {r}"),
+            Difference::EndpointMissing(e) => write!(f, "missing MPTCP endpoint {e}"),
+            Difference::EndpointDiffers { have, want } => write!(
+                f,
+                "MPTCP endpoint id {} is {} dev #{} {}, should be {want}",
+                have.id,
+                have.addr,
+                have.ifindex.unwrap_or(0),
+                have.flags
+            ),
+            Difference::EndpointStale(e) => {
+                write!(f, "stale MPTCP endpoint id {} {} {}", e.id, e.addr, e.flags)
+            }
+        }
+    }
+}
+
+/// A planned route is present when the kernel has it exactly, or when the plan does not know the
+/// next hop (the DHCP client has not put it back yet) and the kernel's route differs only there.
+fn route_present(want: &RouteSpec, have: &RouteSpec) -> bool {
+    want == have
+        || (want.gateway.is_none()
+            && &RouteSpec {
+                gateway: None,
+                ..have.clone()
+            } == want)
+}
+
+fn endpoint_matches(want: &EndpointPlan, have: &Endpoint) -> bool {
+    have.flags.with(EndpointFlags::IMPLICIT, false) == want.flags
+        && have.ifindex == Some(want.ifindex)
+}
+
+/// Every difference between the plan and what is installed, removals first (so that a route or
+/// endpoint replaced by a new one is gone before the new one is added).
+pub fn diff(plan: &UplinkPlan, have: &Installed) -> Vec<Difference> {
+    let mut out = Vec::new();
+    for r in &have.routes {
+        if !plan.routes.iter().any(|w| route_present(w, r)) {
+            out.push(Difference::RouteStale(r.clone()));
+        }
+    }
+    for r in &have.rules {
+        if plan.rule.as_ref() != Some(r) {
+            out.push(Difference::RuleStale(r.clone()));
+        }
+    }
+    let want_ep = plan.endpoint.as_ref().ok();
+    for e in &have.endpoints {
+        match want_ep {
+            Some(w) if w.addr == e.addr => {
+                if !endpoint_matches(w, e) {
+                    out.push(Difference::EndpointDiffers {
+                        have: e.clone(),
+                        want: *w,
+                    });
+                }
+            }
+            _ => out.push(Difference::EndpointStale(e.clone())),
+        }
+    }
+    for w in &plan.routes {
+        if !have.routes.iter().any(|r| route_present(w, r)) {
+            out.push(Difference::RouteMissing(w.clone()));
+        }
+    }
+    if let Some(w) = &plan.rule {
+        if !have.rules.contains(w) {
+            out.push(Difference::RuleMissing(w.clone()));
+        }
+    }
+    if let Some(w) = want_ep {
+        if !have.endpoints.iter().any(|e| e.addr == w.addr) {
+            out.push(Difference::EndpointMissing(*w));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uplink(backup: bool) -> Uplink {
+        Uplink {
+            name: "wifi".into(),
+            interface: "wan-wifi".parse().expect("name"),
+            backup,
+            table: 101,
+            rule_priority: 1000,
+        }
+    }
+
+    const RELAY: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 200, 0, 1));
+    const ADDR: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1));
+    const GW: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 2));
+
+    fn seen(link_up: bool, addr: Option<IpAddr>) -> Observed {
+        Observed {
+            ifindex: 7,
+            link_up,
+            addr,
+            gateway: Some(GW),
+        }
+    }
+
+    /// What the daemon installs for a healthy uplink: exactly the plan.
+    fn installed_as(plan: &UplinkPlan) -> Installed {
+        Installed {
+            routes: plan.routes.clone(),
+            rules: plan.rule.clone().into_iter().collect(),
+            endpoints: plan
+                .endpoint
+                .iter()
+                .map(|e| Endpoint {
+                    id: 1,
+                    addr: e.addr,
+                    port: None,
+                    ifindex: Some(e.ifindex),
+                    flags: e.flags,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn healthy_uplink_plans_default_route_relay_route_rule_and_subflow_endpoint() {
+        let p = plan(
+            &uplink(false),
+            RELAY,
+            Some(&seen(true, Some(ADDR))),
+            &HealthVerdict::Carries,
+        );
+        assert_eq!(p.routes.len(), 2);
+        assert_eq!((p.routes[0].dst_len, p.routes[1].dst), (0, RELAY));
+        assert_eq!(p.routes[1].dst_len, 32);
+        assert!(p
+            .routes
+            .iter()
+            .all(|r| r.table == 101 && r.src == Some(ADDR) && r.oif == 7 && r.gateway == Some(GW)));
+        assert_eq!(
+            p.rule.as_ref().map(|r| (r.from, r.table)),
+            Some((ADDR, 101))
+        );
+        assert_eq!(
+            p.endpoint,
+            Ok(EndpointPlan {
+                addr: ADDR,
+                ifindex: 7,
+                flags: EndpointFlags::SUBFLOW
+            })
+        );
+        assert!(diff(&p, &installed_as(&p)).is_empty());
+    }
+
+    #[test]
+    fn backup_uplink_endpoint_has_the_backup_flag() {
+        let p = plan(
+            &uplink(true),
+            RELAY,
+            Some(&seen(true, Some(ADDR))),
+            &HealthVerdict::Unknown,
+        );
+        assert_eq!(
+            p.endpoint.map(|e| e.flags),
+            Ok(EndpointFlags::SUBFLOW | EndpointFlags::BACKUP)
+        );
+    }
+
+    #[test]
+    fn down_link_keeps_the_rule_but_no_routes_and_no_endpoint() {
+        let p = plan(
+            &uplink(false),
+            RELAY,
+            Some(&seen(false, Some(ADDR))),
+            &HealthVerdict::Carries,
+        );
+        assert!(p.routes.is_empty());
+        assert!(p.rule.is_some());
+        assert_eq!(p.endpoint, Err(Withheld::LinkDown));
+    }
+
+    #[test]
+    fn unhealthy_uplink_withholds_the_endpoint_with_the_reason() {
+        let health = HealthVerdict::of(LinkState::Down, "3 lost probes in a row");
+        let p = plan(
+            &uplink(false),
+            RELAY,
+            Some(&seen(true, Some(ADDR))),
+            &health,
+        );
+        assert_eq!(p.routes.len(), 2, "routes stay: probes need them");
+        match &p.endpoint {
+            Err(w @ Withheld::Unhealthy { .. }) => {
+                assert_eq!(w.to_string(), "the uplink is Down: 3 lost probes in a row")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The endpoint of the healthy plan is now stale.
+        let healthy = plan(
+            &uplink(false),
+            RELAY,
+            Some(&seen(true, Some(ADDR))),
+            &HealthVerdict::Carries,
+        );
+        let d = diff(&p, &installed_as(&healthy));
+        assert!(
+            matches!(d.as_slice(), [Difference::EndpointStale(e)] if e.addr == ADDR),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn missing_interface_or_address_plans_nothing_but_says_why() {
+        let p = plan(&uplink(false), RELAY, None, &HealthVerdict::Carries);
+        assert_eq!(
+            (p.routes.len(), p.rule.is_none()),
+            (0, true),
+            "nothing without an interface"
+        );
+        assert_eq!(p.endpoint, Err(Withheld::NoInterface));
+        let p = plan(
+            &uplink(false),
+            RELAY,
+            Some(&seen(true, None)),
+            &HealthVerdict::Carries,
+        );
+        assert_eq!(p.endpoint, Err(Withheld::NoAddress));
+    }
+
+    #[test]
+    fn deleted_relay_route_is_a_missing_route() {
+        let p = plan(
+            &uplink(false),
+            RELAY,
+            Some(&seen(true, Some(ADDR))),
+            &HealthVerdict::Carries,
+        );
+        let mut have = installed_as(&p);
+        let relay_route = have.routes.remove(1);
+        assert_eq!(diff(&p, &have), vec![Difference::RouteMissing(relay_route)]);
+    }
+
+    #[test]
+    fn address_change_makes_old_rule_routes_and_endpoint_stale_and_new_ones_missing() {
+        let old = plan(
+            &uplink(false),
+            RELAY,
+            Some(&seen(true, Some(ADDR))),
+            &HealthVerdict::Carries,
+        );
+        let new_addr: IpAddr = "10.1.0.7".parse().expect("ip");
+        let new = plan(
+            &uplink(false),
+            RELAY,
+            Some(&seen(true, Some(new_addr))),
+            &HealthVerdict::Carries,
+        );
+        let d = diff(&new, &installed_as(&old));
+        let stale = d
+            .iter()
+            .take_while(|x| {
+                matches!(
+                    x,
+                    Difference::RouteStale(_)
+                        | Difference::RuleStale(_)
+                        | Difference::EndpointStale(_)
+                )
+            })
+            .count();
+        assert_eq!(stale, 4, "removals come first: {d:?}");
+        assert_eq!(d.len(), 8, "{d:?}");
+    }
+
+    #[test]
+    fn endpoint_with_other_flags_differs() {
+        let p = plan(
+            &uplink(true),
+            RELAY,
+            Some(&seen(true, Some(ADDR))),
+            &HealthVerdict::Carries,
+        );
+        let mut have = installed_as(&p);
+        have.endpoints[0].flags = EndpointFlags::SUBFLOW;
+        assert!(matches!(
+            diff(&p, &have).as_slice(),
+            [Difference::EndpointDiffers { .. }]
+        ));
+    }
+
+    #[test]
+    fn unknown_next_hop_accepts_the_installed_one() {
+        let mut s = seen(true, Some(ADDR));
+        let p = plan(&uplink(false), RELAY, Some(&s), &HealthVerdict::Carries);
+        let have = installed_as(&p);
+        s.gateway = None;
+        let p = plan(&uplink(false), RELAY, Some(&s), &HealthVerdict::Carries);
+        assert!(diff(&p, &have).is_empty());
+    }
+}
