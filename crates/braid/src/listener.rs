@@ -101,12 +101,7 @@ impl<H: Handler> Listener<H> {
                     Err(e) => {
                         let (pause, say) = backoff.on_error(Instant::now());
                         if let Some(unsaid) = say {
-                            warn!(
-                                "{} listener: accept failed: {e}{}; retrying in {pause:?}{}",
-                                self.what,
-                                if unsaid > 0 { format!(" (and {unsaid} more times since the last report)") } else { String::new() },
-                                if e.raw_os_error() == Some(libc::EMFILE) { "; fix: raise the open-file limit (LimitNOFILE= in the service, or ulimit -n)" } else { "" },
-                            );
+                            self.report_accept_error(&e, pause, unsaid);
                         }
                         tokio::select! {
                             _ = tokio::time::sleep(pause) => {}
@@ -147,6 +142,23 @@ impl<H: Handler> Listener<H> {
             self.what, self.grace
         );
         left
+    }
+
+    fn report_accept_error(&self, e: &io::Error, pause: Duration, unsaid: u64) {
+        let since = if unsaid > 0 {
+            format!(" (and {unsaid} more times since the last report)")
+        } else {
+            String::new()
+        };
+        let fix = if e.raw_os_error() == Some(libc::EMFILE) {
+            "; fix: raise the open-file limit (LimitNOFILE= in the service, or ulimit -n)"
+        } else {
+            ""
+        };
+        warn!(
+            "{} listener: accept failed: {e}{since}; retrying in {pause:?}{fix}",
+            self.what
+        );
     }
 
     fn reap(&self, done: Result<(), JoinError>) {
