@@ -113,13 +113,40 @@ pub struct ServerReport {
     pub time_unix_ms: u64,
 }
 
+/// What a relay connection really is on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Live MPTCP: it can have a subflow per uplink.
+    Mptcp,
+    /// An MPTCP socket that fell back to plain TCP (a middlebox stripped the option, or the
+    /// peer has no MPTCP): it cannot bond.
+    Fallback,
+    /// Plain TCP: MPTCP was not asked for.
+    Tcp,
+    /// Not known (the socket could not be read).
+    #[default]
+    Unknown,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Mptcp => "mptcp",
+            Transport::Fallback => "fallback",
+            Transport::Tcp => "tcp",
+            Transport::Unknown => "unknown",
+        })
+    }
+}
+
 /// How one connection reached the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionReport {
     /// The client address as the server saw it.
     pub peer: String,
-    /// "mptcp", "fallback" (MPTCP socket, plain TCP on the wire) or "tcp" (client asked for TCP).
-    pub transport: String,
+    /// MPTCP, fallen back, or plain TCP.
+    pub transport: Transport,
     /// Subflows in use, the initial one included.
     pub subflows: u32,
     /// The SYN carried data (TCP Fast Open) that the server accepted.
@@ -462,7 +489,7 @@ mod tests {
             kernel: "6.18".into(),
             connection: ConnectionReport {
                 peer: "10.1.0.1:5".into(),
-                transport: "mptcp".into(),
+                transport: Transport::Mptcp,
                 subflows: 2,
                 tfo: false,
                 subflow_peers: vec!["10.2.0.1:4000".into()],

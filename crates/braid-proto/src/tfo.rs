@@ -7,15 +7,27 @@
 
 use std::time::Duration;
 
-/// `fast_open` in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `fast_open` in the config: `"auto"`, `"on"` or `"off"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Policy {
-    /// Use when proven to work.
+    /// Use TFO when the kernel accepts it and it works end to end; otherwise say why, once.
+    #[default]
     Auto,
-    /// Use or refuse to start.
+    /// Use TFO or refuse to start.
     On,
-    /// Never.
+    /// Never try.
     Off,
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Policy::Auto => "auto",
+            Policy::On => "on",
+            Policy::Off => "off",
+        })
+    }
 }
 
 /// One timed request/reply through the relay.
@@ -34,6 +46,19 @@ pub enum Exchange {
     Failed,
 }
 
+/// What the kernel answered to a TFO socket option (`TCP_FASTOPEN_CONNECT` on a client,
+/// `TCP_FASTOPEN` on a listener), on a socket of the kind braid uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sockopt {
+    /// Accepted (which proves nothing end to end, but is the first step).
+    #[default]
+    Accepted,
+    /// ENOPROTOOPT: the kernel has no TFO for this protocol (MPTCP before Linux 6.2).
+    Unsupported,
+    /// Another errno.
+    Failed(i32),
+}
+
 /// Everything the decision is based on.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
@@ -45,8 +70,8 @@ pub struct Facts {
     pub sysctl_client: bool,
     /// The raw sysctl value, for the message.
     pub sysctl_value: u32,
-    /// errno of `setsockopt(TCP_FASTOPEN_CONNECT)` on an MPTCP socket, if it failed.
-    pub setsockopt_errno: Option<i32>,
+    /// `setsockopt(TCP_FASTOPEN_CONNECT)` on a socket like the relay connections'.
+    pub setsockopt: Sockopt,
     /// A request/reply without TFO; `None` if the relay did not answer braid's control request.
     pub baseline: Option<Exchange>,
     /// Request/replies with TFO, in order (the first one fetches the cookie).
@@ -66,8 +91,6 @@ pub struct Decision {
 
 /// Slack over the no-TFO time that a TFO exchange may take before it counts as a stall.
 pub const STALL_SLACK: Duration = Duration::from_millis(200);
-
-const ENOPROTOOPT: i32 = 92;
 
 /// Decides from the facts gathered so far. Call it first with only the local facts (no
 /// exchanges) to learn whether probing is worth it: `None` means "probe the relay, then ask again".
@@ -93,15 +116,15 @@ pub fn decide(policy: Policy, f: &Facts) -> Option<Decision> {
             f.sysctl_value, f.kernel
         ));
     }
-    if let Some(errno) = f.setsockopt_errno {
-        return off(if errno == ENOPROTOOPT {
-            format!("Linux {} refuses TCP Fast Open on MPTCP sockets (ENOPROTOOPT, 'protocol not available'); TFO on MPTCP needs Linux 6.2 or newer; fix: upgrade the kernel, or set fast_open = \"off\"", f.kernel)
-        } else {
-            format!(
+    match f.setsockopt {
+        Sockopt::Accepted => {}
+        Sockopt::Unsupported => return off(format!("Linux {} refuses TCP Fast Open on {} sockets (ENOPROTOOPT, 'protocol not available'); TFO on MPTCP needs Linux 6.2 or newer; fix: upgrade the kernel, or set fast_open = \"off\"", f.kernel, f.transport)),
+        Sockopt::Failed(errno) => {
+            return off(format!(
                 "setsockopt(TCP_FASTOPEN_CONNECT) failed with errno {errno} on Linux {}",
                 f.kernel
-            )
-        });
+            ))
+        }
     }
     let base = match f.baseline {
         None if f.tfo.is_empty() => return None,
@@ -157,6 +180,58 @@ pub fn decide(policy: Policy, f: &Facts) -> Option<Decision> {
     })
 }
 
+/// Everything the relay's listener decision is based on.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerFacts {
+    /// `uname -r`.
+    pub kernel: String,
+    /// "MPTCP" or "TCP": what the listener is.
+    pub transport: String,
+    /// The raw `net.ipv4.tcp_fastopen` value (bit 2 lets listeners accept data in the SYN).
+    pub sysctl_value: u32,
+    /// `setsockopt(TCP_FASTOPEN)` on a socket like the listener.
+    pub setsockopt: Sockopt,
+}
+
+/// Whether the relay's listener takes TCP Fast Open. Unlike the gateway's, this needs no
+/// end-to-end check: gateways verify it from their side, and a listener that accepts TFO costs
+/// nothing when clients do not use it. The relay and `braid doctor` both call this.
+pub fn decide_listener(policy: Policy, f: &ListenerFacts) -> Decision {
+    let off = |reason: String| Decision {
+        enabled: false,
+        reason,
+        fatal: policy == Policy::On,
+    };
+    if policy == Policy::Off {
+        return Decision {
+            enabled: false,
+            reason: "fast_open = \"off\" in the config".into(),
+            fatal: false,
+        };
+    }
+    if f.sysctl_value & 2 == 0 {
+        return off(format!(
+            "net.ipv4.tcp_fastopen = {} lacks the server bit (2) on Linux {}, so the kernel ignores TFO on listeners; fix: sysctl -w net.ipv4.tcp_fastopen=3 (persist it in /etc/sysctl.d/)",
+            f.sysctl_value, f.kernel
+        ));
+    }
+    match f.setsockopt {
+        Sockopt::Accepted => Decision {
+            enabled: true,
+            reason: format!(
+                "the {} listener accepts TCP Fast Open on Linux {} (net.ipv4.tcp_fastopen = {}); gateways verify it end to end",
+                f.transport, f.kernel, f.sysctl_value
+            ),
+            fatal: false,
+        },
+        Sockopt::Unsupported => off(format!("Linux {} refuses TCP_FASTOPEN on {} listeners (ENOPROTOOPT); TFO on MPTCP needs Linux 6.2 or newer; fix: upgrade the kernel, or set fast_open = \"off\"", f.kernel, f.transport)),
+        Sockopt::Failed(errno) => off(format!(
+            "setsockopt(TCP_FASTOPEN) on a {} listener failed with errno {errno} on Linux {}",
+            f.transport, f.kernel
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,7 +263,7 @@ mod tests {
     fn enoprotoopt_names_the_kernel_and_is_fatal_only_when_on() {
         let f = Facts {
             kernel: "6.1.0-31".into(),
-            setsockopt_errno: Some(ENOPROTOOPT),
+            setsockopt: Sockopt::Unsupported,
             ..facts()
         };
         let d = decide(Policy::Auto, &f).unwrap();
@@ -265,6 +340,44 @@ mod tests {
             .unwrap()
             .reason
             .contains("no TFO SYN carried data"));
+    }
+
+    fn listener(sysctl: u32, setsockopt: Sockopt) -> ListenerFacts {
+        ListenerFacts {
+            kernel: "6.1.0-31".into(),
+            transport: "MPTCP".into(),
+            sysctl_value: sysctl,
+            setsockopt,
+        }
+    }
+
+    #[test]
+    fn listener_with_server_bit_and_accepted_option_takes_tfo() {
+        let d = decide_listener(Policy::Auto, &listener(3, Sockopt::Accepted));
+        assert!(d.enabled && !d.fatal, "{}", d.reason);
+        assert!(!decide_listener(Policy::Off, &listener(3, Sockopt::Accepted)).enabled);
+    }
+
+    #[test]
+    fn listener_without_server_bit_or_before_6_2_is_off_and_fatal_only_when_on() {
+        for f in [
+            listener(1, Sockopt::Accepted),
+            listener(3, Sockopt::Unsupported),
+        ] {
+            let d = decide_listener(Policy::Auto, &f);
+            assert!(
+                !d.enabled && !d.fatal && d.reason.contains("fix:"),
+                "{}",
+                d.reason
+            );
+            assert!(decide_listener(Policy::On, &f).fatal);
+        }
+        let d = decide_listener(Policy::Auto, &listener(3, Sockopt::Unsupported));
+        assert!(
+            d.reason.contains("6.2") && d.reason.contains("6.1.0-31"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod doctor;
+pub mod fast_open;
 pub mod gateway;
 pub mod keygen;
 pub mod lab;

@@ -22,9 +22,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use braid_proto::control::{
-    self, ControlRequest, ControlResponse, SourceTail, SteadyRate, CONTROL_HOST, CONTROL_PORT,
+    self, ControlRequest, ControlResponse, SourceTail, SteadyRate, Transport, CONTROL_HOST,
+    CONTROL_PORT,
 };
-use braid_sys::mptcp::info::{mptcp_state, MptcpState};
+use braid_sys::mptcp::info::mptcp_state;
 use braid_sys::netlink::Rtnl;
 use serde::Serialize;
 use shadowsocks::relay::socks5::Address;
@@ -86,8 +87,8 @@ pub struct TestResult {
     pub bytes: u64,
     /// Wall time of the transfer, seconds.
     pub secs: f64,
-    /// "tcp", "mptcp" or "fallback" (an MPTCP socket that fell back to plain TCP).
-    pub transport: String,
+    /// MPTCP, plain TCP, or fallen back (an MPTCP socket that became plain TCP).
+    pub transport: Transport,
 }
 
 /// A test that ran but broke.
@@ -352,7 +353,7 @@ where
         bytes_per_uplink,
         bytes,
         secs: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
-        transport: sub.transport.into(),
+        transport: sub.transport,
     })
 }
 
@@ -397,7 +398,7 @@ fn is_reset(e: &std::io::Error) -> bool {
 /// The most subflows seen on a stream, sampled while it moves bytes.
 struct Subflows {
     most: u32,
-    transport: &'static str,
+    transport: Transport,
     last: Instant,
 }
 
@@ -405,7 +406,7 @@ impl Subflows {
     fn new(s: &RelayStream) -> Subflows {
         let mut sub = Subflows {
             most: 0,
-            transport: "tcp",
+            transport: Transport::Tcp,
             last: Instant::now(),
         };
         sub.sample(s);
@@ -414,11 +415,7 @@ impl Subflows {
 
     fn sample(&mut self, s: &RelayStream) {
         let state = mptcp_state(s.get_ref());
-        self.transport = match state {
-            MptcpState::Mptcp { .. } => "mptcp",
-            MptcpState::Fallback => "fallback",
-            MptcpState::Tcp => "tcp",
-        };
+        self.transport = crate::server::transport_of(state);
         self.most = self.most.max(state.subflows());
         self.last = Instant::now();
     }
@@ -605,7 +602,7 @@ mod tests {
                 bytes_per_uplink: BTreeMap::from([("wifi".into(), 20_000_000), ("5g".into(), 0)]),
                 bytes: 19_000_000,
                 secs: 4.1,
-                transport: "tcp".into(),
+                transport: Transport::Tcp,
             }],
             failures: vec![],
             notes: vec!["bonded: skipped, the gateway is not running".into()],

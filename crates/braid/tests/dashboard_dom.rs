@@ -148,7 +148,7 @@ fn canned_status() -> Status {
             fallback_total: 2,
             list: vec![ConnectionStatus {
                 target: "example.com:443".into(),
-                transport: "mptcp".into(),
+                transport: braid_proto::control::Transport::Mptcp,
                 subflows: 1,
                 subflows_per_uplink: BTreeMap::from([("wifi".into(), 1)]),
                 age_secs: 75.0,

@@ -1,7 +1,6 @@
 //! Keys shared by server and gateway: method, key, fast_open.
 
 use base64::Engine;
-use serde::Deserialize;
 use shadowsocks::crypto::CipherKind;
 
 use super::Invalid;
@@ -135,28 +134,8 @@ impl SsKey {
     }
 }
 
-/// `fast_open`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FastOpen {
-    /// Use TFO when the kernel accepts it and it works end to end; otherwise say why, once.
-    #[default]
-    Auto,
-    /// Use TFO or refuse to start.
-    On,
-    /// Never try.
-    Off,
-}
-
-impl std::fmt::Display for FastOpen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            FastOpen::Auto => "auto",
-            FastOpen::On => "on",
-            FastOpen::Off => "off",
-        })
-    }
-}
+/// `fast_open`: the TCP Fast Open policy, as `braid_proto::tfo` decides with it.
+pub use braid_proto::tfo::Policy as FastOpen;
 
 /// Parses `host:port` / `ip:port` for key `key`.
 pub fn parse_socket_addr(key: &str, s: &str) -> Result<std::net::SocketAddr, Invalid> {

@@ -167,7 +167,7 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
     }
     r.checks.push(blackhole);
     r.checks
-        .push(tfo_check(cfg, relay, any_reach && report.is_some()).await);
+        .push(tfo_check(cfg, relay, any_reach && report.is_some(), roots).await);
     r
 }
 
@@ -425,10 +425,7 @@ async fn mptcp_checks(
             let disabled_now = procfs
                 .net_counter("MPTcpExtMPCapableSYNTXDisabled")
                 .unwrap_or(0);
-            let seen_by_server = first
-                .as_ref()
-                .or(braid)
-                .map(|b| b.connection.transport.clone());
+            let seen_by_server = first.as_ref().or(braid).map(|b| b.connection.transport);
             let blackholed = disabled_now > disabled_before;
             let c = if blackholed {
                 Check::warn("server.mptcp", "this gateway's kernel sent the connection as plain TCP", "the kernel's MPTCP blackhole state is active (see mptcp.blackhole); the relay itself was not tested", "see mptcp.blackhole")
@@ -443,7 +440,7 @@ async fn mptcp_checks(
                 Check::fail(
                     "server.mptcp",
                     format!("connections fall back to plain TCP: a middlebox strips the MPTCP option on the first path ({first_uplink})"),
-                    format!("the relay speaks MPTCP (net.mptcp.enabled = 1 there) but received this connection as {}; something between this gateway and the VPS removed the MP_CAPABLE option", seen_by_server.unwrap_or_else(|| "plain TCP".into())),
+                    format!("the relay speaks MPTCP (net.mptcp.enabled = 1 there) but received this connection as {}; something between this gateway and the VPS removed the MP_CAPABLE option", seen_by_server.map_or_else(|| "plain TCP".to_string(), |t| t.to_string())),
                     format!("make another uplink the main route, tunnel {first_uplink} (MPTCP over a VPN), or ask that ISP"),
                 )
             } else {
@@ -530,16 +527,19 @@ async fn mptcp_checks(
     false
 }
 
-async fn tfo_check(cfg: &GatewayConfig, relay: SocketAddr, braid: bool) -> Check {
+async fn tfo_check(
+    cfg: &GatewayConfig,
+    relay: SocketAddr,
+    braid: bool,
+    roots: &KernelRoots,
+) -> Check {
     use braid_proto::tfo::{decide, Policy};
-    let policy = match cfg.fast_open {
-        crate::config::FastOpen::Off => {
-            return Check::skip("tfo", "fast_open = \"off\" in gateway.toml")
-        }
-        crate::config::FastOpen::On => Policy::On,
-        crate::config::FastOpen::Auto => Policy::Auto,
-    };
-    let mut facts = crate::gateway::tfo_probe::local_facts(relay, cfg.mptcp);
+    let policy = cfg.fast_open;
+    if policy == Policy::Off {
+        return Check::skip("tfo", "fast_open = \"off\" in gateway.toml");
+    }
+    let mut facts =
+        crate::fast_open::client_facts(relay, cfg.mptcp, &roots.procfs(), &roots.running());
     if decide(policy, &facts).is_none() && braid {
         let d = dialer(cfg, relay, cfg.mptcp);
         crate::gateway::tfo_probe::probe_relay(&d, &mut facts).await;
@@ -548,7 +548,7 @@ async fn tfo_check(cfg: &GatewayConfig, relay: SocketAddr, braid: bool) -> Check
     let evidence = |c: Check| {
         c.with("kernel", facts.kernel.clone())
             .with("tcp_fastopen", facts.sysctl_value)
-            .with("setsockopt_errno", facts.setsockopt_errno.unwrap_or(0))
+            .with("setsockopt", format!("{:?}", facts.setsockopt))
             .with(
                 "exchanges",
                 format!("baseline {:?}; tfo {:?}", facts.baseline, facts.tfo),

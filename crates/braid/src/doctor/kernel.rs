@@ -39,11 +39,13 @@ impl Default for KernelRoots {
 }
 
 impl KernelRoots {
-    fn procfs(&self) -> Procfs {
+    /// procfs at its root.
+    pub fn procfs(&self) -> Procfs {
         Procfs::at(&self.proc)
     }
 
-    fn running(&self) -> String {
+    /// The running kernel's release (or the one tests pretend).
+    pub fn running(&self) -> String {
         self.release
             .clone()
             .unwrap_or_else(|| KernelRelease::running().release)

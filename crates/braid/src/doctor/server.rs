@@ -3,6 +3,7 @@
 use super::check::{Check, Report};
 use super::{firewall, kernel};
 use crate::config::server::ServerConfig;
+use crate::config::FastOpen;
 use crate::doctor::kernel::KernelRoots;
 
 /// Runs every server check.
@@ -23,35 +24,31 @@ pub fn checks(cfg: &ServerConfig, roots: &KernelRoots, sshd_config: &std::path::
     r
 }
 
+/// `tfo`: the relay's own listener decision, from the same facts.
 fn tfo(cfg: &ServerConfig, roots: &KernelRoots) -> Check {
-    use crate::config::FastOpen;
     if cfg.fast_open == FastOpen::Off {
         return Check::skip("tfo", "fast_open = \"off\" in server.toml");
     }
-    let procfs = braid_sys::sysctl::Procfs::at(&roots.proc);
-    let v = procfs.sysctl_u64("net.ipv4.tcp_fastopen").unwrap_or(0) as u32;
-    let server_bit = braid_sys::tfo::FastopenSysctl(v).server();
-    let c = if server_bit {
-        Check::ok(
-            "tfo",
-            format!(
-                "net.ipv4.tcp_fastopen = {v} allows server-side TFO; gateways verify it end to end"
-            ),
-        )
-    } else if cfg.fast_open == FastOpen::On {
+    let facts =
+        crate::fast_open::listener_facts(cfg.listen, cfg.mptcp, &roots.procfs(), &roots.running());
+    let d = braid_proto::tfo::decide_listener(cfg.fast_open, &facts);
+    let c = if d.enabled {
+        Check::ok("tfo", d.reason)
+    } else if d.fatal {
         Check::fail(
             "tfo",
-            "fast_open = \"on\", but the kernel does not accept TFO on listeners",
-            format!("net.ipv4.tcp_fastopen = {v} lacks the server bit (2)"),
-            "sysctl -w net.ipv4.tcp_fastopen=3 (persist in /etc/sysctl.d/)",
+            "fast_open = \"on\", but the relay's listener cannot take TCP Fast Open",
+            d.reason,
+            "fix the cause above, or set fast_open = \"auto\"",
         )
     } else {
         Check::warn(
             "tfo",
             "TCP Fast Open is off on the relay",
-            format!("net.ipv4.tcp_fastopen = {v} lacks the server bit (2)"),
-            "sysctl -w net.ipv4.tcp_fastopen=3 (persist in /etc/sysctl.d/); braid works without it",
+            d.reason,
+            "braid works without it; to gain one round trip per connection, fix the cause above",
         )
     };
-    c.with("tcp_fastopen", v)
+    c.with("tcp_fastopen", facts.sysctl_value)
+        .with("setsockopt", format!("{:?}", facts.setsockopt))
 }

@@ -69,14 +69,6 @@ pub enum GatewayError {
     Netlink(#[from] braid_sys::netlink::NetlinkError),
 }
 
-fn policy(f: FastOpen) -> Policy {
-    match f {
-        FastOpen::Auto => Policy::Auto,
-        FastOpen::On => Policy::On,
-        FastOpen::Off => Policy::Off,
-    }
-}
-
 fn log_decision(d: &Decision) {
     if d.enabled {
         info!("TCP Fast Open on: {}", d.reason);
@@ -138,13 +130,18 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), GatewayError> {
     let relay = resolve::relay(&cfg.server).await?;
-    let facts = tfo_probe::local_facts(relay, cfg.mptcp);
+    let facts = crate::fast_open::client_facts(
+        relay,
+        cfg.mptcp,
+        &braid_sys::sysctl::Procfs::default(),
+        &braid_sys::kernel::KernelRelease::running().release,
+    );
     let dialer = Dialer::new(&cfg, relay).map_err(|source| GatewayError::Listen {
         what: "server",
         addr: relay,
         source,
     })?;
-    let mut early = tfo::decide(policy(cfg.fast_open), &facts);
+    let mut early = tfo::decide(cfg.fast_open, &facts);
     if early.is_none() && cfg.fast_open == FastOpen::On {
         // "on" must fail at start-up when TFO cannot work, so its end-to-end check runs now.
         let mut f = facts.clone();
@@ -290,7 +287,7 @@ async fn serve(
         None => {
             background.spawn(decide_tfo(
                 dialer.clone(),
-                policy(cfg.fast_open),
+                cfg.fast_open,
                 facts,
                 status.clone(),
             ));

@@ -1,7 +1,7 @@
 //! Gathers the evidence for the TCP Fast Open decision (the rules are in `braid_proto::tfo`).
 //!
-//! Local facts (the sysctl, a setsockopt on an MPTCP socket) are read at start-up, so that
-//! `fast_open = "on"` can refuse to start at once. The end-to-end part sends braid control
+//! Local facts (the sysctl, a setsockopt on an MPTCP socket; `crate::fast_open`) are read at
+//! start-up, so that `fast_open = "on"` can refuse to start at once. The end-to-end part sends braid control
 //! requests through the relay, first without TFO and then three times with it (the first of
 //! which only fetches the cookie), and times each request/reply.
 
@@ -18,27 +18,6 @@ use crate::control::Connection;
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
 /// TFO request/replies after the baseline.
 pub const TFO_TRIES: usize = 3;
-
-/// The facts that need no relay.
-pub fn local_facts(relay: std::net::SocketAddr, mptcp: bool) -> Facts {
-    let procfs = braid_sys::sysctl::Procfs::default();
-    let value = procfs.sysctl_u64("net.ipv4.tcp_fastopen").unwrap_or(0) as u32;
-    let setsockopt_errno = match braid_sys::socket::stream_socket(&relay, mptcp) {
-        Ok((sock, _, _)) => braid_sys::tfo::set_connect_fastopen(&sock)
-            .err()
-            .map(|e| e.raw_os_error().unwrap_or(-1)),
-        Err(e) => e.raw_os_error(),
-    };
-    Facts {
-        kernel: braid_sys::kernel::KernelRelease::running().release,
-        transport: if mptcp { "MPTCP" } else { "TCP" }.into(),
-        sysctl_client: braid_sys::tfo::FastopenSysctl(value).client(),
-        sysctl_value: value,
-        setsockopt_errno,
-        baseline: None,
-        tfo: Vec::new(),
-    }
-}
 
 /// Adds the end-to-end exchanges to `facts`. Returns the relay's report, if it is a braid relay.
 pub async fn probe_relay(dialer: &Dialer, facts: &mut Facts) -> Option<ServerReport> {

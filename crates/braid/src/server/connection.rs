@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use braid_proto::control::{ConnectionReport, CONTROL_HOST, CONTROL_PORT};
+use braid_proto::control::{ConnectionReport, Transport, CONTROL_HOST, CONTROL_PORT};
 use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 use shadowsocks::relay::socks5::Address;
 use shadowsocks::relay::tcprelay::proxy_stream::ProxyServerStream;
@@ -20,12 +20,12 @@ use crate::shutdown::Shutdown;
 /// How often a relayed connection's subflows are counted.
 const SUBFLOW_SAMPLE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// "mptcp", "fallback" or "tcp", as reported everywhere.
-pub fn transport_name(s: MptcpState) -> &'static str {
+/// What a socket's MPTCP state means for the reports (status, control, logs).
+pub fn transport_of(s: MptcpState) -> Transport {
     match s {
-        MptcpState::Mptcp { .. } => "mptcp",
-        MptcpState::Fallback => "fallback",
-        MptcpState::Tcp => "tcp",
+        MptcpState::Mptcp { .. } => Transport::Mptcp,
+        MptcpState::Fallback => Transport::Fallback,
+        MptcpState::Tcp => Transport::Tcp,
     }
 }
 
@@ -43,7 +43,7 @@ fn report<S: AsFd>(stream: &S, peer: SocketAddr, tfo: bool) -> ConnectionReport 
     };
     ConnectionReport {
         peer: peer.to_string(),
-        transport: transport_name(state).into(),
+        transport: transport_of(state),
         subflows: state.subflows(),
         tfo,
         subflow_peers,
@@ -113,7 +113,7 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
                 Ok(fd) => report(fd, peer, tfo),
                 Err(_) => ConnectionReport {
                     peer: peer.to_string(),
-                    transport: "unknown".into(),
+                    transport: Transport::Unknown,
                     subflows: 0,
                     tfo,
                     subflow_peers: vec![],

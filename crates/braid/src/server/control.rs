@@ -194,7 +194,7 @@ mod tests {
     fn conn() -> ConnectionReport {
         ConnectionReport {
             peer: "10.1.0.1:5".into(),
-            transport: "tcp".into(),
+            transport: braid_proto::control::Transport::Tcp,
             subflows: 1,
             tfo: false,
             subflow_peers: vec![],

@@ -5,7 +5,7 @@
 //! requests, and relays everything else to destinations its policy allows.
 
 mod connection;
-pub use connection::transport_name;
+pub use connection::transport_of;
 mod control;
 mod own_addrs;
 
@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use braid_proto::destination::DestinationPolicy;
+use braid_proto::tfo::{decide_listener, Decision};
 use braid_sys::socket::{self, ListenOptions, Transport};
 use shadowsocks::config::ServerType;
 use shadowsocks::context::Context;
@@ -61,8 +62,8 @@ pub struct ServerStats {
 pub struct Listeners {
     /// The relay (`listen`).
     pub relay: TcpListener,
-    /// Whether the kernel took TCP Fast Open on `relay` (false for a plain listener).
-    pub relay_fast_open: bool,
+    /// Whether `relay` takes TCP Fast Open, and why.
+    pub relay_tfo: Decision,
     /// The HTTP status API (`control`), if wanted and its port was free.
     pub status_http: Option<TcpListener>,
 }
@@ -71,7 +72,7 @@ impl Listeners {
     /// Binds the relay listener, deciding MPTCP and TFO now so that the log says once what is
     /// used, and the HTTP status API (a port in use there only costs the API, with a warning).
     pub async fn bind(cfg: &ServerConfig) -> Result<Listeners, ServerError> {
-        let (relay, relay_fast_open) = bind_relay(cfg)?;
+        let (relay, relay_tfo) = bind_relay(cfg)?;
         let status_http = match cfg.control {
             Some(addr) => match crate::status::http::bind(addr).await {
                 Ok(l) => Some(l),
@@ -84,44 +85,34 @@ impl Listeners {
         };
         Ok(Listeners {
             relay,
-            relay_fast_open,
+            relay_tfo,
             status_http,
         })
     }
 }
 
-/// The MPTCP listener of `listen`, with TFO when the kernel takes it.
-fn bind_relay(cfg: &ServerConfig) -> Result<(TcpListener, bool), ServerError> {
-    let tfo_listener = decide_listener_tfo(cfg)?;
+/// The MPTCP listener of `listen`, with TFO when [`decide_listener`] says the kernel takes it
+/// (the same decision `braid doctor` reports).
+fn bind_relay(cfg: &ServerConfig) -> Result<(TcpListener, Decision), ServerError> {
+    let facts = crate::fast_open::listener_facts(
+        cfg.listen,
+        cfg.mptcp,
+        &braid_sys::sysctl::Procfs::default(),
+        &braid_sys::kernel::KernelRelease::running().release,
+    );
+    let tfo = decide_listener(cfg.fast_open, &facts);
+    if tfo.fatal {
+        return Err(ServerError::FastOpen { reason: tfo.reason });
+    }
+    if !tfo.enabled && cfg.fast_open != FastOpen::Off {
+        warn!("TCP Fast Open off on the listener: {}", tfo.reason);
+    }
     let opts = ListenOptions {
         mptcp: cfg.mptcp,
-        fastopen_qlen: tfo_listener.then_some(1024),
+        fastopen_qlen: tfo.enabled.then_some(1024),
         backlog: 1024,
     };
-    let bound = match socket::listen(cfg.listen, opts) {
-        Err(e) if tfo_listener && e.raw_os_error() == Some(libc_enoprotoopt()) => {
-            let kernel = braid_sys::kernel::KernelRelease::running();
-            let reason = format!("{kernel} refuses TCP_FASTOPEN on MPTCP listeners (ENOPROTOOPT); TFO on MPTCP needs Linux 6.2 or newer");
-            if cfg.fast_open == FastOpen::On {
-                return Err(ServerError::FastOpen {
-                    reason: format!(
-                        "{reason}; fix: upgrade the kernel or set fast_open = \"auto\""
-                    ),
-                });
-            }
-            warn!("TCP Fast Open off: {reason}");
-            socket::listen(
-                cfg.listen,
-                ListenOptions {
-                    fastopen_qlen: None,
-                    ..opts
-                },
-            )
-            .map(|l| (l, false))
-        }
-        other => other.map(|l| (l, tfo_listener)),
-    };
-    let (bound, tfo_listener) = bound.map_err(|source| ServerError::Listen {
+    let bound = socket::listen(cfg.listen, opts).map_err(|source| ServerError::Listen {
         addr: cfg.listen,
         source,
     })?;
@@ -140,19 +131,20 @@ fn bind_relay(cfg: &ServerConfig) -> Result<(TcpListener, bool), ServerError> {
         } else {
             "plain TCP"
         },
-        if tfo_listener {
+        if tfo.enabled {
             ", TCP Fast Open on"
         } else {
             ""
         },
         cfg.method
     );
-    Ok((listener, tfo_listener))
+    Ok((listener, tfo))
 }
 
 /// A relay over bound listeners, ready to run.
 pub struct Server {
     listener: TcpListener,
+    tfo: Decision,
     status_http: Option<TcpListener>,
     shared: Arc<Shared>,
 }
@@ -180,12 +172,13 @@ impl Server {
             policy,
             own: own_addrs::OwnAddrs::new(),
             stats: ServerStats::default(),
-            tfo_listener: listeners.relay_fast_open,
+            tfo_listener: listeners.relay_tfo.enabled,
             registry: Arc::new(crate::status::registry::Registry::default()),
             cfg,
         };
         Server {
             listener: listeners.relay,
+            tfo: listeners.relay_tfo,
             status_http: listeners.status_http,
             shared: Arc::new(shared),
         }
@@ -200,19 +193,11 @@ impl Server {
     pub async fn run(self, shutdown: Shutdown) {
         let mut status_http = None;
         if let Some(l) = self.status_http {
-            let reason = if self.shared.tfo_listener {
-                "the listener accepts TCP Fast Open (gateways verify it end to end)".to_string()
-            } else if self.shared.cfg.fast_open == FastOpen::Off {
-                "fast_open = \"off\" in server.toml".to_string()
-            } else {
-                "the kernel does not accept TFO on this listener (see the relay's log for why)"
-                    .to_string()
-            };
             let src: Arc<dyn crate::status::http::StatusSource> =
                 crate::status::server::ServerStatus::new(
                     self.shared.registry.clone(),
-                    self.shared.tfo_listener,
-                    reason,
+                    self.tfo.enabled,
+                    self.tfo.reason.clone(),
                 );
             status_http = Some(tokio::spawn(crate::status::http::serve(
                 l,
@@ -236,27 +221,4 @@ impl Server {
             s.tcp.load(Ordering::Relaxed)
         );
     }
-}
-
-fn libc_enoprotoopt() -> i32 {
-    92
-}
-
-/// Whether to ask for TFO on the listener; the sysctl's server bit is checked here because
-/// without it the kernel silently ignores the listener option.
-fn decide_listener_tfo(cfg: &ServerConfig) -> Result<bool, ServerError> {
-    if cfg.fast_open == FastOpen::Off {
-        return Ok(false);
-    }
-    let procfs = braid_sys::sysctl::Procfs::default();
-    let value = procfs.sysctl_u64("net.ipv4.tcp_fastopen").unwrap_or(0) as u32;
-    if !braid_sys::tfo::FastopenSysctl(value).server() {
-        let reason = format!("net.ipv4.tcp_fastopen = {value} lacks the server bit (2); fix: sysctl -w net.ipv4.tcp_fastopen=3");
-        if cfg.fast_open == FastOpen::On {
-            return Err(ServerError::FastOpen { reason });
-        }
-        warn!("TCP Fast Open off on the listener: {reason}");
-        return Ok(false);
-    }
-    Ok(true)
 }

@@ -139,7 +139,7 @@ impl GatewayStatus {
                     *per_uplink.entry(name.clone()).or_default() += 1;
                 }
             }
-            let transport = crate::server::transport_name(state);
+            let transport = crate::server::transport_of(state);
             match state {
                 MptcpState::Mptcp { .. } => conns.mptcp += 1,
                 MptcpState::Fallback => conns.fallback += 1,
@@ -147,7 +147,7 @@ impl GatewayStatus {
             }
             conns.list.push(ConnectionStatus {
                 target: live.target.clone(),
-                transport: transport.into(),
+                transport,
                 subflows: state.subflows().max(locals.len() as u32),
                 subflows_per_uplink: mine,
                 age_secs: (live.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,

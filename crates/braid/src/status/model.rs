@@ -111,8 +111,8 @@ pub struct Connections {
 pub struct ConnectionStatus {
     /// Where it goes (gateway) or comes from (server).
     pub target: String,
-    /// "mptcp", "fallback" or "tcp".
-    pub transport: String,
+    /// MPTCP, fallen back to TCP, or plain TCP.
+    pub transport: braid_proto::control::Transport,
     /// Subflows in use.
     pub subflows: u32,
     /// Subflows per uplink name (gateway).

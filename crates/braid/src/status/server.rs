@@ -47,7 +47,7 @@ impl StatusSource for ServerStatus {
             }
             conns.list.push(ConnectionStatus {
                 target: live.target.clone(),
-                transport: crate::server::transport_name(st).into(),
+                transport: crate::server::transport_of(st),
                 subflows: st.subflows(),
                 subflows_per_uplink: Default::default(),
                 age_secs: (live.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
