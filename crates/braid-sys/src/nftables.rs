@@ -25,7 +25,8 @@ use nftables::batch::Batch;
 use nftables::expr::{BinaryOperation, Expression, FibFlag, MetaKey, NamedExpression, SetItem};
 use nftables::expr::{Fib, FibResult, Meta, Payload, PayloadField, Verdict};
 use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
-use nftables::stmt::{Counter, Match, Operator, Reject, RejectType, Statement, NAT};
+use nftables::stmt::NAT;
+use nftables::stmt::{Counter, Match, Operator, QuotaOrQuotaRef, Reject, RejectType, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde::Serialize;
 
@@ -330,12 +331,14 @@ pub fn statement_text(s: &Statement) -> String {
         Statement::Jump(t) => format!("jump {}", t.target),
         Statement::Goto(t) => format!("goto {}", t.target),
         Statement::Match(m) => {
-            let op = match m.op {
-                Operator::EQ | Operator::IN => String::new(),
-                op => name(&op) + " ",
+            // nft leaves `==` out, except after a bitwise operation (`tcp flags & syn == syn`).
+            let op = match (m.op, &m.left) {
+                (Operator::EQ, Expression::BinaryOperation(_)) => "== ".into(),
+                (Operator::EQ | Operator::IN, _) => String::new(),
+                (op, _) => name(&op) + " ",
             };
             let quoted = matches!(&m.left, Expression::Named(NamedExpression::Meta(Meta { key }))
-                if matches!(key, MetaKey::Iifname | MetaKey::Oifname | MetaKey::Iifkind
+                if matches!(key, MetaKey::Iif | MetaKey::Oif | MetaKey::Iifname | MetaKey::Oifname | MetaKey::Iifkind
                     | MetaKey::Oifkind | MetaKey::Ibridgename | MetaKey::Obridgename));
             format!(
                 "{} {op}{}",
@@ -364,6 +367,35 @@ pub fn statement_text(s: &Statement) -> String {
             "{} vmap {}",
             expression_text(&v.key),
             expression_text(&v.data)
+        ),
+        Statement::Set(set) => format!(
+            "{} {} {{ {} }}",
+            name(&set.op),
+            set.set,
+            expression_text(&set.elem)
+        ),
+        Statement::Mangle(m) => format!(
+            "{} set {}",
+            expression_text(&m.key),
+            expression_text(&m.value)
+        ),
+        Statement::Quota(QuotaOrQuotaRef::Quota(q)) => format!(
+            "quota {}{} {}",
+            if q.inv == Some(true) { "over " } else { "" },
+            q.val,
+            q.val_unit
+        ),
+        Statement::Quota(QuotaOrQuotaRef::QuotaRef(n)) => format!("quota name \"{n}\""),
+        Statement::CTCount(c) => format!(
+            "ct count {}{}",
+            if c.inv == Some(true) { "over " } else { "" },
+            expression_text(&c.val)
+        ),
+        Statement::Meter(m) => format!(
+            "meter {} {{ {} {} }}",
+            m.name,
+            expression_text(&m.key),
+            statement_text(&m.stmt)
         ),
         Statement::XT(Some(xt)) => format!(
             "xt {} {}",
@@ -432,6 +464,16 @@ fn named_text(e: &NamedExpression, quoted: bool) -> String {
         NamedExpression::Set(items) => {
             let items: Vec<String> = (items.iter())
                 .map(|i| match i {
+                    // A verdict map entry, as the crate reads `[22, {"accept": null}]`.
+                    SetItem::Element(Expression::List(pair))
+                        if matches!(pair.as_slice(), [_, Expression::Verdict(_)]) =>
+                    {
+                        format!(
+                            "{} : {}",
+                            value_text(&pair[0], quoted),
+                            expression_text(&pair[1])
+                        )
+                    }
                     SetItem::Element(e) => value_text(e, quoted),
                     SetItem::Mapping(k, v) => {
                         format!("{} : {}", value_text(k, quoted), expression_text(v))
@@ -471,6 +513,10 @@ fn named_text(e: &NamedExpression, quoted: bool) -> String {
             format!("fib {} {}", flags.join(" . "), name(&f.result))
         }
         NamedExpression::Elem(e) => value_text(&e.val, quoted),
+        NamedExpression::Numgen(n) => format!("numgen {} mod {}", name(&n.mode), n.ng_mod),
+        NamedExpression::JHash(h) => {
+            format!("jhash {} mod {}", expression_text(&h.expr), h.hash_mod)
+        }
         other => json(other),
     }
 }
