@@ -6,6 +6,7 @@
 //! ```
 //! - [`config`]: TOML files into typed configs, with errors that name key, value and fix.
 //! - [`server`]: the relay; [`gateway`]: the router side; [`relay`]: the byte pump both use.
+//! - [`firewall`]: the host firewall read, judged and planned (doctor's checks, setup's rules).
 //! - [`cli`]: the command line; `main.rs` only parses it and calls in here.
 //!
 //! Wire formats and decisions live in `braid-proto`, kernel access in `braid-sys`, the test lab in
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod doctor;
+pub mod firewall;
 pub mod gateway;
 pub mod keygen;
 pub mod lab;

@@ -1,225 +1,24 @@
-//! Server-side firewall checks of `braid doctor`: does the host firewall admit new TCP
-//! connections to the relay port, and to the port(s) sshd listens on (so that turning the
-//! firewall on cannot lock the user out, as OpenMPTCPRouter's installer did by moving SSH to
-//! 65222)?
-//!
-//! ```text
-//!  nft -j list ruleset ─┐                         ┌─► relay_port() ─► firewall.relay_port
-//!  iptables-save ───────┴─► FirewallRules ─► admits(port, family)
-//!  sshd_config + /proc ─────► sshd_ports() ────────┴─► ssh() ────────► firewall.ssh
-//! ```
-//! Only what decides "is a new TCP SYN to port P from the internet (not loopback) accepted?" is
-//! parsed: the base chains hooked at `input`, their policies, and per rule its TCP destination
-//! ports, `ct state`, `iifname "lo"`, protocol and family matches, and its verdict (with jumps
-//! followed). Anything else becomes an "uninterpreted" condition: the answer then turns into a
-//! warning that quotes the rule, never into a failure.
-//!
-//! Not interpreted: named verdict maps, `tcp flags`, rate limits, source/destination address
-//! matches (each of these makes the verdict "depends on rule X"), and the provider's cloud
-//! firewall, which no host tool can see.
-//!
-//! Layout: `nft.rs` parses `nft -j list ruleset`, `iptables.rs` parses `iptables-save`,
-//! `eval.rs` holds the rule model and judges a port against it, `sshd.rs` finds sshd's ports;
-//! this file gathers the ruleset and turns the verdicts into the two checks.
+//! The checks `firewall.relay_port` and `firewall.ssh`: the judgement of
+//! [`crate::firewall::admits`] for new TCP connections, with the cause and the fix in the
+//! words of the tool that manages the firewall (ufw, firewalld, iptables or nft).
 
-mod eval;
-mod iptables;
-mod nft;
-mod sshd;
-
-use std::process::Command;
-
-use super::check::Check;
-
-pub use eval::{admits, Action, Admission, Chain, Cond, Family, Rule};
-pub use iptables::parse_iptables_save;
-pub use nft::parse_nft_json;
-pub use sshd::sshd_ports;
-
-/// The host's firewall as far as the checks need it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FirewallRules {
-    /// Where the rules came from (`nft -j list ruleset`, `iptables-save`).
-    pub source: String,
-    /// All chains of all tables.
-    pub chains: Vec<Chain>,
-    /// Set when the ruleset could not be read at all (the checks then skip).
-    pub error: Option<String>,
-    /// Remarks on how the rules were gathered.
-    pub notes: Vec<String>,
-}
-
-impl FirewallRules {
-    fn input_chains(&self, fam: Family) -> impl Iterator<Item = &Chain> {
-        self.chains
-            .iter()
-            .filter(move |c| c.is_input_filter() && c.applies_to(fam))
-    }
-
-    fn chain(&self, family: &str, table: &str, name: &str) -> Option<&Chain> {
-        self.chains
-            .iter()
-            .find(|c| c.family == family && c.table == table && c.name == name)
-    }
-
-    fn has_xt(&self, family: &str) -> bool {
-        self.chains
-            .iter()
-            .filter(|c| c.family == family)
-            .flat_map(|c| &c.rules)
-            .any(|r| {
-                r.conds
-                    .iter()
-                    .any(|c| matches!(c, Cond::Unknown(s) if s.starts_with("iptables match")))
-                    || matches!(&r.action, Action::Unknown(s) if s.starts_with("iptables target"))
-            })
-    }
-
-    /// Replaces table `family table` with the chains of `other` (e.g. an iptables-nft table,
-    /// whose `xt` expressions nft cannot show, by its iptables-save form).
-    pub fn replace_table(&mut self, family: &str, table: &str, other: FirewallRules) {
-        self.chains
-            .retain(|c| !(c.family == family && c.table == table));
-        self.chains.extend(other.chains);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Gathering
-
-/// Reads the ruleset: `nft -j list ruleset` (iptables-nft rules show up there too, and are
-/// re-read from `iptables-save` when they use `xt` matches nft cannot show), plus legacy
-/// iptables tables if any exist; without nft, `iptables-save` and `ip6tables-save`.
-pub fn gather() -> FirewallRules {
-    let mut rules = match run("nft", &["-j", "list", "ruleset"]) {
-        Ok(text) => match parse_nft_json(&text) {
-            Ok(r) => r,
-            Err(e) => {
-                return unreadable(
-                    "nft -j list ruleset",
-                    format!("cannot parse the output of `nft -j list ruleset`: {e}"),
-                )
-            }
-        },
-        Err(RunError::Missing) => {
-            let mut r = FirewallRules {
-                source: "iptables-save".into(),
-                ..FirewallRules::default()
-            };
-            r.notes
-                .push("nft is not installed; read iptables-save and ip6tables-save".into());
-            let mut any = false;
-            for (cmd, fam) in [
-                ("iptables-save", Family::V4),
-                ("ip6tables-save", Family::V6),
-            ] {
-                match run(cmd, &[]) {
-                    Ok(text) => {
-                        any = true;
-                        r.chains.extend(parse_iptables_save(&text, fam).chains);
-                    }
-                    Err(RunError::Missing) => {}
-                    Err(RunError::Failed(e)) => return unreadable(cmd, e),
-                }
-            }
-            if !any {
-                r.notes.push(
-                    "neither nft nor iptables-save is installed: no host firewall tool".into(),
-                );
-            }
-            return r;
-        }
-        Err(RunError::Failed(e)) => return unreadable("nft -j list ruleset", e),
-    };
-    for (fam, family, cmd) in [
-        (Family::V4, "ip", "iptables-save"),
-        (Family::V6, "ip6", "ip6tables-save"),
-    ] {
-        if rules.has_xt(family) {
-            if let Ok(text) = run(cmd, &[]) {
-                rules.replace_table(family, "filter", parse_iptables_save(&text, fam));
-                rules.notes.push(format!(
-                    "the {family} filter table uses iptables-nft matches; read it from {cmd}"
-                ));
-            }
-        }
-    }
-    // Legacy iptables rules are invisible to nft but still filter. Only look if the legacy
-    // tables exist, so that nothing loads the ip_tables module as a side effect.
-    for (fam, names, cmd) in [
-        (
-            Family::V4,
-            "/proc/net/ip_tables_names",
-            "iptables-legacy-save",
-        ),
-        (
-            Family::V6,
-            "/proc/net/ip6_tables_names",
-            "ip6tables-legacy-save",
-        ),
-    ] {
-        let present =
-            std::fs::read_to_string(names).is_ok_and(|t| t.lines().any(|l| l.trim() == "filter"));
-        if present {
-            if let Ok(text) = run(cmd, &[]) {
-                let legacy = parse_iptables_save(&text, fam);
-                rules.chains.extend(legacy.chains.into_iter().map(|mut c| {
-                    c.table = "filter(legacy)".into();
-                    c
-                }));
-                rules
-                    .notes
-                    .push(format!("legacy iptables rules read from {cmd}"));
-            }
-        }
-    }
-    rules
-}
-
-fn unreadable(source: &str, e: String) -> FirewallRules {
-    FirewallRules {
-        source: source.into(),
-        error: Some(e),
-        ..FirewallRules::default()
-    }
-}
-
-enum RunError {
-    Missing,
-    Failed(String),
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<String, RunError> {
-    let out = Command::new(cmd).args(args).output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            RunError::Missing
-        } else {
-            RunError::Failed(format!("{cmd}: {e}"))
-        }
-    })?;
-    if !out.status.success() {
-        return Err(RunError::Failed(format!(
-            "`{cmd} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The checks
+use crate::doctor::check::Check;
+use crate::firewall::model::ChainId;
+use crate::firewall::{admits, Admission, Family, GatherError, Manager, Probe, Ruleset};
 
 /// `firewall.relay_port`: the host firewall admits new TCP connections to the relay's port.
-pub fn relay_port(port: u16, rules: &FirewallRules) -> Check {
+pub fn relay_port(port: u16, gathered: &Result<Ruleset, GatherError>) -> Check {
     const ID: &str = "firewall.relay_port";
-    if let Some(c) = preflight(ID, rules) {
+    let rules = match gathered {
+        Ok(rules) => rules,
+        Err(e) => return unreadable(ID, e),
+    };
+    if let Some(c) = no_firewall(ID, rules) {
         return c;
     }
     let (v4, v6) = (
-        admits(rules, port, Family::V4),
-        admits(rules, port, Family::V6),
+        admits(rules, Probe::tcp(port, Family::V4)),
+        admits(rules, Probe::tcp(port, Family::V6)),
     );
     let cloud = format!("Also open TCP {port} in the provider's cloud firewall or security group, which this check cannot see.");
     let c = match &v4 {
@@ -237,12 +36,16 @@ pub fn relay_port(port: u16, rules: &FirewallRules) -> Check {
             format!("Read those rules and make sure TCP port {port} is accepted from the gateways' addresses (e.g. `nft insert rule inet filter input tcp dport {port} accept`). {cloud}"),
         ),
     };
-    evidence(c, rules, &v4, &v6)
+    c.with("ipv4", v4.describe())
+        .with("ipv6", v6.describe())
+        .with("source", rules.source.as_str())
+        .with("input_chains", input_chain_list(rules))
+        .with("notes", rules.notes.clone())
 }
 
 /// `firewall.ssh`: the host firewall admits the port(s) sshd listens on, so that enabling it
 /// cannot lock the user out.
-pub fn ssh(ports: &[u16], rules: &FirewallRules) -> Check {
+pub fn ssh(ports: &[u16], gathered: &Result<Ruleset, GatherError>) -> Check {
     const ID: &str = "firewall.ssh";
     if ports.is_empty() {
         return Check::skip(
@@ -250,34 +53,45 @@ pub fn ssh(ports: &[u16], rules: &FirewallRules) -> Check {
             "skipped: no sshd port was found (no sshd_config and no listening sshd)",
         );
     }
-    if let Some(c) = preflight(ID, rules) {
+    let rules = match gathered {
+        Ok(rules) => rules,
+        Err(e) => return unreadable(ID, e).with("sshd_ports", ports.to_vec()),
+    };
+    if let Some(c) = no_firewall(ID, rules) {
         return c.with("sshd_ports", ports.to_vec());
     }
-    let list = |ps: &[u16]| ps.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
-    let judged: Vec<(u16, Admission)> = ports
-        .iter()
-        .map(|&p| (p, admits(rules, p, Family::V4)))
+    let judged: Vec<(u16, Admission)> = (ports.iter())
+        .map(|&p| (p, admits(rules, Probe::tcp(p, Family::V4))))
         .collect();
-    let admitted: Vec<u16> = judged
-        .iter()
+    let mut c = ssh_verdict(rules, ports, &judged).with("sshd_ports", ports.to_vec());
+    for (p, a) in &judged {
+        c = c.with(&format!("port_{p}"), a.describe());
+    }
+    c.with("source", rules.source.as_str())
+        .with("input_chains", input_chain_list(rules))
+        .with("notes", rules.notes.clone())
+}
+
+/// The verdict of `firewall.ssh` from each port's admission.
+fn ssh_verdict(rules: &Ruleset, ports: &[u16], judged: &[(u16, Admission)]) -> Check {
+    const ID: &str = "firewall.ssh";
+    let admitted: Vec<u16> = (judged.iter())
         .filter(|(_, a)| *a == Admission::Admitted)
         .map(|(p, _)| *p)
         .collect();
-    let blocked: Vec<(u16, &str, &str)> = judged
-        .iter()
+    let blocked: Vec<(u16, &str, &ChainId)> = (judged.iter())
         .filter_map(|(p, a)| match a {
-            Admission::Blocked { by, chain } => Some((*p, by.as_str(), chain.as_str())),
+            Admission::Blocked { by, chain } => Some((*p, by.as_str(), chain)),
             _ => None,
         })
         .collect();
-    let unsure: Vec<String> = judged
-        .iter()
+    let unsure: Vec<String> = (judged.iter())
         .filter(|(_, a)| matches!(a, Admission::Unsure { .. }))
-        .map(|(p, a)| format!("port {p}: {}", describe(a)))
+        .map(|(p, a)| format!("port {p}: {}", a.describe()))
         .collect();
     let blocked_ports: Vec<u16> = blocked.iter().map(|b| b.0).collect();
     let keep = "Keep your current session open and test a new login from a second terminal before you log out.";
-    let mut c = if admitted.len() == ports.len() {
+    if admitted.len() == ports.len() {
         Check::ok(
             ID,
             format!("the host firewall admits sshd's port(s) {}", list(ports)),
@@ -305,64 +119,49 @@ pub fn ssh(ports: &[u16], rules: &FirewallRules) -> Check {
             format!("The outcome depends on rules braid cannot interpret: {}.", unsure.join("; ")),
             format!("Read those rules and make sure TCP port(s) {} are accepted from the addresses you log in from. {keep}", list(ports)),
         )
-    };
-    c = c.with("sshd_ports", ports.to_vec());
-    for (p, a) in &judged {
-        c = c.with(&format!("port_{p}"), describe(a));
     }
-    c.with("source", rules.source.as_str())
-        .with("input_chains", input_chain_list(rules))
-        .with("notes", rules.notes.clone())
 }
 
-/// The skip (unreadable) or ok (no firewall) common to both checks.
-fn preflight(id: &str, rules: &FirewallRules) -> Option<Check> {
-    if let Some(e) = &rules.error {
-        return Some(
-            Check::skip(
-                id,
-                format!("cannot read the host firewall ({e}); run braid doctor as root"),
-            )
-            .with("source", rules.source.as_str()),
-        );
-    }
-    if rules.input_chains(Family::V4).next().is_none()
-        && rules.input_chains(Family::V6).next().is_none()
-    {
-        return Some(
-            Check::ok(id, "no host firewall: no filter chain is hooked at input")
-                .with("source", rules.source.as_str())
-                .with("notes", rules.notes.clone()),
-        );
-    }
-    None
+fn list(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The skip common to both checks when the firewall could not be read.
+fn unreadable(id: &str, e: &GatherError) -> Check {
+    Check::skip(id, format!("cannot read the host firewall: {e}")).with("source", e.command())
+}
+
+/// The ok common to both checks when no filter chain is hooked at input.
+fn no_firewall(id: &str, rules: &Ruleset) -> Option<Check> {
+    let none = rules.input_chains(Family::V4).next().is_none()
+        && rules.input_chains(Family::V6).next().is_none();
+    none.then(|| {
+        Check::ok(id, "no host firewall: no filter chain is hooked at input")
+            .with("source", rules.source.as_str())
+            .with("notes", rules.notes.clone())
+    })
 }
 
 fn v6_note(v6: &Admission) -> String {
     match v6 {
         Admission::Admitted => String::new(),
-        other => format!(" over IPv4 (over IPv6 it is {})", describe(other)),
+        other => format!(" over IPv4 (over IPv6 it is {})", other.describe()),
     }
 }
 
-fn evidence(c: Check, rules: &FirewallRules, v4: &Admission, v6: &Admission) -> Check {
-    c.with("ipv4", describe(v4))
-        .with("ipv6", describe(v6))
-        .with("source", rules.source.as_str())
-        .with("input_chains", input_chain_list(rules))
-        .with("notes", rules.notes.clone())
-}
-
-fn input_chain_list(rules: &FirewallRules) -> Vec<String> {
-    rules
-        .chains
-        .iter()
-        .filter(|c| c.is_input_filter())
-        .map(|c| {
+fn input_chain_list(rules: &Ruleset) -> Vec<String> {
+    (rules.tables.iter())
+        .flat_map(|t| t.chains.iter().map(move |c| (t, c)))
+        .filter(|(_, c)| c.is_input_filter())
+        .map(|(t, c)| {
             format!(
                 "{} (policy {}, {} rules)",
-                c.label(),
-                if c.policy_drop { "drop" } else { "accept" },
+                t.id(c),
+                if c.policy_drops() { "drop" } else { "accept" },
                 c.rules.len()
             )
         })
@@ -370,7 +169,7 @@ fn input_chain_list(rules: &FirewallRules) -> Vec<String> {
 }
 
 /// How to admit `ports` in the tool that manages `chain`.
-fn admit_fix(rules: &FirewallRules, chain: &str, ports: &[u16], by: &str) -> String {
+fn admit_fix(rules: &Ruleset, chain: &ChainId, ports: &[u16], by: &str) -> String {
     let csv = ports
         .iter()
         .map(u16::to_string)
@@ -381,52 +180,51 @@ fn admit_fix(rules: &FirewallRules, chain: &str, ports: &[u16], by: &str) -> Str
     } else {
         "Admit the port before anything drops it: ".to_string()
     };
-    let cmd = if rules.chains.iter().any(|c| c.name.starts_with("ufw")) {
-        ports
+    let cmd = match rules.manager(chain) {
+        Manager::Ufw => ports
             .iter()
             .map(|p| format!("`ufw allow {p}/tcp`"))
             .collect::<Vec<_>>()
-            .join(" and ")
-    } else if rules.chains.iter().any(|c| c.table == "firewalld") {
-        format!("`firewall-cmd --permanent --add-port={{{csv}}}/tcp && firewall-cmd --reload`")
-    } else if chain.contains(" filter INPUT") || chain.contains("filter(legacy) INPUT") {
-        let tool = if chain.starts_with("ip6") {
-            "ip6tables"
-        } else {
-            "iptables"
-        };
-        format!("`{tool} -I INPUT -p tcp -m multiport --dports {csv} -j ACCEPT`, then persist it (`netfilter-persistent save`)")
-    } else {
-        let set = if ports.len() == 1 {
-            csv
-        } else {
-            format!("{{ {} }}", csv.replace(',', ", "))
-        };
-        format!("`nft insert rule {chain} tcp dport {set} accept`, then add the same rule to /etc/nftables.conf so that it survives a reboot")
+            .join(" and "),
+        // A brace list only expands with a comma in it.
+        Manager::Firewalld if ports.len() == 1 => {
+            format!("`firewall-cmd --permanent --add-port={csv}/tcp && firewall-cmd --reload`")
+        }
+        Manager::Firewalld => {
+            format!("`firewall-cmd --permanent --add-port={{{csv}}}/tcp && firewall-cmd --reload`")
+        }
+        Manager::Iptables => {
+            let tool = if chain.family.to_string() == "ip6" {
+                "ip6tables"
+            } else {
+                "iptables"
+            };
+            format!("`{tool} -I INPUT -p tcp -m multiport --dports {csv} -j ACCEPT`, then persist it (`netfilter-persistent save`)")
+        }
+        Manager::Nft => {
+            let set = if ports.len() == 1 {
+                csv
+            } else {
+                format!("{{ {} }}", csv.replace(',', ", "))
+            };
+            format!("`nft insert rule {chain} tcp dport {set} accept`, then add the same rule to /etc/nftables.conf so that it survives a reboot")
+        }
     };
     format!("{first}{cmd}.")
 }
 
-fn describe(a: &Admission) -> String {
-    match a {
-        Admission::Admitted => "admitted".into(),
-        Admission::Blocked { by, .. } => format!("dropped by {by}"),
-        Admission::Unsure { otherwise, doubts } => {
-            format!("{otherwise}, unless: {}", doubts.join("; "))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::iptables::tests::IPTABLES_SAVE_UFW;
-    use super::nft::tests::{nft, NFT_IPTABLES_NFT};
     use super::*;
     use crate::doctor::check::Status;
+    use crate::firewall::iptables::parse_iptables_save;
+    use crate::firewall::iptables::tests::IPTABLES_SAVE_UFW;
+    use crate::firewall::model::TableFamily;
+    use crate::firewall::nft::tests::{nft, NFT_UFW_LIKE};
 
     /// A hand-written ruleset in the shape of `nft -j list ruleset`: one inet input chain with
     /// `policy` and one rule per `(dport, verdict)`.
-    fn simple(policy: &str, rules: &[(u16, &str)]) -> FirewallRules {
+    fn simple(policy: &str, rules: &[(u16, &str)]) -> Result<Ruleset, GatherError> {
         let mut items = vec![
             serde_json::json!({"metainfo": {"version": "1.0.6", "json_schema_version": 1}}),
             serde_json::json!({"table": {"family": "inet", "name": "filter", "handle": 1}}),
@@ -438,14 +236,14 @@ mod tests {
                 {(*verdict): null}
             ]}}));
         }
-        nft(&serde_json::json!({ "nftables": items }).to_string())
+        Ok(nft(&serde_json::json!({ "nftables": items }).to_string()))
     }
 
     #[test]
     fn empty_ruleset_is_ok_no_host_firewall() {
-        let r = nft(
+        let r = Ok(nft(
             r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}]}"#,
-        );
+        ));
         let c = relay_port(8388, &r);
         assert_eq!(c.status, Status::Ok, "{c:?}");
         assert!(c.summary.contains("no host firewall"), "{}", c.summary);
@@ -502,12 +300,13 @@ mod tests {
 
     #[test]
     fn iptables_nft_table_replaced_by_iptables_save_is_decided() {
-        let mut r = nft(NFT_IPTABLES_NFT);
+        let mut r = nft(NFT_UFW_LIKE);
         r.replace_table(
-            "ip",
+            &TableFamily::Ip,
             "filter",
-            parse_iptables_save(IPTABLES_SAVE_UFW, Family::V4),
+            vec![parse_iptables_save(IPTABLES_SAVE_UFW, Family::V4)],
         );
+        let r = Ok(r);
         assert_eq!(relay_port(443, &r).status, Status::Ok);
         let c = relay_port(8388, &r);
         assert_eq!(c.status, Status::Fail, "{c:?}");
@@ -542,8 +341,55 @@ mod tests {
 
     #[test]
     fn unreadable_ruleset_skips() {
-        let r = unreadable("nft -j list ruleset", "Operation not permitted".into());
-        assert_eq!(relay_port(8388, &r).status, Status::Skip);
+        let r = Err(GatherError::Failed {
+            command: "nft -j list ruleset".into(),
+            status: "exit status: 1".into(),
+            stderr: "Operation not permitted".into(),
+        });
+        let c = relay_port(8388, &r);
+        assert_eq!(c.status, Status::Skip);
+        assert!(
+            c.summary.contains("Operation not permitted") && c.summary.contains("fix: run as root"),
+            "{}",
+            c.summary
+        );
+        assert_eq!(c.evidence["source"], "nft -j list ruleset");
         assert_eq!(ssh(&[22], &r).status, Status::Skip);
+    }
+
+    #[test]
+    fn real_firewalld_blocks_the_relay_port_and_names_firewall_cmd() {
+        let r = Ok(nft(crate::firewall::nft::tests::FIREWALLD));
+        let c = relay_port(8388, &r);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(
+            c.cause.contains("reject with icmpx admin-prohibited"),
+            "{}",
+            c.cause
+        );
+        assert!(
+            c.fix.contains(
+                "`firewall-cmd --permanent --add-port=8388/tcp && firewall-cmd --reload`"
+            ),
+            "{}",
+            c.fix
+        );
+        assert_eq!(ssh(&[22], &r).status, Status::Ok);
+        let c = ssh(&[22, 2222], &r);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+    }
+
+    #[test]
+    fn real_ufw_fix_names_ufw_for_each_port() {
+        let r = Ok(crate::firewall::iptables::tests::real_ufw());
+        let c = ssh(&[8388, 8389], &r);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(
+            c.fix
+                .contains("`ufw allow 8388/tcp` and `ufw allow 8389/tcp`"),
+            "{}",
+            c.fix
+        );
+        assert_eq!(relay_port(22, &r).status, Status::Ok);
     }
 }
