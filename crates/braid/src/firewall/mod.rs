@@ -28,9 +28,11 @@ pub mod gather;
 pub mod iptables;
 pub mod model;
 pub mod nft;
+pub mod plan;
 pub mod sshd;
 
 pub use eval::{admits, Admission, Probe};
 pub use gather::{gather, GatherError};
 pub use model::{Family, Manager, Ruleset, L4};
+pub use plan::{Placement, Plan, PlanError, Rendered};
 pub use sshd::sshd_ports;
