@@ -172,3 +172,172 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, Run> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+#[cfg(test)]
+mod tests {
+    //! Against the real nft and iptables, each test in its own network namespace (never the
+    //! host's): what [`Ruleset::with_plan`] predicts is what the kernel does after the plan is
+    //! applied, read back by [`gather`].
+
+    use std::io::Write;
+    use std::process::Stdio;
+
+    use nix::sched::CloneFlags;
+
+    use super::*;
+    use crate::firewall::eval::{admits, Admission, Probe};
+    use crate::firewall::model::{Rule, L4};
+    use crate::firewall::plan::{Placement, Plan, Rendered};
+
+    /// Runs `test` on a thread in a new, empty network namespace; the tools it starts act
+    /// there. Skips without root, unless CI=true.
+    fn in_netns(name: &str, test: impl FnOnce() + Send + 'static) {
+        if !braid_lab::root_tests_enabled(name) {
+            return;
+        }
+        let joined = std::thread::spawn(move || {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+            test();
+        })
+        .join();
+        if let Err(panic) = joined {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    fn feed(program: &str, args: &[&str], input: &str) {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("tool runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        assert!(
+            child.wait().unwrap().success(),
+            "{program} rejected:\n{input}"
+        );
+    }
+
+    fn setup_rules() -> Vec<Rule> {
+        vec![
+            Rule::accept_established(),
+            Rule::accept_loopback(),
+            Rule::accept_dports(L4::Tcp, &[22, 8388]),
+            Rule::accept_dports(L4::Udp, &[8388]),
+        ]
+    }
+
+    fn outcome(a: &Admission) -> &'static str {
+        match a {
+            Admission::Admitted => "admitted",
+            Admission::Blocked { .. } => "blocked",
+            Admission::Unsure { .. } => "unsure",
+        }
+    }
+
+    /// Each probe's outcome, to compare prediction and reality (their evidence texts differ:
+    /// the kernel's rules carry handles).
+    fn outcomes(rules: &Ruleset) -> Vec<(Probe, &'static str)> {
+        let mut out = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            for port in [22, 2222, 8388, 9000] {
+                for probe in [Probe::tcp(port, family), Probe::udp(port, family)] {
+                    out.push((probe, outcome(&admits(rules, probe))));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn own_table_plan_applied_is_what_with_plan_predicted() {
+        in_netns("firewall_plan_nft", || {
+            let plan = Plan {
+                placement: Placement::OwnTable {
+                    table: "braid-fw".into(),
+                    priority: 0,
+                },
+                rules: setup_rules(),
+            };
+            let Ok(Rendered::Nft(batch)) = plan.render() else {
+                panic!("an own table renders to nft");
+            };
+            // First on a host without a firewall, then behind a table that drops the rest.
+            for host in [None, Some("table inet filter {\n chain input {\n  type filter hook input priority 0; policy drop;\n  tcp dport 2222 accept\n }\n}\n")] {
+                if let Some(script) = host {
+                    feed("nft", &["-f", "-"], script);
+                }
+                let before = gather().expect("gather");
+                let predicted = before.with_plan(&plan);
+                braid_sys::nftables::apply(&batch).expect("apply");
+                let after = gather().expect("gather again");
+                assert_eq!(outcomes(&after), outcomes(&predicted), "host {host:?}");
+                let own = after.tables.iter().find(|t| t.name == "braid-fw").unwrap();
+                let read: Vec<_> = own.chains[0].rules.iter().map(|r| &r.matches).collect();
+                let planned: Vec<_> = plan.rules.iter().map(|r| &r.matches).collect();
+                assert_eq!(read, planned);
+            }
+            // Behind the host's policy drop, braid's accept cannot open 8388.
+            let after = gather().unwrap();
+            assert!(matches!(
+                admits(&after, Probe::tcp(8388, Family::V4)),
+                Admission::Blocked { .. }
+            ));
+            assert_eq!(
+                admits(&after, Probe::tcp(2222, Family::V6)),
+                Admission::Admitted
+            );
+        });
+    }
+
+    #[test]
+    fn iptables_plan_run_is_what_with_plan_predicted() {
+        in_netns("firewall_plan_iptables", || {
+            let host = "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp -m tcp --dport 2222 -j ACCEPT\nCOMMIT\n";
+            feed("iptables-restore", &[], host);
+            feed("ip6tables-restore", &[], host);
+            let plan = Plan {
+                placement: Placement::IptablesInput,
+                rules: setup_rules(),
+            };
+            let before = gather().expect("gather");
+            assert!(matches!(
+                admits(&before, Probe::tcp(22, Family::V4)),
+                Admission::Blocked { .. }
+            ));
+            let predicted = before.with_plan(&plan);
+            let Ok(Rendered::Iptables(cmds)) = plan.render() else {
+                panic!("iptables placement renders to commands");
+            };
+            for cmd in &cmds {
+                let out = Command::new(cmd.program).args(cmd.args()).output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{cmd}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let after = gather().expect("gather again");
+            assert_eq!(outcomes(&after), outcomes(&predicted));
+            for family in [Family::V4, Family::V6] {
+                for probe in [
+                    Probe::tcp(22, family),
+                    Probe::tcp(8388, family),
+                    Probe::udp(8388, family),
+                ] {
+                    assert_eq!(admits(&after, probe), Admission::Admitted, "{probe:?}");
+                }
+            }
+            // conntrack and multiport are `xt` to nft: the tables were re-read from *-save.
+            assert!(
+                after
+                    .notes
+                    .iter()
+                    .any(|n| n.contains("read it from iptables-save")),
+                "{:?}",
+                after.notes
+            );
+        });
+    }
+}
