@@ -330,22 +330,7 @@ pub fn statement_text(s: &Statement) -> String {
         Statement::Return(_) => "return".into(),
         Statement::Jump(t) => format!("jump {}", t.target),
         Statement::Goto(t) => format!("goto {}", t.target),
-        Statement::Match(m) => {
-            // nft leaves `==` out, except after a bitwise operation (`tcp flags & syn == syn`).
-            let op = match (m.op, &m.left) {
-                (Operator::EQ, Expression::BinaryOperation(_)) => "== ".into(),
-                (Operator::EQ | Operator::IN, _) => String::new(),
-                (op, _) => name(&op) + " ",
-            };
-            let quoted = matches!(&m.left, Expression::Named(NamedExpression::Meta(Meta { key }))
-                if matches!(key, MetaKey::Iif | MetaKey::Oif | MetaKey::Iifname | MetaKey::Oifname | MetaKey::Iifkind
-                    | MetaKey::Oifkind | MetaKey::Ibridgename | MetaKey::Obridgename));
-            format!(
-                "{} {op}{}",
-                expression_text(&m.left),
-                value_text(&m.right, quoted)
-            )
-        }
+        Statement::Match(m) => match_text(m),
         Statement::Counter(Counter::Named(n)) => format!("counter name \"{n}\""),
         Statement::Counter(_) => "counter".into(),
         Statement::Log(_) => "log".into(),
@@ -404,6 +389,35 @@ pub fn statement_text(s: &Statement) -> String {
         ),
         other => json(other),
     }
+}
+
+/// `LEFT OP RIGHT` as nft prints it.
+fn match_text(m: &Match) -> String {
+    // nft leaves `==` out, except after a bitwise operation (`tcp flags & syn == syn`).
+    let op = match (m.op, &m.left) {
+        (Operator::EQ, Expression::BinaryOperation(_)) => "== ".into(),
+        (Operator::EQ | Operator::IN, _) => String::new(),
+        (op, _) => name(&op) + " ",
+    };
+    // Interface names are strings, which nft prints quoted.
+    let quoted = matches!(
+        &m.left,
+        Expression::Named(NamedExpression::Meta(Meta {
+            key: MetaKey::Iif
+                | MetaKey::Oif
+                | MetaKey::Iifname
+                | MetaKey::Oifname
+                | MetaKey::Iifkind
+                | MetaKey::Oifkind
+                | MetaKey::Ibridgename
+                | MetaKey::Obridgename
+        }))
+    );
+    format!(
+        "{} {op}{}",
+        expression_text(&m.left),
+        value_text(&m.right, quoted)
+    )
 }
 
 fn reject_text(r: Option<&Reject>) -> String {

@@ -265,18 +265,6 @@ mod tests {
     use crate::firewall::model::{BaseChain, ChainKind, Hook, Origin, Policy, PortRange};
     use crate::firewall::model::{Chain, TableFamily};
 
-    fn rule(matches: Vec<Match>, verdict: Verdict) -> Rule {
-        let text = (matches.iter().map(Match::to_string))
-            .chain([verdict.to_string()])
-            .collect::<Vec<_>>()
-            .join(" ");
-        Rule {
-            matches,
-            verdict,
-            text,
-        }
-    }
-
     fn dport(proto: Option<L4>, port: u16, negate: bool) -> Match {
         Match::Dport {
             proto,
@@ -311,7 +299,7 @@ mod tests {
     fn udp_probe_is_not_admitted_by_a_tcp_port_rule() {
         let r = input(
             Policy::Drop,
-            vec![rule(
+            vec![Rule::new(
                 vec![dport(Some(L4::Tcp), 8388, false)],
                 Verdict::Accept,
             )],
@@ -330,7 +318,10 @@ mod tests {
     fn negated_tcp_port_rule_never_holds_for_udp() {
         let r = input(
             Policy::Accept,
-            vec![rule(vec![dport(Some(L4::Tcp), 22, true)], Verdict::Drop)],
+            vec![Rule::new(
+                vec![dport(Some(L4::Tcp), 22, true)],
+                Verdict::Drop,
+            )],
         );
         assert_eq!(
             admits(&r, Probe::udp(8388, Family::V6)),
@@ -346,7 +337,7 @@ mod tests {
     fn th_dport_and_protocol_sets_cover_both_transports() {
         let r = input(
             Policy::Drop,
-            vec![rule(
+            vec![Rule::new(
                 vec![
                     Match::Protocol {
                         any_of: vec![Protocol::L4(L4::Tcp), Protocol::L4(L4::Udp)],
@@ -382,7 +373,7 @@ mod tests {
     fn iifname_other_than_lo_is_a_doubt_quoted_in_nft_syntax() {
         let r = input(
             Policy::Drop,
-            vec![rule(
+            vec![Rule::new(
                 vec![Match::Iifname {
                     any_of: vec!["eth0".into()],
                     negate: false,

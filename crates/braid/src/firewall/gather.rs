@@ -185,7 +185,7 @@ mod tests {
 
     use super::*;
     use crate::firewall::eval::{admits, Admission, Probe};
-    use crate::firewall::model::{Rule, L4};
+    use crate::firewall::plan::tests::setup_rules;
     use crate::firewall::plan::{Placement, Plan, Rendered};
 
     /// Runs `test` on a thread in a new, empty network namespace; the tools it starts act
@@ -217,15 +217,6 @@ mod tests {
             child.wait().unwrap().success(),
             "{program} rejected:\n{input}"
         );
-    }
-
-    fn setup_rules() -> Vec<Rule> {
-        vec![
-            Rule::accept_established(),
-            Rule::accept_loopback(),
-            Rule::accept_dports(L4::Tcp, &[22, 8388]),
-            Rule::accept_dports(L4::Udp, &[8388]),
-        ]
     }
 
     fn outcome(a: &Admission) -> &'static str {

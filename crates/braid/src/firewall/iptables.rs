@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use super::model::{BaseChain, Chain, ChainKind, CtState, Family, Hook, Match, Origin, Policy};
-use super::model::{PortRange, Protocol, Rule, Table, TableFamily, Verdict};
+use super::model::{PortRange, Protocol, Rule, Table, TableFamily, Verdict, L4};
 
 /// Parses the `*filter` table of `iptables-save` (or `ip6tables-save` with [`Family::V6`]).
 /// Lines it does not understand are skipped; it never fails.
@@ -103,57 +103,80 @@ fn tokenize(s: &str) -> Vec<String> {
 
 /// One `-A CHAIN …` line's options after the chain name.
 fn parse_rule(line: &str, args: &[String], chains: &HashSet<&str>) -> Rule {
-    let mut matches = Vec::new();
+    let mut rule = RuleParser {
+        matches: Vec::new(),
+        l4: None,
+    };
     let mut verdict = Verdict::Continue;
     let mut negate = false;
-    // The transport named by `-p`, which `--dport` belongs to.
-    let mut l4 = None;
     let mut i = 0;
     while i < args.len() {
         let opt = args[i].as_str();
         let val = args.get(i + 1).map(String::as_str).unwrap_or("");
-        let written = || format!("{}{opt} {val}", if negate { "! " } else { "" });
-        i += 2;
         match opt {
             "!" => {
                 negate = true;
-                i -= 1;
+                i += 1;
                 continue;
             }
-            "-p" | "--protocol" => match val {
-                "all" | "0" if negate => matches.push(Match::Fixed {
-                    holds: false,
-                    text: written(),
-                }),
-                "all" | "0" => {}
-                v => {
-                    let p = Protocol::parse(v);
-                    if let (Protocol::L4(t), false) = (&p, negate) {
-                        l4 = Some(*t);
-                    }
-                    matches.push(Match::Protocol {
-                        any_of: vec![p],
-                        negate,
-                    });
+            "-j" | "--jump" | "-g" | "--goto" => {
+                verdict = target(val, opt.contains('g'), chains);
+                // Everything after the target is the target's own options.
+                break;
+            }
+            _ => i += rule.option(opt, val, negate, &args[i + 1..]),
+        }
+        negate = false;
+    }
+    Rule {
+        matches: rule.matches,
+        verdict,
+        text: line.to_string(),
+    }
+}
+
+/// The matches of one rule, option by option.
+struct RuleParser {
+    matches: Vec<Match>,
+    /// The transport named by `-p`, which `--dport` belongs to.
+    l4: Option<L4>,
+}
+
+impl RuleParser {
+    /// Adds the match of option `opt` (with its value `val`, negated by a preceding `!`) and
+    /// returns how many words it took, itself included; `rest` is what follows it.
+    fn option(&mut self, opt: &str, val: &str, negate: bool, rest: &[String]) -> usize {
+        let written = || format!("{}{opt} {val}", if negate { "! " } else { "" });
+        let m = match opt {
+            "-p" | "--protocol" if matches!(val, "all" | "0") => negate.then(|| Match::Fixed {
+                holds: false,
+                text: written(),
+            }),
+            "-p" | "--protocol" => {
+                let p = Protocol::parse(val);
+                if let (Protocol::L4(t), false) = (&p, negate) {
+                    self.l4 = Some(*t);
                 }
-            },
-            "-i" | "--in-interface" => matches.push(Match::Iifname {
+                Some(Match::Protocol {
+                    any_of: vec![p],
+                    negate,
+                })
+            }
+            "-i" | "--in-interface" => Some(Match::Iifname {
                 any_of: vec![val.to_string()],
                 negate,
             }),
             "-s" | "--source" | "-d" | "--destination" if matches!(val, "0.0.0.0/0" | "::/0") => {
-                if negate {
-                    matches.push(Match::Fixed {
-                        holds: false,
-                        text: written(),
-                    })
-                }
+                negate.then(|| Match::Fixed {
+                    holds: false,
+                    text: written(),
+                })
             }
-            "-m" | "--match" | "--comment" => {}
+            "-m" | "--match" | "--comment" => None,
             "--dport" | "--destination-port" | "--dports" | "--destination-ports" => {
-                matches.push(match ports(val) {
+                Some(match ports(val) {
                     Some(ports) => Match::Dport {
-                        proto: l4,
+                        proto: self.l4,
                         ports,
                         negate,
                     },
@@ -162,51 +185,43 @@ fn parse_rule(line: &str, args: &[String], chains: &HashSet<&str>) -> Rule {
             }
             "--ctstate" | "--state" => {
                 let states: Option<Vec<CtState>> = val.split(',').map(CtState::parse).collect();
-                matches.push(match states {
+                Some(match states {
                     Some(any_of) => Match::CtState { any_of, negate },
                     None => Match::Uninterpreted(written()),
                 })
             }
             "--syn" => {
-                matches.push(Match::TcpSyn { negate });
-                i -= 1;
+                self.matches.push(Match::TcpSyn { negate });
+                return 1;
             }
             // `-m addrtype`: a packet from the internet to this host is addressed to a LOCAL
             // (unicast) address, never a BROADCAST or MULTICAST one.
-            "--dst-type" => matches.push(Match::Fixed {
+            "--dst-type" => Some(Match::Fixed {
                 holds: val.split(',').any(|t| t == "LOCAL") != negate,
                 text: written(),
             }),
             // `-m rt --rt-type 0`: a new connection carries no type 0 routing header (deprecated
             // by RFC 5095 and dropped by Linux anyway).
-            "--rt-type" if val == "0" => matches.push(Match::Fixed {
+            "--rt-type" if val == "0" => Some(Match::Fixed {
                 holds: negate,
                 text: written(),
             }),
-            "-j" | "--jump" | "-g" | "--goto" => {
-                verdict = target(val, opt.contains('g'), chains);
-                // Everything after the target is the target's own options.
-                break;
-            }
-            "-4" | "-6" => i -= 1,
+            "-4" | "-6" => return 1,
             _ => {
                 // An option braid does not interpret, with its values: keep it as written.
-                i -= 1;
-                let mut words = vec![opt.to_string()];
-                while i < args.len() && !args[i].starts_with('-') && args[i] != "!" {
-                    words.push(args[i].clone());
-                    i += 1;
-                }
+                let values = (rest.iter())
+                    .take_while(|w| !w.starts_with('-') && *w != "!")
+                    .cloned();
+                let words: Vec<String> = std::iter::once(opt.to_string()).chain(values).collect();
                 let neg = if negate { "! " } else { "" };
-                matches.push(Match::Uninterpreted(format!("{neg}{}", words.join(" "))));
+                let taken = words.len();
+                self.matches
+                    .push(Match::Uninterpreted(format!("{neg}{}", words.join(" "))));
+                return taken;
             }
-        }
-        negate = false;
-    }
-    Rule {
-        matches,
-        verdict,
-        text: line.to_string(),
+        };
+        self.matches.extend(m);
+        2
     }
 }
 

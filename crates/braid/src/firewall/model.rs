@@ -206,6 +206,22 @@ pub struct Rule {
     pub text: String,
 }
 
+impl Rule {
+    /// A rule built in code (a plan, a test); its text is its nft form
+    /// (`tcp dport { 22, 8388 } accept`).
+    pub fn new(matches: Vec<Match>, verdict: Verdict) -> Rule {
+        let text = (matches.iter().map(Match::to_string))
+            .chain([verdict.to_string()])
+            .collect::<Vec<_>>()
+            .join(" ");
+        Rule {
+            matches,
+            verdict,
+            text,
+        }
+    }
+}
+
 /// One match of a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Match {

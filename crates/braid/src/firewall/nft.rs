@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use braid_sys::nftables::{expression_text, rule_text, statement_text};
 use nftables::expr::{Expression, FibFlag, FibResult, MetaKey, NamedExpression, Payload, SetItem};
 use nftables::schema::{Chain as NftChain, NfListObject, NfObject, Rule as NftRule};
-use nftables::stmt::{Match as NftMatch, Operator, Statement};
+use nftables::stmt::{Match as NftMatch, Operator, Statement, VerdictMap};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde::Deserialize;
 
@@ -246,49 +246,65 @@ fn rules(r: &NftRule, sets: &Sets) -> Vec<Rule> {
             },
         }
     }
-    let Some(vmap) = vmap else {
-        return vec![Rule {
-            matches,
-            verdict,
-            text,
-        }];
+    let rule = Rule {
+        matches,
+        verdict,
+        text,
     };
-    let entries = match &vmap.data {
-        Expression::Named(NamedExpression::Set(items)) => items,
-        // A named map (`vmap @name`): its key still says what it can match (`tcp dport`).
-        data => {
-            let what = format!("verdict map {}", expression_text(data));
-            matches.extend(ctx.match_of(&NftMatch {
+    match vmap {
+        Some(vmap) => ctx.expand(vmap, rule),
+        None => vec![rule],
+    }
+}
+
+impl Ctx<'_> {
+    /// A rule ending in `KEY vmap { K1 : V1, … }`: one rule per entry, each with `KEY == Kn`
+    /// added to `rule`'s matches and `Vn` as its verdict.
+    fn expand(&self, vmap: &VerdictMap, rule: Rule) -> Vec<Rule> {
+        let key_is = |right: &Expression| {
+            self.match_of(&NftMatch {
                 left: vmap.key.clone(),
-                right: data.clone(),
+                right: right.clone(),
                 op: Operator::EQ,
-            }));
-            return vec![Rule {
-                matches,
-                verdict: Verdict::Uninterpreted(what),
-                text,
-            }];
-        }
-    };
-    (entries.iter())
-        .map(|item| {
-            let (key, verdict) = match vmap_entry(item) {
-                Some((key, verdict)) => (key, verdict),
-                None => return uninterpreted_entry(&matches, item, &text),
-            };
-            let mut m = matches.clone();
-            m.extend(ctx.match_of(&NftMatch {
-                left: vmap.key.clone(),
-                right: key.clone(),
-                op: Operator::EQ,
-            }));
-            Rule {
-                matches: m,
-                verdict,
-                text: text.clone(),
+            })
+        };
+        let entries = match &vmap.data {
+            Expression::Named(NamedExpression::Set(items)) => items,
+            // A named map (`vmap @name`): its key still says what it can match (`tcp dport`).
+            data => {
+                let mut matches = rule.matches;
+                matches.extend(key_is(data));
+                let what = format!("verdict map {}", expression_text(data));
+                return vec![Rule {
+                    matches,
+                    verdict: Verdict::Uninterpreted(what),
+                    text: rule.text,
+                }];
             }
-        })
-        .collect()
+        };
+        (entries.iter())
+            .map(|item| {
+                let mut matches = rule.matches.clone();
+                let verdict = match vmap_entry(item) {
+                    Some((key, verdict)) => {
+                        matches.extend(key_is(key));
+                        verdict
+                    }
+                    None => {
+                        let entry = serde_json::to_string(item).unwrap_or_default();
+                        let what = format!("verdict map entry {entry}");
+                        matches.push(Match::Uninterpreted(what.clone()));
+                        Verdict::Uninterpreted(what)
+                    }
+                };
+                Rule {
+                    matches,
+                    verdict,
+                    text: rule.text.clone(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// A verdict map entry `KEY : VERDICT`. The crate reads `[22, {"accept": null}]` as a list
@@ -302,17 +318,6 @@ fn vmap_entry<'e, 'a>(item: &'e SetItem<'a>) -> Option<(&'e Expression<'a>, Verd
             _ => None,
         },
         _ => None,
-    }
-}
-
-fn uninterpreted_entry(matches: &[Match], item: &SetItem, text: &str) -> Rule {
-    let entry = serde_json::to_string(item).unwrap_or_default();
-    let mut m = matches.to_vec();
-    m.push(Match::Uninterpreted(format!("verdict map entry {entry}")));
-    Rule {
-        matches: m,
-        verdict: Verdict::Uninterpreted(format!("verdict map entry {entry}")),
-        text: text.to_string(),
     }
 }
 

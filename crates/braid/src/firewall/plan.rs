@@ -27,7 +27,7 @@ impl Rule {
     /// `tcp dport { 22, 8388 } accept` (or `udp dport …`).
     pub fn accept_dports(l4: L4, ports: &[u16]) -> Rule {
         let ports = ports.iter().map(|&p| PortRange::one(p)).collect();
-        planned(
+        Rule::new(
             vec![Match::Dport {
                 proto: Some(l4),
                 ports,
@@ -39,7 +39,7 @@ impl Rule {
 
     /// `ct state established,related accept`: replies to this host's own connections.
     pub fn accept_established() -> Rule {
-        planned(
+        Rule::new(
             vec![Match::CtState {
                 any_of: vec![CtState::Established, CtState::Related],
                 negate: false,
@@ -50,26 +50,13 @@ impl Rule {
 
     /// `iifname "lo" accept`: this host talking to itself.
     pub fn accept_loopback() -> Rule {
-        planned(
+        Rule::new(
             vec![Match::Iifname {
                 any_of: vec!["lo".into()],
                 negate: false,
             }],
             Verdict::Accept,
         )
-    }
-}
-
-/// A rule braid writes; its text is its nft form.
-fn planned(matches: Vec<Match>, verdict: Verdict) -> Rule {
-    let text = (matches.iter().map(Match::to_string))
-        .chain([verdict.to_string()])
-        .collect::<Vec<_>>()
-        .join(" ");
-    Rule {
-        matches,
-        verdict,
-        text,
     }
 }
 
@@ -459,7 +446,7 @@ fn iptables_input(r: &mut Ruleset, family: TableFamily) -> &mut Chain {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::firewall::eval::{admits, Admission, Probe};
     use crate::firewall::iptables::parse_iptables_save;
@@ -467,7 +454,7 @@ mod tests {
     use crate::firewall::nft::tests::{nft, PLAIN};
 
     /// What `braid setup server` will plan: replies, loopback, SSH and the relay (TCP and UDP).
-    fn setup_rules() -> Vec<Rule> {
+    pub(crate) fn setup_rules() -> Vec<Rule> {
         vec![
             Rule::accept_established(),
             Rule::accept_loopback(),
