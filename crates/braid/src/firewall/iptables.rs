@@ -333,6 +333,22 @@ pub(crate) mod tests {
         );
     }
 
+    /// Every word of the ufw-like rules replaced, one at a time, by words of the wrong shape:
+    /// parsing and judging never panic.
+    #[test]
+    fn mutated_iptables_save_never_panics() {
+        let text = IPTABLES_SAVE_UFW;
+        let words: Vec<&str> = text.split(' ').collect();
+        for i in 0..words.len() {
+            for w in ["!", "-j", "", "65536", ":", "1:", ",", "\"", "-A"] {
+                let mut mutated = words.clone();
+                mutated[i] = w;
+                let r = ruleset(vec![parse_iptables_save(&mutated.join(" "), Family::V4)]);
+                let _ = admits(&r, Probe::tcp(22, Family::V4));
+            }
+        }
+    }
+
     /// ufw 0.36.2 (Debian 12), enabled in a throwaway namespace with iptables-nft 1.8.9 and
     /// `ufw allow 22/tcp`, `allow 443`, `deny 23/tcp`,
     /// `allow from 10.0.0.0/8 to any port 3306 proto tcp`, `limit 2222/tcp`,

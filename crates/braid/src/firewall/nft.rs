@@ -830,6 +830,56 @@ pub(crate) mod tests {
         assert_eq!(r.unreadable.len(), 1, "{:?}", r.unreadable);
     }
 
+    /// Every node of the vmap fixture replaced, one at a time, by values of the wrong shape:
+    /// parsing and judging never panic.
+    #[test]
+    fn mutated_real_output_never_panics() {
+        fn nodes(v: &serde_json::Value, path: Vec<String>, out: &mut Vec<Vec<String>>) {
+            out.push(path.clone());
+            let children: Vec<(String, &serde_json::Value)> = match v {
+                serde_json::Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), v)).collect(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i.to_string(), v))
+                    .collect(),
+                _ => return,
+            };
+            for (k, child) in children {
+                let mut p = path.clone();
+                p.push(k);
+                nodes(child, p, out);
+            }
+        }
+        let doc: serde_json::Value = serde_json::from_str(VMAP).unwrap();
+        let mut paths = Vec::new();
+        nodes(&doc, Vec::new(), &mut paths);
+        let wrong = [
+            serde_json::json!(null),
+            serde_json::json!(70000),
+            serde_json::json!("@missing"),
+            serde_json::json!([[]]),
+            serde_json::json!({"set": [{"range": [9, "x"]}]}),
+        ];
+        for path in paths.iter().skip(1) {
+            for w in &wrong {
+                let mut d = doc.clone();
+                let mut node = &mut d;
+                for k in path {
+                    node = match node {
+                        serde_json::Value::Array(a) => &mut a[k.parse::<usize>().unwrap()],
+                        other => &mut other[k.as_str()],
+                    };
+                }
+                *node = w.clone();
+                if let Ok(r) = parse_nft_json(&d.to_string()) {
+                    let _ = admits(&r, tcp(22));
+                    let _ = admits(&r, Probe::udp(7005, Family::V6));
+                }
+            }
+        }
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for text in [

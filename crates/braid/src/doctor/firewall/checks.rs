@@ -3,7 +3,7 @@
 //! words of the tool that manages the firewall (ufw, firewalld, iptables or nft).
 
 use crate::doctor::check::Check;
-use crate::firewall::model::ChainId;
+use crate::firewall::model::{ChainId, TableFamily};
 use crate::firewall::{admits, Admission, Family, GatherError, Manager, Probe, Ruleset};
 
 /// `firewall.relay_port`: the host firewall admits new TCP connections to the relay's port.
@@ -194,7 +194,7 @@ fn admit_fix(rules: &Ruleset, chain: &ChainId, ports: &[u16], by: &str) -> Strin
             format!("`firewall-cmd --permanent --add-port={{{csv}}}/tcp && firewall-cmd --reload`")
         }
         Manager::Iptables => {
-            let tool = if chain.family.to_string() == "ip6" {
+            let tool = if chain.family == TableFamily::Ip6 {
                 "ip6tables"
             } else {
                 "iptables"
@@ -219,7 +219,6 @@ mod tests {
     use crate::doctor::check::Status;
     use crate::firewall::iptables::parse_iptables_save;
     use crate::firewall::iptables::tests::IPTABLES_SAVE_UFW;
-    use crate::firewall::model::TableFamily;
     use crate::firewall::nft::tests::{nft, NFT_UFW_LIKE};
 
     /// A hand-written ruleset in the shape of `nft -j list ruleset`: one inet input chain with
