@@ -14,9 +14,9 @@
 //! `braid setup server` plans the rules that open the relay port and checks, on the same model,
 //! that they never close SSH before applying them.
 //!
-//! Files by job: [`model`] (the typed ruleset), [`gather`] (the only file that runs firewall
+//! Files by job: [`model`] (the typed ruleset), [`gather`](mod@gather) (the only file that runs firewall
 //! tools), [`nft`] and [`iptables`] (one parser per source), [`eval`] (the judgement),
-//! [`plan`] (writing), [`sshd`] (the ports to keep open). `fixtures/` holds real outputs of
+//! [`plan`] (writing), [`sshd`](mod@sshd) (the ports to keep open). `fixtures/` holds real outputs of
 //! Debian 12's nft 1.0.6, ufw and firewalld, captured in throwaway network namespaces.
 //!
 //! Not interpreted: source/destination address matches, rate limits, `tcp flags`, named verdict

@@ -7,7 +7,7 @@
 //! rule with an expression it lacks (a `meta` key it does not list, a statement newer than it).
 //! Such a rule becomes a rule whose match and verdict are uninterpreted, quoting its JSON; a
 //! table or chain nothing could read is listed in [`Ruleset::unreadable`]; a set or map nothing
-//! could read makes every lookup in it uninterpreted. Nothing here fails or panics on a rule.
+//! could read is named in the notes, and every lookup in it is uninterpreted. Nothing here fails or panics on a rule.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -157,6 +157,7 @@ fn chain(c: &NftChain) -> Chain {
 struct Head {
     family: String,
     table: String,
+    name: String,
     chain: String,
     handle: Option<u64>,
     expr: Option<serde_json::Value>,
@@ -202,6 +203,10 @@ fn unread(ruleset: &mut Ruleset, value: &serde_json::Value) {
                 }
             }
             "table" | "chain" => ruleset.unreadable.push(value.to_string()),
+            "set" | "map" => ruleset.notes.push(format!(
+                "the nftables crate cannot read {kind} {} {} {}; lookups in it are uninterpreted",
+                head.family, head.table, head.name
+            )),
             _ => {}
         }
     }
@@ -643,6 +648,7 @@ pub(crate) mod tests {
     #[test]
     fn real_nft_output_set_and_range_accept() {
         let r = nft(PLAIN);
+        assert!(r.unreadable.is_empty() && r.notes.is_empty(), "{r:?}");
         for port in [22, 8388, 60000, 60005, 60010] {
             for family in [Family::V4, Family::V6] {
                 let a = admits(&r, Probe::tcp(port, family));
@@ -731,7 +737,7 @@ pub(crate) mod tests {
     fn real_ufw_through_nft_is_flagged_for_rereading_with_iptables_save() {
         let r = nft(UFW);
         assert!(r.has_xt(&TableFamily::Ip) && r.has_xt(&TableFamily::Ip6));
-        assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
+        assert!(r.unreadable.is_empty() && r.notes.is_empty(), "{r:?}");
         // What nft alone shows is enough for ports ufw admits before any xt rule matters.
         assert!(matches!(admits(&r, tcp(8388)), Admission::Unsure { .. }));
     }
@@ -739,7 +745,7 @@ pub(crate) mod tests {
     #[test]
     fn real_firewalld_is_decided_without_doubts() {
         let r = nft(FIREWALLD);
-        assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
+        assert!(r.unreadable.is_empty() && r.notes.is_empty(), "{r:?}");
         for family in [Family::V4, Family::V6] {
             for probe in [
                 Probe::tcp(22, family),
@@ -774,6 +780,10 @@ pub(crate) mod tests {
         assert_eq!(input.rules.len(), 28 - 3 + 6, "{:#?}", input.rules);
         // nftables 0.6.3 cannot read the named verdict map `portv`: the lookup in it stays
         // uninterpreted, and every TCP answer after `ip saddr @blocklist drop` is a doubt.
+        assert_eq!(
+            r.notes,
+            ["the nftables crate cannot read map inet f portv; lookups in it are uninterpreted"]
+        );
         let vmap = input
             .rules
             .iter()
