@@ -9,6 +9,7 @@
 //! - [`listener`]: the one accept loop (connection tasks tracked, drained at shutdown);
 //!   [`control`]: the in-tunnel control channel as a framed connection.
 //! - [`status`]: the status document and the HTTP status API ([`status::http`]).
+//! - [`firewall`]: the host firewall read, judged and planned (doctor's checks, setup's rules).
 //! - [`cli`]: the command line; `main.rs` only parses it and calls in here.
 //!
 //! Wire formats and decisions live in `braid-proto`, kernel access in `braid-sys`, the test lab in
@@ -20,6 +21,7 @@ pub mod config;
 pub mod control;
 pub mod doctor;
 pub mod fast_open;
+pub mod firewall;
 pub mod gateway;
 pub mod keygen;
 pub mod lab;
