@@ -30,6 +30,7 @@ pub mod cmd;
 mod error;
 mod faults;
 pub mod lab;
+pub mod log_cursor;
 pub mod measure;
 pub mod netem;
 pub mod ns;
