@@ -97,8 +97,9 @@ pub enum Command {
         secs: u32,
     },
     /// The built-in network-namespace lab.
+    #[cfg(feature = "lab")]
     #[command(subcommand)]
-    Lab(crate::lab::LabCommand),
+    Lab(braid_lab::cli::LabCommand),
 }
 
 fn init_logging(filter: &str) {
@@ -165,7 +166,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(())
             })
         }
-        Command::Lab(cmd) => crate::lab::run(cmd),
+        #[cfg(feature = "lab")]
+        Command::Lab(cmd) => braid_lab::cli::run(cmd),
         Command::Speedtest { config, json, secs } => crate::speedtest::main(&config, json, secs),
         Command::Status {
             config,

@@ -8,8 +8,9 @@
 //! - [`server`]: the relay; [`gateway`]: the router side; [`relay`]: the byte pump both use.
 //! - [`cli`]: the command line; `main.rs` only parses it and calls in here.
 //!
-//! Wire formats and decisions live in `braid-proto`, kernel access in `braid-sys`, the test lab in
-//! `braid-lab`.
+//! Wire formats and decisions live in `braid-proto`, kernel access in `braid-sys`. The lab (`braid
+//! lab …`: namespaces, demo, traffic tool, benchmarks) lives in `braid-lab` and is linked only
+//! with the default-on `lab` feature.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -18,7 +19,6 @@ pub mod control;
 pub mod doctor;
 pub mod gateway;
 pub mod keygen;
-pub mod lab;
 pub mod relay;
 pub mod server;
 pub mod shutdown;

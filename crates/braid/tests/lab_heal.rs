@@ -3,31 +3,18 @@
 //! no byte is lost or corrupted, and the uplink carries traffic again after it recovers.
 //! Root-only (skips without root unless CI=true, where it must run).
 
-use std::path::Path;
+mod common;
+
 use std::process::Child;
 use std::thread::sleep;
 use std::time::Duration;
 
-use braid::lab::harness::Harness;
-use braid_lab::{Role, UplinkSpec};
+use braid_lab::harness::Harness;
+use braid_lab::Role;
 
 /// wifi 40 Mbit/s 10 ms, 5g 20 Mbit/s 40 ms, as in the demo.
 fn lab(prefix: &str, extra: &str, backup_5g: bool) -> Harness {
-    let uplinks = vec![
-        UplinkSpec {
-            name: "wifi".into(),
-            rate_mbit: Some(40),
-            rtt_ms: 10,
-            loss_permille: 0,
-        },
-        UplinkSpec {
-            name: "5g".into(),
-            rate_mbit: Some(20),
-            rtt_ms: 40,
-            loss_permille: 0,
-        },
-    ];
-    let mut h = Harness::new(prefix, uplinks, Path::new(env!("CARGO_BIN_EXE_braid"))).expect("lab");
+    let mut h = Harness::new(prefix, common::shaped_uplinks(), common::exe()).expect("lab");
     h.start_server("").expect("server");
     let extra = if backup_5g {
         format!("{extra}\n")
@@ -91,26 +78,17 @@ fn link_down_then_up_keeps_the_connection_and_restores_the_uplink() {
     }
     let h = lab("bth1", "", false);
     let c = start_stream(&h, 12);
+    let mut log = h.log_cursor("gateway.log");
     h.lab.set_uplink_link("wifi", false).expect("down");
-    h.wait_log(
-        "gateway.log",
-        "uplink wifi: Up → Down",
-        "wifi Down",
-        Duration::from_secs(5),
-    )
-    .expect("Down logged");
+    log.wait_for("uplink wifi: Up → Down", Duration::from_secs(5))
+        .expect("Down logged");
     sleep(Duration::from_secs(2));
     h.lab.set_uplink_link("wifi", true).expect("up");
     h.lab
         .install_default_route("wifi")
         .expect("DHCP-like route");
-    h.wait_log(
-        "gateway.log",
-        "uplink wifi: Recovering → Up",
-        "wifi Up again",
-        Duration::from_secs(5),
-    )
-    .expect("Up logged");
+    log.wait_for("uplink wifi: Recovering → Up", Duration::from_secs(5))
+        .expect("Up logged");
     sleep(Duration::from_millis(500));
     assert_carries(&h, "wifi", 40, "link down/up");
     finish_ok(&h, c, "link down/up");
@@ -123,14 +101,10 @@ fn silent_blackhole_is_detected_and_the_uplink_comes_back() {
     }
     let h = lab("bth2", "", false);
     let c = start_stream(&h, 16);
+    let mut log = h.log_cursor("gateway.log");
     h.lab.set_uplink_blackhole("wifi", true).expect("blackhole");
-    h.wait_log(
-        "gateway.log",
-        "uplink wifi: Suspect → Down",
-        "wifi Down",
-        Duration::from_secs(5),
-    )
-    .expect("Down logged");
+    log.wait_for("uplink wifi: Suspect → Down", Duration::from_secs(5))
+        .expect("Down logged");
     // Traffic moved to 5g.
     assert!(
         rx_over(&h, "5g", Duration::from_secs(1)) > 20_000_000 / 8 / 4,
@@ -140,13 +114,8 @@ fn silent_blackhole_is_detected_and_the_uplink_comes_back() {
     // window: left to itself, the kernel would not use wifi again for many seconds.
     sleep(Duration::from_secs(5));
     h.lab.set_uplink_blackhole("wifi", false).expect("restore");
-    h.wait_log(
-        "gateway.log",
-        "uplink wifi: Recovering → Up",
-        "wifi Up again",
-        Duration::from_secs(5),
-    )
-    .expect("Up logged");
+    log.wait_for("uplink wifi: Recovering → Up", Duration::from_secs(5))
+        .expect("Up logged");
     sleep(Duration::from_millis(500));
     assert_carries(&h, "wifi", 40, "blackhole");
     finish_ok(&h, c, "blackhole");
@@ -159,13 +128,12 @@ fn address_change_moves_subflows_to_the_new_address() {
     }
     let h = lab("bth3", "", false);
     let c = start_stream(&h, 10);
+    let mut log = h.log_cursor("gateway.log");
     h.lab
         .change_uplink_address("wifi", "10.1.0.7".parse().expect("addr"))
         .expect("change");
-    h.wait_log(
-        "gateway.log",
+    log.wait_for(
         "uplink wifi: address changed 10.1.0.1 → 10.1.0.7",
-        "address change",
         Duration::from_secs(5),
     )
     .expect("change logged");
@@ -189,6 +157,7 @@ fn twenty_flaps_in_a_row_lose_nothing_and_end_bonded() {
     }
     let h = lab("bth4", "", false);
     let c = start_stream(&h, 20);
+    let mut log = h.log_cursor("gateway.log");
     for _ in 0..20 {
         h.lab.set_uplink_link("wifi", false).expect("down");
         sleep(Duration::from_millis(300));
@@ -196,13 +165,8 @@ fn twenty_flaps_in_a_row_lose_nothing_and_end_bonded() {
         h.lab.install_default_route("wifi").expect("route");
         sleep(Duration::from_millis(300));
     }
-    h.wait_log(
-        "gateway.log",
-        "uplink wifi: Recovering → Up",
-        "wifi Up",
-        Duration::from_secs(5),
-    )
-    .expect("Up");
+    log.wait_for("uplink wifi: Recovering → Up", Duration::from_secs(5))
+        .expect("Up");
     sleep(Duration::from_secs(2));
     assert_carries(&h, "wifi", 40, "20 flaps");
     finish_ok(&h, c, "20 flaps");
@@ -221,14 +185,10 @@ fn backup_uplink_is_idle_while_a_primary_is_up_and_takes_over_when_all_are_down(
         idle < 250_000,
         "backup 5g carried {idle} bytes while wifi was Up"
     );
+    let mut log = h.log_cursor("gateway.log");
     h.lab.set_uplink_blackhole("wifi", true).expect("blackhole");
-    h.wait_log(
-        "gateway.log",
-        "uplink wifi: Suspect → Down",
-        "wifi Down",
-        Duration::from_secs(5),
-    )
-    .expect("Down logged");
+    log.wait_for("uplink wifi: Suspect → Down", Duration::from_secs(5))
+        .expect("Down logged");
     sleep(Duration::from_millis(500));
     assert!(
         rx_over(&h, "5g", Duration::from_secs(1)) > 20_000_000 / 8 / 4,
@@ -273,18 +233,14 @@ fn kernel_blackhole_is_noticed_and_its_timeout_shortened_then_restored() {
             ],
         )
         .expect("iptables");
+    let mut log = h.log_cursor("gateway.log");
     let t = Harness::traffic_target();
     let v = h
         .traffic(Role::Lan, &["echo", "--connect", &t, "--bytes", "100000"])
         .expect("echo");
     assert_eq!(v["ok"], true, "{v}");
-    h.wait_log(
-        "gateway.log",
-        "turned MPTCP OFF",
-        "the blackhole warning",
-        Duration::from_secs(10),
-    )
-    .expect("warning");
+    log.wait_for("turned MPTCP OFF", Duration::from_secs(10))
+        .expect("warning");
     let log = h.log("gateway.log");
     assert_eq!(
         log.matches("turned MPTCP OFF").count(),
