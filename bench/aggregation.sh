@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup
-cargo build --release -q -p braid
+cargo build --release -q -p braid --features lab
 args=("$@")
 if [[ " ${args[*]-} " != *" --ssrust "* && -x /opt/ssrust/bin/ssserver && -x /opt/ssrust/bin/sslocal ]]; then
   args+=(--ssrust /opt/ssrust/bin)

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup
-cargo build --release -q -p braid
+cargo build --release -q -p braid --features lab
 out=$(./target/release/braid lab bench failover "$@")
 echo "$out"
 {

@@ -1,4 +1,8 @@
-//! A network-namespace lab for braid's tests, benchmarks and `braid lab`.
+//! A network-namespace lab for braid's tests, benchmarks and `braid lab`: the namespaces
+//! themselves, and on top of them the harness that runs the real braid binary inside, the demo,
+//! the traffic tool and the benchmarks. The braid binary links this crate only with its
+//! default-on `lab` feature, so a gateway built without it carries none of this (no nfq, no
+//! seccomp, no benchmark code).
 //!
 //! [`Lab::up`] builds four namespaces joined by veth pairs, with N shaped "internet uplinks"
 //! between the gateway and the VPS:
@@ -19,6 +23,15 @@
 //! - `faults`: link down, silent blackhole, MPTCP option stripping, address change, sysctl.
 //! - [`measure`]: byte counters and ping parsing.
 //!
+//! On top, what runs braid in a lab (it starts the braid binary it is given; it never links the
+//! braid crate, which depends on this one):
+//! - [`harness`]: the real `braid server` and `braid gateway` in a lab, their configs and logs;
+//!   [`log_cursor`] waits for a log line written after a point in time.
+//! - [`traffic`]: the traffic tool (`braid lab traffic`): bulk, checked stream, echo, timing.
+//! - [`demo`], [`bench`]: `braid lab demo` and `braid lab bench …` (used by `bench/*.sh`).
+//! - [`browser`]: headless Chromium inside a namespace, for the dashboard tests.
+//! - [`cli`]: the `braid lab` subcommands and their dispatch.
+//!
 //! Not supported: IPv6 (disabled in the lab namespaces), jitter or reordering (delay is
 //! constant), per-uplink policy routing in `up()` (that is the daemon under test's job).
 //! Everything runs inside namespaces the lab creates; the host's routes, firewall and sysctls
@@ -26,10 +39,16 @@
 //! `sysctl`.
 #![forbid(unsafe_code)]
 
+pub mod bench;
+pub mod browser;
+pub mod cli;
 pub mod cmd;
+pub mod demo;
 mod error;
 mod faults;
+pub mod harness;
 pub mod lab;
+pub mod log_cursor;
 pub mod measure;
 pub mod netem;
 pub mod ns;
@@ -37,6 +56,7 @@ pub mod seccomp;
 mod shaping;
 mod spec;
 mod topology;
+pub mod traffic;
 
 pub use error::LabError;
 pub use lab::{cleanup_stale, prefix_tag, root_tests_enabled, Lab, LabProcess, Role};

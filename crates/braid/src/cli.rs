@@ -98,8 +98,9 @@ pub enum Command {
         secs: u32,
     },
     /// The built-in network-namespace lab.
+    #[cfg(feature = "lab")]
     #[command(subcommand)]
-    Lab(crate::lab::LabCommand),
+    Lab(braid_lab::cli::LabCommand),
 }
 
 fn init_logging(filter: &str) {
@@ -122,7 +123,8 @@ pub fn run(cli: Cli) -> ExitCode {
     init_logging(&cli.log);
     match cli.command {
         Command::Keygen { method } => keygen(&method),
-        Command::Lab(cmd) => crate::lab::run(cmd),
+        #[cfg(feature = "lab")]
+        Command::Lab(cmd) => braid_lab::cli::run(cmd),
         Command::Server { config } => match ServerConfig::load(&config) {
             Ok(cfg) => block_on(daemon(server(cfg)), ExitCode::from(1)),
             Err(e) => usage(e),

@@ -12,8 +12,9 @@
 //! - [`firewall`]: the host firewall read, judged and planned (doctor's checks, setup's rules).
 //! - [`cli`]: the command line; `main.rs` only parses it and calls in here.
 //!
-//! Wire formats and decisions live in `braid-proto`, kernel access in `braid-sys`, the test lab in
-//! `braid-lab`.
+//! Wire formats and decisions live in `braid-proto`, kernel access in `braid-sys`. The lab (`braid
+//! lab …`: namespaces, demo, traffic tool, benchmarks) lives in `braid-lab` and is linked only
+//! with the default-on `lab` feature.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -24,7 +25,6 @@ pub mod fast_open;
 pub mod firewall;
 pub mod gateway;
 pub mod keygen;
-pub mod lab;
 pub mod listener;
 pub mod relay;
 pub mod server;

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use braid::lab::browser::{render_dom, screenshot};
 use braid::status::dashboard::DASHBOARD_HTML;
 use braid::status::model::{
     Blackhole, ConnectionStatus, Connections, RelayInfo, Status, Tfo, Totals, UplinkStatus,
 };
+use braid_lab::browser::{render_dom, screenshot};
 use braid_lab::{Lab, LabSpec, Role, UplinkSpec};
 use braid_proto::health::LinkState;
 

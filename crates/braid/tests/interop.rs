@@ -2,13 +2,15 @@
 //! inside shadowsocks-rust) as the other side: a stock client against `braid server`, and
 //! `braid gateway` against a stock server that runs kernel MPTCP, as OpenMPTCPRouter users do.
 
-use std::fs::File;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
-use braid::lab::harness::{Harness, RELAY_PORT, TRAFFIC_PORT};
-use braid_lab::{Lab, Role, UplinkSpec};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid_lab::harness::{Harness, RELAY_PORT, TRAFFIC_PORT};
+use braid_lab::{Lab, Role};
+use common::{in_netns, runtime as rt, unshaped_uplinks};
 use shadowsocks::config::{ServerConfig, ServerType};
 use shadowsocks::context::Context;
 use shadowsocks::crypto::CipherKind;
@@ -17,25 +19,6 @@ use shadowsocks::relay::socks5::Address;
 use shadowsocks::relay::tcprelay::proxy_listener::ProxyListener;
 use shadowsocks::relay::tcprelay::proxy_stream::ProxyClientStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Runs `f` on a fresh thread inside the named network namespace, with its own runtime.
-fn in_netns<T: Send + 'static>(
-    ns: String,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    std::thread::spawn(move || {
-        let fd = File::open(format!("/var/run/netns/{ns}")).expect("netns file");
-        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// Echo `data` through a stock SS2022 client stream and return what came back.
 async fn stock_client_echo(server: SocketAddr, key: &str, data: Vec<u8>) -> Vec<u8> {
@@ -69,25 +52,7 @@ fn stock_client_to_braid_server_and_braid_gateway_to_stock_server() {
     if !braid_lab::root_tests_enabled("interop") {
         return;
     }
-    let mut h = Harness::new(
-        "bte2",
-        vec![
-            UplinkSpec {
-                name: "wifi".into(),
-                rate_mbit: None,
-                rtt_ms: 0,
-                loss_permille: 0,
-            },
-            UplinkSpec {
-                name: "5g".into(),
-                rate_mbit: None,
-                rtt_ms: 0,
-                loss_permille: 0,
-            },
-        ],
-        Path::new(env!("CARGO_BIN_EXE_braid")),
-    )
-    .expect("lab");
+    let mut h = Harness::new("bte2", unshaped_uplinks(), common::exe()).expect("lab");
     h.start_server("").expect("server");
     let relay: SocketAddr = format!("{}:{RELAY_PORT}", Lab::VPS_PUBLIC)
         .parse()
@@ -152,6 +117,7 @@ fn stock_client_to_braid_server_and_braid_gateway_to_stock_server() {
         })
     });
     ready_rx.recv().expect("stock server ready");
+    let mut run = h.log_cursor("gateway.log");
     h.start_gateway(&["wifi", "5g"], "").expect("gateway");
     let v = h
         .traffic(
@@ -181,13 +147,8 @@ fn stock_client_to_braid_server_and_braid_gateway_to_stock_server() {
         )
         .expect("socks via stock server");
     assert_eq!(v["ok"], true, "{v}");
-    h.wait_log(
-        "gateway.log",
-        "TCP Fast Open o",
-        "TFO decision",
-        std::time::Duration::from_secs(15),
-    )
-    .expect("decision");
+    run.wait_for("TCP Fast Open o", Duration::from_secs(15))
+        .expect("the TFO decision");
     assert!(
         h.log("gateway.log")
             .contains("did not answer braid's control request"),

@@ -3,30 +3,18 @@
 //! fails. A healthy lab gives no failure and no warning.
 //! Root-only (skips without root unless CI=true, where it must run).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::thread::sleep;
 use std::time::Duration;
 
-use braid::lab::harness::Harness;
-use braid_lab::{Role, UplinkSpec};
+use braid_lab::harness::Harness;
+use braid_lab::Role;
+use common::{unshaped_uplinks, wait_until};
 use serde_json::Value;
 
 fn lab(prefix: &str) -> Harness {
-    let uplinks = vec![
-        UplinkSpec {
-            name: "wifi".into(),
-            rate_mbit: None,
-            rtt_ms: 0,
-            loss_permille: 0,
-        },
-        UplinkSpec {
-            name: "5g".into(),
-            rate_mbit: None,
-            rtt_ms: 0,
-            loss_permille: 0,
-        },
-    ];
-    Harness::new(prefix, uplinks, Path::new(env!("CARGO_BIN_EXE_braid"))).expect("lab")
+    Harness::new(prefix, unshaped_uplinks(), common::exe()).expect("lab")
 }
 
 /// An empty /boot, so the machine's own installed kernels do not leak into the lab's verdicts.
@@ -274,7 +262,26 @@ fn gateway_faults_are_named_without_false_alarms() {
         .expect("limits");
     h.freeze_gateway(false);
     // The gateway repairs the rule, route and endpoint by itself.
-    sleep(Duration::from_secs(3));
+    wait_until(
+        "the gateway to restore 5g's rule, route and endpoint",
+        Duration::from_secs(5),
+        || {
+            let gw = |argv: &[&str]| h.lab.run(Role::Gw, argv).map_err(|e| e.to_string());
+            let rules = gw(&["ip", "rule", "show"])?;
+            let routes = gw(&["ip", "route", "show", "table", "102"])?;
+            let eps = gw(&["ip", "mptcp", "endpoint", "show"])?;
+            if rules.contains("from 10.2.0.1 lookup 102")
+                && routes.contains("default via 10.2.0.2")
+                && eps.lines().any(|l| l.starts_with("10.2.0.1 "))
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "rules:\n{rules}routes in 102:\n{routes}endpoints:\n{eps}"
+                ))
+            }
+        },
+    );
     expect("repaired", doctor(&h, Role::Gw, &cfg, &[]), &[], &[]);
 
     // A wrong key.
@@ -540,7 +547,6 @@ fn relay_clock_off_and_fake_kernels_are_named() {
     h.stop_server().expect("stop");
     h.start_server_with_prefix(&["faketime", "-f", "+60s"], "")
         .expect("server under faketime");
-    sleep(Duration::from_secs(2));
     let r = doctor(&h, Role::Gw, &cfg, &[]);
     let rel = r.1["checks"]
         .as_array()

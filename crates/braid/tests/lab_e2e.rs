@@ -4,31 +4,17 @@
 //! Root-only. Without root they skip, except under CI=true, where skipping would hide a broken
 //! feature, so they fail instead.
 
-use std::path::Path;
+mod common;
 
-use braid::lab::harness::Harness;
-use braid_lab::{Lab, Role, UplinkSpec};
+use std::time::Duration;
 
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_braid"))
-}
+use braid_lab::harness::Harness;
+use braid_lab::log_cursor::LogCursor;
+use braid_lab::{Role, UplinkSpec};
+use common::{exe, shaped_uplinks, unshaped_uplinks};
 
-fn uplinks(rate: Option<u32>, rtts: [u32; 2]) -> Vec<UplinkSpec> {
-    vec![
-        UplinkSpec {
-            name: "wifi".into(),
-            rate_mbit: rate,
-            rtt_ms: rtts[0],
-            loss_permille: 0,
-        },
-        UplinkSpec {
-            name: "5g".into(),
-            rate_mbit: rate.map(|r| r / 2),
-            rtt_ms: rtts[1],
-            loss_permille: 0,
-        },
-    ]
-}
+/// How long the relay may take to log a connection's end after the client's.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
 fn gw(h: &Harness, argv: &[&str]) -> String {
     h.lab
@@ -59,11 +45,11 @@ fn echo_ok(h: &Harness, socks: bool, bytes: u64) {
     assert_eq!(v["sent_sha256"], v["received_sha256"]);
 }
 
-fn closed_lines(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| l.contains(":5201: closed"))
-        .map(String::from)
-        .collect()
+/// Waits for the relay's line about a traffic connection that closed after `relay_log`.
+fn closed_line(relay_log: &mut LogCursor) -> String {
+    relay_log
+        .wait_for(":5201: closed", CLOSE_LIMIT)
+        .expect("the relay logging the connection's end")
 }
 
 #[test]
@@ -71,11 +57,11 @@ fn bonded_tunnel_carries_exact_bytes_on_two_subflows_and_cleans_up() {
     if !braid_lab::root_tests_enabled("bonded_tunnel") {
         return;
     }
-    let mut h = Harness::new("bte1", uplinks(Some(200), [2, 4]), exe()).expect("lab");
-    h.start_server("").expect("server");
-    h.start_gateway(&["wifi", "5g"], "").expect("gateway");
-    h.wait_uplinks_up(&["wifi", "5g"], std::time::Duration::from_secs(10))
-        .expect("uplinks up");
+    let fast = vec![
+        UplinkSpec::new("wifi").rate_mbit(200).rtt_ms(2),
+        UplinkSpec::new("5g").rate_mbit(100).rtt_ms(4),
+    ];
+    let mut h = common::running("bte1", fast, "");
 
     // The kernel state the gateway promised is there while it runs.
     let rules = gw(&h, &["ip", "rule", "show"]);
@@ -100,6 +86,7 @@ fn bonded_tunnel_carries_exact_bytes_on_two_subflows_and_cleans_up() {
     echo_ok(&h, true, 30_000_000);
 
     // A bulk transfer: the relay must see two subflows on it.
+    let mut relay_log = h.log_cursor("server.log");
     let v = h
         .traffic(
             Role::Lan,
@@ -113,11 +100,7 @@ fn bonded_tunnel_carries_exact_bytes_on_two_subflows_and_cleans_up() {
         )
         .expect("download");
     assert!(v["bytes"].as_u64().unwrap_or(0) > 0, "{v}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let log = h.log("server.log");
-    let last = closed_lines(&log)
-        .pop()
-        .unwrap_or_else(|| panic!("no relayed connection in the server log:\n{log}"));
+    let last = closed_line(&mut relay_log);
     assert!(
         last.contains("transport=mptcp") && last.contains("subflows=2"),
         "expected a 2-subflow MPTCP connection: {last}"
@@ -155,7 +138,7 @@ fn server_with_mptcp_disabled_is_reported_as_fallback() {
     if !braid_lab::root_tests_enabled("fallback") {
         return;
     }
-    let mut h = Harness::new("bte3", uplinks(None, [0, 0]), exe()).expect("lab");
+    let mut h = Harness::new("bte3", unshaped_uplinks(), exe()).expect("lab");
     h.lab
         .sysctl(Role::Vps, "net.mptcp.enabled", "0")
         .expect("sysctl");
@@ -165,21 +148,23 @@ fn server_with_mptcp_disabled_is_reported_as_fallback() {
         "server did not say MPTCP is unavailable:\n{}",
         h.log("server.log")
     );
+    // The gateway says so once, at its first relay connection (a probe may come first).
+    let mut gateway_run = h.log_cursor("gateway.log");
     h.start_gateway(&["wifi", "5g"], "").expect("gateway");
+    let mut relay_log = h.log_cursor("server.log");
     echo_ok(&h, false, 2_000_000);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let glog = h.log("gateway.log");
-    assert!(
-        glog.contains("fell back to plain TCP"),
-        "gateway did not report the fallback:\n{glog}"
-    );
-    let slog = h.log("server.log");
-    let last = closed_lines(&slog).pop().expect("a relayed connection");
+    gateway_run
+        .wait_for("fell back to plain TCP", Duration::from_secs(5))
+        .expect("the gateway reporting the fallback");
+    let last = closed_line(&mut relay_log);
     assert!(
         last.contains("transport=tcp") && last.contains("subflows=1"),
         "{last}"
     );
 }
+
+/// How long the gateway may take to decide on TFO (it times request/replies through the relay).
+const TFO_DECISION_LIMIT: Duration = Duration::from_secs(30);
 
 fn fastopen_active(h: &Harness) -> u64 {
     let text = h
@@ -194,26 +179,17 @@ fn tfo_auto_follows_end_to_end_evidence_and_on_refuses_when_impossible() {
     if !braid_lab::root_tests_enabled("tfo") {
         return;
     }
-    let mut h = Harness::new("bte4", uplinks(Some(40), [10, 40]), exe()).expect("lab");
+    let mut h = Harness::new("bte4", shaped_uplinks(), exe()).expect("lab");
     h.lab
         .sysctl(Role::Vps, "net.ipv4.tcp_fastopen", "3")
         .expect("sysctl");
     h.start_server("").expect("server");
+    let mut run = h.log_cursor("gateway.log");
     h.start_gateway(&["wifi", "5g"], "fast_open = \"auto\"")
         .expect("gateway");
-    h.wait_log(
-        "gateway.log",
-        "TCP Fast Open o",
-        "the TFO decision",
-        std::time::Duration::from_secs(30),
-    )
-    .expect("decision");
-    let log = h.log("gateway.log");
-    let line = log
-        .lines()
-        .find(|l| l.contains("TCP Fast Open o"))
-        .unwrap_or_default()
-        .to_string();
+    let line = run
+        .wait_for("TCP Fast Open o", TFO_DECISION_LIMIT)
+        .expect("the TFO decision");
     let enabled = line.contains("TCP Fast Open on:");
     assert!(
         line.contains("Linux"),
@@ -267,21 +243,12 @@ fn tfo_auto_follows_end_to_end_evidence_and_on_refuses_when_impossible() {
     }
 
     // Over plain TCP the same kernel does TFO end to end: auto must find that out and use it.
+    let mut run = h.log_cursor("gateway.log");
     h.start_gateway(&["wifi"], "fast_open = \"auto\"\nmptcp = false")
         .expect("gateway over TCP");
-    h.wait_log(
-        "gateway.log",
-        "TCP Fast Open o",
-        "the TFO decision",
-        std::time::Duration::from_secs(30),
-    )
-    .expect("decision");
-    let log = h.log("gateway.log");
-    let tcp_line = log
-        .lines()
-        .find(|l| l.contains("TCP Fast Open o"))
-        .unwrap_or_default()
-        .to_string();
+    let tcp_line = run
+        .wait_for("TCP Fast Open o", TFO_DECISION_LIMIT)
+        .expect("the TFO decision over TCP");
     assert!(
         tcp_line.contains("TCP Fast Open on:") && tcp_line.contains("over TCP verified"),
         "{tcp_line}"
@@ -331,5 +298,4 @@ fn tfo_auto_follows_end_to_end_evidence_and_on_refuses_when_impossible() {
     );
     // Nothing was installed by the gateway that refused to start.
     assert!(!gw(&h, &["ip", "rule", "show"]).contains("proto 212"));
-    let _ = Lab::VPS_PUBLIC;
 }

@@ -4,36 +4,15 @@
 //!
 //! Root-only. Without root it skips, except under CI=true, where it fails instead.
 
-use std::fs::File;
+mod common;
+
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use braid::lab::harness::{Harness, RELAY_PORT};
-use braid_lab::{Lab, Role, UplinkSpec};
+use braid_lab::harness::{Harness, RELAY_PORT};
+use braid_lab::{Lab, Role};
+use common::{exe, in_netns, runtime, shaped_uplinks};
 use serde_json::Value;
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_braid"))
-}
-
-fn uplinks() -> Vec<UplinkSpec> {
-    vec![
-        UplinkSpec {
-            name: "wifi".into(),
-            rate_mbit: Some(40),
-            rtt_ms: 10,
-            loss_permille: 0,
-        },
-        UplinkSpec {
-            name: "5g".into(),
-            rate_mbit: Some(20),
-            rtt_ms: 40,
-            loss_permille: 0,
-        },
-    ]
-}
 
 /// Runs `braid speedtest --json --secs N` in gw; returns exit code, stdout JSON (or Null),
 /// stderr.
@@ -79,11 +58,7 @@ fn speedtest_measures_each_uplink_alone_and_bonded_like_plain_tcp() {
     if !braid_lab::root_tests_enabled("speedtest") {
         return;
     }
-    let mut h = Harness::new("bsp1", uplinks(), exe()).expect("lab");
-    h.start_server("").expect("server");
-    h.start_gateway(&["wifi", "5g"], "").expect("gateway");
-    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
-        .expect("uplinks up");
+    let h = common::running("bsp1", shaped_uplinks(), "");
 
     // Plain single-uplink TCP from gw, bound to the uplink's address (the gateway's policy
     // routing picks the uplink from the source address).
@@ -156,18 +131,6 @@ fn speedtest_measures_each_uplink_alone_and_bonded_like_plain_tcp() {
     );
 }
 
-/// Runs `f` on a fresh thread inside the named network namespace.
-fn in_netns<T: Send + 'static>(
-    ns: String,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    std::thread::spawn(move || {
-        let fd = File::open(format!("/var/run/netns/{ns}")).expect("netns file");
-        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-}
-
 #[test]
 fn speedtest_against_a_stock_server_says_it_needs_braid_server() {
     use shadowsocks::config::{ServerConfig, ServerType};
@@ -178,7 +141,7 @@ fn speedtest_against_a_stock_server_says_it_needs_braid_server() {
     if !braid_lab::root_tests_enabled("speedtest_stock") {
         return;
     }
-    let mut h = Harness::new("bsp2", uplinks(), exe()).expect("lab");
+    let mut h = Harness::new("bsp2", shaped_uplinks(), exe()).expect("lab");
     let relay: SocketAddr = format!("{}:{RELAY_PORT}", Lab::VPS_PUBLIC)
         .parse()
         .expect("addr");
@@ -188,11 +151,7 @@ fn speedtest_against_a_stock_server_says_it_needs_braid_server() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let server = in_netns(h.lab.ns_name(Role::Vps), move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
+        runtime().block_on(async move {
             let ctx = Context::new_shared(ServerType::Server);
             let cfg =
                 ServerConfig::new(relay, key.as_str(), CipherKind::AEAD2022_BLAKE3_AES_256_GCM)

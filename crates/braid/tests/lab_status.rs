@@ -3,21 +3,21 @@
 //! counters), and an uplink blackholed mid-test shows Down in all three.
 //! Root-only (skips without root unless CI=true, where it must run).
 
-use std::fs::File;
+mod common;
+
 use std::io::{Read, Write};
 use std::path::Path;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use braid::lab::harness::Harness;
-use braid_lab::{Role, UplinkSpec};
+use braid_lab::browser::{render_dom, screenshot};
+use braid_lab::harness::Harness;
+use braid_lab::Role;
+use common::{in_netns, shaped_uplinks, start_bonded_stream, wait_status, wait_until};
 use serde_json::Value;
 
 /// GET inside a namespace (the control API listens on the gateway's loopback).
 fn http_get(ns: String, path: &'static str) -> String {
-    std::thread::spawn(move || {
-        let fd = File::open(format!("/var/run/netns/{ns}")).expect("netns");
-        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    in_netns(ns, move || {
         let mut s = std::net::TcpStream::connect("127.0.0.1:9090").expect("control API");
         write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
         let mut out = String::new();
@@ -30,6 +30,7 @@ fn http_get(ns: String, path: &'static str) -> String {
     .expect("http thread")
 }
 
+/// `braid status --json`, run in gw: the CLI's view of the control API.
 fn status(h: &Harness) -> Value {
     let cfg = h.dir().join("gateway.toml");
     let mut cmd = h.lab.command(Role::Gw, env!("CARGO_BIN_EXE_braid"));
@@ -78,30 +79,9 @@ fn status_metrics_and_dashboard_agree_with_the_kernel_and_show_a_failure() {
     if !braid_lab::root_tests_enabled("status") {
         return;
     }
-    let uplinks = vec![
-        UplinkSpec {
-            name: "wifi".into(),
-            rate_mbit: Some(40),
-            rtt_ms: 10,
-            loss_permille: 0,
-        },
-        UplinkSpec {
-            name: "5g".into(),
-            rate_mbit: Some(20),
-            rtt_ms: 40,
-            loss_permille: 0,
-        },
-    ];
-    let mut h = Harness::new("bts1", uplinks, Path::new(env!("CARGO_BIN_EXE_braid"))).expect("lab");
-    h.start_server("").expect("server");
-    h.start_gateway(&["wifi", "5g"], "").expect("gateway");
-    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
-        .expect("up");
+    let h = common::running("bts1", shaped_uplinks(), "");
     let t = Harness::traffic_target();
-    let stream = h
-        .spawn_traffic(Role::Lan, &["stream", "--connect", &t, "--secs", "14"])
-        .expect("stream");
-    sleep(Duration::from_secs(3));
+    let stream = start_bonded_stream(&h, 14);
 
     // Status against the kernel: the live connection's subflows, per uplink.
     let s = status(&h);
@@ -129,14 +109,22 @@ fn status_metrics_and_dashboard_agree_with_the_kernel_and_show_a_failure() {
         "the kernel disagrees about subflows:\n{ss}"
     );
 
-    // Bytes against the interface counters, over the same 3 s.
+    // Bytes against the interface counters, over the same 15 MB of download (about 3 s at
+    // wifi's share; long enough that the moments the two are read hardly matter).
     let (st0, k0) = (
         uplink(&status(&h), "wifi")["rx_bytes"]
             .as_u64()
             .unwrap_or(0),
         iface_rx(&h, "wan-wifi"),
     );
-    sleep(Duration::from_secs(3));
+    wait_until("15 MB more on wan-wifi", Duration::from_secs(8), || {
+        let got = iface_rx(&h, "wan-wifi") - k0;
+        if got >= 15_000_000 {
+            Ok(())
+        } else {
+            Err(format!("{got} bytes"))
+        }
+    });
     let (st1, k1) = (
         uplink(&status(&h), "wifi")["rx_bytes"]
             .as_u64()
@@ -179,7 +167,7 @@ fn status_metrics_and_dashboard_agree_with_the_kernel_and_show_a_failure() {
 
     // The dashboard, in a real headless Chromium: cards with the right names and states.
     let url = "http://127.0.0.1:9090/";
-    let dom = braid::lab::browser::render_dom(&h.lab, Role::Gw, url, 3000).expect("chromium");
+    let dom = render_dom(&h.lab, Role::Gw, url, 3000).expect("chromium");
     for n in ["wifi", "5g"] {
         assert!(
             dom.contains(&format!("data-uplink=\"{n}\"")),
@@ -190,21 +178,14 @@ fn status_metrics_and_dashboard_agree_with_the_kernel_and_show_a_failure() {
 
     // Blackhole wifi: Down in status, metrics and dashboard within the failover target.
     h.lab.set_uplink_blackhole("wifi", true).expect("blackhole");
-    let start = Instant::now();
-    loop {
-        if uplink(&status(&h), "wifi")["state"] == "down" {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "status never showed wifi Down"
-        );
-        sleep(Duration::from_millis(100));
-    }
+    wait_status(&h, "wifi Down", Duration::from_secs(3), |s| {
+        common::uplink(s, "wifi").state == "down"
+    });
+    assert_eq!(uplink(&status(&h), "wifi")["state"], "down", "braid status");
     let m = http_get(h.lab.ns_name(Role::Gw), "/metrics");
     assert_eq!(metric(&m, "braid_uplink_up{uplink=\"wifi\"}"), 0.0);
     assert!(metric(&m, "braid_uplink_state_changes_total{uplink=\"wifi\"}") >= 1.0);
-    let dom = braid::lab::browser::render_dom(&h.lab, Role::Gw, url, 3000).expect("chromium");
+    let dom = render_dom(&h.lab, Role::Gw, url, 3000).expect("chromium");
     let card = dom.split("data-uplink=\"wifi\"").nth(1).unwrap_or("");
     let card = &card[..card.len().min(2000)];
     assert!(
@@ -212,7 +193,7 @@ fn status_metrics_and_dashboard_agree_with_the_kernel_and_show_a_failure() {
         "the wifi card does not show Down:\n{card}"
     );
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-wifi-down.png");
-    let _ = braid::lab::browser::screenshot(&h.lab, Role::Gw, url, 3000, &shot, 1200, 900);
+    let _ = screenshot(&h.lab, Role::Gw, url, 3000, &shot, 1200, 900);
     h.lab.set_uplink_blackhole("wifi", false).expect("restore");
     let v = h.finish_traffic(stream).expect("stream");
     assert_eq!(v["ok"], true, "{v}");

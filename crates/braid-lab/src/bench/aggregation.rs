@@ -1,4 +1,4 @@
-//! `braid lab bench`: side-by-side measurements in one run, printed as Markdown tables.
+//! `braid lab bench aggregation`: side-by-side measurements in one run, printed as Markdown tables.
 //!
 //! The machines are shared and noisy, so every figure that matters is a ratio of two things
 //! measured in the same run: braid against the sum of single-uplink TCP, against raw kernel MPTCP
@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use braid_lab::{Lab, Role, UplinkSpec};
-
-use super::harness::{Harness, HarnessError, RELAY_PORT, SOCKS_PORT};
+use crate::demo::demo_uplinks;
+use crate::harness::{Harness, HarnessError, RELAY_PORT, SOCKS_PORT};
+use crate::{Lab, Role, UplinkSpec};
 
 /// Options of `braid lab bench aggregation`.
 #[derive(Debug, clap::Args)]
@@ -216,39 +216,30 @@ pub fn aggregation(args: &AggregationArgs, exe: &Path) -> Result<String, Harness
         })?;
         Ok(serde_json::from_slice(&out.stdout).unwrap_or_default())
     };
-    let mut h = Harness::new("bagg", super::demo::demo_uplinks(), exe)?;
+    let mut h = Harness::new("bagg", demo_uplinks(), exe)?;
     h.lab.sysctl(Role::Vps, "net.ipv4.tcp_fastopen", "3")?;
     h.start_server("")?;
+    let mut run = h.log_cursor("gateway.log");
     h.start_gateway(&["wifi", "5g"], "fast_open = \"auto\"")?;
     let braid = (
         get(&h, Role::Lan, &[], secs)?,
         put(&h, Role::Lan, &[], secs)?,
     );
     eprintln!("shaped lab: time to first byte…");
-    h.wait_log(
-        "gateway.log",
-        "TCP Fast Open o",
-        "TFO decision",
-        Duration::from_secs(30),
-    )?;
-    let decision = h
-        .log("gateway.log")
-        .lines()
-        .find(|l| l.contains("TCP Fast Open o"))
-        .map(|l| l.split("TCP Fast Open ").nth(1).unwrap_or("").to_string())
-        .unwrap_or_default();
+    let decision = run
+        .wait_for("TCP Fast Open o", Duration::from_secs(30))?
+        .split("TCP Fast Open ")
+        .nth(1)
+        .unwrap_or("")
+        .to_string();
     let braid_auto = rr(&h, Role::Lan, &[])?;
     h.stop_gateway()?;
     h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"")?;
     let braid_off = rr(&h, Role::Lan, &[])?;
     h.stop_gateway()?;
+    let mut run = h.log_cursor("gateway.log");
     h.start_gateway(&["wifi"], "fast_open = \"auto\"\nmptcp = false")?;
-    h.wait_log(
-        "gateway.log",
-        "TCP Fast Open o",
-        "TFO decision",
-        Duration::from_secs(30),
-    )?;
+    run.wait_for("TCP Fast Open o", Duration::from_secs(30))?;
     let braid_tcp_tfo = rr(&h, Role::Lan, &[])?;
     h.stop_gateway()?;
     h.stop_server()?;
@@ -374,20 +365,7 @@ pub fn aggregation(args: &AggregationArgs, exe: &Path) -> Result<String, Harness
     eprintln!("unshaped lab…");
     let mut h = Harness::new(
         "bagu",
-        vec![
-            UplinkSpec {
-                name: "wifi".into(),
-                rate_mbit: None,
-                rtt_ms: 0,
-                loss_permille: 0,
-            },
-            UplinkSpec {
-                name: "5g".into(),
-                rate_mbit: None,
-                rtt_ms: 0,
-                loss_permille: 0,
-            },
-        ],
+        vec![UplinkSpec::new("wifi"), UplinkSpec::new("5g")],
         exe,
     )?;
     h.start_server("")?;

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use braid_lab::{Lab, Role};
+use crate::{Lab, Role};
 
 /// Wall-clock time Chromium gets beyond the virtual-time budget before it is killed.
 const STARTUP_ALLOWANCE: Duration = Duration::from_secs(60);
@@ -94,7 +94,7 @@ fn run_chromium(lab: &Lab, role: Role, args: &[String], wait_ms: u64) -> Result<
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .process_group(0);
-    let described = braid_lab::cmd::describe(&cmd);
+    let described = crate::cmd::describe(&cmd);
     let timeout = Duration::from_millis(wait_ms) + STARTUP_ALLOWANCE;
     let (status, stdout, stderr) =
         run_with_timeout(cmd, timeout).map_err(|e| format!("`{described}`: {e}"))?;

@@ -1,17 +1,15 @@
-//! `braid lab`: the built-in network-namespace lab (topology in the braid-lab crate).
-
-pub mod bench;
-pub mod browser;
-pub mod demo;
-pub mod failover;
-pub mod harness;
-pub mod traffic;
+//! `braid lab …`: the subcommands the braid binary gets with its `lab` feature, and [`run`],
+//! which carries them out. The braid binary only parses [`LabCommand`] and calls [`run`].
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
+
+use crate::bench::aggregation::{self, AggregationArgs};
+use crate::bench::failover::{self, FailoverArgs};
+use crate::{demo, harness, traffic};
 
 /// Lab subcommands.
 #[derive(Debug, Subcommand)]
@@ -49,9 +47,9 @@ pub enum LabCommand {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Bonded goodput, time to first byte and unshaped throughput; prints Markdown.
-    Aggregation(bench::AggregationArgs),
+    Aggregation(AggregationArgs),
     /// Failover, recovery and stalls per fault, braid beside kernel-only MPTCP; prints Markdown.
-    Failover(failover::FailoverArgs),
+    Failover(FailoverArgs),
 }
 
 /// Where a traffic client connects, and how.
@@ -149,7 +147,7 @@ pub fn run(cmd: LabCommand) -> ExitCode {
         LabCommand::Traffic(t) => traffic_main(t),
         LabCommand::Bench(b) => bench_main(b),
         LabCommand::NoTfo { command } => {
-            let e = braid_lab::seccomp::exec_without_tfo(&command);
+            let e = crate::seccomp::exec_without_tfo(&command);
             eprintln!("braid lab no-tfo: {e}");
             ExitCode::from(2)
         }
@@ -169,7 +167,7 @@ fn bench_main(b: BenchCommand) -> ExitCode {
         }
     };
     let r = match b {
-        BenchCommand::Aggregation(a) => bench::aggregation(&a, &exe),
+        BenchCommand::Aggregation(a) => aggregation::aggregation(&a, &exe),
         BenchCommand::Failover(a) => failover::failover(&a, &exe),
     };
     match r {

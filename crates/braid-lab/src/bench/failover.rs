@@ -6,9 +6,9 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use braid_lab::Role;
-
-use super::harness::{Harness, HarnessError};
+use crate::demo::demo_uplinks;
+use crate::harness::{Harness, HarnessError};
+use crate::Role;
 
 /// Options of `braid lab bench failover`.
 #[derive(Debug, clap::Args)]
@@ -152,7 +152,7 @@ fn one_run(
     s: Scenario,
     braid: bool,
 ) -> Result<Figures, HarnessError> {
-    let mut h = Harness::new("bfo", super::demo::demo_uplinks(), exe)?;
+    let mut h = Harness::new("bfo", demo_uplinks(), exe)?;
     let role = if braid {
         h.start_server("")?;
         h.start_gateway(&["wifi", "5g"], "")?;

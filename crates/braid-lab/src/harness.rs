@@ -1,5 +1,10 @@
 //! Runs the real `braid server` and `braid gateway` inside a lab, for the demo, the end-to-end
 //! tests and the benchmarks. Everything it starts is stopped, and the lab removed, on drop.
+//!
+//! The harness runs the braid *binary* it is given (`braid server`, `braid gateway`, `braid lab
+//! traffic serve`, `braid doctor`); it does not link the braid crate, which links this one.
+//! Waits on daemon logs go through [`LogCursor`]s, so they see only what was written after the
+//! wait began.
 
 use std::fs;
 use std::io;
@@ -7,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use braid_lab::{Lab, LabSpec, Role, UplinkSpec};
+use base64::Engine as _;
+
+use crate::log_cursor::{LogCursor, LogWaitError};
+use crate::{Lab, LabSpec, Role, UplinkSpec};
 
 /// Where the lab's traffic server listens (in the srv namespace).
 pub const TRAFFIC_PORT: u16 = 5201;
@@ -26,7 +34,10 @@ pub struct Harness {
     server: Option<Child>,
     gateway: Option<Child>,
     traffic: Option<Child>,
+    server_runs: u32,
     gateway_runs: u32,
+    /// A cursor taken just before the current gateway started: it sees that run's whole log.
+    gateway_start: Option<LogCursor>,
 }
 
 /// A harness step that failed.
@@ -34,7 +45,7 @@ pub struct Harness {
 pub enum HarnessError {
     /// The lab could not be built or a lab command failed.
     #[error("lab: {0}")]
-    Lab(#[from] braid_lab::LabError),
+    Lab(#[from] crate::LabError),
     /// A file or process operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -54,6 +65,9 @@ pub enum HarnessError {
         /// Its log so far.
         log: String,
     },
+    /// An awaited log line did not appear.
+    #[error(transparent)]
+    LogWait(#[from] LogWaitError),
     /// A traffic command failed.
     #[error("traffic {args:?} failed ({status}): {stderr}")]
     Traffic {
@@ -85,12 +99,7 @@ impl Harness {
         let dir = std::env::temp_dir().join(format!("braid-lab-{}", lab.prefix()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        let key = crate::keygen::generate(crate::config::Method::Aes256Gcm).map_err(|e| {
-            HarnessError::Io {
-                what: "keygen".into(),
-                source: io::Error::other(e.to_string()),
-            }
-        })?;
+        let key = new_key()?;
         let mut h = Harness {
             lab,
             exe: exe.to_path_buf(),
@@ -99,7 +108,9 @@ impl Harness {
             server: None,
             gateway: None,
             traffic: None,
+            server_runs: 0,
             gateway_runs: 0,
+            gateway_start: None,
         };
         let listen = format!("{}:{TRAFFIC_PORT}", Lab::SRV);
         let mut cmd = h.lab.command(Role::Srv, &h.exe.to_string_lossy());
@@ -137,15 +148,12 @@ impl Harness {
             self.key,
             Lab::SRV
         );
-        let _ = fs::remove_file(self.dir.join("server.log"));
+        self.keep_old_log("server", self.server_runs);
+        self.server_runs += 1;
+        let mut started = self.log_cursor("server.log");
         let child = self.spawn_daemon(Role::Vps, "server", &cfg, wrapper)?;
         self.server = Some(child);
-        self.wait_log(
-            "server.log",
-            "listening on",
-            "braid server",
-            Duration::from_secs(15),
-        )
+        wait_ready(&mut started, "listening on", "braid server")
     }
 
     /// Starts `braid gateway` in gw with the named uplinks; waits until it is up.
@@ -173,22 +181,25 @@ impl Harness {
                 self.lab.uplink_iface(u)
             );
         }
-        // Keep earlier runs' logs as gateway-N.log; gateway.log is always the current run.
-        if self.gateway_runs > 0 {
-            let _ = fs::rename(
-                self.dir.join("gateway.log"),
-                self.dir.join(format!("gateway-{}.log", self.gateway_runs)),
-            );
-        }
+        self.keep_old_log("gateway", self.gateway_runs);
         self.gateway_runs += 1;
+        let started = self.log_cursor("gateway.log");
+        self.gateway_start = Some(started.clone());
         let child = self.spawn_daemon(Role::Gw, "gateway", &cfg, &[])?;
         self.gateway = Some(child);
-        self.wait_log(
-            "gateway.log",
-            "gateway up",
-            "braid gateway",
-            Duration::from_secs(15),
-        )
+        wait_ready(&mut started.clone(), "gateway up", "braid gateway")
+    }
+
+    /// Keeps an earlier run's log as `NAME-N.log`, so `NAME.log` is always the current run's.
+    /// Renamed rather than deleted: the old file keeps its inode, so a [`LogCursor`] on it can
+    /// tell the new file from the old one.
+    fn keep_old_log(&self, name: &str, runs: u32) {
+        if runs > 0 {
+            let _ = fs::rename(
+                self.dir.join(format!("{name}.log")),
+                self.dir.join(format!("{name}-{runs}.log")),
+            );
+        }
     }
 
     fn spawn_daemon(
@@ -223,34 +234,14 @@ impl Harness {
             .map_err(io_err(format!("starting braid {name}")))
     }
 
-    /// Waits until `file` in the harness folder contains `needle`.
-    pub fn wait_log(
-        &self,
-        file: &str,
-        needle: &str,
-        what: &'static str,
-        limit: Duration,
-    ) -> Result<(), HarnessError> {
-        let start = Instant::now();
-        loop {
-            let log = self.log(file);
-            if log.contains(needle) {
-                return Ok(());
-            }
-            // A daemon that refuses to start prints "braid: <error>" and exits.
-            let exited = log.lines().any(|l| l.starts_with("braid: "));
-            if exited || start.elapsed() > limit {
-                return Err(HarnessError::NotReady {
-                    what,
-                    secs: limit.as_secs(),
-                    log,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// A cursor at the current end of a log ("server.log", "gateway.log"): take it before an
+    /// action, then [`LogCursor::wait_for`] sees only what the daemon logged after it. A cursor
+    /// taken before a daemon (re)starts sees that run's log from its first line.
+    pub fn log_cursor(&self, file: &str) -> LogCursor {
+        LogCursor::at_end(self.dir.join(file))
     }
 
-    /// A log file's text ("server.log", "gateway.log").
+    /// A log file's whole text ("server.log", "gateway.log"), e.g. for an assertion message.
     pub fn log(&self, file: &str) -> String {
         fs::read_to_string(self.dir.join(file)).unwrap_or_default()
     }
@@ -330,15 +321,19 @@ impl Harness {
         })
     }
 
-    /// Waits until every named uplink has reported `→ Up` in the current gateway log.
+    /// Waits until every named uplink has come Up (`uplink NAME: Recovering → Up`) since the
+    /// current gateway started; uplinks start in Recovering. For an uplink that comes back
+    /// later, take a [`Harness::log_cursor`] before the fault instead.
     pub fn wait_uplinks_up(&self, names: &[&str], limit: Duration) -> Result<(), HarnessError> {
+        let started = self.gateway_start.as_ref().ok_or(HarnessError::NotReady {
+            what: "an uplink coming Up (no gateway was started)",
+            secs: 0,
+            log: String::new(),
+        })?;
         for n in names {
-            self.wait_log(
-                "gateway.log",
-                &format!("uplink {n}: Recovering → Up"),
-                "an uplink coming Up",
-                limit,
-            )?;
+            started
+                .clone()
+                .wait_for(&format!("uplink {n}: Recovering → Up"), limit)?;
         }
         Ok(())
     }
@@ -448,6 +443,37 @@ impl Harness {
     pub fn socks_addr() -> String {
         format!("{}:{SOCKS_PORT}", Lab::GW_LAN)
     }
+}
+
+/// How long a daemon gets to log that it is ready.
+const READY_LIMIT: Duration = Duration::from_secs(15);
+
+/// Waits for a daemon's ready line after `started`; a daemon that does not get there is
+/// `NotReady`, with what it logged instead.
+fn wait_ready(
+    started: &mut LogCursor,
+    needle: &str,
+    what: &'static str,
+) -> Result<(), HarnessError> {
+    started
+        .wait_for(needle, READY_LIMIT)
+        .map(drop)
+        .map_err(|e| HarnessError::NotReady {
+            what,
+            secs: READY_LIMIT.as_secs(),
+            log: e.new_lines,
+        })
+}
+
+/// A fresh pre-shared key for `2022-blake3-aes-256-gcm`: 32 random bytes, base64 (what `braid
+/// keygen` prints; the lab cannot call into braid, which depends on it).
+fn new_key() -> Result<String, HarnessError> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| HarnessError::Io {
+        what: "reading the system's random source for a key".into(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key))
 }
 
 /// SIGTERM, then wait up to 10 s, then SIGKILL.

@@ -1,0 +1,237 @@
+//! What the lab tests share: the braid binary, the standard uplinks, threads inside a lab
+//! namespace, and waits on events (the gateway's typed `/api/status`, kernel state) that fail
+//! with what was seen instead, so no test needs a fixed sleep to make an assertion true.
+//!
+//! Each test file includes this with `mod common;` and uses only part of it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Child;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use braid::status::model::{Status, UplinkStatus};
+use braid_lab::harness::Harness;
+use braid_lab::ns::{enter_netns, netns_path};
+use braid_lab::{Role, UplinkSpec};
+
+/// How often a wait looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The braid binary under test (built with the `lab` feature: the harness runs
+/// `braid lab traffic serve` from it).
+pub fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_braid"))
+}
+
+/// The demo's uplinks: wifi 40 Mbit/s 10 ms RTT, 5g 20 Mbit/s 40 ms RTT.
+pub fn shaped_uplinks() -> Vec<UplinkSpec> {
+    braid_lab::demo::demo_uplinks()
+}
+
+/// wifi and 5g as bare veth pairs: no rate limit, delay or loss.
+pub fn unshaped_uplinks() -> Vec<UplinkSpec> {
+    vec![UplinkSpec::new("wifi"), UplinkSpec::new("5g")]
+}
+
+/// A lab with the braid server and a gateway over both uplinks running, the uplinks Up.
+pub fn running(prefix: &str, uplinks: Vec<UplinkSpec>, gateway_extra: &str) -> Harness {
+    let mut h = Harness::new(prefix, uplinks, exe()).expect("lab");
+    h.start_server("").expect("server");
+    h.start_gateway(&["wifi", "5g"], gateway_extra)
+        .expect("gateway");
+    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
+        .expect("uplinks up");
+    h
+}
+
+/// Starts a checked download (`braid lab traffic stream`) from the LAN host for `secs`, and
+/// waits until its relay connection has a subflow on each uplink, so what follows (a fault, a
+/// comparison with the kernel) meets a bonded connection. Finish it with
+/// `Harness::finish_traffic`.
+#[track_caller]
+pub fn start_bonded_stream(h: &Harness, secs: u64) -> Child {
+    let target = Harness::traffic_target();
+    let secs = secs.to_string();
+    let child = h
+        .spawn_traffic(
+            Role::Lan,
+            &["stream", "--connect", &target, "--secs", &secs],
+        )
+        .expect("starting the download");
+    wait_status(
+        h,
+        "the download's relay connection with a subflow on each uplink",
+        Duration::from_secs(5),
+        move |s| {
+            s.connections
+                .list
+                .iter()
+                .any(|c| c.target == target && c.subflows_per_uplink.len() == 2)
+        },
+    );
+    child
+}
+
+/// Runs `f` on a fresh thread inside the named network namespace (sockets it makes belong
+/// there). For work that must outlive the call, such as a server; see `Lab::in_netns` for a
+/// call that returns a result.
+pub fn in_netns<T: Send + 'static>(
+    ns: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    std::thread::spawn(move || {
+        let path = netns_path(&ns);
+        enter_netns(&path).unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
+        f()
+    })
+}
+
+/// A current-thread tokio runtime, for async code on a namespace thread.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The gateway's control API address, from the config the harness wrote.
+fn control(h: &Harness) -> SocketAddr {
+    braid::status::client::control_of(&h.dir().join("gateway.toml"))
+        .unwrap_or_else(|e| panic!("gateway control address: {e}"))
+}
+
+/// One `GET /api/status` from the gateway (inside gw, where it listens on loopback).
+#[track_caller]
+pub fn status(h: &Harness) -> Status {
+    let addr = control(h);
+    let fetched = h
+        .lab
+        .in_netns(Role::Gw, || {
+            runtime().block_on(braid::status::client::fetch(addr))
+        })
+        .expect("entering gw");
+    match fetched {
+        Ok(s) => s,
+        Err(e) => panic!("gateway status: {e}"),
+    }
+}
+
+/// An uplink's entry in a status document.
+#[track_caller]
+pub fn uplink<'a>(s: &'a Status, name: &str) -> &'a UplinkStatus {
+    match s.uplinks.iter().find(|u| u.name == name) {
+        Some(u) => u,
+        None => panic!("no uplink {name} in the status: {}", summary(s)),
+    }
+}
+
+/// Polls the gateway's `/api/status` until `done` holds, and returns that status. Panics after
+/// `limit` with `what`, the last status (or why there was none) and the gateway's log.
+#[track_caller]
+pub fn wait_status(
+    h: &Harness,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&Status) -> bool + Send,
+) -> Status {
+    let addr = control(h);
+    let outcome = h
+        .lab
+        .in_netns(Role::Gw, move || {
+            runtime().block_on(async move {
+                let deadline = Instant::now() + limit;
+                loop {
+                    let last = braid::status::client::fetch(addr).await;
+                    if last.as_ref().is_ok_and(&done) {
+                        return last;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(match last {
+                            Ok(s) => summary(&s),
+                            Err(e) => e,
+                        });
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+            })
+        })
+        .expect("entering gw");
+    match outcome {
+        Ok(s) => s,
+        Err(last) => panic!(
+            "waited {limit:?} for {what}; last status: {last}\ngateway log:\n{}",
+            h.log("gateway.log")
+        ),
+    }
+}
+
+/// The parts of a status a failed wait shows: each uplink's state, changes, subflows, address.
+fn summary(s: &Status) -> String {
+    let uplinks: Vec<String> = s
+        .uplinks
+        .iter()
+        .map(|u| {
+            format!(
+                "{} {} (state_changes {}, subflows {}, address {})",
+                u.name,
+                u.state,
+                u.state_changes,
+                u.subflows,
+                u.address.as_deref().unwrap_or("none")
+            )
+        })
+        .collect();
+    let conns: Vec<String> = s
+        .connections
+        .list
+        .iter()
+        .map(|c| format!("{} {} subflows {}", c.target, c.transport, c.subflows))
+        .collect();
+    format!(
+        "uplinks [{}], connections [{}]",
+        uplinks.join("; "),
+        conns.join("; ")
+    )
+}
+
+/// Calls `check` until it returns `Ok`, and returns that value; panics after `limit` with
+/// `what` and the last `Err`.
+#[track_caller]
+pub fn wait_until<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("waited {limit:?} for {what}; last: {last}")
+            }
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
+/// Waits until the gateway's side of `uplink` has received `bytes` more than now (a download
+/// arrives there); panics after `limit`, naming `what`.
+#[track_caller]
+pub fn wait_received(h: &Harness, uplink: &str, bytes: u64, limit: Duration, what: &str) {
+    let rx = || h.lab.uplink_bytes(uplink).expect("uplink counters").rx;
+    let start = rx();
+    wait_until(
+        &format!("{what}: {uplink} to receive {bytes} bytes"),
+        limit,
+        || {
+            let got = rx() - start;
+            if got >= bytes {
+                Ok(())
+            } else {
+                Err(format!("{got} bytes"))
+            }
+        },
+    );
+}
