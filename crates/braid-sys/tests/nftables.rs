@@ -86,7 +86,7 @@ fn nft_f(script: &str) {
 fn cases() -> Vec<(&'static str, CaptureRules)> {
     let rules = |lan: &[&str], port, exclude: &[&str]| CaptureRules {
         table: "braid".into(),
-        lan: lan.iter().map(|s| s.to_string()).collect(),
+        lan: lan.iter().map(|s| s.parse().unwrap()).collect(),
         redirect_port: port,
         exclude: exclude.iter().map(|a| a.parse().unwrap()).collect(),
     };

@@ -18,6 +18,7 @@ use shadowsocks::net::{AcceptOpts, TcpSocketOpts};
 use shadowsocks::relay::socks5::Address;
 use shadowsocks::relay::tcprelay::proxy_listener::ProxyListener;
 use shadowsocks::relay::tcprelay::proxy_stream::ProxyClientStream;
+use shadowsocks::relay::tcprelay::utils::copy_encrypted_bidirectional;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Echo `data` through a stock SS2022 client stream and return what came back.
@@ -109,7 +110,16 @@ fn stock_client_to_braid_server_and_braid_gateway_to_stock_server() {
                         let Ok(mut up) = tokio::net::TcpStream::connect(a).await else {
                             return;
                         };
-                        let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+                        // The copy ssserver itself uses: tokio's copy_bidirectional tops up
+                        // its buffer while the crate's encrypting writer is pending, and the
+                        // writer then drops the top-up (the reason for braid's `relay::Metered`);
+                        // with it this stock server lost the last few KB now and then.
+                        let _ = copy_encrypted_bidirectional(
+                            CipherKind::AEAD2022_BLAKE3_AES_256_GCM,
+                            &mut s,
+                            &mut up,
+                        )
+                        .await;
                     });
                 }
             };

@@ -8,8 +8,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use braid::status::model::Status;
 use braid_lab::harness::Harness;
 use braid_lab::Role;
+use braid_proto::health::LinkState;
 use common::{unshaped_uplinks, wait_until};
 use serde_json::Value;
 
@@ -609,33 +611,12 @@ fn server_side_firewall_and_ssh_lockout_are_named() {
     );
 }
 
-/// The gateway's status document, read with `braid status --json` inside the gw namespace.
-fn gateway_status(h: &Harness) -> Option<Value> {
-    let mut cmd = h.lab.command(Role::Gw, env!("CARGO_BIN_EXE_braid"));
-    cmd.args(["status", "--json", "--config"]).arg(gw_config(h));
-    let out = cmd.output().ok()?;
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-/// Polls the gateway's status until every uplink is in `state`; panics with the last document
-/// after `limit`.
-fn wait_all_uplinks(h: &Harness, state: &str, limit: Duration) {
-    let until = std::time::Instant::now() + limit;
-    loop {
-        let s = gateway_status(h);
-        let all = s
-            .as_ref()
-            .and_then(|s| s["uplinks"].as_array())
-            .is_some_and(|u| !u.is_empty() && u.iter().all(|x| x["state"] == state));
-        if all {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "uplinks not all {state} within {limit:?}: {s:?}"
-        );
-        sleep(Duration::from_millis(100));
-    }
+/// Waits until the gateway's status has every uplink in `state`.
+#[track_caller]
+fn wait_all_uplinks(h: &Harness, state: LinkState, limit: Duration) -> Status {
+    common::wait_status(h, &format!("every uplink {state}"), limit, move |s| {
+        !s.uplinks.is_empty() && s.uplinks.iter().all(|u| u.state == state)
+    })
 }
 
 #[test]
@@ -652,18 +633,16 @@ fn endpoints_withdrawn_during_a_relay_outage_are_not_called_faults() {
         "fast_open = \"off\"\n[health]\nrecover_after = 100",
     )
     .expect("gateway");
-    wait_all_uplinks(&h, "up", Duration::from_secs(30));
+    wait_all_uplinks(&h, LinkState::Up, Duration::from_secs(30));
     let cfg = gw_config(&h);
 
     h.stop_server().expect("stop server");
-    wait_all_uplinks(&h, "down", Duration::from_secs(10));
+    wait_all_uplinks(&h, LinkState::Down, Duration::from_secs(10));
     h.start_server("").expect("server again");
-    let s = gateway_status(&h).expect("status");
+    let s = common::status(&h);
     assert!(
-        s["uplinks"]
-            .as_array()
-            .is_some_and(|u| u.iter().all(|x| x["state"] != "up")),
-        "uplinks came back too fast for this test: {s}"
+        s.uplinks.iter().all(|u| u.state != LinkState::Up),
+        "uplinks came back too fast for this test: {s:?}"
     );
     let r = doctor(&h, Role::Gw, &cfg, &[]);
     for u in ["wifi", "5g"] {

@@ -10,6 +10,7 @@
 
 mod common;
 
+use braid_proto::health::LinkState;
 use std::process::Child;
 use std::thread::sleep;
 use std::time::Duration;
@@ -47,7 +48,7 @@ fn finish_ok(h: &Harness, c: Child, what: &str) -> serde_json::Value {
 
 /// Waits until the gateway says `name` is in `state`.
 #[track_caller]
-fn wait_state(h: &Harness, name: &str, state: &'static str) -> Status {
+fn wait_state(h: &Harness, name: &str, state: LinkState) -> Status {
     let n = name.to_owned();
     wait_status(
         h,
@@ -72,7 +73,7 @@ fn wait_back(h: &Harness, name: &str, down: &Status, mbit: u64, what: &str) {
         STATE_LIMIT,
         move |s| {
             let u = uplink(s, &n);
-            u.state == "up" && u.state_changes > changes
+            u.state == LinkState::Up && u.state_changes > changes
         },
     );
     wait_endpoint(h, name, what);
@@ -121,7 +122,7 @@ fn link_down_then_up_keeps_the_connection_and_restores_the_uplink() {
     let h = lab("bth1", "", false);
     let c = start_bonded_stream(&h, 12);
     h.lab.set_uplink_link("wifi", false).expect("down");
-    let down = wait_state(&h, "wifi", "down");
+    let down = wait_state(&h, "wifi", LinkState::Down);
     // The fault: the link stays down for 2 s (not a wait for anything).
     sleep(Duration::from_secs(2));
     h.lab.set_uplink_link("wifi", true).expect("up");
@@ -140,7 +141,7 @@ fn silent_blackhole_is_detected_and_the_uplink_comes_back() {
     let h = lab("bth2", "", false);
     let c = start_bonded_stream(&h, 16);
     h.lab.set_uplink_blackhole("wifi", true).expect("blackhole");
-    let down = wait_state(&h, "wifi", "down");
+    let down = wait_state(&h, "wifi", LinkState::Down);
     wait_5g_takes_over(&h, "blackhole");
     // The fault lasts long enough for the old wifi subflow's retransmission backoff to grow past
     // the recovery window: left to itself, the kernel would not use wifi again for many seconds.
@@ -233,7 +234,7 @@ fn backup_uplink_is_idle_while_a_primary_is_up_and_takes_over_when_all_are_down(
         "backup 5g carried {idle} bytes while wifi was Up"
     );
     h.lab.set_uplink_blackhole("wifi", true).expect("blackhole");
-    wait_state(&h, "wifi", "down");
+    wait_state(&h, "wifi", LinkState::Down);
     wait_5g_takes_over(&h, "backup 5g taking over");
     h.lab.set_uplink_blackhole("wifi", false).expect("restore");
     finish_ok(&h, c, "backup");

@@ -179,7 +179,7 @@ fn status_metrics_and_dashboard_agree_with_the_kernel_and_show_a_failure() {
     // Blackhole wifi: Down in status, metrics and dashboard within the failover target.
     h.lab.set_uplink_blackhole("wifi", true).expect("blackhole");
     wait_status(&h, "wifi Down", Duration::from_secs(3), |s| {
-        common::uplink(s, "wifi").state == "down"
+        common::uplink(s, "wifi").state == braid_proto::health::LinkState::Down
     });
     assert_eq!(uplink(&status(&h), "wifi")["state"], "down", "braid status");
     let m = http_get(h.lab.ns_name(Role::Gw), "/metrics");

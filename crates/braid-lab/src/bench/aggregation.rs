@@ -153,7 +153,12 @@ impl SsRust {
         children.push(r.spawn().map_err(io("starting sslocal redir"))?);
         let rules = braid_sys::nftables::CaptureRules {
             table: "ssbench".into(),
-            lan: vec![Lab::GW_LAN_IFACE.into()],
+            lan: vec![Lab::GW_LAN_IFACE
+                .parse()
+                .map_err(|e: braid_sys::link::BadIfName| HarnessError::Io {
+                    what: "the lab's LAN interface name".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?],
             redirect_port: 1100,
             exclude: vec![Lab::VPS_PUBLIC.into()],
         };

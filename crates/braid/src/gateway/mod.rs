@@ -310,7 +310,7 @@ async fn serve(
     if !cfg.lan.is_empty() {
         braid_sys::nftables::CaptureRules {
             table: cfg.nft_table.clone(),
-            lan: cfg.lan.iter().map(|l| l.to_string()).collect(),
+            lan: cfg.lan.clone(),
             redirect_port,
             exclude: vec![dialer.relay().ip()],
         }
