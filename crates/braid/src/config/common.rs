@@ -149,7 +149,7 @@ pub fn parse_socket_addr(key: &str, s: &str) -> Result<std::net::SocketAddr, Inv
     })
 }
 
-/// The control API's default address: loopback only, because it shows addresses and traffic.
+/// The HTTP status API's default address: loopback only, because it shows addresses and traffic.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:9090";
 
 /// Parses `control`: an address, or "off".

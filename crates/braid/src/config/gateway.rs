@@ -76,7 +76,7 @@ pub struct GatewayConfig {
     /// Set `net.mptcp.blackhole_timeout` to this many seconds while braid runs (the kernel's
     /// default, 3600, turns MPTCP off for an hour after one path dropped MPTCP SYNs).
     pub mptcp_blackhole_timeout: Option<u32>,
-    /// The control API (status, metrics, dashboard); `None` when `control = "off"`.
+    /// The HTTP status API (status, metrics, dashboard); `None` when `control = "off"`.
     pub control: Option<SocketAddr>,
 }
 

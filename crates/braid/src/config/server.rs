@@ -31,7 +31,7 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// A relayed connection with no traffic either way for this long is closed.
     pub idle_timeout: Duration,
-    /// The control API (status, metrics); `None` when `control = "off"`.
+    /// The HTTP status API (status, metrics); `None` when `control = "off"`.
     pub control: Option<SocketAddr>,
 }
 

@@ -1,4 +1,4 @@
-//! `braid status`: reads a daemon's control API and prints it, as a table, as JSON, or refreshed
+//! `braid status`: reads a daemon's HTTP status API and prints it, as a table, as JSON, or refreshed
 //! in place every second (`--watch`, like top).
 
 use std::net::SocketAddr;
@@ -31,7 +31,7 @@ pub fn control_of(path: &Path) -> Result<SocketAddr, String> {
 /// One GET of `/api/status`.
 pub async fn fetch(addr: SocketAddr) -> Result<Status, String> {
     let work = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("cannot reach the control API at {addr}: {e}; fix: is the daemon running, and is `control` the same in its config?"))?;
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("cannot reach the HTTP status API at {addr}: {e}; fix: is the daemon running, and is `control` the same in its config?"))?;
         s.write_all(format!("GET /api/status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
             .await
             .map_err(|e| e.to_string())?;
@@ -40,18 +40,18 @@ pub async fn fetch(addr: SocketAddr) -> Result<Status, String> {
         let text = String::from_utf8_lossy(&buf);
         let (head, body) = text
             .split_once("\r\n\r\n")
-            .ok_or("the control API sent no HTTP response")?;
+            .ok_or("the HTTP status API sent no HTTP response")?;
         if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
             return Err(format!(
-                "the control API answered: {}",
+                "the HTTP status API answered: {}",
                 head.lines().next().unwrap_or("")
             ));
         }
-        serde_json::from_str(body).map_err(|e| format!("the control API sent a status this braid cannot read ({e}); fix: use the same braid version on both"))
+        serde_json::from_str(body).map_err(|e| format!("the HTTP status API sent a status this braid cannot read ({e}); fix: use the same braid version on both"))
     };
     tokio::time::timeout(Duration::from_secs(5), work)
         .await
-        .map_err(|_| format!("the control API at {addr} did not answer within 5 s"))?
+        .map_err(|_| format!("the HTTP status API at {addr} did not answer within 5 s"))?
 }
 
 fn mbit(bps: f64) -> String {

@@ -1,4 +1,4 @@
-//! The web dashboard served at `GET /` of the control API: one self-contained HTML page (inline
+//! The web dashboard served at `GET /` of the HTTP status API: one self-contained HTML page (inline
 //! CSS and JS, nothing fetched from elsewhere) that polls `GET /api/status` every second and draws
 //! each uplink's state, rates and last 5 minutes of throughput, the bonded total, the live
 //! connections, the TFO decision and the blackhole state.
