@@ -2,7 +2,9 @@
 //! namespace (never the host's): every expected event must arrive within 1 s
 //! of the change that causes it.
 
-use std::future::Future;
+mod common;
+
+use common::in_netns_async;
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
@@ -12,40 +14,12 @@ use braid_sys::address::IfAddr;
 use braid_sys::monitor::{KernelEvent, Monitor};
 use braid_sys::netlink::Rtnl;
 use braid_sys::route::RouteSpec;
-use nix::sched::CloneFlags;
 use rtnetlink::{LinkUnspec, LinkVeth};
 use tokio::time::{timeout_at, Instant};
 
 /// The correctness bound of the gateway: it must react within 1 s.
 const BOUND: Duration = Duration::from_secs(1);
 const OURS: u8 = 250;
-
-/// Runs `test` on a fresh thread inside a new, empty network namespace that
-/// disappears with the thread. Skips (returns) when not root unless CI=true.
-fn in_netns<F, Fut>(name: &str, test: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    if !nix::unistd::geteuid().is_root() && std::env::var("CI").as_deref() != Ok("true") {
-        eprintln!(
-            "skipping {name}: needs root for a private network namespace (CI=true forces it)"
-        );
-        return;
-    }
-    let joined = std::thread::spawn(move || {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-            .block_on(test());
-    })
-    .join();
-    if let Err(panic) = joined {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 /// Waits for the first event matching `want`, skipping others; panics (with
 /// everything seen) if none arrives within [`BOUND`].
@@ -178,7 +152,7 @@ fn subscribe_outside_runtime_is_an_error() {
 
 #[test]
 fn link_set_down_then_up_reports_down_then_up() {
-    in_netns("link_set_down_then_up_reports_down_then_up", || async {
+    in_netns_async("link_set_down_then_up_reports_down_then_up", || async {
         let rtnl = Rtnl::connect().unwrap();
         let (wan, _) = veth_up(&rtnl, "wan0").await;
         let mut monitor = Monitor::subscribe().unwrap();
@@ -197,7 +171,7 @@ fn link_set_down_then_up_reports_down_then_up() {
 
 #[test]
 fn peer_down_loses_carrier_reports_down() {
-    in_netns("peer_down_loses_carrier_reports_down", || async {
+    in_netns_async("peer_down_loses_carrier_reports_down", || async {
         let rtnl = Rtnl::connect().unwrap();
         let (wan, peer) = veth_up(&rtnl, "wan0").await;
         let mut monitor = Monitor::subscribe().unwrap();
@@ -223,7 +197,7 @@ fn peer_down_loses_carrier_reports_down() {
 
 #[test]
 fn address_added_then_removed_reports_both() {
-    in_netns("address_added_then_removed_reports_both", || async {
+    in_netns_async("address_added_then_removed_reports_both", || async {
         let rtnl = Rtnl::connect().unwrap();
         let (wan, _) = veth_up(&rtnl, "wan0").await;
         let mut monitor = Monitor::subscribe().unwrap();
@@ -250,7 +224,7 @@ fn address_added_then_removed_reports_both() {
 
 #[test]
 fn dhcp_style_address_change_reports_old_removed_and_new_added() {
-    in_netns(
+    in_netns_async(
         "dhcp_style_address_change_reports_old_removed_and_new_added",
         || async {
             let rtnl = Rtnl::connect().unwrap();
@@ -280,7 +254,7 @@ fn dhcp_style_address_change_reports_old_removed_and_new_added() {
 
 #[test]
 fn route_in_table_101_added_then_removed_reports_both() {
-    in_netns(
+    in_netns_async(
         "route_in_table_101_added_then_removed_reports_both",
         || async {
             let rtnl = Rtnl::connect().unwrap();
@@ -312,7 +286,7 @@ fn route_in_table_101_added_then_removed_reports_both() {
 
 #[test]
 fn link_down_flush_reports_link_down_and_ipv6_route_removed() {
-    in_netns(
+    in_netns_async(
         "link_down_flush_reports_link_down_and_ipv6_route_removed",
         || async {
             let rtnl = Rtnl::connect().unwrap();
@@ -343,7 +317,7 @@ fn link_down_flush_reports_link_down_and_ipv6_route_removed() {
 
 #[test]
 fn late_link_appears_then_deleted_reports_new_then_removed() {
-    in_netns(
+    in_netns_async(
         "late_link_appears_then_deleted_reports_new_then_removed",
         || async {
             let rtnl = Rtnl::connect().unwrap();
@@ -386,7 +360,7 @@ fn late_link_appears_then_deleted_reports_new_then_removed() {
 
 #[test]
 fn burst_beyond_socket_buffer_reports_overrun_then_keeps_working() {
-    in_netns(
+    in_netns_async(
         "burst_beyond_socket_buffer_reports_overrun_then_keeps_working",
         || async {
             let rtnl = Rtnl::connect().unwrap();

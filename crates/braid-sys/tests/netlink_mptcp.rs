@@ -1,54 +1,16 @@
 //! The `mptcp_pm` generic-netlink client against the real kernel, each test in
 //! its own anonymous network namespace (never the host's): endpoints, limits.
 
-use std::future::Future;
+mod common;
+
+use common::{in_netns_async, ip};
 use std::net::IpAddr;
-use std::process::Command;
 
 use braid_sys::mptcp::endpoint::{Endpoint, EndpointFlags};
 use braid_sys::mptcp::limits::Limits;
 use braid_sys::mptcp::pm::{MptcpPm, PmError};
 use braid_sys::netlink::Rtnl;
-use nix::sched::CloneFlags;
 use rtnetlink::LinkVeth;
-
-/// Runs `test` on a fresh thread inside a new, empty network namespace that
-/// disappears with the thread. Skips (returns) when not root unless CI=true.
-fn in_netns<F, Fut>(name: &str, test: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    if !nix::unistd::geteuid().is_root() && std::env::var("CI").as_deref() != Ok("true") {
-        eprintln!(
-            "skipping {name}: needs root for a private network namespace (CI=true forces it)"
-        );
-        return;
-    }
-    let joined = std::thread::spawn(move || {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-            .block_on(test());
-    })
-    .join();
-    if let Err(panic) = joined {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// `ip ARGS` in the calling thread's namespace (children inherit it).
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf8")
-}
 
 /// A veth `wan0` (peer `wan0p`) to bind endpoints to; returns its index.
 async fn wan_link() -> u32 {
@@ -72,7 +34,7 @@ fn with_addr(eps: &[Endpoint], addr: IpAddr) -> Vec<Endpoint> {
 
 #[test]
 fn ensure_endpoint_twice_creates_one_then_backup_toggles_in_place() {
-    in_netns(
+    in_netns_async(
         "ensure_endpoint_twice_creates_one_then_backup_toggles_in_place",
         || async {
             let wan = wan_link().await;
@@ -149,7 +111,7 @@ fn ensure_endpoint_twice_creates_one_then_backup_toggles_in_place() {
 
 #[test]
 fn add_endpoint_returns_kernel_id_and_duplicate_keeps_errno() {
-    in_netns(
+    in_netns_async(
         "add_endpoint_returns_kernel_id_and_duplicate_keeps_errno",
         || async {
             let wan = wan_link().await;
@@ -215,7 +177,7 @@ fn add_endpoint_returns_kernel_id_and_duplicate_keeps_errno() {
 
 #[test]
 fn set_limits_reads_back_and_out_of_range_keeps_errno() {
-    in_netns(
+    in_netns_async(
         "set_limits_reads_back_and_out_of_range_keeps_errno",
         || async {
             let pm = MptcpPm::connect().await.unwrap();

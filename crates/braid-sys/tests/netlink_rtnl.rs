@@ -1,57 +1,19 @@
 //! rtnetlink against the real kernel, each test in its own anonymous network
 //! namespace (never the host's): links, addresses, routes, rules.
 
-use std::future::Future;
+mod common;
+
+use common::{in_netns_async, ip};
 use std::net::IpAddr;
-use std::process::Command;
 
 use braid_sys::address::IfAddr;
 use braid_sys::netlink::{NetlinkError, Rtnl};
 use braid_sys::route::{RouteSpec, TABLE_MAIN};
 use braid_sys::rule::RuleSpec;
-use nix::sched::CloneFlags;
 use rtnetlink::{LinkUnspec, LinkVeth};
 
 const OURS: u8 = 250;
 const STATIC: u8 = 4;
-
-/// Runs `test` on a fresh thread inside a new, empty network namespace that
-/// disappears with the thread. Skips (returns) when not root unless CI=true.
-fn in_netns<F, Fut>(name: &str, test: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    if !nix::unistd::geteuid().is_root() && std::env::var("CI").as_deref() != Ok("true") {
-        eprintln!(
-            "skipping {name}: needs root for a private network namespace (CI=true forces it)"
-        );
-        return;
-    }
-    let joined = std::thread::spawn(move || {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-            .block_on(test());
-    })
-    .join();
-    if let Err(panic) = joined {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// `ip ARGS` in the calling thread's namespace (children inherit it).
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf8")
-}
 
 /// Sets interface `index` administratively up.
 async fn set_up(rtnl: &Rtnl, index: u32) {
@@ -140,7 +102,7 @@ fn rule(from: &str, len: u8, table: u32, priority: u32, protocol: u8) -> RuleSpe
 
 #[test]
 fn veth_link_up_reports_index_state_addresses_and_gateway() {
-    in_netns(
+    in_netns_async(
         "veth_link_up_reports_index_state_addresses_and_gateway",
         || async {
             let rtnl = Rtnl::connect().unwrap();
@@ -246,7 +208,7 @@ fn veth_link_up_reports_index_state_addresses_and_gateway() {
 
 #[test]
 fn ensure_route_twice_leaves_one_route_then_delete_leaves_none() {
-    in_netns(
+    in_netns_async(
         "ensure_route_twice_leaves_one_route_then_delete_leaves_none",
         || async {
             let rtnl = Rtnl::connect().unwrap();
@@ -282,7 +244,7 @@ fn ensure_route_twice_leaves_one_route_then_delete_leaves_none() {
 
 #[test]
 fn ensure_route_via_unreachable_gateway_keeps_errno_and_names_request() {
-    in_netns(
+    in_netns_async(
         "ensure_route_via_unreachable_gateway_keeps_errno_and_names_request",
         || async {
             let rtnl = Rtnl::connect().unwrap();
@@ -312,7 +274,7 @@ fn ensure_route_via_unreachable_gateway_keeps_errno_and_names_request() {
 
 #[test]
 fn ensure_rule_twice_leaves_one_rule_then_delete_leaves_none() {
-    in_netns(
+    in_netns_async(
         "ensure_rule_twice_leaves_one_rule_then_delete_leaves_none",
         || async {
             let rtnl = Rtnl::connect().unwrap();
@@ -356,7 +318,7 @@ fn ensure_rule_twice_leaves_one_rule_then_delete_leaves_none() {
 
 #[test]
 fn delete_by_protocol_removes_only_ours() {
-    in_netns("delete_by_protocol_removes_only_ours", || async {
+    in_netns_async("delete_by_protocol_removes_only_ours", || async {
         let rtnl = Rtnl::connect().unwrap();
         let wan = veth(&rtnl, "wan0", Some(ifaddr("192.0.2.10/24"))).await;
         rtnl.ensure_address(wan, ifaddr("2001:db8::10/64"))

@@ -5,6 +5,9 @@
 //! `fixtures/capture_*.nft`, the text template braid used before its tables were built from the
 //! `nftables` crate's types: the typed batch must make exactly the same table.
 
+mod common;
+
+use common::in_netns;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -12,28 +15,7 @@ use braid_sys::nftables::{apply, delete_table, table_exists, CaptureRules, NftEr
 use nftables::batch::Batch;
 use nftables::schema::{Chain, NfListObject};
 use nftables::types::NfFamily;
-use nix::sched::CloneFlags;
 use serde_json::Value;
-
-/// Runs `test` on a fresh thread inside a new, empty network namespace that disappears with the
-/// thread; `nft` started from that thread acts on it. Skips (returns) when not root unless
-/// CI=true, where missing root is a failure.
-fn in_netns(name: &str, test: impl FnOnce() + Send + 'static) {
-    if !nix::unistd::geteuid().is_root() && std::env::var("CI").as_deref() != Ok("true") {
-        eprintln!(
-            "skipping {name}: needs root for a private network namespace (CI=true forces it)"
-        );
-        return;
-    }
-    let joined = std::thread::spawn(move || {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        test();
-    })
-    .join();
-    if let Err(panic) = joined {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 /// `nft -j list table inet NAME` without handles and metainfo, which differ from run to run.
 fn listed(table: &str) -> Value {
