@@ -16,7 +16,7 @@ use std::fmt;
 use braid_sys::nftables::{matches, meta, payload, replace_table, set, text, valid_ifname};
 use nftables::batch::Batch;
 use nftables::expr::{Expression, MetaKey, NamedExpression, Range, CT};
-use nftables::schema::{Chain as NftChain, NfListObject, Nftables, Rule as NftRule};
+use nftables::schema::{Chain as NftChain, NfCmd, NfListObject, Nftables, Rule as NftRule};
 use nftables::stmt::{Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
@@ -77,6 +77,21 @@ pub enum Placement {
     /// IPv4) and ip6tables (IPv6): for hosts whose firewall is iptables. The commands write the
     /// table `iptables` itself writes (iptables-nft on Debian), never a legacy one.
     IptablesInput,
+    /// Inserted, in order, at the top of a base chain the host already has (`nft insert rule
+    /// FAMILY TABLE CHAIN …`), each rule tagged with `comment`: for a plain nftables firewall
+    /// whose own chain drops what braid must admit. An accept in braid's own table cannot
+    /// override that drop; an accept ahead of it in the same chain does. The comment is how the
+    /// rules are found again to be deleted (by handle) and nothing else in the chain is touched.
+    NftChain {
+        /// The table's family (`inet`, `ip`, `ip6`).
+        family: TableFamily,
+        /// The host's table (`filter`).
+        table: String,
+        /// The base chain (`input`).
+        chain: String,
+        /// The comment every inserted rule carries.
+        comment: String,
+    },
 }
 
 /// Rules braid wants in the host firewall, and where.
@@ -140,6 +155,9 @@ pub enum PlanError {
     /// The table name is not one braid writes.
     #[error("table name {0:?} is not valid (a letter, then up to 31 letters, digits, '-' or '_'); fix: choose another name for braid's table")]
     BadTable(String),
+    /// Rules can be inserted only into `inet`, `ip` and `ip6` tables.
+    #[error("cannot insert rules into a table of family {0:?}; fix: open the port in that table by hand")]
+    BadFamily(String),
 }
 
 fn not_writable(rule: &Rule, why: impl Into<String>) -> PlanError {
@@ -158,7 +176,43 @@ impl Plan {
                 self.nft_batch(table, *priority).map(Rendered::Nft)
             }
             Placement::IptablesInput => self.iptables_commands().map(Rendered::Iptables),
+            Placement::NftChain {
+                family,
+                table,
+                chain,
+                comment,
+            } => self
+                .nft_insert_batch(family, table, chain, comment)
+                .map(Rendered::Nft),
         }
+    }
+
+    fn nft_insert_batch(
+        &self,
+        family: &TableFamily,
+        table: &str,
+        chain: &str,
+        comment: &str,
+    ) -> Result<Nftables<'static>, PlanError> {
+        let nf_family = match family {
+            TableFamily::Inet => NfFamily::INet,
+            TableFamily::Ip => NfFamily::IP,
+            TableFamily::Ip6 => NfFamily::IP6,
+            TableFamily::Other(f) => return Err(PlanError::BadFamily(f.clone())),
+        };
+        let mut batch = Batch::new();
+        // `insert` puts a rule at the top: insert the last one first so they end up in order.
+        for rule in self.rules.iter().rev() {
+            batch.add_cmd(NfCmd::Insert(NfListObject::Rule(NftRule {
+                family: nf_family.clone(),
+                table: table.to_string().into(),
+                chain: chain.to_string().into(),
+                expr: nft_statements(rule)?.into(),
+                comment: Some(comment.to_string().into()),
+                ..NftRule::default()
+            })));
+        }
+        Ok(batch.to_nftables())
     }
 
     fn nft_batch(&self, table: &str, priority: i32) -> Result<Nftables<'static>, PlanError> {
@@ -381,6 +435,20 @@ impl Ruleset {
                     chains: vec![input_chain("input", *priority, plan.rules.clone())],
                 };
                 r.replace_table(&TableFamily::Inet, table, vec![own]);
+            }
+            Placement::NftChain {
+                family,
+                table,
+                chain,
+                ..
+            } => {
+                let found = (r.tables.iter_mut())
+                    .filter(|t| &t.family == family && &t.name == table && t.origin == Origin::Nft)
+                    .flat_map(|t| t.chains.iter_mut())
+                    .find(|c| &c.name == chain);
+                if let Some(c) = found {
+                    c.rules.splice(0..0, plan.rules.clone());
+                }
             }
             Placement::IptablesInput => {
                 for (family, table_family) in [
