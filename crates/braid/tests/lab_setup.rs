@@ -23,6 +23,7 @@ use std::time::Duration;
 use braid_lab::harness::{Harness, RELAY_PORT};
 use braid_lab::lab::Lab;
 use braid_lab::Role;
+use braid_proto::health::LinkState;
 use common::{exe, unshaped_uplinks, wait_until};
 
 /// A port nothing of braid's uses, with a listener behind it: it must stay closed.
@@ -480,4 +481,106 @@ fn setup_server_refuses_with_the_fix_on_a_kernel_without_mptcp_or_a_pending_rebo
             files(&root)
         );
     }
+}
+
+/// Starts `braid SUB --config CFG` in `role`, logging to the harness folder.
+fn daemon(h: &Harness, role: Role, sub: &str, cfg: &Path) {
+    let log = std::fs::File::create(h.dir().join(format!("{sub}.log"))).expect("log");
+    let mut cmd = h.lab.command(role, &exe().to_string_lossy());
+    cmd.args([sub, "--config"])
+        .arg(cfg)
+        .args(["--log", "debug"])
+        .stdout(Stdio::null())
+        .stderr(log);
+    h.lab.spawn_process(role, cmd).expect("starting braid");
+}
+
+#[test]
+fn pairing_uri_from_setup_server_given_to_setup_gateway_bonds_and_doctor_is_all_ok() {
+    if !braid_lab::root_tests_enabled("setup_pairing") {
+        return;
+    }
+    let h = Harness::new("bsu3", unshaped_uplinks(), exe()).expect("lab");
+    let vps_root = TempDir::new("pair-vps");
+    let gw_root = TempDir::new("pair-gw");
+    let empty = TempDir::new("pair-boot");
+    let no_sshd = vps_root.0.join("no-sshd_config");
+    let out = setup_server(&h, &vps_root.0, &no_sshd, &[]);
+    assert!(out.status.success(), "setup server: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let uri = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pairing URI: "))
+        .unwrap_or_else(|| panic!("no pairing URI in {stdout}"))
+        .to_string();
+
+    // The lab's "internet" host has a private address, which the relay refuses by default.
+    let server_toml = vps_root.0.join("etc/braid/server.toml");
+    let mut cfg = std::fs::read_to_string(&server_toml).expect("server.toml");
+    cfg += "allow_destinations = [\"10.30.0.2/32\"]\n";
+    std::fs::write(&server_toml, cfg).expect("server.toml");
+    daemon(&h, Role::Vps, "server", &server_toml);
+    wait_until("the relay listening", Duration::from_secs(10), || {
+        let to = SocketAddr::from((Lab::VPS_PUBLIC, RELAY_PORT));
+        h.lab
+            .in_netns(Role::Vps, || TcpStream::connect(to))
+            .expect("vps")
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+
+    // No interface flags: the uplinks (default routes) and the LAN are found.
+    let (b, r) = (path(&empty.0), path(&gw_root.0));
+    let out = braid(
+        &h,
+        Role::Gw,
+        &[
+            "setup",
+            "gateway",
+            "--pair",
+            &uri,
+            "--root",
+            &r,
+            "--boot-root",
+            &b,
+            "--run-root",
+            &b,
+        ],
+    );
+    assert!(out.status.success(), "setup gateway: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("uplinks: wan-wifi, wan-5g; LAN: eth-lan"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("doctor: nothing failed"), "{stdout}");
+
+    let gateway_toml = gw_root.0.join("etc/braid/gateway.toml");
+    let text_cfg = std::fs::read_to_string(&gateway_toml).expect("gateway.toml");
+    // The status helpers read the control address from the harness folder's gateway.toml.
+    h.write("gateway.toml", &text_cfg).expect("copy");
+    daemon(&h, Role::Gw, "gateway", &gateway_toml);
+    common::wait_status(&h, "both uplinks Up", Duration::from_secs(15), |s| {
+        s.uplinks.len() == 2 && s.uplinks.iter().all(|u| u.state == LinkState::Up)
+    });
+    let stream = common::start_bonded_stream(&h, 2);
+    let v = h.finish_traffic(stream).expect("download");
+    assert_eq!(
+        v["ok"], true,
+        "the bonded download lost or changed bytes: {v}"
+    );
+
+    let (code, report) = h
+        .doctor(
+            Role::Gw,
+            &gateway_toml,
+            &["--boot-root", &b, "--run-root", &b],
+        )
+        .expect("doctor");
+    let checks = report["checks"].as_array().expect("checks");
+    for c in checks {
+        let ok = c["status"] == "ok" || (c["status"] == "skip" && c["id"] == "tfo");
+        assert!(ok, "doctor on the paired gateway: {c}");
+    }
+    assert_eq!(code, 0);
 }
