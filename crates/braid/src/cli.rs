@@ -237,11 +237,11 @@ pub fn run(cli: Cli) -> ExitCode {
         #[cfg(feature = "lab")]
         Command::Lab(cmd) => braid_lab::cli::run(cmd),
         Command::Server { config } => match ServerConfig::load(&config) {
-            Ok(cfg) => block_on(daemon(server(cfg)), ExitCode::from(1)),
+            Ok(cfg) => block_on(daemon(server(cfg, config)), ExitCode::from(1)),
             Err(e) => usage(e),
         },
         Command::Gateway { config } => match GatewayConfig::load(&config) {
-            Ok(cfg) => block_on(daemon(gateway(cfg)), ExitCode::from(1)),
+            Ok(cfg) => block_on(daemon(gateway(cfg, config)), ExitCode::from(1)),
             Err(e) => usage(e),
         },
         Command::Speedtest { config, json, secs } => block_on(
@@ -399,21 +399,35 @@ fn usage(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// `braid server`: bind, then relay until SIGINT/SIGTERM.
-async fn server(cfg: ServerConfig) -> anyhow::Result<()> {
+/// SIGHUP, caught from the start: its default action would kill the daemon.
+fn hangup() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
+/// `braid server`: bind, tell systemd it is ready, then relay until SIGINT/SIGTERM; SIGHUP
+/// re-reads the config and names what would need a restart.
+async fn server(cfg: ServerConfig, path: PathBuf) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals()?;
+    let hup = hangup()?;
     let listeners = crate::server::Listeners::bind(&cfg).await?;
+    crate::systemd::spawn_watchdog();
+    crate::systemd::ready("relay listening");
+    let reload = tokio::spawn(crate::server::reload::follow(path, hup, cfg.clone()));
     crate::server::Server::new(cfg, listeners)
         .run(shutdown)
         .await;
+    reload.abort();
     Ok(())
 }
 
-/// `braid gateway`: bind, then bond and carry until SIGINT/SIGTERM.
-async fn gateway(cfg: GatewayConfig) -> anyhow::Result<()> {
+/// `braid gateway`: bind, then bond and carry until SIGINT/SIGTERM; SIGHUP reloads.
+async fn gateway(cfg: GatewayConfig, path: PathBuf) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals()?;
+    let signal = hangup()?;
     let listeners = crate::gateway::Listeners::bind(&cfg).await?;
-    crate::gateway::run(cfg, listeners, shutdown).await?;
+    crate::systemd::spawn_watchdog();
+    let reload = crate::gateway::reload::Reload { path, signal };
+    crate::gateway::run_reloadable(cfg, listeners, shutdown, Some(reload)).await?;
     Ok(())
 }
 

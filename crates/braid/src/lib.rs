@@ -33,3 +33,4 @@ pub mod setup;
 pub mod shutdown;
 pub mod speedtest;
 pub mod status;
+pub mod systemd;

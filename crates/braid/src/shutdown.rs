@@ -40,6 +40,7 @@ pub fn on_signals() -> std::io::Result<Shutdown> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         }
+        crate::systemd::notify("STOPPING=1");
         trigger.fire();
         // Keep the sender alive so receivers see `true`, not a closed channel.
         std::future::pending::<()>().await;

@@ -14,6 +14,7 @@
 
 mod capture;
 pub mod dialer;
+pub mod reload;
 pub mod resolve;
 pub mod running;
 mod socks;
@@ -129,6 +130,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> Result<(), GatewayError> {
+    run_reloadable(cfg, listeners, shutdown, None).await
+}
+
+/// [`run`], re-reading the config on each of `reload`'s signals (see [`reload`]), and telling
+/// systemd READY=1 once the listeners, the capture table and the uplinks' first reconcile are up.
+pub async fn run_reloadable(
+    cfg: GatewayConfig,
+    listeners: Listeners,
+    shutdown: Shutdown,
+    reload: Option<reload::Reload>,
+) -> Result<(), GatewayError> {
     let relay = resolve::relay(&cfg.server).await?;
     let facts = crate::fast_open::client_facts(
         relay,
@@ -165,16 +177,26 @@ pub async fn run(
         })
     };
     let (view_tx, view_rx) = tokio::sync::watch::channel(uplink::ManagerView::default());
+    let (uplinks_tx, uplinks_rx) = tokio::sync::watch::channel(cfg.uplinks.clone());
+    let (up_tx, up_rx) = tokio::sync::oneshot::channel();
+    let ready = tokio::spawn(reload::ready_when_up(
+        up_rx,
+        view_rx.clone(),
+        !cfg.uplinks.is_empty(),
+    ));
+    let follower = reload.map(|r| tokio::spawn(r.follow(cfg.clone(), uplinks_tx)));
     let registry = Arc::new(Registry::default());
     let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone());
-    let manager = match start_manager(&cfg, &dialer, view_tx, stop_rx).await {
+    let manager = match start_manager(&cfg, &dialer, view_tx, stop_rx, uplinks_rx).await {
         Ok(m) => m,
         Err(e) => {
             outer.abort();
             return Err(e);
         }
     };
-    let serving = serve(&cfg, listeners, dialer, status, early, facts, shutdown);
+    let serving = serve(
+        &cfg, listeners, dialer, status, early, facts, shutdown, up_tx,
+    );
     // The manager only returns early when it cannot work at all (e.g. MPTCP limits refused):
     // then the gateway stops too, rather than run without its uplinks.
     let (result, manager) = match manager {
@@ -186,6 +208,10 @@ pub async fn run(
     };
     stop.fire();
     outer.abort();
+    ready.abort();
+    if let Some(f) = follower {
+        f.abort();
+    }
     if !cfg.lan.is_empty() {
         if let Err(e) = braid_sys::nftables::delete_table(&cfg.nft_table) {
             warn!("removing nftables table inet {}: {e}", cfg.nft_table);
@@ -213,6 +239,7 @@ async fn start_manager(
     dialer: &Arc<Dialer>,
     view: tokio::sync::watch::Sender<uplink::ManagerView>,
     stop: Shutdown,
+    uplinks: tokio::sync::watch::Receiver<Vec<crate::config::gateway::Uplink>>,
 ) -> Result<Option<ManagerTask>, GatewayError> {
     if cfg.uplinks.is_empty() {
         info!("no uplinks configured: nothing is bonded, relay connections follow the main routing table");
@@ -230,6 +257,7 @@ async fn start_manager(
         dialer.clone(),
         view,
         stop,
+        uplinks,
     ))))
 }
 
@@ -275,6 +303,7 @@ async fn serve(
     early: Option<Decision>,
     facts: braid_proto::tfo::Facts,
     mut shutdown: Shutdown,
+    up: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), GatewayError> {
     // Both sets abort their tasks when dropped, also on an early return.
     let mut background = JoinSet::new();
@@ -330,6 +359,7 @@ async fn serve(
         dialer.relay(),
         cfg.uplinks.len()
     );
+    let _ = up.send(());
     shutdown.wait().await;
     background.abort_all();
     while serving.join_next().await.is_some() {}

@@ -71,8 +71,12 @@ fn render(p: &Pairing, uplinks: &[String], lan: &[String]) -> String {
         p.mptcp,
         quoted(lan)
     );
-    for u in uplinks {
-        t += &format!("\n[[uplink]]\nname = \"{u}\"\ninterface = \"{u}\"\n");
+    // Explicit tables: an uplink removed later (SIGHUP) does not renumber the others.
+    for (i, u) in uplinks.iter().enumerate() {
+        t += &format!(
+            "\n[[uplink]]\nname = \"{u}\"\ninterface = \"{u}\"\ntable = {}\n",
+            101 + i
+        );
     }
     t
 }

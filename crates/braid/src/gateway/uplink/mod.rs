@@ -22,6 +22,7 @@ pub mod discover;
 pub mod kernel;
 pub mod plan;
 pub mod probe;
+mod reload;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -114,6 +115,33 @@ struct Slot {
 }
 
 impl Slot {
+    /// A new slot for uplink `u` at position `i`, and its probe task.
+    fn start(
+        i: usize,
+        u: &Uplink,
+        health: &HealthConfig,
+        dialer: &Arc<Dialer>,
+        probe_tx: &mpsc::Sender<ProbeEvent>,
+    ) -> Result<(Slot, tokio::task::JoinHandle<()>), kernel::UplinkError> {
+        let (source, source_rx) = watch::channel(None);
+        let probe = spawn_probe(i, dialer, source_rx, probe_tx, health);
+        let h = Health::new(health.clone(), Duration::ZERO)?;
+        let slot = Slot {
+            cfg: u.clone(),
+            found: None,
+            endpoint_addrs: Vec::new(),
+            endpoint_installed: false,
+            last_transition: "braid started".into(),
+            last_state: h.state(),
+            health: h,
+            probing: Probing::Probes,
+            source,
+            warned: None,
+            last_gateway: None,
+        };
+        Ok((slot, probe))
+    }
+
     /// The state that decides whether the uplink carries traffic.
     fn state(&self) -> LinkState {
         let link_ok = self
@@ -151,7 +179,9 @@ impl Slot {
     }
 }
 
-/// Runs until shutdown, then removes everything it installed.
+/// Runs until shutdown, then removes everything it installed. A new uplink list on `uplinks`
+/// (a SIGHUP reload) is applied live, see [`reload`]; a dropped sender means no reloads.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     cfg: GatewayConfig,
     health: HealthConfig,
@@ -160,37 +190,19 @@ pub async fn run(
     dialer: Arc<Dialer>,
     view: watch::Sender<ManagerView>,
     mut shutdown: Shutdown,
+    mut uplinks: watch::Receiver<Vec<Uplink>>,
 ) -> Result<(), kernel::UplinkError> {
     let relay = dialer.relay().ip();
     kernel::remove_leftovers(&rtnl).await;
-    let limits_before = kernel::ensure_limits(&pm, cfg.uplinks.len() as u32).await?;
+    let mut limits_before = kernel::ensure_limits(&pm, cfg.uplinks.len() as u32).await?;
     let epoch = Instant::now();
     let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeEvent>(256);
     let mut slots: Vec<Slot> = Vec::new();
     let mut probes = Vec::new();
     for (i, u) in cfg.uplinks.iter().enumerate() {
-        let (source, source_rx) = watch::channel(None);
-        probes.push(tokio::spawn(probe::run(
-            i,
-            dialer.clone(),
-            source_rx,
-            probe_tx.clone(),
-            health.interval,
-        )));
-        let h = Health::new(health.clone(), Duration::ZERO)?;
-        slots.push(Slot {
-            cfg: u.clone(),
-            found: None,
-            endpoint_addrs: Vec::new(),
-            endpoint_installed: false,
-            last_transition: "braid started".into(),
-            last_state: h.state(),
-            health: h,
-            probing: Probing::Probes,
-            source,
-            warned: None,
-            last_gateway: None,
-        });
+        let (slot, probe) = Slot::start(i, u, &health, &dialer, &probe_tx)?;
+        slots.push(slot);
+        probes.push(probe);
     }
     drop(probe_tx);
     let mut monitor = match Monitor::subscribe() {
@@ -229,6 +241,9 @@ pub async fn run(
                 m.reconcile_all().await;
             }
             _ = sleep_until(deadline) => m.tick(),
+            Some(list) = reload::next(&mut uplinks) => {
+                probe_rx = m.set_uplinks(list, &health, &dialer, &mut probes, &mut limits_before).await?;
+            }
             _ = resync.tick() => {
                 let active = holes.poll();
                 view.send_modify(|v| {
@@ -265,6 +280,23 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The probe task of the uplink at position `i`.
+fn spawn_probe(
+    i: usize,
+    dialer: &Arc<Dialer>,
+    source: watch::Receiver<Option<ProbeSource>>,
+    probe_tx: &mpsc::Sender<ProbeEvent>,
+    health: &HealthConfig,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(probe::run(
+        i,
+        dialer.clone(),
+        source,
+        probe_tx.clone(),
+        health.interval,
+    ))
 }
 
 async fn next_event(m: &mut Option<Monitor>) -> Option<KernelEvent> {

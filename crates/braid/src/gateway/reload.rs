@@ -1,0 +1,135 @@
+//! SIGHUP: re-read gateway.toml and apply what can change while connections run.
+//!
+//! - Live: the uplink list (added uplinks are installed, removed ones taken down; the others
+//!   and every connection are untouched, see `uplink::reload`).
+//! - Not live, named in the log and left as running: everything else (relay address, method,
+//!   key, listeners, LAN capture, TFO, MPTCP, health settings, timeouts). Restart to apply.
+//!
+//! systemd hears `RELOADING=1` before and `READY=1` after, as `Type=notify` units expect.
+
+use std::path::PathBuf;
+
+use tokio::signal::unix::Signal;
+use tokio::sync::{oneshot, watch};
+use tracing::{info, warn};
+
+use super::uplink::ManagerView;
+use crate::config::gateway::{GatewayConfig, Uplink};
+
+/// Where the config is, and the signal that asks for a reload.
+pub struct Reload {
+    /// gateway.toml.
+    pub path: PathBuf,
+    /// SIGHUP (installed before the daemon starts, so an early one does not kill it).
+    pub signal: Signal,
+}
+
+impl Reload {
+    /// Follows reload signals until aborted; `uplinks` reaches the uplink manager.
+    pub async fn follow(mut self, mut running: GatewayConfig, uplinks: watch::Sender<Vec<Uplink>>) {
+        while self.signal.recv().await.is_some() {
+            crate::systemd::notify("RELOADING=1");
+            match GatewayConfig::load(&self.path) {
+                Err(e) => warn!("reload: {e}; the running configuration stays as it was"),
+                Ok(new) => apply(&mut running, new, &uplinks),
+            }
+            crate::systemd::ready("reloaded");
+        }
+    }
+}
+
+fn apply(running: &mut GatewayConfig, new: GatewayConfig, uplinks: &watch::Sender<Vec<Uplink>>) {
+    let fixed = not_live(running, &new);
+    for key in &fixed {
+        warn!("reload: `{key}` changed, but cannot change while braid runs; it stays as it was until `systemctl restart braid-gateway`");
+    }
+    if new.uplinks != running.uplinks {
+        let names = |l: &[Uplink]| {
+            l.iter()
+                .map(|u| u.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        info!(
+            "reload: uplinks [{}] → [{}]",
+            names(&running.uplinks),
+            names(&new.uplinks)
+        );
+        if running.uplinks.is_empty() {
+            warn!("reload: the gateway started without uplinks, so it has no uplink manager; restart it to bond the new ones");
+        }
+        running.uplinks = new.uplinks;
+        let _ = uplinks.send(running.uplinks.clone());
+    } else if fixed.is_empty() {
+        info!("reload: nothing changed");
+    }
+}
+
+/// The keys that differ and cannot change live.
+pub fn not_live(a: &GatewayConfig, b: &GatewayConfig) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut differ = |key, changed: bool| {
+        if changed {
+            out.push(key);
+        }
+    };
+    differ("server", a.server != b.server);
+    differ("method", a.method != b.method);
+    differ("key", a.key != b.key);
+    differ("fast_open", a.fast_open != b.fast_open);
+    differ("redirect", a.redirect != b.redirect);
+    differ("lan", a.lan != b.lan);
+    differ("socks", a.socks != b.socks);
+    differ("mptcp", a.mptcp != b.mptcp);
+    differ("nft_table", a.nft_table != b.nft_table);
+    differ(
+        "connect_timeout_secs",
+        a.connect_timeout != b.connect_timeout,
+    );
+    differ("idle_timeout_secs", a.idle_timeout != b.idle_timeout);
+    differ("health", a.health != b.health);
+    differ(
+        "mptcp_blackhole_timeout_secs",
+        a.mptcp_blackhole_timeout != b.mptcp_blackhole_timeout,
+    );
+    differ("control", a.control != b.control);
+    out
+}
+
+/// Sends READY=1 once `up` fired (listeners served, capture table in place) and, when there are
+/// uplinks, the uplink manager has published its first reconcile.
+pub async fn ready_when_up(
+    up: oneshot::Receiver<()>,
+    mut view: watch::Receiver<ManagerView>,
+    uplinks: bool,
+) {
+    if up.await.is_err() {
+        return;
+    }
+    if uplinks && view.wait_for(|v| !v.uplinks.is_empty()).await.is_err() {
+        return;
+    }
+    crate::systemd::ready("gateway up");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> GatewayConfig {
+        let key = crate::keygen::generate(crate::config::Method::Aes256Gcm).unwrap();
+        let text = format!("server = \"203.0.113.7:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{key}\"\n{extra}[[uplink]]\nname = \"a\"\ninterface = \"eth0\"\n");
+        GatewayConfig::from_toml(std::path::Path::new("gateway.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn not_live_names_what_needs_a_restart() {
+        let a = cfg("");
+        let mut b = a.clone();
+        assert!(not_live(&a, &b).is_empty());
+        b.redirect = "0.0.0.0:1200".parse().unwrap();
+        b.mptcp = false;
+        assert_eq!(not_live(&a, &b), ["redirect", "mptcp"]);
+        assert!(not_live(&a, &cfg("")).contains(&"key"));
+    }
+}
