@@ -16,15 +16,31 @@ fn main() {
     });
     println!("cargo:rustc-env=BRAID_COMMIT={commit}");
     println!("cargo:rerun-if-env-changed=BRAID_COMMIT");
-    // Rebuild when HEAD moves (a commit, a checkout). In a worktree .git is a file; then the
-    // version may lag until the next rebuild of this crate, which is only cosmetic.
-    for p in [
-        "../../.git/HEAD",
-        "../../.git/refs/heads",
-        "../../.git/packed-refs",
-    ] {
-        if std::path::Path::new(p).exists() {
-            println!("cargo:rerun-if-changed={p}");
+    // Rebuild when HEAD moves: a checkout changes HEAD, a commit changes the branch's ref file.
+    // Both are asked of git, which knows where they are in a worktree too.
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+    };
+    if let Some(head) = git(&["rev-parse", "--path-format=absolute", "--git-path", "HEAD"]) {
+        println!("cargo:rerun-if-changed={head}");
+    }
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        if let Some(r) = git(&["rev-parse", "--path-format=absolute", "--git-path", &branch]) {
+            println!("cargo:rerun-if-changed={r}");
         }
+    }
+    if let Some(p) = git(&[
+        "rev-parse",
+        "--path-format=absolute",
+        "--git-path",
+        "packed-refs",
+    ]) {
+        println!("cargo:rerun-if-changed={p}");
     }
 }
