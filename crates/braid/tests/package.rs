@@ -84,7 +84,7 @@ fn deb_builds_installs_runs_verifies_and_removes() {
     };
     run(dpkg(&["-i"]).arg(&deb));
     let bin = root.join("usr/bin/braid");
-    let version = run(&mut Command::new(&bin).arg("--version"));
+    let version = run(Command::new(&bin).arg("--version"));
     let version = String::from_utf8_lossy(&version.stdout).into_owned();
     let commit = String::from_utf8_lossy(
         &Command::new("git")

@@ -204,7 +204,7 @@ impl Plan {
         // `insert` puts a rule at the top: insert the last one first so they end up in order.
         for rule in self.rules.iter().rev() {
             batch.add_cmd(NfCmd::Insert(NfListObject::Rule(NftRule {
-                family: nf_family.clone(),
+                family: nf_family,
                 table: table.to_string().into(),
                 chain: chain.to_string().into(),
                 expr: nft_statements(rule)?.into(),

@@ -295,6 +295,8 @@ impl Carrier {
 /// Serves until `shutdown`: the listeners, the HTTP status API and the TFO decision, with the
 /// capture table installed once the redirect listener is served. Returns after the listeners
 /// drained; on an error every task started here is aborted.
+// One argument per thing serving needs; `up` tells systemd's readiness task it is serving.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     cfg: &GatewayConfig,
     listeners: Listeners,

@@ -275,8 +275,11 @@ fn change_for(plan: &Plan) -> Result<Vec<Change>, String> {
     }
 }
 
+/// A command and the one that takes it back.
+type CommandPair = (Vec<String>, Vec<String>);
+
 /// `ufw allow P/tcp` and its reverse.
-fn ufw_pair(port: u16, l4: &str) -> (Vec<String>, Vec<String>) {
+fn ufw_pair(port: u16, l4: &str) -> CommandPair {
     let rule = format!("{port}/{l4}");
     (
         ["ufw", "allow", &rule].map(String::from).into(),
@@ -285,7 +288,7 @@ fn ufw_pair(port: u16, l4: &str) -> (Vec<String>, Vec<String>) {
 }
 
 /// `firewall-cmd --add-port=P/tcp` (runtime and permanent) and its reverse.
-fn firewalld_pair(port: u16, l4: &str) -> (Vec<String>, Vec<String>) {
+fn firewalld_pair(port: u16, l4: &str) -> CommandPair {
     let add = format!("--add-port={port}/{l4}");
     let remove = format!("--remove-port={port}/{l4}");
     (
@@ -312,7 +315,7 @@ fn tool_commands(
     tool: &str,
     want: &Want,
     ssh: &[u16],
-    pair: fn(u16, &str) -> (Vec<String>, Vec<String>),
+    pair: fn(u16, &str) -> CommandPair,
 ) -> Outcome {
     let ports = ssh.iter().map(|&p| (p, "tcp"));
     for (p, l4) in ports.chain([(want.relay, "tcp"), (want.relay, "udp")]) {

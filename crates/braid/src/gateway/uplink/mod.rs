@@ -181,6 +181,7 @@ impl Slot {
 
 /// Runs until shutdown, then removes everything it installed. A new uplink list on `uplinks`
 /// (a SIGHUP reload) is applied live, see [`reload`]; a dropped sender means no reloads.
+// The kernel handles, the dialer, the view, shutdown and reloads: each is its own input.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     cfg: GatewayConfig,
