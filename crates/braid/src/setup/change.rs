@@ -25,6 +25,9 @@ pub enum Change {
         mode: u32,
         /// The earlier content, base64, when the file existed.
         before: Option<String>,
+        /// Folders writing it creates (outermost first); undo removes them again if empty.
+        #[serde(default)]
+        created: Vec<PathBuf>,
     },
     /// Write a sysctl now (its file under procfs). Undo writes the earlier value back.
     Sysctl {
@@ -122,11 +125,19 @@ impl Change {
         let before = std::fs::read(&path)
             .ok()
             .map(|b| base64::engine::general_purpose::STANDARD.encode(b));
+        let mut created: Vec<PathBuf> = path
+            .ancestors()
+            .skip(1)
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        created.reverse();
         Change::File {
             path,
             contents,
             mode,
             before,
+            created,
         }
     }
 
@@ -196,7 +207,12 @@ impl Change {
     /// Takes the change back.
     pub fn undo(&self) -> Result<(), ChangeError> {
         match self {
-            Change::File { path, before, .. } => match before {
+            Change::File {
+                path,
+                before,
+                created,
+                ..
+            } => match before {
                 Some(b64) => {
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(b64)
@@ -206,14 +222,23 @@ impl Change {
                         .unwrap_or(0o644);
                     write_file(path, &bytes, mode)
                 }
-                None => match std::fs::remove_file(path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ChangeError::File {
-                        what: "removing",
-                        path: path.clone(),
-                        source: e,
-                    }),
-                    _ => Ok(()),
-                },
+                None => {
+                    match std::fs::remove_file(path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(ChangeError::File {
+                                what: "removing",
+                                path: path.clone(),
+                                source: e,
+                            })
+                        }
+                        _ => {}
+                    }
+                    // Innermost first; a folder something else now uses stays.
+                    for d in created.iter().rev() {
+                        let _ = std::fs::remove_dir(d);
+                    }
+                    Ok(())
+                }
             },
             Change::Sysctl { path, before, .. } => write_sysctl(path, before),
             Change::Nft { undo, .. } => undo_nft(undo),
@@ -410,6 +435,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "new\n");
         new.undo().unwrap();
         assert!(!p.exists());
+        assert!(
+            !dir.exists(),
+            "the folders the write created are gone again"
+        );
         // Undo twice is harmless.
         new.undo().unwrap();
         let _ = std::fs::remove_dir_all(dir);

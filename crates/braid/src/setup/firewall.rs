@@ -348,3 +348,112 @@ pub fn command_line(c: &Change) -> String {
         other => other.describe(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::iptables::parse_iptables_save;
+    use crate::firewall::nft::parse_nft_json;
+
+    const UFW_LIKE: &str = include_str!("../firewall/fixtures/ufw-like.iptables-save");
+    const PLAIN: &str = include_str!("../firewall/fixtures/plain.nft.json");
+
+    fn want(ssh: &[u16], tools: Tools) -> Want {
+        Want {
+            relay: 8443,
+            families: vec![Family::V4],
+            ssh: ssh.to_vec(),
+            tools,
+        }
+    }
+
+    fn ufw_like() -> Ruleset {
+        Ruleset {
+            source: "iptables-save".into(),
+            tables: vec![parse_iptables_save(UFW_LIKE, Family::V4)],
+            ..Ruleset::default()
+        }
+    }
+
+    #[test]
+    fn plan_without_a_firewall_changes_nothing() {
+        let out = plan(&Ruleset::default(), &want(&[22], Tools::default()));
+        assert!(out.changes.is_empty() && out.refused.is_none(), "{out:?}");
+        assert!(out.notes[0].contains("nothing to change"), "{out:?}");
+    }
+
+    #[test]
+    fn plan_nft_drop_inserts_tagged_rules_into_that_chain_and_admits_a_dropped_sshd_port() {
+        let rules = parse_nft_json(PLAIN).unwrap();
+        // sshd on 22 (admitted there) and 2222 (dropped by the chain's final reject).
+        let out = plan(&rules, &want(&[22, 2222], Tools::default()));
+        assert!(out.refused.is_none(), "{out:?}");
+        let [Change::Nft { text, undo, .. }] = out.changes.as_slice() else {
+            panic!("one nft change: {out:?}")
+        };
+        assert!(text.starts_with("insert rule inet filter input"), "{text}");
+        assert!(
+            text.contains("tcp dport 2222 accept") && !text.contains("tcp dport 22 "),
+            "{text}"
+        );
+        assert!(text.contains("tcp dport 8443 accept") && text.contains("udp dport 8443 accept"));
+        assert_eq!(
+            undo,
+            &NftUndo::DeleteTagged {
+                family: "inet".into(),
+                table: "filter".into(),
+                chain: "input".into(),
+                comment: TAG.into()
+            }
+        );
+    }
+
+    #[test]
+    fn plan_iptables_inserts_for_its_family_only_with_exact_reverses() {
+        let out = plan(&ufw_like(), &want(&[22], Tools::default()));
+        assert!(out.refused.is_none(), "{out:?}");
+        let lines: Vec<String> = out.changes.iter().map(command_line).collect();
+        assert!(
+            lines.iter().all(|l| l.starts_with("iptables -w -I INPUT")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.ends_with("-p udp -m udp --dport 8443 -j ACCEPT")),
+            "{lines:?}"
+        );
+        for c in &out.changes {
+            let Change::Command { argv, undo } = c else {
+                panic!()
+            };
+            assert_eq!(undo[..4], ["iptables", "-w", "-D", "INPUT"]);
+            assert_eq!(
+                undo[4..],
+                argv[5..],
+                "undo deletes exactly the inserted rule"
+            );
+        }
+    }
+
+    #[test]
+    fn plan_ufw_with_ufw_running_asks_ufw() {
+        let tools = Tools {
+            ufw: true,
+            firewalld: false,
+        };
+        let out = plan(&ufw_like(), &want(&[22], tools));
+        let lines: Vec<String> = out.changes.iter().map(command_line).collect();
+        assert_eq!(lines, ["ufw allow 8443/tcp", "ufw allow 8443/udp"]);
+    }
+
+    #[test]
+    fn plan_legacy_table_is_refused_not_guessed() {
+        let mut rules = ufw_like();
+        rules.tables[0].origin = Origin::IptablesLegacy;
+        let out = plan(&rules, &want(&[22], Tools::default()));
+        assert!(out.changes.is_empty());
+        let r = out.refused.expect("refused");
+        assert!(r.why.contains("cannot write safely"), "{r:?}");
+    }
+}

@@ -74,7 +74,13 @@ impl Journal {
                         source: e,
                     }))
                 }
-                _ => Ok(()),
+                _ => {
+                    // braid's own folder goes too, when nothing else is in it.
+                    if let Some(dir) = p.parent() {
+                        let _ = std::fs::remove_dir(dir);
+                    }
+                    Ok(())
+                }
             };
         }
         let text = serde_json::to_string_pretty(self).unwrap_or_default() + "\n";
@@ -85,6 +91,7 @@ impl Journal {
             contents: text,
             mode: 0o600,
             before: None,
+            created: Vec::new(),
         }
         .apply()
         .map_err(JournalError::Io)

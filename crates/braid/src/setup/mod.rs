@@ -78,6 +78,14 @@ pub enum SetupError {
         /// What went wrong.
         source: change::ChangeError,
     },
+    /// Undoing a change failed; it and everything older stay in the journal.
+    #[error("undo: {step}: {source}\n  fix: correct the cause, then run `braid setup undo` again: it goes on from this change")]
+    Undo {
+        /// The undo step.
+        step: String,
+        /// What went wrong.
+        source: change::ChangeError,
+    },
     /// The journal could not be read or written.
     #[error(transparent)]
     Journal(journal::JournalError),

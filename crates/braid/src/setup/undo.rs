@@ -26,8 +26,8 @@ pub fn run(root: &Path, dry_run: bool) -> Result<usize, SetupError> {
             undone += 1;
             continue;
         }
-        change.undo().map_err(|e| SetupError::Change {
-            step: format!("undo: {line}"),
+        change.undo().map_err(|e| SetupError::Undo {
+            step: line.clone(),
             source: e,
         })?;
         journal.changes.pop();
