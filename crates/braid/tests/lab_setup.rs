@@ -50,8 +50,13 @@ impl Drop for TempDir {
 
 /// Runs `braid ARGS` in `role` and returns its output.
 fn braid(h: &Harness, role: Role, args: &[&str]) -> Output {
+    braid_at(exe(), h, role, args)
+}
+
+/// Runs `BIN ARGS` in `role` (the binary under test, or one installed from the package).
+fn braid_at(bin: &Path, h: &Harness, role: Role, args: &[&str]) -> Output {
     h.lab
-        .command(role, &exe().to_string_lossy())
+        .command(role, &bin.to_string_lossy())
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -70,6 +75,16 @@ fn text(o: &Output) -> String {
 /// `braid setup server` in vps with the lab's public address, an empty /boot (the machine's
 /// own kernels stay out of it) and `sshd_config`.
 fn setup_server(h: &Harness, root: &Path, sshd_config: &Path, extra: &[&str]) -> Output {
+    setup_server_at(exe(), h, root, sshd_config, extra)
+}
+
+fn setup_server_at(
+    bin: &Path,
+    h: &Harness,
+    root: &Path,
+    sshd_config: &Path,
+    extra: &[&str],
+) -> Output {
     let boot = root.with_extension("boot");
     std::fs::create_dir_all(&boot).expect("boot dir");
     let (r, b, s) = (path(root), path(&boot), path(sshd_config));
@@ -89,7 +104,7 @@ fn setup_server(h: &Harness, root: &Path, sshd_config: &Path, extra: &[&str]) ->
         &b,
     ];
     args.extend_from_slice(extra);
-    braid(h, Role::Vps, &args)
+    braid_at(bin, h, Role::Vps, &args)
 }
 
 fn path(p: &Path) -> String {
@@ -483,29 +498,73 @@ fn setup_server_refuses_with_the_fix_on_a_kernel_without_mptcp_or_a_pending_rebo
     }
 }
 
-/// Starts `braid SUB --config CFG` in `role`, logging to the harness folder.
-fn daemon(h: &Harness, role: Role, sub: &str, cfg: &Path) {
-    let log = std::fs::File::create(h.dir().join(format!("{sub}.log"))).expect("log");
-    let mut cmd = h.lab.command(role, &exe().to_string_lossy());
-    cmd.args([sub, "--config"])
-        .arg(cfg)
+/// Starts a daemon in `role` as systemd would: the `ExecStart=` line of the unit that setup
+/// wrote under `root` (systemd does not run in the lab), logging to `LOG` in the harness folder.
+fn start_unit(h: &Harness, role: Role, root: &Path, unit: &str, log: &str) {
+    let text = std::fs::read_to_string(root.join("etc/systemd/system").join(unit))
+        .unwrap_or_else(|e| panic!("{unit} under {}: {e}", root.display()));
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap_or_else(|| panic!("no ExecStart in {unit}:\n{text}"));
+    let argv: Vec<&str> = exec.split_whitespace().collect();
+    let log = std::fs::File::create(h.dir().join(log)).expect("log");
+    let mut cmd = h.lab.command(role, argv[0]);
+    cmd.args(&argv[1..])
         .args(["--log", "debug"])
         .stdout(Stdio::null())
         .stderr(log);
-    h.lab.spawn_process(role, cmd).expect("starting braid");
+    h.lab
+        .spawn_process(role, cmd)
+        .expect("starting the unit's command");
 }
 
+/// Builds the .deb from the binary under test and installs it with dpkg into a scratch root
+/// (see tests/package.rs); returns the installed `usr/bin/braid`.
+fn install_package(dir: &Path) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("bash")
+        .arg(repo.join("packaging/build-deb"))
+        .arg("--binary")
+        .arg(exe())
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--fast")
+        .output()
+        .expect("build-deb");
+    assert!(out.status.success(), "build-deb: {}", text(&out));
+    let deb = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let root = dir.join("pkgroot");
+    for d in ["var/lib/dpkg/info", "var/lib/dpkg/updates"] {
+        std::fs::create_dir_all(root.join(d)).expect("dpkg db");
+    }
+    std::fs::write(root.join("var/lib/dpkg/status"), "").expect("dpkg db");
+    let out = Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .args(["--force-depends", "--force-script-chrootless", "-i", &deb])
+        .output()
+        .expect("dpkg");
+    assert!(out.status.success(), "dpkg -i: {}", text(&out));
+    root.join("usr/bin/braid")
+}
+
+/// The README's Deploy section, as a new user would run it, from the package: `braid setup
+/// server` on the VPS (plus `--public-host`: the lab's VPS address is private, which setup
+/// rightly takes for NAT), `braid setup gateway --pair URI` on the router; the daemons started
+/// by their units' ExecStart lines; then a bonded download and doctor all ok.
 #[test]
-fn pairing_uri_from_setup_server_given_to_setup_gateway_bonds_and_doctor_is_all_ok() {
+fn deploy_from_the_package_pairs_bonds_and_doctor_is_all_ok() {
     if !braid_lab::root_tests_enabled("setup_pairing") {
         return;
     }
+    let pkg = TempDir::new("pair-pkg");
+    let bin = install_package(&pkg.0);
     let h = Harness::new("bsu3", unshaped_uplinks(), exe()).expect("lab");
     let vps_root = TempDir::new("pair-vps");
     let gw_root = TempDir::new("pair-gw");
     let empty = TempDir::new("pair-boot");
     let no_sshd = vps_root.0.join("no-sshd_config");
-    let out = setup_server(&h, &vps_root.0, &no_sshd, &[]);
+    let out = setup_server_at(&bin, &h, &vps_root.0, &no_sshd, &[]);
     assert!(out.status.success(), "setup server: {}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let uri = stdout
@@ -519,7 +578,13 @@ fn pairing_uri_from_setup_server_given_to_setup_gateway_bonds_and_doctor_is_all_
     let mut cfg = std::fs::read_to_string(&server_toml).expect("server.toml");
     cfg += "allow_destinations = [\"10.30.0.2/32\"]\n";
     std::fs::write(&server_toml, cfg).expect("server.toml");
-    daemon(&h, Role::Vps, "server", &server_toml);
+    start_unit(
+        &h,
+        Role::Vps,
+        &vps_root.0,
+        "braid-server.service",
+        "server.log",
+    );
     wait_until("the relay listening", Duration::from_secs(10), || {
         let to = SocketAddr::from((Lab::VPS_PUBLIC, RELAY_PORT));
         h.lab
@@ -531,7 +596,8 @@ fn pairing_uri_from_setup_server_given_to_setup_gateway_bonds_and_doctor_is_all_
 
     // No interface flags: the uplinks (default routes) and the LAN are found.
     let (b, r) = (path(&empty.0), path(&gw_root.0));
-    let out = braid(
+    let out = braid_at(
+        &bin,
         &h,
         Role::Gw,
         &[
@@ -559,7 +625,13 @@ fn pairing_uri_from_setup_server_given_to_setup_gateway_bonds_and_doctor_is_all_
     let text_cfg = std::fs::read_to_string(&gateway_toml).expect("gateway.toml");
     // The status helpers read the control address from the harness folder's gateway.toml.
     h.write("gateway.toml", &text_cfg).expect("copy");
-    daemon(&h, Role::Gw, "gateway", &gateway_toml);
+    start_unit(
+        &h,
+        Role::Gw,
+        &gw_root.0,
+        "braid-gateway.service",
+        "gateway.log",
+    );
     common::wait_status(&h, "both uplinks Up", Duration::from_secs(15), |s| {
         s.uplinks.len() == 2 && s.uplinks.iter().all(|u| u.state == LinkState::Up)
     });

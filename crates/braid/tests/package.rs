@@ -41,7 +41,8 @@ fn deb_builds_installs_runs_verifies_and_removes() {
         .arg("--binary")
         .arg(exe())
         .arg("--out")
-        .arg(tmp.join("out")));
+        .arg(tmp.join("out"))
+        .arg("--fast"));
     let deb = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(deb.exists(), "no package at {}", deb.display());
 
