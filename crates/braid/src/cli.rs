@@ -192,6 +192,13 @@ pub enum SetupCommand {
         #[command(flatten)]
         roots: SetupRoots,
     },
+    /// Put back the firewall rules setup added to the host's own chains, if they are gone (after
+    /// a reboot or a firewall reload); braid-firewall.service runs it at boot.
+    Reapply {
+        /// The root setup worked under.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
     /// Take back everything setup did, newest first, leaving the firewall as it was found.
     Undo {
         /// Undo under this folder instead of `/`.
@@ -369,6 +376,7 @@ fn setup(cmd: SetupCommand) -> ExitCode {
                 Err(e) => return usage(format!("cannot start the async runtime: {e}")),
             }
         }
+        SetupCommand::Reapply { root } => crate::setup::reapply::run(&root).map(|_| 0),
         SetupCommand::Undo { root, dry_run } => crate::setup::undo::run(&root, dry_run).map(|_| 0),
     };
     match result {

@@ -1,12 +1,15 @@
 //! SIGHUP reload in the lab: a changed uplink list adds and removes uplinks while a download
 //! keeps running, its bytes checked end to end (`braid lab traffic stream` verifies the byte
-//! sequence), and the removed uplink's rule and routes leave the kernel.
+//! sequence), and the removed uplink's rule and routes leave the kernel. The gateway runs as
+//! under a `Type=notify` unit (`$NOTIFY_SOCKET`, `$WATCHDOG_USEC`): READY=1 once it is up,
+//! WATCHDOG=1 pings, RELOADING=1 then READY=1 around each reload, STOPPING=1 at SIGTERM.
 //! Root-only (skips without root unless CI=true, where it must run).
 
 mod common;
 
+use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use braid_lab::harness::{Harness, RELAY_PORT, SOCKS_PORT};
 use braid_lab::lab::Lab;
@@ -32,12 +35,35 @@ fn config(h: &Harness, uplinks: &[(&str, u32)]) -> String {
     cfg
 }
 
-fn hup(gw: &LabProcess) {
+/// Reads systemd notifications until one is `want`; panics after `limit` with what came.
+fn expect_state(sock: &UnixDatagram, want: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.lines().any(|l| l == want) {
+                return;
+            }
+            seen.push(msg);
+        }
+    }
+    panic!("no {want} from the gateway within {limit:?}; it sent {seen:?}");
+}
+
+fn signal(gw: &LabProcess, sig: &str) {
     let st = std::process::Command::new("kill")
-        .args(["-HUP", &gw.pid().to_string()])
+        .args([sig, &gw.pid().to_string()])
         .status()
         .expect("kill");
-    assert!(st.success(), "kill -HUP");
+    assert!(st.success(), "kill {sig}");
+}
+
+fn hup(gw: &LabProcess) {
+    signal(gw, "-HUP");
 }
 
 /// Waits until the gateway lists exactly `names`, all Up, and the download's connection has a
@@ -74,14 +100,26 @@ fn sighup_with_a_changed_uplink_list_adds_and_removes_uplinks_while_a_download_g
     let path = h
         .write("gateway.toml", &config(&h, &[("wifi", 101), ("5g", 102)]))
         .expect("config");
+    let notify_path = h.dir().join("notify.sock");
+    let _ = std::fs::remove_file(&notify_path);
+    let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
     let log = std::fs::File::create(h.dir().join("gateway.log")).expect("log");
     let mut cmd = h.lab.command(Role::Gw, &exe().to_string_lossy());
     cmd.args(["gateway", "--config"])
         .arg(&path)
         .args(["--log", "debug"])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
         .stdout(Stdio::null())
         .stderr(log);
     let gw = h.lab.spawn_process(Role::Gw, cmd).expect("gateway");
+    expect_state(&notify, "READY=1", Duration::from_secs(15));
+    // READY means the data path is up: the capture table and the uplinks are there now.
+    let table = h
+        .lab
+        .run(Role::Gw, &["nft", "list", "table", "inet", "braid"]);
+    assert!(table.is_ok(), "READY=1 before the capture table: {table:?}");
+    expect_state(&notify, "WATCHDOG=1", Duration::from_secs(2));
     wait_status(&h, "wifi and 5g Up", Duration::from_secs(15), |s| {
         s.uplinks.len() == 2 && s.uplinks.iter().all(|u| u.state == LinkState::Up)
     });
@@ -93,6 +131,8 @@ fn sighup_with_a_changed_uplink_list_adds_and_removes_uplinks_while_a_download_g
     )
     .expect("config");
     hup(&gw);
+    expect_state(&notify, "RELOADING=1", Duration::from_secs(5));
+    expect_state(&notify, "READY=1", Duration::from_secs(5));
     wait_uplinks(
         &h,
         &["wifi", "5g", "lte"],
@@ -137,4 +177,7 @@ fn sighup_with_a_changed_uplink_list_adds_and_removes_uplinks_while_a_download_g
         gw.try_wait().expect("gateway").is_none(),
         "SIGHUP must not stop the gateway"
     );
+    signal(&gw, "-TERM");
+    expect_state(&notify, "STOPPING=1", Duration::from_secs(5));
+    let _ = gw.wait_timeout(Duration::from_secs(10));
 }

@@ -296,8 +296,50 @@ fn listeners(h: &Harness, port: u16) {
     });
 }
 
-/// The test body shared by the firewall variants: dry run, setup, ssh/relay/other checks, undo.
-fn setup_keeps_ssh_opens_relay_and_undoes(h: &Harness, sshd: &Sshd, ssh_ports: &[u16]) {
+/// A "reboot": `reload` puts the host's saved rules back, without braid's, so the relay is
+/// closed; `setup reapply` restores exactly setup's rules, and a second run changes nothing.
+fn check_reapply(h: &Harness, sshd: &Sshd, ssh_ports: &[u16], root: &Path, reload: &dyn Fn()) {
+    let after_setup = firewall(h);
+    reload();
+    assert!(
+        !tcp_open(h, RELAY_PORT),
+        "the reload must drop braid's rules"
+    );
+    let r = path(root);
+    for round in 0..2 {
+        let out = braid(h, Role::Vps, &["setup", "reapply", "--root", &r]);
+        assert!(out.status.success(), "reapply: {}", text(&out));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            said.contains("put back:"),
+            round == 0,
+            "reapply round {round}: {said}"
+        );
+        assert_eq!(
+            firewall(h),
+            after_setup,
+            "reapply round {round} must restore exactly setup's rules"
+        );
+    }
+    assert!(
+        tcp_open(h, RELAY_PORT) && udp_open(h, RELAY_PORT),
+        "relay closed after reapply"
+    );
+    for &p in ssh_ports {
+        sshd.login(h, p)
+            .unwrap_or_else(|e| panic!("after reapply: {e}"));
+    }
+}
+
+/// The test body shared by the firewall variants: dry run, setup, ssh/relay/other checks, a
+/// "reboot" (`reload` puts the host's saved rules back, without braid's) and `setup reapply`
+/// (twice: the second changes nothing), then undo.
+fn setup_keeps_ssh_opens_relay_and_undoes(
+    h: &Harness,
+    sshd: &Sshd,
+    ssh_ports: &[u16],
+    reload: &dyn Fn(),
+) {
     listeners(h, RELAY_PORT);
     listeners(h, OTHER_PORT);
     for &p in ssh_ports {
@@ -363,6 +405,14 @@ fn setup_keeps_ssh_opens_relay_and_undoes(h: &Harness, sshd: &Sshd, ssh_ports: &
         firewall(h)
     );
     assert!(root.0.join("etc/braid/server.toml").exists());
+    assert!(
+        root.0
+            .join("etc/systemd/system/braid-firewall.service")
+            .exists(),
+        "the boot-time reapply unit"
+    );
+
+    check_reapply(h, sshd, ssh_ports, &root.0, reload);
 
     let undo = braid(h, Role::Vps, &["setup", "undo", "--root", &path(&root.0)]);
     assert!(undo.status.success(), "undo: {}", text(&undo));
@@ -385,19 +435,21 @@ fn setup_server_sshd_65222_behind_nft_default_deny_keeps_ssh_and_opens_only_the_
     }
     let h = Harness::new("bsu1", unshaped_uplinks(), exe()).expect("lab");
     // Debian's own nftables.conf style, default deny, plus another table with its own rules.
-    let ruleset = "table inet filter {\n chain input {\n  type filter hook input priority 0; policy drop;\n  iif lo accept\n  ct state established,related accept\n  tcp dport 65222 accept\n  icmp type echo-request accept\n }\n}\ntable ip other {\n chain c {\n  type filter hook input priority 10; policy accept;\n  tcp dport 80 counter accept\n }\n}\n";
-    let mut nft = h.lab.command(Role::Vps, "nft");
-    nft.args(["-f", "-"]).stdin(Stdio::piped());
-    let mut child = nft.spawn().expect("nft");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(ruleset.as_bytes())
-        .expect("write");
-    assert!(child.wait().expect("nft").success(), "loading the ruleset");
+    const RULESET: &str = "table inet filter {\n chain input {\n  type filter hook input priority 0; policy drop;\n  iif lo accept\n  ct state established,related accept\n  tcp dport 65222 accept\n  icmp type echo-request accept\n }\n}\ntable ip other {\n chain c {\n  type filter hook input priority 10; policy accept;\n  tcp dport 80 counter accept\n }\n}\n";
+    // As nftables.service loads /etc/nftables.conf at boot (which starts with a flush).
+    let load = || {
+        let mut nft = h.lab.command(Role::Vps, "nft");
+        nft.args(["-f", "-"]).stdin(Stdio::piped());
+        let mut child = nft.spawn().expect("nft");
+        let text = format!("flush ruleset\n{RULESET}");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("write");
+        drop(stdin);
+        assert!(child.wait().expect("nft").success(), "loading the ruleset");
+    };
+    load();
     let sshd = Sshd::start(&h, "sshd65222", &[65222]);
-    setup_keeps_ssh_opens_relay_and_undoes(&h, &sshd, &[65222]);
+    setup_keeps_ssh_opens_relay_and_undoes(&h, &sshd, &[65222], &load);
 }
 
 #[test]
@@ -409,19 +461,20 @@ fn setup_server_sshd_on_22_and_2222_behind_ufw_style_iptables_admits_both() {
     // ufw's layout: INPUT drops, jumps to ufw chains that admit 22 only. sshd also listens on
     // 2222, which the firewall drops: setup must admit it (a lockout waiting to happen).
     let rules = "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:ufw-before-input - [0:0]\n:ufw-user-input - [0:0]\n-A INPUT -j ufw-before-input\n-A INPUT -j ufw-user-input\n-A ufw-before-input -i lo -j ACCEPT\n-A ufw-before-input -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A ufw-user-input -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n";
-    let mut restore = h.lab.command(Role::Vps, "iptables-restore");
-    restore.stdin(Stdio::piped());
-    let mut child = restore.spawn().expect("iptables-restore");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(rules.as_bytes())
-        .expect("write");
-    assert!(
-        child.wait().expect("iptables-restore").success(),
-        "loading the rules"
-    );
+    // As netfilter-persistent restores /etc/iptables/rules.v4 at boot.
+    let load = || {
+        let mut restore = h.lab.command(Role::Vps, "iptables-restore");
+        restore.stdin(Stdio::piped());
+        let mut child = restore.spawn().expect("iptables-restore");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(rules.as_bytes()).expect("write");
+        drop(stdin);
+        assert!(
+            child.wait().expect("iptables-restore").success(),
+            "loading the rules"
+        );
+    };
+    load();
     let sshd = Sshd::start(&h, "sshd22", &[22, 2222]);
     assert!(
         sshd.login(&h, 2222).is_err(),
@@ -447,6 +500,7 @@ fn setup_server_sshd_on_22_and_2222_behind_ufw_style_iptables_admits_both() {
         "setup opened another port\n{}",
         firewall(&h)
     );
+    check_reapply(&h, &sshd, &[22, 2222], &root.0, &load);
     let undo = braid(&h, Role::Vps, &["setup", "undo", "--root", &path(&root.0)]);
     assert!(undo.status.success(), "undo: {}", text(&undo));
     assert_eq!(

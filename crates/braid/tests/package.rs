@@ -52,6 +52,7 @@ fn deb_builds_installs_runs_verifies_and_removes() {
         "./usr/bin/braid",
         "./lib/systemd/system/braid-server.service",
         "./lib/systemd/system/braid-gateway.service",
+        "./lib/systemd/system/braid-firewall.service",
         "./usr/share/doc/braid/examples/server.toml",
         "./usr/share/doc/braid/examples/gateway.toml",
         "./usr/share/man/man1/braid.1.gz",
@@ -117,7 +118,11 @@ fn deb_builds_installs_runs_verifies_and_removes() {
         // systemd could boot, so `--root` would miss sysinit.target and /bin/kill).
         let verify = tmp.join("verify");
         std::fs::create_dir_all(&verify).expect("verify dir");
-        for unit in ["braid-server.service", "braid-gateway.service"] {
+        for unit in [
+            "braid-server.service",
+            "braid-gateway.service",
+            "braid-firewall.service",
+        ] {
             let text = std::fs::read_to_string(root.join("lib/systemd/system").join(unit))
                 .expect("installed unit");
             let copy = verify.join(unit);

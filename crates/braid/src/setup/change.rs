@@ -248,6 +248,87 @@ impl Change {
     }
 }
 
+impl Change {
+    /// Whether [`Change::reapply`] has work for this change: firewall rules that the host's own
+    /// saved ruleset does not hold, so they are gone after a reboot or a firewall reload.
+    pub fn is_volatile_firewall(&self) -> bool {
+        match self {
+            Change::Nft { .. } => true,
+            Change::Command { argv, .. } => iptables_check(argv).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Puts a firewall change back if it is gone, and never twice: nft rules are deleted by
+    /// their tag and inserted again; an iptables rule is inserted unless `-C` finds it.
+    /// Returns true when something was put back.
+    pub fn reapply(&self) -> Result<bool, ChangeError> {
+        match self {
+            Change::Nft { undo, .. } => {
+                if tagged_count(undo)? == self.nft_rule_count() {
+                    return Ok(false);
+                }
+                undo_nft(undo)?;
+                self.apply()?;
+                Ok(true)
+            }
+            Change::Command { argv, .. } => match iptables_check(argv) {
+                Some(check) if run(&check).is_ok() => Ok(false),
+                Some(_) => self.apply().map(|()| true),
+                None => Ok(false),
+            },
+            _ => Ok(false),
+        }
+    }
+
+    /// How many rules an nft change inserts.
+    fn nft_rule_count(&self) -> usize {
+        match self {
+            Change::Nft { batch, .. } => batch["nftables"].as_array().map_or(0, |a| {
+                a.iter().filter(|o| o.get("insert").is_some()).count()
+            }),
+            _ => 0,
+        }
+    }
+}
+
+/// `iptables -w -C INPUT RULE…` for an `iptables -w -I INPUT N RULE…` command.
+fn iptables_check(argv: &[String]) -> Option<Vec<String>> {
+    match argv {
+        [prog, w, i, chain, _pos, rule @ ..]
+            if (prog == "iptables" || prog == "ip6tables") && w == "-w" && i == "-I" =>
+        {
+            let mut c = vec![prog.clone(), w.clone(), "-C".into(), chain.clone()];
+            c.extend(rule.iter().cloned());
+            Some(c)
+        }
+        _ => None,
+    }
+}
+
+/// How many rules carrying the tag the chain holds now (0 when it is gone).
+fn tagged_count(undo: &NftUndo) -> Result<usize, ChangeError> {
+    let NftUndo::DeleteTagged {
+        family,
+        table,
+        chain,
+        comment,
+    } = undo;
+    let list: Vec<String> = ["nft", "-j", "-a", "list", "chain", family, table, chain]
+        .map(String::from)
+        .into();
+    match run(&list) {
+        Ok(text) => tagged_handles(&text, comment)
+            .map(|h| h.len())
+            .map_err(|why| ChangeError::Json {
+                command: shell_line(&list),
+                why,
+            }),
+        Err(ChangeError::Failed { .. }) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 /// `argv` quoted for a shell where needed, so a printed command can be pasted.
 pub fn shell_line(argv: &[String]) -> String {
     argv.iter()
@@ -442,6 +523,20 @@ mod tests {
         // Undo twice is harmless.
         new.undo().unwrap();
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn iptables_check_is_the_insert_as_a_check() {
+        let argv: Vec<String> = "iptables -w -I INPUT 3 -p udp -m udp --dport 8388 -j ACCEPT"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        let check = iptables_check(&argv).unwrap().join(" ");
+        assert_eq!(
+            check,
+            "iptables -w -C INPUT -p udp -m udp --dport 8388 -j ACCEPT"
+        );
+        assert!(iptables_check(&["ufw".into(), "allow".into()]).is_none());
     }
 
     #[test]

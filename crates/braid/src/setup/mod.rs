@@ -10,7 +10,7 @@
 //! Files by job: [`kernel_gate`] (doctor's kernel checks, as a gate), [`server_config`] and
 //! [`gateway_config`] (the TOML files), [`sysctl`], [`firewall`] (the host firewall, judged on
 //! the model doctor uses), [`unit`] (systemd), [`pairing`] (URI and QR), [`discover`] (the
-//! router's interfaces), [`change`] (one change: apply, undo, describe), [`journal`],
+//! router's interfaces), [`reapply`] (firewall rules back after a reboot), [`change`] (one change: apply, undo, describe), [`journal`],
 //! [`exec`] (apply or print), [`server`], [`gateway`] and [`undo`] (the three commands).
 //!
 //! Everything setup writes lives under its root (`/`, or a temporary folder in tests); it asks
@@ -25,6 +25,7 @@ pub mod gateway_config;
 pub mod journal;
 pub mod kernel_gate;
 pub mod pairing;
+pub mod reapply;
 pub mod server;
 pub mod server_config;
 pub mod sysctl;

@@ -173,8 +173,18 @@ fn firewall(ex: &mut Executor, opts: &Options, listen: SocketAddr) -> Result<(),
             commands,
         });
     }
+    let volatile = outcome.changes.iter().any(|c| c.is_volatile_firewall());
     for c in outcome.changes {
         ex.run(c)?;
+    }
+    if volatile {
+        // The host's saved ruleset does not hold braid's rules: put them back at each boot.
+        println!("note: the host's saved firewall does not hold these rules; braid-firewall.service puts them back at boot (`braid setup reapply`)");
+        let (changes, notes) = unit::plan(&opts.root, Daemon::Firewall);
+        say(&notes);
+        for c in changes {
+            ex.run(c)?;
+        }
     }
     Ok(())
 }

@@ -11,6 +11,8 @@ use super::change::Change;
 pub const SERVER_UNIT: &str = include_str!("../../../../packaging/braid-server.service");
 /// `braid-gateway.service`, as shipped.
 pub const GATEWAY_UNIT: &str = include_str!("../../../../packaging/braid-gateway.service");
+/// `braid-firewall.service` (re-applies setup's firewall rules at boot), as shipped.
+pub const FIREWALL_UNIT: &str = include_str!("../../../../packaging/braid-firewall.service");
 
 /// Which daemon a unit runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub enum Daemon {
     Server,
     /// `braid gateway`.
     Gateway,
+    /// `braid setup reapply`, once at boot.
+    Firewall,
 }
 
 impl Daemon {
@@ -27,6 +31,7 @@ impl Daemon {
         match self {
             Daemon::Server => "braid-server.service",
             Daemon::Gateway => "braid-gateway.service",
+            Daemon::Firewall => "braid-firewall.service",
         }
     }
 
@@ -34,6 +39,7 @@ impl Daemon {
         match self {
             Daemon::Server => SERVER_UNIT,
             Daemon::Gateway => GATEWAY_UNIT,
+            Daemon::Firewall => FIREWALL_UNIT,
         }
     }
 
@@ -42,6 +48,9 @@ impl Daemon {
         let (sub, file) = match self {
             Daemon::Server => ("server", "server.toml"),
             Daemon::Gateway => ("gateway", "gateway.toml"),
+            Daemon::Firewall => {
+                return format!("{} setup reapply{}", exe().display(), root_arg(root))
+            }
         };
         format!(
             "{} {sub} --config {}",
@@ -54,6 +63,15 @@ impl Daemon {
 /// The binary that runs: `/usr/bin/braid` from the package, or wherever this one is.
 fn exe() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/braid"))
+}
+
+/// ` --root R` when setup works under another root than `/`.
+fn root_arg(root: &Path) -> String {
+    if root == Path::new("/") {
+        String::new()
+    } else {
+        format!(" --root {}", root.display())
+    }
 }
 
 /// Whether systemd manages this machine (`sd_booted()`: /run/systemd/system exists). Setup
@@ -79,7 +97,8 @@ pub fn plan(root: &Path, daemon: Daemon) -> (Vec<Change>, Vec<String>) {
             .replace(
                 "/etc/braid/",
                 &format!("{}/", root.join("etc/braid").display()),
-            );
+            )
+            .replace("setup reapply", &format!("setup reapply{}", root_arg(root)));
         let path = root.join("etc/systemd/system").join(daemon.unit());
         changes.push(Change::file(path, text, 0o644));
     }
