@@ -308,25 +308,7 @@ fn iptables_check(argv: &[String]) -> Option<Vec<String>> {
 
 /// How many rules carrying the tag the chain holds now (0 when it is gone).
 fn tagged_count(undo: &NftUndo) -> Result<usize, ChangeError> {
-    let NftUndo::DeleteTagged {
-        family,
-        table,
-        chain,
-        comment,
-    } = undo;
-    let list: Vec<String> = ["nft", "-j", "-a", "list", "chain", family, table, chain]
-        .map(String::from)
-        .into();
-    match run(&list) {
-        Ok(text) => tagged_handles(&text, comment)
-            .map(|h| h.len())
-            .map_err(|why| ChangeError::Json {
-                command: shell_line(&list),
-                why,
-            }),
-        Err(ChangeError::Failed { .. }) => Ok(0),
-        Err(e) => Err(e),
-    }
+    tagged_now(undo).map(|h| h.len())
 }
 
 /// `argv` quoted for a shell where needed, so a printed command can be pasted.
@@ -444,33 +426,37 @@ fn undo_nft(undo: &NftUndo) -> Result<(), ChangeError> {
         family,
         table,
         chain,
+        ..
+    } = undo;
+    for handle in tagged_now(undo)? {
+        let argv = ["nft", "delete", "rule", family, table, chain, "handle"];
+        let mut argv: Vec<String> = argv.map(String::from).into();
+        argv.push(handle.to_string());
+        run(&argv)?;
+    }
+    Ok(())
+}
+
+/// The handles of braid's tagged rules in the chain now (none when the chain is gone).
+fn tagged_now(undo: &NftUndo) -> Result<Vec<u64>, ChangeError> {
+    let NftUndo::DeleteTagged {
+        family,
+        table,
+        chain,
         comment,
     } = undo;
     let list: Vec<String> = ["nft", "-j", "-a", "list", "chain", family, table, chain]
         .map(String::from)
         .into();
-    let text = match run(&list) {
-        Ok(t) => t,
+    match run(&list) {
+        Ok(text) => tagged_handles(&text, comment).map_err(|why| ChangeError::Json {
+            command: shell_line(&list),
+            why,
+        }),
         // The chain (or its table) is gone: nothing of braid's is left in it.
-        Err(ChangeError::Failed { .. }) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for handle in tagged_handles(&text, comment).map_err(|why| ChangeError::Json {
-        command: shell_line(&list),
-        why,
-    })? {
-        run(&[
-            "nft".into(),
-            "delete".into(),
-            "rule".into(),
-            family.clone(),
-            table.clone(),
-            chain.clone(),
-            "handle".into(),
-            handle.to_string(),
-        ])?;
+        Err(ChangeError::Failed { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 /// The handles of the rules with `comment` in `nft -j -a list chain …` output.

@@ -17,6 +17,7 @@
 //! systemctl only when that root is `/` and systemd runs.
 
 pub mod change;
+pub mod command;
 pub mod discover;
 pub mod exec;
 pub mod firewall;
