@@ -234,9 +234,11 @@ async fn server(cfg: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `braid gateway`: bind, then bond and carry until SIGINT/SIGTERM.
+/// `braid gateway`: undo what a killed run left in the kernel, bind, then bond and carry until
+/// SIGINT/SIGTERM.
 async fn gateway(cfg: GatewayConfig) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals()?;
+    crate::gateway::recover(&cfg).await?;
     let listeners = crate::gateway::Listeners::bind(&cfg).await?;
     crate::gateway::run(cfg, listeners, shutdown).await?;
     Ok(())

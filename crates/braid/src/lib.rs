@@ -9,6 +9,7 @@
 //! - [`listener`]: the one accept loop (connection tasks tracked, drained at shutdown);
 //!   [`control`]: the in-tunnel control channel as a framed connection.
 //! - [`status`]: the status document and the HTTP status API ([`status::http`]).
+//! - [`state`]: the on-disk record of braid's kernel changes, undone at the next start after a crash.
 //! - [`cli`]: the command line; `main.rs` only parses it and calls in here.
 //!
 //! Wire formats and decisions live in `braid-proto`, kernel access in `braid-sys`, the test lab in
@@ -28,4 +29,5 @@ pub mod relay;
 pub mod server;
 pub mod shutdown;
 pub mod speedtest;
+pub mod state;
 pub mod status;
