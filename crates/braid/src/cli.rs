@@ -66,6 +66,9 @@ pub enum Command {
         /// Pretend the running kernel is this release (with --proc-root, for tests).
         #[arg(long, hide = true)]
         kernel_release: Option<String>,
+        /// Read the kernel log from here instead of /dev/kmsg.
+        #[arg(long, default_value = "/dev/kmsg", hide = true)]
+        kmsg: PathBuf,
         /// sshd's configuration, to learn its port (server side).
         #[arg(long, default_value = "/etc/ssh/sshd_config", hide = true)]
         sshd_config: PathBuf,
@@ -164,6 +167,7 @@ pub fn run(cli: Cli) -> ExitCode {
             boot_root,
             run_root,
             kernel_release,
+            kmsg,
             sshd_config,
         } => block_on(
             crate::doctor::main(crate::doctor::Options {
@@ -175,6 +179,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     boot: boot_root,
                     run: run_root,
                     release: kernel_release,
+                    kmsg,
                 },
             }),
             // Doctor's contract: 2 when it could not run at all.

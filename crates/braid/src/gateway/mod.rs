@@ -206,7 +206,8 @@ async fn run_recorded(
     };
     let (view_tx, view_rx) = tokio::sync::watch::channel(uplink::ManagerView::default());
     let registry = Arc::new(Registry::default());
-    let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone());
+    let tcp_mem = crate::status::kernel::KernelWatch::system();
+    let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone(), tcp_mem);
     let manager = match start_manager(&cfg, &dialer, journal.clone(), view_tx, stop_rx).await {
         Ok(m) => m,
         Err(e) => {
@@ -343,6 +344,7 @@ async fn serve(
         }
     }
     background.spawn(status.clone().sample_forever());
+    background.spawn(status.tcp_mem.clone().watch_forever());
     let carrier = Carrier {
         dialer: dialer.clone(),
         registry: status.registry.clone(),
