@@ -214,9 +214,11 @@ impl Record {
 
     /// Notes the routing tables braid is about to fill; true if the record changed.
     pub fn note_route_tables(&mut self, tables: &[u32]) -> bool {
-        tables.iter().fold(false, |changed, t| {
-            push_new(&mut self.route_tables, *t) || changed
-        })
+        let before = self.route_tables.len();
+        for t in tables {
+            push_new(&mut self.route_tables, *t);
+        }
+        self.route_tables.len() != before
     }
 
     /// Notes `current` as the limits to restore, unless an original is already recorded.
