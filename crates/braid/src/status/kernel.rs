@@ -183,7 +183,7 @@ pub fn news(before: &TcpMem, now: &TcpMem) -> Vec<(bool, String)> {
     };
     if (now.runaway && !before.runaway) || worse(now.state) > worse(before.state) {
         out.push((true, now.reason.clone()));
-    } else if before.runaway && !now.runaway || worse(now.state) < worse(before.state) {
+    } else if (before.runaway && !now.runaway) || worse(now.state) < worse(before.state) {
         out.push((
             false,
             format!("TCP memory: {} again ({})", now.state, now.reason),
