@@ -10,12 +10,15 @@
 //!                              ├─ monitor.rs      rtnetlink events (links, addresses, routes)
 //!                              ├─ link, address, route, rule      rtnetlink
 //!                              ├─ nftables.rs     braid's own nftables table
+//!                              ├─ tcp_mem.rs      TCP memory counter, limits, runaway test
+//!                              ├─ kmsg.rs         the kernel log: the MPTCP accounting fault
 //!                              └─ sysctl.rs, kernel.rs            procfs readers
 //! ```
 //! Every `unsafe` block carries a `// SAFETY:` note. Errors keep the kernel's errno.
 
 pub mod address;
 pub mod kernel;
+pub mod kmsg;
 pub mod link;
 pub mod monitor;
 pub mod mptcp;
@@ -26,4 +29,5 @@ pub mod rule;
 pub mod socket;
 mod sockopt;
 pub mod sysctl;
+pub mod tcp_mem;
 pub mod tfo;

@@ -10,6 +10,7 @@
 //!   [`control`]: the in-tunnel control channel as a framed connection.
 //! - [`status`]: the status document and the HTTP status API ([`status::http`]).
 //! - [`firewall`]: the host firewall read, judged and planned (doctor's checks, setup's rules).
+//! - [`state`]: the on-disk record of braid's kernel changes, undone at the next start after a crash.
 //! - [`cli`]: the command line; `main.rs` only parses it and calls in here.
 //!
 //! Wire formats and decisions live in `braid-proto`, kernel access in `braid-sys`. The lab (`braid
@@ -30,4 +31,5 @@ pub mod relay;
 pub mod server;
 pub mod shutdown;
 pub mod speedtest;
+pub mod state;
 pub mod status;

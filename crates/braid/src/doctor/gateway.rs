@@ -31,6 +31,7 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
     r.checks.push(mptcp);
     r.checks.push(kernel::reboot_pending(roots));
     r.checks.push(kernel::mptcp_enabled(roots));
+    r.checks.push(kernel::tcp_mem(roots));
     let relay = match resolve::relay(&cfg.server).await {
         Ok(a) => a,
         Err(e) => {

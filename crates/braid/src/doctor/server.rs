@@ -12,6 +12,7 @@ pub fn checks(cfg: &ServerConfig, roots: &KernelRoots, sshd_config: &std::path::
     r.checks.push(kernel::kernel_mptcp(roots));
     r.checks.push(kernel::reboot_pending(roots));
     r.checks.push(kernel::mptcp_enabled(roots));
+    r.checks.push(kernel::tcp_mem(roots));
     let rules = firewall::gather();
     r.checks
         .push(firewall::relay_port(cfg.listen.port(), &rules));

@@ -1,12 +1,14 @@
 //! `braid gateway`: bonds the uplinks and carries LAN TCP through the relay.
 //!
-//! Start-up order matters for clean failure: the caller binds the listeners first
+//! Start-up order matters for clean failure: the caller first undoes what an earlier run left in
+//! the kernel ([`recover`], from the state record, see [`crate::state`]), then binds the listeners
 //! ([`Listeners::bind`], so a port in use fails before anything else happens), then [`run`]
 //! resolves the relay, decides what TFO can do locally (so `fast_open = "on"` fails before
 //! anything touches the kernel), installs the per-uplink kernel state, starts serving, and
 //! installs the capture table last, so LAN traffic is only redirected once something listens.
 //! Shutdown drains the connections, then removes everything in reverse, also after a start-up
-//! error half-way.
+//! error half-way. Every kernel change is noted in the state record before it is made, so a
+//! SIGKILL at any point is undone by the next start.
 //!
 //! With no uplinks (a config file must name one; the library accepts none) nothing is bonded and
 //! the kernel's routing and MPTCP state is left alone: relay connections follow the main routing
@@ -34,6 +36,7 @@ use crate::config::gateway::GatewayConfig;
 use crate::config::FastOpen;
 use crate::listener::Listener;
 use crate::shutdown::Shutdown;
+use crate::state::{Journal, StateError};
 use crate::status::gateway::GatewayStatus;
 use crate::status::registry::Registry;
 use dialer::{Dialer, RelayStream};
@@ -67,6 +70,23 @@ pub enum GatewayError {
     /// Netlink could not be opened at all.
     #[error(transparent)]
     Netlink(#[from] braid_sys::netlink::NetlinkError),
+    /// The record of braid's kernel changes cannot be kept or reconciled.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The role and instance name of the gateway's state record: `gateway-<nft_table>.json`.
+const STATE_ROLE: &str = "gateway";
+
+/// Undoes what an earlier gateway with this config left in the kernel (killed, crashed, or its
+/// start failed), before anything else happens. See [`crate::state`].
+pub async fn recover(cfg: &GatewayConfig) -> Result<(), GatewayError> {
+    Ok(crate::state::recover(&cfg.state_dir, STATE_ROLE, &cfg.nft_table).await?)
+}
+
+/// Whether this config makes the gateway change kernel state (and so keep a record of it).
+fn changes_kernel(cfg: &GatewayConfig) -> bool {
+    !cfg.uplinks.is_empty() || !cfg.lan.is_empty() || cfg.mptcp_blackhole_timeout.is_some()
 }
 
 fn log_decision(d: &Decision) {
@@ -123,11 +143,31 @@ fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, GatewayErro
 }
 
 /// Runs the gateway on `listeners` until `shutdown`, then drains the connections and removes
-/// every piece of kernel state it added.
+/// every piece of kernel state it added. What it changes is noted in its state record first
+/// (after undoing what an earlier run left there), and the record is deleted at the end once
+/// the kernel is as it was found.
 pub async fn run(
     cfg: GatewayConfig,
     listeners: Listeners,
     shutdown: Shutdown,
+) -> Result<(), GatewayError> {
+    let journal = if changes_kernel(&cfg) {
+        Some(Journal::open(&cfg.state_dir, STATE_ROLE, &cfg.nft_table).await?)
+    } else {
+        None
+    };
+    let result = run_recorded(cfg, listeners, shutdown, journal.clone()).await;
+    if let Some(j) = journal {
+        j.finish().await;
+    }
+    result
+}
+
+async fn run_recorded(
+    cfg: GatewayConfig,
+    listeners: Listeners,
+    shutdown: Shutdown,
+    journal: Option<Arc<Journal>>,
 ) -> Result<(), GatewayError> {
     let relay = resolve::relay(&cfg.server).await?;
     let facts = crate::fast_open::client_facts(
@@ -166,15 +206,17 @@ pub async fn run(
     };
     let (view_tx, view_rx) = tokio::sync::watch::channel(uplink::ManagerView::default());
     let registry = Arc::new(Registry::default());
-    let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone());
-    let manager = match start_manager(&cfg, &dialer, view_tx, stop_rx).await {
+    let tcp_mem = crate::status::kernel::KernelWatch::system();
+    let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone(), tcp_mem);
+    let manager = match start_manager(&cfg, &dialer, journal.clone(), view_tx, stop_rx).await {
         Ok(m) => m,
         Err(e) => {
             outer.abort();
             return Err(e);
         }
     };
-    let serving = serve(&cfg, listeners, dialer, status, early, facts, shutdown);
+    let tfo = TfoStart { early, facts };
+    let serving = serve(&cfg, listeners, dialer, status, tfo, journal, shutdown);
     // The manager only returns early when it cannot work at all (e.g. MPTCP limits refused):
     // then the gateway stops too, rather than run without its uplinks.
     let (result, manager) = match manager {
@@ -211,13 +253,14 @@ type ManagerTask = JoinHandle<Result<(), uplink::kernel::UplinkError>>;
 async fn start_manager(
     cfg: &GatewayConfig,
     dialer: &Arc<Dialer>,
+    journal: Option<Arc<Journal>>,
     view: tokio::sync::watch::Sender<uplink::ManagerView>,
     stop: Shutdown,
 ) -> Result<Option<ManagerTask>, GatewayError> {
-    if cfg.uplinks.is_empty() {
+    let Some(journal) = journal.filter(|_| !cfg.uplinks.is_empty()) else {
         info!("no uplinks configured: nothing is bonded, relay connections follow the main routing table");
         return Ok(None);
-    }
+    };
     let rtnl = braid_sys::netlink::Rtnl::connect()?;
     let pm = braid_sys::mptcp::pm::MptcpPm::connect()
         .await
@@ -225,8 +268,7 @@ async fn start_manager(
     Ok(Some(tokio::spawn(uplink::run(
         cfg.clone(),
         cfg.health.clone(),
-        rtnl,
-        pm,
+        uplink::KernelAccess { rtnl, pm, journal },
         dialer.clone(),
         view,
         stop,
@@ -264,18 +306,26 @@ impl Carrier {
     }
 }
 
+/// What start-up knows of TCP Fast Open: a decision already (`fast_open = "on"`/`"off"` or
+/// local facts that settle it), or the facts to probe the relay with.
+struct TfoStart {
+    early: Option<Decision>,
+    facts: braid_proto::tfo::Facts,
+}
+
 /// Serves until `shutdown`: the listeners, the HTTP status API and the TFO decision, with the
-/// capture table installed once the redirect listener is served. Returns after the listeners
-/// drained; on an error every task started here is aborted.
+/// capture table installed (noted in `journal` first) once the redirect listener is served.
+/// Returns after the listeners drained; on an error every task started here is aborted.
 async fn serve(
     cfg: &GatewayConfig,
     listeners: Listeners,
     dialer: Arc<Dialer>,
     status: Arc<GatewayStatus>,
-    early: Option<Decision>,
-    facts: braid_proto::tfo::Facts,
+    tfo: TfoStart,
+    journal: Option<Arc<Journal>>,
     mut shutdown: Shutdown,
 ) -> Result<(), GatewayError> {
+    let TfoStart { early, facts } = tfo;
     // Both sets abort their tasks when dropped, also on an early return.
     let mut background = JoinSet::new();
     let mut serving = JoinSet::new();
@@ -294,6 +344,7 @@ async fn serve(
         }
     }
     background.spawn(status.clone().sample_forever());
+    background.spawn(status.tcp_mem.clone().watch_forever());
     let carrier = Carrier {
         dialer: dialer.clone(),
         registry: status.registry.clone(),
@@ -308,6 +359,9 @@ async fn serve(
         cfg.redirect.port(),
     );
     if !cfg.lan.is_empty() {
+        if let Some(j) = &journal {
+            j.note_nft_table(&cfg.nft_table);
+        }
         braid_sys::nftables::CaptureRules {
             table: cfg.nft_table.clone(),
             lan: cfg.lan.clone(),

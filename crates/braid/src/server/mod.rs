@@ -191,6 +191,8 @@ impl Server {
 
     /// Accepts and serves until `shutdown` fires, then drains the connections.
     pub async fn run(self, shutdown: Shutdown) {
+        let tcp_mem = crate::status::kernel::KernelWatch::system();
+        let tcp_mem_watch = tokio::spawn(tcp_mem.clone().watch_forever());
         let mut status_http = None;
         if let Some(l) = self.status_http {
             let src: Arc<dyn crate::status::http::StatusSource> =
@@ -198,6 +200,7 @@ impl Server {
                     self.shared.registry.clone(),
                     self.tfo.enabled,
                     self.tfo.reason.clone(),
+                    tcp_mem,
                 );
             status_http = Some(tokio::spawn(crate::status::http::serve(
                 l,
@@ -210,6 +213,7 @@ impl Server {
             .run(shutdown)
             .await;
         refresher.abort();
+        tcp_mem_watch.abort();
         if let Some(h) = status_http {
             let _ = h.await;
         }

@@ -157,6 +157,7 @@ pub fn render_text(s: &Status) -> String {
             .map(|t| format!(", timeout {t} s"))
             .unwrap_or_default()
     );
+    o += &format!("TCP memory: {}: {}\n", s.tcp_mem.state, s.tcp_mem.reason);
     if let Some(r) = &s.relay {
         o += &format!(
             "relay: {} braid {} on Linux {}\n",

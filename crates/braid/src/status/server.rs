@@ -1,11 +1,12 @@
 //! The relay's status document: its live connections (MPTCP or fallback, subflows), its TFO
-//! listener decision and the kernel's blackhole counters.
+//! listener decision, the kernel's blackhole counters and its TCP memory.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 
+use super::kernel::KernelWatch;
 use super::model::{Blackhole, ConnectionStatus, Connections, Status, Tfo};
 use super::registry::Registry;
 use crate::status::http::StatusSource;
@@ -16,11 +17,17 @@ pub struct ServerStatus {
     pub registry: Arc<Registry>,
     tfo: Tfo,
     kernel: String,
+    tcp_mem: Arc<KernelWatch>,
 }
 
 impl ServerStatus {
-    /// A status source for the relay.
-    pub fn new(registry: Arc<Registry>, tfo_enabled: bool, tfo_reason: String) -> Arc<Self> {
+    /// A status source for the relay; `tcp_mem` is polled by the relay's own task.
+    pub fn new(
+        registry: Arc<Registry>,
+        tfo_enabled: bool,
+        tfo_reason: String,
+        tcp_mem: Arc<KernelWatch>,
+    ) -> Arc<Self> {
         Arc::new(ServerStatus {
             registry,
             tfo: Tfo {
@@ -28,6 +35,7 @@ impl ServerStatus {
                 reason: tfo_reason,
             },
             kernel: braid_sys::kernel::KernelRelease::running().release,
+            tcp_mem,
         })
     }
 }
@@ -65,6 +73,7 @@ impl StatusSource for ServerStatus {
                 count: bh.counters.blackhole,
                 timeout_secs: bh.timeout_secs,
             },
+            tcp_mem: self.tcp_mem.latest(),
             ..Default::default()
         }
     }
