@@ -63,6 +63,7 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
     let _ = stream.set_nodelay(true);
     let first = mptcp_state(&stream);
     let tfo = shared.tfo_listener && braid_sys::tfo::syn_data_acked(&stream).unwrap_or(false);
+    let _push = super::tfo_push::start(&stream, first);
     match first {
         MptcpState::Mptcp { .. } => shared.stats.mptcp.fetch_add(1, Ordering::Relaxed),
         MptcpState::Fallback => {
