@@ -157,6 +157,8 @@ struct Shared {
     own: own_addrs::OwnAddrs,
     stats: ServerStats,
     tfo_listener: bool,
+    /// The congestion control of accepted relay sockets.
+    congestion: braid_proto::congestion::Decision,
     registry: Arc<crate::status::registry::Registry>,
 }
 
@@ -168,12 +170,16 @@ impl Server {
         let policy = DestinationPolicy {
             allow: cfg.allow_destinations.clone(),
         };
+        let congestion =
+            crate::congestion::decide(&cfg.congestion, &braid_sys::sysctl::Procfs::default());
+        crate::congestion::log(&congestion);
         let shared = Shared {
             ctx: Arc::new(ctx),
             policy,
             own: own_addrs::OwnAddrs::new(),
             stats: ServerStats::default(),
             tfo_listener: listeners.relay_tfo.enabled,
+            congestion,
             registry: Arc::new(crate::status::registry::Registry::default()),
             cfg,
         };
@@ -199,6 +205,7 @@ impl Server {
                     self.shared.registry.clone(),
                     self.tfo.enabled,
                     self.tfo.reason.clone(),
+                    (&self.shared.congestion).into(),
                 );
             status_http = Some(tokio::spawn(crate::status::http::serve(
                 l,

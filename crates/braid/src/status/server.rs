@@ -1,12 +1,12 @@
 //! The relay's status document: its live connections (MPTCP or fallback, subflows), its TFO
-//! listener decision and the kernel's blackhole counters.
+//! listener decision, its congestion control and the kernel's blackhole counters.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 
-use super::model::{Blackhole, ConnectionStatus, Connections, Status, Tfo};
+use super::model::{Blackhole, Congestion, ConnectionStatus, Connections, Status, Tfo};
 use super::registry::Registry;
 use crate::status::http::StatusSource;
 
@@ -15,18 +15,25 @@ pub struct ServerStatus {
     /// Live relayed connections.
     pub registry: Arc<Registry>,
     tfo: Tfo,
+    congestion: Congestion,
     kernel: String,
 }
 
 impl ServerStatus {
     /// A status source for the relay.
-    pub fn new(registry: Arc<Registry>, tfo_enabled: bool, tfo_reason: String) -> Arc<Self> {
+    pub fn new(
+        registry: Arc<Registry>,
+        tfo_enabled: bool,
+        tfo_reason: String,
+        congestion: Congestion,
+    ) -> Arc<Self> {
         Arc::new(ServerStatus {
             registry,
             tfo: Tfo {
                 enabled: tfo_enabled,
                 reason: tfo_reason,
             },
+            congestion,
             kernel: braid_sys::kernel::KernelRelease::running().release,
         })
     }
@@ -60,6 +67,7 @@ impl StatusSource for ServerStatus {
             kernel: self.kernel.clone(),
             connections: conns,
             tfo: self.tfo.clone(),
+            congestion: self.congestion.clone(),
             blackhole: Blackhole {
                 active: false,
                 count: bh.counters.blackhole,
