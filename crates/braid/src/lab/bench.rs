@@ -29,7 +29,7 @@ fn rate(v: &serde_json::Value) -> f64 {
     v["mbit_per_s"].as_f64().unwrap_or(0.0)
 }
 
-fn get(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, HarnessError> {
+pub(super) fn get(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, HarnessError> {
     let s = secs.to_string();
     let t = Harness::traffic_target();
     let mut a = vec!["get", "--connect", &t, "--secs", &s];
@@ -37,7 +37,7 @@ fn get(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, Harnes
     h.traffic(role, &a).map(|v| rate(&v))
 }
 
-fn put(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, HarnessError> {
+pub(super) fn put(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, HarnessError> {
     let s = secs.to_string();
     let t = Harness::traffic_target();
     let mut a = vec!["put", "--connect", &t, "--secs", &s];
@@ -188,7 +188,7 @@ impl SsRust {
     }
 }
 
-fn pct(a: f64, b: f64) -> String {
+pub(super) fn pct(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.1} %", a / b * 100.0)
     } else {

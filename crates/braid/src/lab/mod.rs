@@ -5,6 +5,7 @@ pub mod browser;
 pub mod demo;
 pub mod failover;
 pub mod harness;
+pub mod lossy;
 pub mod traffic;
 
 use std::net::SocketAddr;
@@ -52,6 +53,8 @@ pub enum BenchCommand {
     Aggregation(bench::AggregationArgs),
     /// Failover, recovery and stalls per fault, braid beside kernel-only MPTCP; prints Markdown.
     Failover(failover::FailoverArgs),
+    /// Bonded goodput over lossy uplinks per congestion control; prints Markdown.
+    Lossy(lossy::LossyArgs),
 }
 
 /// Where a traffic client connects, and how.
@@ -171,6 +174,7 @@ fn bench_main(b: BenchCommand) -> ExitCode {
     let r = match b {
         BenchCommand::Aggregation(a) => bench::aggregation(&a, &exe),
         BenchCommand::Failover(a) => failover::failover(&a, &exe),
+        BenchCommand::Lossy(a) => lossy::lossy(&a, &exe),
     };
     match r {
         Ok(md) => {
