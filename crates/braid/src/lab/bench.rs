@@ -29,7 +29,7 @@ fn rate(v: &serde_json::Value) -> f64 {
     v["mbit_per_s"].as_f64().unwrap_or(0.0)
 }
 
-pub(super) fn get(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, HarnessError> {
+fn get(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, HarnessError> {
     let s = secs.to_string();
     let t = Harness::traffic_target();
     let mut a = vec!["get", "--connect", &t, "--secs", &s];
@@ -37,12 +37,22 @@ pub(super) fn get(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<
     h.traffic(role, &a).map(|v| rate(&v))
 }
 
-pub(super) fn put(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, HarnessError> {
+fn put(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, HarnessError> {
     let s = secs.to_string();
     let t = Harness::traffic_target();
     let mut a = vec!["put", "--connect", &t, "--secs", &s];
     a.extend_from_slice(extra);
     h.traffic(role, &a).map(|v| rate(&v))
+}
+
+/// A download then an upload from `role` for `secs` each: (down, up) in Mbit/s.
+pub(super) fn down_up(
+    h: &Harness,
+    role: Role,
+    extra: &[&str],
+    secs: u64,
+) -> Result<(f64, f64), HarnessError> {
+    Ok((get(h, role, extra, secs)?, put(h, role, extra, secs)?))
 }
 
 /// CPU seconds (user + system) used so far by these processes.

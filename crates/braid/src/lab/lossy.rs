@@ -16,7 +16,7 @@ use std::path::Path;
 
 use braid_lab::Role;
 
-use super::bench::{get, pct, put};
+use super::bench::{down_up, pct};
 use super::harness::{Harness, HarnessError};
 
 /// Options of `braid lab bench lossy`.
@@ -46,10 +46,18 @@ type Rates = (f64, f64);
 fn braid(h: &mut Harness, extra: &str, secs: u64) -> Result<Rates, HarnessError> {
     h.start_server(extra)?;
     h.start_gateway(&["wifi", "5g"], extra)?;
-    let r = (get(h, Role::Lan, &[], secs)?, put(h, Role::Lan, &[], secs)?);
+    let r = down_up(h, Role::Lan, &[], secs)?;
     h.stop_gateway()?;
     h.stop_server()?;
     Ok(r)
+}
+
+/// One table row; the ratio columns stay empty without a sum.
+fn row(name: &str, r: Rates, sum: Option<Rates>) -> String {
+    let (d, u) = sum.map_or((String::new(), String::new()), |s| {
+        (pct(r.0, s.0), pct(r.1, s.1))
+    });
+    format!("| {name} | {:.1} | {d} | {:.1} | {u} |\n", r.0, r.1)
 }
 
 /// Sets an MPTCP sysctl on both ends of the tunnel (inside the lab's namespaces).
@@ -112,14 +120,8 @@ pub fn lossy(args: &LossyArgs, exe: &Path) -> Result<String, HarnessError> {
     h.lab.kernel_mptcp_policy()?;
     let wifi_ip = h.lab.uplink_gw_addr("wifi").to_string();
     let g5_ip = h.lab.uplink_gw_addr("5g").to_string();
-    let wifi = (
-        get(&h, Role::Gw, &["--bind", &wifi_ip], secs)?,
-        put(&h, Role::Gw, &["--bind", &wifi_ip], secs)?,
-    );
-    let g5 = (
-        get(&h, Role::Gw, &["--bind", &g5_ip], secs)?,
-        put(&h, Role::Gw, &["--bind", &g5_ip], secs)?,
-    );
+    let wifi = down_up(&h, Role::Gw, &["--bind", &wifi_ip], secs)?;
+    let g5 = down_up(&h, Role::Gw, &["--bind", &g5_ip], secs)?;
     drop(h);
     let sum = (wifi.0 + g5.0, wifi.1 + g5.1);
 
@@ -134,34 +136,20 @@ pub fn lossy(args: &LossyArgs, exe: &Path) -> Result<String, HarnessError> {
         "Host default congestion control (inherited by the lab): {host_default}; net.mptcp.stale_loss_cnt default {stale_default}; schedulers available: {}.\n",
         if schedulers.is_empty() { "–" } else { &schedulers }
     );
-    let _ = writeln!(
-        md,
-        "| path | down Mbit/s | down / lossless sum | up Mbit/s | up / lossless sum |\n|---|---|---|---|---|"
+    md += "| path | down Mbit/s | down / lossless sum | up Mbit/s | up / lossless sum |\n|---|---|---|---|---|\n";
+    md += &row(
+        &format!("clean links, TCP over wifi alone ({host_default})"),
+        wifi,
+        None,
     );
-    let _ = writeln!(
-        md,
-        "| clean links, TCP over wifi alone ({host_default}) | {:.1} | | {:.1} | |",
-        wifi.0, wifi.1
+    md += &row(
+        &format!("clean links, TCP over 5g alone ({host_default})"),
+        g5,
+        None,
     );
-    let _ = writeln!(
-        md,
-        "| clean links, TCP over 5g alone ({host_default}) | {:.1} | | {:.1} | |",
-        g5.0, g5.1
-    );
-    let _ = writeln!(
-        md,
-        "| lossless single-uplink sum | {:.1} | 100 % | {:.1} | 100 % |",
-        sum.0, sum.1
-    );
+    md += &row("lossless single-uplink sum", sum, Some(sum));
     for (name, r) in &rows {
-        let _ = writeln!(
-            md,
-            "| {name} | {:.1} | {} | {:.1} | {} |",
-            r.0,
-            pct(r.0, sum.0),
-            r.1,
-            pct(r.1, sum.1)
-        );
+        md += &row(name, *r, Some(sum));
     }
     Ok(md)
 }
