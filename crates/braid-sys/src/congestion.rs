@@ -6,6 +6,10 @@
 //! - On an MPTCP socket that has no subflow yet (before `connect()`), setsockopt succeeds for any
 //!   name, even one the kernel does not have; the name is applied, or silently not, when the
 //!   first subflow is made. Only a plain TCP socket gives the kernel's real answer ([`probe`]).
+//!   (That later step, `sync_socket_options()`, also passes `cap_net_admin = true`, so an
+//!   unprivileged process gets an algorithm outside `tcp_allowed_congestion_control` on an MPTCP
+//!   socket that a TCP socket refuses with EPERM. braid goes by the TCP answer and does not rely
+//!   on that.)
 //! - Reading the option on an MPTCP socket returns the *first* subflow's algorithm. Tools see
 //!   each subflow's (`ss -ti` lists the algorithm per `tcp-ulp-mptcp` socket).
 //!
