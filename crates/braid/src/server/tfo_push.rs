@@ -38,10 +38,11 @@ impl Drop for Pusher {
     }
 }
 
-/// Starts the push task when `stream` is a live MPTCP connection whose first subflow is still in
-/// SYN_RECV (accepted with data in the SYN). Keep the result for as long as the connection lives.
-pub fn start(stream: &TcpStream, state: MptcpState) -> Option<Pusher> {
-    if !matches!(state, MptcpState::Mptcp { .. }) || disabled() {
+/// Starts the push task when `stream` is a live MPTCP connection whose SYN carried data
+/// (`syn_data`) and whose first subflow is still in SYN_RECV. Keep the result for as long as the
+/// connection lives.
+pub fn start(stream: &TcpStream, state: MptcpState, syn_data: bool) -> Option<Pusher> {
+    if !syn_data || !matches!(state, MptcpState::Mptcp { .. }) || disabled() {
         return None;
     }
     if !braid_sys::tfo::syn_recv(stream).unwrap_or(false) {
