@@ -4,6 +4,7 @@
 //!   braid (daemons, CLI) ──► braid-sys ──► kernel
 //!                              ├─ socket.rs       MPTCP/TCP sockets, SO_ORIGINAL_DST
 //!                              ├─ tfo.rs          TCP Fast Open probes and setsockopts
+//!                              ├─ congestion.rs   TCP_CONGESTION per socket, the kernel's lists
 //!                              ├─ mptcp/info.rs   MPTCP_INFO, TCP_IS_MPTCP
 //!                              ├─ mptcp/{pm,endpoint,limits}.rs   mptcp_pm generic netlink
 //!                              ├─ mptcp/blackhole.rs  the kernel's MPTCP blackhole counters
@@ -17,6 +18,7 @@
 //! Every `unsafe` block carries a `// SAFETY:` note. Errors keep the kernel's errno.
 
 pub mod address;
+pub mod congestion;
 pub mod kernel;
 pub mod kmsg;
 pub mod link;

@@ -20,6 +20,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod congestion;
 pub mod control;
 pub mod doctor;
 pub mod fast_open;

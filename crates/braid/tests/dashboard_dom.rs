@@ -158,6 +158,7 @@ fn canned_status() -> Status {
             enabled: true,
             reason: "TFO works on every uplink (probed at start).".into(),
         },
+        congestion: Default::default(),
         blackhole: Blackhole {
             active: false,
             count: 0,

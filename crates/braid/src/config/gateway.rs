@@ -55,6 +55,8 @@ pub struct GatewayConfig {
     pub key: SsKey,
     /// TCP Fast Open policy toward the relay.
     pub fast_open: FastOpen,
+    /// Congestion control of the relay sockets (`congestion`).
+    pub congestion: super::Congestion,
     /// Transparent listener for captured LAN TCP.
     pub redirect: SocketAddr,
     /// LAN interfaces whose forwarded TCP is captured.
@@ -135,6 +137,7 @@ struct Dto {
     key: Option<String>,
     #[serde(default)]
     fast_open: FastOpen,
+    congestion: Option<String>,
     #[serde(default = "default_redirect")]
     redirect: String,
     #[serde(default)]
@@ -440,6 +443,7 @@ impl GatewayConfig {
             method,
             key,
             fast_open: d.fast_open,
+            congestion: super::common::parse_congestion(d.congestion.as_deref())?,
             redirect,
             lan,
             socks: d

@@ -181,6 +181,7 @@ async fn run_recorded(
         addr: relay,
         source,
     })?;
+    crate::congestion::log(dialer.congestion());
     let mut early = tfo::decide(cfg.fast_open, &facts);
     if early.is_none() && cfg.fast_open == FastOpen::On {
         // "on" must fail at start-up when TFO cannot work, so its end-to-end check runs now.

@@ -8,6 +8,7 @@ mod connection;
 pub use connection::transport_of;
 mod control;
 mod own_addrs;
+mod tfo_push;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,6 +157,8 @@ struct Shared {
     own: own_addrs::OwnAddrs,
     stats: ServerStats,
     tfo_listener: bool,
+    /// The congestion control of accepted relay sockets.
+    congestion: braid_proto::congestion::Decision,
     registry: Arc<crate::status::registry::Registry>,
 }
 
@@ -167,12 +170,16 @@ impl Server {
         let policy = DestinationPolicy {
             allow: cfg.allow_destinations.clone(),
         };
+        let congestion =
+            crate::congestion::decide(&cfg.congestion, &braid_sys::sysctl::Procfs::default());
+        crate::congestion::log(&congestion);
         let shared = Shared {
             ctx: Arc::new(ctx),
             policy,
             own: own_addrs::OwnAddrs::new(),
             stats: ServerStats::default(),
             tfo_listener: listeners.relay_tfo.enabled,
+            congestion,
             registry: Arc::new(crate::status::registry::Registry::default()),
             cfg,
         };
@@ -201,6 +208,7 @@ impl Server {
                     self.tfo.enabled,
                     self.tfo.reason.clone(),
                     tcp_mem,
+                    (&self.shared.congestion).into(),
                 );
             status_http = Some(tokio::spawn(crate::status::http::serve(
                 l,

@@ -231,6 +231,7 @@ impl StatusSource for GatewayStatus {
                 enabled: self.dialer.tfo(),
                 reason: self.dialer.tfo_reason(),
             },
+            congestion: self.dialer.congestion().into(),
             blackhole: Blackhole {
                 active: view.blackhole_active,
                 count: view.blackhole_count,

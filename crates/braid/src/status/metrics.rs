@@ -21,6 +21,11 @@ struct KindLabel {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlgorithmLabel {
+    algorithm: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
 
 /// The metrics text for one status document.
@@ -36,6 +41,7 @@ pub fn render(s: &Status) -> String {
     let conns = Family::<KindLabel, Gauge>::default();
     let fallback_total = Counter::<u64>::default();
     let blackhole = Gauge::<i64>::default();
+    let congestion = Family::<AlgorithmLabel, Gauge>::default();
     for u in &s.uplinks {
         let l = UplinkLabel {
             uplink: u.name.clone(),
@@ -63,6 +69,13 @@ pub fn render(s: &Status) -> String {
         .set(s.connections.fallback as i64);
     fallback_total.inc_by(s.connections.fallback_total);
     blackhole.set(i64::from(s.blackhole.active));
+    if !s.congestion.algorithm.is_empty() {
+        congestion
+            .get_or_create(&AlgorithmLabel {
+                algorithm: s.congestion.algorithm.clone(),
+            })
+            .set(1);
+    }
     reg.register(
         "braid_uplink_up",
         "1 while the uplink carries traffic (Up or Suspect)",
@@ -114,6 +127,11 @@ pub fn render(s: &Status) -> String {
         blackhole,
     );
     register_tcp_mem(&mut reg, &s.tcp_mem);
+    reg.register(
+        "braid_congestion_control",
+        "1, labelled with the congestion control of the relay sockets",
+        congestion,
+    );
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
     out
@@ -233,6 +251,10 @@ mod tests {
                 subflows: 2,
                 ..Default::default()
             }],
+            congestion: crate::status::model::Congestion {
+                algorithm: "bbr".into(),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let t = render(&s);
@@ -248,6 +270,7 @@ mod tests {
             "braid_connections{kind=\"fallback\"} 0",
             "braid_mptcp_fallback_total 0",
             "braid_mptcp_blackhole_active 0",
+            "braid_congestion_control{algorithm=\"bbr\"} 1",
         ] {
             assert!(t.contains(m), "missing {m}:\n{t}");
         }

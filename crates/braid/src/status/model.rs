@@ -2,8 +2,8 @@
 //!
 //! Field names are a contract (automated checks read them): `uplinks[].name|state|address|rtt_ms|
 //! loss|rx_bps|tx_bps|rx_bytes|tx_bytes|subflows|backup`, `connections.mptcp|fallback`,
-//! `tfo.enabled|reason`, `blackhole.active`, `tcp_mem.state|pages|max_pages|runaway`. More fields
-//! may be added, never renamed.
+//! `tfo.enabled|reason`, `congestion.algorithm|reason`, `blackhole.active`,
+//! `tcp_mem.state|pages|max_pages|runaway`. More fields may be added, never renamed.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +45,9 @@ pub struct Status {
     pub connections: Connections,
     /// The TCP Fast Open decision.
     pub tfo: Tfo,
+    /// The congestion control of the relay sockets.
+    #[serde(default)]
+    pub congestion: Congestion,
     /// The kernel's MPTCP blackhole state.
     pub blackhole: Blackhole,
     /// The relay, as it answered the gateway's control request (gateway only).
@@ -187,6 +190,27 @@ pub struct Tfo {
     pub enabled: bool,
     /// One sentence: why.
     pub reason: String,
+}
+
+/// The congestion control of the relay sockets (`congestion` in the config).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Congestion {
+    /// The algorithm in use, e.g. `bbr`.
+    pub algorithm: String,
+    /// The configured one could not be used (the reason says why and how to fix it).
+    pub fell_back: bool,
+    /// One sentence: why this one.
+    pub reason: String,
+}
+
+impl From<&braid_proto::congestion::Decision> for Congestion {
+    fn from(d: &braid_proto::congestion::Decision) -> Self {
+        Congestion {
+            algorithm: d.algorithm.clone(),
+            fell_back: d.fell_back,
+            reason: d.reason.clone(),
+        }
+    }
 }
 
 /// The kernel's MPTCP blackhole state.

@@ -1,5 +1,5 @@
 //! The relay's status document: its live connections (MPTCP or fallback, subflows), its TFO
-//! listener decision, the kernel's blackhole counters and its TCP memory.
+//! listener decision, its congestion control, the kernel's blackhole counters and its TCP memory.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 
 use super::kernel::KernelWatch;
-use super::model::{Blackhole, ConnectionStatus, Connections, Status, Tfo};
+use super::model::{Blackhole, Congestion, ConnectionStatus, Connections, Status, Tfo};
 use super::registry::Registry;
 use crate::status::http::StatusSource;
 
@@ -16,6 +16,7 @@ pub struct ServerStatus {
     /// Live relayed connections.
     pub registry: Arc<Registry>,
     tfo: Tfo,
+    congestion: Congestion,
     kernel: String,
     tcp_mem: Arc<KernelWatch>,
 }
@@ -27,6 +28,7 @@ impl ServerStatus {
         tfo_enabled: bool,
         tfo_reason: String,
         tcp_mem: Arc<KernelWatch>,
+        congestion: Congestion,
     ) -> Arc<Self> {
         Arc::new(ServerStatus {
             registry,
@@ -34,6 +36,7 @@ impl ServerStatus {
                 enabled: tfo_enabled,
                 reason: tfo_reason,
             },
+            congestion,
             kernel: braid_sys::kernel::KernelRelease::running().release,
             tcp_mem,
         })
@@ -68,6 +71,7 @@ impl StatusSource for ServerStatus {
             kernel: self.kernel.clone(),
             connections: conns,
             tfo: self.tfo.clone(),
+            congestion: self.congestion.clone(),
             blackhole: Blackhole {
                 active: false,
                 count: bh.counters.blackhole,
