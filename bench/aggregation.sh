@@ -12,11 +12,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup
 cargo build --release -q -p braid --features lab
+source bench/lib/tcp-mem.sh
+tcp_mem_guard
+tcp_mem_mark "aggregation"
 args=("$@")
 if [[ " ${args[*]-} " != *" --ssrust "* && -x /opt/ssrust/bin/ssserver && -x /opt/ssrust/bin/sslocal ]]; then
   args+=(--ssrust /opt/ssrust/bin)
 fi
 out=$(./target/release/braid lab bench aggregation "${args[@]}")
+out+=$'\n\n'$(tcp_mem_report)
 echo "$out"
 {
   echo

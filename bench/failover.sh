@@ -9,7 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup
 cargo build --release -q -p braid --features lab
+source bench/lib/tcp-mem.sh
+tcp_mem_guard
+tcp_mem_mark "failover"
 out=$(./target/release/braid lab bench failover "$@")
+out+=$'\n\n'$(tcp_mem_report)
 echo "$out"
 {
   echo

@@ -168,12 +168,15 @@ impl Harness {
         uplinks: &[(&str, bool)],
         extra: &str,
     ) -> Result<(), HarnessError> {
+        // Each lab keeps its gateway's state record in its own folder: /run is shared by every
+        // namespace, and gateways of parallel tests must not find each other's record.
         let mut cfg = format!(
-            "server = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nredirect = \"0.0.0.0:1100\"\nlan = [\"{}\"]\nsocks = \"{}:{SOCKS_PORT}\"\n{extra}\n",
+            "server = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nredirect = \"0.0.0.0:1100\"\nlan = [\"{}\"]\nsocks = \"{}:{SOCKS_PORT}\"\nstate_dir = \"{}\"\n{extra}\n",
             Lab::VPS_PUBLIC,
             self.key,
             Lab::GW_LAN_IFACE,
-            Lab::GW_LAN
+            Lab::GW_LAN,
+            self.state_dir().display()
         );
         for (u, backup) in uplinks {
             cfg += &format!(
@@ -244,6 +247,22 @@ impl Harness {
     /// A log file's whole text ("server.log", "gateway.log"), e.g. for an assertion message.
     pub fn log(&self, file: &str) -> String {
         fs::read_to_string(self.dir.join(file)).unwrap_or_default()
+    }
+
+    /// Where the gateway keeps its state record (`state_dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// Kills the gateway with SIGKILL, so it removes nothing, and reaps it.
+    pub fn kill_gateway(&mut self) -> Result<Option<ExitStatus>, HarnessError> {
+        Ok(match self.gateway.take() {
+            Some(mut c) => {
+                let _ = c.kill();
+                Some(c.wait().map_err(io_err("waiting for the killed gateway"))?)
+            }
+            None => None,
+        })
     }
 
     /// Process ids of the running server and gateway (for CPU accounting).

@@ -11,6 +11,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod congestion;
 pub mod control;
 pub mod destination;
 pub mod health;

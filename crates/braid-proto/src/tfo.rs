@@ -1,9 +1,12 @@
 //! The TCP Fast Open decision, from evidence.
 //!
-//! A setsockopt that succeeds proves nothing: on Linux 6.18 the reply to a TFO request over
-//! MPTCP can stall for seconds. So the gateway gathers facts (the sysctl, the setsockopt result,
-//! timed request/replies through the relay with and without TFO) and this module turns them into
-//! one decision with one sentence of reason. The caller logs that sentence once.
+//! A setsockopt that succeeds proves nothing: on Linux 6.2 to 6.18 an MPTCP server holds back a
+//! reply written before the third ACK of a TFO handshake until the client sends again, which for
+//! a request/reply means forever (docs/TFO-MPTCP.md). braid's relay pushes such replies itself;
+//! other servers, and older braid relays, stall. So the gateway gathers facts (the sysctl, the
+//! setsockopt result, timed request/replies through the relay with and without TFO) and this
+//! module turns them into one decision with one sentence of reason. The caller logs that
+//! sentence once.
 
 use std::time::Duration;
 
@@ -76,7 +79,22 @@ pub struct Facts {
     pub baseline: Option<Exchange>,
     /// Request/replies with TFO, in order (the first one fetches the cookie).
     pub tfo: Vec<Exchange>,
+    /// The relay's `uname -r`, when it answered braid's control request.
+    pub relay_kernel: Option<String>,
 }
+
+impl Facts {
+    /// "the relay (Linux 6.18.44)", or "the relay" when its kernel is not known.
+    fn relay(&self) -> String {
+        match &self.relay_kernel {
+            Some(k) => format!("the relay (Linux {k})"),
+            None => "the relay".into(),
+        }
+    }
+}
+
+/// Why a TFO reply over MPTCP comes late, and the fix: appended to the stall and timeout reasons.
+const HELD_BACK: &str = "an MPTCP server on Linux 6.2 to 6.18 holds back a reply written before the third ACK of a TFO handshake unless it pushes it, as this braid version's relay does (docs/TFO-MPTCP.md); fix: run this braid version on the relay, or set fast_open = \"off\"";
 
 /// The outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,12 +165,12 @@ pub fn decide(policy: Policy, f: &Facts) -> Option<Decision> {
             Exchange::Replied { elapsed, .. } if *elapsed <= limit => {}
             Exchange::Replied { elapsed, .. } => {
                 return off(format!(
-                    "a TFO request/reply over {} took {} ms against {} ms without TFO (try {} of {}): TFO over {} stalls on Linux {}",
-                    f.transport, elapsed.as_millis(), base.as_millis(), i + 1, f.tfo.len(), f.transport, f.kernel
+                    "a TFO request/reply over {} took {} ms against {} ms without TFO (try {} of {}): {} stalls replies to TFO requests; {}",
+                    f.transport, elapsed.as_millis(), base.as_millis(), i + 1, f.tfo.len(), f.relay(), held_back(f)
                 ))
             }
             Exchange::TimedOut => {
-                return off(format!("a TFO request over {} got no reply in time (try {} of {}) on Linux {}, while the same request without TFO took {} ms", f.transport, i + 1, f.tfo.len(), f.kernel, base.as_millis()))
+                return off(format!("a TFO request over {} got no reply in time (try {} of {}) from {}, while the same request without TFO took {} ms; {}", f.transport, i + 1, f.tfo.len(), f.relay(), base.as_millis(), held_back(f)))
             }
             Exchange::Failed => return off(format!("a TFO connection to the relay failed (try {} of {}) on Linux {}", i + 1, f.tfo.len(), f.kernel)),
         }
@@ -178,6 +196,15 @@ pub fn decide(policy: Policy, f: &Facts) -> Option<Decision> {
         ),
         fatal: false,
     })
+}
+
+/// The kernel's reason for a late TFO reply where it applies (MPTCP), else a plain fix.
+fn held_back(f: &Facts) -> &'static str {
+    if f.transport == "MPTCP" {
+        HELD_BACK
+    } else {
+        "fix: set fast_open = \"off\""
+    }
 }
 
 /// Everything the relay's listener decision is based on.
@@ -306,6 +333,26 @@ mod tests {
             "{}",
             d.reason
         );
+    }
+
+    #[test]
+    fn stall_over_mptcp_names_the_relay_kernel_and_the_fix() {
+        let f = Facts {
+            baseline: Some(ok(20, false)),
+            tfo: vec![ok(22, false), Exchange::TimedOut],
+            relay_kernel: Some("6.18.44".into()),
+            ..facts()
+        };
+        let d = decide(Policy::Auto, &f).unwrap();
+        assert!(
+            !d.enabled
+                && d.reason.contains("the relay (Linux 6.18.44)")
+                && d.reason.contains("third ACK")
+                && d.reason.contains("fix:"),
+            "{}",
+            d.reason
+        );
+        assert!(decide(Policy::On, &f).unwrap().fatal);
     }
 
     #[test]

@@ -4,18 +4,23 @@
 //!   braid (daemons, CLI) ──► braid-sys ──► kernel
 //!                              ├─ socket.rs       MPTCP/TCP sockets, SO_ORIGINAL_DST
 //!                              ├─ tfo.rs          TCP Fast Open probes and setsockopts
+//!                              ├─ congestion.rs   TCP_CONGESTION per socket, the kernel's lists
 //!                              ├─ mptcp/info.rs   MPTCP_INFO, TCP_IS_MPTCP
 //!                              ├─ mptcp/{pm,endpoint,limits}.rs   mptcp_pm generic netlink
 //!                              ├─ mptcp/blackhole.rs  the kernel's MPTCP blackhole counters
 //!                              ├─ monitor.rs      rtnetlink events (links, addresses, routes)
 //!                              ├─ link, address, route, rule      rtnetlink
 //!                              ├─ nftables.rs     braid's own nftables table
+//!                              ├─ tcp_mem.rs      TCP memory counter, limits, runaway test
+//!                              ├─ kmsg.rs         the kernel log: the MPTCP accounting fault
 //!                              └─ sysctl.rs, kernel.rs            procfs readers
 //! ```
 //! Every `unsafe` block carries a `// SAFETY:` note. Errors keep the kernel's errno.
 
 pub mod address;
+pub mod congestion;
 pub mod kernel;
+pub mod kmsg;
 pub mod link;
 pub mod monitor;
 pub mod mptcp;
@@ -26,4 +31,5 @@ pub mod rule;
 pub mod socket;
 mod sockopt;
 pub mod sysctl;
+pub mod tcp_mem;
 pub mod tfo;

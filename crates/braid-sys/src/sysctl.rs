@@ -102,12 +102,17 @@ impl Procfs {
         })
     }
 
+    /// A procfs file below the root, e.g. `net/sockstat`.
+    pub fn file(&self, rel: &str) -> io::Result<String> {
+        std::fs::read_to_string(self.root.join(rel))
+    }
+
     /// A counter from `/proc/net/netstat` or `/proc/net/snmp` (`nstat` names, e.g.
     /// `MPTcpExtBlackhole`, `TcpExtTCPFastOpenActive`). Missing counters read as `None`.
     pub fn net_counter(&self, name: &str) -> Option<u64> {
         ["net/netstat", "net/snmp"]
             .iter()
-            .filter_map(|f| std::fs::read_to_string(self.root.join(f)).ok())
+            .filter_map(|f| self.file(f).ok())
             .find_map(|text| find_counter(&text, name))
     }
 }

@@ -69,6 +69,9 @@ pub enum Command {
         /// Pretend the running kernel is this release (with --proc-root, for tests).
         #[arg(long, hide = true)]
         kernel_release: Option<String>,
+        /// Read the kernel log from here instead of /dev/kmsg.
+        #[arg(long, default_value = "/dev/kmsg", hide = true)]
+        kmsg: PathBuf,
         /// sshd's configuration, to learn its port (server side).
         #[arg(long, default_value = "/etc/ssh/sshd_config", hide = true)]
         sshd_config: PathBuf,
@@ -191,6 +194,7 @@ pub fn run(cli: Cli) -> ExitCode {
             boot_root,
             run_root,
             kernel_release,
+            kmsg,
             sshd_config,
         } => block_on(
             crate::doctor::main(crate::doctor::Options {
@@ -202,6 +206,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     boot: boot_root,
                     run: run_root,
                     release: kernel_release,
+                    kmsg,
                 },
             }),
             // Doctor's contract: 2 when it could not run at all.
@@ -272,10 +277,12 @@ async fn server(cfg: ServerConfig, path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `braid gateway`: bind, then bond and carry until SIGINT/SIGTERM; SIGHUP reloads.
+/// `braid gateway`: undo what a killed run left in the kernel, bind, then bond and carry until
+/// SIGINT/SIGTERM; SIGHUP reloads.
 async fn gateway(cfg: GatewayConfig, path: PathBuf) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals()?;
     let signal = hangup()?;
+    crate::gateway::recover(&cfg).await?;
     let listeners = crate::gateway::Listeners::bind(&cfg).await?;
     crate::systemd::spawn_watchdog();
     let reload = crate::gateway::reload::Reload { path, signal };

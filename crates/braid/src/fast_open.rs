@@ -42,6 +42,7 @@ pub fn client_facts(relay: SocketAddr, mptcp: bool, procfs: &Procfs, kernel: &st
         setsockopt,
         baseline: None,
         tfo: Vec::new(),
+        relay_kernel: None,
     }
 }
 

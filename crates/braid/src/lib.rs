@@ -10,6 +10,7 @@
 //!   [`control`]: the in-tunnel control channel as a framed connection.
 //! - [`status`]: the status document and the HTTP status API ([`status::http`]).
 //! - [`firewall`]: the host firewall read, judged and planned (doctor's checks, setup's rules).
+//! - [`state`]: the on-disk record of braid's kernel changes, undone at the next start after a crash.
 //! - [`cli`]: the command line; `main.rs` only parses it and calls in here.
 //!
 //! Wire formats and decisions live in `braid-proto`, kernel access in `braid-sys`. The lab (`braid
@@ -19,6 +20,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod congestion;
 pub mod control;
 pub mod doctor;
 pub mod fast_open;
@@ -32,5 +34,6 @@ pub mod server;
 pub mod setup;
 pub mod shutdown;
 pub mod speedtest;
+pub mod state;
 pub mod status;
 pub mod systemd;

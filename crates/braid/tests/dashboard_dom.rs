@@ -158,6 +158,7 @@ fn canned_status() -> Status {
             enabled: true,
             reason: "TFO works on every uplink (probed at start).".into(),
         },
+        congestion: Default::default(),
         blackhole: Blackhole {
             active: false,
             count: 0,
@@ -168,6 +169,7 @@ fn canned_status() -> Status {
             version: "0.1.0".into(),
             kernel: "6.12.0-test".into(),
         }),
+        tcp_mem: Default::default(),
     }
 }
 

@@ -45,6 +45,16 @@ fn put(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, Harnes
     h.traffic(role, &a).map(|v| rate(&v))
 }
 
+/// A download then an upload from `role` for `secs` each: (down, up) in Mbit/s.
+pub(super) fn down_up(
+    h: &Harness,
+    role: Role,
+    extra: &[&str],
+    secs: u64,
+) -> Result<(f64, f64), HarnessError> {
+    Ok((get(h, role, extra, secs)?, put(h, role, extra, secs)?))
+}
+
 /// CPU seconds (user + system) used so far by these processes.
 fn cpu_secs(pids: &[u32]) -> f64 {
     let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
@@ -193,7 +203,7 @@ impl SsRust {
     }
 }
 
-fn pct(a: f64, b: f64) -> String {
+pub(super) fn pct(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.1} %", a / b * 100.0)
     } else {

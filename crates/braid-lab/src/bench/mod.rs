@@ -7,3 +7,4 @@
 
 pub mod aggregation;
 pub mod failover;
+pub mod lossy;

@@ -1,4 +1,4 @@
-//! Keys shared by server and gateway: method, key, fast_open.
+//! Keys shared by server and gateway: method, key, fast_open, congestion.
 
 use base64::Engine;
 use shadowsocks::crypto::CipherKind;
@@ -137,6 +137,25 @@ impl SsKey {
 /// `fast_open`: the TCP Fast Open policy, as `braid_proto::tfo` decides with it.
 pub use braid_proto::tfo::Policy as FastOpen;
 
+/// `congestion`: the relay sockets' congestion control, as `braid_proto::congestion` decides
+/// with it.
+pub use braid_proto::congestion::Choice as Congestion;
+
+/// Parses `congestion`; absent means braid's default, BBR.
+pub fn parse_congestion(s: Option<&str>) -> Result<Congestion, Invalid> {
+    let Some(s) = s else {
+        return Ok(Congestion::default());
+    };
+    Congestion::parse(s).map_err(|problem| {
+        Invalid::new(
+            "congestion",
+            format!("{s:?}"),
+            problem,
+            "use \"bbr\" (the default), another name from net.ipv4.tcp_available_congestion_control, or \"default\" for the host's default",
+        )
+    })
+}
+
 /// Parses `host:port` / `ip:port` for key `key`.
 pub fn parse_socket_addr(key: &str, s: &str) -> Result<std::net::SocketAddr, Invalid> {
     s.parse().map_err(|_| {
@@ -183,6 +202,20 @@ mod tests {
             .unwrap_err()
             .problem
             .contains("base64"));
+    }
+
+    #[test]
+    fn congestion_defaults_to_bbr_and_names_a_bad_value() {
+        assert_eq!(
+            parse_congestion(None).unwrap(),
+            Congestion::Named("bbr".into())
+        );
+        assert_eq!(
+            parse_congestion(Some("default")).unwrap(),
+            Congestion::HostDefault
+        );
+        let e = parse_congestion(Some("BBR!")).unwrap_err();
+        assert!(e.fix.contains("tcp_available_congestion_control"), "{e:?}");
     }
 
     #[test]

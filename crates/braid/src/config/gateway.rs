@@ -1,7 +1,7 @@
 //! `gateway.toml`: the router that bonds the uplinks.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use braid_sys::link::IfName;
@@ -55,6 +55,8 @@ pub struct GatewayConfig {
     pub key: SsKey,
     /// TCP Fast Open policy toward the relay.
     pub fast_open: FastOpen,
+    /// Congestion control of the relay sockets (`congestion`).
+    pub congestion: super::Congestion,
     /// Transparent listener for captured LAN TCP.
     pub redirect: SocketAddr,
     /// LAN interfaces whose forwarded TCP is captured.
@@ -78,6 +80,9 @@ pub struct GatewayConfig {
     pub mptcp_blackhole_timeout: Option<u32>,
     /// The HTTP status API (status, metrics, dashboard); `None` when `control = "off"`.
     pub control: Option<SocketAddr>,
+    /// Where the record of braid's kernel changes is kept (`gateway-<nft_table>.json`), so the
+    /// next start can undo them after a crash.
+    pub state_dir: PathBuf,
 }
 
 /// `[health]`: probe thresholds; every key optional (defaults in braid_proto::health).
@@ -132,6 +137,7 @@ struct Dto {
     key: Option<String>,
     #[serde(default)]
     fast_open: FastOpen,
+    congestion: Option<String>,
     #[serde(default = "default_redirect")]
     redirect: String,
     #[serde(default)]
@@ -152,6 +158,8 @@ struct Dto {
     mptcp_blackhole_timeout_secs: Option<u32>,
     #[serde(default = "default_control")]
     control: String,
+    #[serde(default = "default_state_dir")]
+    state_dir: String,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +174,9 @@ struct UplinkDto {
 
 fn default_control() -> String {
     super::common::DEFAULT_CONTROL.into()
+}
+fn default_state_dir() -> String {
+    crate::state::DEFAULT_DIR.into()
 }
 fn yes() -> bool {
     true
@@ -377,6 +388,19 @@ fn parse_uplinks(list: &[UplinkDto]) -> Result<Vec<Uplink>, Invalid> {
     Ok(out)
 }
 
+fn parse_state_dir(s: &str) -> Result<PathBuf, Invalid> {
+    let p = PathBuf::from(s);
+    if !p.is_absolute() {
+        return Err(Invalid::new(
+            "state_dir",
+            format!("{s:?}"),
+            "must be an absolute path",
+            "use the default \"/run/braid\" or another absolute directory",
+        ));
+    }
+    Ok(p)
+}
+
 impl GatewayConfig {
     /// Reads and checks a gateway config file.
     pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
@@ -419,6 +443,7 @@ impl GatewayConfig {
             method,
             key,
             fast_open: d.fast_open,
+            congestion: super::common::parse_congestion(d.congestion.as_deref())?,
             redirect,
             lan,
             socks: d
@@ -434,6 +459,7 @@ impl GatewayConfig {
             health: parse_health(&d.health)?,
             mptcp_blackhole_timeout: d.mptcp_blackhole_timeout_secs,
             control: super::common::parse_control(&d.control)?,
+            state_dir: parse_state_dir(&d.state_dir)?,
         })
     }
 }
@@ -559,6 +585,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("intervall_ms"), "{e}");
+    }
+
+    #[test]
+    fn state_dir_defaults_to_run_braid_and_must_be_absolute() {
+        assert_eq!(
+            load(&base()).unwrap().state_dir,
+            PathBuf::from("/run/braid")
+        );
+        let c = load(&format!("state_dir = \"/tmp/b\"\n{}", base())).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/b"));
+        let e = load(&format!("state_dir = \"run/braid\"\n{}", base()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`state_dir`") && e.contains("absolute"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod common;
 pub mod gateway;
 pub mod server;
 
-pub use common::{FastOpen, Method, SsKey};
+pub use common::{Congestion, FastOpen, Method, SsKey};
 
 /// The default control address, used by `braid status` without arguments.
 pub fn common_default_control() -> Option<std::net::SocketAddr> {

@@ -21,6 +21,8 @@ pub struct ServerConfig {
     pub key: SsKey,
     /// TCP Fast Open policy for the listener.
     pub fast_open: FastOpen,
+    /// Congestion control of the relay sockets (`congestion`).
+    pub congestion: super::Congestion,
     /// Ask for an MPTCP listener (plain TCP when false).
     pub mptcp: bool,
     /// Destinations allowed even though they are loopback, link-local, private or the server's own.
@@ -43,6 +45,7 @@ struct Dto {
     key: String,
     #[serde(default)]
     fast_open: FastOpen,
+    congestion: Option<String>,
     #[serde(default = "yes")]
     mptcp: bool,
     #[serde(default)]
@@ -125,6 +128,7 @@ impl ServerConfig {
             key: SsKey::parse("key", &d.key, method)?,
             method,
             fast_open: d.fast_open,
+            congestion: super::common::parse_congestion(d.congestion.as_deref())?,
             mptcp: d.mptcp,
             allow_destinations: cidrs("allow_destinations", &d.allow_destinations)?,
             handshake_timeout: timeout("handshake_timeout_secs", d.handshake_timeout_secs)?,

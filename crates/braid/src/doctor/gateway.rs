@@ -1,5 +1,6 @@
 //! Gateway-side checks: kernel, applied state per uplink, reachability per uplink, the relay's
-//! answer, MPTCP end to end (and who broke it), joins per uplink, the blackhole state, TFO.
+//! answer, MPTCP end to end (and who broke it), joins per uplink, the blackhole state, TFO,
+//! congestion control.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
     r.checks.push(mptcp);
     r.checks.push(kernel::reboot_pending(roots));
     r.checks.push(kernel::mptcp_enabled(roots));
+    r.checks.push(kernel::tcp_mem(roots));
     let relay = match resolve::relay(&cfg.server).await {
         Ok(a) => a,
         Err(e) => {
@@ -168,6 +170,8 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
     r.checks.push(blackhole);
     r.checks
         .push(tfo_check(cfg, relay, any_reach && report.is_some(), roots).await);
+    r.checks
+        .push(super::congestion::check(&cfg.congestion, roots));
     r
 }
 

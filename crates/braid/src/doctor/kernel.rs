@@ -1,16 +1,19 @@
 //! Kernel checks of `braid doctor`: is upstream MPTCP (v1) there and switched on, is a newer
-//! kernel waiting for a reboot, does strict reverse-path filtering drop joins, and has the
-//! kernel's blackhole detection turned MPTCP off.
+//! kernel waiting for a reboot, does strict reverse-path filtering drop joins, has the kernel's
+//! blackhole detection turned MPTCP off, and is the kernel's TCP memory accounting exhausted or
+//! running away.
 //!
-//! Everything reads from [`KernelRoots`], so tests run against fake `/proc`, `/boot` and `/run`
-//! trees.
+//! Everything reads from [`KernelRoots`], so tests run against fake `/proc`, `/boot`, `/run`
+//! trees and a fake kernel log.
 
 use std::path::{Path, PathBuf};
 
 use braid_sys::kernel::KernelRelease;
+use braid_sys::kmsg::{self, FaultSummary};
 use braid_sys::link::IfName;
 use braid_sys::mptcp::blackhole;
 use braid_sys::sysctl::{Procfs, SysctlError};
+use braid_sys::tcp_mem::{self, TcpMemLevel, TcpMemReading};
 
 use super::check::Check;
 
@@ -25,6 +28,8 @@ pub struct KernelRoots {
     pub run: PathBuf,
     /// Overrides `uname -r` (tests).
     pub release: Option<String>,
+    /// The kernel log (`/dev/kmsg`), read only.
+    pub kmsg: PathBuf,
 }
 
 impl Default for KernelRoots {
@@ -34,6 +39,7 @@ impl Default for KernelRoots {
             boot: PathBuf::from("/boot"),
             run: PathBuf::from("/run"),
             release: None,
+            kmsg: PathBuf::from("/dev/kmsg"),
         }
     }
 }
@@ -324,6 +330,112 @@ pub fn blackhole(r: &KernelRoots) -> Check {
     }
 }
 
+/// `kernel.tcp_mem`: the kernel's TCP memory counter against `net.ipv4.tcp_mem` and against what
+/// the open sockets could hold, with the MPTCP accounting fault's warnings from the kernel log.
+/// Past the maximum every new TCP connection on the host fails, and nothing else says why.
+pub fn tcp_mem(r: &KernelRoots) -> Check {
+    const ID: &str = "kernel.tcp_mem";
+    let reading = tcp_mem::read(&r.procfs());
+    let log = kmsg::scan(&r.kmsg);
+    let Some(pages) = reading.pages else {
+        return Check::skip(
+            ID,
+            format!(
+                "cannot read {}, so the kernel's TCP memory is unknown",
+                r.proc.join("net/sockstat").display()
+            ),
+        );
+    };
+    let release = r.running();
+    let max = match reading.limits {
+        Some(l) => format!("tcp_mem's maximum of {} pages", l.max),
+        None => "tcp_mem's maximum (not visible in this network namespace)".to_string(),
+    };
+    let warnings = log.as_ref().map_or(0, |l| l.mptcp_warnings);
+    let c = match (reading.runaway(), reading.level()) {
+        (true, level) => runaway(&reading, &release, &max, level == TcpMemLevel::Exhausted, warnings),
+        (false, TcpMemLevel::Exhausted) => Check::fail(
+            ID,
+            format!("TCP memory is exhausted: {pages} pages, past {max}; every new TCP connection on this host fails"),
+            format!("The open TCP sockets ({} of them, able to hold up to {} pages) really hold that much buffer memory, so the kernel refuses memory to every TCP socket (\"TCP: out of memory -- consider tuning tcp_mem\").", reading.sockets.unwrap_or(0), reading.socket_bound_pages().unwrap_or(0)),
+            "Find the sockets holding the memory (`ss -tm`), lower the maxima of net.ipv4.tcp_rmem and net.ipv4.tcp_wmem, or raise net.ipv4.tcp_mem if the machine has the RAM.",
+        ),
+        (false, TcpMemLevel::Pressure) => Check::warn(
+            ID,
+            format!("TCP memory is under pressure: {pages} pages, near {max}"),
+            "Past tcp_mem's pressure threshold the kernel shrinks every socket's buffers, so throughput drops; past the maximum new TCP connections fail.",
+            "Find the sockets holding the memory (`ss -tm`); raise net.ipv4.tcp_mem if the machine has the RAM.",
+        ),
+        (false, _) if warnings > 0 => Check::warn(
+            ID,
+            format!("the kernel logged its MPTCP accounting warning {warnings} time(s) since boot; TCP memory is still fine ({pages} pages, {max})"),
+            format!("Linux {release} logged `WARNING … inet_sock_destruct` from `__mptcp_close_ssk`: an MPTCP subflow was freed with negative forward-allocated memory. In braid's lab this preceded a runaway of the TCP memory counter that ended with every new TCP connection on the host failing."),
+            format!("Watch this check (or braid_kernel_tcp_mem_runaway in /metrics); {}.", crate::status::kernel::RUNAWAY_FIX),
+        ),
+        (false, _) => Check::ok(ID, format!("TCP memory is fine: {pages} pages, {max}")),
+    };
+    tcp_mem_evidence(c, &reading, log.as_ref(), &release)
+}
+
+/// The runaway: the counter is above what every open socket could hold.
+fn runaway(r: &TcpMemReading, release: &str, max: &str, exhausted: bool, warnings: u64) -> Check {
+    const ID: &str = "kernel.tcp_mem";
+    let pages = r.pages.unwrap_or(0);
+    let summary = format!(
+        "the kernel's TCP memory counter ran away: {pages} pages, but the {} open TCP sockets can hold at most {} pages{}",
+        r.sockets.unwrap_or(0),
+        r.socket_bound_pages().unwrap_or(0),
+        if exhausted {
+            format!("; it is past {max}, so every new TCP connection on this host fails")
+        } else {
+            format!("; once it passes {max}, every new TCP connection on this host fails")
+        }
+    );
+    let seen = if warnings > 0 {
+        format!(" The kernel log has that warning {warnings} time(s) since boot.")
+    } else {
+        " (The kernel log could not be read or no longer holds the warning.)".to_string()
+    };
+    let cause = format!(
+        "A fault of the MPTCP receive path in Linux {release}: under heavy MPTCP traffic with segmentation offloads (GRO/TSO), closing a subflow (`__mptcp_close_ssk`, e.g. a connection closed or reset with unread data) can free it with negative forward-allocated memory (`WARNING … inet_sock_destruct`), after which the global TCP memory counter grows without bound; in braid's lab it rose by 5 million pages in 8 s with one socket open. This is accounting, not memory really in use. Past tcp_mem's maximum the kernel refuses memory to every TCP socket (\"TCP: out of memory -- consider tuning tcp_mem\"), through braid and any other program alike.{seen}"
+    );
+    let fix = "Boot a kernel with the fix (a newer stable release of your distribution's kernel), or reboot to reset the counter. Raising net.ipv4.tcp_mem only postpones the failure, because the counter keeps growing. Until the kernel is fixed, turn segmentation offloads off on the interfaces that carry MPTCP (`ethtool -K IFACE gro off gso off tso off`); bench/tcp-mem-runaway.sh reproduces it on a throwaway machine.";
+    if exhausted {
+        Check::fail(ID, summary, cause, fix)
+    } else {
+        Check::warn(ID, summary, cause, fix)
+    }
+}
+
+fn tcp_mem_evidence(
+    mut c: Check,
+    r: &TcpMemReading,
+    log: Result<&FaultSummary, &std::io::Error>,
+    release: &str,
+) -> Check {
+    let opt = |v: Option<u64>| v.map_or(serde_json::Value::Null, serde_json::Value::from);
+    c = c
+        .with("release", release)
+        .with("sockstat_mem_pages", opt(r.pages))
+        .with("sockstat_alloc_sockets", opt(r.sockets))
+        .with("tcp_mem_pressure_pages", opt(r.limits.map(|l| l.pressure)))
+        .with("tcp_mem_max_pages", opt(r.limits.map(|l| l.max)))
+        .with("socket_bound_pages", opt(r.socket_bound_pages()))
+        .with("runaway", r.runaway());
+    match log {
+        Ok(l) => c
+            .with("kernel_log_mptcp_warnings", l.mptcp_warnings)
+            .with("kernel_log_tcp_out_of_memory", l.out_of_memory)
+            .with(
+                "kernel_log_last_warning",
+                l.last_warning
+                    .as_ref()
+                    .map_or(String::new(), |w| w.message.clone()),
+            ),
+        Err(e) => c.with("kernel_log", format!("not readable: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::check::Status;
@@ -349,6 +461,7 @@ mod tests {
                 boot: dir.join("boot"),
                 run: dir.join("run"),
                 release: Some(release.into()),
+                kmsg: dir.join("kmsg"),
             };
             for d in [&roots.proc, &roots.boot, &roots.run] {
                 std::fs::create_dir_all(d).unwrap();
@@ -591,5 +704,116 @@ mod tests {
         let c = blackhole(&f.roots);
         assert_eq!(c.status, Status::Ok, "{c:?}");
         assert!(c.summary.contains("6.12"), "{}", c.summary);
+    }
+
+    /// A fake procfs with the TCP memory files: `mem` pages for `alloc` sockets, the lab's
+    /// tcp_mem, and 10 MiB of buffers per socket (2,560 pages).
+    fn tcp(f: &Fake, mem: u64, alloc: u64) {
+        f.file(
+            "proc/net/sockstat",
+            &format!("sockets: used 18\nTCP: inuse 1 orphan 0 tw 0 alloc {alloc} mem {mem}\n"),
+        )
+        .file("proc/sys/net/ipv4/tcp_mem", "287898\t383866\t575796\n")
+        .file("proc/sys/net/ipv4/tcp_rmem", "4096\t131072\t6291456\n")
+        .file("proc/sys/net/ipv4/tcp_wmem", "4096\t16384\t4194304\n");
+    }
+
+    const KMSG_FAULT: &str = "4,9002,812345700,-;WARNING: CPU: 1 PID: 0 at net/ipv4/af_inet.c:156 inet_sock_destruct+0x1a5/0x1d0\n4,9008,812345760,c; __mptcp_close_ssk+0x2d6/0x4a0\n6,9011,820000000,-;TCP: out of memory -- consider tuning tcp_mem\n";
+
+    #[test]
+    fn tcp_mem_runaway_past_the_maximum_fails_naming_fault_kernel_and_fix() {
+        let f = Fake::v1("6.18.44-amd64");
+        tcp(&f, 5_800_000, 12);
+        f.file("kmsg", KMSG_FAULT);
+        let c = tcp_mem(&f.roots);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(
+            c.summary.contains("ran away") && c.summary.contains("every new TCP connection"),
+            "{}",
+            c.summary
+        );
+        assert!(
+            c.cause.contains("Linux 6.18.44-amd64")
+                && c.cause.contains("__mptcp_close_ssk")
+                && c.cause.contains("1 time(s)"),
+            "{}",
+            c.cause
+        );
+        assert!(
+            c.fix.contains("kernel with the fix")
+                && c.fix.contains("reboot")
+                && c.fix.contains("only postpones"),
+            "{}",
+            c.fix
+        );
+        assert_eq!(c.evidence["runaway"], true);
+        assert_eq!(c.evidence["sockstat_mem_pages"], 5_800_000);
+        assert_eq!(c.evidence["kernel_log_mptcp_warnings"], 1);
+        assert_eq!(c.evidence["kernel_log_tcp_out_of_memory"], 1);
+    }
+
+    #[test]
+    fn tcp_mem_runaway_below_the_maximum_warns_before_it_breaks() {
+        let f = Fake::v1("6.18.44");
+        tcp(&f, 200_000, 3);
+        let c = tcp_mem(&f.roots);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c.summary.contains("once it passes"), "{}", c.summary);
+        assert!(c.evidence["kernel_log"]
+            .as_str()
+            .is_some_and(|s| s.contains("not readable")));
+    }
+
+    #[test]
+    fn tcp_mem_runaway_is_seen_without_tcp_mem_in_a_network_namespace() {
+        let f = Fake::v1("6.18.44");
+        tcp(&f, 5_800_000, 12);
+        let _ = std::fs::remove_file(f.dir.join("proc/sys/net/ipv4/tcp_mem"));
+        let c = tcp_mem(&f.roots);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c.summary.contains("not visible"), "{}", c.summary);
+        assert_eq!(c.evidence["tcp_mem_max_pages"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn tcp_mem_exhausted_by_real_load_fails_without_blaming_the_kernel() {
+        let f = Fake::v1("6.18.44");
+        tcp(&f, 600_000, 400);
+        let c = tcp_mem(&f.roots);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.summary.contains("exhausted"), "{}", c.summary);
+        assert!(!c.cause.contains("__mptcp_close_ssk"), "{}", c.cause);
+        assert!(c.fix.contains("ss -tm"), "{}", c.fix);
+    }
+
+    #[test]
+    fn tcp_mem_pressure_warns_and_a_quiet_kernel_is_ok() {
+        let f = Fake::v1("6.18.44");
+        tcp(&f, 400_000, 400);
+        assert_eq!(tcp_mem(&f.roots).status, Status::Warn);
+        tcp(&f, 482, 31);
+        f.file("kmsg", "6,1,1000,-;eth0: link up\n");
+        let c = tcp_mem(&f.roots);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert_eq!(c.evidence["kernel_log_mptcp_warnings"], 0);
+    }
+
+    #[test]
+    fn tcp_mem_fine_but_the_warning_logged_warns() {
+        let f = Fake::v1("6.18.44");
+        tcp(&f, 482, 31);
+        f.file("kmsg", KMSG_FAULT);
+        let c = tcp_mem(&f.roots);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(
+            c.summary.contains("1 time(s)") && c.cause.contains("inet_sock_destruct"),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn tcp_mem_without_sockstat_skips() {
+        let f = Fake::v1("6.18.44");
+        assert_eq!(tcp_mem(&f.roots).status, Status::Skip);
     }
 }

@@ -7,6 +7,7 @@
 
 mod applied;
 pub mod check;
+mod congestion;
 pub mod firewall;
 mod gateway;
 pub mod kernel;

@@ -1,4 +1,5 @@
-//! Server-side checks: kernel, the firewall in front of the relay port and of sshd, TFO.
+//! Server-side checks: kernel, the firewall in front of the relay port and of sshd, TFO,
+//! congestion control.
 
 use super::check::{Check, Report};
 use super::{firewall, kernel};
@@ -12,6 +13,7 @@ pub fn checks(cfg: &ServerConfig, roots: &KernelRoots, sshd_config: &std::path::
     r.checks.push(kernel::kernel_mptcp(roots));
     r.checks.push(kernel::reboot_pending(roots));
     r.checks.push(kernel::mptcp_enabled(roots));
+    r.checks.push(kernel::tcp_mem(roots));
     let rules = firewall::gather();
     r.checks
         .push(firewall::relay_port(cfg.listen.port(), &rules));
@@ -21,6 +23,8 @@ pub fn checks(cfg: &ServerConfig, roots: &KernelRoots, sshd_config: &std::path::
     );
     r.checks.push(firewall::ssh(&ssh, &rules));
     r.checks.push(tfo(cfg, roots));
+    r.checks
+        .push(super::congestion::check(&cfg.congestion, roots));
     r
 }
 

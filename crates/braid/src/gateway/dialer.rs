@@ -1,4 +1,5 @@
-//! Opening Shadowsocks-2022 streams to the relay over MPTCP (with TFO when it was proven to work).
+//! Opening Shadowsocks-2022 streams to the relay over MPTCP (with TFO when it was proven to work,
+//! and the configured congestion control).
 
 use std::io;
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ pub struct Dialer {
     fallback_seen: AtomicBool,
     tfo_reason: std::sync::RwLock<String>,
     source: std::sync::RwLock<Option<std::net::IpAddr>>,
+    congestion: braid_proto::congestion::Decision,
 }
 
 impl Dialer {
@@ -56,7 +58,16 @@ impl Dialer {
             fallback_seen: AtomicBool::new(false),
             tfo_reason: std::sync::RwLock::new("not decided yet".into()),
             source: std::sync::RwLock::new(None),
+            congestion: crate::congestion::decide(
+                &cfg.congestion,
+                &braid_sys::sysctl::Procfs::default(),
+            ),
         }))
+    }
+
+    /// The congestion control of relay connections, and why.
+    pub fn congestion(&self) -> &braid_proto::congestion::Decision {
+        &self.congestion
     }
 
     /// The relay's address.
@@ -171,6 +182,7 @@ impl Dialer {
         if tfo {
             braid_sys::tfo::set_connect_fastopen(&sock)?;
         }
+        crate::congestion::apply(&sock, &self.congestion);
         let src = self.source.read().ok().and_then(|s| *s);
         if let Some(src) = src.filter(|s| s.is_ipv4() == self.relay.is_ipv4()) {
             // The address may have just gone away (DHCP); then let the kernel choose.

@@ -1,12 +1,14 @@
 //! `braid gateway`: bonds the uplinks and carries LAN TCP through the relay.
 //!
-//! Start-up order matters for clean failure: the caller binds the listeners first
+//! Start-up order matters for clean failure: the caller first undoes what an earlier run left in
+//! the kernel ([`recover`], from the state record, see [`crate::state`]), then binds the listeners
 //! ([`Listeners::bind`], so a port in use fails before anything else happens), then [`run`]
 //! resolves the relay, decides what TFO can do locally (so `fast_open = "on"` fails before
 //! anything touches the kernel), installs the per-uplink kernel state, starts serving, and
 //! installs the capture table last, so LAN traffic is only redirected once something listens.
 //! Shutdown drains the connections, then removes everything in reverse, also after a start-up
-//! error half-way.
+//! error half-way. Every kernel change is noted in the state record before it is made, so a
+//! SIGKILL at any point is undone by the next start.
 //!
 //! With no uplinks (a config file must name one; the library accepts none) nothing is bonded and
 //! the kernel's routing and MPTCP state is left alone: relay connections follow the main routing
@@ -35,6 +37,7 @@ use crate::config::gateway::GatewayConfig;
 use crate::config::FastOpen;
 use crate::listener::Listener;
 use crate::shutdown::Shutdown;
+use crate::state::{Journal, StateError};
 use crate::status::gateway::GatewayStatus;
 use crate::status::registry::Registry;
 use dialer::{Dialer, RelayStream};
@@ -68,6 +71,23 @@ pub enum GatewayError {
     /// Netlink could not be opened at all.
     #[error(transparent)]
     Netlink(#[from] braid_sys::netlink::NetlinkError),
+    /// The record of braid's kernel changes cannot be kept or reconciled.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The role and instance name of the gateway's state record: `gateway-<nft_table>.json`.
+const STATE_ROLE: &str = "gateway";
+
+/// Undoes what an earlier gateway with this config left in the kernel (killed, crashed, or its
+/// start failed), before anything else happens. See [`crate::state`].
+pub async fn recover(cfg: &GatewayConfig) -> Result<(), GatewayError> {
+    Ok(crate::state::recover(&cfg.state_dir, STATE_ROLE, &cfg.nft_table).await?)
+}
+
+/// Whether this config makes the gateway change kernel state (and so keep a record of it).
+fn changes_kernel(cfg: &GatewayConfig) -> bool {
+    !cfg.uplinks.is_empty() || !cfg.lan.is_empty() || cfg.mptcp_blackhole_timeout.is_some()
 }
 
 fn log_decision(d: &Decision) {
@@ -124,7 +144,9 @@ fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, GatewayErro
 }
 
 /// Runs the gateway on `listeners` until `shutdown`, then drains the connections and removes
-/// every piece of kernel state it added.
+/// every piece of kernel state it added. What it changes is noted in its state record first
+/// (after undoing what an earlier run left there), and the record is deleted at the end once
+/// the kernel is as it was found.
 pub async fn run(
     cfg: GatewayConfig,
     listeners: Listeners,
@@ -141,6 +163,25 @@ pub async fn run_reloadable(
     shutdown: Shutdown,
     reload: Option<reload::Reload>,
 ) -> Result<(), GatewayError> {
+    let journal = if changes_kernel(&cfg) {
+        Some(Journal::open(&cfg.state_dir, STATE_ROLE, &cfg.nft_table).await?)
+    } else {
+        None
+    };
+    let result = run_recorded(cfg, listeners, shutdown, journal.clone(), reload).await;
+    if let Some(j) = journal {
+        j.finish().await;
+    }
+    result
+}
+
+async fn run_recorded(
+    cfg: GatewayConfig,
+    listeners: Listeners,
+    shutdown: Shutdown,
+    journal: Option<Arc<Journal>>,
+    reload: Option<reload::Reload>,
+) -> Result<(), GatewayError> {
     let relay = resolve::relay(&cfg.server).await?;
     let facts = crate::fast_open::client_facts(
         relay,
@@ -153,6 +194,7 @@ pub async fn run_reloadable(
         addr: relay,
         source,
     })?;
+    crate::congestion::log(dialer.congestion());
     let mut early = tfo::decide(cfg.fast_open, &facts);
     if early.is_none() && cfg.fast_open == FastOpen::On {
         // "on" must fail at start-up when TFO cannot work, so its end-to-end check runs now.
@@ -186,16 +228,19 @@ pub async fn run_reloadable(
     ));
     let follower = reload.map(|r| tokio::spawn(r.follow(cfg.clone(), uplinks_tx)));
     let registry = Arc::new(Registry::default());
-    let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone());
-    let manager = match start_manager(&cfg, &dialer, view_tx, stop_rx, uplinks_rx).await {
-        Ok(m) => m,
-        Err(e) => {
-            outer.abort();
-            return Err(e);
-        }
-    };
+    let tcp_mem = crate::status::kernel::KernelWatch::system();
+    let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone(), tcp_mem);
+    let manager =
+        match start_manager(&cfg, &dialer, journal.clone(), view_tx, stop_rx, uplinks_rx).await {
+            Ok(m) => m,
+            Err(e) => {
+                outer.abort();
+                return Err(e);
+            }
+        };
+    let tfo = TfoStart { early, facts };
     let serving = serve(
-        &cfg, listeners, dialer, status, early, facts, shutdown, up_tx,
+        &cfg, listeners, dialer, status, tfo, journal, shutdown, up_tx,
     );
     // The manager only returns early when it cannot work at all (e.g. MPTCP limits refused):
     // then the gateway stops too, rather than run without its uplinks.
@@ -237,14 +282,15 @@ type ManagerTask = JoinHandle<Result<(), uplink::kernel::UplinkError>>;
 async fn start_manager(
     cfg: &GatewayConfig,
     dialer: &Arc<Dialer>,
+    journal: Option<Arc<Journal>>,
     view: tokio::sync::watch::Sender<uplink::ManagerView>,
     stop: Shutdown,
     uplinks: tokio::sync::watch::Receiver<Vec<crate::config::gateway::Uplink>>,
 ) -> Result<Option<ManagerTask>, GatewayError> {
-    if cfg.uplinks.is_empty() {
+    let Some(journal) = journal.filter(|_| !cfg.uplinks.is_empty()) else {
         info!("no uplinks configured: nothing is bonded, relay connections follow the main routing table");
         return Ok(None);
-    }
+    };
     let rtnl = braid_sys::netlink::Rtnl::connect()?;
     let pm = braid_sys::mptcp::pm::MptcpPm::connect()
         .await
@@ -252,8 +298,7 @@ async fn start_manager(
     Ok(Some(tokio::spawn(uplink::run(
         cfg.clone(),
         cfg.health.clone(),
-        rtnl,
-        pm,
+        uplink::KernelAccess { rtnl, pm, journal },
         dialer.clone(),
         view,
         stop,
@@ -292,9 +337,16 @@ impl Carrier {
     }
 }
 
+/// What start-up knows of TCP Fast Open: a decision already (`fast_open = "on"`/`"off"` or
+/// local facts that settle it), or the facts to probe the relay with.
+struct TfoStart {
+    early: Option<Decision>,
+    facts: braid_proto::tfo::Facts,
+}
+
 /// Serves until `shutdown`: the listeners, the HTTP status API and the TFO decision, with the
-/// capture table installed once the redirect listener is served. Returns after the listeners
-/// drained; on an error every task started here is aborted.
+/// capture table installed (noted in `journal` first) once the redirect listener is served.
+/// Returns after the listeners drained; on an error every task started here is aborted.
 // One argument per thing serving needs; `up` tells systemd's readiness task it is serving.
 #[allow(clippy::too_many_arguments)]
 async fn serve(
@@ -302,11 +354,12 @@ async fn serve(
     listeners: Listeners,
     dialer: Arc<Dialer>,
     status: Arc<GatewayStatus>,
-    early: Option<Decision>,
-    facts: braid_proto::tfo::Facts,
+    tfo: TfoStart,
+    journal: Option<Arc<Journal>>,
     mut shutdown: Shutdown,
     up: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), GatewayError> {
+    let TfoStart { early, facts } = tfo;
     // Both sets abort their tasks when dropped, also on an early return.
     let mut background = JoinSet::new();
     let mut serving = JoinSet::new();
@@ -325,6 +378,7 @@ async fn serve(
         }
     }
     background.spawn(status.clone().sample_forever());
+    background.spawn(status.tcp_mem.clone().watch_forever());
     let carrier = Carrier {
         dialer: dialer.clone(),
         registry: status.registry.clone(),
@@ -339,6 +393,9 @@ async fn serve(
         cfg.redirect.port(),
     );
     if !cfg.lan.is_empty() {
+        if let Some(j) = &journal {
+            j.note_nft_table(&cfg.nft_table);
+        }
         braid_sys::nftables::CaptureRules {
             table: cfg.nft_table.clone(),
             lan: cfg.lan.clone(),

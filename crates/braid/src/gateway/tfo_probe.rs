@@ -14,7 +14,9 @@ use shadowsocks::relay::socks5::Address;
 use super::dialer::Dialer;
 use crate::control::Connection;
 
-/// A reply slower than this counts as lost (the stall measured on 6.18 was about 3 s).
+/// A reply slower than this counts as lost. A relay that holds back TFO replies (Linux 6.2 to
+/// 6.18 without braid's push, docs/TFO-MPTCP.md) sends them only when the gateway sends again,
+/// which in this exchange is never.
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
 /// TFO request/replies after the baseline.
 pub const TFO_TRIES: usize = 3;
@@ -23,6 +25,7 @@ pub const TFO_TRIES: usize = 3;
 pub async fn probe_relay(dialer: &Dialer, facts: &mut Facts) -> Option<ServerReport> {
     let (baseline, report) = exchange(dialer, false).await;
     facts.baseline = Some(baseline);
+    facts.relay_kernel = report.as_ref().map(|r| r.kernel.clone());
     if !matches!(baseline, Exchange::Replied { .. }) {
         return None;
     }

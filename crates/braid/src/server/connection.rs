@@ -61,8 +61,10 @@ impl Handler for Shared {
 async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
     let started = Instant::now();
     let _ = stream.set_nodelay(true);
+    crate::congestion::apply(&stream, &shared.congestion);
     let first = mptcp_state(&stream);
     let tfo = shared.tfo_listener && braid_sys::tfo::syn_data_acked(&stream).unwrap_or(false);
+    let _push = super::tfo_push::start(&stream, first, tfo);
     match first {
         MptcpState::Mptcp { .. } => shared.stats.mptcp.fetch_add(1, Ordering::Relaxed),
         MptcpState::Fallback => {

@@ -9,6 +9,7 @@ pub use connection::transport_of;
 mod control;
 mod own_addrs;
 pub mod reload;
+mod tfo_push;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,6 +158,8 @@ struct Shared {
     own: own_addrs::OwnAddrs,
     stats: ServerStats,
     tfo_listener: bool,
+    /// The congestion control of accepted relay sockets.
+    congestion: braid_proto::congestion::Decision,
     registry: Arc<crate::status::registry::Registry>,
 }
 
@@ -168,12 +171,16 @@ impl Server {
         let policy = DestinationPolicy {
             allow: cfg.allow_destinations.clone(),
         };
+        let congestion =
+            crate::congestion::decide(&cfg.congestion, &braid_sys::sysctl::Procfs::default());
+        crate::congestion::log(&congestion);
         let shared = Shared {
             ctx: Arc::new(ctx),
             policy,
             own: own_addrs::OwnAddrs::new(),
             stats: ServerStats::default(),
             tfo_listener: listeners.relay_tfo.enabled,
+            congestion,
             registry: Arc::new(crate::status::registry::Registry::default()),
             cfg,
         };
@@ -192,6 +199,8 @@ impl Server {
 
     /// Accepts and serves until `shutdown` fires, then drains the connections.
     pub async fn run(self, shutdown: Shutdown) {
+        let tcp_mem = crate::status::kernel::KernelWatch::system();
+        let tcp_mem_watch = tokio::spawn(tcp_mem.clone().watch_forever());
         let mut status_http = None;
         if let Some(l) = self.status_http {
             let src: Arc<dyn crate::status::http::StatusSource> =
@@ -199,6 +208,8 @@ impl Server {
                     self.shared.registry.clone(),
                     self.tfo.enabled,
                     self.tfo.reason.clone(),
+                    tcp_mem,
+                    (&self.shared.congestion).into(),
                 );
             status_http = Some(tokio::spawn(crate::status::http::serve(
                 l,
@@ -211,6 +222,7 @@ impl Server {
             .run(shutdown)
             .await;
         refresher.abort();
+        tcp_mem_watch.abort();
         if let Some(h) = status_http {
             let _ = h.await;
         }

@@ -42,6 +42,7 @@ impl SetupRoots {
             boot: self.boot_root.clone(),
             run: self.run_root.clone(),
             release: self.kernel_release.clone(),
+            kmsg: "/dev/kmsg".into(),
         }
     }
 }

@@ -65,6 +65,7 @@ mod tests {
             boot: boot.clone(),
             run: dir.join("run"),
             release: Some("6.1.0-30-amd64".into()),
+            kmsg: dir.join("kmsg"),
         };
         (dir, roots)
     }

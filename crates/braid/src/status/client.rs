@@ -145,6 +145,10 @@ pub fn render_text(s: &Status) -> String {
         s.tfo.reason
     );
     o += &format!(
+        "congestion control: {} ({})\n",
+        s.congestion.algorithm, s.congestion.reason
+    );
+    o += &format!(
         "MPTCP blackhole: {} (MPTcpExtBlackhole={}{})\n",
         if s.blackhole.active {
             "ACTIVE: new connections use plain TCP"
@@ -157,6 +161,7 @@ pub fn render_text(s: &Status) -> String {
             .map(|t| format!(", timeout {t} s"))
             .unwrap_or_default()
     );
+    o += &format!("TCP memory: {}: {}\n", s.tcp_mem.state, s.tcp_mem.reason);
     if let Some(r) = &s.relay {
         o += &format!(
             "relay: {} braid {} on Linux {}\n",
@@ -228,5 +233,22 @@ mod tests {
         );
         assert!(t.contains("Down (backup)"), "{t}");
         assert!(t.contains("bonded"), "{t}");
+    }
+
+    #[test]
+    fn text_names_the_congestion_control_and_why() {
+        let s = Status {
+            congestion: crate::status::model::Congestion {
+                algorithm: "bbr".into(),
+                fell_back: false,
+                reason: "congestion = \"bbr\" on braid's relay sockets".into(),
+            },
+            ..Default::default()
+        };
+        let t = render_text(&s);
+        assert!(
+            t.contains("congestion control: bbr (congestion = \"bbr\""),
+            "{t}"
+        );
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use braid_sys::link::{byte_counters, IfName};
 
+use super::kernel::KernelWatch;
 use super::model::{
     Blackhole, ConnectionStatus, Connections, RelayInfo, Role, Status, Tfo, Totals, UplinkStatus,
 };
@@ -44,14 +45,17 @@ pub struct GatewayStatus {
     counters: Mutex<BTreeMap<String, Counters>>,
     epoch: Instant,
     kernel: String,
+    /// The kernel's TCP memory; its watch runs on the daemon's background tasks.
+    pub tcp_mem: Arc<KernelWatch>,
 }
 
 impl GatewayStatus {
-    /// A status source over the manager's view and the dialer.
+    /// A status source over the manager's view, the dialer and the kernel watch.
     pub fn new(
         registry: Arc<Registry>,
         view: watch::Receiver<ManagerView>,
         dialer: Arc<Dialer>,
+        tcp_mem: Arc<KernelWatch>,
     ) -> Arc<Self> {
         Arc::new(GatewayStatus {
             registry,
@@ -61,6 +65,7 @@ impl GatewayStatus {
             counters: Mutex::new(BTreeMap::new()),
             epoch: Instant::now(),
             kernel: braid_sys::kernel::KernelRelease::running().release,
+            tcp_mem,
         })
     }
 
@@ -226,6 +231,7 @@ impl StatusSource for GatewayStatus {
                 enabled: self.dialer.tfo(),
                 reason: self.dialer.tfo_reason(),
             },
+            congestion: self.dialer.congestion().into(),
             blackhole: Blackhole {
                 active: view.blackhole_active,
                 count: view.blackhole_count,
@@ -233,6 +239,7 @@ impl StatusSource for GatewayStatus {
             },
             relay: self.relay.lock().ok().and_then(|r| r.clone()),
             total,
+            tcp_mem: self.tcp_mem.latest(),
         }
     }
 }

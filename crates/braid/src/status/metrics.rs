@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use super::model::Status;
+use super::model::{Status, TcpMem, TcpMemState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UplinkLabel {
@@ -19,6 +19,11 @@ struct UplinkLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlgorithmLabel {
+    algorithm: String,
 }
 
 type FGauge = Gauge<f64, AtomicU64>;
@@ -36,6 +41,7 @@ pub fn render(s: &Status) -> String {
     let conns = Family::<KindLabel, Gauge>::default();
     let fallback_total = Counter::<u64>::default();
     let blackhole = Gauge::<i64>::default();
+    let congestion = Family::<AlgorithmLabel, Gauge>::default();
     for u in &s.uplinks {
         let l = UplinkLabel {
             uplink: u.name.clone(),
@@ -63,6 +69,13 @@ pub fn render(s: &Status) -> String {
         .set(s.connections.fallback as i64);
     fallback_total.inc_by(s.connections.fallback_total);
     blackhole.set(i64::from(s.blackhole.active));
+    if !s.congestion.algorithm.is_empty() {
+        congestion
+            .get_or_create(&AlgorithmLabel {
+                algorithm: s.congestion.algorithm.clone(),
+            })
+            .set(1);
+    }
     reg.register(
         "braid_uplink_up",
         "1 while the uplink carries traffic (Up or Suspect)",
@@ -113,15 +126,118 @@ pub fn render(s: &Status) -> String {
         "1 while the kernel's MPTCP blackhole state disables MPTCP",
         blackhole,
     );
+    register_tcp_mem(&mut reg, &s.tcp_mem);
+    reg.register(
+        "braid_congestion_control",
+        "1, labelled with the congestion control of the relay sockets",
+        congestion,
+    );
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
     out
+}
+
+/// The kernel's TCP memory: the counter and its limits in pages and the kernel log's MPTCP
+/// warnings (each only when known), and 0/1 flags.
+fn register_tcp_mem(reg: &mut Registry, t: &TcpMem) {
+    let gauge = |v: Option<u64>| {
+        v.map(|v| {
+            let g = Gauge::<i64>::default();
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            g
+        })
+    };
+    let flag = |on: bool| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::from(on));
+        g
+    };
+    let known = [
+        (
+            "braid_kernel_tcp_mem_pages",
+            "Pages charged to TCP host-wide (mem in /proc/net/sockstat)",
+            gauge(t.pages),
+        ),
+        (
+            "braid_kernel_tcp_mem_pressure_pages",
+            "net.ipv4.tcp_mem pressure threshold, pages",
+            gauge(t.pressure_pages),
+        ),
+        (
+            "braid_kernel_tcp_mem_max_pages",
+            "net.ipv4.tcp_mem maximum, pages: past it new TCP connections fail",
+            gauge(t.max_pages),
+        ),
+        (
+            "braid_kernel_tcp_mem_socket_bound_pages",
+            "The most the open TCP sockets could hold, pages",
+            gauge(t.socket_bound_pages),
+        ),
+        (
+            "braid_kernel_mptcp_warnings",
+            "MPTCP inet_sock_destruct warnings in the kernel log since boot",
+            gauge(t.mptcp_warnings),
+        ),
+    ];
+    for (name, help, g) in known {
+        if let Some(g) = g {
+            reg.register(name, help, g);
+        }
+    }
+    reg.register(
+        "braid_kernel_tcp_mem_pressure",
+        "1 while TCP memory is at or above the pressure threshold",
+        flag(matches!(
+            t.state,
+            TcpMemState::Pressure | TcpMemState::Exhausted
+        )),
+    );
+    reg.register(
+        "braid_kernel_tcp_mem_exhausted",
+        "1 while TCP memory is above tcp_mem's maximum: new TCP connections fail",
+        flag(t.state == TcpMemState::Exhausted),
+    );
+    reg.register(
+        "braid_kernel_tcp_mem_runaway",
+        "1 while the TCP memory counter is above what the open sockets could hold (kernel accounting fault)",
+        flag(t.runaway),
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::status::model::UplinkStatus;
+
+    #[test]
+    fn tcp_mem_runaway_is_rendered_with_counter_limits_and_flags() {
+        let s = Status {
+            tcp_mem: TcpMem {
+                state: TcpMemState::Exhausted,
+                pages: Some(5_800_000),
+                pressure_pages: Some(383_866),
+                max_pages: Some(575_796),
+                socket_bound_pages: Some(61_440),
+                runaway: true,
+                mptcp_warnings: Some(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let t = render(&s);
+        for m in [
+            "braid_kernel_tcp_mem_pages 5800000",
+            "braid_kernel_tcp_mem_pressure_pages 383866",
+            "braid_kernel_tcp_mem_max_pages 575796",
+            "braid_kernel_tcp_mem_socket_bound_pages 61440",
+            "braid_kernel_mptcp_warnings 1",
+            "braid_kernel_tcp_mem_pressure 1",
+            "braid_kernel_tcp_mem_exhausted 1",
+            "braid_kernel_tcp_mem_runaway 1",
+        ] {
+            assert!(t.contains(m), "missing {m}:\n{t}");
+        }
+    }
 
     #[test]
     fn render_names_every_required_metric_with_help_and_type() {
@@ -135,6 +251,10 @@ mod tests {
                 subflows: 2,
                 ..Default::default()
             }],
+            congestion: crate::status::model::Congestion {
+                algorithm: "bbr".into(),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let t = render(&s);
@@ -150,9 +270,14 @@ mod tests {
             "braid_connections{kind=\"fallback\"} 0",
             "braid_mptcp_fallback_total 0",
             "braid_mptcp_blackhole_active 0",
+            "braid_congestion_control{algorithm=\"bbr\"} 1",
         ] {
             assert!(t.contains(m), "missing {m}:\n{t}");
         }
+        assert!(
+            !t.contains("braid_kernel_tcp_mem_pages"),
+            "an unknown counter is left out:\n{t}"
+        );
         assert!(
             t.contains("# HELP braid_uplink_up")
                 && t.contains("# TYPE braid_uplink_tx_bytes counter"),

@@ -5,6 +5,7 @@ pub mod client;
 pub mod dashboard;
 pub mod gateway;
 pub mod http;
+pub mod kernel;
 pub mod metrics;
 pub mod model;
 pub mod registry;

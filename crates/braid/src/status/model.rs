@@ -2,7 +2,8 @@
 //!
 //! Field names are a contract (automated checks read them): `uplinks[].name|state|address|rtt_ms|
 //! loss|rx_bps|tx_bps|rx_bytes|tx_bytes|subflows|backup`, `connections.mptcp|fallback`,
-//! `tfo.enabled|reason`, `blackhole.active`. More fields may be added, never renamed.
+//! `tfo.enabled|reason`, `congestion.algorithm|reason`, `blackhole.active`,
+//! `tcp_mem.state|pages|max_pages|runaway`. More fields may be added, never renamed.
 
 use std::collections::BTreeMap;
 
@@ -44,12 +45,73 @@ pub struct Status {
     pub connections: Connections,
     /// The TCP Fast Open decision.
     pub tfo: Tfo,
+    /// The congestion control of the relay sockets.
+    #[serde(default)]
+    pub congestion: Congestion,
     /// The kernel's MPTCP blackhole state.
     pub blackhole: Blackhole,
     /// The relay, as it answered the gateway's control request (gateway only).
     pub relay: Option<RelayInfo>,
     /// Sum over uplinks.
     pub total: Totals,
+    /// The kernel's TCP memory accounting, host-wide: when it is exhausted no TCP connection
+    /// opens, through braid or anything else.
+    #[serde(default)]
+    pub tcp_mem: TcpMem,
+}
+
+/// Where the TCP memory counter stands against `net.ipv4.tcp_mem`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpMemState {
+    /// The counter could not be read.
+    #[default]
+    Unknown,
+    /// Below the pressure threshold.
+    Ok,
+    /// At or above the pressure threshold: the kernel shrinks socket buffers.
+    Pressure,
+    /// Above the maximum: the kernel refuses memory to every TCP socket; new connections fail.
+    Exhausted,
+}
+
+impl std::fmt::Display for TcpMemState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TcpMemState::Unknown => "unknown",
+            TcpMemState::Ok => "ok",
+            TcpMemState::Pressure => "pressure",
+            TcpMemState::Exhausted => "exhausted",
+        })
+    }
+}
+
+/// The kernel's TCP memory counter (`/proc/net/sockstat`, in pages), its limits
+/// (`net.ipv4.tcp_mem`, visible only in the initial network namespace), what the open sockets
+/// could hold, and the MPTCP accounting fault's warnings in the kernel log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TcpMem {
+    /// `ok`, `pressure`, `exhausted` or `unknown`.
+    pub state: TcpMemState,
+    /// Pages charged to TCP, host-wide.
+    pub pages: Option<u64>,
+    /// `tcp_mem[1]`: the pressure threshold.
+    pub pressure_pages: Option<u64>,
+    /// `tcp_mem[2]`: past it no TCP socket gets memory.
+    pub max_pages: Option<u64>,
+    /// TCP sockets allocated, host-wide.
+    pub sockets: Option<u64>,
+    /// The most those sockets could hold (their count × 2 × (`tcp_rmem[2]` + `tcp_wmem[2]`)).
+    pub socket_bound_pages: Option<u64>,
+    /// The counter is above what the sockets could hold: the kernel's accounting ran away.
+    pub runaway: bool,
+    /// `inet_sock_destruct` warnings with MPTCP in their trace since boot; `None` when the
+    /// kernel log is not readable.
+    pub mptcp_warnings: Option<u64>,
+    /// The newest such warning's line.
+    pub last_warning: Option<String>,
+    /// One sentence: what this means, and the fix when something is wrong.
+    pub reason: String,
 }
 
 /// One uplink.
@@ -128,6 +190,27 @@ pub struct Tfo {
     pub enabled: bool,
     /// One sentence: why.
     pub reason: String,
+}
+
+/// The congestion control of the relay sockets (`congestion` in the config).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Congestion {
+    /// The algorithm in use, e.g. `bbr`.
+    pub algorithm: String,
+    /// The configured one could not be used (the reason says why and how to fix it).
+    pub fell_back: bool,
+    /// One sentence: why this one.
+    pub reason: String,
+}
+
+impl From<&braid_proto::congestion::Decision> for Congestion {
+    fn from(d: &braid_proto::congestion::Decision) -> Self {
+        Congestion {
+            algorithm: d.algorithm.clone(),
+            fell_back: d.fell_back,
+            reason: d.reason.clone(),
+        }
+    }
 }
 
 /// The kernel's MPTCP blackhole state.

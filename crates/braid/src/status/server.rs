@@ -1,12 +1,13 @@
 //! The relay's status document: its live connections (MPTCP or fallback, subflows), its TFO
-//! listener decision and the kernel's blackhole counters.
+//! listener decision, its congestion control, the kernel's blackhole counters and its TCP memory.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 
-use super::model::{Blackhole, ConnectionStatus, Connections, Status, Tfo};
+use super::kernel::KernelWatch;
+use super::model::{Blackhole, Congestion, ConnectionStatus, Connections, Status, Tfo};
 use super::registry::Registry;
 use crate::status::http::StatusSource;
 
@@ -15,19 +16,29 @@ pub struct ServerStatus {
     /// Live relayed connections.
     pub registry: Arc<Registry>,
     tfo: Tfo,
+    congestion: Congestion,
     kernel: String,
+    tcp_mem: Arc<KernelWatch>,
 }
 
 impl ServerStatus {
-    /// A status source for the relay.
-    pub fn new(registry: Arc<Registry>, tfo_enabled: bool, tfo_reason: String) -> Arc<Self> {
+    /// A status source for the relay; `tcp_mem` is polled by the relay's own task.
+    pub fn new(
+        registry: Arc<Registry>,
+        tfo_enabled: bool,
+        tfo_reason: String,
+        tcp_mem: Arc<KernelWatch>,
+        congestion: Congestion,
+    ) -> Arc<Self> {
         Arc::new(ServerStatus {
             registry,
             tfo: Tfo {
                 enabled: tfo_enabled,
                 reason: tfo_reason,
             },
+            congestion,
             kernel: braid_sys::kernel::KernelRelease::running().release,
+            tcp_mem,
         })
     }
 }
@@ -60,11 +71,13 @@ impl StatusSource for ServerStatus {
             kernel: self.kernel.clone(),
             connections: conns,
             tfo: self.tfo.clone(),
+            congestion: self.congestion.clone(),
             blackhole: Blackhole {
                 active: false,
                 count: bh.counters.blackhole,
                 timeout_secs: bh.timeout_secs,
             },
+            tcp_mem: self.tcp_mem.latest(),
             ..Default::default()
         }
     }

@@ -10,6 +10,8 @@ use braid_sys::mptcp::blackhole::{self, BlackholeCounters, TIMEOUT_SYSCTL};
 use braid_sys::sysctl::Procfs;
 use tracing::{info, warn};
 
+use crate::state::Journal;
+
 /// Follows the counters between calls.
 pub struct Watch {
     procfs: Procfs,
@@ -20,19 +22,24 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Starts watching; with `timeout`, sets `net.mptcp.blackhole_timeout` for braid's lifetime.
-    pub fn start(timeout: Option<u32>) -> Watch {
+    /// Starts watching; with `timeout`, sets `net.mptcp.blackhole_timeout` for braid's lifetime,
+    /// noting the value to restore in `journal` first (an original recorded by an earlier run
+    /// that could not restore it wins over the value found now).
+    pub fn start(timeout: Option<u32>, journal: &Journal) -> Watch {
         let procfs = Procfs::default();
         let mut restore = None;
         if let Some(t) = timeout {
             match procfs.sysctl(TIMEOUT_SYSCTL) {
-                Ok(old) => match procfs.set_sysctl(TIMEOUT_SYSCTL, &t.to_string()) {
-                    Ok(()) => {
-                        info!("{TIMEOUT_SYSCTL}: {old} → {t} s (mptcp_blackhole_timeout_secs)");
-                        restore = Some(old);
+                Ok(old) => {
+                    let original = journal.note_sysctl(TIMEOUT_SYSCTL, &old);
+                    match procfs.set_sysctl(TIMEOUT_SYSCTL, &t.to_string()) {
+                        Ok(()) => {
+                            info!("{TIMEOUT_SYSCTL}: {old} → {t} s (mptcp_blackhole_timeout_secs)");
+                        }
+                        Err(e) => warn!("cannot set {TIMEOUT_SYSCTL} to {t}: {e}"),
                     }
-                    Err(e) => warn!("cannot set {TIMEOUT_SYSCTL} to {t}: {e}"),
-                },
+                    restore = Some(original);
+                }
                 Err(e) => warn!("mptcp_blackhole_timeout_secs is set, but {e}"),
             }
         }

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::plan::{diff, Difference, Installed, UplinkPlan, Withheld, RTPROT_BRAID};
 use crate::config::gateway::Uplink;
+use crate::state::Journal;
 
 /// Why per-uplink state could not be read or installed.
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +92,12 @@ pub async fn read_installed(
 
 /// Applies `diffs` (removals first, as [`diff`] orders them). Every difference is tried even
 /// when one fails, because one refused request must not leave the rest undone; the first error
-/// is returned.
+/// is returned. An endpoint is noted in `journal` before it is added, and forgotten once it is
+/// removed, so a crash in between leaves a record the next start can undo.
 pub async fn apply(
     rtnl: &Rtnl,
     pm: &MptcpPm,
+    journal: &Journal,
     u: &Uplink,
     diffs: &[Difference],
 ) -> Result<(), UplinkError> {
@@ -109,16 +112,20 @@ pub async fn apply(
             Difference::RouteStale(r) => rtnl.delete_route(r).await.map(drop).map_err(nl),
             Difference::RuleMissing(r) => rtnl.ensure_rule(r).await.map(drop).map_err(nl),
             Difference::RuleStale(r) => rtnl.delete_rule(r).await.map(drop).map_err(nl),
-            Difference::EndpointMissing(e) | Difference::EndpointDiffers { want: e, .. } => pm
-                .ensure_endpoint(e.addr, Some(e.ifindex), e.flags)
-                .await
-                .map(drop)
-                .map_err(UplinkError::from),
-            Difference::EndpointStale(e) => pm
-                .delete_endpoint(e.id)
-                .await
-                .map(drop)
-                .map_err(UplinkError::from),
+            Difference::EndpointMissing(e) | Difference::EndpointDiffers { want: e, .. } => {
+                journal.note_endpoint(e.addr);
+                pm.ensure_endpoint(e.addr, Some(e.ifindex), e.flags)
+                    .await
+                    .map(drop)
+                    .map_err(UplinkError::from)
+            }
+            Difference::EndpointStale(e) => {
+                let r = pm.delete_endpoint(e.id).await;
+                if r.is_ok() {
+                    journal.forget_endpoint(e.addr);
+                }
+                r.map(drop).map_err(UplinkError::from)
+            }
         };
         if let Err(e) = r {
             first_error.get_or_insert(e);
@@ -132,13 +139,14 @@ pub async fn apply(
 pub async fn reconcile(
     rtnl: &Rtnl,
     pm: &MptcpPm,
+    journal: &Journal,
     u: &Uplink,
     plan: &UplinkPlan,
     addrs: &[IpAddr],
 ) -> Result<Vec<Difference>, UplinkError> {
     let have = read_installed(rtnl, pm, u, addrs).await?;
     let diffs = diff(plan, &have);
-    apply(rtnl, pm, u, &diffs).await?;
+    apply(rtnl, pm, journal, u, &diffs).await?;
     Ok(diffs)
 }
 
@@ -154,8 +162,8 @@ pub fn nothing(u: &Uplink) -> UplinkPlan {
 
 /// Removes everything braid installed for uplink `u` (endpoints on `addrs`), logging (not
 /// failing on) what the kernel refuses, because shutdown must go on removing the rest.
-pub async fn remove(rtnl: &Rtnl, pm: &MptcpPm, u: &Uplink, addrs: &[IpAddr]) {
-    if let Err(e) = reconcile(rtnl, pm, u, &nothing(u), addrs).await {
+pub async fn remove(rtnl: &Rtnl, pm: &MptcpPm, journal: &Journal, u: &Uplink, addrs: &[IpAddr]) {
+    if let Err(e) = reconcile(rtnl, pm, journal, u, &nothing(u), addrs).await {
         warn!("uplink {}: removing its kernel state: {e}", u.name);
     }
 }
@@ -183,14 +191,20 @@ pub fn limits_for(before: Limits, n: u32) -> Limits {
     }
 }
 
-/// Raises the MPTCP limits to fit `n` uplinks; returns the limits to restore on exit, if changed.
-pub async fn ensure_limits(pm: &MptcpPm, n: u32) -> Result<Option<Limits>, UplinkError> {
+/// Raises the MPTCP limits to fit `n` uplinks; returns the limits to restore on exit, if braid
+/// changed them (in this run, or in an earlier one whose original `journal` still holds).
+pub async fn ensure_limits(
+    pm: &MptcpPm,
+    journal: &Journal,
+    n: u32,
+) -> Result<Option<Limits>, UplinkError> {
     let before = pm.limits().await?;
     let want = limits_for(before, n);
     if want == before {
-        return Ok(None);
+        return Ok(journal.recorded_limits());
     }
+    let original = journal.note_limits(before);
     pm.set_limits(want).await?;
     info!("MPTCP limits: {before} → {want}");
-    Ok(Some(before))
+    Ok(Some(original))
 }

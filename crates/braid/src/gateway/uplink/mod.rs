@@ -39,6 +39,7 @@ use tracing::{info, warn};
 use crate::config::gateway::{GatewayConfig, Uplink};
 use crate::gateway::dialer::Dialer;
 use crate::shutdown::Shutdown;
+use crate::state::Journal;
 use discover::Observed;
 use plan::{Difference, HealthVerdict};
 use probe::{ProbeEvent, ProbeSource};
@@ -179,23 +180,33 @@ impl Slot {
     }
 }
 
+/// The kernel handles and the record the manager changes the kernel through.
+pub struct KernelAccess {
+    /// rtnetlink: routes, rules, links.
+    pub rtnl: Rtnl,
+    /// The MPTCP path manager: endpoints, limits.
+    pub pm: MptcpPm,
+    /// Notes every change before it is made.
+    pub journal: Arc<Journal>,
+}
+
 /// Runs until shutdown, then removes everything it installed. A new uplink list on `uplinks`
 /// (a SIGHUP reload) is applied live, see [`reload`]; a dropped sender means no reloads.
-// The kernel handles, the dialer, the view, shutdown and reloads: each is its own input.
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     cfg: GatewayConfig,
     health: HealthConfig,
-    rtnl: Rtnl,
-    pm: MptcpPm,
+    kernel: KernelAccess,
     dialer: Arc<Dialer>,
     view: watch::Sender<ManagerView>,
     mut shutdown: Shutdown,
     mut uplinks: watch::Receiver<Vec<Uplink>>,
 ) -> Result<(), kernel::UplinkError> {
+    let KernelAccess { rtnl, pm, journal } = kernel;
     let relay = dialer.relay().ip();
+    let tables: Vec<u32> = cfg.uplinks.iter().map(|u| u.table).collect();
+    journal.note_route_tables(&tables);
     kernel::remove_leftovers(&rtnl).await;
-    let mut limits_before = kernel::ensure_limits(&pm, cfg.uplinks.len() as u32).await?;
+    let mut limits_before = kernel::ensure_limits(&pm, &journal, cfg.uplinks.len() as u32).await?;
     let epoch = Instant::now();
     let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeEvent>(256);
     let mut slots: Vec<Slot> = Vec::new();
@@ -213,10 +224,11 @@ pub async fn run(
             None
         }
     };
-    let mut holes = blackhole::Watch::start(cfg.mptcp_blackhole_timeout);
+    let mut holes = blackhole::Watch::start(cfg.mptcp_blackhole_timeout, &journal);
     let mut m = Manager {
         rtnl: &rtnl,
         pm: &pm,
+        journal: &journal,
         relay,
         dialer: &dialer,
         slots,
@@ -272,7 +284,7 @@ pub async fn run(
         p.abort();
     }
     for s in m.slots.drain(..) {
-        kernel::remove(&rtnl, &pm, &s.cfg, &s.endpoint_addrs).await;
+        kernel::remove(&rtnl, &pm, &journal, &s.cfg, &s.endpoint_addrs).await;
     }
     holes.stop();
     if let Some(before) = limits_before {
@@ -317,6 +329,7 @@ async fn sleep_until(t: Option<Instant>) {
 struct Manager<'a> {
     rtnl: &'a Rtnl,
     pm: &'a MptcpPm,
+    journal: &'a Journal,
     relay: IpAddr,
     dialer: &'a Dialer,
     slots: Vec<Slot>,
@@ -471,21 +484,21 @@ impl Manager<'_> {
                     false
                 }
             });
-            reconcile_slot(self.rtnl, self.pm, self.relay, s).await;
+            reconcile_slot(self.rtnl, self.pm, self.journal, self.relay, s).await;
         }
         self.dialer.set_source(preferred_source(&self.slots));
     }
 }
 
 /// Plans one uplink from what the kernel says and its health, and applies the difference.
-async fn reconcile_slot(rtnl: &Rtnl, pm: &MptcpPm, relay: IpAddr, s: &mut Slot) {
+async fn reconcile_slot(rtnl: &Rtnl, pm: &MptcpPm, journal: &Journal, relay: IpAddr, s: &mut Slot) {
     let health = HealthVerdict::of(s.state(), s.state_reason());
     let want = plan::plan(&s.cfg, relay, s.found.as_ref(), &health);
     let current = s.found.as_ref().and_then(|d| d.addr);
     if let Some(a) = current.filter(|a| !s.endpoint_addrs.contains(a)) {
         s.endpoint_addrs.push(a);
     }
-    match kernel::reconcile(rtnl, pm, &s.cfg, &want, &s.endpoint_addrs).await {
+    match kernel::reconcile(rtnl, pm, journal, &s.cfg, &want, &s.endpoint_addrs).await {
         Ok(diffs) => {
             if s.endpoint_installed
                 && diffs

@@ -76,9 +76,11 @@ impl Manager<'_> {
                 "uplink {}: removed (reload); its routes, rule and endpoint go",
                 s.cfg.name
             );
-            kernel::remove(self.rtnl, self.pm, &s.cfg, &s.endpoint_addrs).await;
+            kernel::remove(self.rtnl, self.pm, self.journal, &s.cfg, &s.endpoint_addrs).await;
         }
-        let before = kernel::ensure_limits(self.pm, list.len() as u32).await?;
+        let tables: Vec<u32> = list.iter().map(|u| u.table).collect();
+        self.journal.note_route_tables(&tables);
+        let before = kernel::ensure_limits(self.pm, self.journal, list.len() as u32).await?;
         if limits_before.is_none() {
             *limits_before = before;
         }
