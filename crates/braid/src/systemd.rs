@@ -24,8 +24,11 @@ pub fn notify(state: &str) -> bool {
     sent.is_ok()
 }
 
+/// Never blocks: called from async tasks, and a receiver that stops reading (a full queue) must
+/// cost a lost notification, not a runtime thread.
 fn send(path: &str, state: &str) -> std::io::Result<()> {
     let sock = UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
     match path.strip_prefix('@') {
         Some(name) => {
             use std::os::linux::net::SocketAddrExt;
@@ -92,6 +95,25 @@ mod tests {
         send(&format!("@{name}"), "STOPPING=1").unwrap();
         let n = rx.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"STOPPING=1");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn send_to_a_receiver_that_never_reads_does_not_block() {
+        let dir = std::env::temp_dir().join(format!("braid-notify-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("notify");
+        let _rx = UnixDatagram::bind(&p).unwrap();
+        let started = std::time::Instant::now();
+        let sent = (0..1000)
+            .filter(|_| send(p.to_str().unwrap(), "WATCHDOG=1").is_ok())
+            .count();
+        assert!(
+            sent < 1000,
+            "the queue never filled: the test proves nothing"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

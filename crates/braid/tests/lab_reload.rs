@@ -9,6 +9,7 @@ mod common;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use braid_lab::harness::{Harness, RELAY_PORT, SOCKS_PORT};
@@ -35,20 +36,35 @@ fn config(h: &Harness, uplinks: &[(&str, u32)]) -> String {
     cfg
 }
 
-/// Reads systemd notifications until one is `want`; panics after `limit` with what came.
-fn expect_state(sock: &UnixDatagram, want: &str, limit: Duration) {
+/// systemd's side of `$NOTIFY_SOCKET`: a thread reads every datagram as it comes (as systemd
+/// does, so the gateway's queue never fills) into a channel the test waits on.
+fn notify_listener(path: &std::path::Path) -> mpsc::Receiver<String> {
+    let _ = std::fs::remove_file(path);
+    let sock = UnixDatagram::bind(path).expect("notify socket");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = sock.recv(&mut buf) {
+            if tx
+                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for the notification `want`; panics after `limit` with what came instead.
+fn expect_state(rx: &mpsc::Receiver<String>, want: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     let mut seen = Vec::new();
-    let mut buf = [0u8; 512];
-    while Instant::now() < deadline {
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        if let Ok(n) = sock.recv(&mut buf) {
-            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if msg.lines().any(|l| l == want) {
-                return;
-            }
-            seen.push(msg);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(msg) if msg.lines().any(|l| l == want) => return,
+            Ok(msg) => seen.push(msg),
+            Err(_) => break,
         }
     }
     panic!("no {want} from the gateway within {limit:?}; it sent {seen:?}");
@@ -101,8 +117,7 @@ fn sighup_with_a_changed_uplink_list_adds_and_removes_uplinks_while_a_download_g
         .write("gateway.toml", &config(&h, &[("wifi", 101), ("5g", 102)]))
         .expect("config");
     let notify_path = h.dir().join("notify.sock");
-    let _ = std::fs::remove_file(&notify_path);
-    let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
+    let notify = notify_listener(&notify_path);
     let log = std::fs::File::create(h.dir().join("gateway.log")).expect("log");
     let mut cmd = h.lab.command(Role::Gw, &exe().to_string_lossy());
     cmd.args(["gateway", "--config"])
