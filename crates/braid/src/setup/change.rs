@@ -243,6 +243,13 @@ impl Change {
             Change::Sysctl { path, before, .. } => write_sysctl(path, before),
             Change::Nft { undo, .. } => undo_nft(undo),
             Change::Command { undo, .. } if undo.is_empty() => Ok(()),
+            // A unit that is gone (the package was removed first) is not enabled either.
+            Change::Command { undo, .. } if undo.first().is_some_and(|p| p == "systemctl") => {
+                if let Err(e) = run(undo) {
+                    println!("note: {e} (taken as undone: the unit is not enabled)");
+                }
+                Ok(())
+            }
             Change::Command { undo, .. } => run(undo).map(drop),
         }
     }
