@@ -262,17 +262,21 @@ fn hangup() -> std::io::Result<tokio::signal::unix::Signal> {
 }
 
 /// `braid server`: bind, tell systemd it is ready, then relay until SIGINT/SIGTERM; SIGHUP
-/// re-reads the config and names what would need a restart.
+/// re-reads the config (the allowlist changes live; the rest is named as needing a restart).
 async fn server(cfg: ServerConfig, path: PathBuf) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals()?;
     let hup = hangup()?;
     let listeners = crate::server::Listeners::bind(&cfg).await?;
     crate::systemd::spawn_watchdog();
     crate::systemd::ready("relay listening");
-    let reload = tokio::spawn(crate::server::reload::follow(path, hup, cfg.clone()));
-    crate::server::Server::new(cfg, listeners)
-        .run(shutdown)
-        .await;
+    let server = crate::server::Server::new(cfg.clone(), listeners);
+    let reload = tokio::spawn(crate::server::reload::follow(
+        path,
+        hup,
+        cfg,
+        server.reloader(),
+    ));
+    server.run(shutdown).await;
     reload.abort();
     Ok(())
 }

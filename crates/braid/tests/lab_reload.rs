@@ -196,3 +196,56 @@ fn sighup_with_a_changed_uplink_list_adds_and_removes_uplinks_while_a_download_g
     expect_state(&notify, "STOPPING=1", Duration::from_secs(5));
     let _ = gw.wait_timeout(Duration::from_secs(10));
 }
+
+/// `braid lab traffic echo` from the LAN through the capture: whether the bytes came back.
+fn echo_ok(h: &Harness) -> bool {
+    let target = Harness::traffic_target();
+    h.traffic(
+        Role::Lan,
+        &["echo", "--connect", &target, "--bytes", "10000"],
+    )
+    .is_ok_and(|v| v["ok"] == true)
+}
+
+#[test]
+fn sighup_with_a_changed_allowlist_refuses_new_destinations_and_keeps_running_transfers() {
+    if !braid_lab::root_tests_enabled("sighup_allowlist") {
+        return;
+    }
+    let h = common::running("bsu5", common::unshaped_uplinks(), "");
+    let server_pid = h.daemon_pids()[0];
+    let cfg_path = h.dir().join("server.toml");
+    let with_allow = std::fs::read_to_string(&cfg_path).expect("server.toml");
+    let without: String = with_allow
+        .lines()
+        .filter(|l| !l.starts_with("allow_destinations"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(echo_ok(&h), "the lab's destination is allowed at first");
+    let stream = common::start_bonded_stream(&h, 4);
+
+    let hup_server = |text: &str, expect: &str| {
+        let mut log = h.log_cursor("server.log");
+        std::fs::write(&cfg_path, text).expect("server.toml");
+        let st = std::process::Command::new("kill")
+            .args(["-HUP", &server_pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+        log.wait_for(expect, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", h.log("server.log")));
+    };
+    hup_server(&without, "reload: allow_destinations = []");
+    assert!(
+        !echo_ok(&h),
+        "a new connection to a private destination must be refused now"
+    );
+    let v = h.finish_traffic(stream).expect("download");
+    assert_eq!(
+        v["ok"], true,
+        "the running download must go on, bytes intact: {v}"
+    );
+
+    hup_server(&with_allow, "reload: allow_destinations = [10.30.0.2/32]");
+    assert!(echo_ok(&h), "allowed again after the second reload");
+}

@@ -3,7 +3,8 @@
 //! - Live: the uplink list (added uplinks are installed, removed ones taken down; the others
 //!   and every connection are untouched, see `uplink::reload`).
 //! - Not live, named in the log and left as running: everything else (relay address, method,
-//!   key, listeners, LAN capture, TFO, MPTCP, health settings, timeouts). Restart to apply.
+//!   key, listeners, LAN capture, TFO, MPTCP, congestion control, health settings, timeouts).
+//!   Restart to apply.
 //!
 //! systemd hears `RELOADING=1` before and `READY=1` after, as `Type=notify` units expect.
 
@@ -93,6 +94,8 @@ pub fn not_live(a: &GatewayConfig, b: &GatewayConfig) -> Vec<&'static str> {
         a.mptcp_blackhole_timeout != b.mptcp_blackhole_timeout,
     );
     differ("control", a.control != b.control);
+    differ("congestion", a.congestion != b.congestion);
+    differ("state_dir", a.state_dir != b.state_dir);
     out
 }
 

@@ -186,7 +186,10 @@ async fn connect_target(shared: &Shared, target: &Address) -> Result<TcpStream, 
     let own: Vec<IpAddr> = shared.own.get();
     let mut last = String::from("no address");
     for addr in candidates {
-        if let Err(refusal) = shared.policy.check(addr.ip(), &own) {
+        let checked = (shared.policy.read())
+            .unwrap_or_else(|p| p.into_inner())
+            .check(addr.ip(), &own);
+        if let Err(refusal) = checked {
             last = format!("refused destination {addr}: {refusal}; an operator can allow it with allow_destinations in server.toml");
             continue;
         }

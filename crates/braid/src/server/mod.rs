@@ -154,7 +154,8 @@ pub struct Server {
 struct Shared {
     cfg: ServerConfig,
     ctx: shadowsocks::context::SharedContext,
-    policy: DestinationPolicy,
+    /// Swapped by a SIGHUP reload (see [`reload`]); read once per destination.
+    policy: std::sync::RwLock<DestinationPolicy>,
     own: own_addrs::OwnAddrs,
     stats: ServerStats,
     tfo_listener: bool,
@@ -176,7 +177,7 @@ impl Server {
         crate::congestion::log(&congestion);
         let shared = Shared {
             ctx: Arc::new(ctx),
-            policy,
+            policy: std::sync::RwLock::new(policy),
             own: own_addrs::OwnAddrs::new(),
             stats: ServerStats::default(),
             tfo_listener: listeners.relay_tfo.enabled,
@@ -190,6 +191,11 @@ impl Server {
             status_http: listeners.status_http,
             shared: Arc::new(shared),
         }
+    }
+
+    /// What a SIGHUP reload may change while the relay runs.
+    pub fn reloader(&self) -> reload::Reloader {
+        reload::Reloader::new(self.shared.clone())
     }
 
     /// The relay's bound address (the port is real when the config asked for port 0).

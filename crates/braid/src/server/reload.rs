@@ -1,33 +1,68 @@
-//! SIGHUP on the relay: re-read server.toml and name every key that changed. None of them
-//! changes while the relay runs yet (listen address, key, method and listener options cannot;
-//! allowlist and timeouts are read by live connections and are not swapped in), so each is
-//! named with the restart that applies it. A broken file is reported and the running config
-//! stays.
+//! SIGHUP on the relay: re-read server.toml and apply what can change while connections run.
+//!
+//! - Live: `allow_destinations` (the next destination check uses it; connections already
+//!   relayed are not cut).
+//! - Not live, named in the log and left as running: the listen address, key, method, listener
+//!   options (TFO, MPTCP), congestion control, timeouts and the status API. Restart to apply.
+//!
+//! A broken file is reported and the running config stays. systemd hears `RELOADING=1` before
+//! and `READY=1` after.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use braid_proto::destination::DestinationPolicy;
 use tokio::signal::unix::Signal;
 use tracing::{info, warn};
 
+use super::Shared;
 use crate::config::server::ServerConfig;
 
+/// The handle a reload changes the running relay through.
+pub struct Reloader(Arc<Shared>);
+
+impl Reloader {
+    pub(super) fn new(shared: Arc<Shared>) -> Reloader {
+        Reloader(shared)
+    }
+
+    /// The destinations allowed despite the safety rules, from now on.
+    pub fn set_allow_destinations(&self, allow: Vec<ipnet::IpNet>) {
+        let mut p = self.0.policy.write().unwrap_or_else(|p| p.into_inner());
+        *p = DestinationPolicy { allow };
+    }
+}
+
 /// Follows reload signals until aborted.
-pub async fn follow(path: PathBuf, mut signal: Signal, running: ServerConfig) {
+pub async fn follow(path: PathBuf, mut signal: Signal, mut running: ServerConfig, live: Reloader) {
     while signal.recv().await.is_some() {
         crate::systemd::notify("RELOADING=1");
         match ServerConfig::load(&path) {
             Err(e) => warn!("reload: {e}; the running configuration stays as it was"),
-            Ok(new) => {
-                let changed = changed(&running, &new);
-                if changed.is_empty() {
-                    info!("reload: nothing changed");
-                }
-                for key in changed {
-                    warn!("reload: `{key}` changed, but cannot change while the relay runs; it stays as it was until `systemctl restart braid-server`");
-                }
-            }
+            Ok(new) => apply(&mut running, new, &live),
         }
         crate::systemd::ready("reloaded");
+    }
+}
+
+fn apply(running: &mut ServerConfig, new: ServerConfig, live: &Reloader) {
+    let changed = changed(running, &new);
+    if changed.is_empty() {
+        info!("reload: nothing changed");
+    }
+    for key in changed {
+        if key == "allow_destinations" {
+            let list: Vec<String> = new
+                .allow_destinations
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            info!("reload: allow_destinations = [{}]", list.join(", "));
+            live.set_allow_destinations(new.allow_destinations.clone());
+            running.allow_destinations = new.allow_destinations.clone();
+        } else {
+            warn!("reload: `{key}` changed, but cannot change while the relay runs; it stays as it was until `systemctl restart braid-server`");
+        }
     }
 }
 
@@ -39,6 +74,7 @@ pub fn changed(a: &ServerConfig, b: &ServerConfig) -> Vec<&'static str> {
         ("key", a.key != b.key),
         ("fast_open", a.fast_open != b.fast_open),
         ("mptcp", a.mptcp != b.mptcp),
+        ("congestion", a.congestion != b.congestion),
         (
             "allow_destinations",
             a.allow_destinations != b.allow_destinations,
