@@ -85,7 +85,8 @@ fn setup_server_at(
     sshd_config: &Path,
     extra: &[&str],
 ) -> Output {
-    let boot = root.with_extension("boot");
+    // An empty /boot inside the root (setup writes no file there).
+    let boot = root.join("boot-empty");
     std::fs::create_dir_all(&boot).expect("boot dir");
     let (r, b, s) = (path(root), path(&boot), path(sshd_config));
     let public = Lab::VPS_PUBLIC.to_string();
@@ -179,11 +180,15 @@ impl Sshd {
         );
         let config = d.join("sshd_config");
         std::fs::write(&config, cfg).expect("sshd_config");
-        // The privilege separation folder the package's tmpfiles entry makes at boot.
-        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
-        let mut cmd = h.lab.command(Role::Vps, "/usr/sbin/sshd");
-        cmd.args(["-D", "-e", "-f"])
-            .arg(&config)
+        // sshd wants its privilege separation folder, /run/sshd, which systemd-tmpfiles makes
+        // at boot. `ip netns exec` runs sshd in a mount namespace of its own, so a tmpfs on /run
+        // there gives it one without touching the host's /run.
+        let script = format!(
+            "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -m 0755 /run/sshd && exec /usr/sbin/sshd -D -e -f {}",
+            config.display()
+        );
+        let mut cmd = h.lab.command(Role::Vps, "sh");
+        cmd.args(["-c", &script])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d.join("sshd.log")).expect("log"));
         h.lab.spawn_process(Role::Vps, cmd).expect("starting sshd");
