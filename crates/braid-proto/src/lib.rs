@@ -14,6 +14,7 @@
 pub mod control;
 pub mod destination;
 pub mod health;
+pub mod logsafe;
 pub mod rate;
 pub mod socks5;
 pub mod tfo;
