@@ -16,5 +16,6 @@ pub mod destination;
 pub mod health;
 pub mod logsafe;
 pub mod rate;
+pub mod sip022;
 pub mod socks5;
 pub mod tfo;

@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use braid_proto::control::{ConnectionReport, Transport, CONTROL_HOST, CONTROL_PORT};
 use braid_sys::mptcp::info::{mptcp_state, MptcpState};
-use shadowsocks::relay::socks5::Address;
-use shadowsocks::relay::tcprelay::proxy_stream::ProxyServerStream;
+use braid_proto::socks5::TargetAddr;
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
+use super::stream::ServerStream;
 use super::Shared;
 use crate::listener::Handler;
 use crate::relay::{self, End};
@@ -79,7 +79,7 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
         }
     };
     let cfg = &shared.cfg;
-    let mut ss = ProxyServerStream::from_stream(
+    let mut ss = ServerStream::new(
         shared.ctx.clone(),
         stream,
         cfg.method.cipher(),
@@ -104,7 +104,7 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
             return;
         }
     };
-    if let Address::DomainNameAddress(host, port) = &target {
+    if let TargetAddr::Domain(host, port) = &target {
         if host == CONTROL_HOST && *port == CONTROL_PORT {
             // Sampled at each request, through a duplicate descriptor, because subflows join
             // after the handshake.
@@ -173,10 +173,10 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
     );
 }
 
-async fn connect_target(shared: &Shared, target: &Address) -> Result<TcpStream, String> {
+async fn connect_target(shared: &Shared, target: &TargetAddr) -> Result<TcpStream, String> {
     let candidates: Vec<SocketAddr> = match target {
-        Address::SocketAddress(a) => vec![braid_sys::socket::normalize(*a)],
-        Address::DomainNameAddress(h, p) => match tokio::net::lookup_host((h.as_str(), *p)).await {
+        TargetAddr::Ip(a) => vec![braid_sys::socket::normalize(*a)],
+        TargetAddr::Domain(h, p) => match tokio::net::lookup_host((h.as_str(), *p)).await {
             Ok(it) => it.collect(),
             Err(e) => return Err(format!("cannot resolve {h}: {e}")),
         },

@@ -8,6 +8,7 @@ mod connection;
 pub use connection::transport_of;
 mod control;
 mod own_addrs;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
