@@ -3,6 +3,9 @@
 //! ```text
 //!   braid (daemons, CLI) ──► braid-sys ──► kernel
 //!                              ├─ socket.rs       MPTCP/TCP sockets, SO_ORIGINAL_DST
+//!                              ├─ keepalive.rs    keepalive and TCP_USER_TIMEOUT (liveness)
+//!                              ├─ local_addr.rs   is an address this host's own? (the kernel's routing)
+//!                              ├─ rlimit.rs       the open-file limit
 //!                              ├─ tfo.rs          TCP Fast Open probes and setsockopts
 //!                              ├─ mptcp/info.rs   MPTCP_INFO, TCP_IS_MPTCP
 //!                              ├─ mptcp/{pm,endpoint,limits}.rs   mptcp_pm generic netlink
@@ -15,13 +18,16 @@
 //! Every `unsafe` block carries a `// SAFETY:` note. Errors keep the kernel's errno.
 
 pub mod address;
+pub mod keepalive;
 pub mod kernel;
 pub mod link;
+pub mod local_addr;
 pub mod monitor;
 pub mod mptcp;
 pub mod netlink;
 pub mod nftables;
 pub mod route;
+pub mod rlimit;
 pub mod rule;
 pub mod socket;
 mod sockopt;
