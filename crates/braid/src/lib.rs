@@ -7,7 +7,8 @@
 //! - [`config`]: TOML files into typed configs, with errors that name key, value and fix.
 //! - [`server`]: the relay; [`gateway`]: the router side; [`relay`]: the byte pump both use.
 //! - [`listener`]: the one accept loop (connection tasks tracked, drained at shutdown);
-//!   [`control`]: the in-tunnel control channel as a framed connection.
+//!   [`control`]: the in-tunnel control channel as a framed connection; [`shared_stream`]: one
+//!   socket held by a connection and the status registry (one descriptor, no `dup`).
 //! - [`status`]: the status document and the HTTP status API ([`status::http`]).
 //! - [`cli`]: the command line; `main.rs` only parses it and calls in here.
 //!
@@ -26,6 +27,7 @@ pub mod lab;
 pub mod listener;
 pub mod relay;
 pub mod server;
+pub mod shared_stream;
 pub mod shutdown;
 pub mod speedtest;
 pub mod status;

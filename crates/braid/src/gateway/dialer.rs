@@ -17,9 +17,10 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::config::gateway::GatewayConfig;
+use crate::shared_stream::SharedStream;
 
-/// A stream to the relay.
-pub type RelayStream = ProxyClientStream<TcpStream>;
+/// A stream to the relay (its socket shared with the status registry: one descriptor).
+pub type RelayStream = ProxyClientStream<SharedStream>;
 
 /// How long a fresh LAN connection may stay silent before the request header goes out alone.
 /// Sending the first payload with the header saves a packet, and with TFO it rides in the SYN;
@@ -102,7 +103,7 @@ impl Dialer {
         );
         Ok(ProxyClientStream::from_stream(
             self.ctx.clone(),
-            stream,
+            SharedStream::new(stream),
             &self.ss,
             target,
         ))
@@ -200,7 +201,7 @@ impl Dialer {
         let stream = self.connect_raw(tfo).await?;
         Ok(ProxyClientStream::from_stream(
             self.ctx.clone(),
-            stream,
+            SharedStream::new(stream),
             &self.ss,
             target,
         ))
@@ -260,7 +261,7 @@ pub async fn carry<L: AsyncRead + tokio::io::AsyncWrite + Unpin>(
     remote: &mut RelayStream,
     idle: Duration,
 ) -> (crate::relay::Moved, crate::relay::End) {
-    let guard = registry.add(label, remote.get_ref());
+    let guard = registry.add(label, remote.get_ref().handle());
     let r = crate::relay::relay(lan, remote, idle).await;
     drop(guard);
     if dialer.note_transport(remote.get_ref()) {

@@ -15,6 +15,7 @@ use super::stream::ServerStream;
 use super::Shared;
 use crate::listener::Handler;
 use crate::relay::{self, End};
+use crate::shared_stream::SharedStream;
 use crate::shutdown::Shutdown;
 
 /// How often a relayed connection's subflows are counted.
@@ -81,7 +82,7 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
     let cfg = &shared.cfg;
     let mut ss = ServerStream::new(
         shared.ctx.clone(),
-        stream,
+        SharedStream::new(stream),
         cfg.method.cipher(),
         cfg.key.as_bytes(),
     );
@@ -106,19 +107,9 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
     };
     if let TargetAddr::Domain(host, port) = &target {
         if host == CONTROL_HOST && *port == CONTROL_PORT {
-            // Sampled at each request, through a duplicate descriptor, because subflows join
-            // after the handshake.
-            let dup = ss.get_ref().as_fd().try_clone_to_owned();
-            let snapshot = move || match &dup {
-                Ok(fd) => report(fd, peer, tfo),
-                Err(_) => ConnectionReport {
-                    peer: peer.to_string(),
-                    transport: Transport::Unknown,
-                    subflows: 0,
-                    tfo,
-                    subflow_peers: vec![],
-                },
-            };
+            // Sampled at each request, because subflows join after the handshake.
+            let socket = ss.get_ref().handle();
+            let snapshot = move || report(&socket, peer, tfo);
             if let Err(e) = super::control::serve(&mut ss, snapshot, shutdown).await {
                 debug!("control stream from {peer} ended: {e}");
             }
@@ -127,7 +118,7 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
     }
     let _live = shared
         .registry
-        .add(format!("{peer} → {target}"), ss.get_ref());
+        .add(format!("{peer} → {target}"), ss.get_ref().handle());
     let mut upstream = match connect_target(shared, &target).await {
         Ok(s) => s,
         Err(why) => {
@@ -136,9 +127,9 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
         }
     };
     // Subflows come and go during a connection (joins after the handshake, teardown before
-    // close), so the count reported is the most seen, sampled through a duplicate descriptor
-    // while the relay owns the stream.
-    let probe = ss.get_ref().as_fd().try_clone_to_owned().ok();
+    // close), so the count reported is the most seen, sampled through the shared socket while
+    // the relay owns the stream.
+    let socket = ss.get_ref().handle();
     let mut most = first.subflows();
     let (moved, end) = {
         let pump = relay::relay(&mut ss, &mut upstream, cfg.idle_timeout);
@@ -147,11 +138,7 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
         loop {
             tokio::select! {
                 r = &mut pump => break r,
-                _ = tick.tick() => {
-                    if let Some(fd) = &probe {
-                        most = most.max(mptcp_state(fd).subflows());
-                    }
-                }
+                _ = tick.tick() => most = most.max(mptcp_state(&socket).subflows()),
             }
         }
     };
