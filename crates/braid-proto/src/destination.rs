@@ -59,7 +59,11 @@ pub struct Refused {
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.inside {
-            Some(v4) => write!(f, "{} (judged by the IPv4 address inside it, {v4})", self.reason),
+            Some(v4) => write!(
+                f,
+                "{} (judged by the IPv4 address inside it, {v4})",
+                self.reason
+            ),
             None => write!(f, "{}", self.reason),
         }
     }
@@ -105,8 +109,8 @@ impl DestinationPolicy {
                 return refuse(reason, Some(v4));
             }
         }
-        for (addr, judged_by) in std::iter::once((ip, None))
-            .chain(inside.map(|v4| (IpAddr::V4(v4), Some(v4))))
+        for (addr, judged_by) in
+            std::iter::once((ip, None)).chain(inside.map(|v4| (IpAddr::V4(v4), Some(v4))))
         {
             match is_own(addr) {
                 Some(false) => {}
@@ -233,12 +237,20 @@ mod tests {
         for (form, reason, v4) in [
             ("::127.0.0.1", Refusal::Loopback, "127.0.0.1"),
             ("::10.0.0.1", Refusal::Private, "10.0.0.1"),
-            ("64:ff9b::169.254.169.254", Refusal::LinkLocal, "169.254.169.254"),
+            (
+                "64:ff9b::169.254.169.254",
+                Refusal::LinkLocal,
+                "169.254.169.254",
+            ),
             ("64:ff9b::a00:1", Refusal::Private, "10.0.0.1"),
             ("2002:a9fe:a9fe::1", Refusal::LinkLocal, "169.254.169.254"),
             ("2002:7f00:1::", Refusal::Loopback, "127.0.0.1"),
             // Teredo: client 10.0.0.1 is stored inverted (f5ff:fffe).
-            ("2001:0:4136:e378:8000:63bf:f5ff:fffe", Refusal::Private, "10.0.0.1"),
+            (
+                "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+                Refusal::Private,
+                "10.0.0.1",
+            ),
             ("64:ff9b::198.51.100.9", Refusal::Own, OWN),
             ("2002:c633:6409::", Refusal::Own, OWN),
         ] {
@@ -288,7 +300,9 @@ mod tests {
         let p = DestinationPolicy::default();
         assert_eq!(check(&p, "93.184.216.34"), Ok(()));
         assert_eq!(check(&p, "2606:4700::1111"), Ok(()));
-        assert!(DestinationPolicy::is_global("2606:4700::1111".parse().unwrap()));
+        assert!(DestinationPolicy::is_global(
+            "2606:4700::1111".parse().unwrap()
+        ));
         assert!(!DestinationPolicy::is_global("10.0.0.1".parse().unwrap()));
     }
 

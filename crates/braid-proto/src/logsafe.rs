@@ -172,7 +172,10 @@ mod tests {
         assert_eq!(escaped("a\\nb").to_string(), "a\\\\nb");
         assert_eq!(escaped("\r\u{1b}[31m").to_string(), "\\r\\u{1b}[31m");
         assert_eq!(escaped("bidi\u{202e}txt").to_string(), "bidi\\u{202e}txt");
-        assert_eq!(escaped("plain-name.example").to_string(), "plain-name.example");
+        assert_eq!(
+            escaped("plain-name.example").to_string(),
+            "plain-name.example"
+        );
     }
 
     #[test]
@@ -199,9 +202,7 @@ mod tests {
     #[test]
     fn limiter_many_keys_share_one_budget() {
         let mut l = LogLimiter::new(s(10), 3, 1000);
-        let logged = (0..1000u32)
-            .filter(|k| l.allow(k, s(1)).is_some())
-            .count();
+        let logged = (0..1000u32).filter(|k| l.allow(k, s(1)).is_some()).count();
         assert_eq!(logged, 3);
         let held = l.allow(&5000, s(11)).unwrap();
         assert_eq!(held.others, 997);

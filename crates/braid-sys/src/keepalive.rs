@@ -102,6 +102,9 @@ mod tests {
         };
         let a = apply(&s, &L).unwrap();
         assert!(s.keepalive().unwrap());
-        assert!(!a.user_timeout, "MPTCP took TCP_USER_TIMEOUT: update the doc comment");
+        assert!(
+            !a.user_timeout,
+            "MPTCP took TCP_USER_TIMEOUT: update the doc comment"
+        );
     }
 }

@@ -97,7 +97,9 @@ fn nr_open() -> Option<u64> {
 
 /// Descriptors this process has open now (entries of `/proc/self/fd`, less the one reading it).
 pub fn open_files() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .count()
+        .saturating_sub(1))
 }
 
 #[cfg(test)]

@@ -163,11 +163,8 @@ mod tests {
         let handle = shared.handle();
         drop(shared);
         let mut one = [0u8; 1];
-        let pending = tokio::time::timeout(
-            std::time::Duration::from_millis(100),
-            peer.read(&mut one),
-        )
-        .await;
+        let pending =
+            tokio::time::timeout(std::time::Duration::from_millis(100), peer.read(&mut one)).await;
         assert!(pending.is_err(), "closed while the handle still holds it");
         drop(handle);
         assert_eq!(peer.read(&mut one).await.unwrap(), 0);

@@ -154,7 +154,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerStream<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().inner.poll_shutdown(cx).map_err(io::Error::from)
+        self.get_mut()
+            .inner
+            .poll_shutdown(cx)
+            .map_err(io::Error::from)
     }
 }
 
@@ -249,9 +252,8 @@ mod tests {
             METHOD,
         )
         .unwrap();
-        let target = shadowsocks::relay::socks5::Address::SocketAddress(
-            "10.30.0.2:80".parse().unwrap(),
-        );
+        let target =
+            shadowsocks::relay::socks5::Address::SocketAddress("10.30.0.2:80".parse().unwrap());
         let mut c = shadowsocks::relay::tcprelay::proxy_stream::ProxyClientStream::from_stream(
             ctx, client, &cfg, target,
         );
