@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing::error;
+use tracing::{error, info, warn};
 
 use crate::config::gateway::GatewayConfig;
 use crate::config::server::ServerConfig;
@@ -226,6 +226,7 @@ fn usage(e: impl std::fmt::Display) -> ExitCode {
 
 /// `braid server`: bind, then relay until SIGINT/SIGTERM.
 async fn server(cfg: ServerConfig) -> anyhow::Result<()> {
+    raise_open_files();
     let shutdown = crate::shutdown::on_signals()?;
     let listeners = crate::server::Listeners::bind(&cfg).await?;
     crate::server::Server::new(cfg, listeners)
@@ -236,10 +237,27 @@ async fn server(cfg: ServerConfig) -> anyhow::Result<()> {
 
 /// `braid gateway`: bind, then bond and carry until SIGINT/SIGTERM.
 async fn gateway(cfg: GatewayConfig) -> anyhow::Result<()> {
+    raise_open_files();
     let shutdown = crate::shutdown::on_signals()?;
     let listeners = crate::gateway::Listeners::bind(&cfg).await?;
     crate::gateway::run(cfg, listeners, shutdown).await?;
     Ok(())
+}
+
+/// Lifts the open-file limit to the hard limit before anything is opened, and says the figure:
+/// every connection costs descriptors, and service managers start daemons at a soft 1024.
+fn raise_open_files() {
+    match braid_sys::rlimit::raise_file_limit() {
+        Ok(r) if r.after.soft > r.before.soft => info!(
+            "open-file limit raised from {} to {} (the hard limit)",
+            r.before.soft, r.after.soft
+        ),
+        Ok(r) => info!(
+            "open-file limit {} (the hard limit is {}); to serve more connections raise LimitNOFILE= in the service",
+            r.after.soft, r.after.hard
+        ),
+        Err(e) => warn!("cannot raise the open-file limit ({e}); braid sizes its caps for the current one"),
+    }
 }
 
 async fn daemon(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {

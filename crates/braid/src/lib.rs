@@ -6,7 +6,8 @@
 //! ```
 //! - [`config`]: TOML files into typed configs, with errors that name key, value and fix.
 //! - [`server`]: the relay; [`gateway`]: the router side; [`relay`]: the byte pump both use.
-//! - [`listener`]: the one accept loop (connection tasks tracked, drained at shutdown);
+//! - [`listener`]: the one accept loop (connection tasks tracked, drained at shutdown), with
+//!   [`admission`] (caps on handshakes and connections) and [`allow_from`] (who may connect);
 //!   [`control`]: the in-tunnel control channel as a framed connection; [`shared_stream`]: one
 //!   socket held by a connection and the status registry (one descriptor, no `dup`).
 //! - [`status`]: the status document and the HTTP status API ([`status::http`]).
@@ -16,6 +17,8 @@
 //! `braid-lab`.
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod allow_from;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -25,6 +28,7 @@ pub mod gateway;
 pub mod keygen;
 pub mod lab;
 pub mod listener;
+pub mod log_limit;
 pub mod relay;
 pub mod server;
 pub mod shared_stream;

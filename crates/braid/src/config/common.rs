@@ -149,6 +149,60 @@ pub fn parse_socket_addr(key: &str, s: &str) -> Result<std::net::SocketAddr, Inv
     })
 }
 
+/// The caps on connections and handshakes (`max_connections`, `max_handshakes`,
+/// `max_handshakes_per_source`); `None` takes the default sized from the open-file limit at
+/// start (`crate::admission::Limits::sized_from`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `max_connections`.
+    pub max_connections: Option<usize>,
+    /// `max_handshakes`.
+    pub max_handshakes: Option<usize>,
+    /// `max_handshakes_per_source`.
+    pub max_handshakes_per_source: Option<usize>,
+}
+
+/// Most any cap may be: beyond what any kernel lets one process open.
+const MAX_CAP: u64 = 10_000_000;
+
+/// Parses the three caps; each, when given, must be 1 to 10,000,000.
+pub fn parse_limits(
+    max_connections: Option<u64>,
+    max_handshakes: Option<u64>,
+    max_handshakes_per_source: Option<u64>,
+) -> Result<LimitsConfig, Invalid> {
+    let cap = |key: &str, v: Option<u64>| -> Result<Option<usize>, Invalid> {
+        match v {
+            None => Ok(None),
+            Some(n) if (1..=MAX_CAP).contains(&n) => Ok(usize::try_from(n).ok()),
+            Some(n) => Err(Invalid::new(
+                key,
+                n,
+                "is outside 1–10000000",
+                format!(
+                    "remove `{key}` to size it from the open-file limit, or pick a value in range"
+                ),
+            )),
+        }
+    };
+    let c = LimitsConfig {
+        max_connections: cap("max_connections", max_connections)?,
+        max_handshakes: cap("max_handshakes", max_handshakes)?,
+        max_handshakes_per_source: cap("max_handshakes_per_source", max_handshakes_per_source)?,
+    };
+    if let (Some(per), Some(all)) = (c.max_handshakes_per_source, c.max_handshakes) {
+        if per > all {
+            return Err(Invalid::new(
+                "max_handshakes_per_source",
+                per,
+                format!("is more than max_handshakes ({all})"),
+                "make it at most max_handshakes",
+            ));
+        }
+    }
+    Ok(c)
+}
+
 /// The control API's default address: loopback only, because it shows addresses and traffic.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:9090";
 

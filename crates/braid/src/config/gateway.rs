@@ -78,6 +78,8 @@ pub struct GatewayConfig {
     pub mptcp_blackhole_timeout: Option<u32>,
     /// The control API (status, metrics, dashboard); `None` when `control = "off"`.
     pub control: Option<SocketAddr>,
+    /// Caps on connections and pending handshakes (unset: sized from the open-file limit).
+    pub limits: super::LimitsConfig,
 }
 
 /// `[health]`: probe thresholds; every key optional (defaults in braid_proto::health).
@@ -152,6 +154,9 @@ struct Dto {
     mptcp_blackhole_timeout_secs: Option<u32>,
     #[serde(default = "default_control")]
     control: String,
+    max_connections: Option<u64>,
+    max_handshakes: Option<u64>,
+    max_handshakes_per_source: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -434,6 +439,11 @@ impl GatewayConfig {
             health: parse_health(&d.health)?,
             mptcp_blackhole_timeout: d.mptcp_blackhole_timeout_secs,
             control: super::common::parse_control(&d.control)?,
+            limits: super::common::parse_limits(
+                d.max_connections,
+                d.max_handshakes,
+                d.max_handshakes_per_source,
+            )?,
         })
     }
 }

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// The control API (status, metrics); `None` when `control = "off"`.
     pub control: Option<SocketAddr>,
+    /// Caps on connections and pending handshakes (unset: sized from the open-file limit).
+    pub limits: super::LimitsConfig,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +57,9 @@ struct Dto {
     idle_timeout_secs: u64,
     #[serde(default = "default_control")]
     control: String,
+    max_connections: Option<u64>,
+    max_handshakes: Option<u64>,
+    max_handshakes_per_source: Option<u64>,
 }
 
 fn default_control() -> String {
@@ -131,6 +136,11 @@ impl ServerConfig {
             connect_timeout: timeout("connect_timeout_secs", d.connect_timeout_secs)?,
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
             control: super::common::parse_control(&d.control)?,
+            limits: super::common::parse_limits(
+                d.max_connections,
+                d.max_handshakes,
+                d.max_handshakes_per_source,
+            )?,
         })
     }
 }
@@ -199,6 +209,38 @@ mod tests {
         .to_string();
         assert!(
             e.contains("allow_destinations[1]") && e.contains("nope"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn limits_are_optional_and_out_of_range_values_are_named() {
+        let base = format!(
+            "listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        assert_eq!(
+            load(&base).unwrap().limits,
+            super::super::LimitsConfig::default()
+        );
+        let c = load(&format!(
+            "{base}max_connections = 5000\nmax_handshakes = 100\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.max_connections, Some(5000));
+        let e = load(&format!("{base}max_handshakes = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`max_handshakes` = 0") && e.contains("fix:"),
+            "{e}"
+        );
+        let e = load(&format!(
+            "{base}max_handshakes = 10\nmax_handshakes_per_source = 11\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("max_handshakes_per_source") && e.contains("(10)"),
             "{e}"
         );
     }

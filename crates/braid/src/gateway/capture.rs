@@ -8,7 +8,8 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::Carrier;
-use crate::listener::Handler;
+use crate::admission::Handshake;
+use crate::listener::{reset, Handler};
 use crate::shutdown::Shutdown;
 
 /// Serves the `redirect` listener: each connection is carried to its original destination.
@@ -21,7 +22,24 @@ pub struct Capture {
 
 impl Handler for Capture {
     /// A captured connection is relayed until it ends (draining lets it finish).
-    async fn handle(&self, lan: TcpStream, peer: SocketAddr, _shutdown: Shutdown) {
+    async fn handle(
+        &self,
+        lan: TcpStream,
+        peer: SocketAddr,
+        handshake: Handshake,
+        _shutdown: Shutdown,
+    ) {
+        // A LAN connection has no handshake of its own: it takes a connection slot at once.
+        let _slot = match handshake.establish() {
+            Ok(slot) => slot,
+            Err(e) => {
+                if let Some(held) = self.carrier.log.allow(peer.ip()) {
+                    warn!("{peer}: not carried: {e}{held}");
+                }
+                reset(&lan);
+                return;
+            }
+        };
         carry(lan, peer, self).await
     }
 }

@@ -250,6 +250,8 @@ struct Carrier {
     registry: Arc<Registry>,
     /// `idle_timeout_secs`.
     idle: Duration,
+    /// Lines about one LAN client (refusals, failures): at most one a minute each.
+    log: Arc<crate::log_limit::PerSourceLog>,
 }
 
 impl Carrier {
@@ -298,12 +300,15 @@ async fn serve(
         dialer: dialer.clone(),
         registry: status.registry.clone(),
         idle: cfg.idle_timeout,
+        log: Arc::new(crate::log_limit::PerSourceLog::new(Duration::from_secs(60))),
     };
+    let admission = crate::admission::for_daemon(&cfg.limits);
     let redirect_port = spawn_listeners(
         &mut serving,
         listeners,
         carrier,
         status,
+        admission,
         &shutdown,
         cfg.redirect.port(),
     );
@@ -343,6 +348,7 @@ fn spawn_listeners(
     listeners: Listeners,
     carrier: Carrier,
     status: Arc<GatewayStatus>,
+    admission: Arc<crate::admission::Admission>,
     shutdown: &Shutdown,
     configured_redirect_port: u16,
 ) -> u16 {
@@ -358,13 +364,18 @@ fn spawn_listeners(
         own,
         carrier: carrier.clone(),
     };
-    let redirect = Listener::new("redirect", listeners.redirect, Arc::new(capture));
+    let redirect = Listener::new(
+        "redirect",
+        listeners.redirect,
+        Arc::new(capture),
+        admission.clone(),
+    );
     let sd = shutdown.clone();
     serving.spawn(async move {
         redirect.run(sd).await;
     });
     if let Some(l) = listeners.socks {
-        let socks = Listener::new("SOCKS5", l, Arc::new(socks::Socks { carrier }));
+        let socks = Listener::new("SOCKS5", l, Arc::new(socks::Socks { carrier }), admission);
         if let Ok(a) = socks.local_addr() {
             info!("SOCKS5 listener on {a}");
         }

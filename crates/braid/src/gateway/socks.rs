@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use braid_proto::logsafe::escaped;
 use braid_proto::socks5::{self, Reply, TargetAddr};
 use shadowsocks::relay::socks5::Address;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -10,7 +11,8 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::Carrier;
-use crate::listener::Handler;
+use crate::admission::Handshake;
+use crate::listener::{reset, Handler};
 use crate::shutdown::Shutdown;
 
 /// How long a SOCKS5 client has for its greeting and request.
@@ -25,14 +27,20 @@ pub struct Socks {
 impl Handler for Socks {
     /// A client still in its handshake at shutdown is dropped; one that is relaying may finish
     /// while the listener drains.
-    async fn handle(&self, mut client: TcpStream, peer: SocketAddr, mut shutdown: Shutdown) {
+    async fn handle(
+        &self,
+        mut client: TcpStream,
+        peer: SocketAddr,
+        admitted: Handshake,
+        mut shutdown: Shutdown,
+    ) {
         let _ = client.set_nodelay(true);
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut client));
         let target = tokio::select! {
             r = handshake => match r {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
-                    debug!("SOCKS5 {peer}: {e}");
+                    debug!("SOCKS5 {peer}: {}", escaped(&e));
                     return;
                 }
                 Err(_) => {
@@ -40,7 +48,24 @@ impl Handler for Socks {
                     return;
                 }
             },
+            _ = admitted.evicted() => {
+                debug!("SOCKS5 {peer}: its place among the pending handshakes went to a newer connection");
+                reset(&client);
+                return;
+            }
             _ = shutdown.wait() => return,
+        };
+        let _slot = match admitted.establish() {
+            Ok(slot) => slot,
+            Err(e) => {
+                if let Some(held) = self.carrier.log.allow(peer.ip()) {
+                    warn!("SOCKS5 {peer}: not carried: {e}{held}");
+                }
+                let _ = client
+                    .write_all(&socks5::reply(Reply::GeneralFailure))
+                    .await;
+                return;
+            }
         };
         carry(client, peer, target, &self.carrier).await
     }

@@ -6,14 +6,16 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use braid_proto::control::{ConnectionReport, Transport, CONTROL_HOST, CONTROL_PORT};
-use braid_sys::mptcp::info::{mptcp_state, MptcpState};
+use braid_proto::logsafe::escaped;
 use braid_proto::socks5::TargetAddr;
+use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 use tokio::net::TcpStream;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::stream::ServerStream;
 use super::Shared;
-use crate::listener::Handler;
+use crate::admission::Handshake;
+use crate::listener::{reset, Handler};
 use crate::relay::{self, End};
 use crate::shared_stream::SharedStream;
 use crate::shutdown::Shutdown;
@@ -54,20 +56,80 @@ fn report<S: AsFd>(stream: &S, peer: SocketAddr, tfo: bool) -> ConnectionReport 
 impl Handler for Shared {
     /// Control streams end at shutdown between requests; relayed connections may finish while
     /// the listener drains.
-    async fn handle(&self, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
-        serve(self, stream, peer, shutdown).await
+    async fn handle(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        handshake: Handshake,
+        shutdown: Shutdown,
+    ) {
+        serve(self, stream, peer, handshake, shutdown).await
     }
 }
 
-async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
+/// What the relay learnt of a connection before its request: transport and TFO.
+#[derive(Clone, Copy)]
+struct Arrival {
+    first: MptcpState,
+    tfo: bool,
+    started: Instant,
+}
+
+async fn serve(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    handshake: Handshake,
+    shutdown: Shutdown,
+) {
+    let arrival = classify(shared, &stream, peer);
+    let cfg = &shared.cfg;
+    let mut ss = ServerStream::new(
+        shared.ctx.clone(),
+        SharedStream::new(stream),
+        cfg.method.cipher(),
+        cfg.key.as_bytes(),
+    );
+    let Some(target) = authenticate(shared, &mut ss, peer, &handshake).await else {
+        reset(ss.get_ref());
+        return;
+    };
+    let _slot = match handshake.establish() {
+        Ok(slot) => slot,
+        Err(e) => {
+            if let Some(held) = shared.rejects.allow(peer.ip()) {
+                warn!("refused {peer} after its handshake: {e}{held}");
+            }
+            reset(ss.get_ref());
+            return;
+        }
+    };
+    if let TargetAddr::Domain(host, port) = &target {
+        if host == CONTROL_HOST && *port == CONTROL_PORT {
+            // Sampled at each request, because subflows join after the handshake.
+            let socket = ss.get_ref().handle();
+            let snapshot = move || report(&socket, peer, arrival.tfo);
+            if let Err(e) = super::control::serve(&mut ss, snapshot, shutdown).await {
+                debug!("control stream from {peer} ended: {e}");
+            }
+            return;
+        }
+    }
+    relay_to(shared, ss, peer, &target, arrival).await
+}
+
+/// Counts the connection by transport and says when it fell back to plain TCP.
+fn classify(shared: &Shared, stream: &TcpStream, peer: SocketAddr) -> Arrival {
     let started = Instant::now();
     let _ = stream.set_nodelay(true);
-    let first = mptcp_state(&stream);
-    let tfo = shared.tfo_listener && braid_sys::tfo::syn_data_acked(&stream).unwrap_or(false);
+    let first = mptcp_state(stream);
+    let tfo = shared.tfo_listener && braid_sys::tfo::syn_data_acked(stream).unwrap_or(false);
     match first {
         MptcpState::Mptcp { .. } => shared.stats.mptcp.fetch_add(1, Ordering::Relaxed),
         MptcpState::Fallback => {
-            info!("connection from {peer} fell back to plain TCP: its MPTCP option was lost on the way (a middlebox stripped it) or refused; this connection cannot bond");
+            if let Some(held) = shared.rejects.allow(peer.ip()) {
+                info!("connection from {peer} fell back to plain TCP: its MPTCP option was lost on the way (a middlebox stripped it) or refused; this connection cannot bond{held}");
+            }
             shared
                 .registry
                 .fallback_total
@@ -79,50 +141,52 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
             shared.stats.tcp.fetch_add(1, Ordering::Relaxed)
         }
     };
-    let cfg = &shared.cfg;
-    let mut ss = ServerStream::new(
-        shared.ctx.clone(),
-        SharedStream::new(stream),
-        cfg.method.cipher(),
-        cfg.key.as_bytes(),
-    );
-    let target = match tokio::time::timeout(cfg.handshake_timeout, ss.handshake()).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            info!("rejected {peer}: Shadowsocks-2022 handshake failed ({e}); a wrong key or method, a clock more than 30 s off, a replay, or a probe");
-            // Reveal nothing about how many bytes were consumed: reset.
-            let _ =
-                socket2::SockRef::from(ss.get_ref()).set_linger(Some(std::time::Duration::ZERO));
-            return;
-        }
-        Err(_) => {
-            debug!(
-                "{peer}: no request header within {:?}",
-                cfg.handshake_timeout
-            );
-            let _ =
-                socket2::SockRef::from(ss.get_ref()).set_linger(Some(std::time::Duration::ZERO));
-            return;
-        }
-    };
-    if let TargetAddr::Domain(host, port) = &target {
-        if host == CONTROL_HOST && *port == CONTROL_PORT {
-            // Sampled at each request, because subflows join after the handshake.
-            let socket = ss.get_ref().handle();
-            let snapshot = move || report(&socket, peer, tfo);
-            if let Err(e) = super::control::serve(&mut ss, snapshot, shutdown).await {
-                debug!("control stream from {peer} ended: {e}");
-            }
-            return;
-        }
+    Arrival {
+        first,
+        tfo,
+        started,
     }
+}
+
+/// Reads the request within `handshake_timeout`, unless the connection's place among the pending
+/// handshakes goes to a newer one first. Failures are logged at most once per source per minute.
+async fn authenticate(
+    shared: &Shared,
+    ss: &mut ServerStream<SharedStream>,
+    peer: SocketAddr,
+    handshake: &Handshake,
+) -> Option<TargetAddr> {
+    let timeout = shared.cfg.handshake_timeout;
+    let why = tokio::select! {
+        r = tokio::time::timeout(timeout, ss.handshake()) => match r {
+            Ok(Ok(target)) => return Some(target),
+            Ok(Err(e)) => format!("Shadowsocks-2022 handshake failed ({e}); a wrong key or method, a clock more than 30 s off, a replay, or a probe"),
+            Err(_) => format!("no request within {timeout:?}"),
+        },
+        _ = handshake.evicted() => "its place among the pending handshakes went to a newer connection (max_handshakes)".to_string(),
+    };
+    if let Some(held) = shared.rejects.allow(peer.ip()) {
+        info!("rejected {peer}: {why}{held}");
+    }
+    None
+}
+
+/// Relays an authenticated connection to `target`, listed in status while it lasts.
+async fn relay_to(
+    shared: &Shared,
+    mut ss: ServerStream<SharedStream>,
+    peer: SocketAddr,
+    target: &TargetAddr,
+    arrival: Arrival,
+) {
+    let shown = escaped(&target.to_string()).to_string();
     let _live = shared
         .registry
-        .add(format!("{peer} → {target}"), ss.get_ref().handle());
-    let mut upstream = match connect_target(shared, &target).await {
+        .add(format!("{peer} → {shown}"), ss.get_ref().handle());
+    let mut upstream = match connect_target(shared, target).await {
         Ok(s) => s,
         Err(why) => {
-            info!("{peer} → {target}: {why}");
+            info!("{peer} → {shown}: {why}");
             return;
         }
     };
@@ -130,9 +194,10 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
     // close), so the count reported is the most seen, sampled through the shared socket while
     // the relay owns the stream.
     let socket = ss.get_ref().handle();
-    let mut most = first.subflows();
+    let mut most = arrival.first.subflows();
+    let idle = shared.cfg.idle_timeout;
     let (moved, end) = {
-        let pump = relay::relay(&mut ss, &mut upstream, cfg.idle_timeout);
+        let pump = relay::relay(&mut ss, &mut upstream, idle);
         tokio::pin!(pump);
         let mut tick = tokio::time::interval(SUBFLOW_SAMPLE);
         loop {
@@ -142,21 +207,21 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
             }
         }
     };
-    let mut r = report(ss.get_ref(), peer, tfo);
+    let mut r = report(ss.get_ref(), peer, arrival.tfo);
     r.subflows = r.subflows.max(most);
     let how = match end {
         End::Done => "closed".to_string(),
-        End::Idle => format!("idle for {:?}, closed", cfg.idle_timeout),
+        End::Idle => format!("idle for {idle:?}, closed"),
         End::Error(e) => format!("ended by error ({e})"),
     };
     info!(
-        "{peer} → {target}: {how}; transport={} subflows={} tfo={} up={} down={} secs={:.1}",
+        "{peer} → {shown}: {how}; transport={} subflows={} tfo={} up={} down={} secs={:.1}",
         r.transport,
         r.subflows,
         r.tfo,
         moved.up,
         moved.down,
-        started.elapsed().as_secs_f64()
+        arrival.started.elapsed().as_secs_f64()
     );
 }
 
@@ -165,7 +230,7 @@ async fn connect_target(shared: &Shared, target: &TargetAddr) -> Result<TcpStrea
         TargetAddr::Ip(a) => vec![braid_sys::socket::normalize(*a)],
         TargetAddr::Domain(h, p) => match tokio::net::lookup_host((h.as_str(), *p)).await {
             Ok(it) => it.collect(),
-            Err(e) => return Err(format!("cannot resolve {h}: {e}")),
+            Err(e) => return Err(format!("cannot resolve {}: {e}", escaped(h))),
         },
     };
     let own: Vec<IpAddr> = shared.own.get();

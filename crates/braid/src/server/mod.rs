@@ -27,6 +27,9 @@ use crate::config::FastOpen;
 use crate::listener::Listener;
 use crate::shutdown::Shutdown;
 
+/// How often one client's rejected handshakes are logged.
+const REJECT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -158,6 +161,9 @@ struct Shared {
     stats: ServerStats,
     tfo_listener: bool,
     registry: Arc<crate::status::registry::Registry>,
+    admission: Arc<crate::admission::Admission>,
+    /// Lines about one client (rejected handshakes, fallbacks): at most one a minute each.
+    rejects: crate::log_limit::PerSourceLog,
 }
 
 impl Server {
@@ -175,6 +181,8 @@ impl Server {
             stats: ServerStats::default(),
             tfo_listener: listeners.relay_tfo.enabled,
             registry: Arc::new(crate::status::registry::Registry::default()),
+            admission: crate::admission::for_daemon(&cfg.limits),
+            rejects: crate::log_limit::PerSourceLog::new(REJECT_LOG_EVERY),
             cfg,
         };
         Server {
@@ -207,7 +215,8 @@ impl Server {
             )));
         }
         let refresher = tokio::spawn(own_addrs::refresh_forever(self.shared.clone()));
-        Listener::new("relay", self.listener, self.shared.clone())
+        let admission = self.shared.admission.clone();
+        Listener::new("relay", self.listener, self.shared.clone(), admission)
             .run(shutdown)
             .await;
         refresher.abort();
