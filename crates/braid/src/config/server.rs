@@ -1,6 +1,6 @@
 //! `server.toml`: the relay on the VPS.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,6 +25,9 @@ pub struct ServerConfig {
     pub mptcp: bool,
     /// Destinations allowed even though they are loopback, link-local, private or the server's own.
     pub allow_destinations: Vec<IpNet>,
+    /// The server's public addresses that are on no interface (1:1 NAT clouds): refused as its
+    /// own, like the interface addresses.
+    pub public_addresses: Vec<IpAddr>,
     /// Time a client has to send its request header.
     pub handshake_timeout: Duration,
     /// Time to connect to a destination.
@@ -49,6 +52,8 @@ struct Dto {
     mptcp: bool,
     #[serde(default)]
     allow_destinations: Vec<String>,
+    #[serde(default)]
+    public_addresses: Vec<String>,
     #[serde(default = "default_handshake")]
     handshake_timeout_secs: u64,
     #[serde(default = "default_connect")]
@@ -92,6 +97,23 @@ pub(super) fn timeout(key: &str, secs: u64) -> Result<Duration, Invalid> {
     }
 }
 
+/// Parses a list of plain addresses (`public_addresses`).
+fn addresses(key: &str, list: &[String]) -> Result<Vec<IpAddr>, Invalid> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<IpAddr>().map_err(|_| {
+                Invalid::new(
+                    format!("{key}[{i}]"),
+                    format!("{s:?}"),
+                    "is not an IP address",
+                    "write the address alone, e.g. \"203.0.113.7\" or \"2001:db8::7\"",
+                )
+            })
+        })
+        .collect()
+}
+
 /// Parses `allow_destinations` entries.
 pub(super) fn cidrs(key: &str, list: &[String]) -> Result<Vec<IpNet>, Invalid> {
     list.iter()
@@ -132,6 +154,7 @@ impl ServerConfig {
             fast_open: d.fast_open,
             mptcp: d.mptcp,
             allow_destinations: cidrs("allow_destinations", &d.allow_destinations)?,
+            public_addresses: addresses("public_addresses", &d.public_addresses)?,
             handshake_timeout: timeout("handshake_timeout_secs", d.handshake_timeout_secs)?,
             connect_timeout: timeout("connect_timeout_secs", d.connect_timeout_secs)?,
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
@@ -241,6 +264,25 @@ mod tests {
         .to_string();
         assert!(
             e.contains("max_handshakes_per_source") && e.contains("(10)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn public_addresses_take_addresses_and_name_a_bad_entry() {
+        let base = format!(
+            "listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        let c = load(&format!(
+            "{base}public_addresses = [\"203.0.113.7\", \"2001:db8::7\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.public_addresses.len(), 2);
+        let e = load(&format!("{base}public_addresses = [\"203.0.113.0/24\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("public_addresses[0]") && e.contains("fix:"),
             "{e}"
         );
     }

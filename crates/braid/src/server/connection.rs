@@ -1,6 +1,6 @@
 //! One accepted connection: classify it, authenticate it, then relay or answer control requests.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -233,10 +233,9 @@ async fn connect_target(shared: &Shared, target: &TargetAddr) -> Result<TcpStrea
             Err(e) => return Err(format!("cannot resolve {}: {e}", escaped(h))),
         },
     };
-    let own: Vec<IpAddr> = shared.own.get();
     let mut last = String::from("no address");
     for addr in candidates {
-        if let Err(refusal) = shared.policy.check(addr.ip(), |ip| Some(own.contains(&ip))) {
+        if let Err(refusal) = shared.policy.check(addr.ip(), |ip| shared.own.is_own(ip)) {
             last = format!("refused destination {addr}: {refusal}; an operator can allow it with allow_destinations in server.toml");
             continue;
         }

@@ -8,6 +8,7 @@ mod connection;
 pub use connection::transport_of;
 mod control;
 mod own_addrs;
+pub use own_addrs::OwnAddrs;
 mod stream;
 
 use std::net::SocketAddr;
@@ -157,7 +158,7 @@ struct Shared {
     cfg: ServerConfig,
     ctx: shadowsocks::context::SharedContext,
     policy: DestinationPolicy,
-    own: own_addrs::OwnAddrs,
+    own: OwnAddrs,
     stats: ServerStats,
     tfo_listener: bool,
     registry: Arc<crate::status::registry::Registry>,
@@ -177,7 +178,7 @@ impl Server {
         let shared = Shared {
             ctx: Arc::new(ctx),
             policy,
-            own: own_addrs::OwnAddrs::new(),
+            own: OwnAddrs::new(cfg.public_addresses.clone()),
             stats: ServerStats::default(),
             tfo_listener: listeners.relay_tfo.enabled,
             registry: Arc::new(crate::status::registry::Registry::default()),
@@ -214,12 +215,10 @@ impl Server {
                 shutdown.clone(),
             )));
         }
-        let refresher = tokio::spawn(own_addrs::refresh_forever(self.shared.clone()));
         let admission = self.shared.admission.clone();
         Listener::new("relay", self.listener, self.shared.clone(), admission)
             .run(shutdown)
             .await;
-        refresher.abort();
         if let Some(h) = status_http {
             let _ = h.await;
         }
