@@ -361,7 +361,6 @@ fn spawn_listeners(
         info!("transparent listener on {a}");
     }
     let capture = capture::Capture {
-        own,
         carrier: carrier.clone(),
     };
     let redirect = Listener::new(
