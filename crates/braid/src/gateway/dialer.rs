@@ -172,6 +172,10 @@ impl Dialer {
         if tfo {
             braid_sys::tfo::set_connect_fastopen(&sock)?;
         }
+        // A relay that vanished is noticed by keepalive (MPTCP refuses TCP_USER_TIMEOUT).
+        if let Err(e) = braid_sys::keepalive::apply(&sock, &crate::listener::LIVENESS) {
+            tracing::debug!("keepalive toward the relay: {e}");
+        }
         let src = self.source.read().ok().and_then(|s| *s);
         if let Some(src) = src.filter(|s| s.is_ipv4() == self.relay.is_ipv4()) {
             // The address may have just gone away (DHCP); then let the kernel choose.

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::stream::ServerStream;
 use super::Shared;
 use crate::admission::Handshake;
-use crate::listener::{reset, Handler};
+use crate::listener::{reset, Handler, LIVENESS};
 use crate::relay::{self, End};
 use crate::shared_stream::SharedStream;
 use crate::shutdown::Shutdown;
@@ -111,6 +111,8 @@ async fn serve(
             let snapshot = move || report(&socket, peer, arrival.tfo);
             if let Err(e) = super::control::serve(&mut ss, snapshot, shutdown).await {
                 debug!("control stream from {peer} ended: {e}");
+                // A vanished or broken client gets no FIN to wait on.
+                reset(ss.get_ref());
             }
             return;
         }
@@ -242,6 +244,9 @@ async fn connect_target(shared: &Shared, target: &TargetAddr) -> Result<TcpStrea
         match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
+                if let Err(e) = braid_sys::keepalive::apply(&s, &LIVENESS) {
+                    debug!("keepalive toward {addr}: {e}");
+                }
                 return Ok(s);
             }
             Ok(Err(e)) => last = format!("connect to {addr} failed: {e}"),
