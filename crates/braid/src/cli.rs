@@ -141,19 +141,19 @@ pub fn run(cli: Cli) -> ExitCode {
             json,
             watch,
         } => {
-            let addr = match (control, config) {
-                (Some(a), _) => a,
+            let (addr, token) = match (control, config) {
+                (Some(a), _) => (a, None),
                 (None, Some(c)) => match crate::status::client::control_of(&c) {
                     Ok(a) => a,
                     Err(e) => return usage(e),
                 },
                 (None, None) => match crate::config::common_default_control() {
-                    Some(a) => a,
+                    Some(a) => (a, None),
                     None => return usage("give --config FILE or --control ADDR"),
                 },
             };
             block_on(
-                crate::status::client::main(addr, json, watch),
+                crate::status::client::main(addr, token, json, watch),
                 ExitCode::from(1),
             )
         }

@@ -105,3 +105,91 @@ fn capture_on_every_interface_never_relays_a_connection_to_the_gateway_itself() 
         .expect("request/reply");
     assert_eq!(v["failures"], 0, "{v}");
 }
+
+/// SOCKS5 and the status API on every interface, each limited to the LAN's sources.
+const WIDE: &str = "redirect = \"0.0.0.0:1100\"\nsocks = \"0.0.0.0:1080\"\nsocks_allow_from = [\"10.9.0.0/24\"]\ncontrol = \"0.0.0.0:9090\"\ncontrol_allow_from = [\"10.9.0.0/24\"]";
+
+#[test]
+fn socks_on_every_interface_is_no_open_proxy_and_keeps_the_control_target() {
+    if !braid_lab::root_tests_enabled("socks_wan") {
+        return;
+    }
+    let h = lab("bhd5");
+    let _gw = start_wide_gateway(&h, WIDE, "");
+    let greeting = [5u8, 1, 0];
+    // From the WAN side, to the gateway's uplink address: reset without a word.
+    let wan = SocketAddr::new(h.lab.uplink_gw_addr("wifi").into(), 1080);
+    let back = exchange(&h, Role::Vps, wan, &greeting);
+    assert!(
+        back.is_empty(),
+        "SOCKS5 answered the WAN side: {back:?}\ngateway log:\n{}",
+        h.log("gateway-wide.log")
+    );
+    h.wait_log(
+        "gateway-wide.log",
+        "SOCKS5 listener: refused a connection from",
+        "the refusal logged",
+        Duration::from_secs(5),
+    )
+    .expect("refusal logged");
+    // From the LAN: served, but not to the relay's control channel.
+    let lan = SocketAddr::new(Lab::GW_LAN.into(), 1080);
+    let host = b"braid-control.invalid";
+    let mut req = greeting.to_vec();
+    req.extend_from_slice(&[5, 1, 0, 3, host.len() as u8]);
+    req.extend_from_slice(host);
+    req.extend_from_slice(&9u16.to_be_bytes());
+    let back = exchange(&h, Role::Lan, lan, &req);
+    assert_eq!(
+        back.get(..4),
+        Some(&[5u8, 0, 5, 2][..]),
+        "method accepted, then CONNECT not allowed by ruleset: {back:?}"
+    );
+    // And SOCKS5 from the LAN still carries traffic.
+    let t = Harness::traffic_target();
+    let socks = lan.to_string();
+    let v = h
+        .traffic(
+            Role::Lan,
+            &["rr", "--connect", &t, "--socks", &socks, "--count", "2"],
+        )
+        .expect("request/reply over SOCKS5");
+    assert_eq!(v["failures"], 0, "{v}");
+}
+
+/// A raw HTTP/1.0 GET; the status line of the answer, empty if the connection was refused.
+fn http_status(h: &Harness, role: Role, to: SocketAddr, path: &str, host: &str) -> String {
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    let back = exchange(h, role, to, req.as_bytes());
+    String::from_utf8_lossy(&back)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn status_api_answers_only_to_its_own_names_and_sources() {
+    if !braid_lab::root_tests_enabled("status_rebinding") {
+        return;
+    }
+    let h = lab("bhd6");
+    let _gw = start_wide_gateway(&h, WIDE, "");
+    let api = SocketAddr::new(Lab::GW_LAN.into(), 9090);
+    // A LAN browser on the router's address: served.
+    let ok = http_status(&h, Role::Lan, api, "/api/status", "10.9.0.1:9090");
+    assert!(ok.contains(" 200 "), "{ok}");
+    // The same browser on a page whose name an attacker pointed at the router: refused.
+    let rebound = http_status(&h, Role::Lan, api, "/api/status", "evil.example:9090");
+    assert!(
+        rebound.contains(" 421 "),
+        "DNS rebinding read the status: {rebound}"
+    );
+    // The WAN side: not even an answer.
+    let wan = SocketAddr::new(h.lab.uplink_gw_addr("wifi").into(), 9090);
+    let from_wan = http_status(&h, Role::Vps, wan, "/api/status", "10.1.0.1:9090");
+    assert!(
+        from_wan.is_empty(),
+        "the WAN side read the status: {from_wan}"
+    );
+}

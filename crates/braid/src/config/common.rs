@@ -203,6 +203,89 @@ pub fn parse_limits(
     Ok(c)
 }
 
+/// `control_token`: a shared secret for the status API. Debug output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ControlToken(String);
+
+impl std::fmt::Debug for ControlToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlToken(…)")
+    }
+}
+
+impl ControlToken {
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Who may read the status API besides loopback (`control_allow_from`), with which token
+/// (`control_token`) and under which host names (`control_hosts`); see `crate::status::access`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlAccess {
+    /// `control_allow_from`.
+    pub allow_from: Vec<ipnet::IpNet>,
+    /// `control_token`.
+    pub token: Option<ControlToken>,
+    /// `control_hosts`, lowercase.
+    pub hosts: Vec<String>,
+}
+
+/// Parses `control_allow_from`, `control_token` and `control_hosts`, and checks `control`
+/// against them (`crate::allow_from::check_bind`).
+pub fn parse_control_access(
+    control: Option<std::net::SocketAddr>,
+    allow_from: &[String],
+    token: Option<&str>,
+    hosts: &[String],
+) -> Result<ControlAccess, Invalid> {
+    let allow_from = super::server::cidrs("control_allow_from", allow_from)?;
+    if let Some(addr) = control {
+        crate::allow_from::check_bind("control", addr, &allow_from)?;
+    }
+    let token = token
+        .map(|t| {
+            let ok = (16..=256).contains(&t.len())
+                && t.bytes().all(|b| b.is_ascii_graphic() && b != b';');
+            if ok {
+                Ok(ControlToken(t.to_string()))
+            } else {
+                Err(Invalid::new(
+                    "control_token",
+                    "\"<hidden>\"",
+                    "must be 16 to 256 visible ASCII characters, without ';'",
+                    "use the line printed by `braid keygen`",
+                ))
+            }
+        })
+        .transpose()?;
+    let hosts = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if ok {
+                Ok(h.to_ascii_lowercase())
+            } else {
+                Err(Invalid::new(
+                    format!("control_hosts[{i}]"),
+                    format!("{h:?}"),
+                    "is not a host name",
+                    "write the name browsers use for the status API, without port, e.g. \"router.lan\"",
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ControlAccess {
+        allow_from,
+        token,
+        hosts,
+    })
+}
+
 /// The control API's default address: loopback only, because it shows addresses and traffic.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:9090";
 

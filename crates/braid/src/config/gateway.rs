@@ -80,6 +80,10 @@ pub struct GatewayConfig {
     pub control: Option<SocketAddr>,
     /// Caps on connections and pending handshakes (unset: sized from the open-file limit).
     pub limits: super::LimitsConfig,
+    /// Who may use the SOCKS5 listener besides loopback and its LAN (`socks_allow_from`).
+    pub socks_allow_from: Vec<ipnet::IpNet>,
+    /// Who may read the status API, and how.
+    pub control_access: super::ControlAccess,
 }
 
 /// `[health]`: probe thresholds; every key optional (defaults in braid_proto::health).
@@ -157,6 +161,13 @@ struct Dto {
     max_connections: Option<u64>,
     max_handshakes: Option<u64>,
     max_handshakes_per_source: Option<u64>,
+    #[serde(default)]
+    socks_allow_from: Vec<String>,
+    #[serde(default)]
+    control_allow_from: Vec<String>,
+    control_token: Option<String>,
+    #[serde(default)]
+    control_hosts: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -419,6 +430,22 @@ impl GatewayConfig {
                 "use e.g. \"0.0.0.0:1100\"",
             ));
         }
+        let socks = d
+            .socks
+            .as_deref()
+            .map(|s| parse_socket_addr("socks", s))
+            .transpose()?;
+        let socks_allow_from = super::server::cidrs("socks_allow_from", &d.socks_allow_from)?;
+        if let Some(addr) = socks {
+            crate::allow_from::check_bind("socks", addr, &socks_allow_from)?;
+        }
+        let control = super::common::parse_control(&d.control)?;
+        let control_access = super::common::parse_control_access(
+            control,
+            &d.control_allow_from,
+            d.control_token.as_deref(),
+            &d.control_hosts,
+        )?;
         Ok(GatewayConfig {
             server,
             method,
@@ -426,11 +453,8 @@ impl GatewayConfig {
             fast_open: d.fast_open,
             redirect,
             lan,
-            socks: d
-                .socks
-                .as_deref()
-                .map(|s| parse_socket_addr("socks", s))
-                .transpose()?,
+            socks,
+            socks_allow_from,
             uplinks: parse_uplinks(&d.uplink)?,
             mptcp: d.mptcp,
             nft_table: d.nft_table.clone(),
@@ -438,7 +462,8 @@ impl GatewayConfig {
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
             health: parse_health(&d.health)?,
             mptcp_blackhole_timeout: d.mptcp_blackhole_timeout_secs,
-            control: super::common::parse_control(&d.control)?,
+            control,
+            control_access,
             limits: super::common::parse_limits(
                 d.max_connections,
                 d.max_handshakes,
@@ -569,6 +594,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("intervall_ms"), "{e}");
+    }
+
+    #[test]
+    fn socks_on_every_interface_needs_a_source_list() {
+        let e = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\nsocks = \"0.0.0.0:1080\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`socks` = \"0.0.0.0:1080\"")
+                && e.contains("socks_allow_from")
+                && e.contains("fix:"),
+            "{e}"
+        );
+        let c = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\nsocks = \"0.0.0.0:1080\"\nsocks_allow_from = [\"192.168.1.0/24\"]",
+        ))
+        .unwrap();
+        assert_eq!(c.socks_allow_from.len(), 1);
+        let e = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\ncontrol = \"[::]:9090\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("control_allow_from"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod common;
 pub mod gateway;
 pub mod server;
 
-pub use common::{FastOpen, LimitsConfig, Method, SsKey};
+pub use common::{ControlAccess, ControlToken, FastOpen, LimitsConfig, Method, SsKey};
 
 /// The default control address, used by `braid status` without arguments.
 pub fn common_default_control() -> Option<std::net::SocketAddr> {
@@ -177,6 +177,9 @@ mod tests {
             "max_connections",
             "max_handshakes",
             "max_handshakes_per_source",
+            "control_allow_from",
+            "control_hosts",
+            "control_token",
         ];
         let server = ["listen", "allow_destinations", "handshake_timeout_secs"];
         let gateway = [
@@ -184,6 +187,7 @@ mod tests {
             "redirect",
             "lan",
             "socks",
+            "socks_allow_from",
             "nft_table",
             "mptcp_blackhole_timeout_secs",
         ];

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub control: Option<SocketAddr>,
     /// Caps on connections and pending handshakes (unset: sized from the open-file limit).
     pub limits: super::LimitsConfig,
+    /// Who may read the status API, and how.
+    pub control_access: super::ControlAccess,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +67,11 @@ struct Dto {
     max_connections: Option<u64>,
     max_handshakes: Option<u64>,
     max_handshakes_per_source: Option<u64>,
+    #[serde(default)]
+    control_allow_from: Vec<String>,
+    control_token: Option<String>,
+    #[serde(default)]
+    control_hosts: Vec<String>,
 }
 
 fn default_control() -> String {
@@ -115,7 +122,7 @@ fn addresses(key: &str, list: &[String]) -> Result<Vec<IpAddr>, Invalid> {
 }
 
 /// Parses `allow_destinations` entries.
-pub(super) fn cidrs(key: &str, list: &[String]) -> Result<Vec<IpNet>, Invalid> {
+pub(crate) fn cidrs(key: &str, list: &[String]) -> Result<Vec<IpNet>, Invalid> {
     list.iter()
         .enumerate()
         .map(|(i, s)| {
@@ -147,6 +154,23 @@ impl ServerConfig {
 
     fn from_dto(d: Dto) -> Result<ServerConfig, Invalid> {
         let method = Method::parse("method", &d.method)?;
+        let control = super::common::parse_control(&d.control)?;
+        let control_access = super::common::parse_control_access(
+            control,
+            &d.control_allow_from,
+            d.control_token.as_deref(),
+            &d.control_hosts,
+        )?;
+        if let Some(addr) = control {
+            if !addr.ip().is_loopback() && control_access.allow_from.is_empty() {
+                return Err(Invalid::new(
+                    "control",
+                    format!("\"{addr}\""),
+                    "is not loopback, and the relay has no LAN to keep it to, so anyone who reaches that address could read every connection",
+                    "keep it on \"127.0.0.1:9090\" (read it over ssh), or list who may connect in `control_allow_from`",
+                ));
+            }
+        }
         Ok(ServerConfig {
             listen: parse_socket_addr("listen", &d.listen)?,
             key: SsKey::parse("key", &d.key, method)?,
@@ -158,7 +182,8 @@ impl ServerConfig {
             handshake_timeout: timeout("handshake_timeout_secs", d.handshake_timeout_secs)?,
             connect_timeout: timeout("connect_timeout_secs", d.connect_timeout_secs)?,
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
-            control: super::common::parse_control(&d.control)?,
+            control,
+            control_access,
             limits: super::common::parse_limits(
                 d.max_connections,
                 d.max_handshakes,
@@ -285,6 +310,35 @@ mod tests {
             e.contains("public_addresses[0]") && e.contains("fix:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn status_api_off_loopback_needs_a_source_list() {
+        let base = format!(
+            "listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        for bind in ["0.0.0.0:9090", "10.0.0.5:9090"] {
+            let e = load(&format!("{base}control = \"{bind}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("`control`") && e.contains("control_allow_from"),
+                "{e}"
+            );
+        }
+        let c = load(&format!(
+            "{base}control = \"0.0.0.0:9090\"\ncontrol_allow_from = [\"198.51.100.0/24\"]\ncontrol_token = \"0123456789abcdef\"\ncontrol_hosts = [\"Relay.Example.net\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.control_access.hosts,
+            vec!["relay.example.net".to_string()]
+        );
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        let e = load(&format!("{base}control_token = \"short\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("control_token") && !e.contains("short"), "{e}");
     }
 
     #[test]

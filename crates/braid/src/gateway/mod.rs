@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 
+use crate::allow_from::{self, AllowFrom};
 use crate::config::gateway::GatewayConfig;
 use crate::config::FastOpen;
 use crate::listener::Listener;
@@ -67,6 +68,9 @@ pub enum GatewayError {
     /// Netlink could not be opened at all.
     #[error(transparent)]
     Netlink(#[from] braid_sys::netlink::NetlinkError),
+    /// A LAN-facing listener's address does not say who may use it.
+    #[error(transparent)]
+    Bind(#[from] allow_from::BindError),
 }
 
 fn log_decision(d: &Decision) {
@@ -86,11 +90,29 @@ pub struct Listeners {
     pub socks: Option<TcpListener>,
     /// The HTTP status API (`control`), if wanted.
     pub status_http: Option<TcpListener>,
+    /// Who may use SOCKS5 (see [`crate::allow_from`]).
+    pub socks_allow: AllowFrom,
+    /// Who may read the status API (sources), and how (Host names, token).
+    pub status_allow: AllowFrom,
+    /// See `status_allow`.
+    pub status_access: crate::status::http::Access,
 }
 
 impl Listeners {
-    /// Binds every listener the config asks for; an address in use fails here, naming its key.
+    /// Binds every listener the config asks for; an address in use fails here, naming its key,
+    /// and so does a SOCKS5 or status address that is neither loopback nor on a `lan` interface
+    /// without a list of who may connect.
     pub async fn bind(cfg: &GatewayConfig) -> Result<Listeners, GatewayError> {
+        let socks_allow = match cfg.socks {
+            Some(addr) => allow_from::for_bind("socks", addr, &cfg.socks_allow_from, &cfg.lan)?,
+            None => AllowFrom::default(),
+        };
+        let control_allow = match cfg.control {
+            Some(addr) => {
+                allow_from::for_bind("control", addr, &cfg.control_access.allow_from, &cfg.lan)?
+            }
+            None => AllowFrom::default(),
+        };
         let status_http = match cfg.control {
             Some(addr) => Some(crate::status::http::bind(addr).await.map_err(|source| {
                 GatewayError::Listen {
@@ -105,6 +127,9 @@ impl Listeners {
             redirect: bind(cfg.redirect, "redirect")?,
             socks: cfg.socks.map(|a| bind(a, "socks")).transpose()?,
             status_http,
+            socks_allow,
+            status_allow: control_allow,
+            status_access: crate::status::http::Access::new(&cfg.control_access),
         })
     }
 }
@@ -354,7 +379,13 @@ fn spawn_listeners(
 ) -> u16 {
     if let Some(l) = listeners.status_http {
         let src: Arc<dyn crate::status::http::StatusSource> = status;
-        serving.spawn(crate::status::http::serve(l, src, shutdown.clone()));
+        serving.spawn(crate::status::http::serve(
+            l,
+            src,
+            listeners.status_access,
+            listeners.status_allow,
+            shutdown.clone(),
+        ));
     }
     let own = listeners.redirect.local_addr().ok();
     if let Some(a) = own {
@@ -374,7 +405,8 @@ fn spawn_listeners(
         redirect.run(sd).await;
     });
     if let Some(l) = listeners.socks {
-        let socks = Listener::new("SOCKS5", l, Arc::new(socks::Socks { carrier }), admission);
+        let socks = Listener::new("SOCKS5", l, Arc::new(socks::Socks { carrier }), admission)
+            .allow_from(listeners.socks_allow);
         if let Ok(a) = socks.local_addr() {
             info!("SOCKS5 listener on {a}");
         }

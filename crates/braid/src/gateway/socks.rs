@@ -1,4 +1,9 @@
 //! The optional SOCKS5 listener (CONNECT only, no authentication).
+//!
+//! Who may connect is decided by the listener (`crate::allow_from`); what they may reach is
+//! everything the relay allows, except the relay's in-tunnel control target
+//! (`braid-control.invalid`): that channel is for braid's own probes and speed tests, not for LAN
+//! clients, who could otherwise run unlimited speed tests through the relay.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -71,7 +76,25 @@ impl Handler for Socks {
     }
 }
 
+/// Whether a SOCKS5 target names the relay's control channel, in any spelling the relay might
+/// still resolve to it (case, a trailing dot), on any port.
+fn is_control_target(target: &TargetAddr) -> bool {
+    match target {
+        TargetAddr::Domain(host, _) => host
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(braid_proto::control::CONTROL_HOST),
+        TargetAddr::Ip(_) => false,
+    }
+}
+
 async fn carry(mut client: TcpStream, peer: SocketAddr, target: TargetAddr, c: &Carrier) {
+    if is_control_target(&target) {
+        if let Some(held) = c.log.allow(peer.ip()) {
+            warn!("SOCKS5 {peer} → {}: refused: the relay's control channel is not for LAN clients{held}", escaped(&target.to_string()));
+        }
+        let _ = client.write_all(&socks5::reply(Reply::NotAllowed)).await;
+        return;
+    }
     let dialer = &c.dialer;
     let addr = match &target {
         TargetAddr::Ip(a) => Address::SocketAddress(*a),
@@ -82,10 +105,13 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, target: TargetAddr, c: &
     let mut remote = match dialer.open(addr, dialer.tfo()).await {
         Ok(r) => r,
         Err(e) => {
-            warn!(
-                "SOCKS5 {peer} → {target}: cannot reach the relay {}: {e}",
-                dialer.relay()
-            );
+            if let Some(held) = c.log.allow(peer.ip()) {
+                warn!(
+                    "SOCKS5 {peer} → {}: cannot reach the relay {}: {e}{held}",
+                    escaped(&target.to_string()),
+                    dialer.relay()
+                );
+            }
             let _ = client
                 .write_all(&socks5::reply(Reply::HostUnreachable))
                 .await;
@@ -105,9 +131,10 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, target: TargetAddr, c: &
     {
         return;
     }
-    let (moved, end) = c.carry(target.to_string(), &mut client, &mut remote).await;
+    let shown = escaped(&target.to_string()).to_string();
+    let (moved, end) = c.carry(shown.clone(), &mut client, &mut remote).await;
     debug!(
-        "SOCKS5 {peer} → {target}: {end:?}, up={} down={}",
+        "SOCKS5 {peer} → {shown}: {end:?}, up={} down={}",
         moved.up, moved.down
     );
 }
@@ -154,5 +181,22 @@ async fn handshake(client: &mut TcpStream) -> Result<TargetAddr, String> {
             return Err("closed during request".into());
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_target_is_recognised_in_any_spelling() {
+        let d = |h: &str, p| TargetAddr::Domain(h.into(), p);
+        assert!(is_control_target(&d("braid-control.invalid", 9)));
+        assert!(is_control_target(&d("BRAID-Control.invalid.", 9)));
+        assert!(is_control_target(&d("braid-control.invalid", 443)));
+        assert!(!is_control_target(&d("example.com", 9)));
+        assert!(!is_control_target(&TargetAddr::Ip(
+            "10.0.0.1:9".parse().unwrap()
+        )));
     }
 }

@@ -209,9 +209,13 @@ impl Server {
                     self.tfo.enabled,
                     self.tfo.reason.clone(),
                 );
+            let access = &self.shared.cfg.control_access;
+            let allow = crate::allow_from::AllowFrom::new(access.allow_from.clone());
             status_http = Some(tokio::spawn(crate::status::http::serve(
                 l,
                 src,
+                crate::status::http::Access::new(access),
+                allow,
                 shutdown.clone(),
             )));
         }
