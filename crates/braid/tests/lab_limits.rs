@@ -1,8 +1,10 @@
-//! Descriptors under load, in the lab: a flood of connections that never authenticate cannot
-//! starve a valid client (the relay runs with an open-file limit of 256), and a relayed
-//! connection costs one descriptor per socket on each side (two per connection).
+//! Descriptors and logs under load, in the lab: a flood of connections that never authenticate
+//! cannot starve a valid client (the relay runs with an open-file limit of 256), probes that
+//! fail their handshake are logged once per source, not once each, and a relayed connection
+//! costs one descriptor per socket on each side (two per connection).
 //! Root-only (skips without root unless CI=true, where it must run).
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -77,7 +79,7 @@ fn open_idle(
 }
 
 #[test]
-fn idle_flood_from_many_sources_does_not_starve_a_valid_client() {
+fn idle_flood_and_probes_neither_starve_a_valid_client_nor_flood_the_log() {
     if !braid_lab::root_tests_enabled("idle_flood") {
         return;
     }
@@ -145,6 +147,35 @@ fn idle_flood_from_many_sources_does_not_starve_a_valid_client() {
         "{refusals} refusal lines for about 1000 refused connections"
     );
     drop(flood);
+
+    // 200 probes with garbage instead of a request, from one address: one line, not 200.
+    let probes = h
+        .lab
+        .in_netns(Role::Srv, || {
+            (0..200)
+                .filter(|_| {
+                    let Ok(mut s) = TcpStream::connect_timeout(&relay, Duration::from_secs(2))
+                    else {
+                        return false;
+                    };
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = s.write_all(&[0x42; 80]);
+                    let mut rest = Vec::new();
+                    // The relay resets the probe once the request fails to decrypt.
+                    let _ = s.read_to_end(&mut rest);
+                    true
+                })
+                .count()
+        })
+        .expect("netns");
+    assert_eq!(probes, 200);
+    let log = h.log("server.log");
+    let lines = log.matches(&format!("rejected {}:", Lab::SRV)).count();
+    assert!(
+        (1..=2).contains(&lines),
+        "{lines} log lines for 200 rejected probes from {}",
+        Lab::SRV
+    );
 }
 
 #[test]

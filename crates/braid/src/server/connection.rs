@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::stream::ServerStream;
 use super::Shared;
 use crate::admission::Handshake;
-use crate::listener::{reset, Handler, LIVENESS};
+use crate::listener::{reset, Handler};
 use crate::relay::{self, End};
 use crate::shared_stream::SharedStream;
 use crate::shutdown::Shutdown;
@@ -185,7 +185,7 @@ async fn relay_to(
     let _live = shared
         .registry
         .add(format!("{peer} → {shown}"), ss.get_ref().handle());
-    let mut upstream = match connect_target(shared, target).await {
+    let mut upstream = match super::upstream::connect(shared, target).await {
         Ok(s) => s,
         Err(why) => {
             info!("{peer} → {shown}: {why}");
@@ -225,38 +225,4 @@ async fn relay_to(
         moved.down,
         arrival.started.elapsed().as_secs_f64()
     );
-}
-
-async fn connect_target(shared: &Shared, target: &TargetAddr) -> Result<TcpStream, String> {
-    let candidates: Vec<SocketAddr> = match target {
-        TargetAddr::Ip(a) => vec![braid_sys::socket::normalize(*a)],
-        TargetAddr::Domain(h, p) => match tokio::net::lookup_host((h.as_str(), *p)).await {
-            Ok(it) => it.collect(),
-            Err(e) => return Err(format!("cannot resolve {}: {e}", escaped(h))),
-        },
-    };
-    let mut last = String::from("no address");
-    for addr in candidates {
-        if let Err(refusal) = shared.policy.check(addr.ip(), |ip| shared.own.is_own(ip)) {
-            last = format!("refused destination {addr}: {refusal}; an operator can allow it with allow_destinations in server.toml");
-            continue;
-        }
-        match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                if let Err(e) = braid_sys::keepalive::apply(&s, &LIVENESS) {
-                    debug!("keepalive toward {addr}: {e}");
-                }
-                return Ok(s);
-            }
-            Ok(Err(e)) => last = format!("connect to {addr} failed: {e}"),
-            Err(_) => {
-                last = format!(
-                    "connect to {addr} timed out after {:?}",
-                    shared.cfg.connect_timeout
-                )
-            }
-        }
-    }
-    Err(last)
 }

@@ -10,6 +10,7 @@ mod control;
 mod own_addrs;
 pub use own_addrs::OwnAddrs;
 mod stream;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
