@@ -232,18 +232,30 @@ pub struct ControlAccess {
     pub hosts: Vec<String>,
 }
 
-/// Parses `control_allow_from`, `control_token` and `control_hosts`, and checks `control`
-/// against them (`crate::allow_from::check_bind`).
-pub fn parse_control_access(
-    control: Option<std::net::SocketAddr>,
-    allow_from: &[String],
-    token: Option<&str>,
-    hosts: &[String],
-) -> Result<ControlAccess, Invalid> {
-    let allow_from = super::server::cidrs("control_allow_from", allow_from)?;
+/// The status API's keys as written: `control`, `control_allow_from`, `control_token`,
+/// `control_hosts`.
+pub struct ControlKeys<'a> {
+    /// `control`.
+    pub control: &'a str,
+    /// `control_allow_from`.
+    pub allow_from: &'a [String],
+    /// `control_token`.
+    pub token: Option<&'a str>,
+    /// `control_hosts`.
+    pub hosts: &'a [String],
+}
+
+/// Parses the status API's keys: its address (`None` for "off") and who may read it; a bind on
+/// every interface needs `control_allow_from` (`crate::allow_from::check_bind`).
+pub fn parse_control_keys(
+    keys: ControlKeys<'_>,
+) -> Result<(Option<std::net::SocketAddr>, ControlAccess), Invalid> {
+    let control = parse_control(keys.control)?;
+    let allow_from = super::server::cidrs("control_allow_from", keys.allow_from)?;
     if let Some(addr) = control {
         crate::allow_from::check_bind("control", addr, &allow_from)?;
     }
+    let (token, hosts) = (keys.token, keys.hosts);
     let token = token
         .map(|t| {
             let ok = (16..=256).contains(&t.len())
@@ -279,11 +291,14 @@ pub fn parse_control_access(
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(ControlAccess {
-        allow_from,
-        token,
-        hosts,
-    })
+    Ok((
+        control,
+        ControlAccess {
+            allow_from,
+            token,
+            hosts,
+        },
+    ))
 }
 
 /// The control API's default address: loopback only, because it shows addresses and traffic.

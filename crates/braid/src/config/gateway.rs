@@ -7,7 +7,7 @@ use std::time::Duration;
 use braid_sys::link::IfName;
 use serde::Deserialize;
 
-use super::common::parse_socket_addr;
+use super::common::{parse_socket_addr, ControlKeys};
 use super::server::timeout;
 use super::{parse_toml, read, ConfigError, FastOpen, Invalid, Method, SsKey};
 
@@ -439,13 +439,12 @@ impl GatewayConfig {
         if let Some(addr) = socks {
             crate::allow_from::check_bind("socks", addr, &socks_allow_from)?;
         }
-        let control = super::common::parse_control(&d.control)?;
-        let control_access = super::common::parse_control_access(
-            control,
-            &d.control_allow_from,
-            d.control_token.as_deref(),
-            &d.control_hosts,
-        )?;
+        let (control, control_access) = super::common::parse_control_keys(ControlKeys {
+            control: &d.control,
+            allow_from: &d.control_allow_from,
+            token: d.control_token.as_deref(),
+            hosts: &d.control_hosts,
+        })?;
         Ok(GatewayConfig {
             server,
             method,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::common::parse_socket_addr;
+use super::common::{parse_socket_addr, ControlKeys};
 use super::{parse_toml, read, ConfigError, FastOpen, Invalid, Method, SsKey};
 
 /// The relay's typed configuration.
@@ -104,6 +104,22 @@ pub(super) fn timeout(key: &str, secs: u64) -> Result<Duration, Invalid> {
     }
 }
 
+/// The relay has no LAN: its status API stays on loopback unless `control_allow_from` says who
+/// else may read it.
+fn stays_local(control: Option<SocketAddr>, access: &super::ControlAccess) -> Result<(), Invalid> {
+    match control {
+        Some(addr) if !addr.ip().is_loopback() && access.allow_from.is_empty() => {
+            Err(Invalid::new(
+                "control",
+                format!("\"{addr}\""),
+                "is not loopback, and the relay has no LAN to keep it to, so anyone who reaches that address could read every connection",
+                "keep it on \"127.0.0.1:9090\" (read it over ssh), or list who may connect in `control_allow_from`",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Parses a list of plain addresses (`public_addresses`).
 fn addresses(key: &str, list: &[String]) -> Result<Vec<IpAddr>, Invalid> {
     list.iter()
@@ -154,23 +170,13 @@ impl ServerConfig {
 
     fn from_dto(d: Dto) -> Result<ServerConfig, Invalid> {
         let method = Method::parse("method", &d.method)?;
-        let control = super::common::parse_control(&d.control)?;
-        let control_access = super::common::parse_control_access(
-            control,
-            &d.control_allow_from,
-            d.control_token.as_deref(),
-            &d.control_hosts,
-        )?;
-        if let Some(addr) = control {
-            if !addr.ip().is_loopback() && control_access.allow_from.is_empty() {
-                return Err(Invalid::new(
-                    "control",
-                    format!("\"{addr}\""),
-                    "is not loopback, and the relay has no LAN to keep it to, so anyone who reaches that address could read every connection",
-                    "keep it on \"127.0.0.1:9090\" (read it over ssh), or list who may connect in `control_allow_from`",
-                ));
-            }
-        }
+        let (control, control_access) = super::common::parse_control_keys(ControlKeys {
+            control: &d.control,
+            allow_from: &d.control_allow_from,
+            token: d.control_token.as_deref(),
+            hosts: &d.control_hosts,
+        })?;
+        stays_local(control, &control_access)?;
         Ok(ServerConfig {
             listen: parse_socket_addr("listen", &d.listen)?,
             key: SsKey::parse("key", &d.key, method)?,
