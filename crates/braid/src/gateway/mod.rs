@@ -93,8 +93,6 @@ pub struct Listeners {
     /// Who may use SOCKS5 (see [`crate::allow_from`]).
     pub socks_allow: AllowFrom,
     /// Who may read the status API (sources), and how (Host names, token).
-    pub status_allow: AllowFrom,
-    /// See `status_allow`.
     pub status_access: crate::status::http::Access,
 }
 
@@ -128,8 +126,7 @@ impl Listeners {
             socks: cfg.socks.map(|a| bind(a, "socks")).transpose()?,
             status_http,
             socks_allow,
-            status_allow: control_allow,
-            status_access: crate::status::http::Access::new(&cfg.control_access),
+            status_access: crate::status::http::Access::new(control_allow, &cfg.control_access),
         })
     }
 }
@@ -383,7 +380,6 @@ fn spawn_listeners(
             l,
             src,
             listeners.status_access,
-            listeners.status_allow,
             shutdown.clone(),
         ));
     }

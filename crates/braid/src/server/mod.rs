@@ -215,8 +215,7 @@ impl Server {
             status_http = Some(tokio::spawn(crate::status::http::serve(
                 l,
                 src,
-                crate::status::http::Access::new(access),
-                allow,
+                crate::status::http::Access::new(allow, access),
                 shutdown.clone(),
             )));
         }

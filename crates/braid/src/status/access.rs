@@ -17,12 +17,16 @@ use std::net::IpAddr;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use sha2::{Digest, Sha256};
 
+use crate::allow_from::AllowFrom;
+
 /// The cookie that carries the token for the dashboard's own requests.
 const COOKIE: &str = "braid_token";
 
 /// The access rules of one status API.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
+    /// Sources the listener serves (loopback always); others are reset at accept.
+    pub allow_from: AllowFrom,
     /// `control_token`.
     pub token: Option<String>,
     /// `control_hosts`, lowercase.
@@ -46,9 +50,10 @@ pub struct Admitted {
 }
 
 impl Access {
-    /// The token and host names of `cfg`.
-    pub fn new(cfg: &crate::config::ControlAccess) -> Access {
+    /// Sources `allow_from`, with the token and host names of `cfg`.
+    pub fn new(allow_from: AllowFrom, cfg: &crate::config::ControlAccess) -> Access {
         Access {
+            allow_from,
             token: cfg.token.as_ref().map(|t| t.as_str().to_string()),
             hosts: cfg.hosts.clone(),
         }

@@ -102,7 +102,6 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     src: Src,
     access: Access,
-    allow: AllowFrom,
     mut shutdown: Shutdown,
 ) {
     if let Ok(addr) = listener.local_addr() {
@@ -111,7 +110,7 @@ pub async fn serve(
     let mut stop = shutdown.clone();
     let listener = SourceFiltered {
         inner: listener,
-        allow,
+        allow: access.allow_from.clone(),
         refusals: PerSourceLog::new(std::time::Duration::from_secs(60)),
     };
     let server = axum::serve(listener, router(src, access))
