@@ -60,15 +60,16 @@ pub struct Held {
 }
 
 impl fmt::Display for Held {
-    /// Empty when nothing was held back; else ` (N more like it held back …)`, to append to a line.
+    /// Empty when nothing was held back; else ` (N more lines about this source held back …)`,
+    /// to append to a line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.this_key, self.others) {
             (0, 0) => Ok(()),
-            (n, 0) => write!(f, " ({n} more like it held back)"),
+            (n, 0) => write!(f, " ({n} more lines about this source held back)"),
             (0, m) => write!(f, " ({m} lines from other sources held back)"),
             (n, m) => write!(
                 f,
-                " ({n} more like it, and {m} lines from other sources, held back)"
+                " ({n} more lines about this source, and {m} about others, held back)"
             ),
         }
     }
@@ -196,7 +197,10 @@ mod tests {
         assert_eq!(l.allow(&"b", s(6)), Some(Held::default()));
         let held = l.allow(&"a", s(60)).unwrap();
         assert_eq!(held.this_key, 5);
-        assert_eq!(held.to_string(), " (5 more like it held back)");
+        assert_eq!(
+            held.to_string(),
+            " (5 more lines about this source held back)"
+        );
     }
 
     #[test]
