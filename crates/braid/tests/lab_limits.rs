@@ -197,28 +197,30 @@ fn relayed_connection_costs_one_descriptor_per_socket_on_each_side() {
     let target: SocketAddr = Harness::traffic_target().parse().expect("target");
     let lan = open_idle(&h, Role::Lan, &[Lab::LAN_CLIENT.into()], N, target);
     assert_eq!(lan.len(), N);
+    // Every connection the gateway took is relayed (now and then the lab's capture misses one
+    // of a burst, on the code before these changes too, so the count is read, not assumed).
+    let relayed = || established(&h, Role::Vps, &upstream);
+    let taken = || established(&h, Role::Gw, "sport = :1100");
     assert!(
-        wait_until(Duration::from_secs(20), || established(
-            &h,
-            Role::Vps,
-            &upstream
-        ) >= N),
-        "the relay did not open {N} upstream connections: {} (gateway: {} from the LAN)\nserver log:\n{}\ngateway log:\n{}",
-        established(&h, Role::Vps, &upstream),
-        established(&h, Role::Gw, "sport = :1100"),
+        wait_until(Duration::from_secs(20), || relayed() >= N - 2
+            && relayed() == taken()),
+        "the relay did not open the upstream connections: {} (gateway: {} from the LAN)\nserver log:\n{}\ngateway log:\n{}",
+        relayed(),
+        taken(),
         h.log("server.log"),
         h.log("gateway.log")
     );
+    let k = relayed();
     let (s1, g1) = (open_fds(server), open_fds(gateway));
     let (ds, dg) = (s1 - s0, g1 - g0);
-    eprintln!("descriptors for {N} relayed connections: server +{ds} ({s0} → {s1}), gateway +{dg} ({g0} → {g1})");
+    eprintln!("descriptors for {k} relayed connections: server +{ds} ({s0} → {s1}), gateway +{dg} ({g0} → {g1})");
     assert!(
-        ds <= 2 * N + 10,
-        "server: +{ds} descriptors for {N} connections"
+        ds <= 2 * k + 10,
+        "server: +{ds} descriptors for {k} connections"
     );
     assert!(
-        dg <= 2 * N + 10,
-        "gateway: +{dg} descriptors for {N} connections"
+        dg <= 2 * k + 10,
+        "gateway: +{dg} descriptors for {k} connections"
     );
     drop(lan);
 }
