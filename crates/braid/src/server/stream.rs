@@ -10,10 +10,13 @@
 //!
 //! Why not the crate's `ProxyServerStream`: its handshake reads the header across as many chunks
 //! as the client sends and takes any padding length, where SIP022 says to reject (see
-//! `braid_proto::sip022`). The first chunk is read whole because the crate's reader returns one
-//! chunk at most per read, and all of it when the buffer has room for the largest (65535 bytes).
-//! One gap remains: a first chunk of length 0 is skipped by the crate's reader before braid sees
-//! it; only a client that holds the key can send one.
+//! `braid_proto::sip022`). The crate's reader returns bytes of one chunk at most per read, so a
+//! first read that does not fill [`FIRST_READ`] bytes returned the first chunk whole, and one that
+//! fills it holds more than the longest header can take ([`MAX_HEADER`]): either way the rules
+//! are judged on what arrived, with 2 KiB per pending handshake rather than a 64 KiB chunk
+//! buffer. The rest of a long first chunk is read through the crate as usual. One gap remains:
+//! a first chunk of length 0 is skipped by the crate's reader before braid sees it; only a client
+//! that holds the key can send one.
 
 use std::io;
 use std::pin::Pin;
@@ -26,8 +29,12 @@ use shadowsocks::crypto::CipherKind;
 use shadowsocks::relay::tcprelay::crypto_io::{CryptoRead, CryptoStream, CryptoWrite, StreamType};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The largest SS2022 chunk: its length field is a u16.
-const MAX_CHUNK: usize = 65_535;
+/// The longest request header: a SOCKS5 domain address (type, length, 255 bytes, port), the
+/// padding length and the most padding SIP022 allows.
+const MAX_HEADER: usize = 1 + 1 + 255 + 2 + 2 + sip022::MAX_PADDING;
+/// Bytes asked for by the first read, more than [`MAX_HEADER`].
+const FIRST_READ: usize = 2048;
+const _: () = assert!(MAX_HEADER < FIRST_READ);
 
 /// Why a stream's request could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +75,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerStream<S> {
 
     /// Reads and checks the request; returns its target. Call once, before reading or writing.
     pub async fn handshake(&mut self) -> Result<TargetAddr, HandshakeError> {
-        let mut chunk = vec![0u8; MAX_CHUNK];
+        let mut chunk = [0u8; FIRST_READ];
         let (inner, ctx) = (&mut self.inner, &self.ctx);
         let n = std::future::poll_fn(|cx| {
             let mut buf = ReadBuf::new(&mut chunk);
@@ -87,9 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerStream<S> {
         if let Some(salt) = salt {
             self.inner.set_request_nonce(&salt);
         }
-        chunk.truncate(n);
-        self.early = chunk;
-        self.early_at = header.payload_at;
+        self.early = chunk[header.payload_at..n].to_vec();
         self.handshaken = true;
         Ok(header.target)
     }
@@ -126,6 +131,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerStream<S> {
                 this.early = Vec::new();
                 this.early_at = 0;
             }
+            // The next read goes on with the rest of the first chunk, if it was long.
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner)
@@ -233,6 +239,19 @@ mod tests {
         let mut got = vec![0u8; 20];
         s.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"GET / HTTP/1.1\r\nmore");
+    }
+
+    #[tokio::test]
+    async fn long_first_chunk_and_the_next_arrive_whole_and_in_order() {
+        let (client, server) = tokio::io::duplex(256 * 1024);
+        let payload: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let _client = send_chunks(client, vec![request(900, &payload), b"next".to_vec()]).await;
+        let mut s = ServerStream::new(server_ctx(), server, METHOD, &KEY);
+        s.handshake().await.unwrap();
+        let mut got = vec![0u8; payload.len() + 4];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..payload.len()], &payload[..]);
+        assert_eq!(&got[payload.len()..], b"next");
     }
 
     #[tokio::test]
