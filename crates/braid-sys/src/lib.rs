@@ -3,6 +3,9 @@
 //! ```text
 //!   braid (daemons, CLI) ──► braid-sys ──► kernel
 //!                              ├─ socket.rs       MPTCP/TCP sockets, SO_ORIGINAL_DST
+//!                              ├─ keepalive.rs    keepalive and TCP_USER_TIMEOUT (liveness)
+//!                              ├─ local_addr.rs   is an address this host's own? (the kernel's routing)
+//!                              ├─ rlimit.rs       the open-file limit
 //!                              ├─ tfo.rs          TCP Fast Open probes and setsockopts
 //!                              ├─ congestion.rs   TCP_CONGESTION per socket, the kernel's lists
 //!                              ├─ mptcp/info.rs   MPTCP_INFO, TCP_IS_MPTCP
@@ -19,13 +22,16 @@
 
 pub mod address;
 pub mod congestion;
+pub mod keepalive;
 pub mod kernel;
 pub mod kmsg;
 pub mod link;
+pub mod local_addr;
 pub mod monitor;
 pub mod mptcp;
 pub mod netlink;
 pub mod nftables;
+pub mod rlimit;
 pub mod route;
 pub mod rule;
 pub mod socket;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing::error;
+use tracing::{error, info, warn};
 
 use crate::config::gateway::GatewayConfig;
 use crate::config::server::ServerConfig;
@@ -146,19 +146,19 @@ pub fn run(cli: Cli) -> ExitCode {
             json,
             watch,
         } => {
-            let addr = match (control, config) {
-                (Some(a), _) => a,
+            let (addr, token) = match (control, config) {
+                (Some(a), _) => (a, None),
                 (None, Some(c)) => match crate::status::client::control_of(&c) {
                     Ok(a) => a,
                     Err(e) => return usage(e),
                 },
                 (None, None) => match crate::config::common_default_control() {
-                    Some(a) => a,
+                    Some(a) => (a, None),
                     None => return usage("give --config FILE or --control ADDR"),
                 },
             };
             block_on(
-                crate::status::client::main(addr, json, watch),
+                crate::status::client::main(addr, token, json, watch),
                 ExitCode::from(1),
             )
         }
@@ -233,6 +233,7 @@ fn usage(e: impl std::fmt::Display) -> ExitCode {
 
 /// `braid server`: bind, then relay until SIGINT/SIGTERM.
 async fn server(cfg: ServerConfig) -> anyhow::Result<()> {
+    raise_open_files();
     let shutdown = crate::shutdown::on_signals()?;
     let listeners = crate::server::Listeners::bind(&cfg).await?;
     crate::server::Server::new(cfg, listeners)
@@ -244,11 +245,28 @@ async fn server(cfg: ServerConfig) -> anyhow::Result<()> {
 /// `braid gateway`: undo what a killed run left in the kernel, bind, then bond and carry until
 /// SIGINT/SIGTERM.
 async fn gateway(cfg: GatewayConfig) -> anyhow::Result<()> {
+    raise_open_files();
     let shutdown = crate::shutdown::on_signals()?;
     crate::gateway::recover(&cfg).await?;
     let listeners = crate::gateway::Listeners::bind(&cfg).await?;
     crate::gateway::run(cfg, listeners, shutdown).await?;
     Ok(())
+}
+
+/// Lifts the open-file limit to the hard limit before anything is opened, and says the figure:
+/// every connection costs descriptors, and service managers start daemons at a soft 1024.
+fn raise_open_files() {
+    match braid_sys::rlimit::raise_file_limit() {
+        Ok(r) if r.after.soft > r.before.soft => info!(
+            "open-file limit raised from {} to {} (the hard limit)",
+            r.before.soft, r.after.soft
+        ),
+        Ok(r) => info!(
+            "open-file limit {} (the hard limit is {}); to serve more connections raise LimitNOFILE= in the service",
+            r.after.soft, r.after.hard
+        ),
+        Err(e) => warn!("cannot raise the open-file limit ({e}); braid sizes its caps for the current one"),
+    }
 }
 
 async fn daemon(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use braid_sys::link::IfName;
 use serde::Deserialize;
 
-use super::common::parse_socket_addr;
+use super::common::{parse_socket_addr, ControlKeys};
 use super::server::timeout;
 use super::{parse_toml, read, ConfigError, FastOpen, Invalid, Method, SsKey};
 
@@ -83,6 +83,12 @@ pub struct GatewayConfig {
     /// Where the record of braid's kernel changes is kept (`gateway-<nft_table>.json`), so the
     /// next start can undo them after a crash.
     pub state_dir: PathBuf,
+    /// Caps on connections and pending handshakes (unset: sized from the open-file limit).
+    pub limits: super::LimitsConfig,
+    /// Who may use the SOCKS5 listener besides loopback and its LAN (`socks_allow_from`).
+    pub socks_allow_from: Vec<ipnet::IpNet>,
+    /// Who may read the status API, and how.
+    pub control_access: super::ControlAccess,
 }
 
 /// `[health]`: probe thresholds; every key optional (defaults in braid_proto::health).
@@ -160,6 +166,16 @@ struct Dto {
     control: String,
     #[serde(default = "default_state_dir")]
     state_dir: String,
+    max_connections: Option<u64>,
+    max_handshakes: Option<u64>,
+    max_handshakes_per_source: Option<u64>,
+    #[serde(default)]
+    socks_allow_from: Vec<String>,
+    #[serde(default)]
+    control_allow_from: Vec<String>,
+    control_token: Option<String>,
+    #[serde(default)]
+    control_hosts: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -438,6 +454,21 @@ impl GatewayConfig {
                 "use e.g. \"0.0.0.0:1100\"",
             ));
         }
+        let socks = d
+            .socks
+            .as_deref()
+            .map(|s| parse_socket_addr("socks", s))
+            .transpose()?;
+        let socks_allow_from = super::server::cidrs("socks_allow_from", &d.socks_allow_from)?;
+        if let Some(addr) = socks {
+            crate::allow_from::check_bind("socks", addr, &socks_allow_from)?;
+        }
+        let (control, control_access) = super::common::parse_control_keys(ControlKeys {
+            control: &d.control,
+            allow_from: &d.control_allow_from,
+            token: d.control_token.as_deref(),
+            hosts: &d.control_hosts,
+        })?;
         Ok(GatewayConfig {
             server,
             method,
@@ -446,11 +477,8 @@ impl GatewayConfig {
             congestion: super::common::parse_congestion(d.congestion.as_deref())?,
             redirect,
             lan,
-            socks: d
-                .socks
-                .as_deref()
-                .map(|s| parse_socket_addr("socks", s))
-                .transpose()?,
+            socks,
+            socks_allow_from,
             uplinks: parse_uplinks(&d.uplink)?,
             mptcp: d.mptcp,
             nft_table: d.nft_table.clone(),
@@ -458,7 +486,13 @@ impl GatewayConfig {
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
             health: parse_health(&d.health)?,
             mptcp_blackhole_timeout: d.mptcp_blackhole_timeout_secs,
-            control: super::common::parse_control(&d.control)?,
+            control,
+            control_access,
+            limits: super::common::parse_limits(
+                d.max_connections,
+                d.max_handshakes,
+                d.max_handshakes_per_source,
+            )?,
             state_dir: parse_state_dir(&d.state_dir)?,
         })
     }
@@ -599,6 +633,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`state_dir`") && e.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn socks_on_every_interface_needs_a_source_list() {
+        let e = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\nsocks = \"0.0.0.0:1080\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`socks` = \"0.0.0.0:1080\"")
+                && e.contains("socks_allow_from")
+                && e.contains("fix:"),
+            "{e}"
+        );
+        let c = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\nsocks = \"0.0.0.0:1080\"\nsocks_allow_from = [\"192.168.1.0/24\"]",
+        ))
+        .unwrap();
+        assert_eq!(c.socks_allow_from.len(), 1);
+        let e = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\ncontrol = \"[::]:9090\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("control_allow_from"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 
+use crate::allow_from::{self, AllowFrom};
 use crate::config::gateway::GatewayConfig;
 use crate::config::FastOpen;
 use crate::listener::Listener;
@@ -73,6 +74,9 @@ pub enum GatewayError {
     /// The record of braid's kernel changes cannot be kept or reconciled.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A LAN-facing listener's address does not say who may use it.
+    #[error(transparent)]
+    Bind(#[from] allow_from::BindError),
 }
 
 /// The role and instance name of the gateway's state record: `gateway-<nft_table>.json`.
@@ -106,11 +110,27 @@ pub struct Listeners {
     pub socks: Option<TcpListener>,
     /// The HTTP status API (`control`), if wanted.
     pub status_http: Option<TcpListener>,
+    /// Who may use SOCKS5 (see [`crate::allow_from`]).
+    pub socks_allow: AllowFrom,
+    /// Who may read the status API (sources), and how (Host names, token).
+    pub status_access: crate::status::http::Access,
 }
 
 impl Listeners {
-    /// Binds every listener the config asks for; an address in use fails here, naming its key.
+    /// Binds every listener the config asks for; an address in use fails here, naming its key,
+    /// and so does a SOCKS5 or status address that is neither loopback nor on a `lan` interface
+    /// without a list of who may connect.
     pub async fn bind(cfg: &GatewayConfig) -> Result<Listeners, GatewayError> {
+        let socks_allow = match cfg.socks {
+            Some(addr) => allow_from::for_bind("socks", addr, &cfg.socks_allow_from, &cfg.lan)?,
+            None => AllowFrom::default(),
+        };
+        let control_allow = match cfg.control {
+            Some(addr) => {
+                allow_from::for_bind("control", addr, &cfg.control_access.allow_from, &cfg.lan)?
+            }
+            None => AllowFrom::default(),
+        };
         let status_http = match cfg.control {
             Some(addr) => Some(crate::status::http::bind(addr).await.map_err(|source| {
                 GatewayError::Listen {
@@ -125,6 +145,8 @@ impl Listeners {
             redirect: bind(cfg.redirect, "redirect")?,
             socks: cfg.socks.map(|a| bind(a, "socks")).transpose()?,
             status_http,
+            socks_allow,
+            status_access: crate::status::http::Access::new(control_allow, &cfg.control_access),
         })
     }
 }
@@ -293,6 +315,8 @@ struct Carrier {
     registry: Arc<Registry>,
     /// `idle_timeout_secs`.
     idle: Duration,
+    /// Lines about one LAN client (refusals, failures): at most one a minute each.
+    log: Arc<crate::log_limit::PerSourceLog>,
 }
 
 impl Carrier {
@@ -350,12 +374,15 @@ async fn serve(
         dialer: dialer.clone(),
         registry: status.registry.clone(),
         idle: cfg.idle_timeout,
+        log: Arc::new(crate::log_limit::PerSourceLog::new(Duration::from_secs(60))),
     };
+    let admission = crate::admission::for_daemon(&cfg.limits);
     let redirect_port = spawn_listeners(
         &mut serving,
         listeners,
         carrier,
         status,
+        admission,
         &shutdown,
         cfg.redirect.port(),
     );
@@ -398,28 +425,39 @@ fn spawn_listeners(
     listeners: Listeners,
     carrier: Carrier,
     status: Arc<GatewayStatus>,
+    admission: Arc<crate::admission::Admission>,
     shutdown: &Shutdown,
     configured_redirect_port: u16,
 ) -> u16 {
     if let Some(l) = listeners.status_http {
         let src: Arc<dyn crate::status::http::StatusSource> = status;
-        serving.spawn(crate::status::http::serve(l, src, shutdown.clone()));
+        serving.spawn(crate::status::http::serve(
+            l,
+            src,
+            listeners.status_access,
+            shutdown.clone(),
+        ));
     }
     let own = listeners.redirect.local_addr().ok();
     if let Some(a) = own {
         info!("transparent listener on {a}");
     }
     let capture = capture::Capture {
-        own,
         carrier: carrier.clone(),
     };
-    let redirect = Listener::new("redirect", listeners.redirect, Arc::new(capture));
+    let redirect = Listener::new(
+        "redirect",
+        listeners.redirect,
+        Arc::new(capture),
+        admission.clone(),
+    );
     let sd = shutdown.clone();
     serving.spawn(async move {
         redirect.run(sd).await;
     });
     if let Some(l) = listeners.socks {
-        let socks = Listener::new("SOCKS5", l, Arc::new(socks::Socks { carrier }));
+        let socks = Listener::new("SOCKS5", l, Arc::new(socks::Socks { carrier }), admission)
+            .allow_from(listeners.socks_allow);
         if let Ok(a) = socks.local_addr() {
             info!("SOCKS5 listener on {a}");
         }

@@ -9,6 +9,9 @@ pub use connection::transport_of;
 mod control;
 mod own_addrs;
 mod tfo_push;
+pub use own_addrs::OwnAddrs;
+mod stream;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +29,9 @@ use crate::config::server::ServerConfig;
 use crate::config::FastOpen;
 use crate::listener::Listener;
 use crate::shutdown::Shutdown;
+
+/// How often one client's rejected handshakes are logged.
+const REJECT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -154,12 +160,15 @@ struct Shared {
     cfg: ServerConfig,
     ctx: shadowsocks::context::SharedContext,
     policy: DestinationPolicy,
-    own: own_addrs::OwnAddrs,
+    own: OwnAddrs,
     stats: ServerStats,
     tfo_listener: bool,
     /// The congestion control of accepted relay sockets.
     congestion: braid_proto::congestion::Decision,
     registry: Arc<crate::status::registry::Registry>,
+    admission: Arc<crate::admission::Admission>,
+    /// Lines about one client (rejected handshakes, fallbacks): at most one a minute each.
+    rejects: crate::log_limit::PerSourceLog,
 }
 
 impl Server {
@@ -176,11 +185,13 @@ impl Server {
         let shared = Shared {
             ctx: Arc::new(ctx),
             policy,
-            own: own_addrs::OwnAddrs::new(),
+            own: OwnAddrs::new(cfg.public_addresses.clone()),
             stats: ServerStats::default(),
             tfo_listener: listeners.relay_tfo.enabled,
             congestion,
             registry: Arc::new(crate::status::registry::Registry::default()),
+            admission: crate::admission::for_daemon(&cfg.limits),
+            rejects: crate::log_limit::PerSourceLog::new(REJECT_LOG_EVERY),
             cfg,
         };
         Server {
@@ -210,17 +221,19 @@ impl Server {
                     tcp_mem,
                     (&self.shared.congestion).into(),
                 );
+            let access = &self.shared.cfg.control_access;
+            let allow = crate::allow_from::AllowFrom::new(access.allow_from.clone());
             status_http = Some(tokio::spawn(crate::status::http::serve(
                 l,
                 src,
+                crate::status::http::Access::new(allow, access),
                 shutdown.clone(),
             )));
         }
-        let refresher = tokio::spawn(own_addrs::refresh_forever(self.shared.clone()));
-        Listener::new("relay", self.listener, self.shared.clone())
+        let admission = self.shared.admission.clone();
+        Listener::new("relay", self.listener, self.shared.clone(), admission)
             .run(shutdown)
             .await;
-        refresher.abort();
         tcp_mem_watch.abort();
         if let Some(h) = status_http {
             let _ = h.await;

@@ -11,28 +11,30 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::model::Status;
 use crate::config::{side_of, Side};
 
-/// The control address a config file names.
-pub fn control_of(path: &Path) -> Result<SocketAddr, String> {
-    let addr = match side_of(path)? {
+/// The control address a config file names, and its `control_token`.
+pub fn control_of(path: &Path) -> Result<(SocketAddr, Option<String>), String> {
+    let (addr, access) = match side_of(path)? {
         Side::Gateway => {
-            crate::config::gateway::GatewayConfig::load(path)
-                .map_err(|e| e.to_string())?
-                .control
+            let c = crate::config::gateway::GatewayConfig::load(path).map_err(|e| e.to_string())?;
+            (c.control, c.control_access)
         }
         Side::Server => {
-            crate::config::server::ServerConfig::load(path)
-                .map_err(|e| e.to_string())?
-                .control
+            let c = crate::config::server::ServerConfig::load(path).map_err(|e| e.to_string())?;
+            (c.control, c.control_access)
         }
     };
-    addr.ok_or_else(|| format!("{}: control = \"off\", so the daemon serves no status; fix: set control = \"127.0.0.1:9090\" and restart it", path.display()))
+    let token = access.token.map(|t| t.as_str().to_string());
+    addr.map(|a| (a, token)).ok_or_else(|| format!("{}: control = \"off\", so the daemon serves no status; fix: set control = \"127.0.0.1:9090\" and restart it", path.display()))
 }
 
-/// One GET of `/api/status`.
-pub async fn fetch(addr: SocketAddr) -> Result<Status, String> {
+/// One GET of `/api/status`, with the API's token if it has one.
+pub async fn fetch(addr: SocketAddr, token: Option<&str>) -> Result<Status, String> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let work = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("cannot reach the HTTP status API at {addr}: {e}; fix: is the daemon running, and is `control` the same in its config?"))?;
-        s.write_all(format!("GET /api/status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        s.write_all(format!("GET /api/status HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").as_bytes())
             .await
             .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
@@ -172,9 +174,9 @@ pub fn render_text(s: &Status) -> String {
 }
 
 /// Entry point of `braid status` (on the CLI's runtime).
-pub async fn main(addr: SocketAddr, json: bool, watch: bool) -> ExitCode {
+pub async fn main(addr: SocketAddr, token: Option<String>, json: bool, watch: bool) -> ExitCode {
     loop {
-        match fetch(addr).await {
+        match fetch(addr, token.as_deref()).await {
             Ok(s) => {
                 let out = if json {
                     serde_json::to_string_pretty(&s).unwrap_or_default()

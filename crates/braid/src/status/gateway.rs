@@ -121,16 +121,16 @@ impl GatewayStatus {
             ..Default::default()
         };
         self.registry.for_each(|live| {
-            let state = mptcp_state(&live.fd);
+            let state = mptcp_state(&live.socket);
             let locals: Vec<IpAddr> = match state {
-                MptcpState::Mptcp { .. } => subflow_addrs(&live.fd)
+                MptcpState::Mptcp { .. } => subflow_addrs(&live.socket)
                     .map(|v| {
                         v.into_iter()
                             .map(|(l, _)| braid_sys::socket::normalize(l).ip())
                             .collect()
                     })
                     .unwrap_or_default(),
-                _ => socket2::SockRef::from(&live.fd)
+                _ => socket2::SockRef::from(&live.socket)
                     .local_addr()
                     .ok()
                     .and_then(|a| a.as_socket())

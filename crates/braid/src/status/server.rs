@@ -50,7 +50,7 @@ impl StatusSource for ServerStatus {
             ..Default::default()
         };
         self.registry.for_each(|live| {
-            let st = mptcp_state(&live.fd);
+            let st = mptcp_state(&live.socket);
             match st {
                 MptcpState::Mptcp { .. } => conns.mptcp += 1,
                 MptcpState::Fallback => conns.fallback += 1,
