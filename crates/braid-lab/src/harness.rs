@@ -156,7 +156,9 @@ impl Harness {
         wait_ready(&mut started, "listening on", "braid server")
     }
 
-    /// Starts `braid gateway` in gw with the named uplinks; waits until it is up.
+    /// Starts `braid gateway` in gw with the named uplinks; waits until it is up. Its config
+    /// captures the traffic server's address (`capture`): the lab's "internet" is private
+    /// address space, which braid would otherwise send out directly.
     pub fn start_gateway(&mut self, uplinks: &[&str], extra: &str) -> Result<(), HarnessError> {
         let list: Vec<(&str, bool)> = uplinks.iter().map(|u| (*u, false)).collect();
         self.start_gateway_with(&list, extra)
@@ -169,10 +171,11 @@ impl Harness {
         extra: &str,
     ) -> Result<(), HarnessError> {
         let mut cfg = format!(
-            "server = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nredirect = \"0.0.0.0:1100\"\nlan = [\"{}\"]\nsocks = \"{}:{SOCKS_PORT}\"\n{extra}\n",
+            "server = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nlan = [\"{}\"]\ncapture = [\"{}/32\"]\nsocks = \"{}:{SOCKS_PORT}\"\n{extra}\n",
             Lab::VPS_PUBLIC,
             self.key,
             Lab::GW_LAN_IFACE,
+            Lab::SRV,
             Lab::GW_LAN
         );
         for (u, backup) in uplinks {

@@ -5,10 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use braid_sys::link::IfName;
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::common::parse_socket_addr;
-use super::server::timeout;
+use super::server::{cidrs, timeout};
 use super::{parse_toml, read, ConfigError, FastOpen, Invalid, Method, SsKey};
 
 /// Where the relay is: an address, or a name resolved at start-up.
@@ -59,6 +60,10 @@ pub struct GatewayConfig {
     pub redirect: SocketAddr,
     /// LAN interfaces whose forwarded TCP is captured.
     pub lan: Vec<IfName>,
+    /// Destinations that go out directly besides the non-global ranges (`bypass`).
+    pub bypass: Vec<IpNet>,
+    /// Destinations captured even though they are non-global or in `bypass` (`capture`).
+    pub capture: Vec<IpNet>,
     /// Optional SOCKS5 listener.
     pub socks: Option<SocketAddr>,
     /// The bonded uplinks.
@@ -136,6 +141,10 @@ struct Dto {
     redirect: String,
     #[serde(default)]
     lan: Vec<String>,
+    #[serde(default)]
+    bypass: Vec<String>,
+    #[serde(default)]
+    capture: Vec<String>,
     socks: Option<String>,
     #[serde(default)]
     uplink: Vec<UplinkDto>,
@@ -170,8 +179,11 @@ fn default_control() -> String {
 fn yes() -> bool {
     true
 }
+/// Dual-stack: one listener takes the LAN's IPv4 and IPv6 TCP (IPv4 arrives v4-mapped).
+pub const DEFAULT_REDIRECT: &str = "[::]:1100";
+
 fn default_redirect() -> String {
-    "0.0.0.0:1100".into()
+    DEFAULT_REDIRECT.into()
 }
 fn default_table() -> String {
     "braid".into()
@@ -411,7 +423,7 @@ impl GatewayConfig {
                 "redirect",
                 format!("{:?}", d.redirect),
                 "needs a fixed port, because nftables redirects to it",
-                "use e.g. \"0.0.0.0:1100\"",
+                "use e.g. \"[::]:1100\"",
             ));
         }
         Ok(GatewayConfig {
@@ -421,6 +433,8 @@ impl GatewayConfig {
             fast_open: d.fast_open,
             redirect,
             lan,
+            bypass: cidrs("bypass", &d.bypass)?,
+            capture: cidrs("capture", &d.capture)?,
             socks: d
                 .socks
                 .as_deref()
@@ -462,8 +476,9 @@ mod tests {
         assert_eq!(c.uplinks[0].table, 101);
         assert_eq!(c.uplinks[1].table, 102);
         assert!(c.uplinks[1].backup);
-        assert_eq!(c.redirect, "0.0.0.0:1100".parse().unwrap());
+        assert_eq!(c.redirect, "[::]:1100".parse().unwrap());
         assert_eq!(c.socks, None);
+        assert!(c.bypass.is_empty() && c.capture.is_empty());
     }
 
     #[test]
@@ -559,6 +574,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("intervall_ms"), "{e}");
+    }
+
+    #[test]
+    fn bypass_and_capture_take_cidrs_and_name_a_bad_entry() {
+        let c = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\nbypass = [\"203.0.113.0/24\", \"2001:db8::1\"]\ncapture = [\"10.30.0.0/16\"]",
+        ))
+        .unwrap();
+        assert_eq!(c.bypass.len(), 2);
+        assert_eq!(c.capture, vec!["10.30.0.0/16".parse::<IpNet>().unwrap()]);
+        let e = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\ncapture = [\"10.30.0.0/16\", \"lan\"]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("capture[1]") && e.contains("\"lan\""), "{e}");
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub(super) fn timeout(key: &str, secs: u64) -> Result<Duration, Invalid> {
     }
 }
 
-/// Parses `allow_destinations` entries.
+/// Parses a list of CIDR ranges or single addresses (`allow_destinations`, `bypass`, `capture`).
 pub(super) fn cidrs(key: &str, list: &[String]) -> Result<Vec<IpNet>, Invalid> {
     list.iter()
         .enumerate()

@@ -102,10 +102,26 @@ impl Listeners {
             None => None,
         };
         Ok(Listeners {
-            redirect: bind(cfg.redirect, "redirect")?,
+            redirect: bind_redirect(cfg.redirect)?,
             socks: cfg.socks.map(|a| bind(a, "socks")).transpose()?,
             status_http,
         })
+    }
+}
+
+/// Binds `redirect`; the dual-stack default `[::]` falls back to `0.0.0.0` on a host whose
+/// kernel has no IPv6 at all (EAFNOSUPPORT), where only IPv4 can be captured anyway.
+fn bind_redirect(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
+    match bind(addr, "redirect") {
+        Err(GatewayError::Listen { source, .. })
+            if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
+                && source.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+        {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            warn!("this kernel has no IPv6, so the redirect listener takes IPv4 only ({v4})");
+            bind(v4, "redirect")
+        }
+        other => other,
     }
 }
 
@@ -308,13 +324,7 @@ async fn serve(
         cfg.redirect.port(),
     );
     if !cfg.lan.is_empty() {
-        braid_sys::nftables::CaptureRules {
-            table: cfg.nft_table.clone(),
-            lan: cfg.lan.clone(),
-            redirect_port,
-            exclude: vec![dialer.relay().ip()],
-        }
-        .apply()?;
+        capture_rules(cfg, redirect_port, dialer.relay().ip()).apply()?;
         info!(
             "capturing TCP from {} (nftables table inet {})",
             cfg.lan
@@ -334,6 +344,28 @@ async fn serve(
     background.abort_all();
     while serving.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The capture table for `cfg`: LAN TCP to `redirect_port`, except to the relay, to the
+/// non-global ranges and `bypass` (unless in `capture`), and to destinations routed elsewhere
+/// than through an uplink.
+fn capture_rules(
+    cfg: &GatewayConfig,
+    redirect_port: u16,
+    relay: std::net::IpAddr,
+) -> braid_sys::nftables::CaptureRules {
+    let mut bypass = braid_proto::destination::non_global_ranges();
+    bypass.extend(cfg.bypass.iter().copied());
+    braid_sys::nftables::CaptureRules {
+        table: cfg.nft_table.clone(),
+        lan: cfg.lan.clone(),
+        redirect_port,
+        exclude: vec![relay],
+        bypass,
+        capture: cfg.capture.clone(),
+        uplinks: cfg.uplinks.iter().map(|u| u.interface.clone()).collect(),
+        udp: None,
+    }
 }
 
 /// Serves the HTTP status API and the LAN-facing listeners on `serving`, each until `shutdown`.
