@@ -124,6 +124,25 @@ pub enum TrafficCommand {
         #[arg(long, default_value_t = 100)]
         sample_ms: u64,
     },
+    /// Send COUNT numbered, hashed UDP datagrams to the echo server, paced at PPS; check every
+    /// echo; print JSON (lost each way, corrupted, duplicated, longest gap); exit 1 on any loss.
+    Dgram {
+        /// The traffic server (its UDP echo listens on the same port).
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Datagrams.
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        /// Payload bytes per datagram.
+        #[arg(long, default_value_t = 1200)]
+        size: u16,
+        /// Datagrams per second.
+        #[arg(long, default_value_t = 500)]
+        pps: u32,
+        /// Milliseconds to wait for late echoes after the last datagram.
+        #[arg(long, default_value_t = 1000)]
+        linger_ms: u64,
+    },
     /// Time the first reply byte of COUNT fresh request/replies; print JSON.
     Rr {
         #[command(flatten)]
@@ -216,6 +235,22 @@ fn traffic_main(t: TrafficCommand) -> ExitCode {
                 sample_ms,
             } => {
                 let r = traffic::stream(route.route(), secs, sample_ms).await;
+                (json(&r), r.ok)
+            }
+            TrafficCommand::Dgram {
+                connect,
+                count,
+                size,
+                pps,
+                linger_ms,
+            } => {
+                let spec = crate::datagrams::RunSpec {
+                    count,
+                    size,
+                    pps,
+                    linger: Duration::from_millis(linger_ms),
+                };
+                let r = crate::datagrams::run(connect, spec).await?;
                 (json(&r), r.ok)
             }
             TrafficCommand::Rr {

@@ -27,7 +27,8 @@
 //! braid crate, which depends on this one):
 //! - [`harness`]: the real `braid server` and `braid gateway` in a lab, their configs and logs;
 //!   [`log_cursor`] waits for a log line written after a point in time.
-//! - [`traffic`]: the traffic tool (`braid lab traffic`): bulk, checked stream, echo, timing.
+//! - [`traffic`]: the traffic tool (`braid lab traffic`): bulk, checked stream, echo, timing;
+//!   [`datagrams`]: its UDP side (echo server, checked datagram runs).
 //! - [`demo`], [`bench`]: `braid lab demo` and `braid lab bench …` (used by `bench/*.sh`).
 //! - [`browser`]: headless Chromium inside a namespace, for the dashboard tests.
 //! - [`cli`]: the `braid lab` subcommands and their dispatch.
@@ -43,6 +44,7 @@ pub mod bench;
 pub mod browser;
 pub mod cli;
 pub mod cmd;
+pub mod datagrams;
 pub mod demo;
 mod error;
 mod faults;

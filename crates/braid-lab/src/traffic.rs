@@ -31,8 +31,12 @@ pub mod op {
     pub const STREAM: u8 = 5;
 }
 
-/// Serves the protocol forever.
+/// Serves the protocol forever, and the UDP echo of [`crate::datagrams`] on the same address
+/// and port.
 pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
+    let udp =
+        tokio::net::UdpSocket::from_std(braid_sys::socket::udp_bind(listener.local_addr()?)?)?;
+    tokio::spawn(crate::datagrams::serve(udp));
     loop {
         let (s, _) = listener.accept().await?;
         tokio::spawn(async move {

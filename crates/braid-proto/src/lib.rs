@@ -17,3 +17,4 @@ pub mod health;
 pub mod rate;
 pub mod socks5;
 pub mod tfo;
+pub mod udp;

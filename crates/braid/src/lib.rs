@@ -6,6 +6,8 @@
 //! ```
 //! - [`config`]: TOML files into typed configs, with errors that name key, value and fix.
 //! - [`server`]: the relay; [`gateway`]: the router side; [`relay`]: the byte pump both use.
+//! - [`datagram`]: Shadowsocks-2022 UDP packets, sealed and opened (the server's UDP relay and
+//!   the gateway's UDP capture).
 //! - [`listener`]: the one accept loop (connection tasks tracked, drained at shutdown);
 //!   [`control`]: the in-tunnel control channel as a framed connection.
 //! - [`status`]: the status document and the HTTP status API ([`status::http`]).
@@ -20,6 +22,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod datagram;
 pub mod doctor;
 pub mod fast_open;
 pub mod firewall;
@@ -31,3 +34,4 @@ pub mod server;
 pub mod shutdown;
 pub mod speedtest;
 pub mod status;
+pub mod throttle;

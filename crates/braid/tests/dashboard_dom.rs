@@ -168,6 +168,7 @@ fn canned_status() -> Status {
             version: "0.1.0".into(),
             kernel: "6.12.0-test".into(),
         }),
+        udp: Default::default(),
     }
 }
 

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// The HTTP status API (status, metrics); `None` when `control = "off"`.
     pub control: Option<SocketAddr>,
+    /// The Shadowsocks-2022 UDP relay on `listen`'s port; `None` when `udp = false`.
+    pub udp: Option<super::udp::UdpLimits>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +57,25 @@ struct Dto {
     idle_timeout_secs: u64,
     #[serde(default = "default_control")]
     control: String,
+    #[serde(default = "yes")]
+    udp: bool,
+    #[serde(default = "default_udp_unreplied")]
+    udp_unreplied_timeout_secs: u64,
+    #[serde(default = "default_udp_stream")]
+    udp_timeout_secs: u64,
+    #[serde(default = "default_udp_sessions")]
+    udp_max_sessions: usize,
+}
+
+/// SIP022: a relay session is remembered at least 60 s.
+fn default_udp_unreplied() -> u64 {
+    60
+}
+fn default_udp_stream() -> u64 {
+    180
+}
+fn default_udp_sessions() -> usize {
+    1024
 }
 
 fn default_control() -> String {
@@ -131,6 +152,17 @@ impl ServerConfig {
             connect_timeout: timeout("connect_timeout_secs", d.connect_timeout_secs)?,
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
             control: super::common::parse_control(&d.control)?,
+            udp: d
+                .udp
+                .then(|| {
+                    super::udp::limits(
+                        d.udp_unreplied_timeout_secs,
+                        d.udp_timeout_secs,
+                        d.udp_max_sessions,
+                        60,
+                    )
+                })
+                .transpose()?,
         })
     }
 }
@@ -155,6 +187,25 @@ mod tests {
         assert!(c.mptcp);
         assert_eq!(c.idle_timeout, Duration::from_secs(300));
         assert!(c.allow_destinations.is_empty());
+        let udp = c.udp.expect("UDP relayed by default");
+        assert_eq!(udp.timeouts.unreplied, Duration::from_secs(60));
+        assert_eq!(udp.timeouts.stream, Duration::from_secs(180));
+        assert_eq!(udp.max_sessions, 1024);
+    }
+
+    #[test]
+    fn udp_off_and_a_too_short_session_memory_are_understood() {
+        let base = format!(
+            "listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        assert!(load(&format!("{base}udp = false\n")).unwrap().udp.is_none());
+        let e = load(&format!("{base}udp_unreplied_timeout_secs = 30\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("udp_unreplied_timeout_secs") && e.contains("60"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //!
 //! It accepts Shadowsocks-2022 streams on an MPTCP listener, records for every connection whether
 //! it is really MPTCP (and with how many subflows) or fell back to TCP, answers braid's control
-//! requests, and relays everything else to destinations its policy allows.
+//! requests, and relays everything else to destinations its policy allows. Shadowsocks-2022 UDP
+//! is relayed on the same address and port ([`udp`]).
 
 mod connection;
 pub use connection::transport_of;
 mod control;
 mod own_addrs;
+mod udp;
+pub use udp::UdpRelay;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +67,8 @@ pub struct Listeners {
     pub relay: TcpListener,
     /// Whether `relay` takes TCP Fast Open, and why.
     pub relay_tfo: Decision,
+    /// The UDP relay's socket, on `relay`'s address and port (`None` when `udp = false`).
+    pub relay_udp: Option<tokio::net::UdpSocket>,
     /// The HTTP status API (`control`), if wanted and its port was free.
     pub status_http: Option<TcpListener>,
 }
@@ -73,6 +78,10 @@ impl Listeners {
     /// used, and the HTTP status API (a port in use there only costs the API, with a warning).
     pub async fn bind(cfg: &ServerConfig) -> Result<Listeners, ServerError> {
         let (relay, relay_tfo) = bind_relay(cfg)?;
+        let relay_udp = match cfg.udp {
+            Some(_) => Some(bind_udp(relay.local_addr().unwrap_or(cfg.listen))?),
+            None => None,
+        };
         let status_http = match cfg.control {
             Some(addr) => match crate::status::http::bind(addr).await {
                 Ok(l) => Some(l),
@@ -86,9 +95,18 @@ impl Listeners {
         Ok(Listeners {
             relay,
             relay_tfo,
+            relay_udp,
             status_http,
         })
     }
+}
+
+/// The UDP relay's socket on the TCP listener's address (its real port when `listen` asked for
+/// port 0).
+fn bind_udp(addr: SocketAddr) -> Result<tokio::net::UdpSocket, ServerError> {
+    let listen = |source| ServerError::Listen { addr, source };
+    let std = braid_sys::socket::udp_bind(addr).map_err(listen)?;
+    tokio::net::UdpSocket::from_std(std).map_err(listen)
 }
 
 /// The MPTCP listener of `listen`, with TFO when [`decide_listener`] says the kernel takes it
@@ -146,6 +164,7 @@ pub struct Server {
     listener: TcpListener,
     tfo: Decision,
     status_http: Option<TcpListener>,
+    udp: Option<UdpRelay>,
     shared: Arc<Shared>,
 }
 
@@ -176,17 +195,28 @@ impl Server {
             registry: Arc::new(crate::status::registry::Registry::default()),
             cfg,
         };
+        let shared = Arc::new(shared);
+        let udp = match (listeners.relay_udp, shared.cfg.udp) {
+            (Some(socket), Some(limits)) => Some(UdpRelay::new(socket, shared.clone(), limits)),
+            _ => None,
+        };
         Server {
             listener: listeners.relay,
             tfo: listeners.relay_tfo,
             status_http: listeners.status_http,
-            shared: Arc::new(shared),
+            udp,
+            shared,
         }
     }
 
     /// The relay's bound address (the port is real when the config asked for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The UDP relay, if `udp` is on.
+    pub fn udp(&self) -> Option<&UdpRelay> {
+        self.udp.as_ref()
     }
 
     /// Accepts and serves until `shutdown` fires, then drains the connections.
@@ -198,6 +228,7 @@ impl Server {
                     self.shared.registry.clone(),
                     self.tfo.enabled,
                     self.tfo.reason.clone(),
+                    self.udp.clone(),
                 );
             status_http = Some(tokio::spawn(crate::status::http::serve(
                 l,
@@ -206,10 +237,14 @@ impl Server {
             )));
         }
         let refresher = tokio::spawn(own_addrs::refresh_forever(self.shared.clone()));
+        let udp = self.udp.map(|u| tokio::spawn(u.run(shutdown.clone())));
         Listener::new("relay", self.listener, self.shared.clone())
             .run(shutdown)
             .await;
         refresher.abort();
+        if let Some(u) = udp {
+            let _ = u.await;
+        }
         if let Some(h) = status_http {
             let _ = h.await;
         }

@@ -233,6 +233,7 @@ impl StatusSource for GatewayStatus {
             },
             relay: self.relay.lock().ok().and_then(|r| r.clone()),
             total,
+            udp: Default::default(),
         }
     }
 }

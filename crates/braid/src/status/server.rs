@@ -1,5 +1,5 @@
 //! The relay's status document: its live connections (MPTCP or fallback, subflows), its TFO
-//! listener decision and the kernel's blackhole counters.
+//! listener decision, the kernel's blackhole counters and the UDP relay's sessions.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,11 +16,17 @@ pub struct ServerStatus {
     pub registry: Arc<Registry>,
     tfo: Tfo,
     kernel: String,
+    udp: Option<crate::server::UdpRelay>,
 }
 
 impl ServerStatus {
     /// A status source for the relay.
-    pub fn new(registry: Arc<Registry>, tfo_enabled: bool, tfo_reason: String) -> Arc<Self> {
+    pub fn new(
+        registry: Arc<Registry>,
+        tfo_enabled: bool,
+        tfo_reason: String,
+        udp: Option<crate::server::UdpRelay>,
+    ) -> Arc<Self> {
         Arc::new(ServerStatus {
             registry,
             tfo: Tfo {
@@ -28,6 +34,7 @@ impl ServerStatus {
                 reason: tfo_reason,
             },
             kernel: braid_sys::kernel::KernelRelease::running().release,
+            udp,
         })
     }
 }
@@ -65,6 +72,7 @@ impl StatusSource for ServerStatus {
                 count: bh.counters.blackhole,
                 timeout_secs: bh.timeout_secs,
             },
+            udp: self.udp.as_ref().map(|u| u.status()).unwrap_or_default(),
             ..Default::default()
         }
     }
