@@ -143,6 +143,25 @@ pub enum TrafficCommand {
         #[arg(long, default_value_t = 1000)]
         linger_ms: u64,
     },
+    /// Look NAME up COUNT times at a DNS server over UDP, each from a fresh port; print the
+    /// answers and times as JSON; exit 1 if any lookup failed.
+    Dns {
+        /// The DNS server.
+        #[arg(long)]
+        server: SocketAddr,
+        /// The name.
+        #[arg(long)]
+        name: String,
+        /// Ask for AAAA instead of A.
+        #[arg(long)]
+        v6: bool,
+        /// Lookups.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Per-lookup timeout in ms.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Time the first reply byte of COUNT fresh request/replies; print JSON.
     Rr {
         #[command(flatten)]
@@ -252,6 +271,17 @@ fn traffic_main(t: TrafficCommand) -> ExitCode {
                 };
                 let r = crate::datagrams::run(connect, spec).await?;
                 (json(&r), r.ok)
+            }
+            TrafficCommand::Dns {
+                server,
+                name,
+                v6,
+                count,
+                timeout_ms,
+            } => {
+                let timeout = Duration::from_millis(timeout_ms);
+                let r = crate::dns::lookup(server, &name, v6, count, timeout).await?;
+                (json(&r), r.failures == 0)
             }
             TrafficCommand::Rr {
                 route,

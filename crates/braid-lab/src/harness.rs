@@ -23,6 +23,12 @@ pub const TRAFFIC_PORT: u16 = 5201;
 pub const RELAY_PORT: u16 = 8388;
 /// The gateway's SOCKS5 port (on the gateway's LAN address).
 pub const SOCKS_PORT: u16 = 1080;
+/// The name the lab's DNS server answers ([`Harness::start_dns`]), and its addresses.
+pub const DNS_NAME: &str = "braid.lab";
+/// [`DNS_NAME`]'s IPv4 address.
+pub const DNS_ANSWER_V4: &str = "10.30.0.99";
+/// [`DNS_NAME`]'s IPv6 address.
+pub const DNS_ANSWER_V6: &str = "2001:db8:30::99";
 
 /// A lab with braid processes in it.
 pub struct Harness {
@@ -435,6 +441,62 @@ impl Harness {
                 String::from_utf8_lossy(&out.stderr)
             ),
         })
+    }
+
+    /// Starts a real DNS server, dnsmasq (Debian's `dnsmasq-base`, installed by
+    /// `scripts/setup`), in srv on port 53 of the traffic server's address, answering
+    /// [`DNS_NAME`] with [`DNS_ANSWER_V4`] / [`DNS_ANSWER_V6`]; returns once it answers there
+    /// (asked from srv itself). It is killed with the lab.
+    pub fn start_dns(&self) -> Result<String, HarnessError> {
+        let server = format!("{}:53", Lab::SRV);
+        let mut cmd = self.lab.command(Role::Srv, "dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--user=root",
+            "--group=root",
+            "--port=53",
+            "--log-facility=-",
+        ])
+        .arg(format!("--listen-address={}", Lab::SRV))
+        .arg(format!("--address=/{DNS_NAME}/{DNS_ANSWER_V4}"))
+        .arg(format!("--address=/{DNS_NAME}/{DNS_ANSWER_V6}"))
+        .arg(format!(
+            "--pid-file={}",
+            self.dir.join("dnsmasq.pid").display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        self.lab.spawn(Role::Srv, cmd)?;
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            let asked = self.traffic(
+                Role::Srv,
+                &[
+                    "dns",
+                    "--server",
+                    &server,
+                    "--name",
+                    DNS_NAME,
+                    "--timeout-ms",
+                    "300",
+                ],
+            );
+            match asked {
+                Ok(_) => return Ok(server),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(HarnessError::NotReady {
+                        what: "dnsmasq (is dnsmasq-base installed? run scripts/setup)",
+                        secs: READY_LIMIT.as_secs(),
+                        log: e.to_string(),
+                    })
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 
     /// The traffic server's address, as LAN clients use it.

@@ -28,7 +28,7 @@
 //! - [`harness`]: the real `braid server` and `braid gateway` in a lab, their configs and logs;
 //!   [`log_cursor`] waits for a log line written after a point in time.
 //! - [`traffic`]: the traffic tool (`braid lab traffic`): bulk, checked stream, echo, timing;
-//!   [`datagrams`]: its UDP side (echo server, checked datagram runs).
+//!   [`datagrams`]: its UDP side (echo server, checked datagram runs); [`dns`]: a DNS client.
 //! - [`demo`], [`bench`]: `braid lab demo` and `braid lab bench …` (used by `bench/*.sh`).
 //! - [`browser`]: headless Chromium inside a namespace, for the dashboard tests.
 //! - [`cli`]: the `braid lab` subcommands and their dispatch.
@@ -46,6 +46,7 @@ pub mod cli;
 pub mod cmd;
 pub mod datagrams;
 pub mod demo;
+pub mod dns;
 mod error;
 mod faults;
 pub mod harness;

@@ -9,7 +9,9 @@
 //!                              ├─ mptcp/blackhole.rs  the kernel's MPTCP blackhole counters
 //!                              ├─ monitor.rs      rtnetlink events (links, addresses, routes)
 //!                              ├─ link, address, route, rule      rtnetlink
-//!                              ├─ nftables.rs     braid's own nftables table
+//!                              ├─ nftables.rs     braid's own nftables table (capture, TPROXY)
+//!                              ├─ tproxy.rs       transparent UDP sockets (original destination)
+//!                              ├─ tproxy_route.rs fwmark rule + local route TPROXY needs
 //!                              └─ sysctl.rs, kernel.rs            procfs readers
 //! ```
 //! Every `unsafe` block carries a `// SAFETY:` note. Errors keep the kernel's errno.
@@ -27,3 +29,5 @@ pub mod socket;
 mod sockopt;
 pub mod sysctl;
 pub mod tfo;
+pub mod tproxy;
+pub mod tproxy_route;

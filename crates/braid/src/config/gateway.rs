@@ -83,6 +83,8 @@ pub struct GatewayConfig {
     pub mptcp_blackhole_timeout: Option<u32>,
     /// The HTTP status API (status, metrics, dashboard); `None` when `control = "off"`.
     pub control: Option<SocketAddr>,
+    /// LAN UDP captured with TPROXY and relayed; `None` when `udp = false`.
+    pub udp: Option<super::udp::GatewayUdp>,
 }
 
 /// `[health]`: probe thresholds; every key optional (defaults in braid_proto::health).
@@ -161,6 +163,53 @@ struct Dto {
     mptcp_blackhole_timeout_secs: Option<u32>,
     #[serde(default = "default_control")]
     control: String,
+    #[serde(default = "yes")]
+    udp: bool,
+    udp_uplink: Option<String>,
+    #[serde(default = "default_udp_unreplied")]
+    udp_unreplied_timeout_secs: u64,
+    #[serde(default = "default_udp_stream")]
+    udp_timeout_secs: u64,
+    #[serde(default = "default_udp_sessions")]
+    udp_max_sessions: usize,
+}
+
+/// conntrack's `nf_conntrack_udp_timeout`.
+fn default_udp_unreplied() -> u64 {
+    30
+}
+/// conntrack's `nf_conntrack_udp_timeout_stream`.
+fn default_udp_stream() -> u64 {
+    120
+}
+fn default_udp_sessions() -> usize {
+    1024
+}
+
+/// `udp`, `udp_uplink` and the UDP limits; `udp_uplink` must name an uplink.
+fn parse_udp(d: &Dto, uplinks: &[Uplink]) -> Result<Option<super::udp::GatewayUdp>, Invalid> {
+    if !d.udp {
+        return Ok(None);
+    }
+    if let Some(name) = &d.udp_uplink {
+        if !uplinks.iter().any(|u| &u.name == name) {
+            return Err(Invalid::new(
+                "udp_uplink",
+                format!("{name:?}"),
+                "names no [[uplink]]",
+                "use the `name` of one of the [[uplink]] sections, or leave it out",
+            ));
+        }
+    }
+    Ok(Some(super::udp::GatewayUdp {
+        limits: super::udp::limits(
+            d.udp_unreplied_timeout_secs,
+            d.udp_timeout_secs,
+            d.udp_max_sessions,
+            1,
+        )?,
+        uplink: d.udp_uplink.clone(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -362,6 +411,14 @@ fn parse_uplinks(list: &[UplinkDto]) -> Result<Vec<Uplink>, Invalid> {
             ));
         }
         let table = u.table.unwrap_or(TABLE_BASE + i as u32);
+        if table == super::udp::TPROXY_TABLE {
+            return Err(Invalid::new(
+                format!("uplink[{i}].table"),
+                table,
+                "is braid's own table for captured LAN UDP (TPROXY)",
+                "pick another table number such as 101",
+            ));
+        }
         if matches!(table, 0 | 253..=255) {
             return Err(Invalid::new(
                 format!("uplink[{i}].table"),
@@ -418,6 +475,8 @@ impl GatewayConfig {
             ));
         }
         let redirect = parse_socket_addr("redirect", &d.redirect)?;
+        let uplinks = parse_uplinks(&d.uplink)?;
+        let udp = parse_udp(&d, &uplinks)?;
         if redirect.port() == 0 {
             return Err(Invalid::new(
                 "redirect",
@@ -440,7 +499,7 @@ impl GatewayConfig {
                 .as_deref()
                 .map(|s| parse_socket_addr("socks", s))
                 .transpose()?,
-            uplinks: parse_uplinks(&d.uplink)?,
+            uplinks: uplinks.clone(),
             mptcp: d.mptcp,
             nft_table: d.nft_table.clone(),
             connect_timeout: timeout("connect_timeout_secs", d.connect_timeout_secs)?,
@@ -448,6 +507,7 @@ impl GatewayConfig {
             health: parse_health(&d.health)?,
             mptcp_blackhole_timeout: d.mptcp_blackhole_timeout_secs,
             control: super::common::parse_control(&d.control)?,
+            udp,
         })
     }
 }
@@ -592,6 +652,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("capture[1]") && e.contains("\"lan\""), "{e}");
+    }
+
+    #[test]
+    fn udp_is_on_by_default_and_udp_uplink_must_name_an_uplink() {
+        let c = load(&base()).unwrap();
+        let udp = c.udp.expect("UDP on by default");
+        assert_eq!(udp.limits.timeouts.unreplied, Duration::from_secs(30));
+        assert_eq!(udp.limits.timeouts.stream, Duration::from_secs(120));
+        assert_eq!(udp.uplink, None);
+        let c = load(&base().replace("lan = [\"eth1\"]", "lan = [\"eth1\"]\nudp_uplink = \"5g\""))
+            .unwrap();
+        assert_eq!(c.udp.unwrap().uplink.as_deref(), Some("5g"));
+        let e = load(&base().replace("lan = [\"eth1\"]", "lan = [\"eth1\"]\nudp_uplink = \"dsl\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("udp_uplink") && e.contains("dsl"), "{e}");
+        let c = load(&base().replace("lan = [\"eth1\"]", "lan = [\"eth1\"]\nudp = false")).unwrap();
+        assert!(c.udp.is_none());
+        let e = load(&base().replace("backup = true", "backup = true\ntable = 100"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("uplink[1].table") && e.contains("TPROXY"), "{e}");
     }
 
     #[test]

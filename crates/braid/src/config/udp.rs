@@ -80,3 +80,20 @@ mod tests {
         assert!(limits(60, 180, 0, 1).is_err());
     }
 }
+
+/// The gateway's UDP settings (`udp = true`, the default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayUdp {
+    /// Session timeouts and cap.
+    pub limits: UdpLimits,
+    /// `udp_uplink`: the uplink sessions ride while it is Up (else the health choice).
+    pub uplink: Option<String>,
+}
+
+/// The routing table of the TPROXY local route (`local default dev lo table 100`); an
+/// `[[uplink]] table` may not use it.
+pub const TPROXY_TABLE: u32 = 100;
+/// The packet mark of captured LAN UDP (`meta mark set 0xb1d`, `ip rule fwmark 0xb1d`).
+pub const TPROXY_MARK: u32 = 0x0b1d;
+/// The priority of the `fwmark` rule: before the uplinks' (1000…) and the main table's.
+pub const TPROXY_RULE_PRIORITY: u32 = 990;

@@ -18,6 +18,7 @@ pub mod resolve;
 pub mod running;
 mod socks;
 pub mod tfo_probe;
+pub mod udp;
 pub mod uplink;
 
 use std::net::SocketAddr;
@@ -67,6 +68,9 @@ pub enum GatewayError {
     /// Netlink could not be opened at all.
     #[error(transparent)]
     Netlink(#[from] braid_sys::netlink::NetlinkError),
+    /// LAN UDP could not be captured.
+    #[error(transparent)]
+    Udp(#[from] udp::UdpError),
 }
 
 fn log_decision(d: &Decision) {
@@ -86,6 +90,8 @@ pub struct Listeners {
     pub socks: Option<TcpListener>,
     /// The HTTP status API (`control`), if wanted.
     pub status_http: Option<TcpListener>,
+    /// The TPROXY sockets for LAN UDP, on the redirect port (when `lan` is set and `udp` on).
+    pub udp: Option<udp::LanSockets>,
 }
 
 impl Listeners {
@@ -101,10 +107,21 @@ impl Listeners {
             })?),
             None => None,
         };
+        let redirect = bind_redirect(cfg.redirect)?;
+        let udp = match (&cfg.udp, cfg.lan.is_empty()) {
+            (Some(_), false) => {
+                let port = redirect
+                    .local_addr()
+                    .map_or(cfg.redirect.port(), |a| a.port());
+                Some(udp::LanSockets::bind(port)?)
+            }
+            _ => None,
+        };
         Ok(Listeners {
-            redirect: bind_redirect(cfg.redirect)?,
+            redirect,
             socks: cfg.socks.map(|a| bind(a, "socks")).transpose()?,
             status_http,
+            udp,
         })
     }
 }
@@ -182,6 +199,7 @@ pub async fn run(
     };
     let (view_tx, view_rx) = tokio::sync::watch::channel(uplink::ManagerView::default());
     let registry = Arc::new(Registry::default());
+    let view_rx_udp = view_rx.clone();
     let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone());
     let manager = match start_manager(&cfg, &dialer, view_tx, stop_rx).await {
         Ok(m) => m,
@@ -190,7 +208,15 @@ pub async fn run(
             return Err(e);
         }
     };
-    let serving = serve(&cfg, listeners, dialer, status, early, facts, shutdown);
+    let serving = serve(
+        &cfg,
+        listeners,
+        dialer,
+        (status, view_rx_udp),
+        early,
+        facts,
+        shutdown,
+    );
     // The manager only returns early when it cannot work at all (e.g. MPTCP limits refused):
     // then the gateway stops too, rather than run without its uplinks.
     let (result, manager) = match manager {
@@ -238,6 +264,9 @@ async fn start_manager(
     let pm = braid_sys::mptcp::pm::MptcpPm::connect()
         .await
         .map_err(uplink::kernel::UplinkError::from)?;
+    // Before anything of this run is installed (the uplinks' state here, the UDP capture's
+    // policy routing in `serve`), so that only a crashed run's leftovers go.
+    uplink::kernel::remove_leftovers(&rtnl).await;
     Ok(Some(tokio::spawn(uplink::run(
         cfg.clone(),
         cfg.health.clone(),
@@ -285,9 +314,12 @@ impl Carrier {
 /// drained; on an error every task started here is aborted.
 async fn serve(
     cfg: &GatewayConfig,
-    listeners: Listeners,
+    mut listeners: Listeners,
     dialer: Arc<Dialer>,
-    status: Arc<GatewayStatus>,
+    (status, view): (
+        Arc<GatewayStatus>,
+        tokio::sync::watch::Receiver<uplink::ManagerView>,
+    ),
     early: Option<Decision>,
     facts: braid_proto::tfo::Facts,
     mut shutdown: Shutdown,
@@ -310,6 +342,21 @@ async fn serve(
         }
     }
     background.spawn(status.clone().sample_forever());
+    let udp_tproxy = match (listeners.udp.take(), &cfg.udp) {
+        (Some(sockets), Some(udp_cfg)) => {
+            let rtnl = braid_sys::netlink::Rtnl::connect()?;
+            let capture = udp::UdpCapture::start(cfg, udp_cfg, dialer.relay(), &rtnl).await?;
+            status.set_udp(capture.clone());
+            let port = sockets.port();
+            udp::log_start(cfg, port);
+            serving.spawn(capture.run(sockets, view, rtnl, shutdown.clone()));
+            Some(braid_sys::nftables::UdpTproxy {
+                port,
+                mark: crate::config::udp::TPROXY_MARK,
+            })
+        }
+        _ => None,
+    };
     let carrier = Carrier {
         dialer: dialer.clone(),
         registry: status.registry.clone(),
@@ -324,7 +371,9 @@ async fn serve(
         cfg.redirect.port(),
     );
     if !cfg.lan.is_empty() {
-        capture_rules(cfg, redirect_port, dialer.relay().ip()).apply()?;
+        let mut rules = capture_rules(cfg, redirect_port, dialer.relay().ip());
+        rules.udp = udp_tproxy;
+        rules.apply()?;
         info!(
             "capturing TCP from {} (nftables table inet {})",
             cfg.lan

@@ -151,7 +151,8 @@ impl Slot {
     }
 }
 
-/// Runs until shutdown, then removes everything it installed.
+/// Runs until shutdown, then removes everything it installed. The caller has removed a crashed
+/// run's leftovers first ([`kernel::remove_leftovers`]).
 pub async fn run(
     cfg: GatewayConfig,
     health: HealthConfig,
@@ -162,7 +163,6 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) -> Result<(), kernel::UplinkError> {
     let relay = dialer.relay().ip();
-    kernel::remove_leftovers(&rtnl).await;
     let limits_before = kernel::ensure_limits(&pm, cfg.uplinks.len() as u32).await?;
     let epoch = Instant::now();
     let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeEvent>(256);

@@ -1,0 +1,149 @@
+//! LAN UDP through the gateway's TPROXY capture and the relay, in the lab: numbered, hashed
+//! datagrams both ways (none lost on clean links, the losses counted on lossy ones), a real DNS
+//! server answering a LAN host, and the sessions in the status API and the metrics.
+//!
+//! Root-only; under CI=true a missing root fails instead of skipping.
+
+mod common;
+
+use std::time::Duration;
+
+use braid_lab::harness::{Harness, DNS_ANSWER_V4, DNS_NAME};
+use braid_lab::{Role, UplinkSpec};
+use common::{unshaped_uplinks, wait_status};
+
+/// Runs `braid lab traffic dgram` from the LAN host to the traffic server and returns its JSON
+/// (also when datagrams were lost).
+fn datagrams(h: &Harness, count: u32, pps: u32) -> serde_json::Value {
+    let (count, pps) = (count.to_string(), pps.to_string());
+    let child = h
+        .spawn_traffic(
+            Role::Lan,
+            &[
+                "dgram",
+                "--connect",
+                &Harness::traffic_target(),
+                "--count",
+                &count,
+                "--size",
+                "1200",
+                "--pps",
+                &pps,
+            ],
+        )
+        .expect("starting the datagram run");
+    h.finish_traffic(child).expect("datagram run output")
+}
+
+#[test]
+fn datagrams_through_the_capture_arrive_intact_both_ways_on_clean_links() {
+    if !braid_lab::root_tests_enabled("lab_udp_clean") {
+        return;
+    }
+    let h = common::running("bln3", unshaped_uplinks(), "");
+    let mut relay_log = h.log_cursor("server.log");
+    let v = datagrams(&h, 2000, 1000);
+    assert_eq!(
+        v["ok"],
+        true,
+        "datagrams lost or changed: {v}\ngateway log:\n{}",
+        h.log("gateway.log")
+    );
+    assert_eq!(
+        (v["lost_up"].as_u64(), v["lost_down"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+    relay_log
+        .wait_for("UDP session", Duration::from_secs(3))
+        .expect("the relay carried a UDP session");
+
+    // The gateway's status shows the session, its bytes and the uplink it rides.
+    let s = wait_status(
+        &h,
+        "a UDP session in the status",
+        Duration::from_secs(3),
+        |s| {
+            s.udp
+                .list
+                .iter()
+                .any(|x| x.target == Harness::traffic_target())
+        },
+    );
+    let session = s
+        .udp
+        .list
+        .iter()
+        .find(|x| x.target == Harness::traffic_target())
+        .expect("listed");
+    assert!(session.client.starts_with("10.9.0.2:"), "{session:?}");
+    assert!(
+        session.up_bytes >= 2000 * 1200 && session.down_bytes >= 2000 * 1200,
+        "{session:?}"
+    );
+    let uplink = session.uplink.clone().expect("the session's uplink");
+    assert_eq!(s.udp.uplink.as_deref(), Some(uplink.as_str()));
+    assert_eq!(
+        common::uplink(&s, &uplink).udp_sessions,
+        1,
+        "{:?}",
+        s.uplinks
+    );
+    assert_eq!(s.udp.transport.to_string(), "udp");
+}
+
+#[test]
+fn lossy_uplinks_lose_datagrams_and_the_run_counts_them_per_direction() {
+    if !braid_lab::root_tests_enabled("lab_udp_lossy") {
+        return;
+    }
+    // 3 % loss each way on both uplinks: with 1000 datagrams, some are lost for sure.
+    let lossy = vec![
+        UplinkSpec::new("wifi").loss_permille(30),
+        UplinkSpec::new("5g").loss_permille(30),
+    ];
+    let h = common::running("bln4", lossy, "");
+    let v = datagrams(&h, 1000, 500);
+    let lost = v["lost"].as_u64().expect("lost count");
+    let (up, down) = (v["lost_up"].as_u64(), v["lost_down"].as_u64());
+    eprintln!("lossy run: {v}");
+    assert!(
+        lost > 0 && lost < 200,
+        "3 % each way should lose some, not most: {v}"
+    );
+    assert_eq!(up.zip(down).map(|(u, d)| u + d), Some(lost), "{v}");
+    assert_eq!(v["corrupted"], 0, "{v}");
+}
+
+#[test]
+fn a_real_dns_server_behind_the_relay_answers_a_lan_host_through_the_capture() {
+    if !braid_lab::root_tests_enabled("lab_udp_dns") {
+        return;
+    }
+    let h = common::running("bln5", unshaped_uplinks(), "");
+    let server = h.start_dns().expect("dnsmasq in srv");
+    let mut relay_log = h.log_cursor("server.log");
+    let v = h
+        .traffic(
+            Role::Lan,
+            &[
+                "dns", "--server", &server, "--name", DNS_NAME, "--count", "20",
+            ],
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "DNS from the LAN host: {e}\ngateway log:\n{}",
+                h.log("gateway.log")
+            )
+        });
+    assert_eq!(v["answers"], serde_json::json!([DNS_ANSWER_V4]), "{v}");
+    assert_eq!(v["failures"], 0, "{v}");
+    // Twenty lookups from twenty source ports: twenty sessions at the relay.
+    relay_log
+        .wait_for("UDP session", Duration::from_secs(3))
+        .expect("the queries went through the relay");
+    let s = wait_status(&h, "the DNS sessions", Duration::from_secs(3), |s| {
+        s.udp.list.iter().filter(|x| x.target == server).count() == 20
+    });
+    assert!(s.udp.sessions_total >= 20, "{:?}", s.udp);
+}
