@@ -158,3 +158,99 @@ fn stock_udp_client_roams_between_uplinks_on_one_braid_session() {
         status.udp
     );
 }
+
+/// A stock Shadowsocks-2022 UDP relay built from the crate's server socket, as ssserver's UDP
+/// relay does it: sessions by client session id, one outbound socket each, replies to the
+/// client's latest address. Runs until `stop`.
+async fn stock_udp_server(
+    key: String,
+    ready: std::sync::mpsc::Sender<()>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let cfg = ServerConfig::new(relay(), key.as_str(), METHOD).expect("config");
+    let server = Arc::new(
+        ProxySocket::bind(Context::new_shared(ServerType::Server), &cfg)
+            .await
+            .expect("stock UDP server bind"),
+    );
+    ready.send(()).expect("ready");
+    let mut sessions: HashMap<u64, Arc<UdpSocket>> = HashMap::new();
+    let serve = async {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok((n, peer, target, _, ctrl)) = server.recv_from_with_ctrl(&mut buf).await else {
+                continue;
+            };
+            let (Some(ctrl), Address::SocketAddress(target)) = (ctrl, target) else {
+                continue;
+            };
+            let out = sessions.entry(ctrl.client_session_id).or_insert_with(|| {
+                let std = std::net::UdpSocket::bind("0.0.0.0:0").expect("outbound socket");
+                std.set_nonblocking(true).expect("non-blocking");
+                let out = Arc::new(UdpSocket::from_std(std).expect("tokio socket"));
+                let (out2, server2, client_id) =
+                    (out.clone(), server.clone(), ctrl.client_session_id);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65_536];
+                    let mut reply = control(client_id, 0);
+                    reply.server_session_id = client_id ^ 0x5555;
+                    while let Ok((n, from)) = out2.recv_from(&mut buf).await {
+                        let _ = server2
+                            .send_to_with_ctrl(
+                                peer,
+                                &Address::SocketAddress(from),
+                                &reply,
+                                &buf[..n],
+                            )
+                            .await;
+                        reply.packet_id += 1;
+                    }
+                });
+                out
+            });
+            let _ = out.send_to(&buf[..n], target).await;
+        }
+    };
+    tokio::select! { _ = serve => {}, _ = stop => {} }
+}
+
+#[test]
+fn braid_gateway_captures_lan_udp_to_a_stock_udp_server() {
+    if !braid_lab::root_tests_enabled("interop_udp_gateway") {
+        return;
+    }
+    let mut h = Harness::new("bln7", unshaped_uplinks(), common::exe()).expect("lab");
+    let key = h.key().to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let server = in_netns(h.lab.ns_name(Role::Vps), move || {
+        rt().block_on(stock_udp_server(key, ready_tx, stop_rx))
+    });
+    ready_rx.recv().expect("stock server ready");
+    h.start_gateway(&["wifi", "5g"], "").expect("gateway");
+    let v = h
+        .traffic(
+            Role::Lan,
+            &[
+                "dgram",
+                "--connect",
+                &Harness::traffic_target(),
+                "--count",
+                "500",
+                "--pps",
+                "500",
+            ],
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "datagrams via the stock server: {e}\ngateway log:\n{}",
+                h.log("gateway.log")
+            )
+        });
+    assert_eq!(v["ok"], true, "{v}");
+    h.stop_gateway().expect("stop gateway");
+    let _ = stop_tx.send(());
+    server.join().expect("stock server thread");
+}

@@ -159,29 +159,58 @@ fn a_session_whose_uplink_is_blackholed_moves_to_the_other_within_a_second() {
     let run = h
         .spawn_traffic(
             Role::Lan,
-            &["dgram", "--connect", &target, "--count", "1600", "--size", "600", "--pps", "200"],
+            &[
+                "dgram",
+                "--connect",
+                &target,
+                "--count",
+                "1600",
+                "--size",
+                "600",
+                "--pps",
+                "200",
+            ],
         )
         .expect("starting the datagram run");
-    let s = wait_status(&h, "the datagram session on an uplink", Duration::from_secs(3), |s| {
-        s.udp.list.iter().any(|x| x.target == target && x.uplink.is_some())
-    });
+    let s = wait_status(
+        &h,
+        "the datagram session on an uplink",
+        Duration::from_secs(3),
+        |s| {
+            s.udp
+                .list
+                .iter()
+                .any(|x| x.target == target && x.uplink.is_some())
+        },
+    );
     let carrying = s.udp.uplink.clone().expect("the uplink sessions ride");
     let other = if carrying == "wifi" { "5g" } else { "wifi" };
     let mut relay_log = h.log_cursor("server.log");
     h.lab
         .set_uplink_blackhole(&carrying, true)
         .expect("blackholing the carrying uplink");
-    wait_status(&h, "the session on the other uplink", Duration::from_secs(3), |s| {
-        s.udp.uplink.as_deref() == Some(other)
-            && s.udp.list.iter().any(|x| x.target == target && x.uplink.as_deref() == Some(other))
-    });
+    wait_status(
+        &h,
+        "the session on the other uplink",
+        Duration::from_secs(3),
+        |s| {
+            s.udp.uplink.as_deref() == Some(other)
+                && s.udp
+                    .list
+                    .iter()
+                    .any(|x| x.target == target && x.uplink.as_deref() == Some(other))
+        },
+    );
     relay_log
         .wait_for("moved from", Duration::from_secs(3))
         .expect("the relay following the session to its new address");
     let v = h.finish_traffic(run).expect("datagram run output");
     eprintln!("failover run: {v}");
     let gap = v["longest_gap_ms"].as_f64().expect("gap");
-    assert!(gap <= 1000.0, "UDP stalled {gap} ms when {carrying} died: {v}");
+    assert!(
+        gap <= 1000.0,
+        "UDP stalled {gap} ms when {carrying} died: {v}"
+    );
     assert!(
         v["received"].as_u64().unwrap_or(0) >= 1400,
         "most datagrams must arrive across the failover: {v}"
