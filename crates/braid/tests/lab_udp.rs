@@ -216,3 +216,72 @@ fn a_session_whose_uplink_is_blackholed_moves_to_the_other_within_a_second() {
         "most datagrams must arrive across the failover: {v}"
     );
 }
+
+/// Drops (`on`) or lets through UDP to the relay's port on every uplink, at the VPS.
+fn block_udp_to_relay(h: &Harness, on: bool) {
+    let script = if on {
+        format!(
+            "add table inet blockudp\nadd chain inet blockudp pre {{ type filter hook prerouting priority -300; policy accept; }}\nadd rule inet blockudp pre meta l4proto udp udp dport {} drop\n",
+            braid_lab::harness::RELAY_PORT
+        )
+    } else {
+        "delete table inet blockudp\n".to_string()
+    };
+    let path = h.write("blockudp.nft", &script).expect("nft script");
+    h.lab
+        .run(Role::Vps, &["nft", "-f", &path.to_string_lossy()])
+        .expect("nft in vps");
+}
+
+#[test]
+fn blocked_udp_rides_inside_tcp_and_comes_back_when_udp_works_again() {
+    if !braid_lab::root_tests_enabled("lab_udp_over_tcp") {
+        return;
+    }
+    let h = common::running("bln8", unshaped_uplinks(), "");
+    let server = h.start_dns().expect("dnsmasq in srv");
+    let mut log = h.log_cursor("gateway.log");
+    block_udp_to_relay(&h, true);
+    log.wait_for(
+        "UDP to the relay is blocked on every uplink",
+        Duration::from_secs(8),
+    )
+    .expect("the gateway noticing that UDP is blocked");
+    let s = wait_status(
+        &h,
+        "UDP over TCP in the status",
+        Duration::from_secs(3),
+        |s| s.udp.transport.to_string() == "udp-over-tcp",
+    );
+    assert_eq!(s.udp.uplink, None, "{:?}", s.udp);
+    let mut relay_log = h.log_cursor("server.log");
+    let v = h
+        .traffic(
+            Role::Lan,
+            &[
+                "dns", "--server", &server, "--name", DNS_NAME, "--count", "10",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("DNS over TCP: {e}\ngateway log:\n{}", h.log("gateway.log")));
+    assert_eq!(v["answers"], serde_json::json!([DNS_ANSWER_V4]), "{v}");
+    let v = datagrams(&h, 1000, 500);
+    assert_eq!(v["ok"], true, "datagrams over TCP: {v}");
+    relay_log
+        .wait_for("UDP over TCP from", Duration::from_secs(3))
+        .expect("the datagrams rode the relay's UDP-over-TCP streams");
+
+    block_udp_to_relay(&h, false);
+    log.wait_for(
+        "UDP gets through to the relay again",
+        Duration::from_secs(5),
+    )
+    .expect("the gateway noticing that UDP works again");
+    let v = datagrams(&h, 500, 500);
+    assert_eq!(v["ok"], true, "datagrams after UDP came back: {v}");
+    wait_status(
+        &h,
+        "datagrams again in the status",
+        Duration::from_secs(3),
+        |s| s.udp.transport.to_string() == "udp" && s.udp.uplink.is_some(),
+    );
+}

@@ -345,7 +345,7 @@ async fn serve(
     let udp_tproxy = match (listeners.udp.take(), &cfg.udp) {
         (Some(sockets), Some(udp_cfg)) => {
             let rtnl = braid_sys::netlink::Rtnl::connect()?;
-            let capture = udp::UdpCapture::start(cfg, udp_cfg, dialer.relay(), &rtnl).await?;
+            let capture = udp::UdpCapture::start(cfg, udp_cfg, dialer.clone(), &rtnl).await?;
             status.set_udp(capture.clone());
             let port = sockets.port();
             udp::log_start(cfg, port);

@@ -124,6 +124,13 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
             }
             return;
         }
+        if host == braid_proto::udp::uot::MAGIC_HOST {
+            let _live = shared
+                .registry
+                .add(format!("{peer} → UDP over TCP"), ss.get_ref());
+            super::udp::uot::serve(shared, &mut ss, peer).await;
+            return;
+        }
     }
     let _live = shared
         .registry

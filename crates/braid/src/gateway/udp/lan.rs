@@ -48,6 +48,16 @@ async fn on_lan(shared: &Arc<Shared>, lan: SocketAddr, dst: SocketAddr, payload:
             .fetch_add(1, Ordering::Relaxed);
         debug!("UDP session {:016x}: {lan} → {dst} begins", session.id);
     }
+    if shared.over_tcp() {
+        if super::uot::send(shared, &session, dst, payload) {
+            session.sent(dst, payload.len(), None, now);
+            shared
+                .counters
+                .up
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        }
+        return;
+    }
     let mut out = BytesMut::with_capacity(payload.len() + 128);
     shared.codec.seal_request(
         session.id,
@@ -81,6 +91,9 @@ pub(super) async fn on_relay(shared: &Shared, buf: &mut [u8]) {
             return;
         }
     };
+    if shared.is_probe(&opened) {
+        return super::probe::on_answer(shared);
+    }
     let now = shared.now();
     let Some(session) = shared.sessions.by_id(opened.client_session) else {
         // A session that ended here; its late answers have nowhere to go.

@@ -10,6 +10,10 @@
 //!                                                          ─► LAN host
 //! ```
 //!
+//! When UDP to the relay is blocked on every uplink (its probes go unanswered while braid's TCP
+//! probes are answered: `probe.rs`), datagrams ride inside the bonded TCP connection instead
+//! (`uot.rs`), until a probe gets through again.
+//!
 //! Kernel state: the `capture_udp` chain in braid's nftables table (installed with the TCP
 //! capture), and the TPROXY policy routing (`ip rule fwmark 0xb1d lookup 100`, `local default
 //! dev lo table 100`, both families, protocol 212), installed here, kept in place every few
@@ -17,12 +21,18 @@
 
 mod lan;
 mod paths;
+mod probe;
 mod session;
+mod uot;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use braid_proto::control::{CONTROL_HOST, CONTROL_PORT};
+use braid_proto::udp::blocked::{Reachability, Route};
+use shadowsocks::relay::socks5::Address;
 use std::time::{Duration, Instant};
 
 use braid_sys::netlink::{NetlinkError, Rtnl};
@@ -35,6 +45,7 @@ use tracing::{debug, info, warn};
 use crate::config::gateway::GatewayConfig;
 use crate::config::udp::{GatewayUdp, UdpLimits, TPROXY_MARK, TPROXY_RULE_PRIORITY, TPROXY_TABLE};
 use crate::datagram::Codec;
+use crate::gateway::dialer::Dialer;
 use crate::gateway::uplink::plan::RTPROT_BRAID;
 use crate::gateway::uplink::ManagerView;
 use crate::shutdown::Shutdown;
@@ -133,9 +144,32 @@ struct Shared {
     epoch: Instant,
     full_log: Throttle,
     bad_log: Throttle,
+    /// For UDP over TCP.
+    dialer: Arc<Dialer>,
+    uot: uot::Flows,
+    /// Whether UDP reaches the relay.
+    reach: Mutex<Reachability>,
+    /// The probe sessions' ids are `probe_base + slot`.
+    probe_base: u64,
 }
 
 impl Shared {
+    fn reach(&self) -> MutexGuard<'_, Reachability> {
+        self.reach.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether datagrams ride inside TCP now.
+    fn over_tcp(&self) -> bool {
+        self.reach().route() == Route::OverTcp
+    }
+
+    /// Whether an opened datagram answers one of our UDP probes.
+    fn is_probe(&self, o: &crate::datagram::Opened) -> bool {
+        matches!(&o.addr, Address::DomainNameAddress(h, p) if h == CONTROL_HOST && *p == CONTROL_PORT)
+            && o.client_session.wrapping_sub(self.probe_base)
+                <= crate::config::gateway::MAX_UPLINKS as u64
+    }
+
     /// The sessions' clock.
     fn now(&self) -> Duration {
         self.epoch.elapsed()
@@ -158,9 +192,10 @@ impl UdpCapture {
     pub async fn start(
         cfg: &GatewayConfig,
         udp: &GatewayUdp,
-        relay: SocketAddr,
+        dialer: Arc<Dialer>,
         rtnl: &Rtnl,
     ) -> Result<UdpCapture, UdpError> {
+        let relay = dialer.relay();
         ROUTING.ensure(rtnl).await.map_err(UdpError::Routing)?;
         let paths =
             Paths::new(relay, &cfg.uplinks, udp.uplink.as_deref()).map_err(UdpError::Socket)?;
@@ -174,6 +209,10 @@ impl UdpCapture {
                 epoch: Instant::now(),
                 full_log: Throttle::new(LOG_EVERY),
                 bad_log: Throttle::new(LOG_EVERY),
+                dialer,
+                uot: uot::Flows::default(),
+                reach: Mutex::new(Reachability::new(Duration::ZERO)),
+                probe_base: random_u64(),
             }),
         })
     }
@@ -193,7 +232,8 @@ impl UdpCapture {
             tasks.spawn(lan::receive(shared.clone(), v6));
         }
         tasks.spawn(paths::receive(shared.clone(), shared.paths.unbound()));
-        tasks.spawn(Paths::follow(shared.clone(), view));
+        tasks.spawn(Paths::follow(shared.clone(), view.clone()));
+        tasks.spawn(probe::run(shared.clone(), view));
         tasks.spawn(sweep(shared.clone()));
         let mut keep = tokio::time::interval(KEEP_ROUTING);
         keep.tick().await;
@@ -237,16 +277,20 @@ impl UdpCapture {
             .collect();
         list.sort_by_key(|(idle, _)| *idle);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let uplink = s
-            .paths
-            .chosen()
-            .and_then(|i| s.paths.name(i))
+        let over_tcp = s.over_tcp();
+        let uplink = (s.paths.chosen().and_then(|i| s.paths.name(i)))
+            .filter(|_| !over_tcp)
             .map(str::to_string);
         UdpStatus {
-            transport: UdpTransport::Udp,
-            reason: match &uplink {
-                Some(u) => format!("Shadowsocks-2022 UDP to the relay, sessions over {u}"),
-                None => "Shadowsocks-2022 UDP to the relay, by the main routing table".into(),
+            transport: if over_tcp {
+                UdpTransport::Tcp
+            } else {
+                UdpTransport::Udp
+            },
+            reason: match (&uplink, over_tcp) {
+                (_, true) => "UDP to the relay is blocked on every uplink: datagrams ride inside the bonded TCP connection".into(),
+                (Some(u), false) => format!("Shadowsocks-2022 UDP to the relay, sessions over {u}"),
+                (None, false) => "Shadowsocks-2022 UDP to the relay, by the main routing table".into(),
             },
             uplink,
             sessions: list.len() as u64,
@@ -274,6 +318,12 @@ impl UdpCapture {
         }
         out
     }
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_ne_bytes(b)
 }
 
 fn round1(d: Duration) -> f64 {

@@ -98,6 +98,25 @@ impl Paths {
         self.uplinks.iter().map(|u| u.name.clone()).collect()
     }
 
+    /// The relay.
+    pub fn relay(&self) -> SocketAddr {
+        self.relay
+    }
+
+    /// Every socket to probe UDP reachability through: slot 0 the unbound one (only when no
+    /// uplink has a socket), slot `i + 1` uplink `i`'s.
+    pub fn probe_sockets(&self) -> Vec<(usize, Arc<UdpSocket>)> {
+        let inner = self.inner();
+        let bound: Vec<(usize, Arc<UdpSocket>)> = (inner.bound.iter().enumerate())
+            .filter_map(|(i, b)| b.as_ref().map(|b| (i + 1, b.socket.clone())))
+            .collect();
+        if bound.is_empty() {
+            vec![(0, self.unbound.clone())]
+        } else {
+            bound
+        }
+    }
+
     /// The uplink sessions ride now.
     pub fn chosen(&self) -> Option<usize> {
         self.inner().chosen

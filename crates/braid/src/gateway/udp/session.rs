@@ -103,6 +103,11 @@ impl Session {
         Ok(())
     }
 
+    /// An answer reached the LAN host at `now` by a way without packet ids (UDP over TCP).
+    pub fn replied(&self, now: Duration) {
+        self.state().liveness.on_reply(now);
+    }
+
     /// The socket to answer the LAN host from `far`, made by `make` the first time.
     pub fn reply_socket(
         &self,

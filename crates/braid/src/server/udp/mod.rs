@@ -8,12 +8,16 @@
 //!    └──── seal, to the client's latest address ◄── session's own socket ◄─┘ (outbound.rs)
 //! ```
 //!
+//! Gateways whose UDP to the relay is blocked send it over TCP instead ([`uot`], reached from
+//! the TCP listener through the magic target `sp.v2.udp-over-tcp.arpa`).
+//!
 //! Sessions end after their idle timeout (unreplied or stream, as conntrack) and are capped in
 //! number; a datagram that fails any check is dropped without an answer, counted, and logged at
 //! most every few seconds.
 
 mod outbound;
 mod session;
+pub(super) mod uot;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
