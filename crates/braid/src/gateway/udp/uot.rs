@@ -19,16 +19,17 @@ use super::Shared;
 /// Datagrams waiting for a flow's stream; beyond it they are dropped, as a full queue would.
 const QUEUE: usize = 256;
 
+/// A flow's datagram queue, by (LAN address, destination).
+type FlowMap = HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>;
+
 /// The live flows, by LAN address and destination.
 #[derive(Default)]
 pub(super) struct Flows {
-    map: Mutex<HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>>,
+    map: Mutex<FlowMap>,
 }
 
 impl Flows {
-    fn map(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, FlowMap> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
