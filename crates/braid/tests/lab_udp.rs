@@ -233,6 +233,19 @@ fn block_udp_to_relay(h: &Harness, on: bool) {
         .expect("nft in vps");
 }
 
+/// The status of doctor's `uplink.NAME.udp` check, run in gw against the gateway's config.
+fn udp_check(h: &Harness, uplink: &str) -> String {
+    let (_, report) = h
+        .doctor(Role::Gw, &h.dir().join("gateway.toml"), &[])
+        .expect("braid doctor");
+    let id = format!("uplink.{uplink}.udp");
+    let check = report["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == id.as_str()))
+        .unwrap_or_else(|| panic!("no {id} in {report}"));
+    check["status"].as_str().unwrap_or("?").to_string()
+}
+
 #[test]
 fn blocked_udp_rides_inside_tcp_and_comes_back_when_udp_works_again() {
     if !braid_lab::root_tests_enabled("lab_udp_over_tcp") {

@@ -11,6 +11,7 @@ pub mod firewall;
 mod gateway;
 pub mod kernel;
 mod server;
+mod udp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

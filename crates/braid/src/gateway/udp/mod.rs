@@ -51,6 +51,7 @@ use crate::gateway::uplink::ManagerView;
 use crate::shutdown::Shutdown;
 use crate::status::model::{UdpSessionStatus, UdpStatus, UdpTransport, UDP_LIST_MAX};
 use crate::throttle::Throttle;
+pub(crate) use paths::bind as uplink_socket;
 use paths::Paths;
 use session::Table;
 

@@ -223,7 +223,7 @@ impl Paths {
 
 /// A UDP socket bound to `addr` on `iface` (its `ip rule from ADDR` picks the uplink's table;
 /// the device binding holds even before that rule is back after a flap).
-fn bind(iface: &IfName, addr: IpAddr) -> std::io::Result<UdpSocket> {
+pub(crate) fn bind(iface: &IfName, addr: IpAddr) -> std::io::Result<UdpSocket> {
     let domain = if addr.is_ipv4() {
         socket2::Domain::IPV4
     } else {
