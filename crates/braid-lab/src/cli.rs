@@ -9,6 +9,7 @@ use clap::Subcommand;
 
 use crate::bench::aggregation::{self, AggregationArgs};
 use crate::bench::failover::{self, FailoverArgs};
+use crate::bench::udp::{self, UdpArgs};
 use crate::{demo, harness, traffic};
 
 /// Lab subcommands.
@@ -50,6 +51,8 @@ pub enum BenchCommand {
     Aggregation(AggregationArgs),
     /// Failover, recovery and stalls per fault, braid beside kernel-only MPTCP; prints Markdown.
     Failover(FailoverArgs),
+    /// UDP goodput and loss, UDP failover and DNS time, braid beside direct; prints Markdown.
+    Udp(UdpArgs),
 }
 
 /// Where a traffic client connects, and how.
@@ -207,6 +210,7 @@ fn bench_main(b: BenchCommand) -> ExitCode {
     let r = match b {
         BenchCommand::Aggregation(a) => aggregation::aggregation(&a, &exe),
         BenchCommand::Failover(a) => failover::failover(&a, &exe),
+        BenchCommand::Udp(a) => udp::udp(&a, &exe),
     };
     match r {
         Ok(md) => {
