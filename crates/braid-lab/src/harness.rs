@@ -44,6 +44,8 @@ pub struct Harness {
     gateway_runs: u32,
     /// A cursor taken just before the current gateway started: it sees that run's whole log.
     gateway_start: Option<LogCursor>,
+    /// The relay listens on, and the gateway dials, the VPS's IPv6 address.
+    ipv6_relay: bool,
 }
 
 /// A harness step that failed.
@@ -117,6 +119,7 @@ impl Harness {
             server_runs: 0,
             gateway_runs: 0,
             gateway_start: None,
+            ipv6_relay: false,
         };
         let listen = format!("{}:{TRAFFIC_PORT}", Lab::SRV);
         let mut cmd = h.lab.command(Role::Srv, &h.exe.to_string_lossy());
@@ -124,6 +127,17 @@ impl Harness {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         h.traffic = Some(cmd.spawn().map_err(io_err("starting the traffic server"))?);
+        let mut cmd6 = h.lab.command(Role::Srv, &h.exe.to_string_lossy());
+        cmd6.args([
+            "lab",
+            "traffic",
+            "serve",
+            "--listen",
+            &Self::traffic_target6(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        h.lab.spawn(Role::Srv, cmd6)?;
         Ok(h)
     }
 
@@ -135,6 +149,21 @@ impl Harness {
     /// The folder with configs and logs.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// From now on the relay listens on the VPS's IPv6 address and the gateway dials it there:
+    /// uplinks, tables, rules, endpoints and subflows are IPv6.
+    pub fn use_ipv6_relay(&mut self) {
+        self.ipv6_relay = true;
+    }
+
+    /// The relay's address as the configs write it.
+    fn relay_addr(&self) -> String {
+        if self.ipv6_relay {
+            format!("[{}]:{RELAY_PORT}", Lab::VPS_PUBLIC6)
+        } else {
+            format!("{}:{RELAY_PORT}", Lab::VPS_PUBLIC)
+        }
     }
 
     /// Starts `braid server` in vps with `extra` appended to its config; waits until it listens.
@@ -149,8 +178,8 @@ impl Harness {
         extra: &str,
     ) -> Result<(), HarnessError> {
         let cfg = format!(
-            "listen = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nallow_destinations = [\"{}/32\"]\n{extra}\n",
-            Lab::VPS_PUBLIC,
+            "listen = \"{}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nallow_destinations = [\"{}/32\"]\n{extra}\n",
+            self.relay_addr(),
             self.key,
             Lab::SRV
         );
@@ -177,8 +206,8 @@ impl Harness {
         extra: &str,
     ) -> Result<(), HarnessError> {
         let mut cfg = format!(
-            "server = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nlan = [\"{}\"]\ncapture = [\"{}/32\"]\nsocks = \"{}:{SOCKS_PORT}\"\n{extra}\n",
-            Lab::VPS_PUBLIC,
+            "server = \"{}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nlan = [\"{}\"]\ncapture = [\"{}/32\"]\nsocks = \"{}:{SOCKS_PORT}\"\n{extra}\n",
+            self.relay_addr(),
             self.key,
             Lab::GW_LAN_IFACE,
             Lab::SRV,
@@ -502,6 +531,11 @@ impl Harness {
     /// The traffic server's address, as LAN clients use it.
     pub fn traffic_target() -> String {
         format!("{}:{TRAFFIC_PORT}", Lab::SRV)
+    }
+
+    /// The IPv6 traffic server (same tool, same port, srv's IPv6 address).
+    pub fn traffic_target6() -> String {
+        format!("[{}]:{TRAFFIC_PORT}", Lab::SRV6)
     }
 
     /// The gateway's SOCKS5 address.

@@ -33,8 +33,8 @@
 //! - [`browser`]: headless Chromium inside a namespace, for the dashboard tests.
 //! - [`cli`]: the `braid lab` subcommands and their dispatch.
 //!
-//! Not supported: IPv6 (disabled in the lab namespaces), jitter or reordering (delay is
-//! constant), per-uplink policy routing in `up()` (that is the daemon under test's job).
+//! Every link has IPv6 too (2001:db8::/32, static, without router advertisements). Not
+//! supported: jitter or reordering (delay is constant), per-uplink policy routing in `up()` (that is the daemon under test's job).
 //! Everything runs inside namespaces the lab creates; the host's routes, firewall and sysctls
 //! are never touched. Needs root and `ip`, `tc`, `iptables` (nft backend), `nft`, `ethtool`,
 //! `sysctl`.

@@ -49,7 +49,9 @@ pub(super) async fn run(shared: Arc<Shared>, view: watch::Receiver<ManagerView>)
             let _ = socket.send_to(&out, to).await;
         }
         packet += 1;
-        let braid = view.borrow().uplinks.iter().any(|u| u.rtt_ms.is_some());
+        // braid's relay answers TCP probes on a working uplink right now.
+        let braid =
+            (view.borrow().uplinks.iter()).any(|u| u.rtt_ms.is_some() && u.state.carries_traffic());
         let changed = shared.reach().on_tick(shared.now(), braid);
         say(changed);
     }
