@@ -282,6 +282,7 @@ fn blocked_udp_rides_inside_tcp_and_comes_back_when_udp_works_again() {
     relay_log
         .wait_for("UDP over TCP from", Duration::from_secs(3))
         .expect("the datagrams rode the relay's UDP-over-TCP streams");
+    assert_eq!(udp_check(&h, "wifi"), "warn", "doctor while UDP is dropped");
 
     block_udp_to_relay(&h, false);
     log.wait_for(
@@ -289,6 +290,7 @@ fn blocked_udp_rides_inside_tcp_and_comes_back_when_udp_works_again() {
         Duration::from_secs(5),
     )
     .expect("the gateway noticing that UDP works again");
+    assert_eq!(udp_check(&h, "5g"), "ok", "doctor once UDP gets through");
     let v = datagrams(&h, 500, 500);
     assert_eq!(v["ok"], true, "datagrams after UDP came back: {v}");
     wait_status(
