@@ -165,6 +165,25 @@ pub enum TrafficCommand {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// Serve checked QUIC transfers on LISTEN (UDP).
+    QuicServe {
+        /// Listen address.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Download BYTES over QUIC, checking every byte and sampling goodput; print JSON; exit 1 on
+    /// any error (a QUIC connection error included).
+    QuicGet {
+        /// The QUIC server.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Bytes to download.
+        #[arg(long, default_value_t = 20_000_000)]
+        bytes: u64,
+        /// Sampling interval in ms.
+        #[arg(long, default_value_t = 100)]
+        sample_ms: u64,
+    },
     /// Time the first reply byte of COUNT fresh request/replies; print JSON.
     Rr {
         #[command(flatten)]
@@ -286,6 +305,18 @@ fn traffic_main(t: TrafficCommand) -> ExitCode {
                 let timeout = Duration::from_millis(timeout_ms);
                 let r = crate::dns::lookup(server, &name, v6, count, timeout).await?;
                 (json(&r), r.failures == 0)
+            }
+            TrafficCommand::QuicServe { listen } => {
+                crate::quic::serve(listen).await?;
+                (String::new(), true)
+            }
+            TrafficCommand::QuicGet {
+                connect,
+                bytes,
+                sample_ms,
+            } => {
+                let r = crate::quic::get(connect, bytes, sample_ms).await;
+                (json(&r), r.ok)
             }
             TrafficCommand::Rr {
                 route,

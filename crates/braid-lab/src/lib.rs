@@ -28,7 +28,8 @@
 //! - [`harness`]: the real `braid server` and `braid gateway` in a lab, their configs and logs;
 //!   [`log_cursor`] waits for a log line written after a point in time.
 //! - [`traffic`]: the traffic tool (`braid lab traffic`): bulk, checked stream, echo, timing;
-//!   [`datagrams`]: its UDP side (echo server, checked datagram runs); [`dns`]: a DNS client.
+//!   [`datagrams`]: its UDP side (echo server, checked datagram runs); [`dns`]: a DNS client;
+//!   [`quic`]: a checked QUIC transfer (quinn).
 //! - [`demo`], [`bench`]: `braid lab demo` and `braid lab bench …` (used by `bench/*.sh`).
 //! - [`browser`]: headless Chromium inside a namespace, for the dashboard tests.
 //! - [`cli`]: the `braid lab` subcommands and their dispatch.
@@ -55,6 +56,7 @@ pub mod log_cursor;
 pub mod measure;
 pub mod netem;
 pub mod ns;
+pub mod quic;
 pub mod seccomp;
 mod shaping;
 mod spec;

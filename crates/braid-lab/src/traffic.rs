@@ -48,35 +48,62 @@ pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
 /// Seed of the `STREAM` sequence.
 const STREAM_SEED: u64 = 0x2545_f491_4f6c_dd1d;
 
-/// The `STREAM` sequence, byte by byte, for checking what arrives.
-struct StreamCheck {
+/// The `STREAM` sequence as a continuous byte source: any chunking gives the same bytes (the
+/// QUIC transfer sends and checks it too).
+pub struct Sequence {
     state: u64,
     block: [u8; 8],
     used: usize,
 }
 
-impl StreamCheck {
-    fn new() -> Self {
-        StreamCheck {
+impl Default for Sequence {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sequence {
+    /// The sequence from its start.
+    pub fn new() -> Self {
+        Sequence {
             state: STREAM_SEED,
             block: [0; 8],
             used: 8,
         }
     }
 
-    /// True if `data` continues the sequence.
-    fn check(&mut self, data: &[u8]) -> bool {
-        for &b in data {
+    /// The next `out.len()` bytes.
+    pub fn fill(&mut self, out: &mut [u8]) {
+        for b in out {
             if self.used == 8 {
                 fill(&mut self.block, &mut self.state);
                 self.used = 0;
             }
-            if self.block[self.used] != b {
-                return false;
-            }
+            *b = self.block[self.used];
             self.used += 1;
         }
-        true
+    }
+}
+
+/// The `STREAM` sequence, byte by byte, for checking what arrives.
+struct StreamCheck {
+    seq: Sequence,
+    want: Vec<u8>,
+}
+
+impl StreamCheck {
+    fn new() -> Self {
+        StreamCheck {
+            seq: Sequence::new(),
+            want: Vec::new(),
+        }
+    }
+
+    /// True if `data` continues the sequence.
+    fn check(&mut self, data: &[u8]) -> bool {
+        self.want.resize(data.len(), 0);
+        self.seq.fill(&mut self.want);
+        self.want == data
     }
 }
 

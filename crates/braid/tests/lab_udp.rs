@@ -300,3 +300,56 @@ fn blocked_udp_rides_inside_tcp_and_comes_back_when_udp_works_again() {
         |s| s.udp.transport.to_string() == "udp" && s.udp.uplink.is_some(),
     );
 }
+
+#[test]
+fn a_quic_download_survives_its_uplink_being_blackholed() {
+    if !braid_lab::root_tests_enabled("lab_udp_quic") {
+        return;
+    }
+    let h = common::running("bln10", common::shaped_uplinks(), "");
+    let server = format!("{}:4433", braid_lab::Lab::SRV);
+    let mut cmd = h.lab.command(Role::Srv, &common::exe().to_string_lossy());
+    cmd.args(["lab", "traffic", "quic-serve", "--listen", &server]);
+    h.lab.spawn(Role::Srv, cmd).expect("QUIC server");
+    // About 5 s at wifi's 40 Mbit/s.
+    let run = h
+        .spawn_traffic(
+            Role::Lan,
+            &["quic-get", "--connect", &server, "--bytes", "25000000"],
+        )
+        .expect("starting the QUIC download");
+    let s = wait_status(
+        &h,
+        "the QUIC session moving bytes",
+        Duration::from_secs(5),
+        |s| {
+            s.udp
+                .list
+                .iter()
+                .any(|x| x.target == server && x.down_bytes > 2_000_000 && x.uplink.is_some())
+        },
+    );
+    let carrying = s.udp.uplink.clone().expect("the uplink sessions ride");
+    let other = if carrying == "wifi" { "5g" } else { "wifi" };
+    h.lab
+        .set_uplink_blackhole(&carrying, true)
+        .expect("blackholing the carrying uplink");
+    wait_status(
+        &h,
+        "the QUIC session on the other uplink",
+        Duration::from_secs(3),
+        |s| {
+            s.udp
+                .list
+                .iter()
+                .any(|x| x.target == server && x.uplink.as_deref() == Some(other))
+        },
+    );
+    let v = h.finish_traffic(run).expect("QUIC download output");
+    eprintln!(
+        "QUIC run: ok={} bytes={} secs={} longest_gap_ms={} error={}",
+        v["ok"], v["bytes"], v["secs"], v["longest_gap_ms"], v["error"]
+    );
+    assert_eq!(v["ok"], true, "the QUIC transfer did not survive: {v}");
+    assert_eq!(v["bytes"], 25_000_000u64);
+}
