@@ -5,9 +5,8 @@
 //!   default): direct from the gateway itself over wifi, and from the LAN host through the
 //!   capture and the relay with `udp_uplink = "wifi"`;
 //! - a UDP session's longest gap when its uplink is blackholed;
-//! - DNS query time (median of `--queries`) to dnsmasq behind the relay, direct and through braid.
-//!
-//! QUIC is not measured: the traffic tool has no QUIC client yet.
+//! - DNS query time (median of `--queries`) to dnsmasq behind the relay, direct and through braid;
+//! - a QUIC download (`--quic-mb`), direct over wifi (the best single uplink) and through braid.
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,6 +27,9 @@ pub struct UdpArgs {
     /// DNS lookups per side.
     #[arg(long, default_value_t = 100)]
     pub queries: usize,
+    /// Megabytes of the QUIC download.
+    #[arg(long, default_value_t = 20)]
+    pub quic_mb: u64,
     /// Namespace prefix.
     #[arg(long, default_value = "bbu")]
     pub prefix: String,
@@ -95,6 +97,16 @@ fn dns_median(
     Ok(v["median_ms"].as_f64())
 }
 
+/// Mbit/s of a QUIC download of `mb` MB from `role` (`None` when it failed).
+fn quic_mbit(h: &Harness, role: Role, server: &str, mb: u64) -> Result<Option<f64>, HarnessError> {
+    let bytes = (mb * 1_000_000).to_string();
+    let child = h.spawn_traffic(role, &["quic-get", "--connect", server, "--bytes", &bytes])?;
+    let v = h.finish_traffic(child)?;
+    Ok((v["ok"] == true).then(|| {
+        v["bytes"].as_f64().unwrap_or(0.0) * 8.0 / v["secs"].as_f64().unwrap_or(1.0) / 1e6
+    }))
+}
+
 fn ms(x: Option<f64>) -> String {
     x.map_or_else(|| "–".into(), |v| format!("{v:.2}"))
 }
@@ -104,14 +116,20 @@ pub fn udp(a: &UdpArgs, exe: &Path) -> Result<String, HarnessError> {
     let mut h = Harness::new(&a.prefix, demo_uplinks(), exe)?;
     h.start_server("")?;
     let dns = h.start_dns()?;
+    let quic = format!("{}:4433", crate::Lab::SRV);
+    let mut cmd = h.lab.command(Role::Srv, &exe.to_string_lossy());
+    cmd.args(["lab", "traffic", "quic-serve", "--listen", &quic]);
+    h.lab.spawn(Role::Srv, cmd)?;
     // The gateway's own traffic is not captured: it is the "same uplink without braid".
     let pps = (40e6 * a.load / (f64::from(SIZE) * 8.0)) as u32;
     let direct = dgram(&h, Role::Gw, pps, a.secs)?;
     let dns_direct = dns_median(&h, Role::Gw, &dns, a.queries)?;
+    let quic_direct = quic_mbit(&h, Role::Gw, &quic, a.quic_mb)?;
     h.start_gateway(&["wifi", "5g"], "udp_uplink = \"wifi\"")?;
     h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))?;
     let braid = dgram(&h, Role::Lan, pps, a.secs)?;
     let dns_braid = dns_median(&h, Role::Lan, &dns, a.queries)?;
+    let quic_braid = quic_mbit(&h, Role::Lan, &quic, a.quic_mb)?;
 
     // Failover: 6 s at 200 datagrams a second, wifi blackholed after 2 s.
     let run = h.spawn_traffic(
@@ -164,6 +182,12 @@ pub fn udp(a: &UdpArgs, exe: &Path) -> Result<String, HarnessError> {
         ms(dns_direct),
         ms(dns_braid)
     );
-    md += "\nQUIC download: not measured (the traffic tool has no QUIC client yet).\n";
+    let mbit = |x: Option<f64>| x.map_or_else(|| "failed".into(), |v| format!("{v:.1} Mbit/s"));
+    md += &format!(
+        "\nQUIC download of {} MB: wifi direct (best single uplink) {}, through braid {}.\n",
+        a.quic_mb,
+        mbit(quic_direct),
+        mbit(quic_braid)
+    );
     Ok(md)
 }
