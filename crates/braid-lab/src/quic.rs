@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -143,20 +143,15 @@ async fn transfer(target: SocketAddr, run: &mut QuicRun) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())?;
-    let sample = Duration::from_millis(run.sample_ms.max(1));
+    let mut sampler = crate::traffic::Sampler::new(run.sample_ms);
     let mut seq = crate::traffic::Sequence::new();
     let mut want = vec![0u8; 64 * 1024];
     let mut buf = vec![0u8; 64 * 1024];
-    let (mut next, mut in_sample, mut last) = (Instant::now() + sample, 0u64, Instant::now());
+    let mut last = Instant::now();
     loop {
-        let r = tokio::time::timeout_at(next.into(), recv.read(&mut buf)).await;
+        let r = tokio::time::timeout_at(sampler.deadline().into(), recv.read(&mut buf)).await;
         let now = Instant::now();
-        while now >= next {
-            run.samples_mbit
-                .push(in_sample as f64 * 8.0 / sample.as_secs_f64() / 1e6);
-            in_sample = 0;
-            next += sample;
-        }
+        sampler.roll(now, &mut run.samples_mbit);
         match r {
             Err(_) => continue,
             Ok(Ok(None)) => break,
@@ -172,7 +167,7 @@ async fn transfer(target: SocketAddr, run: &mut QuicRun) -> Result<(), String> {
                 run.longest_gap_ms = run.longest_gap_ms.max((now - last).as_secs_f64() * 1000.0);
                 last = now;
                 run.bytes += n as u64;
-                in_sample += n as u64;
+                sampler.add(n);
             }
             Ok(Err(e)) => return Err(format!("after {} bytes: {e}", run.bytes)),
         }
@@ -247,7 +242,7 @@ mod tests {
             if run.ok {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             run = get(addr, 2_000_000, 100).await;
         }
         assert!(run.ok, "{run:?}");

@@ -222,6 +222,21 @@ pub struct UdpStatus {
 /// Most sessions listed in a status document.
 pub const UDP_LIST_MAX: usize = 200;
 
+/// The sessions for [`UdpStatus::list`] from (idle time, session) rows: most recently active
+/// first, at most [`UDP_LIST_MAX`].
+pub fn udp_list(mut rows: Vec<(std::time::Duration, UdpSessionStatus)>) -> Vec<UdpSessionStatus> {
+    rows.sort_by_key(|(idle, _)| *idle);
+    rows.into_iter()
+        .take(UDP_LIST_MAX)
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// Seconds to one decimal, as the document shows ages.
+pub fn tenths(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 10.0).round() / 10.0
+}
+
 /// One live UDP session.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UdpSessionStatus {

@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use shadowsocks::relay::socks5::Address;
 use tracing::{debug, info, warn};
 
+use super::session::Session;
 use super::Shared;
 use crate::datagram::{socket_addr, MAX_DATAGRAM};
 
@@ -106,6 +107,12 @@ pub(super) async fn on_relay(shared: &Shared, buf: &mut [u8]) {
     let Some(far) = socket_addr(&opened.addr) else {
         return;
     };
+    deliver(shared, &session, far, &buf[..opened.len]).await;
+}
+
+/// An answer from `far` to `session`'s LAN host, sent from `far`'s own address (a transparent
+/// reply socket); counted, and the session's liveness told.
+pub(super) async fn deliver(shared: &Shared, session: &Session, far: SocketAddr, payload: &[u8]) {
     let socket = match session.reply_socket(far, || reply_socket(far)) {
         Ok(s) => s,
         Err(e) => {
@@ -115,7 +122,6 @@ pub(super) async fn on_relay(shared: &Shared, buf: &mut [u8]) {
             return;
         }
     };
-    let payload = &buf[..opened.len];
     match socket.send_to(payload, session.lan).await {
         Ok(_) => {
             session
@@ -125,6 +131,7 @@ pub(super) async fn on_relay(shared: &Shared, buf: &mut [u8]) {
                 .counters
                 .down
                 .fetch_add(payload.len() as u64, Ordering::Relaxed);
+            session.replied(shared.now());
         }
         Err(e) => debug!("UDP {far} → {}: {e}", session.lan),
     }

@@ -49,7 +49,7 @@ use crate::gateway::dialer::Dialer;
 use crate::gateway::uplink::plan::RTPROT_BRAID;
 use crate::gateway::uplink::ManagerView;
 use crate::shutdown::Shutdown;
-use crate::status::model::{UdpSessionStatus, UdpStatus, UdpTransport, UDP_LIST_MAX};
+use crate::status::model::{tenths, udp_list, UdpSessionStatus, UdpStatus, UdpTransport};
 use crate::throttle::Throttle;
 pub(crate) use paths::bind as uplink_socket;
 use paths::Paths;
@@ -259,7 +259,7 @@ impl UdpCapture {
         let s = &self.shared;
         let c = &s.counters;
         let now = s.now();
-        let mut list: Vec<(Duration, UdpSessionStatus)> = (s.sessions.all().iter())
+        let list: Vec<(Duration, UdpSessionStatus)> = (s.sessions.all().iter())
             .map(|x| {
                 let (target, uplink, idle) = x.view(now);
                 (
@@ -270,13 +270,12 @@ impl UdpCapture {
                         uplink: uplink.and_then(|i| s.paths.name(i)).map(str::to_string),
                         up_bytes: x.up.load(Ordering::Relaxed),
                         down_bytes: x.down.load(Ordering::Relaxed),
-                        age_secs: round1(x.started.elapsed()),
-                        idle_secs: round1(idle),
+                        age_secs: tenths(x.started.elapsed()),
+                        idle_secs: tenths(idle),
                     },
                 )
             })
             .collect();
-        list.sort_by_key(|(idle, _)| *idle);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let over_tcp = s.over_tcp();
         let uplink = (s.paths.chosen().and_then(|i| s.paths.name(i)))
@@ -299,11 +298,7 @@ impl UdpCapture {
             up_bytes: load(&c.up),
             down_bytes: load(&c.down),
             dropped: load(&c.rejected) + load(&c.replayed) + load(&c.full),
-            list: list
-                .into_iter()
-                .take(UDP_LIST_MAX)
-                .map(|(_, x)| x)
-                .collect(),
+            list: udp_list(list),
         }
     }
 
@@ -325,10 +320,6 @@ fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     u64::from_ne_bytes(b)
-}
-
-fn round1(d: Duration) -> f64 {
-    (d.as_secs_f64() * 10.0).round() / 10.0
 }
 
 /// Ends idle sessions every [`SWEEP`].

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use braid_proto::udp::uot::{frame, next_packet, request, MAGIC_HOST};
@@ -106,7 +105,7 @@ async fn flow(
                     Ok(n) => pending.extend_from_slice(&chunk[..n]),
                 }
                 while let Some((range, used)) = next_packet(&pending) {
-                    deliver(&shared, &session, dst, &pending[range]).await;
+                    super::lan::deliver(&shared, &session, dst, &pending[range]).await;
                     pending.drain(..used);
                 }
             }
@@ -115,21 +114,4 @@ async fn flow(
     }
     shared.uot.map().remove(&key);
     debug!("UDP over TCP {} → {dst} ended", session.lan);
-}
-
-/// An answer from `dst` to the LAN host, from `dst`'s own address.
-async fn deliver(shared: &Shared, session: &Session, dst: SocketAddr, payload: &[u8]) {
-    let Ok(socket) = session.reply_socket(dst, || braid_sys::tproxy::reply_socket(dst)) else {
-        return;
-    };
-    if socket.send_to(payload, session.lan).await.is_ok() {
-        session
-            .down
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        shared
-            .counters
-            .down
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        session.replied(shared.now());
-    }
 }

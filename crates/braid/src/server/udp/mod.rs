@@ -32,7 +32,7 @@ use super::Shared;
 use crate::config::udp::UdpLimits;
 use crate::datagram::{Codec, DatagramError, MAX_DATAGRAM};
 use crate::shutdown::Shutdown;
-use crate::status::model::{UdpSessionStatus, UdpStatus, UdpTransport, UDP_LIST_MAX};
+use crate::status::model::{tenths, udp_list, UdpSessionStatus, UdpStatus, UdpTransport};
 use crate::throttle::Throttle;
 use session::{Accepted, NoSession, Session, Table};
 
@@ -137,7 +137,7 @@ impl UdpRelay {
         let r = &self.relay;
         let c = &r.counters;
         let now = r.now();
-        let mut list: Vec<(Duration, UdpSessionStatus)> = (r.table.all().iter())
+        let list: Vec<(Duration, UdpSessionStatus)> = (r.table.all().iter())
             .map(|s| {
                 let (client, target, idle) = s.view(now);
                 (
@@ -148,13 +148,12 @@ impl UdpRelay {
                         uplink: None,
                         up_bytes: s.up.load(Ordering::Relaxed),
                         down_bytes: s.down.load(Ordering::Relaxed),
-                        age_secs: round1(s.started.elapsed()),
-                        idle_secs: round1(idle),
+                        age_secs: tenths(s.started.elapsed()),
+                        idle_secs: tenths(idle),
                     },
                 )
             })
             .collect();
-        list.sort_by_key(|(idle, _)| *idle);
         let sessions = list.len() as u64;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         UdpStatus {
@@ -175,17 +174,9 @@ impl UdpRelay {
             .into_iter()
             .map(load)
             .sum(),
-            list: list
-                .into_iter()
-                .take(UDP_LIST_MAX)
-                .map(|(_, s)| s)
-                .collect(),
+            list: udp_list(list),
         }
     }
-}
-
-fn round1(d: Duration) -> f64 {
-    (d.as_secs_f64() * 10.0).round() / 10.0
 }
 
 /// Handles one datagram from `peer`; returns a session that was just made, whose reply pump
