@@ -1,6 +1,6 @@
 //! Local destinations are left alone: with the capture on, a LAN host reaches a private address
 //! behind the gateway (the "modem's admin page") and a public-looking address on another LAN
-//! segment directly, and none of that traffic reaches the relay; the traffic server, forced
+//! segment directly, TCP and UDP, and none of that traffic reaches the relay; the traffic server, forced
 //! through the relay by `capture`, still goes through it.
 //!
 //! Root-only; under CI=true a missing root fails instead of skipping.
@@ -122,6 +122,24 @@ fn local_destinations_go_out_directly_and_never_reach_the_relay() {
     let mut relay_log = h.log_cursor("server.log");
     echo_from_lan(&h, &modem);
     echo_from_lan(&h, &segment);
+    // UDP too: the same steering decides for the TPROXY chain.
+    for local in [&modem, &segment] {
+        let v = h
+            .traffic(
+                Role::Lan,
+                &[
+                    "dgram",
+                    "--connect",
+                    local,
+                    "--count",
+                    "200",
+                    "--pps",
+                    "400",
+                ],
+            )
+            .unwrap_or_else(|e| panic!("datagrams to {local}: {e}"));
+        assert_eq!(v["ok"], true, "UDP to {local}: {v}");
+    }
     // The traffic server is forced through the relay by the harness's `capture`: its line in
     // the relay's log also shows the log has caught up with everything before it.
     echo_from_lan(&h, &Harness::traffic_target());
