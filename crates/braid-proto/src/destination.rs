@@ -3,7 +3,8 @@
 //! A relay that connects anywhere its clients ask is an open door into the VPS's own network:
 //! cloud metadata (169.254.169.254), services bound to loopback, the provider's private network.
 //! So by default braid refuses every address that is not globally routable, and the server's own
-//! addresses, unless the operator allows a range explicitly.
+//! addresses, unless the operator allows a range explicitly. The gateway's capture sends the
+//! same non-global ranges out directly ([`non_global_ranges`]): one table for both.
 //!
 //! IPv6 has several ways to carry an IPv4 address inside (IPv4-mapped `::ffff:a.b.c.d`,
 //! IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::`, Teredo
@@ -17,6 +18,134 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
+
+/// Why an address is not a global unicast destination: the one classification shared by the
+/// relay's safety policy ([`DestinationPolicy`]) and the gateway's capture, which sends such
+/// destinations out directly instead of through the relay ([`non_global_ranges`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonGlobal {
+    /// 127.0.0.0/8, ::1.
+    Loopback,
+    /// 169.254.0.0/16, fe80::/10.
+    LinkLocal,
+    /// RFC 1918, 100.64.0.0/10 (carrier-grade NAT), NAT64 local-use 64:ff9b:1::/48 (where the
+    /// IPv4 address sits depends on the operator's prefix, so it cannot be judged by it).
+    Private,
+    /// fc00::/7.
+    UniqueLocal,
+    /// fec0::/10 (deprecated, but still routed inside some networks).
+    SiteLocal,
+    /// 0.0.0.0/8, ::, multicast, broadcast, 240.0.0.0/4.
+    NotUnicast,
+}
+
+/// One row of [`NON_GLOBAL`]: a network by its first bytes and prefix length.
+struct Range {
+    /// The first bytes of the network (the rest are zero), or the whole IPv6 address.
+    bytes: [u8; 16],
+    len: u8,
+    v4: bool,
+    class: NonGlobal,
+}
+
+/// Every non-global range, IPv4 then IPv6. A table rather than code, so that the relay's check
+/// and the capture table's bypass set cannot disagree.
+const NON_GLOBAL: [Range; 16] = {
+    const fn v4(a: u8, b: u8, len: u8, class: NonGlobal) -> Range {
+        let mut bytes = [0; 16];
+        (bytes[0], bytes[1]) = (a, b);
+        Range {
+            bytes,
+            len,
+            v4: true,
+            class,
+        }
+    }
+    const fn v6(a: u8, b: u8, len: u8, class: NonGlobal) -> Range {
+        let mut bytes = [0; 16];
+        (bytes[0], bytes[1]) = (a, b);
+        Range {
+            bytes,
+            len,
+            v4: false,
+            class,
+        }
+    }
+    const fn nat64_local_use() -> Range {
+        let mut bytes = [0; 16];
+        (bytes[0], bytes[1], bytes[2], bytes[3], bytes[5]) = (0, 0x64, 0xff, 0x9b, 1);
+        Range {
+            bytes,
+            len: 48,
+            v4: false,
+            class: NonGlobal::Private,
+        }
+    }
+    const fn v6_last(last: u8, class: NonGlobal) -> Range {
+        let mut bytes = [0; 16];
+        bytes[15] = last;
+        Range {
+            bytes,
+            len: 128,
+            v4: false,
+            class,
+        }
+    }
+    [
+        v4(0, 0, 8, NonGlobal::NotUnicast),
+        v4(10, 0, 8, NonGlobal::Private),
+        v4(100, 64, 10, NonGlobal::Private),
+        v4(127, 0, 8, NonGlobal::Loopback),
+        v4(169, 254, 16, NonGlobal::LinkLocal),
+        v4(172, 16, 12, NonGlobal::Private),
+        v4(192, 168, 16, NonGlobal::Private),
+        // Multicast, then the reserved block that holds the limited broadcast address.
+        v4(224, 0, 4, NonGlobal::NotUnicast),
+        v4(240, 0, 4, NonGlobal::NotUnicast),
+        v6_last(0, NonGlobal::NotUnicast),
+        v6_last(1, NonGlobal::Loopback),
+        v6(0xfe, 0x80, 10, NonGlobal::LinkLocal),
+        v6(0xfe, 0xc0, 10, NonGlobal::SiteLocal),
+        v6(0xfc, 0x00, 7, NonGlobal::UniqueLocal),
+        v6(0xff, 0x00, 8, NonGlobal::NotUnicast),
+        nat64_local_use(),
+    ]
+};
+
+impl Range {
+    fn addr(&self) -> IpAddr {
+        let b = self.bytes;
+        if self.v4 {
+            IpAddr::from([b[0], b[1], b[2], b[3]])
+        } else {
+            IpAddr::from(b)
+        }
+    }
+
+    fn net(&self) -> IpNet {
+        // The table holds valid prefixes only (checked by a test).
+        IpNet::new(self.addr(), self.len).unwrap_or_else(|_| IpNet::from(self.addr()))
+    }
+}
+
+/// The class of a non-global address, `None` for a global unicast one. IPv4-mapped IPv6
+/// addresses (`::ffff:a.b.c.d`) are judged as the IPv4 address they carry.
+pub fn classify(ip: IpAddr) -> Option<NonGlobal> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    NON_GLOBAL
+        .iter()
+        .find(|r| r.net().contains(&ip))
+        .map(|r| r.class)
+}
+
+/// Every non-global range (IPv4 and IPv6): what the gateway's capture table sends out directly
+/// by default.
+pub fn non_global_ranges() -> Vec<IpNet> {
+    NON_GLOBAL.iter().map(Range::net).collect()
+}
 
 /// Why a destination is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +174,19 @@ pub enum Refusal {
     /// The host could not say whether the address is its own (e.g. out of descriptors).
     #[error("the relay could not tell whether it is one of its own addresses, so it is refused to be safe")]
     OwnUnknown,
+}
+
+impl From<NonGlobal> for Refusal {
+    fn from(n: NonGlobal) -> Refusal {
+        match n {
+            NonGlobal::Loopback => Refusal::Loopback,
+            NonGlobal::LinkLocal => Refusal::LinkLocal,
+            NonGlobal::Private => Refusal::Private,
+            NonGlobal::UniqueLocal => Refusal::UniqueLocal,
+            NonGlobal::SiteLocal => Refusal::SiteLocal,
+            NonGlobal::NotUnicast => Refusal::NotUnicast,
+        }
+    }
 }
 
 /// A refusal, with the IPv4 address it was judged by when the destination carries one inside.
@@ -97,16 +239,12 @@ impl DestinationPolicy {
             return Ok(());
         }
         let refuse = |reason, inside| Err(Refused { reason, inside });
-        let class = match ip {
-            IpAddr::V4(a) => classify_v4(a),
-            IpAddr::V6(a) => classify_v6(a),
-        };
-        if let Err(reason) = class {
-            return refuse(reason, None);
+        if let Some(class) = classify(ip) {
+            return refuse(class.into(), None);
         }
         if let Some(v4) = inside {
-            if let Err(reason) = classify_v4(v4) {
-                return refuse(reason, Some(v4));
+            if let Some(class) = classify(IpAddr::V4(v4)) {
+                return refuse(class.into(), Some(v4));
             }
         }
         for (addr, judged_by) in
@@ -153,43 +291,6 @@ fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
         // Teredo 2001:0::/32 (RFC 4380): the client's address, inverted, in the last 32 bits.
         [0x2001, 0, ..] => Some(Ipv4Addr::from(!u32::from(last32))),
         _ => None,
-    }
-}
-
-fn classify_v4(a: Ipv4Addr) -> Result<(), Refusal> {
-    let o = a.octets();
-    if a.is_loopback() {
-        Err(Refusal::Loopback)
-    } else if a.is_link_local() {
-        Err(Refusal::LinkLocal)
-    } else if a.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64) {
-        Err(Refusal::Private)
-    } else if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || o[0] >= 240 || o[0] == 0
-    {
-        Err(Refusal::NotUnicast)
-    } else {
-        Ok(())
-    }
-}
-
-fn classify_v6(a: Ipv6Addr) -> Result<(), Refusal> {
-    let s = a.segments();
-    if a.is_loopback() {
-        Err(Refusal::Loopback)
-    } else if (s[0] & 0xffc0) == 0xfe80 {
-        Err(Refusal::LinkLocal)
-    } else if (s[0] & 0xffc0) == 0xfec0 {
-        Err(Refusal::SiteLocal)
-    } else if (s[0] & 0xfe00) == 0xfc00 {
-        Err(Refusal::UniqueLocal)
-    } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
-        // NAT64 local-use prefix 64:ff9b:1::/48 (RFC 8215): where the IPv4 address sits depends
-        // on the operator's prefix length, so it cannot be judged by it.
-        Err(Refusal::Private)
-    } else if a.is_unspecified() || a.is_multicast() {
-        Err(Refusal::NotUnicast)
-    } else {
-        Ok(())
     }
 }
 
@@ -314,5 +415,35 @@ mod tests {
         assert_eq!(check(&p, "10.30.0.2"), Ok(()));
         assert_eq!(check(&p, "64:ff9b::a1e:2"), Ok(()));
         assert_eq!(check(&p, "10.31.0.2"), Err(Refusal::Private));
+    }
+
+    #[test]
+    fn table_holds_valid_prefixes_of_both_families() {
+        for r in NON_GLOBAL.iter() {
+            let net = IpNet::new(r.addr(), r.len).expect("valid prefix length");
+            assert_eq!(net.network(), r.addr(), "{net} has host bits set");
+        }
+        let all = non_global_ranges();
+        assert_eq!(all.iter().filter(|n| matches!(n, IpNet::V4(_))).count(), 9);
+        assert!(all.contains(&"fec0::/10".parse().unwrap()));
+        assert!(all.contains(&"64:ff9b:1::/48".parse().unwrap()));
+        assert!(all.contains(&"fc00::/7".parse().unwrap()));
+    }
+
+    #[test]
+    fn classify_tells_every_class_and_passes_global_addresses() {
+        let c = |s: &str| classify(s.parse().unwrap());
+        assert_eq!(c("192.168.8.1"), Some(NonGlobal::Private));
+        assert_eq!(c("172.31.255.255"), Some(NonGlobal::Private));
+        assert_eq!(c("172.32.0.1"), None);
+        assert_eq!(c("100.127.0.1"), Some(NonGlobal::Private));
+        assert_eq!(c("100.128.0.1"), None);
+        assert_eq!(c("255.255.255.255"), Some(NonGlobal::NotUnicast));
+        assert_eq!(c("239.1.2.3"), Some(NonGlobal::NotUnicast));
+        assert_eq!(c("ff02::1"), Some(NonGlobal::NotUnicast));
+        assert_eq!(c("::"), Some(NonGlobal::NotUnicast));
+        assert_eq!(c("::ffff:10.0.0.1"), Some(NonGlobal::Private));
+        assert_eq!(c("2001:db8::1"), None);
+        assert_eq!(c("8.8.8.8"), None);
     }
 }

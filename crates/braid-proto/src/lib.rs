@@ -23,3 +23,4 @@ pub mod rate;
 pub mod sip022;
 pub mod socks5;
 pub mod tfo;
+pub mod udp;

@@ -13,7 +13,9 @@
 //!                              ├─ mptcp/blackhole.rs  the kernel's MPTCP blackhole counters
 //!                              ├─ monitor.rs      rtnetlink events (links, addresses, routes)
 //!                              ├─ link, address, route, rule      rtnetlink
-//!                              ├─ nftables.rs     braid's own nftables table
+//!                              ├─ nftables.rs     braid's own nftables table (capture, TPROXY)
+//!                              ├─ tproxy.rs       transparent UDP sockets (original destination)
+//!                              ├─ tproxy_route.rs fwmark rule + local route TPROXY needs
 //!                              ├─ tcp_mem.rs      TCP memory counter, limits, runaway test
 //!                              ├─ kmsg.rs         the kernel log: the MPTCP accounting fault
 //!                              └─ sysctl.rs, kernel.rs            procfs readers
@@ -39,3 +41,5 @@ mod sockopt;
 pub mod sysctl;
 pub mod tcp_mem;
 pub mod tfo;
+pub mod tproxy;
+pub mod tproxy_route;

@@ -211,7 +211,7 @@ impl Rtnl {
         }
     }
 
-    async fn dump_rules(&self) -> Result<Vec<RuleMessage>, NetlinkError> {
+    pub(crate) async fn dump_rules(&self) -> Result<Vec<RuleMessage>, NetlinkError> {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut msg = RuleMessage::default();

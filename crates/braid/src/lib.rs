@@ -6,6 +6,8 @@
 //! ```
 //! - [`config`]: TOML files into typed configs, with errors that name key, value and fix.
 //! - [`server`]: the relay; [`gateway`]: the router side; [`relay`]: the byte pump both use.
+//! - [`datagram`]: Shadowsocks-2022 UDP packets, sealed and opened (the server's UDP relay and
+//!   the gateway's UDP capture).
 //! - [`listener`]: the one accept loop (connection tasks tracked, drained at shutdown), with
 //!   [`admission`] (caps on handshakes and connections) and [`allow_from`] (who may connect);
 //!   [`control`]: the in-tunnel control channel as a framed connection; [`shared_stream`]: one
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod congestion;
 pub mod control;
+pub mod datagram;
 pub mod doctor;
 pub mod fast_open;
 pub mod firewall;
@@ -40,3 +43,4 @@ pub mod shutdown;
 pub mod speedtest;
 pub mod state;
 pub mod status;
+pub mod throttle;

@@ -8,6 +8,7 @@
 mod common;
 pub mod gateway;
 pub mod server;
+pub mod udp;
 
 pub use common::{Congestion, ControlAccess, ControlToken, FastOpen, LimitsConfig, Method, SsKey};
 

@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub limits: super::LimitsConfig,
     /// Who may read the status API, and how.
     pub control_access: super::ControlAccess,
+    /// The Shadowsocks-2022 UDP relay on `listen`'s port; `None` when `udp = false`.
+    pub udp: Option<super::udp::UdpLimits>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +77,25 @@ struct Dto {
     control_token: Option<String>,
     #[serde(default)]
     control_hosts: Vec<String>,
+    #[serde(default = "yes")]
+    udp: bool,
+    #[serde(default = "default_udp_unreplied")]
+    udp_unreplied_timeout_secs: u64,
+    #[serde(default = "default_udp_stream")]
+    udp_timeout_secs: u64,
+    #[serde(default = "default_udp_sessions")]
+    udp_max_sessions: usize,
+}
+
+/// SIP022: a relay session is remembered at least 60 s.
+fn default_udp_unreplied() -> u64 {
+    60
+}
+fn default_udp_stream() -> u64 {
+    180
+}
+fn default_udp_sessions() -> usize {
+    1024
 }
 
 fn default_control() -> String {
@@ -140,7 +161,7 @@ fn addresses(key: &str, list: &[String]) -> Result<Vec<IpAddr>, Invalid> {
         .collect()
 }
 
-/// Parses `allow_destinations` entries.
+/// Parses a list of CIDR ranges or single addresses (`allow_destinations`, `bypass`, `capture`).
 pub(crate) fn cidrs(key: &str, list: &[String]) -> Result<Vec<IpNet>, Invalid> {
     list.iter()
         .enumerate()
@@ -199,6 +220,17 @@ impl ServerConfig {
                 d.max_handshakes,
                 d.max_handshakes_per_source,
             )?,
+            udp: d
+                .udp
+                .then(|| {
+                    super::udp::limits(
+                        d.udp_unreplied_timeout_secs,
+                        d.udp_timeout_secs,
+                        d.udp_max_sessions,
+                        60,
+                    )
+                })
+                .transpose()?,
         })
     }
 }
@@ -223,6 +255,25 @@ mod tests {
         assert!(c.mptcp);
         assert_eq!(c.idle_timeout, Duration::from_secs(300));
         assert!(c.allow_destinations.is_empty());
+        let udp = c.udp.expect("UDP relayed by default");
+        assert_eq!(udp.timeouts.unreplied, Duration::from_secs(60));
+        assert_eq!(udp.timeouts.stream, Duration::from_secs(180));
+        assert_eq!(udp.max_sessions, 1024);
+    }
+
+    #[test]
+    fn udp_off_and_a_too_short_session_memory_are_understood() {
+        let base = format!(
+            "listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        assert!(load(&format!("{base}udp = false\n")).unwrap().udp.is_none());
+        let e = load(&format!("{base}udp_unreplied_timeout_secs = 30\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("udp_unreplied_timeout_secs") && e.contains("60"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod resolve;
 pub mod running;
 mod socks;
 pub mod tfo_probe;
+pub mod udp;
 pub mod uplink;
 
 use std::net::SocketAddr;
@@ -77,6 +78,9 @@ pub enum GatewayError {
     /// A LAN-facing listener's address does not say who may use it.
     #[error(transparent)]
     Bind(#[from] allow_from::BindError),
+    /// LAN UDP could not be captured.
+    #[error(transparent)]
+    Udp(#[from] udp::UdpError),
 }
 
 /// The role and instance name of the gateway's state record: `gateway-<nft_table>.json`.
@@ -114,6 +118,8 @@ pub struct Listeners {
     pub socks_allow: AllowFrom,
     /// Who may read the status API (sources), and how (Host names, token).
     pub status_access: crate::status::http::Access,
+    /// The TPROXY sockets for LAN UDP, on the redirect port (when `lan` is set and `udp` on).
+    pub udp: Option<udp::LanSockets>,
 }
 
 impl Listeners {
@@ -141,13 +147,40 @@ impl Listeners {
             })?),
             None => None,
         };
+        let redirect = bind_redirect(cfg.redirect)?;
+        let udp = match (&cfg.udp, cfg.lan.is_empty()) {
+            (Some(_), false) => {
+                let port = redirect
+                    .local_addr()
+                    .map_or(cfg.redirect.port(), |a| a.port());
+                Some(udp::LanSockets::bind(port)?)
+            }
+            _ => None,
+        };
         Ok(Listeners {
-            redirect: bind(cfg.redirect, "redirect")?,
+            redirect,
             socks: cfg.socks.map(|a| bind(a, "socks")).transpose()?,
             status_http,
             socks_allow,
             status_access: crate::status::http::Access::new(control_allow, &cfg.control_access),
+            udp,
         })
+    }
+}
+
+/// Binds `redirect`; the dual-stack default `[::]` falls back to `0.0.0.0` on a host whose
+/// kernel has no IPv6 at all (EAFNOSUPPORT), where only IPv4 can be captured anyway.
+fn bind_redirect(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
+    match bind(addr, "redirect") {
+        Err(GatewayError::Listen { source, .. })
+            if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
+                && source.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+        {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            warn!("this kernel has no IPv6, so the redirect listener takes IPv4 only ({v4})");
+            bind(v4, "redirect")
+        }
+        other => other,
     }
 }
 
@@ -229,6 +262,7 @@ async fn run_recorded(
     };
     let (view_tx, view_rx) = tokio::sync::watch::channel(uplink::ManagerView::default());
     let registry = Arc::new(Registry::default());
+    let view_rx_udp = view_rx.clone();
     let tcp_mem = crate::status::kernel::KernelWatch::system();
     let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone(), tcp_mem);
     let manager = match start_manager(&cfg, &dialer, journal.clone(), view_tx, stop_rx).await {
@@ -239,7 +273,15 @@ async fn run_recorded(
         }
     };
     let tfo = TfoStart { early, facts };
-    let serving = serve(&cfg, listeners, dialer, status, tfo, journal, shutdown);
+    let serving = serve(
+        &cfg,
+        listeners,
+        dialer,
+        (status, view_rx_udp),
+        tfo,
+        journal,
+        shutdown,
+    );
     // The manager only returns early when it cannot work at all (e.g. MPTCP limits refused):
     // then the gateway stops too, rather than run without its uplinks.
     let (result, manager) = match manager {
@@ -288,6 +330,9 @@ async fn start_manager(
     let pm = braid_sys::mptcp::pm::MptcpPm::connect()
         .await
         .map_err(uplink::kernel::UplinkError::from)?;
+    // Before anything of this run is installed (the uplinks' state here, the UDP capture's
+    // policy routing in `serve`), so that only a crashed run's leftovers go.
+    uplink::kernel::remove_leftovers(&rtnl).await;
     Ok(Some(tokio::spawn(uplink::run(
         cfg.clone(),
         cfg.health.clone(),
@@ -343,9 +388,12 @@ struct TfoStart {
 /// Returns after the listeners drained; on an error every task started here is aborted.
 async fn serve(
     cfg: &GatewayConfig,
-    listeners: Listeners,
+    mut listeners: Listeners,
     dialer: Arc<Dialer>,
-    status: Arc<GatewayStatus>,
+    (status, view): (
+        Arc<GatewayStatus>,
+        tokio::sync::watch::Receiver<uplink::ManagerView>,
+    ),
     tfo: TfoStart,
     journal: Option<Arc<Journal>>,
     mut shutdown: Shutdown,
@@ -370,6 +418,21 @@ async fn serve(
     }
     background.spawn(status.clone().sample_forever());
     background.spawn(status.tcp_mem.clone().watch_forever());
+    let udp_tproxy = match (listeners.udp.take(), &cfg.udp) {
+        (Some(sockets), Some(udp_cfg)) => {
+            let rtnl = braid_sys::netlink::Rtnl::connect()?;
+            let capture = udp::UdpCapture::start(cfg, udp_cfg, dialer.clone(), &rtnl).await?;
+            status.set_udp(capture.clone());
+            let port = sockets.port();
+            udp::log_start(cfg, port);
+            serving.spawn(capture.run(sockets, view, rtnl, shutdown.clone()));
+            Some(braid_sys::nftables::UdpTproxy {
+                port,
+                mark: crate::config::udp::TPROXY_MARK,
+            })
+        }
+        _ => None,
+    };
     let carrier = Carrier {
         dialer: dialer.clone(),
         registry: status.registry.clone(),
@@ -390,13 +453,9 @@ async fn serve(
         if let Some(j) = &journal {
             j.note_nft_table(&cfg.nft_table);
         }
-        braid_sys::nftables::CaptureRules {
-            table: cfg.nft_table.clone(),
-            lan: cfg.lan.clone(),
-            redirect_port,
-            exclude: vec![dialer.relay().ip()],
-        }
-        .apply()?;
+        let mut rules = capture_rules(cfg, redirect_port, dialer.relay().ip());
+        rules.udp = udp_tproxy;
+        rules.apply()?;
         info!(
             "capturing TCP from {} (nftables table inet {})",
             cfg.lan
@@ -416,6 +475,28 @@ async fn serve(
     background.abort_all();
     while serving.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The capture table for `cfg`: LAN TCP to `redirect_port`, except to the relay, to the
+/// non-global ranges and `bypass` (unless in `capture`), and to destinations routed elsewhere
+/// than through an uplink.
+fn capture_rules(
+    cfg: &GatewayConfig,
+    redirect_port: u16,
+    relay: std::net::IpAddr,
+) -> braid_sys::nftables::CaptureRules {
+    let mut bypass = braid_proto::destination::non_global_ranges();
+    bypass.extend(cfg.bypass.iter().copied());
+    braid_sys::nftables::CaptureRules {
+        table: cfg.nft_table.clone(),
+        lan: cfg.lan.clone(),
+        redirect_port,
+        exclude: vec![relay],
+        bypass,
+        capture: cfg.capture.clone(),
+        uplinks: cfg.uplinks.iter().map(|u| u.interface.clone()).collect(),
+        udp: None,
+    }
 }
 
 /// Serves the HTTP status API and the LAN-facing listeners on `serving`, each until `shutdown`.

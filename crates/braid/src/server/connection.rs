@@ -118,6 +118,13 @@ async fn serve(
             }
             return;
         }
+        if host == braid_proto::udp::uot::MAGIC_HOST {
+            let _live = shared
+                .registry
+                .add(format!("{peer} → UDP over TCP"), ss.get_ref().handle());
+            super::udp::uot::serve(shared, &mut ss, peer).await;
+            return;
+        }
     }
     relay_to(shared, ss, peer, &target, arrival).await
 }

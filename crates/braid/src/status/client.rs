@@ -141,6 +141,7 @@ pub fn render_text(s: &Status) -> String {
             x.age_secs
         );
     }
+    o += &udp_text(&s.udp);
     o += &format!(
         "TCP Fast Open: {} ({})\n",
         if s.tfo.enabled { "on" } else { "off" },
@@ -168,6 +169,40 @@ pub fn render_text(s: &Status) -> String {
         o += &format!(
             "relay: {} braid {} on Linux {}\n",
             r.address, r.version, r.kernel
+        );
+    }
+    o
+}
+
+/// The UDP lines: how UDP travels, the session counts and bytes, and the busiest sessions.
+fn udp_text(u: &crate::status::model::UdpStatus) -> String {
+    use crate::status::model::UdpTransport;
+    if u.transport == UdpTransport::Off {
+        return "UDP: not relayed\n".into();
+    }
+    let mut o = format!(
+        "UDP: {}{} — {} session(s), {} since start, {} up, {} down, {} dropped ({})\n",
+        u.transport,
+        u.uplink
+            .as_deref()
+            .map(|x| format!(" over {x}"))
+            .unwrap_or_default(),
+        u.sessions,
+        u.sessions_total,
+        bytes(u.up_bytes),
+        bytes(u.down_bytes),
+        u.dropped,
+        u.reason
+    );
+    for x in u.list.iter().take(20) {
+        o += &format!(
+            "  {:<22} → {:<28} {:<8} {:>10} up {:>10} down {:.0} s\n",
+            x.client,
+            x.target,
+            x.uplink.as_deref().unwrap_or("-"),
+            bytes(x.up_bytes),
+            bytes(x.down_bytes),
+            x.age_secs
         );
     }
     o
@@ -235,6 +270,39 @@ mod tests {
         );
         assert!(t.contains("Down (backup)"), "{t}");
         assert!(t.contains("bonded"), "{t}");
+        assert!(t.contains("UDP: not relayed"), "{t}");
+    }
+
+    #[test]
+    fn text_shows_udp_sessions_with_their_uplink() {
+        use crate::status::model::{UdpSessionStatus, UdpStatus, UdpTransport};
+        let s = Status {
+            udp: UdpStatus {
+                transport: UdpTransport::Udp,
+                reason: "Shadowsocks-2022 UDP".into(),
+                uplink: Some("wifi".into()),
+                sessions: 1,
+                sessions_total: 3,
+                up_bytes: 2_400_000,
+                list: vec![UdpSessionStatus {
+                    client: "10.9.0.2:40000".into(),
+                    target: "1.1.1.1:53".into(),
+                    uplink: Some("wifi".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let t = render_text(&s);
+        assert!(
+            t.contains("UDP: udp over wifi — 1 session(s), 3 since start, 2.4 MB up"),
+            "{t}"
+        );
+        assert!(
+            t.contains("10.9.0.2:40000") && t.contains("1.1.1.1:53"),
+            "{t}"
+        );
     }
 
     #[test]
