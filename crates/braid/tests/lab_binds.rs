@@ -29,10 +29,11 @@ fn lab(prefix: &str) -> Harness {
 /// `socks`, `control`) plus `extra`; logs to `gateway-wide.log`. Returns once it is up.
 fn start_wide_gateway(h: &Harness, listeners: &str, extra: &str) -> LabProcess {
     let cfg = format!(
-        "server = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nlan = [\"{}\"]\nstate_dir = \"{}\"\n{listeners}\n{extra}\n[[uplink]]\nname = \"wifi\"\ninterface = \"{}\"\n",
+        "server = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nlan = [\"{}\"]\ncapture = [\"{}/32\"]\nstate_dir = \"{}\"\n{listeners}\n{extra}\n[[uplink]]\nname = \"wifi\"\ninterface = \"{}\"\n",
         Lab::VPS_PUBLIC,
         h.key(),
         Lab::GW_LAN_IFACE,
+        Lab::SRV,
         h.state_dir().display(),
         h.lab.uplink_iface("wifi"),
     );

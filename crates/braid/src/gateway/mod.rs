@@ -420,6 +420,11 @@ async fn serve(
     background.spawn(status.tcp_mem.clone().watch_forever());
     let udp_tproxy = match (listeners.udp.take(), &cfg.udp) {
         (Some(sockets), Some(udp_cfg)) => {
+            // TPROXY's rule and local route (protocol 212) live in their own table: recorded
+            // first, so that a crashed run's are removed even by a start that fails early.
+            if let Some(j) = &journal {
+                j.note_route_tables(&[crate::config::udp::TPROXY_TABLE]);
+            }
             let rtnl = braid_sys::netlink::Rtnl::connect()?;
             let capture = udp::UdpCapture::start(cfg, udp_cfg, dialer.clone(), &rtnl).await?;
             status.set_udp(capture.clone());
