@@ -10,6 +10,7 @@ use clap::Subcommand;
 use crate::bench::aggregation::{self, AggregationArgs};
 use crate::bench::failover::{self, FailoverArgs};
 use crate::bench::lossy::{self, LossyArgs};
+use crate::bench::udp::{self, UdpArgs};
 use crate::{demo, harness, traffic};
 
 /// Lab subcommands.
@@ -53,6 +54,8 @@ pub enum BenchCommand {
     Failover(FailoverArgs),
     /// Bonded goodput over lossy uplinks per congestion control; prints Markdown.
     Lossy(LossyArgs),
+    /// UDP goodput and loss, UDP failover and DNS time, braid beside direct; prints Markdown.
+    Udp(UdpArgs),
 }
 
 /// Where a traffic client connects, and how.
@@ -127,6 +130,63 @@ pub enum TrafficCommand {
         #[arg(long, default_value_t = 100)]
         sample_ms: u64,
     },
+    /// Send COUNT numbered, hashed UDP datagrams to the echo server, paced at PPS; check every
+    /// echo; print JSON (lost each way, corrupted, duplicated, longest gap); exit 1 on any loss.
+    Dgram {
+        /// The traffic server (its UDP echo listens on the same port).
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Datagrams.
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        /// Payload bytes per datagram.
+        #[arg(long, default_value_t = 1200)]
+        size: u16,
+        /// Datagrams per second.
+        #[arg(long, default_value_t = 500)]
+        pps: u32,
+        /// Milliseconds to wait for late echoes after the last datagram.
+        #[arg(long, default_value_t = 1000)]
+        linger_ms: u64,
+    },
+    /// Look NAME up COUNT times at a DNS server over UDP, each from a fresh port; print the
+    /// answers and times as JSON; exit 1 if any lookup failed.
+    Dns {
+        /// The DNS server.
+        #[arg(long)]
+        server: SocketAddr,
+        /// The name.
+        #[arg(long)]
+        name: String,
+        /// Ask for AAAA instead of A.
+        #[arg(long)]
+        v6: bool,
+        /// Lookups.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Per-lookup timeout in ms.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// Serve checked QUIC transfers on LISTEN (UDP).
+    QuicServe {
+        /// Listen address.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Download BYTES over QUIC, checking every byte and sampling goodput; print JSON; exit 1 on
+    /// any error (a QUIC connection error included).
+    QuicGet {
+        /// The QUIC server.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Bytes to download.
+        #[arg(long, default_value_t = 20_000_000)]
+        bytes: u64,
+        /// Sampling interval in ms.
+        #[arg(long, default_value_t = 100)]
+        sample_ms: u64,
+    },
     /// Time the first reply byte of COUNT fresh request/replies; print JSON.
     Rr {
         #[command(flatten)]
@@ -173,6 +233,7 @@ fn bench_main(b: BenchCommand) -> ExitCode {
         BenchCommand::Aggregation(a) => aggregation::aggregation(&a, &exe),
         BenchCommand::Failover(a) => failover::failover(&a, &exe),
         BenchCommand::Lossy(a) => lossy::lossy(&a, &exe),
+        BenchCommand::Udp(a) => udp::udp(&a, &exe),
     };
     match r {
         Ok(md) => {
@@ -220,6 +281,45 @@ fn traffic_main(t: TrafficCommand) -> ExitCode {
                 sample_ms,
             } => {
                 let r = traffic::stream(route.route(), secs, sample_ms).await;
+                (json(&r), r.ok)
+            }
+            TrafficCommand::Dgram {
+                connect,
+                count,
+                size,
+                pps,
+                linger_ms,
+            } => {
+                let spec = crate::datagrams::RunSpec {
+                    count,
+                    size,
+                    pps,
+                    linger: Duration::from_millis(linger_ms),
+                };
+                let r = crate::datagrams::run(connect, spec).await?;
+                (json(&r), r.ok)
+            }
+            TrafficCommand::Dns {
+                server,
+                name,
+                v6,
+                count,
+                timeout_ms,
+            } => {
+                let timeout = Duration::from_millis(timeout_ms);
+                let r = crate::dns::lookup(server, &name, v6, count, timeout).await?;
+                (json(&r), r.failures == 0)
+            }
+            TrafficCommand::QuicServe { listen } => {
+                crate::quic::serve(listen).await?;
+                (String::new(), true)
+            }
+            TrafficCommand::QuicGet {
+                connect,
+                bytes,
+                sample_ms,
+            } => {
+                let r = crate::quic::get(connect, bytes, sample_ms).await;
                 (json(&r), r.ok)
             }
             TrafficCommand::Rr {

@@ -23,6 +23,12 @@ pub const TRAFFIC_PORT: u16 = 5201;
 pub const RELAY_PORT: u16 = 8388;
 /// The gateway's SOCKS5 port (on the gateway's LAN address).
 pub const SOCKS_PORT: u16 = 1080;
+/// The name the lab's DNS server answers ([`Harness::start_dns`]), and its addresses.
+pub const DNS_NAME: &str = "braid.lab";
+/// [`DNS_NAME`]'s IPv4 address.
+pub const DNS_ANSWER_V4: &str = "10.30.0.99";
+/// [`DNS_NAME`]'s IPv6 address.
+pub const DNS_ANSWER_V6: &str = "2001:db8:30::99";
 
 /// A lab with braid processes in it.
 pub struct Harness {
@@ -38,6 +44,8 @@ pub struct Harness {
     gateway_runs: u32,
     /// A cursor taken just before the current gateway started: it sees that run's whole log.
     gateway_start: Option<LogCursor>,
+    /// The relay listens on, and the gateway dials, the VPS's IPv6 address.
+    ipv6_relay: bool,
 }
 
 /// A harness step that failed.
@@ -111,6 +119,7 @@ impl Harness {
             server_runs: 0,
             gateway_runs: 0,
             gateway_start: None,
+            ipv6_relay: false,
         };
         let listen = format!("{}:{TRAFFIC_PORT}", Lab::SRV);
         let mut cmd = h.lab.command(Role::Srv, &h.exe.to_string_lossy());
@@ -118,6 +127,17 @@ impl Harness {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         h.traffic = Some(cmd.spawn().map_err(io_err("starting the traffic server"))?);
+        let mut cmd6 = h.lab.command(Role::Srv, &h.exe.to_string_lossy());
+        cmd6.args([
+            "lab",
+            "traffic",
+            "serve",
+            "--listen",
+            &Self::traffic_target6(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        h.lab.spawn(Role::Srv, cmd6)?;
         Ok(h)
     }
 
@@ -129,6 +149,21 @@ impl Harness {
     /// The folder with configs and logs.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// From now on the relay listens on the VPS's IPv6 address and the gateway dials it there:
+    /// uplinks, tables, rules, endpoints and subflows are IPv6.
+    pub fn use_ipv6_relay(&mut self) {
+        self.ipv6_relay = true;
+    }
+
+    /// The relay's address as the configs write it.
+    fn relay_addr(&self) -> String {
+        if self.ipv6_relay {
+            format!("[{}]:{RELAY_PORT}", Lab::VPS_PUBLIC6)
+        } else {
+            format!("{}:{RELAY_PORT}", Lab::VPS_PUBLIC)
+        }
     }
 
     /// Starts `braid server` in vps with `extra` appended to its config; waits until it listens.
@@ -143,8 +178,8 @@ impl Harness {
         extra: &str,
     ) -> Result<(), HarnessError> {
         let cfg = format!(
-            "listen = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nallow_destinations = [\"{}/32\"]\n{extra}\n",
-            Lab::VPS_PUBLIC,
+            "listen = \"{}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nallow_destinations = [\"{}/32\"]\n{extra}\n",
+            self.relay_addr(),
             self.key,
             Lab::SRV
         );
@@ -156,7 +191,9 @@ impl Harness {
         wait_ready(&mut started, "listening on", "braid server")
     }
 
-    /// Starts `braid gateway` in gw with the named uplinks; waits until it is up.
+    /// Starts `braid gateway` in gw with the named uplinks; waits until it is up. Its config
+    /// captures the traffic server's address (`capture`): the lab's "internet" is private
+    /// address space, which braid would otherwise send out directly.
     pub fn start_gateway(&mut self, uplinks: &[&str], extra: &str) -> Result<(), HarnessError> {
         let list: Vec<(&str, bool)> = uplinks.iter().map(|u| (*u, false)).collect();
         self.start_gateway_with(&list, extra)
@@ -171,10 +208,11 @@ impl Harness {
         // Each lab keeps its gateway's state record in its own folder: /run is shared by every
         // namespace, and gateways of parallel tests must not find each other's record.
         let mut cfg = format!(
-            "server = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nredirect = \"0.0.0.0:1100\"\nlan = [\"{}\"]\nsocks = \"{}:{SOCKS_PORT}\"\nstate_dir = \"{}\"\n{extra}\n",
-            Lab::VPS_PUBLIC,
+            "server = \"{}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nlan = [\"{}\"]\ncapture = [\"{}/32\"]\nsocks = \"{}:{SOCKS_PORT}\"\nstate_dir = \"{}\"\n{extra}\n",
+            self.relay_addr(),
             self.key,
             Lab::GW_LAN_IFACE,
+            Lab::SRV,
             Lab::GW_LAN,
             self.state_dir().display()
         );
@@ -453,9 +491,70 @@ impl Harness {
         })
     }
 
+    /// Starts a real DNS server, dnsmasq (Debian's `dnsmasq-base`, installed by
+    /// `scripts/setup`), in srv on port 53 of the traffic server's address, answering
+    /// [`DNS_NAME`] with [`DNS_ANSWER_V4`] / [`DNS_ANSWER_V6`]; returns once it answers there
+    /// (asked from srv itself). It is killed with the lab.
+    pub fn start_dns(&self) -> Result<String, HarnessError> {
+        let server = format!("{}:53", Lab::SRV);
+        let mut cmd = self.lab.command(Role::Srv, "dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--user=root",
+            "--group=root",
+            "--port=53",
+            "--log-facility=-",
+        ])
+        .arg(format!("--listen-address={}", Lab::SRV))
+        .arg(format!("--address=/{DNS_NAME}/{DNS_ANSWER_V4}"))
+        .arg(format!("--address=/{DNS_NAME}/{DNS_ANSWER_V6}"))
+        .arg(format!(
+            "--pid-file={}",
+            self.dir.join("dnsmasq.pid").display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        self.lab.spawn(Role::Srv, cmd)?;
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            let asked = self.traffic(
+                Role::Srv,
+                &[
+                    "dns",
+                    "--server",
+                    &server,
+                    "--name",
+                    DNS_NAME,
+                    "--timeout-ms",
+                    "300",
+                ],
+            );
+            match asked {
+                Ok(_) => return Ok(server),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(HarnessError::NotReady {
+                        what: "dnsmasq (is dnsmasq-base installed? run scripts/setup)",
+                        secs: READY_LIMIT.as_secs(),
+                        log: e.to_string(),
+                    })
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
     /// The traffic server's address, as LAN clients use it.
     pub fn traffic_target() -> String {
         format!("{}:{TRAFFIC_PORT}", Lab::SRV)
+    }
+
+    /// The IPv6 traffic server (same tool, same port, srv's IPv6 address).
+    pub fn traffic_target6() -> String {
+        format!("[{}]:{TRAFFIC_PORT}", Lab::SRV6)
     }
 
     /// The gateway's SOCKS5 address.

@@ -2,7 +2,7 @@
 //! teardown. Building the topology lives in `topology.rs`, shaping in `shaping.rs`, faults in
 //! `faults.rs`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -78,6 +78,16 @@ impl Lab {
     pub const SRV: Ipv4Addr = Ipv4Addr::new(10, 30, 0, 2);
     /// The VPS's address towards the server (`eth-srv` in vps); srv's default route.
     pub const VPS_SRV_SIDE: Ipv4Addr = Ipv4Addr::new(10, 30, 0, 1);
+    /// The VPS's public IPv6 address (on its `lo`).
+    pub const VPS_PUBLIC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 1);
+    /// The LAN client's IPv6 address.
+    pub const LAN_CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 2);
+    /// The gateway's LAN IPv6 address; the LAN's IPv6 default route.
+    pub const GW_LAN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 1);
+    /// The server behind the VPS, IPv6 (global documentation space, so braid captures it).
+    pub const SRV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x30, 0, 0, 0, 0, 2);
+    /// The VPS's IPv6 address toward the server; srv's IPv6 default route.
+    pub const VPS_SRV_SIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x30, 0, 0, 0, 0, 1);
     /// LAN interface in lan.
     pub const LAN_IFACE: &'static str = "lan0";
     /// LAN interface in gw.
@@ -240,6 +250,14 @@ impl Lab {
     pub fn uplink_gw_addr(&self, name: &str) -> Ipv4Addr {
         let i = self.expect_uplink(name);
         lock(&self.gw_addrs)[i]
+    }
+
+    /// Gateway-side IPv6 address of uplink `name`: 2001:db8:{i+1}::1.
+    ///
+    /// # Panics
+    /// If the lab has no uplink `name`.
+    pub fn uplink_gw_addr6(&self, name: &str) -> Ipv6Addr {
+        crate::spec::uplink_addr6(self.expect_uplink(name), 1)
     }
 
     /// VPS-side address of uplink `name`: 10.{i+1}.0.2, the gateway's next hop.

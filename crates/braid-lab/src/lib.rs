@@ -27,13 +27,15 @@
 //! braid crate, which depends on this one):
 //! - [`harness`]: the real `braid server` and `braid gateway` in a lab, their configs and logs;
 //!   [`log_cursor`] waits for a log line written after a point in time.
-//! - [`traffic`]: the traffic tool (`braid lab traffic`): bulk, checked stream, echo, timing.
+//! - [`traffic`]: the traffic tool (`braid lab traffic`): bulk, checked stream, echo, timing;
+//!   [`datagrams`]: its UDP side (echo server, checked datagram runs); [`dns`]: a DNS client;
+//!   [`quic`]: a checked QUIC transfer (quinn).
 //! - [`demo`], [`bench`]: `braid lab demo` and `braid lab bench …` (used by `bench/*.sh`).
 //! - [`browser`]: headless Chromium inside a namespace, for the dashboard tests.
 //! - [`cli`]: the `braid lab` subcommands and their dispatch.
 //!
-//! Not supported: IPv6 (disabled in the lab namespaces), jitter or reordering (delay is
-//! constant), per-uplink policy routing in `up()` (that is the daemon under test's job).
+//! Every link has IPv6 too (2001:db8::/32, static, without router advertisements). Not
+//! supported: jitter or reordering (delay is constant), per-uplink policy routing in `up()` (that is the daemon under test's job).
 //! Everything runs inside namespaces the lab creates; the host's routes, firewall and sysctls
 //! are never touched. Needs root and `ip`, `tc`, `iptables` (nft backend), `nft`, `ethtool`,
 //! `sysctl`.
@@ -43,7 +45,9 @@ pub mod bench;
 pub mod browser;
 pub mod cli;
 pub mod cmd;
+pub mod datagrams;
 pub mod demo;
+pub mod dns;
 mod error;
 mod faults;
 pub mod harness;
@@ -52,6 +56,7 @@ pub mod log_cursor;
 pub mod measure;
 pub mod netem;
 pub mod ns;
+pub mod quic;
 pub mod seccomp;
 mod shaping;
 mod spec;

@@ -121,6 +121,12 @@ fn is_name(s: &str) -> bool {
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// Uplink `index`'s IPv6 subnet is 2001:db8:{index+1}::/64; `host` picks the address in it.
+pub(crate) fn uplink_addr6(index: usize, host: u16) -> std::net::Ipv6Addr {
+    let net = u16::try_from(index + 1).expect("at most 8 uplinks");
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, net, 0, 0, 0, 0, host)
+}
+
 /// Uplink `index`'s subnet is 10.{index+1}.0.0/24; `host` picks the address in it.
 pub(crate) fn uplink_addr(index: usize, host: u8) -> Ipv4Addr {
     let net = u8::try_from(index + 1).expect("at most 8 uplinks");
@@ -167,6 +173,12 @@ mod tests {
         let mut s = spec("blt0", &["a"]);
         s.uplinks[0].rate_mbit = Some(0);
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn uplink_addr6_numbers_subnets_from_one() {
+        assert_eq!(uplink_addr6(0, 1).to_string(), "2001:db8:1::1");
+        assert_eq!(uplink_addr6(7, 2).to_string(), "2001:db8:8::2");
     }
 
     #[test]

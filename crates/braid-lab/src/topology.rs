@@ -6,9 +6,12 @@
 //!                     wan-NAME 10.{i+1}.0.1 ══ up-NAME 10.{i+1}.0.2   (one pair per uplink)
 //!                                                  lo 10.200.0.1/32
 //!                                                  eth-srv 10.30.0.1 ── eth-vps 10.30.0.2
+//!  IPv6 likewise: lan 2001:db8:9::2 ── gw ::1; uplink i 2001:db8:{i+1}::1 ══ ::2;
+//!                 vps lo 2001:db8:200::1/128; vps 2001:db8:30::1 ── srv 2001:db8:30::2
 //! ```
 //! gw's main table has a default route via each uplink, metric 100·(i+1), as DHCP clients
-//! would install. Per-uplink policy routing and MPTCP endpoints are *not* set up here: that is
+//! would install, for both families. IPv6 addresses are static (no router advertisements, no
+//! duplicate address detection delay). Per-uplink policy routing and MPTCP endpoints are *not* set up here: that is
 //! the gateway daemon's job (see [`Lab::kernel_mptcp_policy`] for a baseline without braid).
 
 use std::net::Ipv4Addr;
@@ -17,7 +20,7 @@ use std::process::Command;
 
 use crate::cmd;
 use crate::lab::{Lab, Role};
-use crate::spec::uplink_addr;
+use crate::spec::{uplink_addr, uplink_addr6};
 use crate::{shaping, LabError};
 
 /// Creates everything for `lab`'s spec. Stops at the first error; the caller drops the lab,
@@ -27,13 +30,27 @@ pub(crate) fn build(lab: &Lab) -> Result<(), LabError> {
         cmd::checked(Command::new("ip").args(["netns", "add", &lab.ns_name(role)]))?;
         lab.ip(role, &["link", "set", "lo", "up"])?;
     }
+    quiet_ipv6(lab)?;
     let (lan_if, gw_lan_if) = (Lab::LAN_IFACE, Lab::GW_LAN_IFACE);
     lab.veth(Role::Gw, gw_lan_if, Role::Lan, lan_if)?;
     lab.addr_up(Role::Lan, lan_if, Lab::LAN_CLIENT, 24)?;
     lab.addr_up(Role::Gw, gw_lan_if, Lab::GW_LAN, 24)?;
+    lab.addr6(Role::Lan, lan_if, Lab::LAN_CLIENT6)?;
+    lab.addr6(Role::Gw, gw_lan_if, Lab::GW_LAN6)?;
     lab.ip(
         Role::Lan,
         &["route", "add", "default", "via", &Lab::GW_LAN.to_string()],
+    )?;
+    lab.ip(
+        Role::Lan,
+        &[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &Lab::GW_LAN6.to_string(),
+        ],
     )?;
 
     for (i, up) in lab.uplinks.iter().enumerate() {
@@ -41,7 +58,20 @@ pub(crate) fn build(lab: &Lab) -> Result<(), LabError> {
         lab.veth(Role::Gw, &wan, Role::Vps, &vps_if)?;
         lab.addr_up(Role::Gw, &wan, uplink_addr(i, 1), 24)?;
         lab.addr_up(Role::Vps, &vps_if, uplink_addr(i, 2), 24)?;
+        lab.addr6(Role::Gw, &wan, uplink_addr6(i, 1))?;
+        lab.addr6(Role::Vps, &vps_if, uplink_addr6(i, 2))?;
     }
+    lab.ip(
+        Role::Vps,
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/128", Lab::VPS_PUBLIC6),
+            "dev",
+            "lo",
+        ],
+    )?;
     lab.ip(
         Role::Vps,
         &[
@@ -57,6 +87,19 @@ pub(crate) fn build(lab: &Lab) -> Result<(), LabError> {
     lab.veth(Role::Vps, vps_srv_if, Role::Srv, srv_if)?;
     lab.addr_up(Role::Vps, vps_srv_if, Lab::VPS_SRV_SIDE, 24)?;
     lab.addr_up(Role::Srv, srv_if, Lab::SRV, 24)?;
+    lab.addr6(Role::Vps, vps_srv_if, Lab::VPS_SRV_SIDE6)?;
+    lab.addr6(Role::Srv, srv_if, Lab::SRV6)?;
+    lab.ip(
+        Role::Srv,
+        &[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &Lab::VPS_SRV_SIDE6.to_string(),
+        ],
+    )?;
     lab.ip(
         Role::Srv,
         &[
@@ -78,8 +121,31 @@ pub(crate) fn build(lab: &Lab) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Forwarding on gw and vps, loose rp_filter on gw (strict breaks MPTCP joins), and no IPv6
-/// chatter (router solicitations, MLD) to keep the uplinks' byte counters clean.
+/// IPv6 without its automatic chatter, in every namespace before any link exists (new links
+/// take the defaults): no router advertisements or solicitations, no duplicate address
+/// detection delay, so the uplinks' byte counters stay clean and addresses are usable at once.
+fn quiet_ipv6(lab: &Lab) -> Result<(), LabError> {
+    if !Path::new("/proc/sys/net/ipv6").exists() {
+        return Ok(());
+    }
+    for role in Role::ALL {
+        let mut settings = Vec::new();
+        for scope in ["all", "default"] {
+            for (key, value) in [
+                ("accept_ra", "0"),
+                ("router_solicitations", "0"),
+                ("accept_dad", "0"),
+                ("dad_transmits", "0"),
+            ] {
+                settings.push(format!("net.ipv6.conf.{scope}.{key}={value}"));
+            }
+        }
+        lab.sysctls(role, &settings)?;
+    }
+    Ok(())
+}
+
+/// Forwarding on gw and vps (both families), loose rp_filter on gw (strict breaks MPTCP joins).
 fn set_sysctls(lab: &Lab) -> Result<(), LabError> {
     let mut gw = vec![
         "net.ipv4.ip_forward=1".to_owned(),
@@ -92,19 +158,16 @@ fn set_sysctls(lab: &Lab) -> Result<(), LabError> {
             lab.uplink_iface(&up.name)
         ));
     }
-    lab.sysctls(Role::Gw, &gw)?;
-    lab.sysctls(Role::Vps, &["net.ipv4.ip_forward=1".to_owned()])?;
-    if Path::new("/proc/sys/net/ipv6").exists() {
-        for role in Role::ALL {
-            lab.sysctls(
-                role,
-                &[
-                    "net.ipv6.conf.all.disable_ipv6=1".to_owned(),
-                    "net.ipv6.conf.default.disable_ipv6=1".to_owned(),
-                ],
-            )?;
-        }
+    let v6 = Path::new("/proc/sys/net/ipv6").exists();
+    if v6 {
+        gw.push("net.ipv6.conf.all.forwarding=1".to_owned());
     }
+    lab.sysctls(Role::Gw, &gw)?;
+    let mut vps = vec!["net.ipv4.ip_forward=1".to_owned()];
+    if v6 {
+        vps.push("net.ipv6.conf.all.forwarding=1".to_owned());
+    }
+    lab.sysctls(Role::Vps, &vps)?;
     Ok(())
 }
 
@@ -162,6 +225,18 @@ impl Lab {
                 "route", "replace", "default", "via", &via, "dev", &wan, "metric", &metric,
             ],
         )?;
+        if Path::new("/proc/sys/net/ipv6").exists() {
+            // Best effort: right after a link comes back (or its addresses were replaced) the
+            // kernel may not have the IPv6 prefix route yet, and the IPv4 tests do not need it.
+            let via6 = uplink_addr6(i, 2).to_string();
+            let _ = self.ip(
+                Role::Gw,
+                &[
+                    "-6", "route", "replace", "default", "via", &via6, "dev", &wan, "metric",
+                    &metric,
+                ],
+            );
+        }
         Ok(())
     }
 
@@ -189,6 +264,23 @@ impl Lab {
             a,
             &[
                 "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b_ns,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A static /64 IPv6 address on `iface`, usable at once (`nodad`).
+    fn addr6(&self, role: Role, iface: &str, addr: std::net::Ipv6Addr) -> Result<(), LabError> {
+        self.ip(
+            role,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                iface,
+                "nodad",
             ],
         )?;
         Ok(())

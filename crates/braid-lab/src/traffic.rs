@@ -31,8 +31,12 @@ pub mod op {
     pub const STREAM: u8 = 5;
 }
 
-/// Serves the protocol forever.
+/// Serves the protocol forever, and the UDP echo of [`crate::datagrams`] on the same address
+/// and port.
 pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
+    let udp =
+        tokio::net::UdpSocket::from_std(braid_sys::socket::udp_bind(listener.local_addr()?)?)?;
+    tokio::spawn(crate::datagrams::serve(udp));
     loop {
         let (s, _) = listener.accept().await?;
         tokio::spawn(async move {
@@ -44,35 +48,100 @@ pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
 /// Seed of the `STREAM` sequence.
 const STREAM_SEED: u64 = 0x2545_f491_4f6c_dd1d;
 
-/// The `STREAM` sequence, byte by byte, for checking what arrives.
-struct StreamCheck {
+/// The `STREAM` sequence as a continuous byte source: any chunking gives the same bytes (the
+/// QUIC transfer sends and checks it too).
+pub struct Sequence {
     state: u64,
     block: [u8; 8],
     used: usize,
 }
 
-impl StreamCheck {
-    fn new() -> Self {
-        StreamCheck {
+impl Default for Sequence {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sequence {
+    /// The sequence from its start.
+    pub fn new() -> Self {
+        Sequence {
             state: STREAM_SEED,
             block: [0; 8],
             used: 8,
         }
     }
 
-    /// True if `data` continues the sequence.
-    fn check(&mut self, data: &[u8]) -> bool {
-        for &b in data {
+    /// The next `out.len()` bytes.
+    pub fn fill(&mut self, out: &mut [u8]) {
+        for b in out {
             if self.used == 8 {
                 fill(&mut self.block, &mut self.state);
                 self.used = 0;
             }
-            if self.block[self.used] != b {
-                return false;
-            }
+            *b = self.block[self.used];
             self.used += 1;
         }
-        true
+    }
+}
+
+/// Goodput per fixed interval, for the checked downloads (TCP `STREAM` and QUIC).
+pub(crate) struct Sampler {
+    every: Duration,
+    next: Instant,
+    bytes: u64,
+}
+
+impl Sampler {
+    /// Intervals of `every_ms` (at least 1 ms), the first starting now.
+    pub(crate) fn new(every_ms: u64) -> Sampler {
+        let every = Duration::from_millis(every_ms.max(1));
+        Sampler {
+            every,
+            next: Instant::now() + every,
+            bytes: 0,
+        }
+    }
+
+    /// When the current interval ends: wait for data until then.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.next
+    }
+
+    /// Closes every interval that ended by `now` into `out`, in Mbit/s.
+    pub(crate) fn roll(&mut self, now: Instant, out: &mut Vec<f64>) {
+        while now >= self.next {
+            out.push(self.bytes as f64 * 8.0 / self.every.as_secs_f64() / 1e6);
+            self.bytes = 0;
+            self.next += self.every;
+        }
+    }
+
+    /// `n` bytes arrived in the current interval.
+    pub(crate) fn add(&mut self, n: usize) {
+        self.bytes += n as u64;
+    }
+}
+
+/// The `STREAM` sequence, byte by byte, for checking what arrives.
+struct StreamCheck {
+    seq: Sequence,
+    want: Vec<u8>,
+}
+
+impl StreamCheck {
+    fn new() -> Self {
+        StreamCheck {
+            seq: Sequence::new(),
+            want: Vec::new(),
+        }
+    }
+
+    /// True if `data` continues the sequence.
+    fn check(&mut self, data: &[u8]) -> bool {
+        self.want.resize(data.len(), 0);
+        self.seq.fill(&mut self.want);
+        self.want == data
     }
 }
 
@@ -285,7 +354,6 @@ pub struct StreamRun {
 
 /// Downloads the checked stream for `secs` seconds, sampling goodput every `sample_ms`.
 pub async fn stream(route: Route, secs: u64, sample_ms: u64) -> StreamRun {
-    let sample = Duration::from_millis(sample_ms.max(1));
     let mut run = StreamRun {
         bytes: 0,
         ok: false,
@@ -302,18 +370,10 @@ pub async fn stream(route: Route, secs: u64, sample_ms: u64) -> StreamRun {
     };
     let mut check = StreamCheck::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let start = Instant::now();
-    let mut in_sample = 0u64;
-    let mut next = start + sample;
+    let mut sampler = Sampler::new(sample_ms);
     loop {
-        let r = tokio::time::timeout_at(next.into(), s.read(&mut buf)).await;
-        let now = Instant::now();
-        while now >= next {
-            run.samples_mbit
-                .push(in_sample as f64 * 8.0 / sample.as_secs_f64() / 1e6);
-            in_sample = 0;
-            next += sample;
-        }
+        let r = tokio::time::timeout_at(sampler.deadline().into(), s.read(&mut buf)).await;
+        sampler.roll(Instant::now(), &mut run.samples_mbit);
         match r {
             Err(_) => continue,
             Ok(Ok(0)) => {
@@ -330,7 +390,7 @@ pub async fn stream(route: Route, secs: u64, sample_ms: u64) -> StreamRun {
                     break;
                 }
                 run.bytes += n as u64;
-                in_sample += n as u64;
+                sampler.add(n);
             }
             Ok(Err(e)) => {
                 run.error = Some(format!("after {} bytes: {e}", run.bytes));

@@ -9,12 +9,18 @@
 //!                                   ├─► gateway ══ SS2022 over MPTCP ══► server ─► internet
 //!   braid tools ──────► control.rs ─┘          (control.rs messages ride inside the tunnel)
 //! ```
+//!
+//! Also here: the relay's destination policy (`destination`), SIP022's request-header rules
+//! (`sip022`), and log lines a peer can neither forge nor flood (`logsafe`).
 #![forbid(unsafe_code)]
 
 pub mod congestion;
 pub mod control;
 pub mod destination;
 pub mod health;
+pub mod logsafe;
 pub mod rate;
+pub mod sip022;
 pub mod socks5;
 pub mod tfo;
+pub mod udp;

@@ -174,6 +174,8 @@ pub enum Reply {
     Succeeded = 0,
     /// general SOCKS server failure
     GeneralFailure = 1,
+    /// connection not allowed by ruleset
+    NotAllowed = 2,
     /// host unreachable
     HostUnreachable = 4,
     /// connection refused

@@ -3,6 +3,9 @@
 //! ```text
 //!   braid (daemons, CLI) ──► braid-sys ──► kernel
 //!                              ├─ socket.rs       MPTCP/TCP sockets, SO_ORIGINAL_DST
+//!                              ├─ keepalive.rs    keepalive and TCP_USER_TIMEOUT (liveness)
+//!                              ├─ local_addr.rs   is an address this host's own? (the kernel's routing)
+//!                              ├─ rlimit.rs       the open-file limit
 //!                              ├─ tfo.rs          TCP Fast Open probes and setsockopts
 //!                              ├─ congestion.rs   TCP_CONGESTION per socket, the kernel's lists
 //!                              ├─ mptcp/info.rs   MPTCP_INFO, TCP_IS_MPTCP
@@ -10,7 +13,9 @@
 //!                              ├─ mptcp/blackhole.rs  the kernel's MPTCP blackhole counters
 //!                              ├─ monitor.rs      rtnetlink events (links, addresses, routes)
 //!                              ├─ link, address, route, rule      rtnetlink
-//!                              ├─ nftables.rs     braid's own nftables table
+//!                              ├─ nftables.rs     braid's own nftables table (capture, TPROXY)
+//!                              ├─ tproxy.rs       transparent UDP sockets (original destination)
+//!                              ├─ tproxy_route.rs fwmark rule + local route TPROXY needs
 //!                              ├─ tcp_mem.rs      TCP memory counter, limits, runaway test
 //!                              ├─ kmsg.rs         the kernel log: the MPTCP accounting fault
 //!                              └─ sysctl.rs, kernel.rs            procfs readers
@@ -19,13 +24,16 @@
 
 pub mod address;
 pub mod congestion;
+pub mod keepalive;
 pub mod kernel;
 pub mod kmsg;
 pub mod link;
+pub mod local_addr;
 pub mod monitor;
 pub mod mptcp;
 pub mod netlink;
 pub mod nftables;
+pub mod rlimit;
 pub mod route;
 pub mod rule;
 pub mod socket;
@@ -33,3 +41,5 @@ mod sockopt;
 pub mod sysctl;
 pub mod tcp_mem;
 pub mod tfo;
+pub mod tproxy;
+pub mod tproxy_route;

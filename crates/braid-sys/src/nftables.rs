@@ -12,6 +12,12 @@
 //!                                                         └─► batch_text(): nft -f - syntax
 //! ```
 //!
+//! The capture table steers LAN traffic: TCP to the redirect listener (a nat chain), UDP to the
+//! transparent UDP socket with TPROXY (a filter chain at mangle priority), both decided by the
+//! same rules: destinations in `capture` are always taken; the relay, the gateway itself,
+//! destinations in `bypass` (the non-global ranges and the user's own) and destinations the
+//! kernel routes through an interface that is not an uplink go out untouched.
+//!
 //! [`apply`] runs `nft -j -f -` itself rather than through the crate's
 //! `helper::apply_ruleset`: in nftables 0.6.3 that helper leaves nft's stderr attached to ours
 //! and returns an error with neither nft's message nor its exit code (nftables-rs issue #209),
@@ -19,14 +25,17 @@
 
 use std::io::Write;
 use std::net::IpAddr;
+
+use ipnet::IpNet;
 use std::process::{Command, Stdio};
 
 use nftables::batch::Batch;
 use nftables::expr::{BinaryOperation, Expression, FibFlag, MetaKey, NamedExpression, SetItem};
-use nftables::expr::{Fib, FibResult, Meta, Payload, PayloadField, Verdict};
-use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
-use nftables::stmt::NAT;
+use nftables::expr::{Fib, FibResult, Meta, Payload, PayloadField, Prefix, Verdict};
+use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, Table};
+use nftables::schema::{SetFlag, SetType, SetTypeValue};
 use nftables::stmt::{Counter, Match, Operator, QuotaOrQuotaRef, Reject, RejectType, Statement};
+use nftables::stmt::{Mangle, TProxy, NAT};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde::Serialize;
 
@@ -55,7 +64,7 @@ pub enum NftError {
 }
 
 /// What the capture table redirects.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CaptureRules {
     /// Table name inside family `inet`.
     pub table: String,
@@ -65,6 +74,27 @@ pub struct CaptureRules {
     pub redirect_port: u16,
     /// Destinations never captured (the relay itself).
     pub exclude: Vec<IpAddr>,
+    /// Destination ranges that go out directly (sets `bypass4`/`bypass6`): the non-global
+    /// ranges and the user's `bypass`. Overlapping ranges are merged.
+    pub bypass: Vec<IpNet>,
+    /// Destination ranges captured even when `bypass` holds them (sets `capture4`/`capture6`).
+    pub capture: Vec<IpNet>,
+    /// The uplinks' interfaces: a destination the main routing table sends through any other
+    /// interface (another LAN segment, a VPN) goes out directly. Empty: no such check.
+    pub uplinks: Vec<IfName>,
+    /// LAN UDP steered to a transparent socket with TPROXY, if wanted.
+    pub udp: Option<UdpTproxy>,
+}
+
+/// Where TPROXY sends captured LAN UDP, and the mark that makes the policy routing deliver it
+/// locally (`ip rule add fwmark MARK lookup TABLE`, `ip route add local default dev lo table
+/// TABLE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpTproxy {
+    /// Port of the transparent UDP sockets (IPv4 and IPv6).
+    pub port: u16,
+    /// Packet mark set on captured datagrams.
+    pub mark: u32,
 }
 
 /// True for names the kernel accepts as interface names (see [`IfName`]), for names that come
@@ -75,68 +105,245 @@ pub fn valid_ifname(name: &str) -> bool {
 
 /// The `dstnat` priority of a nat prerouting chain.
 const PRIO_DSTNAT: i32 = -100;
+/// The `mangle` priority, where TPROXY runs (before routing decides the packet is forwarded).
+const PRIO_MANGLE: i32 = -150;
+
+/// A named set of one family's address ranges.
+struct RangeSet {
+    name: &'static str,
+    v4: bool,
+}
+
+const BYPASS4: RangeSet = RangeSet {
+    name: "bypass4",
+    v4: true,
+};
+const BYPASS6: RangeSet = RangeSet {
+    name: "bypass6",
+    v4: false,
+};
+const CAPTURE4: RangeSet = RangeSet {
+    name: "capture4",
+    v4: true,
+};
+const CAPTURE6: RangeSet = RangeSet {
+    name: "capture6",
+    v4: false,
+};
+
+impl RangeSet {
+    fn proto(&self) -> &'static str {
+        if self.v4 {
+            "ip"
+        } else {
+            "ip6"
+        }
+    }
+
+    /// The set's elements from `ranges` (its family only, overlaps merged); `None` when empty.
+    fn elements(&self, ranges: &[IpNet]) -> Option<Vec<Expression<'static>>> {
+        let mine: Vec<IpNet> = (ranges.iter())
+            .filter(|n| matches!(n, IpNet::V4(_)) == self.v4)
+            .copied()
+            .collect();
+        let merged = IpNet::aggregate(&mine);
+        (!merged.is_empty()).then(|| merged.iter().map(range_expr).collect())
+    }
+
+    /// `ip daddr @NAME`.
+    fn daddr_in(&self) -> Statement<'static> {
+        matches(
+            payload(self.proto(), "daddr"),
+            Operator::EQ,
+            text(&format!("@{}", self.name)),
+        )
+    }
+}
+
+/// A range as a set element: the bare address for a single host, else `ADDR/LEN`.
+fn range_expr(n: &IpNet) -> Expression<'static> {
+    if n.prefix_len() == n.max_prefix_len() {
+        return text(&n.addr().to_string());
+    }
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(text(&n.network().to_string())),
+        len: n.prefix_len().into(),
+    }))
+}
+
+/// Which of the table's base chains a rule list is for.
+#[derive(Clone, Copy)]
+enum Steer {
+    /// `prerouting` (nat): LAN TCP to the redirect listener.
+    Tcp,
+    /// `capture_udp` (filter, mangle priority): LAN UDP to the transparent socket (not
+    /// `tproxy`, a keyword in nft syntax).
+    Udp(UdpTproxy),
+}
 
 impl CaptureRules {
     /// The table as one transaction:
     /// ```text
-    /// table inet NAME { chain prerouting { type nat hook prerouting priority dstnat; policy accept;
-    ///   ip daddr { EXCLUDED-V4 } return
-    ///   ip6 daddr { EXCLUDED-V6 } return
-    ///   iifname { LAN } meta l4proto tcp fib daddr type != { local, broadcast, multicast } redirect to :PORT } }
+    /// table inet NAME {
+    ///   set bypass4 / bypass6 / capture4 / capture6 { type ipv4_addr|ipv6_addr; flags interval; … }
+    ///   chain prerouting { type nat hook prerouting priority dstnat; policy accept; RULES(tcp) }
+    ///   chain capture_udp { type filter hook prerouting priority mangle; policy accept; RULES(udp) } }
     /// ```
-    /// Traffic to the gateway's own addresses is never captured (`fib daddr type`), nor is
-    /// traffic to the relay.
+    /// with the rules of [`CaptureRules::chain_rules`]. Traffic to the gateway's own addresses
+    /// is never captured (`fib daddr type`), nor is traffic to the relay. Empty sets, and the
+    /// UDP chain when `udp` is `None`, are left out.
     pub fn batch(&self) -> Result<Nftables<'static>, NftError> {
         let mut batch = Batch::new();
         replace_table(&mut batch, &self.table);
-        batch.add(NfListObject::Chain(Chain {
-            family: NfFamily::INet,
-            table: self.table.clone().into(),
-            name: "prerouting".into(),
-            _type: Some(NfChainType::NAT),
-            hook: Some(NfHook::Prerouting),
-            prio: Some(PRIO_DSTNAT),
-            policy: Some(NfChainPolicy::Accept),
-            ..Chain::default()
-        }));
-        let mut rule = |expr: Vec<Statement<'static>>| {
-            batch.add(NfListObject::Rule(Rule {
+        for (set, ranges) in [
+            (BYPASS4, &self.bypass),
+            (BYPASS6, &self.bypass),
+            (CAPTURE4, &self.capture),
+            (CAPTURE6, &self.capture),
+        ] {
+            if let Some(elem) = set.elements(ranges) {
+                batch.add(NfListObject::Set(Box::new(Set {
+                    family: NfFamily::INet,
+                    table: self.table.clone().into(),
+                    name: set.name.into(),
+                    set_type: SetTypeValue::Single(if set.v4 {
+                        SetType::Ipv4Addr
+                    } else {
+                        SetType::Ipv6Addr
+                    }),
+                    flags: Some([SetFlag::Interval].into_iter().collect()),
+                    elem: Some(elem.into()),
+                    ..Set::default()
+                })));
+            }
+        }
+        let mut chains = vec![("prerouting", NfChainType::NAT, PRIO_DSTNAT, Steer::Tcp)];
+        if let Some(udp) = self.udp {
+            chains.push((
+                "capture_udp",
+                NfChainType::Filter,
+                PRIO_MANGLE,
+                Steer::Udp(udp),
+            ));
+        }
+        for (name, kind, prio, steer) in chains {
+            batch.add(NfListObject::Chain(Chain {
                 family: NfFamily::INet,
                 table: self.table.clone().into(),
-                chain: "prerouting".into(),
-                expr: expr.into(),
-                ..Rule::default()
-            }))
-        };
+                name: name.into(),
+                _type: Some(kind),
+                hook: Some(NfHook::Prerouting),
+                prio: Some(prio),
+                policy: Some(NfChainPolicy::Accept),
+                ..Chain::default()
+            }));
+            for expr in self.chain_rules(steer) {
+                batch.add(NfListObject::Rule(Rule {
+                    family: NfFamily::INet,
+                    table: self.table.clone().into(),
+                    chain: name.into(),
+                    expr: expr.into(),
+                    ..Rule::default()
+                }));
+            }
+        }
+        Ok(batch.to_nftables())
+    }
+
+    /// One base chain's rules, in order:
+    /// ```text
+    /// ip daddr { EXCLUDED-V4 } return          ip6 daddr { EXCLUDED-V6 } return
+    /// LAN-MATCH ip daddr @capture4 ACTION      LAN-MATCH ip6 daddr @capture6 ACTION
+    /// ip daddr @bypass4 return                 ip6 daddr @bypass6 return
+    /// fib daddr oif exists fib daddr oifname != { UPLINKS } return
+    /// LAN-MATCH ACTION
+    /// ```
+    /// where LAN-MATCH is `iifname { LAN } meta l4proto P fib daddr type != { local, broadcast,
+    /// multicast }` and ACTION `redirect to :PORT` (TCP) or `meta mark set MARK tproxy to :PORT
+    /// accept` (UDP). Rules whose set or list would be empty are left out, so a table without
+    /// bypass, capture and uplinks is exactly the plain redirect braid always made.
+    fn chain_rules(&self, steer: Steer) -> Vec<Vec<Statement<'static>>> {
+        let mut rules = Vec::new();
         for (proto, v4) in [("ip", true), ("ip6", false)] {
             let addrs: Vec<Expression> = (self.exclude.iter())
                 .filter(|a| a.is_ipv4() == v4)
                 .map(|a| text(&a.to_string()))
                 .collect();
             if !addrs.is_empty() {
-                rule(vec![
+                rules.push(vec![
                     matches(payload(proto, "daddr"), Operator::EQ, set(addrs)),
                     Statement::Return(None),
                 ]);
             }
         }
+        for set in [CAPTURE4, CAPTURE6] {
+            if set.elements(&self.capture).is_some() {
+                rules.push(self.steered(steer, Some(&set)));
+            }
+        }
+        for set in [BYPASS4, BYPASS6] {
+            if set.elements(&self.bypass).is_some() {
+                rules.push(vec![set.daddr_in(), Statement::Return(None)]);
+            }
+        }
+        if !self.uplinks.is_empty() {
+            rules.push(vec![
+                matches(
+                    fib_daddr(FibResult::Oif),
+                    Operator::EQ,
+                    Expression::Boolean(true),
+                ),
+                matches(
+                    fib_daddr(FibResult::Oifname),
+                    Operator::NEQ,
+                    set(self.uplinks.iter().map(|n| text(n.as_str()))),
+                ),
+                Statement::Return(None),
+            ]);
+        }
+        rules.push(self.steered(steer, None));
+        rules
+    }
+
+    /// LAN traffic of the chain's protocol (to the ranges in `to`, if given) taken to braid.
+    fn steered(&self, steer: Steer, to: Option<&RangeSet>) -> Vec<Statement<'static>> {
         let not_routed = ["local", "broadcast", "multicast"].map(text);
-        rule(vec![
+        let proto = match steer {
+            Steer::Tcp => "tcp",
+            Steer::Udp(_) => "udp",
+        };
+        let mut rule = vec![
             matches(
                 meta(MetaKey::Iifname),
                 Operator::EQ,
                 set(self.lan.iter().map(|n| text(n.as_str()))),
             ),
-            matches(meta(MetaKey::L4proto), Operator::EQ, text("tcp")),
-            matches(fib_daddr_type(), Operator::NEQ, set(not_routed)),
-            Statement::Redirect(Some(NAT {
+            matches(meta(MetaKey::L4proto), Operator::EQ, text(proto)),
+        ];
+        rule.extend(to.map(RangeSet::daddr_in));
+        rule.push(matches(fib_daddr_type(), Operator::NEQ, set(not_routed)));
+        match steer {
+            Steer::Tcp => rule.push(Statement::Redirect(Some(NAT {
                 addr: None,
                 family: None,
                 port: Some(Expression::Number(self.redirect_port.into())),
                 flags: None,
-            })),
-        ]);
-        Ok(batch.to_nftables())
+            }))),
+            Steer::Udp(u) => rule.extend([
+                Statement::Mangle(Mangle {
+                    key: meta(MetaKey::Mark),
+                    value: Expression::Number(u.mark),
+                }),
+                // Once the rule matched an address family, nft wants tproxy to name it too.
+                Statement::TProxy(TProxy {
+                    family: to.map(|r| r.proto().into()),
+                    port: u.port,
+                    addr: None,
+                }),
+                Statement::Accept(None),
+            ]),
+        }
+        rule
     }
 
     /// The same transaction in nft's own syntax, for people and for callers that feed
@@ -254,8 +461,13 @@ pub fn text(s: &str) -> Expression<'static> {
 }
 
 fn fib_daddr_type() -> Expression<'static> {
+    fib_daddr(FibResult::Type)
+}
+
+/// `fib daddr RESULT`: the main routing decision for the packet's destination.
+fn fib_daddr(result: FibResult) -> Expression<'static> {
     Expression::Named(NamedExpression::Fib(Fib {
-        result: FibResult::Type,
+        result,
         flags: [FibFlag::Daddr].into_iter().collect(),
     }))
 }
@@ -303,8 +515,33 @@ fn object_text(object: &NfObject) -> String {
             r.chain,
             rule_text(&r.expr)
         ),
+        NfListObject::Set(set) => set_text(verb, set),
         other => format!("# {}", json(other)),
     }
+}
+
+/// `add set inet T NAME { type ipv4_addr; flags interval; elements = { … } }`.
+fn set_text(verb: &str, set: &Set) -> String {
+    let kind = match &set.set_type {
+        SetTypeValue::Single(t) => name(t),
+        SetTypeValue::Concatenated(ts) => ts.iter().map(name).collect::<Vec<_>>().join(" . "),
+    };
+    let mut body = format!("type {kind};");
+    if let Some(flags) = set.flags.as_ref().filter(|f| !f.is_empty()) {
+        let mut flags: Vec<String> = flags.iter().map(name).collect();
+        flags.sort();
+        body += &format!(" flags {};", flags.join(", "));
+    }
+    if let Some(elem) = set.elem.as_ref().filter(|e| !e.is_empty()) {
+        let items: Vec<String> = elem.iter().map(expression_text).collect();
+        body += &format!(" elements = {{ {} }}", items.join(", "));
+    }
+    format!(
+        "{verb} set {} {} {} {{ {body} }}",
+        name(&set.family),
+        set.table,
+        set.name
+    )
 }
 
 /// A rule's statements as nft prints them: `ip saddr 10.0.0.0/8 tcp dport 3306 accept`.
@@ -341,6 +578,15 @@ pub fn statement_text(s: &Statement) -> String {
             None => "redirect".into(),
         },
         Statement::Masquerade(_) => "masquerade".into(),
+        Statement::TProxy(t) => format!(
+            "tproxy {}to {}:{}",
+            t.family
+                .as_deref()
+                .map(|f| format!("{f} "))
+                .unwrap_or_default(),
+            t.addr.as_deref().unwrap_or(""),
+            t.port
+        ),
         Statement::VerdictMap(v) => format!(
             "{} vmap {}",
             expression_text(&v.key),
@@ -386,6 +632,14 @@ pub fn statement_text(s: &Statement) -> String {
 
 /// `LEFT OP RIGHT` as nft prints it.
 fn match_text(m: &Match) -> String {
+    // A fib lookup compared with a boolean is nft's `exists` / `missing`.
+    if let (Expression::Named(NamedExpression::Fib(_)), Expression::Boolean(b)) =
+        (&m.left, &m.right)
+    {
+        let found = *b == (m.op == Operator::EQ);
+        let word = if found { "exists" } else { "missing" };
+        return format!("{} {word}", expression_text(&m.left));
+    }
     // nft leaves `==` out, except after a bitwise operation (`tcp flags & syn == syn`).
     let op = match (m.op, &m.left) {
         (Operator::EQ, Expression::BinaryOperation(_)) => "== ".into(),
@@ -404,6 +658,9 @@ fn match_text(m: &Match) -> String {
                 | MetaKey::Oifkind
                 | MetaKey::Ibridgename
                 | MetaKey::Obridgename
+        })) | Expression::Named(NamedExpression::Fib(Fib {
+            result: FibResult::Oifname,
+            ..
         }))
     );
     format!(
@@ -551,6 +808,7 @@ mod tests {
             lan: lan.iter().map(|s| s.parse().unwrap()).collect(),
             redirect_port: 1100,
             exclude: exclude.iter().map(|a| a.parse().unwrap()).collect(),
+            ..CaptureRules::default()
         }
     }
 
@@ -615,6 +873,67 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains("ip6 daddr"), "{s}");
+    }
+
+    #[test]
+    fn bypass_capture_and_uplinks_steer_before_the_redirect() {
+        let mut r = rules(&["eth1"], &["203.0.113.7"]);
+        r.bypass = ["10.0.0.0/8", "10.1.0.0/16", "fc00::/7", "192.0.2.9/32"]
+            .map(|n| n.parse().unwrap())
+            .to_vec();
+        r.capture = vec!["10.30.0.0/24".parse().unwrap()];
+        r.uplinks = vec!["wan-a".parse().unwrap(), "wan-b".parse().unwrap()];
+        let s = r.render().unwrap();
+        let lines: Vec<&str> = s.lines().collect();
+        assert!(
+            lines.contains(&"add set inet braid bypass4 { type ipv4_addr; flags interval; elements = { 10.0.0.0/8, 192.0.2.9 } }"),
+            "overlaps merged, a host bare: {s}"
+        );
+        assert!(s.contains("add set inet braid bypass6 { type ipv6_addr; flags interval; elements = { fc00::/7 } }"), "{s}");
+        assert!(!s.contains("capture6"), "an empty set is left out: {s}");
+        let rules: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("add rule inet braid prerouting "))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "ip daddr { 203.0.113.7 } return",
+                "iifname { \"eth1\" } meta l4proto tcp ip daddr @capture4 fib daddr type != { local, broadcast, multicast } redirect to :1100",
+                "ip daddr @bypass4 return",
+                "ip6 daddr @bypass6 return",
+                "fib daddr oif exists fib daddr oifname != { \"wan-a\", \"wan-b\" } return",
+                "iifname { \"eth1\" } meta l4proto tcp fib daddr type != { local, broadcast, multicast } redirect to :1100",
+            ]
+        );
+        assert!(!s.contains("tproxy"), "no UDP chain unless asked: {s}");
+    }
+
+    #[test]
+    fn udp_gets_a_mangle_chain_with_the_same_steering_and_tproxy() {
+        let mut r = rules(&["eth1"], &["203.0.113.7"]);
+        r.bypass = vec!["10.0.0.0/8".parse().unwrap()];
+        r.udp = Some(UdpTproxy {
+            port: 1100,
+            mark: 0xb1d,
+        });
+        let s = r.render().unwrap();
+        assert!(
+            s.contains("add chain inet braid capture_udp { type filter hook prerouting priority -150; policy accept; }"),
+            "{s}"
+        );
+        let udp: Vec<&str> = s
+            .lines()
+            .filter_map(|l| l.strip_prefix("add rule inet braid capture_udp "))
+            .collect();
+        assert_eq!(
+            udp,
+            [
+                "ip daddr { 203.0.113.7 } return",
+                "ip daddr @bypass4 return",
+                "iifname { \"eth1\" } meta l4proto udp fib daddr type != { local, broadcast, multicast } meta mark set 2845 tproxy to :1100 accept",
+            ]
+        );
     }
 
     #[test]

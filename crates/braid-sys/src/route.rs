@@ -371,9 +371,35 @@ impl Rtnl {
     /// the lowest metric. `None` if there is no such route.
     /// Like `ip route show table main dev DEV` and reading `via`.
     pub async fn uplink_gateway(&self, ifindex: u32) -> Result<Option<IpAddr>, NetlinkError> {
+        self.uplink_gateway_where(ifindex, |_| true).await
+    }
+
+    /// Like [`Rtnl::uplink_gateway`], of one address family only (an IPv6 relay needs the
+    /// uplink's IPv6 next hop even where it also has an IPv4 one).
+    /// Like `ip -4|-6 route show table main dev DEV` and reading `via`.
+    pub async fn uplink_gateway_of_family(
+        &self,
+        ifindex: u32,
+        ipv4: bool,
+    ) -> Result<Option<IpAddr>, NetlinkError> {
+        let family = if ipv4 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        self.uplink_gateway_where(ifindex, |m| m.header.address_family == family)
+            .await
+    }
+
+    async fn uplink_gateway_where(
+        &self,
+        ifindex: u32,
+        keep: impl Fn(&RouteMessage) -> bool,
+    ) -> Result<Option<IpAddr>, NetlinkError> {
         let mut best: Option<((bool, bool, u32), IpAddr)> = None;
         for msg in self.dump_routes().await? {
-            if table_of(&msg) != TABLE_MAIN || msg.header.kind != RouteType::Unicast {
+            if table_of(&msg) != TABLE_MAIN || msg.header.kind != RouteType::Unicast || !keep(&msg)
+            {
                 continue;
             }
             let key = (

@@ -115,6 +115,17 @@ impl RuleSpec {
     }
 }
 
+/// The table a rule looks up (`FRA_TABLE` when set, else the header's 8-bit table).
+fn table_of_rule(msg: &RuleMessage) -> u32 {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            RuleAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(msg.header.table.into())
+}
+
 impl Rtnl {
     /// Adds `spec` unless an identical rule exists; returns whether it added
     /// one. Running it twice leaves one rule.
@@ -151,6 +162,16 @@ impl Rtnl {
     /// many it deleted. Protocol 0 is refused.
     /// Like `ip rule flush proto P` plus `ip -6 rule flush proto P`.
     pub async fn delete_rules_by_protocol(&self, protocol: u8) -> Result<usize, NetlinkError> {
+        self.delete_rules_by_protocol_in(protocol, None).await
+    }
+
+    /// Like [`Rtnl::delete_rules_by_protocol`], for rules that look up one of `tables` only
+    /// (whatever else they select on: source, fwmark…). Like `ip rule flush proto P table T`.
+    pub async fn delete_rules_by_protocol_in(
+        &self,
+        protocol: u8,
+        tables: Option<&[u32]>,
+    ) -> Result<usize, NetlinkError> {
         if protocol == 0 {
             return Err(NetlinkError::InvalidSpec {
                 what: "rule",
@@ -163,7 +184,8 @@ impl Rtnl {
                 RuleAttribute::Protocol(p) => Some(u8::from(*p)),
                 _ => None,
             });
-            if proto != Some(protocol) {
+            if proto != Some(protocol) || tables.is_some_and(|t| !t.contains(&table_of_rule(&msg)))
+            {
                 continue;
             }
             let what = RuleSpec::from_message(&msg).map_or_else(
@@ -211,7 +233,7 @@ impl Rtnl {
         }
     }
 
-    async fn dump_rules(&self) -> Result<Vec<RuleMessage>, NetlinkError> {
+    pub(crate) async fn dump_rules(&self) -> Result<Vec<RuleMessage>, NetlinkError> {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut msg = RuleMessage::default();

@@ -189,3 +189,80 @@ pub fn socket_protocol<S: AsFd>(stream: &S) -> io::Result<i32> {
         None => 0,
     })
 }
+
+/// A non-blocking UDP socket bound to `addr` (`SO_REUSEADDR` set); an IPv6 wildcard address
+/// takes IPv4 too (dual-stack), like [`listen`].
+pub fn udp_bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let sock = Socket::new(domain_of(&addr), Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_reuse_address(true)?;
+    if let SocketAddr::V6(_) = addr {
+        let _ = sock.set_only_v6(false);
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&SockAddr::from(addr))?;
+    Ok(sock.into())
+}
+
+/// A non-blocking UDP socket on an ephemeral port that can send to IPv4 and IPv6 destinations
+/// (`[::]:0`, dual-stack), or to IPv4 only on a kernel without IPv6. Send to
+/// [`udp_destination`] of a target, which maps IPv4 for a dual-stack socket.
+pub fn udp_any() -> io::Result<std::net::UdpSocket> {
+    match udp_bind(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))) {
+        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+            udp_bind(SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)))
+        }
+        other => other,
+    }
+}
+
+/// `target` as a socket bound to `local` must be given it: IPv4 as `::ffff:a.b.c.d` on an IPv6
+/// (dual-stack) socket; `None` for an IPv6 target on an IPv4 socket.
+pub fn udp_destination(local: SocketAddr, target: SocketAddr) -> Option<SocketAddr> {
+    match (local, target) {
+        (SocketAddr::V6(_), SocketAddr::V4(t)) => Some(SocketAddr::new(
+            std::net::IpAddr::V6(t.ip().to_ipv6_mapped()),
+            t.port(),
+        )),
+        (SocketAddr::V4(_), SocketAddr::V6(t)) => t
+            .ip()
+            .to_ipv4_mapped()
+            .map(|v4| SocketAddr::new(v4.into(), t.port())),
+        _ => Some(target),
+    }
+}
+
+#[cfg(test)]
+mod udp_tests {
+    use super::*;
+
+    #[test]
+    fn udp_destination_maps_ipv4_for_a_dual_stack_socket() {
+        let v6: SocketAddr = "[::]:5000".parse().unwrap();
+        let v4: SocketAddr = "0.0.0.0:5000".parse().unwrap();
+        let t4: SocketAddr = "10.30.0.2:53".parse().unwrap();
+        let t6: SocketAddr = "[2001:db8::2]:53".parse().unwrap();
+        assert_eq!(
+            udp_destination(v6, t4),
+            Some("[::ffff:10.30.0.2]:53".parse().unwrap())
+        );
+        assert_eq!(udp_destination(v6, t6), Some(t6));
+        assert_eq!(udp_destination(v4, t4), Some(t4));
+        assert_eq!(udp_destination(v4, t6), None);
+        assert_eq!(
+            udp_destination(v4, "[::ffff:10.30.0.2]:53".parse().unwrap()),
+            Some(t4)
+        );
+    }
+
+    #[test]
+    fn udp_any_sends_to_ipv4_loopback() {
+        let any = udp_any().unwrap();
+        let rx = udp_bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = udp_destination(any.local_addr().unwrap(), rx.local_addr().unwrap()).unwrap();
+        any.send_to(b"hi", to).unwrap();
+        rx.set_nonblocking(false).unwrap();
+        let mut buf = [0u8; 4];
+        let (n, _) = rx.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hi");
+    }
+}

@@ -11,7 +11,7 @@ use common::in_netns;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use braid_sys::nftables::{apply, delete_table, table_exists, CaptureRules, NftError};
+use braid_sys::nftables::{apply, delete_table, table_exists, CaptureRules, NftError, UdpTproxy};
 use nftables::batch::Batch;
 use nftables::schema::{Chain, NfListObject};
 use nftables::types::NfFamily;
@@ -71,6 +71,7 @@ fn cases() -> Vec<(&'static str, CaptureRules)> {
         lan: lan.iter().map(|s| s.parse().unwrap()).collect(),
         redirect_port: port,
         exclude: exclude.iter().map(|a| a.parse().unwrap()).collect(),
+        ..CaptureRules::default()
     };
     vec![
         ("capture_one.json", rules(&["eth1"], 1100, &["203.0.113.7"])),
@@ -105,6 +106,50 @@ fn capture_table_text_form_makes_the_same_table() {
         for (golden, rules) in cases() {
             nft_f(&rules.render().expect("render"));
             assert_eq!(listed("braid"), fixture(golden), "{golden} via nft -f");
+        }
+    });
+}
+
+/// The steering table (bypass and capture sets, the uplink check, the UDP TPROXY chain): the
+/// kernel takes both forms, and the JSON batch and the text form make the same table.
+#[test]
+fn steering_table_json_and_text_forms_make_the_same_table() {
+    in_netns("capture_table_steering", || {
+        let rules = CaptureRules {
+            table: "braid".into(),
+            lan: vec!["eth1".parse().unwrap()],
+            redirect_port: 1100,
+            exclude: vec!["203.0.113.7".parse().unwrap()],
+            bypass: ["10.0.0.0/8", "fc00::/7", "192.0.2.9/32", "fe80::/10"]
+                .map(|n| n.parse().unwrap())
+                .to_vec(),
+            capture: ["10.30.0.2/32", "2001:db8:30::/64"]
+                .map(|n| n.parse().unwrap())
+                .to_vec(),
+            uplinks: vec!["wan-a".parse().unwrap()],
+            udp: Some(UdpTproxy {
+                port: 1100,
+                mark: 0xb1d,
+            }),
+        };
+        rules.apply().expect("apply");
+        let applied = listed("braid");
+        let text = rules.render().expect("render");
+        delete_table("braid").expect("delete");
+        nft_f(&text);
+        assert_eq!(listed("braid"), applied, "text form:\n{text}");
+        let human = Command::new("nft")
+            .args(["list", "table", "inet", "braid"])
+            .output()
+            .expect("nft runs");
+        let human = String::from_utf8_lossy(&human.stdout);
+        for line in [
+            "ip daddr @capture4",
+            "ip6 daddr @bypass6 return",
+            "fib daddr oif exists fib daddr oifname != \"wan-a\" return",
+            "meta mark set 0x00000b1d tproxy to :1100 accept",
+        ] {
+            assert!(human.contains(line), "no `{line}` in:\n{human}");
         }
     });
 }

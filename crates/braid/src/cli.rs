@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing::error;
+use tracing::{error, info, warn};
 
 use crate::config::gateway::GatewayConfig;
 use crate::config::server::ServerConfig;
@@ -171,19 +171,19 @@ pub fn run(cli: Cli) -> ExitCode {
             json,
             watch,
         } => {
-            let addr = match (control, config) {
-                (Some(a), _) => a,
+            let (addr, token) = match (control, config) {
+                (Some(a), _) => (a, None),
                 (None, Some(c)) => match crate::status::client::control_of(&c) {
                     Ok(a) => a,
                     Err(e) => return usage(e),
                 },
                 (None, None) => match crate::config::common_default_control() {
-                    Some(a) => a,
+                    Some(a) => (a, None),
                     None => return usage("give --config FILE or --control ADDR"),
                 },
             };
             block_on(
-                crate::status::client::main(addr, json, watch),
+                crate::status::client::main(addr, token, json, watch),
                 ExitCode::from(1),
             )
         }
@@ -264,6 +264,7 @@ fn hangup() -> std::io::Result<tokio::signal::unix::Signal> {
 /// `braid server`: bind, tell systemd it is ready, then relay until SIGINT/SIGTERM; SIGHUP
 /// re-reads the config (the allowlist changes live; the rest is named as needing a restart).
 async fn server(cfg: ServerConfig, path: PathBuf) -> anyhow::Result<()> {
+    raise_open_files();
     let shutdown = crate::shutdown::on_signals()?;
     let hup = hangup()?;
     let listeners = crate::server::Listeners::bind(&cfg).await?;
@@ -284,6 +285,7 @@ async fn server(cfg: ServerConfig, path: PathBuf) -> anyhow::Result<()> {
 /// `braid gateway`: undo what a killed run left in the kernel, bind, then bond and carry until
 /// SIGINT/SIGTERM; SIGHUP reloads.
 async fn gateway(cfg: GatewayConfig, path: PathBuf) -> anyhow::Result<()> {
+    raise_open_files();
     let shutdown = crate::shutdown::on_signals()?;
     let signal = hangup()?;
     crate::gateway::recover(&cfg).await?;
@@ -292,6 +294,22 @@ async fn gateway(cfg: GatewayConfig, path: PathBuf) -> anyhow::Result<()> {
     let reload = crate::gateway::reload::Reload { path, signal };
     crate::gateway::run_reloadable(cfg, listeners, shutdown, Some(reload)).await?;
     Ok(())
+}
+
+/// Lifts the open-file limit to the hard limit before anything is opened, and says the figure:
+/// every connection costs descriptors, and service managers start daemons at a soft 1024.
+fn raise_open_files() {
+    match braid_sys::rlimit::raise_file_limit() {
+        Ok(r) if r.after.soft > r.before.soft => info!(
+            "open-file limit raised from {} to {} (the hard limit)",
+            r.before.soft, r.after.soft
+        ),
+        Ok(r) => info!(
+            "open-file limit {} (the hard limit is {}); to serve more connections raise LimitNOFILE= in the service",
+            r.after.soft, r.after.hard
+        ),
+        Err(e) => warn!("cannot raise the open-file limit ({e}); braid sizes its caps for the current one"),
+    }
 }
 
 async fn daemon(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -2,13 +2,15 @@
 //! capture and the SOCKS5 listener all run on it.
 //!
 //! ```text
-//!  accept ─► spawn handler(stream, peer, shutdown) into a JoinSet   (one task per connection)
+//!  accept ─► source in allow_from? ─► admission (handshake caps) ─► keepalive ─► spawn handler
+//!    │          no: reset at once        full: reset at once (or the oldest pending is evicted)
 //!    │ error (EMFILE, ENOBUFS, …): pause 50 ms … 1 s, say so at most every 10 s
 //!  shutdown ─► stop accepting ─► connections finish within the grace ─► the rest are aborted
 //! ```
 //!
 //! Listeners are bound by the caller and passed in, so tests can bind port 0 on loopback, and
-//! the daemons' `run` can be driven without root.
+//! the daemons' `run` can be driven without root. Connections turned away are reset (no FIN
+//! handshake to wait on) and logged at most once per source per minute.
 
 use std::future::Future;
 use std::io;
@@ -16,26 +18,47 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use braid_sys::keepalive::Liveness;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, Handshake};
+use crate::allow_from::AllowFrom;
+use crate::log_limit::PerSourceLog;
 use crate::shutdown::Shutdown;
 
 /// How long connections may go on after shutdown before they are aborted: long enough for a
 /// request in flight to finish, short of the 10 s a service manager waits before SIGKILL.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
+/// How accepted sockets notice a peer that vanished: keepalive after 30 s idle, 3 probes 10 s
+/// apart, and sent data unacknowledged for 60 s (plain TCP only; MPTCP refuses that option and
+/// relies on keepalive and braid's own deadlines).
+pub const LIVENESS: Liveness = Liveness {
+    idle: Duration::from_secs(30),
+    interval: Duration::from_secs(10),
+    probes: 3,
+    user_timeout: Duration::from_secs(60),
+};
+
+/// How often one source's refused connections are logged.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// What a listener does with each connection it accepts.
 pub trait Handler: Send + Sync + 'static {
-    /// Serves one connection until it ends. `shutdown` fires when the listener starts to drain:
-    /// a handler waiting for a request should return then; one moving bytes may go on until
-    /// the grace period ends, when its task is aborted.
+    /// Serves one connection until it ends. `handshake` holds the connection's place among the
+    /// pending handshakes: the handler trades it for a connection slot once the peer has proved
+    /// itself (`Handshake::establish`), and closes the connection if it is evicted first.
+    /// `shutdown` fires when the listener starts to drain: a handler waiting for a request
+    /// should return then; one moving bytes may go on until the grace period ends, when its task
+    /// is aborted.
     fn handle(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
+        handshake: Handshake,
         shutdown: Shutdown,
     ) -> impl Future<Output = ()> + Send;
 }
@@ -45,7 +68,10 @@ pub struct Listener<H> {
     what: &'static str,
     listener: TcpListener,
     handler: Arc<H>,
+    admission: Arc<Admission>,
+    allow_from: Option<AllowFrom>,
     grace: Duration,
+    refusals: PerSourceLog,
 }
 
 /// What a listener did, once it has drained.
@@ -58,19 +84,34 @@ pub struct Drained {
 }
 
 impl<H: Handler> Listener<H> {
-    /// A listener called `what` in logs (e.g. "SOCKS5"), serving connections with `handler`.
-    pub fn new(what: &'static str, listener: TcpListener, handler: Arc<H>) -> Listener<H> {
+    /// A listener called `what` in logs (e.g. "SOCKS5"), serving connections with `handler`
+    /// within the caps of `admission` (shared by the daemon's listeners).
+    pub fn new(
+        what: &'static str,
+        listener: TcpListener,
+        handler: Arc<H>,
+        admission: Arc<Admission>,
+    ) -> Listener<H> {
         Listener {
             what,
             listener,
             handler,
+            admission,
+            allow_from: None,
             grace: DRAIN_GRACE,
+            refusals: PerSourceLog::new(REFUSAL_LOG_EVERY),
         }
     }
 
     /// Replaces [`DRAIN_GRACE`].
     pub fn with_grace(mut self, grace: Duration) -> Listener<H> {
         self.grace = grace;
+        self
+    }
+
+    /// Takes connections only from these sources (see [`crate::allow_from`]).
+    pub fn allow_from(mut self, allow: AllowFrom) -> Listener<H> {
+        self.allow_from = Some(allow);
         self
     }
 
@@ -93,10 +134,13 @@ impl<H: Handler> Listener<H> {
                     Ok((stream, peer)) => {
                         backoff.on_success();
                         accepted += 1;
-                        let handler = self.handler.clone();
                         let peer = braid_sys::socket::normalize(peer);
+                        let Some(handshake) = self.admit(&stream, peer) else {
+                            continue;
+                        };
+                        let handler = self.handler.clone();
                         let shutdown = shutdown.clone();
-                        tasks.spawn(async move { handler.handle(stream, peer, shutdown).await });
+                        tasks.spawn(async move { handler.handle(stream, peer, handshake, shutdown).await });
                     }
                     Err(e) => {
                         let (pause, say) = backoff.on_error(Instant::now());
@@ -113,6 +157,41 @@ impl<H: Handler> Listener<H> {
         }
         let aborted = self.drain(tasks).await;
         Drained { accepted, aborted }
+    }
+
+    /// Decides whether an accepted connection is served; one that is not is reset. Served
+    /// sockets get [`LIVENESS`].
+    fn admit(&self, stream: &TcpStream, peer: SocketAddr) -> Option<Handshake> {
+        let why = if self
+            .allow_from
+            .as_ref()
+            .is_some_and(|a| !a.allows(peer.ip()))
+        {
+            "not an allowed source (see allow_from in the config)".to_string()
+        } else {
+            match self.admission.admit(peer.ip()) {
+                Ok(handshake) => {
+                    if let Err(e) = braid_sys::keepalive::apply(stream, &LIVENESS) {
+                        debug!("{} listener: keepalive on {peer}: {e}", self.what);
+                    }
+                    return Some(handshake);
+                }
+                Err(e) => e.to_string(),
+            }
+        };
+        reset(stream);
+        self.report_refusal(peer, &why);
+        None
+    }
+
+    fn report_refusal(&self, peer: SocketAddr, why: &str) {
+        if let Some(held) = self.refusals.allow(peer.ip()) {
+            info!(
+                "{} listener: refused a connection from {}: {why}{held}",
+                self.what,
+                peer.ip()
+            );
+        }
     }
 
     /// Lets the open connections finish within the grace period, then aborts the rest.
@@ -151,7 +230,7 @@ impl<H: Handler> Listener<H> {
             String::new()
         };
         let fix = if e.raw_os_error() == Some(libc::EMFILE) {
-            "; fix: raise the open-file limit (LimitNOFILE= in the service, or ulimit -n)"
+            "; fix: raise the open-file limit (LimitNOFILE= in the service, or ulimit -n), or lower max_connections and max_handshakes"
         } else {
             ""
         };
@@ -168,6 +247,12 @@ impl<H: Handler> Listener<H> {
             }
         }
     }
+}
+
+/// Closes a connection with a reset: nothing to linger in FIN_WAIT for, and nothing said about
+/// why (a probe learns no more than from a closed port).
+pub fn reset(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
 /// Paces retries after failed accepts. Errors such as EMFILE clear only when connections
@@ -244,7 +329,16 @@ mod tests {
     }
 
     impl Handler for Echo {
-        async fn handle(&self, mut stream: TcpStream, _peer: SocketAddr, mut shutdown: Shutdown) {
+        async fn handle(
+            &self,
+            mut stream: TcpStream,
+            _peer: SocketAddr,
+            handshake: Handshake,
+            mut shutdown: Shutdown,
+        ) {
+            let Ok(_slot) = handshake.establish() else {
+                return;
+            };
             let mut buf = [0u8; 1024];
             loop {
                 let n = tokio::select! {
@@ -267,8 +361,9 @@ mod tests {
         tokio::task::JoinHandle<Drained>,
     ) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let listener =
-            Listener::new("test", l, Arc::new(Echo { stop_at_shutdown })).with_grace(grace);
+        let admission = Admission::new(crate::admission::Limits::sized_from(1024));
+        let listener = Listener::new("test", l, Arc::new(Echo { stop_at_shutdown }), admission)
+            .with_grace(grace);
         let addr = listener.local_addr().unwrap();
         let (trigger, shutdown) = crate::shutdown::channel();
         (addr, trigger, tokio::spawn(listener.run(shutdown)))
@@ -295,6 +390,78 @@ mod tests {
 
     fn drained(accepted: u64, aborted: usize) -> Drained {
         Drained { accepted, aborted }
+    }
+
+    /// Holds every connection in its handshake until the peer closes.
+    struct Silent;
+
+    impl Handler for Silent {
+        async fn handle(
+            &self,
+            mut stream: TcpStream,
+            _peer: SocketAddr,
+            handshake: Handshake,
+            _shutdown: Shutdown,
+        ) {
+            let mut one = [0u8; 1];
+            tokio::select! {
+                _ = stream.read(&mut one) => {}
+                _ = handshake.evicted() => reset(&stream),
+            }
+        }
+    }
+
+    /// Waits until the listener closed or reset `c` (or gave up after 5 s: not closed).
+    async fn closed_by_listener(c: &mut TcpStream) -> bool {
+        let mut one = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), c.read(&mut one)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn handshakes_over_the_source_cap_are_reset_and_the_oldest_gives_way() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let admission = Admission::new(crate::admission::Limits {
+            max_connections: 10,
+            max_handshakes: 3,
+            max_handshakes_per_source: 2,
+        });
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let run = tokio::spawn(
+            Listener::new("test", l, Arc::new(Silent), admission.clone()).run(shutdown),
+        );
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_by_listener(&mut third).await,
+            "a third from one source was served"
+        );
+        // Another source (127.0.0.2 is loopback too) fills the last place, a fourth evicts the
+        // oldest.
+        let from = |ip: &str| {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+            s.connect(addr)
+        };
+        let _other = from("127.0.0.2").await.unwrap();
+        let _fourth = from("127.0.0.3").await.unwrap();
+        assert!(
+            closed_by_listener(&mut first).await,
+            "the oldest was not evicted"
+        );
+        let mut one = [0u8; 1];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), second.read(&mut one))
+                .await
+                .is_err(),
+            "a younger handshake was closed"
+        );
+        trigger.fire();
+        run.await.unwrap();
     }
 
     #[tokio::test]

@@ -626,14 +626,15 @@ fn endpoints_withdrawn_during_a_relay_outage_are_not_called_faults() {
     }
     let mut h = lab("btd5");
     h.start_server("").expect("server");
-    // Slow recovery (100 good probes, 20 s) keeps the uplinks Recovering after the relay is
-    // back, which is when doctor used to call the withdrawn endpoints missing.
+    // Slow recovery (30 good probes 500 ms apart: 15 s) keeps the uplinks Recovering after the
+    // relay is back, which is when doctor used to call the withdrawn endpoints missing; a 1 s
+    // probe timeout keeps a busy machine from losing probes (and restarting the count).
     h.start_gateway(
         &["wifi", "5g"],
-        "fast_open = \"off\"\n[health]\nrecover_after = 100",
+        "fast_open = \"off\"\n[health]\ninterval_ms = 500\ntimeout_ms = 1000\ntimeout_max_ms = 2000\nrecover_after = 30",
     )
     .expect("gateway");
-    wait_all_uplinks(&h, LinkState::Up, Duration::from_secs(30));
+    wait_all_uplinks(&h, LinkState::Up, Duration::from_secs(60));
     let cfg = gw_config(&h);
 
     h.stop_server().expect("stop server");

@@ -171,6 +171,7 @@ impl SsRust {
                 })?],
             redirect_port: 1100,
             exclude: vec![Lab::VPS_PUBLIC.into()],
+            ..Default::default()
         };
         let text = rules.render().map_err(|e| HarnessError::Io {
             what: "nft".into(),

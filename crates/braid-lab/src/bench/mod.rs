@@ -4,7 +4,9 @@
 //!
 //! - [`aggregation`]: bonded goodput, time to first byte and the unshaped relay's own cost.
 //! - [`failover`]: failover, recovery and stalls per fault, braid beside kernel-only MPTCP.
+//! - [`udp`]: UDP goodput and loss, UDP failover, DNS time, through braid beside direct.
 
 pub mod aggregation;
 pub mod failover;
 pub mod lossy;
+pub mod udp;

@@ -107,6 +107,11 @@ pub fn subflow_addrs<S: AsFd>(
 }
 
 /// Parses `mptcp_subflow_data` followed by `mptcp_subflow_addrs` records.
+///
+/// The header's count and sizes are the kernel's word, but only the records whose bytes are
+/// really present are read: a count larger than the buffer holds (a kernel with more subflows
+/// than the buffer has room for, or a corrupt header) yields what fits, never a read past the
+/// end or a loop over a huge count.
 pub fn parse_subflow_addrs(b: &[u8]) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
     let u32_at = |o: usize| {
         b.get(o..o + 4)
@@ -116,11 +121,13 @@ pub fn parse_subflow_addrs(b: &[u8]) -> Vec<(std::net::SocketAddr, std::net::Soc
         return Vec::new();
     };
     let size = size_user.clamp(1, SUBFLOW_ADDRS_LEN);
-    (0..count)
-        .filter_map(|i| {
-            let rec = b.get(hdr + i * size..hdr + (i + 1) * size)?;
-            Some((sockaddr(rec.get(..128)?)?, sockaddr(rec.get(128..)?)?))
-        })
+    let Some(records) = b.get(hdr..) else {
+        return Vec::new();
+    };
+    records
+        .chunks_exact(size)
+        .take(count)
+        .filter_map(|rec| Some((sockaddr(rec.get(..128)?)?, sockaddr(rec.get(128..)?)?)))
         .collect()
 }
 
@@ -223,6 +230,23 @@ mod tests {
         assert_eq!(v[1].0, "10.2.0.1:4000".parse().unwrap());
         assert_eq!(v[1].1, "10.200.0.1:8388".parse().unwrap());
         assert!(parse_subflow_addrs(&b[..10]).is_empty());
+    }
+
+    #[test]
+    fn parse_subflow_addrs_reads_only_the_records_present() {
+        let mut b = vec![0u8; 16 + 256];
+        b[0..4].copy_from_slice(&16u32.to_ne_bytes());
+        // The header claims four billion records; one is there.
+        b[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        b[12..16].copy_from_slice(&256u32.to_ne_bytes());
+        b[16..18].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        b[16 + 128..16 + 130].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        assert_eq!(parse_subflow_addrs(&b).len(), 1);
+        // A header offset past the end, and a record cut short, give nothing.
+        b[0..4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert!(parse_subflow_addrs(&b).is_empty());
+        b[0..4].copy_from_slice(&16u32.to_ne_bytes());
+        assert!(parse_subflow_addrs(&b[..16 + 200]).is_empty());
     }
 
     #[test]

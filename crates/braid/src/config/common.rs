@@ -168,6 +168,158 @@ pub fn parse_socket_addr(key: &str, s: &str) -> Result<std::net::SocketAddr, Inv
     })
 }
 
+/// The caps on connections and handshakes (`max_connections`, `max_handshakes`,
+/// `max_handshakes_per_source`); `None` takes the default sized from the open-file limit at
+/// start (`crate::admission::Limits::sized_from`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `max_connections`.
+    pub max_connections: Option<usize>,
+    /// `max_handshakes`.
+    pub max_handshakes: Option<usize>,
+    /// `max_handshakes_per_source`.
+    pub max_handshakes_per_source: Option<usize>,
+}
+
+/// Most any cap may be: beyond what any kernel lets one process open.
+const MAX_CAP: u64 = 10_000_000;
+
+/// Parses the three caps; each, when given, must be 1 to 10,000,000.
+pub fn parse_limits(
+    max_connections: Option<u64>,
+    max_handshakes: Option<u64>,
+    max_handshakes_per_source: Option<u64>,
+) -> Result<LimitsConfig, Invalid> {
+    let cap = |key: &str, v: Option<u64>| -> Result<Option<usize>, Invalid> {
+        match v {
+            None => Ok(None),
+            Some(n) if (1..=MAX_CAP).contains(&n) => Ok(usize::try_from(n).ok()),
+            Some(n) => Err(Invalid::new(
+                key,
+                n,
+                "is outside 1–10000000",
+                format!(
+                    "remove `{key}` to size it from the open-file limit, or pick a value in range"
+                ),
+            )),
+        }
+    };
+    let c = LimitsConfig {
+        max_connections: cap("max_connections", max_connections)?,
+        max_handshakes: cap("max_handshakes", max_handshakes)?,
+        max_handshakes_per_source: cap("max_handshakes_per_source", max_handshakes_per_source)?,
+    };
+    if let (Some(per), Some(all)) = (c.max_handshakes_per_source, c.max_handshakes) {
+        if per > all {
+            return Err(Invalid::new(
+                "max_handshakes_per_source",
+                per,
+                format!("is more than max_handshakes ({all})"),
+                "make it at most max_handshakes",
+            ));
+        }
+    }
+    Ok(c)
+}
+
+/// `control_token`: a shared secret for the status API. Debug output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ControlToken(String);
+
+impl std::fmt::Debug for ControlToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlToken(…)")
+    }
+}
+
+impl ControlToken {
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Who may read the status API besides loopback (`control_allow_from`), with which token
+/// (`control_token`) and under which host names (`control_hosts`); see `crate::status::access`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlAccess {
+    /// `control_allow_from`.
+    pub allow_from: Vec<ipnet::IpNet>,
+    /// `control_token`.
+    pub token: Option<ControlToken>,
+    /// `control_hosts`, lowercase.
+    pub hosts: Vec<String>,
+}
+
+/// The status API's keys as written: `control`, `control_allow_from`, `control_token`,
+/// `control_hosts`.
+pub struct ControlKeys<'a> {
+    /// `control`.
+    pub control: &'a str,
+    /// `control_allow_from`.
+    pub allow_from: &'a [String],
+    /// `control_token`.
+    pub token: Option<&'a str>,
+    /// `control_hosts`.
+    pub hosts: &'a [String],
+}
+
+/// Parses the status API's keys: its address (`None` for "off") and who may read it; a bind on
+/// every interface needs `control_allow_from` (`crate::allow_from::check_bind`).
+pub fn parse_control_keys(
+    keys: ControlKeys<'_>,
+) -> Result<(Option<std::net::SocketAddr>, ControlAccess), Invalid> {
+    let control = parse_control(keys.control)?;
+    let allow_from = super::server::cidrs("control_allow_from", keys.allow_from)?;
+    if let Some(addr) = control {
+        crate::allow_from::check_bind("control", addr, &allow_from)?;
+    }
+    let (token, hosts) = (keys.token, keys.hosts);
+    let token = token
+        .map(|t| {
+            let ok = (16..=256).contains(&t.len())
+                && t.bytes().all(|b| b.is_ascii_graphic() && b != b';');
+            if ok {
+                Ok(ControlToken(t.to_string()))
+            } else {
+                Err(Invalid::new(
+                    "control_token",
+                    "\"<hidden>\"",
+                    "must be 16 to 256 visible ASCII characters, without ';'",
+                    "use the line printed by `braid keygen`",
+                ))
+            }
+        })
+        .transpose()?;
+    let hosts = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if ok {
+                Ok(h.to_ascii_lowercase())
+            } else {
+                Err(Invalid::new(
+                    format!("control_hosts[{i}]"),
+                    format!("{h:?}"),
+                    "is not a host name",
+                    "write the name browsers use for the status API, without port, e.g. \"router.lan\"",
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((
+        control,
+        ControlAccess {
+            allow_from,
+            token,
+            hosts,
+        },
+    ))
+}
+
 /// The HTTP status API's default address: loopback only, because it shows addresses and traffic.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:9090";
 

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use braid_sys::link::IfName;
+use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::common::parse_socket_addr;
-use super::server::timeout;
+use super::common::{parse_socket_addr, ControlKeys};
+use super::server::{cidrs, timeout};
 use super::{parse_toml, read, ConfigError, FastOpen, Invalid, Method, SsKey};
 
 /// Where the relay is: an address, or a name resolved at start-up.
@@ -61,6 +62,10 @@ pub struct GatewayConfig {
     pub redirect: SocketAddr,
     /// LAN interfaces whose forwarded TCP is captured.
     pub lan: Vec<IfName>,
+    /// Destinations that go out directly besides the non-global ranges (`bypass`).
+    pub bypass: Vec<IpNet>,
+    /// Destinations captured even though they are non-global or in `bypass` (`capture`).
+    pub capture: Vec<IpNet>,
     /// Optional SOCKS5 listener.
     pub socks: Option<SocketAddr>,
     /// The bonded uplinks.
@@ -83,6 +88,14 @@ pub struct GatewayConfig {
     /// Where the record of braid's kernel changes is kept (`gateway-<nft_table>.json`), so the
     /// next start can undo them after a crash.
     pub state_dir: PathBuf,
+    /// Caps on connections and pending handshakes (unset: sized from the open-file limit).
+    pub limits: super::LimitsConfig,
+    /// Who may use the SOCKS5 listener besides loopback and its LAN (`socks_allow_from`).
+    pub socks_allow_from: Vec<ipnet::IpNet>,
+    /// Who may read the status API, and how.
+    pub control_access: super::ControlAccess,
+    /// LAN UDP captured with TPROXY and relayed; `None` when `udp = false`.
+    pub udp: Option<super::udp::GatewayUdp>,
 }
 
 /// `[health]`: probe thresholds; every key optional (defaults in braid_proto::health).
@@ -142,6 +155,10 @@ struct Dto {
     redirect: String,
     #[serde(default)]
     lan: Vec<String>,
+    #[serde(default)]
+    bypass: Vec<String>,
+    #[serde(default)]
+    capture: Vec<String>,
     socks: Option<String>,
     #[serde(default)]
     uplink: Vec<UplinkDto>,
@@ -160,6 +177,63 @@ struct Dto {
     control: String,
     #[serde(default = "default_state_dir")]
     state_dir: String,
+    max_connections: Option<u64>,
+    max_handshakes: Option<u64>,
+    max_handshakes_per_source: Option<u64>,
+    #[serde(default)]
+    socks_allow_from: Vec<String>,
+    #[serde(default)]
+    control_allow_from: Vec<String>,
+    control_token: Option<String>,
+    #[serde(default)]
+    control_hosts: Vec<String>,
+    #[serde(default = "yes")]
+    udp: bool,
+    udp_uplink: Option<String>,
+    #[serde(default = "default_udp_unreplied")]
+    udp_unreplied_timeout_secs: u64,
+    #[serde(default = "default_udp_stream")]
+    udp_timeout_secs: u64,
+    #[serde(default = "default_udp_sessions")]
+    udp_max_sessions: usize,
+}
+
+/// conntrack's `nf_conntrack_udp_timeout`.
+fn default_udp_unreplied() -> u64 {
+    30
+}
+/// conntrack's `nf_conntrack_udp_timeout_stream`.
+fn default_udp_stream() -> u64 {
+    120
+}
+fn default_udp_sessions() -> usize {
+    1024
+}
+
+/// `udp`, `udp_uplink` and the UDP limits; `udp_uplink` must name an uplink.
+fn parse_udp(d: &Dto, uplinks: &[Uplink]) -> Result<Option<super::udp::GatewayUdp>, Invalid> {
+    if !d.udp {
+        return Ok(None);
+    }
+    if let Some(name) = &d.udp_uplink {
+        if !uplinks.iter().any(|u| &u.name == name) {
+            return Err(Invalid::new(
+                "udp_uplink",
+                format!("{name:?}"),
+                "names no [[uplink]]",
+                "use the `name` of one of the [[uplink]] sections, or leave it out",
+            ));
+        }
+    }
+    Ok(Some(super::udp::GatewayUdp {
+        limits: super::udp::limits(
+            d.udp_unreplied_timeout_secs,
+            d.udp_timeout_secs,
+            d.udp_max_sessions,
+            1,
+        )?,
+        uplink: d.udp_uplink.clone(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -181,8 +255,11 @@ fn default_state_dir() -> String {
 fn yes() -> bool {
     true
 }
+/// Dual-stack: one listener takes the LAN's IPv4 and IPv6 TCP (IPv4 arrives v4-mapped).
+pub const DEFAULT_REDIRECT: &str = "[::]:1100";
+
 fn default_redirect() -> String {
-    "0.0.0.0:1100".into()
+    DEFAULT_REDIRECT.into()
 }
 fn default_table() -> String {
     "braid".into()
@@ -361,6 +438,14 @@ fn parse_uplinks(list: &[UplinkDto]) -> Result<Vec<Uplink>, Invalid> {
             ));
         }
         let table = u.table.unwrap_or(TABLE_BASE + i as u32);
+        if table == super::udp::TPROXY_TABLE {
+            return Err(Invalid::new(
+                format!("uplink[{i}].table"),
+                table,
+                "is braid's own table for captured LAN UDP (TPROXY)",
+                "pick another table number such as 101",
+            ));
+        }
         if matches!(table, 0 | 253..=255) {
             return Err(Invalid::new(
                 format!("uplink[{i}].table"),
@@ -430,14 +515,31 @@ impl GatewayConfig {
             ));
         }
         let redirect = parse_socket_addr("redirect", &d.redirect)?;
+        let uplinks = parse_uplinks(&d.uplink)?;
+        let udp = parse_udp(&d, &uplinks)?;
         if redirect.port() == 0 {
             return Err(Invalid::new(
                 "redirect",
                 format!("{:?}", d.redirect),
                 "needs a fixed port, because nftables redirects to it",
-                "use e.g. \"0.0.0.0:1100\"",
+                "use e.g. \"[::]:1100\"",
             ));
         }
+        let socks = d
+            .socks
+            .as_deref()
+            .map(|s| parse_socket_addr("socks", s))
+            .transpose()?;
+        let socks_allow_from = super::server::cidrs("socks_allow_from", &d.socks_allow_from)?;
+        if let Some(addr) = socks {
+            crate::allow_from::check_bind("socks", addr, &socks_allow_from)?;
+        }
+        let (control, control_access) = super::common::parse_control_keys(ControlKeys {
+            control: &d.control,
+            allow_from: &d.control_allow_from,
+            token: d.control_token.as_deref(),
+            hosts: &d.control_hosts,
+        })?;
         Ok(GatewayConfig {
             server,
             method,
@@ -446,20 +548,26 @@ impl GatewayConfig {
             congestion: super::common::parse_congestion(d.congestion.as_deref())?,
             redirect,
             lan,
-            socks: d
-                .socks
-                .as_deref()
-                .map(|s| parse_socket_addr("socks", s))
-                .transpose()?,
-            uplinks: parse_uplinks(&d.uplink)?,
+            bypass: cidrs("bypass", &d.bypass)?,
+            capture: cidrs("capture", &d.capture)?,
+            socks,
+            socks_allow_from,
+            uplinks,
             mptcp: d.mptcp,
             nft_table: d.nft_table.clone(),
             connect_timeout: timeout("connect_timeout_secs", d.connect_timeout_secs)?,
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
             health: parse_health(&d.health)?,
             mptcp_blackhole_timeout: d.mptcp_blackhole_timeout_secs,
-            control: super::common::parse_control(&d.control)?,
+            control,
+            control_access,
+            limits: super::common::parse_limits(
+                d.max_connections,
+                d.max_handshakes,
+                d.max_handshakes_per_source,
+            )?,
             state_dir: parse_state_dir(&d.state_dir)?,
+            udp,
         })
     }
 }
@@ -488,8 +596,9 @@ mod tests {
         assert_eq!(c.uplinks[0].table, 101);
         assert_eq!(c.uplinks[1].table, 102);
         assert!(c.uplinks[1].backup);
-        assert_eq!(c.redirect, "0.0.0.0:1100".parse().unwrap());
+        assert_eq!(c.redirect, "[::]:1100".parse().unwrap());
         assert_eq!(c.socks, None);
+        assert!(c.bypass.is_empty() && c.capture.is_empty());
     }
 
     #[test]
@@ -599,6 +708,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`state_dir`") && e.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn socks_on_every_interface_needs_a_source_list() {
+        let e = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\nsocks = \"0.0.0.0:1080\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`socks` = \"0.0.0.0:1080\"")
+                && e.contains("socks_allow_from")
+                && e.contains("fix:"),
+            "{e}"
+        );
+        let c = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\nsocks = \"0.0.0.0:1080\"\nsocks_allow_from = [\"192.168.1.0/24\"]",
+        ))
+        .unwrap();
+        assert_eq!(c.socks_allow_from.len(), 1);
+        let e = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\ncontrol = \"[::]:9090\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("control_allow_from"), "{e}");
+    }
+
+    #[test]
+    fn bypass_and_capture_take_cidrs_and_name_a_bad_entry() {
+        let c = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\nbypass = [\"203.0.113.0/24\", \"2001:db8::1\"]\ncapture = [\"10.30.0.0/16\"]",
+        ))
+        .unwrap();
+        assert_eq!(c.bypass.len(), 2);
+        assert_eq!(c.capture, vec!["10.30.0.0/16".parse::<IpNet>().unwrap()]);
+        let e = load(&base().replace(
+            "lan = [\"eth1\"]",
+            "lan = [\"eth1\"]\ncapture = [\"10.30.0.0/16\", \"lan\"]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("capture[1]") && e.contains("\"lan\""), "{e}");
+    }
+
+    #[test]
+    fn udp_is_on_by_default_and_udp_uplink_must_name_an_uplink() {
+        let c = load(&base()).unwrap();
+        let udp = c.udp.expect("UDP on by default");
+        assert_eq!(udp.limits.timeouts.unreplied, Duration::from_secs(30));
+        assert_eq!(udp.limits.timeouts.stream, Duration::from_secs(120));
+        assert_eq!(udp.uplink, None);
+        let c = load(&base().replace("lan = [\"eth1\"]", "lan = [\"eth1\"]\nudp_uplink = \"5g\""))
+            .unwrap();
+        assert_eq!(c.udp.unwrap().uplink.as_deref(), Some("5g"));
+        let e = load(&base().replace("lan = [\"eth1\"]", "lan = [\"eth1\"]\nudp_uplink = \"dsl\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("udp_uplink") && e.contains("dsl"), "{e}");
+        let c = load(&base().replace("lan = [\"eth1\"]", "lan = [\"eth1\"]\nudp = false")).unwrap();
+        assert!(c.udp.is_none());
+        let e = load(&base().replace("backup = true", "backup = true\ntable = 100"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("uplink[1].table") && e.contains("TPROXY"), "{e}");
     }
 
     #[test]

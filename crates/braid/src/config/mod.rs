@@ -8,8 +8,9 @@
 mod common;
 pub mod gateway;
 pub mod server;
+pub mod udp;
 
-pub use common::{Congestion, FastOpen, Method, SsKey};
+pub use common::{Congestion, ControlAccess, ControlToken, FastOpen, LimitsConfig, Method, SsKey};
 
 /// The default control address, used by `braid status` without arguments.
 pub fn common_default_control() -> Option<std::net::SocketAddr> {
@@ -161,5 +162,45 @@ mod tests {
         assert_eq!(g.uplinks.len(), 2);
         assert_eq!(g.health.down_after, 3);
         server::ServerConfig::from_toml(Path::new("server.toml"), &example("server.toml")).unwrap();
+    }
+
+    /// Every key, set or commented out with its default, so the examples stay the reference.
+    #[test]
+    fn example_configs_mention_every_key() {
+        let common = [
+            "method",
+            "key",
+            "fast_open",
+            "mptcp",
+            "connect_timeout_secs",
+            "idle_timeout_secs",
+            "control",
+            "max_connections",
+            "max_handshakes",
+            "max_handshakes_per_source",
+            "control_allow_from",
+            "control_hosts",
+            "control_token",
+        ];
+        let server = ["listen", "allow_destinations", "handshake_timeout_secs"];
+        let gateway = [
+            "server",
+            "redirect",
+            "lan",
+            "socks",
+            "socks_allow_from",
+            "nft_table",
+            "mptcp_blackhole_timeout_secs",
+        ];
+        for (file, keys) in [("server.toml", &server[..]), ("gateway.toml", &gateway[..])] {
+            let text = example(file);
+            for key in common.iter().chain(keys) {
+                let documented = text.lines().any(|l| {
+                    let l = l.trim_start_matches(['#', ' ']);
+                    l.starts_with(&format!("{key} ="))
+                });
+                assert!(documented, "examples/{file} does not document `{key}`");
+            }
+        }
     }
 }

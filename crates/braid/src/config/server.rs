@@ -1,13 +1,13 @@
 //! `server.toml`: the relay on the VPS.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::common::parse_socket_addr;
+use super::common::{parse_socket_addr, ControlKeys};
 use super::{parse_toml, read, ConfigError, FastOpen, Invalid, Method, SsKey};
 
 /// The relay's typed configuration.
@@ -27,6 +27,9 @@ pub struct ServerConfig {
     pub mptcp: bool,
     /// Destinations allowed even though they are loopback, link-local, private or the server's own.
     pub allow_destinations: Vec<IpNet>,
+    /// The server's public addresses that are on no interface (1:1 NAT clouds): refused as its
+    /// own, like the interface addresses.
+    pub public_addresses: Vec<IpAddr>,
     /// Time a client has to send its request header.
     pub handshake_timeout: Duration,
     /// Time to connect to a destination.
@@ -35,6 +38,12 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// The HTTP status API (status, metrics); `None` when `control = "off"`.
     pub control: Option<SocketAddr>,
+    /// Caps on connections and pending handshakes (unset: sized from the open-file limit).
+    pub limits: super::LimitsConfig,
+    /// Who may read the status API, and how.
+    pub control_access: super::ControlAccess,
+    /// The Shadowsocks-2022 UDP relay on `listen`'s port; `None` when `udp = false`.
+    pub udp: Option<super::udp::UdpLimits>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +59,8 @@ struct Dto {
     mptcp: bool,
     #[serde(default)]
     allow_destinations: Vec<String>,
+    #[serde(default)]
+    public_addresses: Vec<String>,
     #[serde(default = "default_handshake")]
     handshake_timeout_secs: u64,
     #[serde(default = "default_connect")]
@@ -58,6 +69,33 @@ struct Dto {
     idle_timeout_secs: u64,
     #[serde(default = "default_control")]
     control: String,
+    max_connections: Option<u64>,
+    max_handshakes: Option<u64>,
+    max_handshakes_per_source: Option<u64>,
+    #[serde(default)]
+    control_allow_from: Vec<String>,
+    control_token: Option<String>,
+    #[serde(default)]
+    control_hosts: Vec<String>,
+    #[serde(default = "yes")]
+    udp: bool,
+    #[serde(default = "default_udp_unreplied")]
+    udp_unreplied_timeout_secs: u64,
+    #[serde(default = "default_udp_stream")]
+    udp_timeout_secs: u64,
+    #[serde(default = "default_udp_sessions")]
+    udp_max_sessions: usize,
+}
+
+/// SIP022: a relay session is remembered at least 60 s.
+fn default_udp_unreplied() -> u64 {
+    60
+}
+fn default_udp_stream() -> u64 {
+    180
+}
+fn default_udp_sessions() -> usize {
+    1024
 }
 
 fn default_control() -> String {
@@ -90,8 +128,41 @@ pub(super) fn timeout(key: &str, secs: u64) -> Result<Duration, Invalid> {
     }
 }
 
-/// Parses `allow_destinations` entries.
-pub(super) fn cidrs(key: &str, list: &[String]) -> Result<Vec<IpNet>, Invalid> {
+/// The relay has no LAN: its status API stays on loopback unless `control_allow_from` says who
+/// else may read it.
+fn stays_local(control: Option<SocketAddr>, access: &super::ControlAccess) -> Result<(), Invalid> {
+    match control {
+        Some(addr) if !addr.ip().is_loopback() && access.allow_from.is_empty() => {
+            Err(Invalid::new(
+                "control",
+                format!("\"{addr}\""),
+                "is not loopback, and the relay has no LAN to keep it to, so anyone who reaches that address could read every connection",
+                "keep it on \"127.0.0.1:9090\" (read it over ssh), or list who may connect in `control_allow_from`",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Parses a list of plain addresses (`public_addresses`).
+fn addresses(key: &str, list: &[String]) -> Result<Vec<IpAddr>, Invalid> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<IpAddr>().map_err(|_| {
+                Invalid::new(
+                    format!("{key}[{i}]"),
+                    format!("{s:?}"),
+                    "is not an IP address",
+                    "write the address alone, e.g. \"203.0.113.7\" or \"2001:db8::7\"",
+                )
+            })
+        })
+        .collect()
+}
+
+/// Parses a list of CIDR ranges or single addresses (`allow_destinations`, `bypass`, `capture`).
+pub(crate) fn cidrs(key: &str, list: &[String]) -> Result<Vec<IpNet>, Invalid> {
     list.iter()
         .enumerate()
         .map(|(i, s)| {
@@ -123,6 +194,13 @@ impl ServerConfig {
 
     fn from_dto(d: Dto) -> Result<ServerConfig, Invalid> {
         let method = Method::parse("method", &d.method)?;
+        let (control, control_access) = super::common::parse_control_keys(ControlKeys {
+            control: &d.control,
+            allow_from: &d.control_allow_from,
+            token: d.control_token.as_deref(),
+            hosts: &d.control_hosts,
+        })?;
+        stays_local(control, &control_access)?;
         Ok(ServerConfig {
             listen: parse_socket_addr("listen", &d.listen)?,
             key: SsKey::parse("key", &d.key, method)?,
@@ -131,10 +209,28 @@ impl ServerConfig {
             congestion: super::common::parse_congestion(d.congestion.as_deref())?,
             mptcp: d.mptcp,
             allow_destinations: cidrs("allow_destinations", &d.allow_destinations)?,
+            public_addresses: addresses("public_addresses", &d.public_addresses)?,
             handshake_timeout: timeout("handshake_timeout_secs", d.handshake_timeout_secs)?,
             connect_timeout: timeout("connect_timeout_secs", d.connect_timeout_secs)?,
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
-            control: super::common::parse_control(&d.control)?,
+            control,
+            control_access,
+            limits: super::common::parse_limits(
+                d.max_connections,
+                d.max_handshakes,
+                d.max_handshakes_per_source,
+            )?,
+            udp: d
+                .udp
+                .then(|| {
+                    super::udp::limits(
+                        d.udp_unreplied_timeout_secs,
+                        d.udp_timeout_secs,
+                        d.udp_max_sessions,
+                        60,
+                    )
+                })
+                .transpose()?,
         })
     }
 }
@@ -159,6 +255,25 @@ mod tests {
         assert!(c.mptcp);
         assert_eq!(c.idle_timeout, Duration::from_secs(300));
         assert!(c.allow_destinations.is_empty());
+        let udp = c.udp.expect("UDP relayed by default");
+        assert_eq!(udp.timeouts.unreplied, Duration::from_secs(60));
+        assert_eq!(udp.timeouts.stream, Duration::from_secs(180));
+        assert_eq!(udp.max_sessions, 1024);
+    }
+
+    #[test]
+    fn udp_off_and_a_too_short_session_memory_are_understood() {
+        let base = format!(
+            "listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        assert!(load(&format!("{base}udp = false\n")).unwrap().udp.is_none());
+        let e = load(&format!("{base}udp_unreplied_timeout_secs = 30\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("udp_unreplied_timeout_secs") && e.contains("60"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -205,6 +320,86 @@ mod tests {
             e.contains("allow_destinations[1]") && e.contains("nope"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn limits_are_optional_and_out_of_range_values_are_named() {
+        let base = format!(
+            "listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        assert_eq!(
+            load(&base).unwrap().limits,
+            super::super::LimitsConfig::default()
+        );
+        let c = load(&format!(
+            "{base}max_connections = 5000\nmax_handshakes = 100\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.max_connections, Some(5000));
+        let e = load(&format!("{base}max_handshakes = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`max_handshakes` = 0") && e.contains("fix:"),
+            "{e}"
+        );
+        let e = load(&format!(
+            "{base}max_handshakes = 10\nmax_handshakes_per_source = 11\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("max_handshakes_per_source") && e.contains("(10)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn public_addresses_take_addresses_and_name_a_bad_entry() {
+        let base = format!(
+            "listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        let c = load(&format!(
+            "{base}public_addresses = [\"203.0.113.7\", \"2001:db8::7\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.public_addresses.len(), 2);
+        let e = load(&format!("{base}public_addresses = [\"203.0.113.0/24\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("public_addresses[0]") && e.contains("fix:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn status_api_off_loopback_needs_a_source_list() {
+        let base = format!(
+            "listen = \"0.0.0.0:1\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        for bind in ["0.0.0.0:9090", "10.0.0.5:9090"] {
+            let e = load(&format!("{base}control = \"{bind}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("`control`") && e.contains("control_allow_from"),
+                "{e}"
+            );
+        }
+        let c = load(&format!(
+            "{base}control = \"0.0.0.0:9090\"\ncontrol_allow_from = [\"198.51.100.0/24\"]\ncontrol_token = \"0123456789abcdef\"\ncontrol_hosts = [\"Relay.Example.net\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.control_access.hosts,
+            vec!["relay.example.net".to_string()]
+        );
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        let e = load(&format!("{base}control_token = \"short\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("control_token") && !e.contains("short"), "{e}");
     }
 
     #[test]

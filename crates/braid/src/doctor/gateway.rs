@@ -1,6 +1,6 @@
 //! Gateway-side checks: kernel, applied state per uplink, reachability per uplink, the relay's
-//! answer, MPTCP end to end (and who broke it), joins per uplink, the blackhole state, TFO,
-//! congestion control.
+//! answer, UDP to the relay per uplink, MPTCP end to end (and who broke it), joins per uplink,
+//! the blackhole state, TFO, congestion control.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -108,6 +108,12 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
         )
     };
     let relay_ok = matches!(relay_check.status, Status::Ok | Status::Warn);
+    let mut udp_checks = Vec::new();
+    for (u, s) in cfg.uplinks.iter().zip(&seen) {
+        if let Some(addr) = s.as_ref().and_then(Observed::usable_addr) {
+            udp_checks.push(super::udp::check(cfg, u, addr, relay, report.is_some()).await);
+        }
+    }
     for ((u, s), reach) in cfg.uplinks.iter().zip(&seen).zip(reaches) {
         r.checks.push(address_check(u, s.as_ref(), relay.ip()));
         if let (Some(n), Some(p), Some(s)) = (&rtnl, &pm, s.as_ref()) {
@@ -133,6 +139,7 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
     }
     r.checks.push(reachable);
     r.checks.push(relay_check);
+    r.checks.extend(udp_checks);
     let limits_ok = r
         .checks
         .iter()

@@ -25,7 +25,60 @@ pub fn checks(cfg: &ServerConfig, roots: &KernelRoots, sshd_config: &std::path::
     r.checks.push(tfo(cfg, roots));
     r.checks
         .push(super::congestion::check(&cfg.congestion, roots));
+    r.checks.push(own_addresses(cfg, interface_addresses()));
     r
+}
+
+/// The interface addresses of this machine (empty if they cannot be read).
+fn interface_addresses() -> Vec<std::net::IpAddr> {
+    let Ok(ifs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    ifs.filter_map(|i| i.address)
+        .filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+        })
+        .collect()
+}
+
+/// `own_addresses`: the relay refuses to connect to itself, but it can only know the public
+/// addresses that are on an interface or in `public_addresses`. With no public address on any
+/// interface (1:1 NAT, as on GCP and AWS) and none listed, its public address is unguarded.
+fn own_addresses(cfg: &ServerConfig, interfaces: Vec<std::net::IpAddr>) -> Check {
+    let global: Vec<String> = interfaces
+        .iter()
+        .filter(|ip| braid_proto::destination::DestinationPolicy::is_global(**ip))
+        .map(|ip| ip.to_string())
+        .collect();
+    let listed: Vec<String> = cfg.public_addresses.iter().map(|a| a.to_string()).collect();
+    let c = if !listed.is_empty() {
+        Check::ok(
+            "own_addresses",
+            format!(
+                "the relay refuses its own addresses: those on its interfaces and public_addresses ({})",
+                listed.join(", ")
+            ),
+        )
+    } else if global.is_empty() {
+        Check::warn(
+            "own_addresses",
+            "no public address on this machine's interfaces, and public_addresses is empty",
+            "on clouds with 1:1 NAT (GCP, AWS) the public address lives in the provider's NAT, so the relay cannot know it is its own and would connect a client to it (and to the services listening on it)",
+            "add public_addresses = [\"<this VPS's public IP>\"] to server.toml",
+        )
+    } else {
+        Check::ok(
+            "own_addresses",
+            format!(
+                "the relay refuses its own addresses, public ones included ({})",
+                global.join(", ")
+            ),
+        )
+    };
+    c.with("interfaces_public", global.join(" "))
+        .with("public_addresses", listed.join(" "))
 }
 
 /// `tfo`: the relay's own listener decision, from the same facts.
@@ -55,4 +108,28 @@ fn tfo(cfg: &ServerConfig, roots: &KernelRoots) -> Check {
     };
     c.with("tcp_fastopen", facts.sysctl_value)
         .with("setsockopt", format!("{:?}", facts.setsockopt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(public: &str) -> ServerConfig {
+        let text = format!(
+            "listen = \"0.0.0.0:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\npublic_addresses = [{public}]\n"
+        );
+        ServerConfig::from_toml(std::path::Path::new("server.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn nat_cloud_without_public_addresses_warns_with_the_fix() {
+        let private = vec!["10.128.0.5".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+        let c = own_addresses(&cfg(""), private.clone());
+        assert_eq!(c.status, super::super::check::Status::Warn);
+        assert!(c.fix.contains("public_addresses"), "{}", c.fix);
+        let c = own_addresses(&cfg("\"203.0.113.7\""), private);
+        assert_eq!(c.status, super::super::check::Status::Ok);
+        let c = own_addresses(&cfg(""), vec!["93.184.216.34".parse().unwrap()]);
+        assert_eq!(c.status, super::super::check::Status::Ok);
+    }
 }

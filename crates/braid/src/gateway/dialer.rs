@@ -18,9 +18,10 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::config::gateway::GatewayConfig;
+use crate::shared_stream::SharedStream;
 
-/// A stream to the relay.
-pub type RelayStream = ProxyClientStream<TcpStream>;
+/// A stream to the relay (its socket shared with the status registry: one descriptor).
+pub type RelayStream = ProxyClientStream<SharedStream>;
 
 /// How long a fresh LAN connection may stay silent before the request header goes out alone.
 /// Sending the first payload with the header saves a packet, and with TFO it rides in the SYN;
@@ -113,7 +114,7 @@ impl Dialer {
         );
         Ok(ProxyClientStream::from_stream(
             self.ctx.clone(),
-            stream,
+            SharedStream::new(stream),
             &self.ss,
             target,
         ))
@@ -183,6 +184,10 @@ impl Dialer {
             braid_sys::tfo::set_connect_fastopen(&sock)?;
         }
         crate::congestion::apply(&sock, &self.congestion);
+        // A relay that vanished is noticed by keepalive (MPTCP refuses TCP_USER_TIMEOUT).
+        if let Err(e) = braid_sys::keepalive::apply(&sock, &crate::listener::LIVENESS) {
+            tracing::debug!("keepalive toward the relay: {e}");
+        }
         let src = self.source.read().ok().and_then(|s| *s);
         if let Some(src) = src.filter(|s| s.is_ipv4() == self.relay.is_ipv4()) {
             // The address may have just gone away (DHCP); then let the kernel choose.
@@ -212,7 +217,7 @@ impl Dialer {
         let stream = self.connect_raw(tfo).await?;
         Ok(ProxyClientStream::from_stream(
             self.ctx.clone(),
-            stream,
+            SharedStream::new(stream),
             &self.ss,
             target,
         ))
@@ -272,7 +277,7 @@ pub async fn carry<L: AsyncRead + tokio::io::AsyncWrite + Unpin>(
     remote: &mut RelayStream,
     idle: Duration,
 ) -> (crate::relay::Moved, crate::relay::End) {
-    let guard = registry.add(label, remote.get_ref());
+    let guard = registry.add(label, remote.get_ref().handle());
     let r = crate::relay::relay(lan, remote, idle).await;
     drop(guard);
     if dialer.note_transport(remote.get_ref()) {

@@ -21,6 +21,7 @@ pub mod resolve;
 pub mod running;
 mod socks;
 pub mod tfo_probe;
+pub mod udp;
 pub mod uplink;
 
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 
+use crate::allow_from::{self, AllowFrom};
 use crate::config::gateway::GatewayConfig;
 use crate::config::FastOpen;
 use crate::listener::Listener;
@@ -74,6 +76,12 @@ pub enum GatewayError {
     /// The record of braid's kernel changes cannot be kept or reconciled.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A LAN-facing listener's address does not say who may use it.
+    #[error(transparent)]
+    Bind(#[from] allow_from::BindError),
+    /// LAN UDP could not be captured.
+    #[error(transparent)]
+    Udp(#[from] udp::UdpError),
 }
 
 /// The role and instance name of the gateway's state record: `gateway-<nft_table>.json`.
@@ -107,11 +115,29 @@ pub struct Listeners {
     pub socks: Option<TcpListener>,
     /// The HTTP status API (`control`), if wanted.
     pub status_http: Option<TcpListener>,
+    /// Who may use SOCKS5 (see [`crate::allow_from`]).
+    pub socks_allow: AllowFrom,
+    /// Who may read the status API (sources), and how (Host names, token).
+    pub status_access: crate::status::http::Access,
+    /// The TPROXY sockets for LAN UDP, on the redirect port (when `lan` is set and `udp` on).
+    pub udp: Option<udp::LanSockets>,
 }
 
 impl Listeners {
-    /// Binds every listener the config asks for; an address in use fails here, naming its key.
+    /// Binds every listener the config asks for; an address in use fails here, naming its key,
+    /// and so does a SOCKS5 or status address that is neither loopback nor on a `lan` interface
+    /// without a list of who may connect.
     pub async fn bind(cfg: &GatewayConfig) -> Result<Listeners, GatewayError> {
+        let socks_allow = match cfg.socks {
+            Some(addr) => allow_from::for_bind("socks", addr, &cfg.socks_allow_from, &cfg.lan)?,
+            None => AllowFrom::default(),
+        };
+        let control_allow = match cfg.control {
+            Some(addr) => {
+                allow_from::for_bind("control", addr, &cfg.control_access.allow_from, &cfg.lan)?
+            }
+            None => AllowFrom::default(),
+        };
         let status_http = match cfg.control {
             Some(addr) => Some(crate::status::http::bind(addr).await.map_err(|source| {
                 GatewayError::Listen {
@@ -122,11 +148,40 @@ impl Listeners {
             })?),
             None => None,
         };
+        let redirect = bind_redirect(cfg.redirect)?;
+        let udp = match (&cfg.udp, cfg.lan.is_empty()) {
+            (Some(_), false) => {
+                let port = redirect
+                    .local_addr()
+                    .map_or(cfg.redirect.port(), |a| a.port());
+                Some(udp::LanSockets::bind(port)?)
+            }
+            _ => None,
+        };
         Ok(Listeners {
-            redirect: bind(cfg.redirect, "redirect")?,
+            redirect,
             socks: cfg.socks.map(|a| bind(a, "socks")).transpose()?,
             status_http,
+            socks_allow,
+            status_access: crate::status::http::Access::new(control_allow, &cfg.control_access),
+            udp,
         })
+    }
+}
+
+/// Binds `redirect`; the dual-stack default `[::]` falls back to `0.0.0.0` on a host whose
+/// kernel has no IPv6 at all (EAFNOSUPPORT), where only IPv4 can be captured anyway.
+fn bind_redirect(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
+    match bind(addr, "redirect") {
+        Err(GatewayError::Listen { source, .. })
+            if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
+                && source.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+        {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            warn!("this kernel has no IPv6, so the redirect listener takes IPv4 only ({v4})");
+            bind(v4, "redirect")
+        }
+        other => other,
     }
 }
 
@@ -228,6 +283,7 @@ async fn run_recorded(
     ));
     let follower = reload.map(|r| tokio::spawn(r.follow(cfg.clone(), uplinks_tx)));
     let registry = Arc::new(Registry::default());
+    let view_rx_udp = view_rx.clone();
     let tcp_mem = crate::status::kernel::KernelWatch::system();
     let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone(), tcp_mem);
     let manager =
@@ -240,7 +296,14 @@ async fn run_recorded(
         };
     let tfo = TfoStart { early, facts };
     let serving = serve(
-        &cfg, listeners, dialer, status, tfo, journal, shutdown, up_tx,
+        &cfg,
+        listeners,
+        dialer,
+        (status, view_rx_udp),
+        tfo,
+        journal,
+        shutdown,
+        up_tx,
     );
     // The manager only returns early when it cannot work at all (e.g. MPTCP limits refused):
     // then the gateway stops too, rather than run without its uplinks.
@@ -295,6 +358,9 @@ async fn start_manager(
     let pm = braid_sys::mptcp::pm::MptcpPm::connect()
         .await
         .map_err(uplink::kernel::UplinkError::from)?;
+    // Before anything of this run is installed (the uplinks' state here, the UDP capture's
+    // policy routing in `serve`), so that only a crashed run's leftovers go.
+    uplink::kernel::remove_leftovers(&rtnl).await;
     Ok(Some(tokio::spawn(uplink::run(
         cfg.clone(),
         cfg.health.clone(),
@@ -323,6 +389,8 @@ struct Carrier {
     registry: Arc<Registry>,
     /// `idle_timeout_secs`.
     idle: Duration,
+    /// Lines about one LAN client (refusals, failures): at most one a minute each.
+    log: Arc<crate::log_limit::PerSourceLog>,
 }
 
 impl Carrier {
@@ -351,9 +419,12 @@ struct TfoStart {
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     cfg: &GatewayConfig,
-    listeners: Listeners,
+    mut listeners: Listeners,
     dialer: Arc<Dialer>,
-    status: Arc<GatewayStatus>,
+    (status, view): (
+        Arc<GatewayStatus>,
+        tokio::sync::watch::Receiver<uplink::ManagerView>,
+    ),
     tfo: TfoStart,
     journal: Option<Arc<Journal>>,
     mut shutdown: Shutdown,
@@ -379,16 +450,39 @@ async fn serve(
     }
     background.spawn(status.clone().sample_forever());
     background.spawn(status.tcp_mem.clone().watch_forever());
+    let udp_tproxy = match (listeners.udp.take(), &cfg.udp) {
+        (Some(sockets), Some(udp_cfg)) => {
+            // TPROXY's rule and local route (protocol 212) live in their own table: recorded
+            // first, so that a crashed run's are removed even by a start that fails early.
+            if let Some(j) = &journal {
+                j.note_route_tables(&[crate::config::udp::TPROXY_TABLE]);
+            }
+            let rtnl = braid_sys::netlink::Rtnl::connect()?;
+            let capture = udp::UdpCapture::start(cfg, udp_cfg, dialer.clone(), &rtnl).await?;
+            status.set_udp(capture.clone());
+            let port = sockets.port();
+            udp::log_start(cfg, port);
+            serving.spawn(capture.run(sockets, view, rtnl, shutdown.clone()));
+            Some(braid_sys::nftables::UdpTproxy {
+                port,
+                mark: crate::config::udp::TPROXY_MARK,
+            })
+        }
+        _ => None,
+    };
     let carrier = Carrier {
         dialer: dialer.clone(),
         registry: status.registry.clone(),
         idle: cfg.idle_timeout,
+        log: Arc::new(crate::log_limit::PerSourceLog::new(Duration::from_secs(60))),
     };
+    let admission = crate::admission::for_daemon(&cfg.limits);
     let redirect_port = spawn_listeners(
         &mut serving,
         listeners,
         carrier,
         status,
+        admission,
         &shutdown,
         cfg.redirect.port(),
     );
@@ -396,13 +490,9 @@ async fn serve(
         if let Some(j) = &journal {
             j.note_nft_table(&cfg.nft_table);
         }
-        braid_sys::nftables::CaptureRules {
-            table: cfg.nft_table.clone(),
-            lan: cfg.lan.clone(),
-            redirect_port,
-            exclude: vec![dialer.relay().ip()],
-        }
-        .apply()?;
+        let mut rules = capture_rules(cfg, redirect_port, dialer.relay().ip());
+        rules.udp = udp_tproxy;
+        rules.apply()?;
         info!(
             "capturing TCP from {} (nftables table inet {})",
             cfg.lan
@@ -425,6 +515,28 @@ async fn serve(
     Ok(())
 }
 
+/// The capture table for `cfg`: LAN TCP to `redirect_port`, except to the relay, to the
+/// non-global ranges and `bypass` (unless in `capture`), and to destinations routed elsewhere
+/// than through an uplink.
+fn capture_rules(
+    cfg: &GatewayConfig,
+    redirect_port: u16,
+    relay: std::net::IpAddr,
+) -> braid_sys::nftables::CaptureRules {
+    let mut bypass = braid_proto::destination::non_global_ranges();
+    bypass.extend(cfg.bypass.iter().copied());
+    braid_sys::nftables::CaptureRules {
+        table: cfg.nft_table.clone(),
+        lan: cfg.lan.clone(),
+        redirect_port,
+        exclude: vec![relay],
+        bypass,
+        capture: cfg.capture.clone(),
+        uplinks: cfg.uplinks.iter().map(|u| u.interface.clone()).collect(),
+        udp: None,
+    }
+}
+
 /// Serves the HTTP status API and the LAN-facing listeners on `serving`, each until `shutdown`.
 /// Returns the port the capture table must redirect to.
 fn spawn_listeners(
@@ -432,28 +544,39 @@ fn spawn_listeners(
     listeners: Listeners,
     carrier: Carrier,
     status: Arc<GatewayStatus>,
+    admission: Arc<crate::admission::Admission>,
     shutdown: &Shutdown,
     configured_redirect_port: u16,
 ) -> u16 {
     if let Some(l) = listeners.status_http {
         let src: Arc<dyn crate::status::http::StatusSource> = status;
-        serving.spawn(crate::status::http::serve(l, src, shutdown.clone()));
+        serving.spawn(crate::status::http::serve(
+            l,
+            src,
+            listeners.status_access,
+            shutdown.clone(),
+        ));
     }
     let own = listeners.redirect.local_addr().ok();
     if let Some(a) = own {
         info!("transparent listener on {a}");
     }
     let capture = capture::Capture {
-        own,
         carrier: carrier.clone(),
     };
-    let redirect = Listener::new("redirect", listeners.redirect, Arc::new(capture));
+    let redirect = Listener::new(
+        "redirect",
+        listeners.redirect,
+        Arc::new(capture),
+        admission.clone(),
+    );
     let sd = shutdown.clone();
     serving.spawn(async move {
         redirect.run(sd).await;
     });
     if let Some(l) = listeners.socks {
-        let socks = Listener::new("SOCKS5", l, Arc::new(socks::Socks { carrier }));
+        let socks = Listener::new("SOCKS5", l, Arc::new(socks::Socks { carrier }), admission)
+            .allow_from(listeners.socks_allow);
         if let Ok(a) = socks.local_addr() {
             info!("SOCKS5 listener on {a}");
         }

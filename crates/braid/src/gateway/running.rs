@@ -46,9 +46,19 @@ impl Running {
 
 /// Asks the status API, then the kernel's rules.
 pub async fn detect(cfg: &GatewayConfig, rtnl: Option<&Rtnl>) -> Running {
+    let token = cfg
+        .control_access
+        .token
+        .as_ref()
+        .map(|t| t.as_str().to_string());
     let api = match cfg.control {
         Some(addr) => {
-            match tokio::time::timeout(STATUS_TIMEOUT, crate::status::client::fetch(addr)).await {
+            match tokio::time::timeout(
+                STATUS_TIMEOUT,
+                crate::status::client::fetch(addr, token.as_deref()),
+            )
+            .await
+            {
                 Ok(Ok(s)) if s.role == Role::Gateway => return Running::WithStatus(Box::new(s)),
                 Ok(Ok(s)) => format!("the status API at {addr} belongs to a braid {}", s.role),
                 Ok(Err(e)) => e,

@@ -1,8 +1,14 @@
 //! The optional SOCKS5 listener (CONNECT only, no authentication).
+//!
+//! Who may connect is decided by the listener (`crate::allow_from`); what they may reach is
+//! everything the relay allows, except the relay's in-tunnel control target
+//! (`braid-control.invalid`): that channel is for braid's own probes and speed tests, not for LAN
+//! clients, who could otherwise run unlimited speed tests through the relay.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use braid_proto::logsafe::escaped;
 use braid_proto::socks5::{self, Reply, TargetAddr};
 use shadowsocks::relay::socks5::Address;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -10,7 +16,8 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::Carrier;
-use crate::listener::Handler;
+use crate::admission::Handshake;
+use crate::listener::{reset, Handler};
 use crate::shutdown::Shutdown;
 
 /// How long a SOCKS5 client has for its greeting and request.
@@ -25,14 +32,20 @@ pub struct Socks {
 impl Handler for Socks {
     /// A client still in its handshake at shutdown is dropped; one that is relaying may finish
     /// while the listener drains.
-    async fn handle(&self, mut client: TcpStream, peer: SocketAddr, mut shutdown: Shutdown) {
+    async fn handle(
+        &self,
+        mut client: TcpStream,
+        peer: SocketAddr,
+        admitted: Handshake,
+        mut shutdown: Shutdown,
+    ) {
         let _ = client.set_nodelay(true);
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut client));
         let target = tokio::select! {
             r = handshake => match r {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
-                    debug!("SOCKS5 {peer}: {e}");
+                    debug!("SOCKS5 {peer}: {}", escaped(&e));
                     return;
                 }
                 Err(_) => {
@@ -40,13 +53,48 @@ impl Handler for Socks {
                     return;
                 }
             },
+            _ = admitted.evicted() => {
+                debug!("SOCKS5 {peer}: its place among the pending handshakes went to a newer connection");
+                reset(&client);
+                return;
+            }
             _ = shutdown.wait() => return,
+        };
+        let _slot = match admitted.establish() {
+            Ok(slot) => slot,
+            Err(e) => {
+                if let Some(held) = self.carrier.log.allow(peer.ip()) {
+                    warn!("SOCKS5 {peer}: not carried: {e}{held}");
+                }
+                let _ = client
+                    .write_all(&socks5::reply(Reply::GeneralFailure))
+                    .await;
+                return;
+            }
         };
         carry(client, peer, target, &self.carrier).await
     }
 }
 
+/// Whether a SOCKS5 target names the relay's control channel, in any spelling the relay might
+/// still resolve to it (case, a trailing dot), on any port.
+fn is_control_target(target: &TargetAddr) -> bool {
+    match target {
+        TargetAddr::Domain(host, _) => host
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(braid_proto::control::CONTROL_HOST),
+        TargetAddr::Ip(_) => false,
+    }
+}
+
 async fn carry(mut client: TcpStream, peer: SocketAddr, target: TargetAddr, c: &Carrier) {
+    if is_control_target(&target) {
+        if let Some(held) = c.log.allow(peer.ip()) {
+            warn!("SOCKS5 {peer} → {}: refused: the relay's control channel is not for LAN clients{held}", escaped(&target.to_string()));
+        }
+        let _ = client.write_all(&socks5::reply(Reply::NotAllowed)).await;
+        return;
+    }
     let dialer = &c.dialer;
     let addr = match &target {
         TargetAddr::Ip(a) => Address::SocketAddress(*a),
@@ -57,10 +105,13 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, target: TargetAddr, c: &
     let mut remote = match dialer.open(addr, dialer.tfo()).await {
         Ok(r) => r,
         Err(e) => {
-            warn!(
-                "SOCKS5 {peer} → {target}: cannot reach the relay {}: {e}",
-                dialer.relay()
-            );
+            if let Some(held) = c.log.allow(peer.ip()) {
+                warn!(
+                    "SOCKS5 {peer} → {}: cannot reach the relay {}: {e}{held}",
+                    escaped(&target.to_string()),
+                    dialer.relay()
+                );
+            }
             let _ = client
                 .write_all(&socks5::reply(Reply::HostUnreachable))
                 .await;
@@ -80,9 +131,10 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, target: TargetAddr, c: &
     {
         return;
     }
-    let (moved, end) = c.carry(target.to_string(), &mut client, &mut remote).await;
+    let shown = escaped(&target.to_string()).to_string();
+    let (moved, end) = c.carry(shown.clone(), &mut client, &mut remote).await;
     debug!(
-        "SOCKS5 {peer} → {target}: {end:?}, up={} down={}",
+        "SOCKS5 {peer} → {shown}: {end:?}, up={} down={}",
         moved.up, moved.down
     );
 }
@@ -129,5 +181,22 @@ async fn handshake(client: &mut TcpStream) -> Result<TargetAddr, String> {
             return Err("closed during request".into());
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_target_is_recognised_in_any_spelling() {
+        let d = |h: &str, p| TargetAddr::Domain(h.into(), p);
+        assert!(is_control_target(&d("braid-control.invalid", 9)));
+        assert!(is_control_target(&d("BRAID-Control.invalid.", 9)));
+        assert!(is_control_target(&d("braid-control.invalid", 443)));
+        assert!(!is_control_target(&d("example.com", 9)));
+        assert!(!is_control_target(&TargetAddr::Ip(
+            "10.0.0.1:9".parse().unwrap()
+        )));
     }
 }

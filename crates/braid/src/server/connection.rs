@@ -1,20 +1,23 @@
 //! One accepted connection: classify it, authenticate it, then relay or answer control requests.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use braid_proto::control::{ConnectionReport, Transport, CONTROL_HOST, CONTROL_PORT};
+use braid_proto::logsafe::escaped;
+use braid_proto::socks5::TargetAddr;
 use braid_sys::mptcp::info::{mptcp_state, MptcpState};
-use shadowsocks::relay::socks5::Address;
-use shadowsocks::relay::tcprelay::proxy_stream::ProxyServerStream;
 use tokio::net::TcpStream;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use super::stream::ServerStream;
 use super::Shared;
-use crate::listener::Handler;
+use crate::admission::Handshake;
+use crate::listener::{reset, Handler};
 use crate::relay::{self, End};
+use crate::shared_stream::SharedStream;
 use crate::shutdown::Shutdown;
 
 /// How often a relayed connection's subflows are counted.
@@ -53,22 +56,92 @@ fn report<S: AsFd>(stream: &S, peer: SocketAddr, tfo: bool) -> ConnectionReport 
 impl Handler for Shared {
     /// Control streams end at shutdown between requests; relayed connections may finish while
     /// the listener drains.
-    async fn handle(&self, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
-        serve(self, stream, peer, shutdown).await
+    async fn handle(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        handshake: Handshake,
+        shutdown: Shutdown,
+    ) {
+        serve(self, stream, peer, handshake, shutdown).await
     }
 }
 
-async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: Shutdown) {
+/// What the relay learnt of a connection before its request: transport and TFO.
+#[derive(Clone, Copy)]
+struct Arrival {
+    first: MptcpState,
+    tfo: bool,
+    started: Instant,
+}
+
+async fn serve(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    handshake: Handshake,
+    shutdown: Shutdown,
+) {
+    let arrival = classify(shared, &stream, peer);
+    // Pushes a reply the kernel holds while a TFO handshake ends; lives with the connection.
+    let _push = super::tfo_push::start(&stream, arrival.first, arrival.tfo);
+    let cfg = &shared.cfg;
+    let mut ss = ServerStream::new(
+        shared.ctx.clone(),
+        SharedStream::new(stream),
+        cfg.method.cipher(),
+        cfg.key.as_bytes(),
+    );
+    let Some(target) = authenticate(shared, &mut ss, peer, &handshake).await else {
+        reset(ss.get_ref());
+        return;
+    };
+    let _slot = match handshake.establish() {
+        Ok(slot) => slot,
+        Err(e) => {
+            if let Some(held) = shared.rejects.allow(peer.ip()) {
+                warn!("refused {peer} after its handshake: {e}{held}");
+            }
+            reset(ss.get_ref());
+            return;
+        }
+    };
+    if let TargetAddr::Domain(host, port) = &target {
+        if host == CONTROL_HOST && *port == CONTROL_PORT {
+            // Sampled at each request, because subflows join after the handshake.
+            let socket = ss.get_ref().handle();
+            let snapshot = move || report(&socket, peer, arrival.tfo);
+            if let Err(e) = super::control::serve(&mut ss, snapshot, shutdown).await {
+                debug!("control stream from {peer} ended: {e}");
+                // A vanished or broken client gets no FIN to wait on.
+                reset(ss.get_ref());
+            }
+            return;
+        }
+        if host == braid_proto::udp::uot::MAGIC_HOST {
+            let _live = shared
+                .registry
+                .add(format!("{peer} → UDP over TCP"), ss.get_ref().handle());
+            super::udp::uot::serve(shared, &mut ss, peer).await;
+            return;
+        }
+    }
+    relay_to(shared, ss, peer, &target, arrival).await
+}
+
+/// Counts the connection by transport and says when it fell back to plain TCP.
+fn classify(shared: &Shared, stream: &TcpStream, peer: SocketAddr) -> Arrival {
     let started = Instant::now();
     let _ = stream.set_nodelay(true);
-    crate::congestion::apply(&stream, &shared.congestion);
-    let first = mptcp_state(&stream);
-    let tfo = shared.tfo_listener && braid_sys::tfo::syn_data_acked(&stream).unwrap_or(false);
-    let _push = super::tfo_push::start(&stream, first, tfo);
+    crate::congestion::apply(stream, &shared.congestion);
+    let first = mptcp_state(stream);
+    let tfo = shared.tfo_listener && braid_sys::tfo::syn_data_acked(stream).unwrap_or(false);
     match first {
         MptcpState::Mptcp { .. } => shared.stats.mptcp.fetch_add(1, Ordering::Relaxed),
         MptcpState::Fallback => {
-            info!("connection from {peer} fell back to plain TCP: its MPTCP option was lost on the way (a middlebox stripped it) or refused; this connection cannot bond");
+            if let Some(held) = shared.rejects.allow(peer.ip()) {
+                info!("connection from {peer} fell back to plain TCP: its MPTCP option was lost on the way (a middlebox stripped it) or refused; this connection cannot bond{held}");
+            }
             shared
                 .registry
                 .fallback_total
@@ -80,132 +153,86 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, shutdown: S
             shared.stats.tcp.fetch_add(1, Ordering::Relaxed)
         }
     };
-    let cfg = &shared.cfg;
-    let mut ss = ProxyServerStream::from_stream(
-        shared.ctx.clone(),
-        stream,
-        cfg.method.cipher(),
-        cfg.key.as_bytes(),
-    );
-    let target = match tokio::time::timeout(cfg.handshake_timeout, ss.handshake()).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            info!("rejected {peer}: Shadowsocks-2022 handshake failed ({e}); a wrong key or method, a clock more than 30 s off, a replay, or a probe");
-            // Reveal nothing about how many bytes were consumed: reset.
-            let _ =
-                socket2::SockRef::from(ss.get_ref()).set_linger(Some(std::time::Duration::ZERO));
-            return;
-        }
-        Err(_) => {
-            debug!(
-                "{peer}: no request header within {:?}",
-                cfg.handshake_timeout
-            );
-            let _ =
-                socket2::SockRef::from(ss.get_ref()).set_linger(Some(std::time::Duration::ZERO));
-            return;
-        }
-    };
-    if let Address::DomainNameAddress(host, port) = &target {
-        if host == CONTROL_HOST && *port == CONTROL_PORT {
-            // Sampled at each request, through a duplicate descriptor, because subflows join
-            // after the handshake.
-            let dup = ss.get_ref().as_fd().try_clone_to_owned();
-            let snapshot = move || match &dup {
-                Ok(fd) => report(fd, peer, tfo),
-                Err(_) => ConnectionReport {
-                    peer: peer.to_string(),
-                    transport: Transport::Unknown,
-                    subflows: 0,
-                    tfo,
-                    subflow_peers: vec![],
-                },
-            };
-            if let Err(e) = super::control::serve(&mut ss, snapshot, shutdown).await {
-                debug!("control stream from {peer} ended: {e}");
-            }
-            return;
-        }
+    Arrival {
+        first,
+        tfo,
+        started,
     }
+}
+
+/// Reads the request within `handshake_timeout`, unless the connection's place among the pending
+/// handshakes goes to a newer one first. Failures are logged at most once per source per minute.
+async fn authenticate(
+    shared: &Shared,
+    ss: &mut ServerStream<SharedStream>,
+    peer: SocketAddr,
+    handshake: &Handshake,
+) -> Option<TargetAddr> {
+    let timeout = shared.cfg.handshake_timeout;
+    let why = tokio::select! {
+        r = tokio::time::timeout(timeout, ss.handshake()) => match r {
+            Ok(Ok(target)) => return Some(target),
+            Ok(Err(e)) => format!("Shadowsocks-2022 handshake failed ({e}); a wrong key or method, a clock more than 30 s off, a replay, or a probe"),
+            Err(_) => format!("no request within {timeout:?}"),
+        },
+        _ = handshake.evicted() => "its place among the pending handshakes went to a newer connection (max_handshakes)".to_string(),
+    };
+    if let Some(held) = shared.rejects.allow(peer.ip()) {
+        info!("rejected {peer}: {why}{held}");
+    }
+    None
+}
+
+/// Relays an authenticated connection to `target`, listed in status while it lasts.
+async fn relay_to(
+    shared: &Shared,
+    mut ss: ServerStream<SharedStream>,
+    peer: SocketAddr,
+    target: &TargetAddr,
+    arrival: Arrival,
+) {
+    let shown = escaped(&target.to_string()).to_string();
     let _live = shared
         .registry
-        .add(format!("{peer} → {target}"), ss.get_ref());
-    let mut upstream = match connect_target(shared, &target).await {
+        .add(format!("{peer} → {shown}"), ss.get_ref().handle());
+    let mut upstream = match super::upstream::connect(shared, target).await {
         Ok(s) => s,
         Err(why) => {
-            info!("{peer} → {target}: {why}");
+            info!("{peer} → {shown}: {why}");
             return;
         }
     };
     // Subflows come and go during a connection (joins after the handshake, teardown before
-    // close), so the count reported is the most seen, sampled through a duplicate descriptor
-    // while the relay owns the stream.
-    let probe = ss.get_ref().as_fd().try_clone_to_owned().ok();
-    let mut most = first.subflows();
+    // close), so the count reported is the most seen, sampled through the shared socket while
+    // the relay owns the stream.
+    let socket = ss.get_ref().handle();
+    let mut most = arrival.first.subflows();
+    let idle = shared.cfg.idle_timeout;
     let (moved, end) = {
-        let pump = relay::relay(&mut ss, &mut upstream, cfg.idle_timeout);
+        let pump = relay::relay(&mut ss, &mut upstream, idle);
         tokio::pin!(pump);
         let mut tick = tokio::time::interval(SUBFLOW_SAMPLE);
         loop {
             tokio::select! {
                 r = &mut pump => break r,
-                _ = tick.tick() => {
-                    if let Some(fd) = &probe {
-                        most = most.max(mptcp_state(fd).subflows());
-                    }
-                }
+                _ = tick.tick() => most = most.max(mptcp_state(&socket).subflows()),
             }
         }
     };
-    let mut r = report(ss.get_ref(), peer, tfo);
+    let mut r = report(ss.get_ref(), peer, arrival.tfo);
     r.subflows = r.subflows.max(most);
     let how = match end {
         End::Done => "closed".to_string(),
-        End::Idle => format!("idle for {:?}, closed", cfg.idle_timeout),
+        End::Idle => format!("idle for {idle:?}, closed"),
         End::Error(e) => format!("ended by error ({e})"),
     };
     info!(
-        "{peer} → {target}: {how}; transport={} subflows={} tfo={} up={} down={} secs={:.1}",
+        "{peer} → {shown}: {how}; transport={} subflows={} tfo={} up={} down={} secs={:.1}",
         r.transport,
         r.subflows,
         r.tfo,
         moved.up,
         moved.down,
-        started.elapsed().as_secs_f64()
+        arrival.started.elapsed().as_secs_f64()
     );
-}
-
-async fn connect_target(shared: &Shared, target: &Address) -> Result<TcpStream, String> {
-    let candidates: Vec<SocketAddr> = match target {
-        Address::SocketAddress(a) => vec![braid_sys::socket::normalize(*a)],
-        Address::DomainNameAddress(h, p) => match tokio::net::lookup_host((h.as_str(), *p)).await {
-            Ok(it) => it.collect(),
-            Err(e) => return Err(format!("cannot resolve {h}: {e}")),
-        },
-    };
-    let own: Vec<IpAddr> = shared.own.get();
-    let mut last = String::from("no address");
-    for addr in candidates {
-        let checked = (shared.policy.read())
-            .unwrap_or_else(|p| p.into_inner())
-            .check(addr.ip(), &own);
-        if let Err(refusal) = checked {
-            last = format!("refused destination {addr}: {refusal}; an operator can allow it with allow_destinations in server.toml");
-            continue;
-        }
-        match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Ok(Err(e)) => last = format!("connect to {addr} failed: {e}"),
-            Err(_) => {
-                last = format!(
-                    "connect to {addr} timed out after {:?}",
-                    shared.cfg.connect_timeout
-                )
-            }
-        }
-    }
-    Err(last)
 }

@@ -2,8 +2,14 @@
 //!
 //! Speed tests (`Source`, `Sink`) take the stream over: after the `Accepted` frame the bytes are
 //! raw, and the stream ends with the test (see `braid_proto::control`).
+//!
+//! A stream that stops sending requests is given up ([`Silence`]): a gateway's health probe
+//! pings at a steady interval, and when its uplink changes address (routine for 5G and DHCP) the
+//! old stream simply goes quiet, with no FIN ever coming. Without a deadline each such stream
+//! stayed established on the relay for good.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::time::{Duration, Instant};
 
 use braid_proto::control::{
@@ -35,11 +41,20 @@ where
     F: Fn() -> ConnectionReport,
 {
     let mut ctl = Connection::new(stream);
+    let mut silence = Silence::default();
     loop {
+        let limit = silence.limit();
         let req = tokio::select! {
-            r = ctl.recv::<ControlRequest>() => r,
+            r = tokio::time::timeout(limit, ctl.recv::<ControlRequest>()) => match r {
+                Ok(r) => r,
+                Err(_) => return Err(ConnectionError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no request for {limit:?}: the client is gone (its address changed, or it lost its path)"),
+                ))),
+            },
             _ = shutdown.wait() => return Ok(()),
         };
+        silence.on_request(tokio::time::Instant::now());
         let req = match req {
             Ok(Some(req)) => req,
             Ok(None) => return Ok(()),
@@ -57,6 +72,38 @@ where
             ControlRequest::Sink { secs } => return sink(ctl, secs).await,
         };
         ctl.send(&resp).await?;
+    }
+}
+
+/// Requests a steady client may miss before its stream is given up.
+const MISSED_REQUESTS: u32 = 3;
+/// The shortest silence that ends a stream (a 200 ms probe interval would give 600 ms).
+const SILENCE_MIN: Duration = Duration::from_secs(2);
+/// The longest: three of the longest probe interval (10 s), and the limit before a stream's
+/// second request, when its pace is not known yet.
+const SILENCE_MAX: Duration = Duration::from_secs(30);
+
+/// How long a control stream may stay silent: [`MISSED_REQUESTS`] times the gap between its
+/// last two requests (its pace), within [`SILENCE_MIN`] and [`SILENCE_MAX`].
+#[derive(Debug, Default)]
+struct Silence {
+    last: Option<tokio::time::Instant>,
+    gap: Option<Duration>,
+}
+
+impl Silence {
+    fn on_request(&mut self, now: tokio::time::Instant) {
+        if let Some(last) = self.last {
+            self.gap = Some(now.saturating_duration_since(last));
+        }
+        self.last = Some(now);
+    }
+
+    fn limit(&self) -> Duration {
+        self.gap.map_or(SILENCE_MAX, |g| {
+            g.saturating_mul(MISSED_REQUESTS)
+                .clamp(SILENCE_MIN, SILENCE_MAX)
+        })
     }
 }
 
@@ -295,6 +342,44 @@ mod tests {
             "{resp:?}"
         );
         assert!(server.await.unwrap().is_err());
+    }
+
+    #[test]
+    fn silence_limit_follows_the_pace_within_bounds() {
+        let t = tokio::time::Instant::now();
+        let mut s = Silence::default();
+        assert_eq!(s.limit(), SILENCE_MAX);
+        s.on_request(t);
+        assert_eq!(s.limit(), SILENCE_MAX);
+        s.on_request(t + Duration::from_millis(200));
+        assert_eq!(s.limit(), SILENCE_MIN);
+        s.on_request(t + Duration::from_millis(200) + Duration::from_secs(5));
+        assert_eq!(s.limit(), Duration::from_secs(15));
+        s.on_request(t + Duration::from_secs(100));
+        assert_eq!(s.limit(), SILENCE_MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_that_stops_pinging_is_given_up() {
+        let (client, relay) = tokio::io::duplex(64 * 1024);
+        let server = spawn_serve(relay);
+        let mut client = Connection::new(client);
+        for seq in 0..5 {
+            let pong: ControlResponse =
+                client.request(&ControlRequest::Ping { seq }).await.unwrap();
+            assert_eq!(pong, ControlResponse::Pong { seq });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The client goes quiet but keeps the stream open, as a vanished peer does.
+        let quiet = tokio::time::Instant::now();
+        let e = server.await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("no request for"), "{e}");
+        let after = quiet.elapsed();
+        assert!(
+            after <= SILENCE_MIN + Duration::from_millis(300),
+            "{after:?}"
+        );
+        drop(client);
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 //!
 //! It accepts Shadowsocks-2022 streams on an MPTCP listener, records for every connection whether
 //! it is really MPTCP (and with how many subflows) or fell back to TCP, answers braid's control
-//! requests, and relays everything else to destinations its policy allows.
+//! requests, and relays everything else to destinations its policy allows. Shadowsocks-2022 UDP
+//! is relayed on the same address and port ([`udp`]).
 
 mod connection;
 pub use connection::transport_of;
@@ -10,6 +11,11 @@ mod control;
 mod own_addrs;
 pub mod reload;
 mod tfo_push;
+pub use own_addrs::OwnAddrs;
+mod stream;
+mod udp;
+mod upstream;
+pub use udp::UdpRelay;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +33,9 @@ use crate::config::server::ServerConfig;
 use crate::config::FastOpen;
 use crate::listener::Listener;
 use crate::shutdown::Shutdown;
+
+/// How often one client's rejected handshakes are logged.
+const REJECT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +75,8 @@ pub struct Listeners {
     pub relay: TcpListener,
     /// Whether `relay` takes TCP Fast Open, and why.
     pub relay_tfo: Decision,
+    /// The UDP relay's socket, on `relay`'s address and port (`None` when `udp = false`).
+    pub relay_udp: Option<tokio::net::UdpSocket>,
     /// The HTTP status API (`control`), if wanted and its port was free.
     pub status_http: Option<TcpListener>,
 }
@@ -75,6 +86,10 @@ impl Listeners {
     /// used, and the HTTP status API (a port in use there only costs the API, with a warning).
     pub async fn bind(cfg: &ServerConfig) -> Result<Listeners, ServerError> {
         let (relay, relay_tfo) = bind_relay(cfg)?;
+        let relay_udp = match cfg.udp {
+            Some(_) => Some(bind_udp(relay.local_addr().unwrap_or(cfg.listen))?),
+            None => None,
+        };
         let status_http = match cfg.control {
             Some(addr) => match crate::status::http::bind(addr).await {
                 Ok(l) => Some(l),
@@ -88,9 +103,18 @@ impl Listeners {
         Ok(Listeners {
             relay,
             relay_tfo,
+            relay_udp,
             status_http,
         })
     }
+}
+
+/// The UDP relay's socket on the TCP listener's address (its real port when `listen` asked for
+/// port 0).
+fn bind_udp(addr: SocketAddr) -> Result<tokio::net::UdpSocket, ServerError> {
+    let listen = |source| ServerError::Listen { addr, source };
+    let std = braid_sys::socket::udp_bind(addr).map_err(listen)?;
+    tokio::net::UdpSocket::from_std(std).map_err(listen)
 }
 
 /// The MPTCP listener of `listen`, with TFO when [`decide_listener`] says the kernel takes it
@@ -148,20 +172,24 @@ pub struct Server {
     listener: TcpListener,
     tfo: Decision,
     status_http: Option<TcpListener>,
+    udp: Option<UdpRelay>,
     shared: Arc<Shared>,
 }
 
 struct Shared {
     cfg: ServerConfig,
     ctx: shadowsocks::context::SharedContext,
-    /// Swapped by a SIGHUP reload (see [`reload`]); read once per destination.
-    policy: std::sync::RwLock<DestinationPolicy>,
-    own: own_addrs::OwnAddrs,
+    /// Swapped by a SIGHUP reload (see [`reload`]).
+    policy: reload::LivePolicy,
+    own: OwnAddrs,
     stats: ServerStats,
     tfo_listener: bool,
     /// The congestion control of accepted relay sockets.
     congestion: braid_proto::congestion::Decision,
     registry: Arc<crate::status::registry::Registry>,
+    admission: Arc<crate::admission::Admission>,
+    /// Lines about one client (rejected handshakes, fallbacks): at most one a minute each.
+    rejects: crate::log_limit::PerSourceLog,
 }
 
 impl Server {
@@ -177,19 +205,27 @@ impl Server {
         crate::congestion::log(&congestion);
         let shared = Shared {
             ctx: Arc::new(ctx),
-            policy: std::sync::RwLock::new(policy),
-            own: own_addrs::OwnAddrs::new(),
+            policy: reload::LivePolicy::new(policy),
+            own: OwnAddrs::new(cfg.public_addresses.clone()),
             stats: ServerStats::default(),
             tfo_listener: listeners.relay_tfo.enabled,
             congestion,
             registry: Arc::new(crate::status::registry::Registry::default()),
+            admission: crate::admission::for_daemon(&cfg.limits),
+            rejects: crate::log_limit::PerSourceLog::new(REJECT_LOG_EVERY),
             cfg,
+        };
+        let shared = Arc::new(shared);
+        let udp = match (listeners.relay_udp, shared.cfg.udp) {
+            (Some(socket), Some(limits)) => Some(UdpRelay::new(socket, shared.clone(), limits)),
+            _ => None,
         };
         Server {
             listener: listeners.relay,
             tfo: listeners.relay_tfo,
             status_http: listeners.status_http,
-            shared: Arc::new(shared),
+            udp,
+            shared,
         }
     }
 
@@ -201,6 +237,11 @@ impl Server {
     /// The relay's bound address (the port is real when the config asked for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The UDP relay, if `udp` is on.
+    pub fn udp(&self) -> Option<&UdpRelay> {
+        self.udp.as_ref()
     }
 
     /// Accepts and serves until `shutdown` fires, then drains the connections.
@@ -216,19 +257,26 @@ impl Server {
                     self.tfo.reason.clone(),
                     tcp_mem,
                     (&self.shared.congestion).into(),
+                    self.udp.clone(),
                 );
+            let access = &self.shared.cfg.control_access;
+            let allow = crate::allow_from::AllowFrom::new(access.allow_from.clone());
             status_http = Some(tokio::spawn(crate::status::http::serve(
                 l,
                 src,
+                crate::status::http::Access::new(allow, access),
                 shutdown.clone(),
             )));
         }
-        let refresher = tokio::spawn(own_addrs::refresh_forever(self.shared.clone()));
-        Listener::new("relay", self.listener, self.shared.clone())
+        let udp = self.udp.map(|u| tokio::spawn(u.run(shutdown.clone())));
+        let admission = self.shared.admission.clone();
+        Listener::new("relay", self.listener, self.shared.clone(), admission)
             .run(shutdown)
             .await;
-        refresher.abort();
         tcp_mem_watch.abort();
+        if let Some(u) = udp {
+            let _ = u.await;
+        }
         if let Some(h) = status_http {
             let _ = h.await;
         }

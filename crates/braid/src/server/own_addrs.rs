@@ -1,49 +1,61 @@
-//! The server's own addresses, refreshed in the background, so that a client cannot make the
-//! relay connect to itself (and to services bound to its public address).
+//! The server's own addresses, so that a client cannot make the relay connect to itself (and to
+//! the services bound to its public address).
+//!
+//! Asked at the moment of each connect, from two sources:
+//! - the kernel ([`braid_sys::local_addr::is_local`]): every address on an interface, up to date
+//!   and with no list to go stale;
+//! - `public_addresses`: on clouds with 1:1 NAT (GCP, AWS) the public address is on no interface
+//!   at all, only the operator knows it (`braid doctor` says when it looks needed).
+//!
+//! No list is cached: a list read every 30 s was empty for 30 s after one failed read (EMFILE),
+//! and a relay request to the server's own address then went through. When the kernel cannot
+//! answer, [`OwnAddrs::is_own`] says so and the destination policy refuses (fail closed).
 
-use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
 
-use super::Shared;
+use tracing::debug;
 
-/// A cached list of local addresses.
-pub struct OwnAddrs(RwLock<Vec<IpAddr>>);
+/// What the relay counts as its own.
+#[derive(Debug, Clone, Default)]
+pub struct OwnAddrs {
+    public: Vec<IpAddr>,
+}
 
 impl OwnAddrs {
-    /// Reads the addresses now.
-    pub fn new() -> Self {
-        OwnAddrs(RwLock::new(read()))
+    /// The interface addresses (asked of the kernel each time) and `public` (`public_addresses`).
+    pub fn new(public: Vec<IpAddr>) -> Self {
+        OwnAddrs { public }
     }
 
-    /// A copy of the current list.
-    pub fn get(&self) -> Vec<IpAddr> {
-        self.0.read().map(|v| v.clone()).unwrap_or_default()
-    }
-}
-
-fn read() -> Vec<IpAddr> {
-    let Ok(ifs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    ifs.filter_map(|i| i.address)
-        .filter_map(|a| {
-            if let Some(v4) = a.as_sockaddr_in() {
-                Some(IpAddr::V4(v4.ip()))
-            } else {
-                a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-            }
-        })
-        .collect()
-}
-
-/// Re-reads the list every 30 s (addresses change with DHCP and cloud re-plumbing).
-pub async fn refresh_forever(shared: Arc<Shared>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        let fresh = read();
-        if let Ok(mut w) = shared.own.0.write() {
-            *w = fresh;
+    /// `Some(true)` for an own address, `None` when the kernel could not tell (e.g. EMFILE).
+    pub fn is_own(&self, ip: IpAddr) -> Option<bool> {
+        let ip = braid_sys::socket::normalize(SocketAddr::new(ip, 0)).ip();
+        if self.public.contains(&ip) {
+            return Some(true);
         }
+        match braid_sys::local_addr::is_local(ip) {
+            Ok(own) => Some(own),
+            Err(e) => {
+                debug!("cannot tell whether {ip} is one of this server's addresses: {e}");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_and_listed_public_addresses_are_own() {
+        let own = OwnAddrs::new(vec!["203.0.113.7".parse().unwrap()]);
+        assert_eq!(own.is_own("127.0.0.1".parse().unwrap()), Some(true));
+        assert_eq!(own.is_own("203.0.113.7".parse().unwrap()), Some(true));
+        assert_eq!(
+            own.is_own("::ffff:203.0.113.7".parse().unwrap()),
+            Some(true)
+        );
+        assert_eq!(own.is_own("192.0.2.77".parse().unwrap()), Some(false));
     }
 }

@@ -1,7 +1,7 @@
 //! SIGHUP on the relay: re-read server.toml and apply what can change while connections run.
 //!
-//! - Live: `allow_destinations` (the next destination check uses it; connections already
-//!   relayed are not cut).
+//! - Live: `allow_destinations` (the next destination check uses it, TCP and UDP; connections
+//!   and UDP sessions already relayed are not cut).
 //! - Not live, named in the log and left as running: the listen address, key, method, listener
 //!   options (TFO, MPTCP), congestion control, timeouts and the status API. Restart to apply.
 //!
@@ -11,12 +11,43 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use braid_proto::destination::DestinationPolicy;
+use std::net::IpAddr;
+use std::sync::RwLock;
+
+use braid_proto::destination::{DestinationPolicy, Refused};
 use tokio::signal::unix::Signal;
 use tracing::{info, warn};
 
 use super::Shared;
 use crate::config::server::ServerConfig;
+
+/// The relay's destination policy, which a reload may replace: every check reads the current
+/// one (TCP connects, UDP sessions' first datagram to a destination, UDP over TCP).
+#[derive(Debug)]
+pub struct LivePolicy(RwLock<DestinationPolicy>);
+
+impl LivePolicy {
+    /// The policy the relay starts with.
+    pub fn new(p: DestinationPolicy) -> LivePolicy {
+        LivePolicy(RwLock::new(p))
+    }
+
+    /// [`DestinationPolicy::check`] on the current policy.
+    pub fn check(
+        &self,
+        ip: IpAddr,
+        is_own: impl FnMut(IpAddr) -> Option<bool>,
+    ) -> Result<(), Refused> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(ip, is_own)
+    }
+
+    fn set(&self, p: DestinationPolicy) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = p;
+    }
+}
 
 /// The handle a reload changes the running relay through.
 pub struct Reloader(Arc<Shared>);
@@ -28,8 +59,7 @@ impl Reloader {
 
     /// The destinations allowed despite the safety rules, from now on.
     pub fn set_allow_destinations(&self, allow: Vec<ipnet::IpNet>) {
-        let mut p = self.0.policy.write().unwrap_or_else(|p| p.into_inner());
-        *p = DestinationPolicy { allow };
+        self.0.policy.set(DestinationPolicy { allow });
     }
 }
 

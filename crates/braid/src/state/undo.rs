@@ -101,13 +101,11 @@ async fn delete_endpoints(pm: &MptcpPm, addrs: &[IpAddr]) -> Result<(), String> 
 
 /// Deletes braid's rules that select one of `tables`, then braid's routes in them.
 async fn delete_routes_and_rules(rtnl: &Rtnl, tables: &[u32]) -> Result<(), String> {
-    let rules = rtnl.rules().await.map_err(|e| e.to_string())?;
-    for r in rules
-        .iter()
-        .filter(|r| r.protocol == RTPROT_BRAID && tables.contains(&r.table))
-    {
-        rtnl.delete_rule(r).await.map_err(|e| e.to_string())?;
-    }
+    // Every rule of braid's that selects these tables, whatever it matches on (a source address,
+    // or the TPROXY fwmark).
+    rtnl.delete_rules_by_protocol_in(RTPROT_BRAID, Some(tables))
+        .await
+        .map_err(|e| e.to_string())?;
     for t in tables {
         rtnl.delete_routes_by_protocol(Some(*t), RTPROT_BRAID)
             .await

@@ -11,28 +11,30 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::model::Status;
 use crate::config::{side_of, Side};
 
-/// The control address a config file names.
-pub fn control_of(path: &Path) -> Result<SocketAddr, String> {
-    let addr = match side_of(path)? {
+/// The control address a config file names, and its `control_token`.
+pub fn control_of(path: &Path) -> Result<(SocketAddr, Option<String>), String> {
+    let (addr, access) = match side_of(path)? {
         Side::Gateway => {
-            crate::config::gateway::GatewayConfig::load(path)
-                .map_err(|e| e.to_string())?
-                .control
+            let c = crate::config::gateway::GatewayConfig::load(path).map_err(|e| e.to_string())?;
+            (c.control, c.control_access)
         }
         Side::Server => {
-            crate::config::server::ServerConfig::load(path)
-                .map_err(|e| e.to_string())?
-                .control
+            let c = crate::config::server::ServerConfig::load(path).map_err(|e| e.to_string())?;
+            (c.control, c.control_access)
         }
     };
-    addr.ok_or_else(|| format!("{}: control = \"off\", so the daemon serves no status; fix: set control = \"127.0.0.1:9090\" and restart it", path.display()))
+    let token = access.token.map(|t| t.as_str().to_string());
+    addr.map(|a| (a, token)).ok_or_else(|| format!("{}: control = \"off\", so the daemon serves no status; fix: set control = \"127.0.0.1:9090\" and restart it", path.display()))
 }
 
-/// One GET of `/api/status`.
-pub async fn fetch(addr: SocketAddr) -> Result<Status, String> {
+/// One GET of `/api/status`, with the API's token if it has one.
+pub async fn fetch(addr: SocketAddr, token: Option<&str>) -> Result<Status, String> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let work = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("cannot reach the HTTP status API at {addr}: {e}; fix: is the daemon running, and is `control` the same in its config?"))?;
-        s.write_all(format!("GET /api/status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        s.write_all(format!("GET /api/status HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").as_bytes())
             .await
             .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
@@ -139,6 +141,7 @@ pub fn render_text(s: &Status) -> String {
             x.age_secs
         );
     }
+    o += &udp_text(&s.udp);
     o += &format!(
         "TCP Fast Open: {} ({})\n",
         if s.tfo.enabled { "on" } else { "off" },
@@ -171,10 +174,44 @@ pub fn render_text(s: &Status) -> String {
     o
 }
 
+/// The UDP lines: how UDP travels, the session counts and bytes, and the busiest sessions.
+fn udp_text(u: &crate::status::model::UdpStatus) -> String {
+    use crate::status::model::UdpTransport;
+    if u.transport == UdpTransport::Off {
+        return "UDP: not relayed\n".into();
+    }
+    let mut o = format!(
+        "UDP: {}{} — {} session(s), {} since start, {} up, {} down, {} dropped ({})\n",
+        u.transport,
+        u.uplink
+            .as_deref()
+            .map(|x| format!(" over {x}"))
+            .unwrap_or_default(),
+        u.sessions,
+        u.sessions_total,
+        bytes(u.up_bytes),
+        bytes(u.down_bytes),
+        u.dropped,
+        u.reason
+    );
+    for x in u.list.iter().take(20) {
+        o += &format!(
+            "  {:<22} → {:<28} {:<8} {:>10} up {:>10} down {:.0} s\n",
+            x.client,
+            x.target,
+            x.uplink.as_deref().unwrap_or("-"),
+            bytes(x.up_bytes),
+            bytes(x.down_bytes),
+            x.age_secs
+        );
+    }
+    o
+}
+
 /// Entry point of `braid status` (on the CLI's runtime).
-pub async fn main(addr: SocketAddr, json: bool, watch: bool) -> ExitCode {
+pub async fn main(addr: SocketAddr, token: Option<String>, json: bool, watch: bool) -> ExitCode {
     loop {
-        match fetch(addr).await {
+        match fetch(addr, token.as_deref()).await {
             Ok(s) => {
                 let out = if json {
                     serde_json::to_string_pretty(&s).unwrap_or_default()
@@ -233,6 +270,39 @@ mod tests {
         );
         assert!(t.contains("Down (backup)"), "{t}");
         assert!(t.contains("bonded"), "{t}");
+        assert!(t.contains("UDP: not relayed"), "{t}");
+    }
+
+    #[test]
+    fn text_shows_udp_sessions_with_their_uplink() {
+        use crate::status::model::{UdpSessionStatus, UdpStatus, UdpTransport};
+        let s = Status {
+            udp: UdpStatus {
+                transport: UdpTransport::Udp,
+                reason: "Shadowsocks-2022 UDP".into(),
+                uplink: Some("wifi".into()),
+                sessions: 1,
+                sessions_total: 3,
+                up_bytes: 2_400_000,
+                list: vec![UdpSessionStatus {
+                    client: "10.9.0.2:40000".into(),
+                    target: "1.1.1.1:53".into(),
+                    uplink: Some("wifi".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let t = render_text(&s);
+        assert!(
+            t.contains("UDP: udp over wifi — 1 session(s), 3 since start, 2.4 MB up"),
+            "{t}"
+        );
+        assert!(
+            t.contains("10.9.0.2:40000") && t.contains("1.1.1.1:53"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The gateway's status document, assembled from the uplink manager's view, the interface
-//! counters, the live connections' subflows and the dialer's TFO decision.
+//! counters, the live connections' subflows, the dialer's TFO decision and the UDP capture's
+//! sessions.
 //!
 //! Byte counts and rates come from the uplink interfaces' own counters, so they are true by
 //! construction (they include everything the interface carried, probes too).
@@ -47,6 +48,7 @@ pub struct GatewayStatus {
     kernel: String,
     /// The kernel's TCP memory; its watch runs on the daemon's background tasks.
     pub tcp_mem: Arc<KernelWatch>,
+    udp: std::sync::OnceLock<crate::gateway::udp::UdpCapture>,
 }
 
 impl GatewayStatus {
@@ -66,7 +68,13 @@ impl GatewayStatus {
             epoch: Instant::now(),
             kernel: braid_sys::kernel::KernelRelease::running().release,
             tcp_mem,
+            udp: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Adds the UDP capture's sessions to the document (once, when it starts).
+    pub fn set_udp(&self, udp: crate::gateway::udp::UdpCapture) {
+        let _ = self.udp.set(udp);
     }
 
     /// Reads every uplink's interface counters twice a second, forever.
@@ -121,16 +129,16 @@ impl GatewayStatus {
             ..Default::default()
         };
         self.registry.for_each(|live| {
-            let state = mptcp_state(&live.fd);
+            let state = mptcp_state(&live.socket);
             let locals: Vec<IpAddr> = match state {
-                MptcpState::Mptcp { .. } => subflow_addrs(&live.fd)
+                MptcpState::Mptcp { .. } => subflow_addrs(&live.socket)
                     .map(|v| {
                         v.into_iter()
                             .map(|(l, _)| braid_sys::socket::normalize(l).ip())
                             .collect()
                     })
                     .unwrap_or_default(),
-                _ => socket2::SockRef::from(&live.fd)
+                _ => socket2::SockRef::from(&live.socket)
                     .local_addr()
                     .ok()
                     .and_then(|a| a.as_socket())
@@ -184,6 +192,11 @@ impl StatusSource for GatewayStatus {
             .filter_map(|u| u.addr.map(|a| (a, u.name.clone())))
             .collect();
         let (connections, per_uplink) = self.connections(&by_addr);
+        let udp_per_uplink = self
+            .udp
+            .get()
+            .map(|u| u.sessions_per_uplink())
+            .unwrap_or_default();
         let counters = self.counters.lock();
         let mut total = Totals::default();
         let uplinks = view
@@ -198,6 +211,7 @@ impl StatusSource for GatewayStatus {
                     rtt_ms: u.rtt_ms,
                     loss: u.loss,
                     subflows: per_uplink.get(&u.name).copied().unwrap_or(0),
+                    udp_sessions: udp_per_uplink.get(&u.name).copied().unwrap_or(0),
                     backup: u.backup,
                     interface: u.interface.to_string(),
                     state_changes: u.state_changes,
@@ -240,6 +254,7 @@ impl StatusSource for GatewayStatus {
             relay: self.relay.lock().ok().and_then(|r| r.clone()),
             total,
             tcp_mem: self.tcp_mem.latest(),
+            udp: self.udp.get().map(|u| u.status()).unwrap_or_default(),
         }
     }
 }

@@ -42,6 +42,7 @@ pub fn render(s: &Status) -> String {
     let fallback_total = Counter::<u64>::default();
     let blackhole = Gauge::<i64>::default();
     let congestion = Family::<AlgorithmLabel, Gauge>::default();
+    let udp_uplink_sessions = Family::<UplinkLabel, Gauge>::default();
     for u in &s.uplinks {
         let l = UplinkLabel {
             uplink: u.name.clone(),
@@ -56,6 +57,9 @@ pub fn render(s: &Status) -> String {
         rx.get_or_create(&l).inc_by(u.rx_bytes);
         subflows.get_or_create(&l).set(i64::from(u.subflows));
         changes.get_or_create(&l).inc_by(u.state_changes);
+        udp_uplink_sessions
+            .get_or_create(&l)
+            .set(i64::from(u.udp_sessions));
     }
     conns
         .get_or_create(&KindLabel {
@@ -132,6 +136,14 @@ pub fn render(s: &Status) -> String {
         "1, labelled with the congestion control of the relay sockets",
         congestion,
     );
+    if !s.uplinks.is_empty() {
+        reg.register(
+            "braid_uplink_udp_sessions",
+            "Live UDP sessions riding the uplink",
+            udp_uplink_sessions,
+        );
+    }
+    register_udp(&mut reg, &s.udp);
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
     out
@@ -204,6 +216,52 @@ fn register_tcp_mem(reg: &mut Registry, t: &TcpMem) {
     );
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: String,
+}
+
+/// `braid_udp_*`: sessions, bytes each way, drops, and whether UDP rides inside TCP.
+fn register_udp(reg: &mut Registry, u: &super::model::UdpStatus) {
+    let sessions = Gauge::<i64>::default();
+    sessions.set(u.sessions as i64);
+    let total = Counter::<u64>::default();
+    total.inc_by(u.sessions_total);
+    let bytes = Family::<DirectionLabel, Counter>::default();
+    for (dir, n) in [("up", u.up_bytes), ("down", u.down_bytes)] {
+        bytes
+            .get_or_create(&DirectionLabel {
+                direction: dir.into(),
+            })
+            .inc_by(n);
+    }
+    let dropped = Counter::<u64>::default();
+    dropped.inc_by(u.dropped);
+    let over_tcp = Gauge::<i64>::default();
+    over_tcp.set(i64::from(u.transport == super::model::UdpTransport::Tcp));
+    reg.register("braid_udp_sessions", "Live UDP sessions", sessions);
+    reg.register(
+        "braid_udp_sessions_started",
+        "UDP sessions since start",
+        total,
+    );
+    reg.register(
+        "braid_udp_bytes",
+        "UDP payload bytes relayed, up (toward destinations) and down",
+        bytes,
+    );
+    reg.register(
+        "braid_udp_dropped",
+        "UDP datagrams dropped: unauthentic, replayed, refused, over the session cap",
+        dropped,
+    );
+    reg.register(
+        "braid_udp_over_tcp",
+        "1 while UDP rides inside the bonded TCP connection (UDP to the relay is blocked)",
+        over_tcp,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +329,12 @@ mod tests {
             "braid_mptcp_fallback_total 0",
             "braid_mptcp_blackhole_active 0",
             "braid_congestion_control{algorithm=\"bbr\"} 1",
+            "braid_uplink_udp_sessions{uplink=\"wifi\"} 0",
+            "braid_udp_sessions 0",
+            "braid_udp_sessions_started_total 0",
+            "braid_udp_bytes_total{direction=\"up\"} 0",
+            "braid_udp_dropped_total 0",
+            "braid_udp_over_tcp 0",
         ] {
             assert!(t.contains(m), "missing {m}:\n{t}");
         }

@@ -3,7 +3,8 @@
 //! Field names are a contract (automated checks read them): `uplinks[].name|state|address|rtt_ms|
 //! loss|rx_bps|tx_bps|rx_bytes|tx_bytes|subflows|backup`, `connections.mptcp|fallback`,
 //! `tfo.enabled|reason`, `congestion.algorithm|reason`, `blackhole.active`,
-//! `tcp_mem.state|pages|max_pages|runaway`. More fields may be added, never renamed.
+//! `tcp_mem.state|pages|max_pages|runaway`, `udp.transport|uplink|sessions|up_bytes|down_bytes|
+//! list[].client|target|uplink`. More fields may be added, never renamed.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +55,9 @@ pub struct Status {
     pub relay: Option<RelayInfo>,
     /// Sum over uplinks.
     pub total: Totals,
+    /// UDP relaying: the sessions, their bytes and the uplink each rides.
+    #[serde(default)]
+    pub udp: UdpStatus,
     /// The kernel's TCP memory accounting, host-wide: when it is exhausted no TCP connection
     /// opens, through braid or anything else.
     #[serde(default)]
@@ -141,6 +145,9 @@ pub struct UplinkStatus {
     pub tx_bytes: u64,
     /// Subflows of live relay connections that use this uplink.
     pub subflows: u32,
+    /// Live UDP sessions riding this uplink.
+    #[serde(default)]
+    pub udp_sessions: u32,
     /// Configured as backup.
     pub backup: bool,
     /// Interface name.
@@ -246,4 +253,88 @@ pub struct Totals {
     pub history_rx_bps: Vec<f64>,
     /// Bonded transmit history.
     pub history_tx_bps: Vec<f64>,
+}
+
+/// How UDP reaches the relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpTransport {
+    /// UDP is not relayed (`udp = false`, or no capture of UDP).
+    #[default]
+    Off,
+    /// Shadowsocks-2022 UDP datagrams, each session over one uplink.
+    Udp,
+    /// UDP over TCP inside the bonded MPTCP connection (UDP to the relay is blocked).
+    Tcp,
+}
+
+impl std::fmt::Display for UdpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UdpTransport::Off => "off",
+            UdpTransport::Udp => "udp",
+            UdpTransport::Tcp => "udp-over-tcp",
+        })
+    }
+}
+
+/// UDP relaying.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UdpStatus {
+    /// How UDP reaches the relay now.
+    pub transport: UdpTransport,
+    /// Why, in one sentence.
+    pub reason: String,
+    /// The uplink new sessions ride, and moved ones move to (gateway).
+    pub uplink: Option<String>,
+    /// Live sessions.
+    pub sessions: u64,
+    /// Sessions since start.
+    pub sessions_total: u64,
+    /// Payload bytes from the LAN (gateway) or from clients (server) since start.
+    pub up_bytes: u64,
+    /// Payload bytes toward the LAN or the clients since start.
+    pub down_bytes: u64,
+    /// Datagrams dropped since start: unauthentic, replayed, refused destinations, sessions
+    /// over the cap.
+    pub dropped: u64,
+    /// The live sessions, most recently active first (at most [`UDP_LIST_MAX`]).
+    pub list: Vec<UdpSessionStatus>,
+}
+
+/// Most sessions listed in a status document.
+pub const UDP_LIST_MAX: usize = 200;
+
+/// The sessions for [`UdpStatus::list`] from (idle time, session) rows: most recently active
+/// first, at most [`UDP_LIST_MAX`].
+pub fn udp_list(mut rows: Vec<(std::time::Duration, UdpSessionStatus)>) -> Vec<UdpSessionStatus> {
+    rows.sort_by_key(|(idle, _)| *idle);
+    rows.into_iter()
+        .take(UDP_LIST_MAX)
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// Seconds to one decimal, as the document shows ages.
+pub fn tenths(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 10.0).round() / 10.0
+}
+
+/// One live UDP session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UdpSessionStatus {
+    /// The LAN host and port (gateway) or the client's last address (server).
+    pub client: String,
+    /// Where its datagrams go (the latest target).
+    pub target: String,
+    /// The uplink it rides (gateway).
+    pub uplink: Option<String>,
+    /// Payload bytes toward the target.
+    pub up_bytes: u64,
+    /// Payload bytes back.
+    pub down_bytes: u64,
+    /// Seconds since it began.
+    pub age_secs: f64,
+    /// Seconds since its last datagram either way.
+    pub idle_secs: f64,
 }

@@ -1,21 +1,23 @@
 //! Live relayed connections, so status can count them and find their subflows.
 //!
-//! Each entry keeps a duplicate of the relay socket's descriptor: the relay task owns the
-//! stream, and status reads `MPTCP_INFO` / `MPTCP_SUBFLOW_ADDRS` through the duplicate without
-//! touching it. The entry (and the duplicate) goes away when the guard drops.
+//! Each entry keeps a [`SocketHandle`] to the relay socket: the relay task owns the stream, and
+//! status reads `MPTCP_INFO` / `MPTCP_SUBFLOW_ADDRS` through the handle, on the same descriptor
+//! (no `dup`, so a relayed connection costs no extra descriptor). The entry goes away when the
+//! guard drops.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use crate::shared_stream::SocketHandle;
 
 /// One live connection.
 pub struct Live {
     /// Destination (gateway) or peer (server).
     pub target: String,
-    /// A duplicate of the MPTCP/TCP socket's descriptor.
-    pub fd: OwnedFd,
+    /// The MPTCP/TCP socket, for the kernel's view of it.
+    pub socket: SocketHandle,
     /// When it opened.
     pub started: Instant,
 }
@@ -44,23 +46,23 @@ impl Drop for Guard {
 }
 
 impl Registry {
-    /// Records a connection; `None` if its descriptor cannot be duplicated (then it is simply
-    /// not shown).
-    pub fn add<S: AsFd>(self: &Arc<Self>, target: String, sock: &S) -> Option<Guard> {
-        let fd = sock.as_fd().try_clone_to_owned().ok()?;
+    /// Records a connection until the guard drops.
+    pub fn add(self: &Arc<Self>, target: String, socket: SocketHandle) -> Guard {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.live.lock().ok()?.insert(
-            id,
-            Live {
-                target,
-                fd,
-                started: Instant::now(),
-            },
-        );
-        Some(Guard {
+        if let Ok(mut m) = self.live.lock() {
+            m.insert(
+                id,
+                Live {
+                    target,
+                    socket,
+                    started: Instant::now(),
+                },
+            );
+        }
+        Guard {
             registry: self.clone(),
             id,
-        })
+        }
     }
 
     /// Calls `f` for every live connection.
@@ -85,11 +87,15 @@ impl Registry {
 mod tests {
     use super::*;
 
-    #[test]
-    fn guard_drop_removes_the_entry() {
+    #[tokio::test]
+    async fn guard_drop_removes_the_entry() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let shared = crate::shared_stream::SharedStream::new(c);
         let r = Arc::new(Registry::default());
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let g = r.add("x".into(), &a).unwrap();
+        let g = r.add("x".into(), shared.handle());
         assert_eq!(r.len(), 1);
         drop(g);
         assert!(r.is_empty());

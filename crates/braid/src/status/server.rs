@@ -1,5 +1,6 @@
 //! The relay's status document: its live connections (MPTCP or fallback, subflows), its TFO
-//! listener decision, its congestion control, the kernel's blackhole counters and its TCP memory.
+//! listener decision, its congestion control, the kernel's blackhole counters and TCP memory,
+//! and the UDP relay's sessions.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub struct ServerStatus {
     congestion: Congestion,
     kernel: String,
     tcp_mem: Arc<KernelWatch>,
+    udp: Option<crate::server::UdpRelay>,
 }
 
 impl ServerStatus {
@@ -29,6 +31,7 @@ impl ServerStatus {
         tfo_reason: String,
         tcp_mem: Arc<KernelWatch>,
         congestion: Congestion,
+        udp: Option<crate::server::UdpRelay>,
     ) -> Arc<Self> {
         Arc::new(ServerStatus {
             registry,
@@ -39,6 +42,7 @@ impl ServerStatus {
             congestion,
             kernel: braid_sys::kernel::KernelRelease::running().release,
             tcp_mem,
+            udp,
         })
     }
 }
@@ -50,7 +54,7 @@ impl StatusSource for ServerStatus {
             ..Default::default()
         };
         self.registry.for_each(|live| {
-            let st = mptcp_state(&live.fd);
+            let st = mptcp_state(&live.socket);
             match st {
                 MptcpState::Mptcp { .. } => conns.mptcp += 1,
                 MptcpState::Fallback => conns.fallback += 1,
@@ -78,6 +82,7 @@ impl StatusSource for ServerStatus {
                 timeout_secs: bh.timeout_secs,
             },
             tcp_mem: self.tcp_mem.latest(),
+            udp: self.udp.as_ref().map(|u| u.status()).unwrap_or_default(),
             ..Default::default()
         }
     }

@@ -99,6 +99,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// The gateway's control API address, from the config the harness wrote.
 fn control(h: &Harness) -> SocketAddr {
     braid::status::client::control_of(&h.dir().join("gateway.toml"))
+        .map(|(addr, _token)| addr)
         .unwrap_or_else(|e| panic!("gateway control address: {e}"))
 }
 
@@ -109,7 +110,7 @@ pub fn status(h: &Harness) -> Status {
     let fetched = h
         .lab
         .in_netns(Role::Gw, || {
-            runtime().block_on(braid::status::client::fetch(addr))
+            runtime().block_on(braid::status::client::fetch(addr, None))
         })
         .expect("entering gw");
     match fetched {
@@ -143,7 +144,7 @@ pub fn wait_status(
             runtime().block_on(async move {
                 let deadline = Instant::now() + limit;
                 loop {
-                    let last = braid::status::client::fetch(addr).await;
+                    let last = braid::status::client::fetch(addr, None).await;
                     if last.as_ref().is_ok_and(&done) {
                         return last;
                     }

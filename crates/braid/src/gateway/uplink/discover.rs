@@ -55,9 +55,8 @@ pub async fn observe(
         .map(|a| a.addr)
         .find(|a| a.is_ipv4() == relay.is_ipv4());
     let gateway = rtnl
-        .uplink_gateway(link.index)
-        .await?
-        .filter(|g| g.is_ipv4() == relay.is_ipv4());
+        .uplink_gateway_of_family(link.index, relay.is_ipv4())
+        .await?;
     Ok(Some(Observed {
         ifindex: link.index,
         link_up: link.is_up(),

@@ -190,8 +190,9 @@ pub struct KernelAccess {
     pub journal: Arc<Journal>,
 }
 
-/// Runs until shutdown, then removes everything it installed. A new uplink list on `uplinks`
-/// (a SIGHUP reload) is applied live, see [`reload`]; a dropped sender means no reloads.
+/// Runs until shutdown, then removes everything it installed. The caller has removed a crashed
+/// run's leftovers first ([`kernel::remove_leftovers`]). A new uplink list on `uplinks` (a
+/// SIGHUP reload) is applied live, see [`reload`]; a dropped sender means no reloads.
 pub async fn run(
     cfg: GatewayConfig,
     health: HealthConfig,
@@ -205,7 +206,6 @@ pub async fn run(
     let relay = dialer.relay().ip();
     let tables: Vec<u32> = cfg.uplinks.iter().map(|u| u.table).collect();
     journal.note_route_tables(&tables);
-    kernel::remove_leftovers(&rtnl).await;
     let mut limits_before = kernel::ensure_limits(&pm, &journal, cfg.uplinks.len() as u32).await?;
     let epoch = Instant::now();
     let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeEvent>(256);
