@@ -21,11 +21,13 @@ use common::{exe, wait_status};
 /// gateway.toml with `uplinks` as (name, table), explicit tables as `braid setup` writes them.
 fn config(h: &Harness, uplinks: &[(&str, u32)]) -> String {
     let mut cfg = format!(
-        "server = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nredirect = \"0.0.0.0:1100\"\nlan = [\"{}\"]\nsocks = \"{}:{SOCKS_PORT}\"\n",
+        "server = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nredirect = \"0.0.0.0:1100\"\nlan = [\"{}\"]\ncapture = [\"{}/32\"]\nsocks = \"{}:{SOCKS_PORT}\"\nstate_dir = \"{}\"\n",
         Lab::VPS_PUBLIC,
         h.key(),
         Lab::GW_LAN_IFACE,
-        Lab::GW_LAN
+        Lab::SRV,
+        Lab::GW_LAN,
+        h.state_dir().display()
     );
     for (name, table) in uplinks {
         cfg += &format!(

@@ -609,8 +609,9 @@ fn install_package(dir: &Path) -> PathBuf {
 
 /// The README's Deploy section, as a new user would run it, from the package: `braid setup
 /// server` on the VPS (plus `--public-host`: the lab's VPS address is private, which setup
-/// rightly takes for NAT), `braid setup gateway --pair URI` on the router; the daemons started
-/// by their units' ExecStart lines; then a bonded download and doctor all ok.
+/// rightly takes for NAT; and `--listen`, see below), `braid setup gateway --pair URI` on the
+/// router; the daemons started by their units' ExecStart lines; then a bonded download and
+/// doctor all ok.
 #[test]
 fn deploy_from_the_package_pairs_bonds_and_doctor_is_all_ok() {
     if !braid_lab::root_tests_enabled("setup_pairing") {
@@ -623,7 +624,11 @@ fn deploy_from_the_package_pairs_bonds_and_doctor_is_all_ok() {
     let gw_root = TempDir::new("pair-gw");
     let empty = TempDir::new("pair-boot");
     let no_sshd = vps_root.0.join("no-sshd_config");
-    let out = setup_server_at(&bin, &h, &vps_root.0, &no_sshd, &[]);
+    // The lab's VPS holds its public address on lo and receives on per-uplink veths; a UDP relay
+    // on 0.0.0.0 would answer from a veth's address, which the gateway drops (a real VPS with a
+    // failover IP on lo has the same trouble). So the relay listens on the public address.
+    let listen = format!("{}:{RELAY_PORT}", Lab::VPS_PUBLIC);
+    let out = setup_server_at(&bin, &h, &vps_root.0, &no_sshd, &["--listen", &listen]);
     assert!(out.status.success(), "setup server: {}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let uri = stdout
@@ -681,7 +686,17 @@ fn deploy_from_the_package_pairs_bonds_and_doctor_is_all_ok() {
     assert!(stdout.contains("doctor: nothing failed"), "{stdout}");
 
     let gateway_toml = gw_root.0.join("etc/braid/gateway.toml");
-    let text_cfg = std::fs::read_to_string(&gateway_toml).expect("gateway.toml");
+    let mut text_cfg = std::fs::read_to_string(&gateway_toml).expect("gateway.toml");
+    assert!(
+        text_cfg.contains(&format!(
+            "state_dir = \"{}/run/braid\"",
+            gw_root.0.display()
+        )),
+        "under a root, the state record goes there too:\n{text_cfg}"
+    );
+    // Likewise: local destinations bypass the capture unless listed.
+    text_cfg = text_cfg.replace("lan = [", "capture = [\"10.30.0.2/32\"]\nlan = [");
+    std::fs::write(&gateway_toml, &text_cfg).expect("gateway.toml");
     // The status helpers read the control address from the harness folder's gateway.toml.
     h.write("gateway.toml", &text_cfg).expect("copy");
     start_unit(

@@ -37,7 +37,17 @@ pub fn plan(
         }
         return Ok(None);
     }
-    let text = render(pairing, uplinks, lan);
+    let mut text = render(pairing, uplinks, lan);
+    if root != Path::new("/") {
+        // Everything under the root, the gateway's state record too.
+        text = text.replace(
+            "control = ",
+            &format!(
+                "state_dir = \"{}\"\ncontrol = ",
+                root.join("run/braid").display()
+            ),
+        );
+    }
     GatewayConfig::from_toml(&p, &text).map_err(|e| {
         SetupError::Usage(format!(
             "the gateway.toml setup would write is not valid: {e}"
