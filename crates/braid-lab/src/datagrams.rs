@@ -148,6 +148,8 @@ pub async fn run(target: SocketAddr, spec: RunSpec) -> std::io::Result<DatagramR
         "[::]:0".parse().map_err(std::io::Error::other)?
     };
     let socket = UdpSocket::bind(bind).await?;
+    // Room for a burst that lands while this process waits for the CPU.
+    braid_sys::socket::enlarge_udp_buffers(&socket);
     socket.connect(target).await?;
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).map_err(|e| std::io::Error::other(e.to_string()))?;

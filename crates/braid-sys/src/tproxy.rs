@@ -50,6 +50,7 @@ fn transparent_socket(addr: SocketAddr) -> io::Result<Socket> {
     };
     let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     sock.set_reuse_address(true)?;
+    crate::socket::enlarge_udp_buffers(&sock);
     match addr {
         SocketAddr::V4(_) => sock.set_ip_transparent_v4(true)?,
         SocketAddr::V6(_) => {

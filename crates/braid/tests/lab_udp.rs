@@ -40,6 +40,7 @@ fn datagrams_through_the_capture_arrive_intact_both_ways_on_clean_links() {
     if !braid_lab::root_tests_enabled("lab_udp_clean") {
         return;
     }
+    let _serial = common::one_at_a_time();
     let h = common::running("bln3", unshaped_uplinks(), "");
     let mut relay_log = h.log_cursor("server.log");
     let v = datagrams(&h, 2000, 1000);
@@ -97,6 +98,7 @@ fn lossy_uplinks_lose_datagrams_and_the_run_counts_them_per_direction() {
     if !braid_lab::root_tests_enabled("lab_udp_lossy") {
         return;
     }
+    let _serial = common::one_at_a_time();
     // 3 % loss each way on both uplinks: with 1000 datagrams, some are lost for sure.
     let lossy = vec![
         UplinkSpec::new("wifi").loss_permille(30),
@@ -120,6 +122,7 @@ fn a_real_dns_server_behind_the_relay_answers_a_lan_host_through_the_capture() {
     if !braid_lab::root_tests_enabled("lab_udp_dns") {
         return;
     }
+    let _serial = common::one_at_a_time();
     let h = common::running("bln5", unshaped_uplinks(), "");
     let server = h.start_dns().expect("dnsmasq in srv");
     let mut relay_log = h.log_cursor("server.log");
@@ -153,6 +156,7 @@ fn a_session_whose_uplink_is_blackholed_moves_to_the_other_within_a_second() {
     if !braid_lab::root_tests_enabled("lab_udp_failover") {
         return;
     }
+    let _serial = common::one_at_a_time();
     let h = common::running("bln6", unshaped_uplinks(), "");
     let target = Harness::traffic_target();
     // 8 s of datagrams, 200 a second.
@@ -251,6 +255,7 @@ fn blocked_udp_rides_inside_tcp_and_comes_back_when_udp_works_again() {
     if !braid_lab::root_tests_enabled("lab_udp_over_tcp") {
         return;
     }
+    let _serial = common::one_at_a_time();
     let h = common::running("bln8", unshaped_uplinks(), "");
     let server = h.start_dns().expect("dnsmasq in srv");
     let mut log = h.log_cursor("gateway.log");
@@ -306,6 +311,7 @@ fn a_quic_download_survives_its_uplink_being_blackholed() {
     if !braid_lab::root_tests_enabled("lab_udp_quic") {
         return;
     }
+    let _serial = common::one_at_a_time();
     let h = common::running("bln10", common::shaped_uplinks(), "");
     let server = format!("{}:4433", braid_lab::Lab::SRV);
     let mut cmd = h.lab.command(Role::Srv, &common::exe().to_string_lossy());

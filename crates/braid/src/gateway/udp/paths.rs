@@ -231,6 +231,7 @@ pub(crate) fn bind(iface: &IfName, addr: IpAddr) -> std::io::Result<UdpSocket> {
     };
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     s.bind_device(Some(iface.as_str().as_bytes()))?;
+    braid_sys::socket::enlarge_udp_buffers(&s);
     s.bind(&SocketAddr::new(addr, 0).into())?;
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s.into())
