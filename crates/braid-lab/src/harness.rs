@@ -46,6 +46,8 @@ pub struct Harness {
     gateway_start: Option<LogCursor>,
     /// The relay listens on, and the gateway dials, the VPS's IPv6 address.
     ipv6_relay: bool,
+    /// The relay listens on every address of the VPS rather than its public one.
+    relay_on_every_address: bool,
 }
 
 /// A harness step that failed.
@@ -120,6 +122,7 @@ impl Harness {
             gateway_runs: 0,
             gateway_start: None,
             ipv6_relay: false,
+            relay_on_every_address: false,
         };
         let listen = format!("{}:{TRAFFIC_PORT}", Lab::SRV);
         let mut cmd = h.lab.command(Role::Srv, &h.exe.to_string_lossy());
@@ -157,6 +160,21 @@ impl Harness {
         self.ipv6_relay = true;
     }
 
+    /// The next relay listens on every address (`0.0.0.0`, or `[::]` with an IPv6 relay) while
+    /// gateways still use its public address, as on a VPS with several addresses.
+    pub fn relay_on_every_address(&mut self) {
+        self.relay_on_every_address = true;
+    }
+
+    /// The relay's `listen`.
+    fn relay_listen(&self) -> String {
+        match (self.relay_on_every_address, self.ipv6_relay) {
+            (true, true) => format!("[::]:{RELAY_PORT}"),
+            (true, false) => format!("0.0.0.0:{RELAY_PORT}"),
+            (false, _) => self.relay_addr(),
+        }
+    }
+
     /// The relay's address as the configs write it.
     fn relay_addr(&self) -> String {
         if self.ipv6_relay {
@@ -179,7 +197,7 @@ impl Harness {
     ) -> Result<(), HarnessError> {
         let cfg = format!(
             "listen = \"{}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nallow_destinations = [\"{}/32\"]\n{extra}\n",
-            self.relay_addr(),
+            self.relay_listen(),
             self.key,
             Lab::SRV
         );

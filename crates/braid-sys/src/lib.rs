@@ -33,6 +33,7 @@ pub mod monitor;
 pub mod mptcp;
 pub mod netlink;
 pub mod nftables;
+pub mod pktinfo;
 pub mod rlimit;
 pub mod route;
 pub mod rule;

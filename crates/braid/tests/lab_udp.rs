@@ -94,6 +94,30 @@ fn datagrams_through_the_capture_arrive_intact_both_ways_on_clean_links() {
 }
 
 #[test]
+fn a_relay_on_every_address_answers_from_the_address_the_gateway_wrote_to() {
+    if !braid_lab::root_tests_enabled("lab_udp_wildcard") {
+        return;
+    }
+    let _serial = common::one_at_a_time();
+    // The VPS's public address is on lo; its uplink-facing interfaces have their own. A relay on
+    // 0.0.0.0 that let the kernel pick the source would answer from those, and the gateway would
+    // drop the answers.
+    let mut h = Harness::new("bln10", unshaped_uplinks(), common::exe()).expect("lab");
+    h.relay_on_every_address();
+    h.start_server("").expect("server on 0.0.0.0");
+    h.start_gateway(&["wifi", "5g"], "").expect("gateway");
+    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
+        .expect("uplinks up");
+    let v = datagrams(&h, 300, 300);
+    assert_eq!(
+        v["ok"],
+        true,
+        "datagrams through a relay on 0.0.0.0: {v}\ngateway log:\n{}",
+        h.log("gateway.log")
+    );
+}
+
+#[test]
 fn lossy_uplinks_lose_datagrams_and_the_run_counts_them_per_direction() {
     if !braid_lab::root_tests_enabled("lab_udp_lossy") {
         return;

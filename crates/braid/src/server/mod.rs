@@ -114,6 +114,8 @@ impl Listeners {
 fn bind_udp(addr: SocketAddr) -> Result<tokio::net::UdpSocket, ServerError> {
     let listen = |source| ServerError::Listen { addr, source };
     let std = braid_sys::socket::udp_bind(addr).map_err(listen)?;
+    // Replies leave from the address each client wrote to (a host may have several).
+    braid_sys::pktinfo::enable(&std).map_err(listen)?;
     tokio::net::UdpSocket::from_std(std).map_err(listen)
 }
 

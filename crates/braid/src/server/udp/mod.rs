@@ -113,10 +113,13 @@ impl UdpRelay {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut sessions = JoinSet::new();
         loop {
-            let (n, peer) = tokio::select! {
+            let received = relay.socket.async_io(tokio::io::Interest::READABLE, || {
+                braid_sys::pktinfo::recv_to(&relay.socket, &mut buf)
+            });
+            let (n, peer, local) = tokio::select! {
                 _ = shutdown.wait() => break,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
-                r = relay.socket.recv_from(&mut buf) => match r {
+                r = received => match r {
                     Ok(x) => x,
                     Err(e) => {
                         debug!("UDP relay socket: {e}");
@@ -125,7 +128,7 @@ impl UdpRelay {
                 },
             };
             let peer = braid_sys::socket::normalize(peer);
-            if let Some(new) = on_datagram(&relay, &mut buf[..n], peer).await {
+            if let Some(new) = on_datagram(&relay, &mut buf[..n], peer, local).await {
                 sessions.spawn(outbound::pump_replies(relay.clone(), new));
             }
         }
@@ -181,7 +184,12 @@ impl UdpRelay {
 
 /// Handles one datagram from `peer`; returns a session that was just made, whose reply pump
 /// the caller starts.
-async fn on_datagram(relay: &Arc<Relay>, buf: &mut [u8], peer: SocketAddr) -> Option<Arc<Session>> {
+async fn on_datagram(
+    relay: &Arc<Relay>,
+    buf: &mut [u8],
+    peer: SocketAddr,
+    local: Option<std::net::IpAddr>,
+) -> Option<Arc<Session>> {
     let opened = match relay.codec.open_request(buf) {
         Ok(o) => o,
         Err(e) => {
@@ -215,7 +223,7 @@ async fn on_datagram(relay: &Arc<Relay>, buf: &mut [u8], peer: SocketAddr) -> Op
             return None;
         }
     };
-    match session.accept(opened.packet_id, peer, now) {
+    match session.accept(opened.packet_id, peer, local, now) {
         Ok(Accepted::Same) => {}
         Ok(Accepted::Moved { from }) => info!(
             "UDP session {:016x} moved from {from} to {peer} (another uplink); it keeps its outbound socket",

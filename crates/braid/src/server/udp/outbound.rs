@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use shadowsocks::relay::socks5::Address;
 use tracing::{debug, info};
 
-use super::session::Session;
+use super::session::{ReplyTo, Session};
 use super::Relay;
 use crate::datagram::MAX_DATAGRAM;
 
@@ -32,7 +32,7 @@ pub(super) async fn forward(
             // braid's UDP probe: answered by the relay itself, to the address it came from, so
             // the gateway learns whether UDP gets through on that uplink.
             let source = Address::DomainNameAddress(host, port);
-            reply(relay, session, &source, payload, session.client_addr()).await;
+            reply(relay, session, &source, payload, session.reply_to()).await;
         }
         Address::DomainNameAddress(host, port) => {
             let (relay, session, payload) = (relay.clone(), session.clone(), payload.to_vec());
@@ -100,7 +100,7 @@ async fn send_checked(
 }
 
 /// Seals `payload` from `source` and sends it to the client at `to`.
-async fn reply(relay: &Relay, session: &Session, source: &Address, payload: &[u8], to: SocketAddr) {
+async fn reply(relay: &Relay, session: &Session, source: &Address, payload: &[u8], to: ReplyTo) {
     let mut out = BytesMut::with_capacity(payload.len() + 128);
     relay.codec.seal_reply(
         session.client_id,
@@ -110,7 +110,13 @@ async fn reply(relay: &Relay, session: &Session, source: &Address, payload: &[u8
         payload,
         &mut out,
     );
-    match relay.socket.send_to(&out, to).await {
+    let sent = relay
+        .socket
+        .async_io(tokio::io::Interest::WRITABLE, || {
+            braid_sys::pktinfo::send_from(&relay.socket, &out, to.client, to.local)
+        })
+        .await;
+    match sent {
         Ok(_) => {
             session
                 .down
@@ -120,7 +126,7 @@ async fn reply(relay: &Relay, session: &Session, source: &Address, payload: &[u8
                 .down
                 .fetch_add(payload.len() as u64, Ordering::Relaxed);
         }
-        Err(e) => debug!("UDP reply to {to}: {e}"),
+        Err(e) => debug!("UDP reply to {}: {e}", to.client),
     }
 }
 

@@ -36,9 +36,20 @@ pub(super) struct Session {
     state: Mutex<State>,
 }
 
+/// Where a session's replies go: the client's latest address, from the relay's address the
+/// client wrote to (a host may have several; the client drops an answer from another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The client's latest address.
+    pub client: SocketAddr,
+    /// The relay's address it wrote to, when the kernel said.
+    pub local: Option<IpAddr>,
+}
+
 struct State {
     replay: ReplayWindow,
     peer: SocketAddr,
+    local: Option<IpAddr>,
     liveness: Liveness,
     /// Destinations sent to, newest last: only these may answer.
     targets: VecDeque<IpAddr>,
@@ -72,6 +83,7 @@ impl Session {
             state: Mutex::new(State {
                 replay: ReplayWindow::default(),
                 peer,
+                local: None,
                 liveness: Liveness::new(now),
                 targets: VecDeque::new(),
                 last_target: String::new(),
@@ -84,17 +96,20 @@ impl Session {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes an authentic packet `packet_id` from `peer` at `now`: refuses a replay, else moves
-    /// the window, remembers `peer` as the client's address and counts the activity.
+    /// Takes an authentic packet `packet_id` from `peer`, sent to the relay's address `local`, at
+    /// `now`: refuses a replay, else moves the window, remembers where to answer and counts the
+    /// activity.
     pub fn accept(
         &self,
         packet_id: u64,
         peer: SocketAddr,
+        local: Option<IpAddr>,
         now: Duration,
     ) -> Result<Accepted, Replay> {
         let mut st = self.state();
         st.replay.accept(packet_id)?;
         st.liveness.on_outbound(now);
+        st.local = local;
         let from = std::mem::replace(&mut st.peer, peer);
         Ok(if from == peer {
             Accepted::Same
@@ -128,13 +143,25 @@ impl Session {
 
     /// A datagram from `source` at `now`: the client's address to send it to, if `source` is a
     /// destination of this session (else it is unsolicited and dropped).
-    pub fn reply_from(&self, source: IpAddr, now: Duration) -> Option<SocketAddr> {
+    pub fn reply_from(&self, source: IpAddr, now: Duration) -> Option<ReplyTo> {
         let mut st = self.state();
         if !st.targets.contains(&source) {
             return None;
         }
         st.liveness.on_reply(now);
-        Some(st.peer)
+        Some(ReplyTo {
+            client: st.peer,
+            local: st.local,
+        })
+    }
+
+    /// Where replies go now.
+    pub fn reply_to(&self) -> ReplyTo {
+        let st = self.state();
+        ReplyTo {
+            client: st.peer,
+            local: st.local,
+        }
     }
 
     /// The address the client was last seen at.
@@ -257,17 +284,20 @@ mod tests {
         let s = Session::new(7, addr("10.1.0.1:4000"), socket(), Duration::ZERO);
         assert_ne!(s.server_id, 7);
         assert!(matches!(
-            s.accept(0, addr("10.1.0.1:4000"), Duration::ZERO),
+            s.accept(0, addr("10.1.0.1:4000"), None, Duration::ZERO),
             Ok(Accepted::Same)
         ));
-        assert!(s.accept(0, addr("10.2.0.1:5000"), Duration::ZERO).is_err());
-        match s.accept(1, addr("10.2.0.1:5000"), Duration::ZERO) {
+        assert!(s
+            .accept(0, addr("10.2.0.1:5000"), None, Duration::ZERO)
+            .is_err());
+        match s.accept(1, addr("10.2.0.1:5000"), None, Duration::ZERO) {
             Ok(Accepted::Moved { from }) => assert_eq!(from, addr("10.1.0.1:4000")),
             _ => panic!("the move was not seen"),
         }
         s.sent_to("10.30.0.2".parse().unwrap(), "10.30.0.2:53", 10);
         assert_eq!(
-            s.reply_from("10.30.0.2".parse().unwrap(), Duration::ZERO),
+            s.reply_from("10.30.0.2".parse().unwrap(), Duration::ZERO)
+                .map(|r| r.client),
             Some(addr("10.2.0.1:5000")),
             "replies go to the new address"
         );
