@@ -29,6 +29,9 @@ pub mod control;
 pub mod doctor;
 pub mod fast_open;
 pub mod firewall;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod gateway;
 pub mod keygen;
 pub mod listener;

@@ -64,6 +64,38 @@ fn read_sshd_config(
     let Ok(text) = std::fs::read_to_string(path) else {
         return;
     };
+    for directive in directives(&text) {
+        match directive {
+            Directive::Port(p) => ports.push(p),
+            Directive::ListenAddress(p) => listen.push(p),
+            Directive::Include(patterns) if depth < 8 => {
+                for pattern in patterns {
+                    for file in expand_include(base, pattern) {
+                        read_sshd_config(&file, base, depth + 1, ports, listen);
+                    }
+                }
+            }
+            Directive::Include(_) => {}
+        }
+    }
+}
+
+/// An `sshd_config` line that bears on the ports sshd listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Directive<'a> {
+    /// `Port N`.
+    Port(u16),
+    /// `ListenAddress ADDR[:PORT]`, with the port if it names one.
+    ListenAddress(Option<u16>),
+    /// `Include PATTERN…`.
+    Include(Vec<&'a str>),
+}
+
+/// The port-related directives of one config file's text, up to its first `Match` block (Port
+/// and ListenAddress are not allowed inside one). Keywords are case-insensitive; comments and
+/// values that are not ports are skipped.
+pub(crate) fn directives(text: &str) -> Vec<Directive<'_>> {
+    let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         let mut words = line.split_whitespace();
@@ -71,20 +103,16 @@ fn read_sshd_config(
             continue;
         };
         match key.to_ascii_lowercase().as_str() {
-            "port" => ports.extend(value.parse::<u16>().ok()),
-            "listenaddress" => listen.push(listen_port(value)),
-            "include" if depth < 8 => {
-                for pattern in std::iter::once(value).chain(words) {
-                    for file in expand_include(base, pattern) {
-                        read_sshd_config(&file, base, depth + 1, ports, listen);
-                    }
-                }
-            }
-            // Port and ListenAddress are not allowed inside Match blocks.
-            "match" => return,
+            "port" => out.extend(value.parse::<u16>().ok().map(Directive::Port)),
+            "listenaddress" => out.push(Directive::ListenAddress(listen_port(value))),
+            "include" => out.push(Directive::Include(
+                std::iter::once(value).chain(words).collect(),
+            )),
+            "match" => break,
             _ => {}
         }
     }
+    out
 }
 
 /// The port of a `ListenAddress` value, if it has one: `1.2.3.4:2222`, `[::1]:2222`.
@@ -127,7 +155,7 @@ fn expand_include(base: &Path, pattern: &str) -> Vec<PathBuf> {
 }
 
 /// Shell-style match of `*` and `?`.
-fn wildcard(pattern: &str, name: &str) -> bool {
+pub(crate) fn wildcard(pattern: &str, name: &str) -> bool {
     match pattern.chars().next() {
         None => name.is_empty(),
         Some('*') => (0..=name.len())
@@ -182,7 +210,7 @@ fn sshd_socket_inodes(proc_root: &Path) -> HashSet<u64> {
 }
 
 /// `(port, inode)` of the LISTEN sockets in a `/proc/net/tcp` or `tcp6` text.
-fn listening(text: &str) -> Vec<(u16, u64)> {
+pub(crate) fn listening(text: &str) -> Vec<(u16, u64)> {
     text.lines()
         .skip(1)
         .filter_map(|l| {
