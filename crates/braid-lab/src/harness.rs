@@ -142,11 +142,13 @@ impl Harness {
         wrapper: &[&str],
         extra: &str,
     ) -> Result<(), HarnessError> {
+        // Like the gateway's record, the relay's salt file stays in the lab's own folder.
         let cfg = format!(
-            "listen = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nallow_destinations = [\"{}/32\"]\n{extra}\n",
+            "listen = \"{}:{RELAY_PORT}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nallow_destinations = [\"{}/32\"]\nstate_dir = \"{}\"\n{extra}\n",
             Lab::VPS_PUBLIC,
             self.key,
-            Lab::SRV
+            Lab::SRV,
+            self.state_dir().display()
         );
         self.keep_old_log("server", self.server_runs);
         self.server_runs += 1;
@@ -249,7 +251,7 @@ impl Harness {
         fs::read_to_string(self.dir.join(file)).unwrap_or_default()
     }
 
-    /// Where the gateway keeps its state record (`state_dir`).
+    /// Where the gateway keeps its state record and the relay its salts (`state_dir`).
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }

@@ -165,13 +165,16 @@ pub fn destination_policy(data: &[u8]) {
     };
     let got = policy.check(ip, is_own).map_err(|r| (r.reason, r.inside));
     let want = destination_reference::check(ip, &allow, is_own);
-    assert_eq!(got, want, "{ip} allow {allow:?} own {own:?} can tell {can_tell}");
+    assert_eq!(
+        got, want,
+        "{ip} allow {allow:?} own {own:?} can tell {can_tell}"
+    );
 }
 
 /// Bidirectional-text controls: shown raw they reorder what a log reader sees.
 const BIDI: &[char] = &[
-    '\u{061c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}',
-    '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+    '\u{061c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}',
+    '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
 ];
 
 /// A peer's string in a log line: one line, no raw control or bidi characters, bounded length.

@@ -52,15 +52,22 @@ fn transport() -> impl Strategy<Value = Transport> {
 }
 
 fn report() -> impl Strategy<Value = ServerReport> {
-    let connection = (".*", transport(), any::<u32>(), any::<bool>(), vec(".*", 0..3)).prop_map(
-        |(peer, transport, subflows, tfo, subflow_peers)| ConnectionReport {
-            peer,
-            transport,
-            subflows,
-            tfo,
-            subflow_peers,
-        },
-    );
+    let connection = (
+        ".*",
+        transport(),
+        any::<u32>(),
+        any::<bool>(),
+        vec(".*", 0..3),
+    )
+        .prop_map(
+            |(peer, transport, subflows, tfo, subflow_peers)| ConnectionReport {
+                peer,
+                transport,
+                subflows,
+                tfo,
+                subflow_peers,
+            },
+        );
     let sysctls: BoxedStrategy<BTreeMap<String, String>> = btree_map(".*", ".*", 0..4).boxed();
     (".*", ".*", connection, sysctls, any::<u64>()).prop_map(
         |(version, kernel, connection, sysctls, time_unix_ms)| ServerReport {
@@ -145,7 +152,11 @@ fn carrying() -> impl Strategy<Value = (IpAddr, Ipv4Addr)> {
             IpAddr::V4(a) => a,
             IpAddr::V6(a) => Ipv4Addr::from(u128::from(a) as u32),
         };
-        let bits = if invert { !u32::from(v4) } else { u32::from(v4) };
+        let bits = if invert {
+            !u32::from(v4)
+        } else {
+            u32::from(v4)
+        };
         let shift = 96 - at;
         let field = u128::from(u32::MAX) << shift;
         let rest = (r >> len) & !field;

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub limits: super::LimitsConfig,
     /// Who may read the status API, and how.
     pub control_access: super::ControlAccess,
+    /// Where the salts of the last minute's requests are kept across a restart
+    /// (`server-<port>.salts`), so a request replayed after a restart is still refused.
+    pub state_dir: std::path::PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +78,8 @@ struct Dto {
     control_token: Option<String>,
     #[serde(default)]
     control_hosts: Vec<String>,
+    #[serde(default = "super::gateway::default_state_dir")]
+    state_dir: String,
 }
 
 fn default_control() -> String {
@@ -194,6 +199,7 @@ impl ServerConfig {
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
             control,
             control_access,
+            state_dir: super::gateway::parse_state_dir(&d.state_dir)?,
             limits: super::common::parse_limits(
                 d.max_connections,
                 d.max_handshakes,

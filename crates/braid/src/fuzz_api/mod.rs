@@ -51,6 +51,15 @@ pub fn iptables_save(data: &[u8]) {
     judge(&rules);
 }
 
+/// The relay's salt file: read, written back and read again to the same salts.
+pub fn salt_file(data: &[u8]) {
+    use crate::server::salts::SaltLog;
+    const NOW: u64 = 1_800_000_000_000;
+    if let Ok(log) = SaltLog::decode(data, NOW) {
+        assert_eq!(SaltLog::decode(&log.encode(), NOW), Ok(log));
+    }
+}
+
 /// An `sshd_config`, a `/proc/net/tcp` text and an `Include` pattern against a file name (the
 /// input's three parts split at the first two NUL bytes).
 pub fn sshd_config(data: &[u8]) {

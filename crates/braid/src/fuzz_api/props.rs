@@ -52,7 +52,8 @@ fn iptables_rule() -> impl Strategy<Value = String> {
         Just("-p udp".to_string()),
         Just("! -p tcp".to_string()),
         (1u16..3000).prop_map(|p| format!("--dport {p}")),
-        (1u16..3000, 1u16..3000).prop_map(|(a, b)| format!("-m multiport --dports {a},{b}:{}", b + 5)),
+        (1u16..3000, 1u16..3000)
+            .prop_map(|(a, b)| format!("-m multiport --dports {a},{b}:{}", b + 5)),
         Just("-m conntrack --ctstate RELATED,ESTABLISHED".to_string()),
         Just("-i lo".to_string()),
         Just("--syn".to_string()),
@@ -71,7 +72,11 @@ fn iptables_rule() -> impl Strategy<Value = String> {
         Just("-j INPUT"),
         Just("-j missing"),
     ];
-    (prop_oneof![Just("INPUT"), Just("sub")], vec(option, 0..4), target)
+    (
+        prop_oneof![Just("INPUT"), Just("sub")],
+        vec(option, 0..4),
+        target,
+    )
         .prop_map(|(chain, opts, t)| format!("-A {chain} {} {t}", opts.join(" ")))
 }
 

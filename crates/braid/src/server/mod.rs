@@ -8,6 +8,8 @@ mod connection;
 pub use connection::transport_of;
 mod control;
 mod own_addrs;
+mod salt_store;
+pub(crate) mod salts;
 mod tfo_push;
 pub use own_addrs::OwnAddrs;
 mod stream;
@@ -169,6 +171,8 @@ struct Shared {
     admission: Arc<crate::admission::Admission>,
     /// Lines about one client (rejected handshakes, fallbacks): at most one a minute each.
     rejects: crate::log_limit::PerSourceLog,
+    /// The salts of accepted requests, kept across a restart.
+    salts: Arc<salt_store::SaltStore>,
 }
 
 impl Server {
@@ -176,6 +180,11 @@ impl Server {
     pub fn new(cfg: ServerConfig, listeners: Listeners) -> Server {
         let mut ctx = Context::new(ServerType::Server);
         ctx.set_replay_attack_policy(shadowsocks::config::ReplayAttackPolicy::Reject);
+        let salts = salt_store::SaltStore::open(
+            salt_store::path(&cfg.state_dir, cfg.listen.port()),
+            &ctx,
+            cfg.method.cipher(),
+        );
         let policy = DestinationPolicy {
             allow: cfg.allow_destinations.clone(),
         };
@@ -192,6 +201,7 @@ impl Server {
             registry: Arc::new(crate::status::registry::Registry::default()),
             admission: crate::admission::for_daemon(&cfg.limits),
             rejects: crate::log_limit::PerSourceLog::new(REJECT_LOG_EVERY),
+            salts: Arc::new(salts),
             cfg,
         };
         Server {
@@ -230,11 +240,19 @@ impl Server {
                 shutdown.clone(),
             )));
         }
+        let salts = self.shared.salts.clone();
+        let keep_salts = tokio::spawn(salts.clone().keep(shutdown.clone()));
         let admission = self.shared.admission.clone();
         Listener::new("relay", self.listener, self.shared.clone(), admission)
             .run(shutdown)
             .await;
         tcp_mem_watch.abort();
+        let _ = keep_salts.await;
+        // The connections have drained: no salt comes after this write.
+        match tokio::task::spawn_blocking(move || salts.save()).await {
+            Ok(Err(e)) => warn!("replay filter: {e}"),
+            _ => {}
+        }
         if let Some(h) = status_http {
             let _ = h.await;
         }
