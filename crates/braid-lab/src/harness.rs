@@ -267,6 +267,16 @@ impl Harness {
         })
     }
 
+    /// Process id of the running server.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
+    /// Process id of the running gateway.
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.gateway.as_ref().map(Child::id)
+    }
+
     /// Process ids of the running server and gateway (for CPU accounting).
     pub fn daemon_pids(&self) -> Vec<u32> {
         [&self.server, &self.gateway]
