@@ -249,9 +249,8 @@ impl Server {
         tcp_mem_watch.abort();
         let _ = keep_salts.await;
         // The connections have drained: no salt comes after this write.
-        match tokio::task::spawn_blocking(move || salts.save()).await {
-            Ok(Err(e)) => warn!("replay filter: {e}"),
-            _ => {}
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || salts.save()).await {
+            warn!("replay filter: {e}");
         }
         if let Some(h) = status_http {
             let _ = h.await;
