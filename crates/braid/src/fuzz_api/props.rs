@@ -80,6 +80,18 @@ fn iptables_rule() -> impl Strategy<Value = String> {
         .prop_map(|(chain, opts, t)| format!("-A {chain} {} {t}", opts.join(" ")))
 }
 
+/// The plain recursive match (exponential in stars, fine for short strings), to check the
+/// linear one against.
+fn wildcard_reference(p: &[char], n: &[char]) -> bool {
+    match p.split_first() {
+        None => n.is_empty(),
+        Some(('*', rest)) => (0..=n.len()).any(|i| wildcard_reference(rest, &n[i..])),
+        Some((&c, rest)) => {
+            matches!(n.split_first(), Some((&d, tail)) if (c == '?' || c == d) && wildcard_reference(rest, tail))
+        }
+    }
+}
+
 fn judge_tcp(r: &Ruleset, port: u16) -> Admission {
     admits(r, Probe::tcp(port, Family::V4))
 }
@@ -152,6 +164,12 @@ proptest! {
         prop_assert!(sshd::wildcard(&name, &name));
         prop_assert_eq!(sshd::wildcard(&name, &other), name == other);
         prop_assert!(sshd::wildcard("*", &other));
+    }
+
+    #[test]
+    fn sshd_wildcard_agrees_with_the_recursive_match(pattern in "[ab?*]{0,8}", name in "[ab]{0,10}") {
+        let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+        prop_assert_eq!(sshd::wildcard(&pattern, &name), wildcard_reference(&p, &n));
     }
 
     #[test]
