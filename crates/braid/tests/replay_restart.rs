@@ -157,18 +157,44 @@ async fn wait_for_salt_file(dir: &Path, at_least: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_restarted_replayed_request_is_refused() {
+/// A key, a state folder, an echo destination, a recorded request, and relay A, which has
+/// relayed that request once.
+struct FirstRun {
+    key: String,
+    dir: PathBuf,
+    dst: SocketAddr,
+    request: Vec<u8>,
+    a: Relay,
+}
+
+async fn first_run(name: &str) -> FirstRun {
     let key = braid::keygen::generate(braid::config::Method::Aes256Gcm).expect("key");
-    let dir = state_dir("restart");
+    let dir = state_dir(name);
     let dst = echo_destination().await;
     let request = recorded_request(&key, dst, b"ping").await;
-
     let a = start_relay(&key, &dir).await;
     assert!(
         send(a.addr, &request).await > 0,
         "the first time, the request is relayed"
     );
+    FirstRun {
+        key,
+        dir,
+        dst,
+        request,
+        a,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_restarted_replayed_request_is_refused() {
+    let FirstRun {
+        key,
+        dir,
+        dst,
+        request,
+        a,
+    } = first_run("restart").await;
     assert_eq!(
         send(a.addr, &request).await,
         0,
@@ -195,16 +221,13 @@ async fn relay_restarted_replayed_request_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_killed_after_its_periodic_write_replayed_request_is_refused() {
-    let key = braid::keygen::generate(braid::config::Method::Aes256Gcm).expect("key");
-    let dir = state_dir("killed");
-    let dst = echo_destination().await;
-    let request = recorded_request(&key, dst, b"ping").await;
-
-    let a = start_relay(&key, &dir).await;
-    assert!(
-        send(a.addr, &request).await > 0,
-        "the first time, the request is relayed"
-    );
+    let FirstRun {
+        key,
+        dir,
+        request,
+        a,
+        ..
+    } = first_run("killed").await;
     wait_for_salt_file(&dir, 1).await;
     // No shutdown: as after a SIGKILL, only the periodic write is there.
     a.run.abort();

@@ -13,8 +13,7 @@
 //! 30 s old, so at worst a request captured in the seconds before the restart can be replayed,
 //! as before this store existed.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -145,8 +144,8 @@ pub struct SaltStoreError {
     pub source: std::io::Error,
 }
 
-/// Replaces `path` with `bytes` through a temporary file and a rename (mode 0600, directory
-/// 0700). Not fsynced: the salts matter for a minute, and a power loss takes longer than that.
+/// Replaces `path` with `bytes` (temporary file, rename: see `state::file::replace`), creating
+/// the directory (mode 0700) if needed.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
@@ -154,20 +153,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .mode(0o700)
             .create(dir)?;
     }
-    let tmp = path.with_extension("salts.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        std::fs::rename(&tmp, path)
-    };
-    write().inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    crate::state::file::replace(path, bytes)
 }
 
 #[cfg(test)]
