@@ -252,8 +252,18 @@ fn mb(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
-/// Runs the benchmark and returns Markdown.
-pub fn load(args: &LoadArgs, exe: &Path) -> Result<String, HarnessError> {
+/// The running lab: harness, daemons' pids, the flood's source addresses, the limits in force.
+struct Running {
+    h: Harness,
+    spid: u32,
+    gpid: u32,
+    sources: Vec<IpAddr>,
+    limits: String,
+}
+
+/// Raises the open-file limit, builds the lab with the flood's source addresses in srv, starts
+/// both daemons and waits for the uplinks.
+fn start(args: &LoadArgs, exe: &Path) -> Result<Running, HarnessError> {
     let (soft, hard, short) = raise_nofile(args.nofile);
     if let Some(why) = &short {
         eprintln!("bench load: open-file limit {soft}/{hard}: {why}");
@@ -287,91 +297,149 @@ pub fn load(args: &LoadArgs, exe: &Path) -> Result<String, HarnessError> {
         caps_line(&h, "server.log"),
         caps_line(&h, "gateway.log"),
     );
+    Ok(Running {
+        h,
+        spid,
+        gpid,
+        sources,
+        limits,
+    })
+}
+
+/// Everything the benchmark measured.
+struct Figures {
+    limits: String,
+    gateway_idle_kib: u64,
+    few: (Held, Side),
+    many: (Held, Side, Side),
+    idle_ttfb: (Option<f64>, u64),
+    flood: Flood,
+    braid_rate: serde_json::Value,
+    ss_rate: Option<serde_json::Value>,
+}
+
+/// The unauthenticated connections held on the relay, the descriptors they cost it, and the
+/// valid client's time to first byte meanwhile.
+struct Flood {
+    junk: Held,
+    fds: usize,
+    ttfb: (Option<f64>, u64),
+}
+
+/// Holds `count` relayed connections from the LAN; the figures of (relay, gateway) meanwhile.
+fn held(
+    r: &Running,
+    exe: &Path,
+    count: usize,
+    idle: Idle,
+) -> Result<(Held, Side, Side), HarnessError> {
     let target = Harness::traffic_target();
-    let (s_fds0, g_fds0) = (procfs::fds(spid), procfs::fds(gpid));
-    let (s_rss0, g_rss0) = (procfs::rss_kib(spid), procfs::rss_kib(gpid));
+    let hold = Holder::start(&r.h, exe, Role::Lan, &target, count, &[], false)?;
+    accepted(r.spid, idle.s_fds + 2 * hold.held.open);
+    accepted(r.gpid, idle.g_fds + 2 * hold.held.open);
+    let relay = side(r.spid, idle.s_fds, idle.s_rss, hold.held.open);
+    let gateway = side(r.gpid, idle.g_fds, idle.g_rss, hold.held.open);
+    let report = hold.held.clone();
+    hold.release();
+    drained(r.spid, idle.s_fds);
+    drained(r.gpid, idle.g_fds);
+    Ok((report, relay, gateway))
+}
 
+/// Times a valid client while `count` unauthenticated connections are held open on the relay;
+/// also what they cost the relay in descriptors.
+fn flooded(r: &Running, exe: &Path, count: usize, idle: Idle) -> Result<Flood, HarnessError> {
+    let relay = format!("{}:{RELAY_PORT}", Lab::VPS_PUBLIC);
+    let junk = Holder::start(&r.h, exe, Role::Srv, &relay, count, &r.sources, true)?;
+    accepted(r.spid, idle.s_fds + junk.held.open);
+    let t = ttfb(&r.h)?;
+    let fds = procfs::fds(r.spid).saturating_sub(idle.s_fds);
+    let report = junk.held.clone();
+    junk.release();
+    drained(r.spid, idle.s_fds);
+    Ok(Flood {
+        junk: report,
+        fds,
+        ttfb: t,
+    })
+}
+
+/// The daemons' descriptors and memory before any connection.
+#[derive(Clone, Copy)]
+struct Idle {
+    s_fds: usize,
+    g_fds: usize,
+    s_rss: u64,
+    g_rss: u64,
+}
+
+/// Runs the benchmark and returns Markdown.
+pub fn load(args: &LoadArgs, exe: &Path) -> Result<String, HarnessError> {
+    let mut r = start(args, exe)?;
+    let idle = Idle {
+        s_fds: procfs::fds(r.spid),
+        g_fds: procfs::fds(r.gpid),
+        s_rss: procfs::rss_kib(r.spid),
+        g_rss: procfs::rss_kib(r.gpid),
+    };
     eprintln!("gateway with {} connections…", args.gateway_connections);
-    let few = Holder::start(
-        &h,
-        exe,
-        Role::Lan,
-        &target,
-        args.gateway_connections,
-        &[],
-        false,
-    )?;
-    accepted(gpid, g_fds0 + 2 * few.held.open);
-    let g_few = side(gpid, g_fds0, g_rss0, few.held.open);
-    let few_held = few.held.clone();
-    few.release();
-    drained(spid, s_fds0);
-    drained(gpid, g_fds0);
-
+    let (few, _, g_few) = held(&r, exe, args.gateway_connections, idle)?;
     eprintln!("relay with {} connections…", args.connections);
-    let many = Holder::start(&h, exe, Role::Lan, &target, args.connections, &[], false)?;
-    accepted(spid, s_fds0 + 2 * many.held.open);
-    let s_many = side(spid, s_fds0, s_rss0, many.held.open);
-    let g_many = side(gpid, g_fds0, g_rss0, many.held.open);
-    let many_held = many.held.clone();
-    many.release();
-    drained(spid, s_fds0);
-    drained(gpid, g_fds0);
-
+    let many = held(&r, exe, args.connections, idle)?;
     eprintln!(
         "time to first byte, idle and with {} unauthenticated connections…",
         args.unauthenticated
     );
-    let idle = ttfb(&h)?;
-    let relay = format!("{}:{RELAY_PORT}", Lab::VPS_PUBLIC);
-    let junk = Holder::start(
-        &h,
-        exe,
-        Role::Srv,
-        &relay,
-        args.unauthenticated,
-        &sources,
-        true,
-    )?;
-    accepted(spid, s_fds0 + junk.held.open);
-    let flooded = ttfb(&h)?;
-    let junk_held = junk.held.clone();
-    let s_junk_fds = procfs::fds(spid).saturating_sub(s_fds0);
-    junk.release();
-    drained(spid, s_fds0);
-
+    let idle_ttfb = ttfb(&r.h)?;
+    let flood = flooded(&r, exe, args.unauthenticated, idle)?;
     eprintln!("connections opened per second…");
-    let braid_rate = opened_per_sec(&h, args)?;
-    h.stop_gateway()?;
-    h.stop_server()?;
+    let braid_rate = opened_per_sec(&r.h, args)?;
+    r.h.stop_gateway()?;
+    r.h.stop_server()?;
     let ss_rate = match &args.ssrust {
         Some(dir) => {
             eprintln!("connections opened per second, shadowsocks-rust…");
-            h.lab.kernel_mptcp_policy()?;
-            let s = SsRust::start(&h, dir)?;
-            let r = opened_per_sec(&h, args);
-            s.stop(&h);
-            Some(r?)
+            r.h.lab.kernel_mptcp_policy()?;
+            let s = SsRust::start(&r.h, dir)?;
+            let rate = opened_per_sec(&r.h, args);
+            s.stop(&r.h);
+            Some(rate?)
         }
         None => None,
     };
-    drop(h);
+    let figures = Figures {
+        limits: std::mem::take(&mut r.limits),
+        gateway_idle_kib: idle.g_rss,
+        few: (few, g_few),
+        many,
+        idle_ttfb,
+        flood,
+        braid_rate,
+        ss_rate,
+    };
+    drop(r);
+    Ok(render(args, &figures))
+}
 
+/// The figures as Markdown tables.
+fn render(args: &LoadArgs, f: &Figures) -> String {
+    let (many, s_many, g_many) = &f.many;
+    let (few, g_few) = &f.few;
     let mut md = String::new();
     let _ = writeln!(
         md,
         "### Load (wifi 40 Mbit/s 10 ms + 5g 20 Mbit/s 40 ms; relayed connections through the capture, idle after a byte each way)\n"
     );
-    let _ = writeln!(md, "Limits in force: {limits}.\n");
+    let _ = writeln!(md, "Limits in force: {}.\n", f.limits);
     md += "| figure | relay | gateway | target |\n|---|---|---|---|\n";
     let _ = writeln!(
         md,
         "| relayed connections held at once | {} of {} ({} failed{}; opened in {:.1} s) | same | ≥ 10,000 |",
-        many_held.open,
+        many.open,
         args.connections,
-        many_held.failed,
-        many_held.first_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
-        many_held.secs
+        many.failed,
+        many.first_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+        many.secs
     );
     let _ = writeln!(
         md,
@@ -394,21 +462,32 @@ pub fn load(args: &LoadArgs, exe: &Path) -> Result<String, HarnessError> {
     let _ = writeln!(
         md,
         "| gateway RSS idle with 2 uplinks, MB | | {} | ≤ 15 MB |",
-        mb(g_rss0)
+        mb(f.gateway_idle_kib)
     );
     let _ = writeln!(
         md,
         "| gateway RSS with {} relayed connections ({} held, {} failed), MB | | {} ({:.2} descriptors each) | recorded |",
         args.gateway_connections,
-        few_held.open,
-        few_held.failed,
+        few.open,
+        few.failed,
         mb(g_few.rss_held_kib),
         g_few.fds_per_conn
     );
+    md += &render_ttfb(args, f);
+    md += &render_rate(args, f);
+    md
+}
+
+fn render_ttfb(args: &LoadArgs, f: &Figures) -> String {
     let ms = |v: Option<f64>| v.map_or("–".to_string(), |m| format!("{m:.1}"));
-    let _ = writeln!(
-        md,
-        "\n| time to first byte, 100-byte request/reply from the LAN, {RR_TRIES} fresh connections | median ms | failures |\n|---|---|---|"
+    let Flood {
+        junk,
+        fds,
+        ttfb: flooded,
+    } = &f.flood;
+    let idle = f.idle_ttfb;
+    let mut md = format!(
+        "\n| time to first byte, 100-byte request/reply from the LAN, {RR_TRIES} fresh connections | median ms | failures |\n|---|---|---|\n"
     );
     let _ = writeln!(
         md,
@@ -420,22 +499,25 @@ pub fn load(args: &LoadArgs, exe: &Path) -> Result<String, HarnessError> {
         md,
         "| {} unauthenticated connections held open on the relay ({} open from {} addresses, {} failed; relay descriptors +{}) | {} | {} of {RR_TRIES} |",
         args.unauthenticated,
-        junk_held.open,
+        junk.open,
         JUNK_SOURCES,
-        junk_held.failed,
-        s_junk_fds,
+        junk.failed,
+        fds,
         ms(flooded.0),
         flooded.1
     );
     if let (Some(a), Some(b)) = (idle.0, flooded.0) {
         let _ = writeln!(md, "| ratio (target ≤ 2×) | {:.2}× | |", b / a);
     }
-    let _ = writeln!(
-        md,
-        "\n| relayed connections opened per second through the capture (100-byte request/reply, {} clients, {} s) | per second | completed | failed |\n|---|---|---|---|",
+    md
+}
+
+fn render_rate(args: &LoadArgs, f: &Figures) -> String {
+    let mut md = format!(
+        "\n| relayed connections opened per second through the capture (100-byte request/reply, {} clients, {} s) | per second | completed | failed |\n|---|---|---|---|\n",
         args.rate_workers, args.rate_secs
     );
-    let rate_row = |name: &str, v: &serde_json::Value| {
+    let row = |name: &str, v: &serde_json::Value| {
         format!(
             "| {name} | {:.0} | {} | {} |\n",
             v["per_sec"].as_f64().unwrap_or(0.0),
@@ -443,10 +525,10 @@ pub fn load(args: &LoadArgs, exe: &Path) -> Result<String, HarnessError> {
             v["failed"]
         )
     };
-    md += &rate_row("**braid**", &braid_rate);
-    match &ss_rate {
-        Some(v) => md += &rate_row("shadowsocks-rust 1.25 + kernel MPTCP", v),
+    md += &row("**braid**", &f.braid_rate);
+    match &f.ss_rate {
+        Some(v) => md += &row("shadowsocks-rust 1.25 + kernel MPTCP", v),
         None => md += "| shadowsocks-rust 1.25 + kernel MPTCP | not measured (no --ssrust) | | |\n",
     }
-    Ok(md)
+    md
 }
