@@ -9,6 +9,7 @@ use clap::Subcommand;
 
 use crate::bench::aggregation::{self, AggregationArgs};
 use crate::bench::failover::{self, FailoverArgs};
+use crate::bench::load::{self, LoadArgs};
 use crate::bench::lossy::{self, LossyArgs};
 use crate::bench::udp::{self, UdpArgs};
 use crate::{demo, harness, traffic};
@@ -56,6 +57,9 @@ pub enum BenchCommand {
     Lossy(LossyArgs),
     /// UDP goodput and loss, UDP failover and DNS time, braid beside direct; prints Markdown.
     Udp(UdpArgs),
+    /// Connections held per relay and their cost, time to first byte under a flood of
+    /// unauthenticated connections, gateway memory, connections per second; prints Markdown.
+    Load(LoadArgs),
 }
 
 /// Where a traffic client connects, and how.
@@ -201,6 +205,37 @@ pub enum TrafficCommand {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Open COUNT connections (a byte each way through echo, or with --junk nothing at all),
+    /// print JSON once they are open, keep them until stdin closes.
+    Hold {
+        /// Where to connect.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Connections to hold.
+        #[arg(long)]
+        count: usize,
+        /// Source addresses to bind, in turn.
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<std::net::IpAddr>,
+        /// Send nothing (an unauthenticated client) instead of the echo exchange.
+        #[arg(long)]
+        junk: bool,
+    },
+    /// Short request/replies back to back from WORKERS clients for SECS; print JSON.
+    Rate {
+        /// Traffic server.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Clients at once.
+        #[arg(long, default_value_t = 16)]
+        workers: usize,
+        /// Duration.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Request and reply size.
+        #[arg(long, default_value_t = 100)]
+        size: u64,
+    },
 }
 
 /// Runs a lab subcommand.
@@ -234,6 +269,7 @@ fn bench_main(b: BenchCommand) -> ExitCode {
         BenchCommand::Failover(a) => failover::failover(&a, &exe),
         BenchCommand::Lossy(a) => lossy::lossy(&a, &exe),
         BenchCommand::Udp(a) => udp::udp(&a, &exe),
+        BenchCommand::Load(a) => load::load(&a, &exe),
     };
     match r {
         Ok(md) => {
@@ -337,11 +373,29 @@ fn traffic_main(t: TrafficCommand) -> ExitCode {
                 .await;
                 (json(&r), r.failures == 0)
             }
+            TrafficCommand::Hold {
+                connect,
+                count,
+                from,
+                junk,
+            } => {
+                load::hold(connect, count, &from, junk).await?;
+                (String::new(), true)
+            }
+            TrafficCommand::Rate {
+                connect,
+                workers,
+                secs,
+                size,
+            } => (json(&load::rate(connect, workers, secs, size).await), true),
         })
     });
     match r {
         Ok((out, ok)) => {
-            println!("{out}");
+            // `hold` prints its own line, and its reader may be gone by the time it ends.
+            if !out.is_empty() {
+                println!("{out}");
+            }
             if ok {
                 ExitCode::SUCCESS
             } else {

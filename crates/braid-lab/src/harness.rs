@@ -195,11 +195,13 @@ impl Harness {
         wrapper: &[&str],
         extra: &str,
     ) -> Result<(), HarnessError> {
+        // Like the gateway's record, the relay's salt file stays in the lab's own folder.
         let cfg = format!(
-            "listen = \"{}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nallow_destinations = [\"{}/32\"]\n{extra}\n",
+            "listen = \"{}\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{}\"\nallow_destinations = [\"{}/32\"]\nstate_dir = \"{}\"\n{extra}\n",
             self.relay_listen(),
             self.key,
-            Lab::SRV
+            Lab::SRV,
+            self.state_dir().display()
         );
         self.keep_old_log("server", self.server_runs);
         self.server_runs += 1;
@@ -305,7 +307,7 @@ impl Harness {
         fs::read_to_string(self.dir.join(file)).unwrap_or_default()
     }
 
-    /// Where the gateway keeps its state record (`state_dir`).
+    /// Where the gateway keeps its state record and the relay its salts (`state_dir`).
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }
@@ -319,6 +321,16 @@ impl Harness {
             }
             None => None,
         })
+    }
+
+    /// Process id of the running server.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
+    /// Process id of the running gateway.
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.gateway.as_ref().map(Child::id)
     }
 
     /// Process ids of the running server and gateway (for CPU accounting).

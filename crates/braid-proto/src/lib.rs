@@ -17,6 +17,9 @@
 pub mod congestion;
 pub mod control;
 pub mod destination;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod health;
 pub mod logsafe;
 pub mod rate;

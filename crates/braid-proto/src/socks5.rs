@@ -166,6 +166,37 @@ pub fn parse_address(buf: &[u8]) -> Result<Option<(TargetAddr, usize)>, Socks5Er
     }
 }
 
+/// Emits `ATYP ADDR PORT`, the inverse of [`parse_address`]: IPv4 as type 1, IPv6 as type 4
+/// (an IPv4-mapped IPv6 address stays type 4, as it arrived), a name as type 3.
+///
+/// A name must be 1 to 255 bytes, the most its length byte can say.
+pub fn emit_address(target: &TargetAddr, out: &mut Vec<u8>) -> Result<(), Socks5Error> {
+    let port = match target {
+        TargetAddr::Ip(SocketAddr::V4(a)) => {
+            out.push(1);
+            out.extend_from_slice(&a.ip().octets());
+            a.port()
+        }
+        TargetAddr::Ip(SocketAddr::V6(a)) => {
+            out.push(4);
+            out.extend_from_slice(&a.ip().octets());
+            a.port()
+        }
+        TargetAddr::Domain(name, port) => {
+            let len = u8::try_from(name.len())
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(Socks5Error::BadDomain)?;
+            out.push(3);
+            out.push(len);
+            out.extend_from_slice(name.as_bytes());
+            *port
+        }
+    };
+    out.extend_from_slice(&port.to_be_bytes());
+    Ok(())
+}
+
 /// REP codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

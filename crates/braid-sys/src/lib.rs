@@ -24,6 +24,9 @@
 
 pub mod address;
 pub mod congestion;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod keepalive;
 pub mod kernel;
 pub mod kmsg;

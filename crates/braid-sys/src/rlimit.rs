@@ -114,9 +114,10 @@ mod tests {
         if r.before.hard != libc::RLIM_INFINITY {
             assert_eq!(r.after.soft, r.after.hard);
         }
-        let n = open_files().unwrap();
-        let f = std::fs::File::open("/proc/self/stat").unwrap();
-        assert!(open_files().unwrap() > n);
-        drop(f);
+        // Other tests open and close files meanwhile, so only a floor is certain.
+        let held: Vec<_> = (0..64)
+            .map(|_| std::fs::File::open("/proc/self/stat").unwrap())
+            .collect();
+        assert!(open_files().unwrap() >= held.len());
     }
 }

@@ -32,6 +32,9 @@ pub mod datagram;
 pub mod doctor;
 pub mod fast_open;
 pub mod firewall;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod gateway;
 pub mod generate;
 pub mod keygen;

@@ -96,12 +96,12 @@ fn costed(
 
 /// shadowsocks-rust started in the lab: ssserver in vps, sslocal (SOCKS5 on the gateway's LAN
 /// address, and redir on :1100 behind braid's own capture rules) in gw.
-struct SsRust {
+pub(super) struct SsRust {
     children: Vec<Child>,
 }
 
 impl SsRust {
-    fn start(h: &Harness, dir: &Path) -> Result<SsRust, HarnessError> {
+    pub(super) fn start(h: &Harness, dir: &Path) -> Result<SsRust, HarnessError> {
         let io = |what: &str| {
             let what = what.to_string();
             move |source| HarnessError::Io { what, source }
@@ -193,7 +193,7 @@ impl SsRust {
         self.children.iter().map(|c| c.id()).collect()
     }
 
-    fn stop(mut self, h: &Harness) {
+    pub(super) fn stop(mut self, h: &Harness) {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();

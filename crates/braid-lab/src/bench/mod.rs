@@ -5,8 +5,12 @@
 //! - [`aggregation`]: bonded goodput, time to first byte and the unshaped relay's own cost.
 //! - [`failover`]: failover, recovery and stalls per fault, braid beside kernel-only MPTCP.
 //! - [`udp`]: UDP goodput and loss, UDP failover, DNS time, through braid beside direct.
+//! - [`lossy`]: bonded goodput over lossy uplinks per congestion control.
+//! - [`load`]: connections held per relay and their cost, time to first byte under a flood of
+//!   unauthenticated connections, the gateway's memory, connections opened per second.
 
 pub mod aggregation;
 pub mod failover;
+pub mod load;
 pub mod lossy;
 pub mod udp;

@@ -168,7 +168,7 @@ impl ParseableParametrized<[u8], GenlHeader> for PmMessage {
 
 /// Appends netlink attributes (4-byte header, value, padding to 4).
 #[derive(Default)]
-pub(crate) struct NlaWriter(Vec<u8>);
+pub(crate) struct NlaWriter(pub(crate) Vec<u8>);
 
 impl NlaWriter {
     pub fn bytes(&mut self, kind: u16, value: &[u8]) -> &mut Self {

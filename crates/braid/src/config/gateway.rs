@@ -249,7 +249,7 @@ struct UplinkDto {
 fn default_control() -> String {
     super::common::DEFAULT_CONTROL.into()
 }
-fn default_state_dir() -> String {
+pub(super) fn default_state_dir() -> String {
     crate::state::DEFAULT_DIR.into()
 }
 fn yes() -> bool {
@@ -473,7 +473,7 @@ fn parse_uplinks(list: &[UplinkDto]) -> Result<Vec<Uplink>, Invalid> {
     Ok(out)
 }
 
-fn parse_state_dir(s: &str) -> Result<PathBuf, Invalid> {
+pub(super) fn parse_state_dir(s: &str) -> Result<PathBuf, Invalid> {
     let p = PathBuf::from(s);
     if !p.is_absolute() {
         return Err(Invalid::new(

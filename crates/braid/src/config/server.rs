@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub control_access: super::ControlAccess,
     /// The Shadowsocks-2022 UDP relay on `listen`'s port; `None` when `udp = false`.
     pub udp: Option<super::udp::UdpLimits>,
+    /// Where the salts of the last minute's requests are kept across a restart
+    /// (`server-<port>.salts`), so a request replayed after a restart is still refused.
+    pub state_dir: std::path::PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +88,8 @@ struct Dto {
     udp_timeout_secs: u64,
     #[serde(default = "default_udp_sessions")]
     udp_max_sessions: usize,
+    #[serde(default = "super::gateway::default_state_dir")]
+    state_dir: String,
 }
 
 /// SIP022: a relay session is remembered at least 60 s.
@@ -215,6 +220,7 @@ impl ServerConfig {
             idle_timeout: timeout("idle_timeout_secs", d.idle_timeout_secs)?,
             control,
             control_access,
+            state_dir: super::gateway::parse_state_dir(&d.state_dir)?,
             limits: super::common::parse_limits(
                 d.max_connections,
                 d.max_handshakes,

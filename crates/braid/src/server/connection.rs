@@ -96,6 +96,9 @@ async fn serve(
         reset(ss.get_ref());
         return;
     };
+    if let Some(salt) = ss.salt() {
+        shared.salts.record(salt);
+    }
     let _slot = match handshake.establish() {
         Ok(slot) => slot,
         Err(e) => {

@@ -10,6 +10,8 @@ pub use connection::transport_of;
 mod control;
 mod own_addrs;
 pub mod reload;
+mod salt_store;
+pub(crate) mod salts;
 mod tfo_push;
 pub use own_addrs::OwnAddrs;
 mod stream;
@@ -192,6 +194,8 @@ struct Shared {
     admission: Arc<crate::admission::Admission>,
     /// Lines about one client (rejected handshakes, fallbacks): at most one a minute each.
     rejects: crate::log_limit::PerSourceLog,
+    /// The salts of accepted requests, kept across a restart.
+    salts: Arc<salt_store::SaltStore>,
 }
 
 impl Server {
@@ -199,6 +203,11 @@ impl Server {
     pub fn new(cfg: ServerConfig, listeners: Listeners) -> Server {
         let mut ctx = Context::new(ServerType::Server);
         ctx.set_replay_attack_policy(shadowsocks::config::ReplayAttackPolicy::Reject);
+        let salts = salt_store::SaltStore::open(
+            salt_store::path(&cfg.state_dir, cfg.listen.port()),
+            &ctx,
+            cfg.method.cipher(),
+        );
         let policy = DestinationPolicy {
             allow: cfg.allow_destinations.clone(),
         };
@@ -215,6 +224,7 @@ impl Server {
             registry: Arc::new(crate::status::registry::Registry::default()),
             admission: crate::admission::for_daemon(&cfg.limits),
             rejects: crate::log_limit::PerSourceLog::new(REJECT_LOG_EVERY),
+            salts: Arc::new(salts),
             cfg,
         };
         let shared = Arc::new(shared);
@@ -271,6 +281,8 @@ impl Server {
             )));
         }
         let udp = self.udp.map(|u| tokio::spawn(u.run(shutdown.clone())));
+        let salts = self.shared.salts.clone();
+        let keep_salts = tokio::spawn(salts.clone().keep(shutdown.clone()));
         let admission = self.shared.admission.clone();
         Listener::new("relay", self.listener, self.shared.clone(), admission)
             .run(shutdown)
@@ -278,6 +290,11 @@ impl Server {
         tcp_mem_watch.abort();
         if let Some(u) = udp {
             let _ = u.await;
+        }
+        let _ = keep_salts.await;
+        // The connections have drained: no salt comes after this write.
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || salts.save()).await {
+            warn!("replay filter: {e}");
         }
         if let Some(h) = status_http {
             let _ = h.await;

@@ -99,6 +99,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerStream<S> {
         Ok(header.target)
     }
 
+    /// The request's salt, once [`ServerStream::handshake`] read it: the relay keeps it across a
+    /// restart (`salt_store`).
+    pub fn salt(&self) -> Option<&[u8]> {
+        self.inner.received_nonce()
+    }
+
     /// The socket.
     pub fn get_ref(&self) -> &S {
         self.inner.get_ref()

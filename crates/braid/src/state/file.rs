@@ -61,23 +61,7 @@ impl StateFile {
                 std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             )
         })?;
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            self.io("writing", e)
-        })
+        replace(&self.path, format!("{text}\n").as_bytes()).map_err(|e| self.io("writing", e))
     }
 
     /// Deletes the file; a missing one is fine.
@@ -102,6 +86,29 @@ impl StateFile {
             source,
         }
     }
+}
+
+/// Replaces `path` with `bytes`: written to `<path>.tmp` (mode 0600), flushed to disk and
+/// renamed over it, so a crash leaves the old file or the new one, never half of one. The
+/// directory must exist.
+pub(crate) fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]

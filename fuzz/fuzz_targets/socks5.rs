@@ -1,0 +1,4 @@
+//! SOCKS5 greeting, CONNECT request and address (`braid_proto::socks5`), from a LAN client.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| braid_proto::fuzz_api::socks5(data));
