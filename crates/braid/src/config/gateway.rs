@@ -89,6 +89,11 @@ pub struct GatewayConfig {
     pub socks_allow_from: Vec<ipnet::IpNet>,
     /// Who may read the status API, and how.
     pub control_access: super::ControlAccess,
+    /// The warm pool of relay connections (`warm_pool`).
+    pub warm_pool: braid_proto::pool::Mode,
+    /// The handshake timeout assumed of a relay that does not say its own
+    /// (`relay_handshake_timeout_secs`; braid's relay says it over the control channel).
+    pub relay_handshake_timeout: Duration,
 }
 
 /// `[health]`: probe thresholds; every key optional (defaults in braid_proto::health).
@@ -176,6 +181,8 @@ struct Dto {
     control_token: Option<String>,
     #[serde(default)]
     control_hosts: Vec<String>,
+    warm_pool: Option<super::warm_pool::WarmPoolDto>,
+    relay_handshake_timeout_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -494,6 +501,10 @@ impl GatewayConfig {
                 d.max_handshakes_per_source,
             )?,
             state_dir: parse_state_dir(&d.state_dir)?,
+            warm_pool: super::warm_pool::parse_mode(d.warm_pool.as_ref())?,
+            relay_handshake_timeout: super::warm_pool::parse_assumed_timeout(
+                d.relay_handshake_timeout_secs,
+            )?,
         })
     }
 }

@@ -3,7 +3,8 @@
 //! Field names are a contract (automated checks read them): `uplinks[].name|state|address|rtt_ms|
 //! loss|rx_bps|tx_bps|rx_bytes|tx_bytes|subflows|backup`, `connections.mptcp|fallback`,
 //! `tfo.enabled|reason`, `congestion.algorithm|reason`, `blackhole.active`,
-//! `tcp_mem.state|pages|max_pages|runaway`. More fields may be added, never renamed.
+//! `tcp_mem.state|pages|max_pages|runaway`, `warm_pool.target|idle|warm|hits|misses` (gateway).
+//! More fields may be added, never renamed.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +59,10 @@ pub struct Status {
     /// opens, through braid or anything else.
     #[serde(default)]
     pub tcp_mem: TcpMem,
+    /// The gateway's warm pool of relay connections (absent on the server and when older
+    /// gateways answer).
+    #[serde(default)]
+    pub warm_pool: Option<braid_proto::pool::PoolStats>,
 }
 
 /// Where the TCP memory counter stands against `net.ipv4.tcp_mem`.
