@@ -53,6 +53,9 @@ pub const MIN_LIFETIME: Duration = Duration::from_millis(1500);
 pub const COVER: Duration = Duration::from_secs(2);
 /// Time constant of the connection-rate average.
 pub const RATE_TAU: Duration = Duration::from_secs(15);
+/// The wait before replacing a connection dropped for a Down uplink (the uplink manager
+/// points new connections at a healthy uplink meanwhile).
+pub const DOWN_REOPEN_GAP: Duration = Duration::from_millis(250);
 /// The longest wait between connect attempts after failures.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -409,6 +412,8 @@ impl<T> Pool<T> {
                 }
                 Review::UplinkDown => {
                     self.counts.uplink_down += 1;
+                    // Replacements wait a moment, so a source that stays wrong cannot spin.
+                    self.retry_at = self.retry_at.max(now + DOWN_REOPEN_GAP);
                     out.push((e.item, Discard::UplinkDown));
                 }
             }
@@ -671,7 +676,13 @@ mod tests {
             }
         });
         assert_eq!(gone, vec![(1, Discard::UplinkDown)]);
-        assert_eq!(p.to_open(s(0.5)), 1);
+        assert_eq!(
+            p.to_open(s(0.5)),
+            0,
+            "not at once: a wrong source would spin"
+        );
+        assert_eq!(p.next_deadline(s(0.5)), Some(s(0.75)));
+        assert_eq!(p.to_open(s(0.75)), 1);
         assert_eq!(p.stats(s(0.5)).dropped_uplink_down, 1);
     }
 

@@ -132,7 +132,12 @@ impl WarmPool {
             let now = self.now();
             let (n, deadline) = {
                 let mut core = self.core();
-                (core.to_open(now), core.next_deadline(now))
+                let n = if UplinkAddrs::of(&view).waiting {
+                    0
+                } else {
+                    core.to_open(now)
+                };
+                (n, core.next_deadline(now))
             };
             for _ in 0..n {
                 let d = dialer.clone();
@@ -293,26 +298,32 @@ fn still_open(stream: &TcpStream) -> bool {
     )
 }
 
-/// The uplinks' addresses by what they may carry, from the manager's view.
+/// The uplinks' addresses by state, from the manager's view.
 struct UplinkAddrs {
     /// Up: a warm connection has a subflow from each.
     up: Vec<IpAddr>,
-    /// Not carrying traffic: a connection with a subflow from one is dropped.
+    /// Down: a connection with a subflow from one is dropped. (Recovering, the state every
+    /// uplink starts in, is not Down: the kernel's choice of source may well be such an uplink
+    /// before the first probes.)
     down: Vec<IpAddr>,
+    /// Uplinks are configured but none is Up yet: opening would only pick a source at random.
+    waiting: bool,
 }
 
 impl UplinkAddrs {
     fn of(view: &ManagerView) -> UplinkAddrs {
-        let with = |f: fn(LinkState) -> bool| {
+        let with = |state: LinkState| {
             view.uplinks
                 .iter()
-                .filter(|u| f(u.state))
+                .filter(|u| u.state == state)
                 .filter_map(|u| u.addr)
-                .collect()
+                .collect::<Vec<_>>()
         };
+        let up = with(LinkState::Up);
         UplinkAddrs {
-            up: with(|s| s == LinkState::Up),
-            down: with(|s| !s.carries_traffic()),
+            waiting: !view.uplinks.is_empty() && up.is_empty(),
+            up,
+            down: with(LinkState::Down),
         }
     }
 }
@@ -330,14 +341,24 @@ fn review(idle: &mut Idle, uplinks: &UplinkAddrs) -> Review {
     // A connection that is not MPTCP (plain TCP, or fallen back) has nothing to wait for.
     let joined =
         !matches!(state, MptcpState::Mptcp { .. }) || uplinks.up.iter().all(|a| locals.contains(a));
-    if !joined {
-        return Review::Joining;
+    // An uplink that comes Up again joins idle connections only once they hear from the relay:
+    // the warming keepalive returns until it has.
+    if idle.warming == joined {
+        let l = if joined {
+            &crate::listener::LIVENESS
+        } else {
+            &WARMING
+        };
+        if let Err(e) = braid_sys::keepalive::apply(&idle.stream, l) {
+            debug!("warm pool: keepalive: {e}");
+        }
+        idle.warming = !joined;
     }
-    if idle.warming {
-        restore_keepalive(&idle.stream);
-        idle.warming = false;
+    if joined {
+        Review::Warm
+    } else {
+        Review::Joining
     }
-    Review::Warm
 }
 
 /// What a relay socket is, and the local address of each of its subflows (the socket's own when
@@ -430,6 +451,7 @@ mod tests {
         let none = UplinkAddrs {
             up: vec![],
             down: vec![],
+            waiting: false,
         };
         // The RST may take a moment to arrive on loopback.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -450,11 +472,13 @@ mod tests {
         let down = UplinkAddrs {
             up: vec![],
             down: vec![lo],
+            waiting: false,
         };
         assert_eq!(review(&mut idle, &down), Review::UplinkDown);
         let up = UplinkAddrs {
             up: vec![lo, "10.2.0.1".parse().unwrap()],
             down: vec![],
+            waiting: false,
         };
         // Plain TCP cannot join other uplinks: it is as warm as it gets.
         assert_eq!(review(&mut idle, &up), Review::Warm);
