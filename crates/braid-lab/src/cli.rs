@@ -9,7 +9,9 @@ use clap::Subcommand;
 
 use crate::bench::aggregation::{self, AggregationArgs};
 use crate::bench::failover::{self, FailoverArgs};
+use crate::bench::fetch::{self, FetchArgs};
 use crate::bench::lossy::{self, LossyArgs};
+use crate::bench::throughput::{self, ThroughputArgs};
 use crate::{demo, harness, traffic};
 
 /// Lab subcommands.
@@ -51,8 +53,14 @@ pub enum BenchCommand {
     Aggregation(AggregationArgs),
     /// Failover, recovery and stalls per fault, braid beside kernel-only MPTCP; prints Markdown.
     Failover(FailoverArgs),
+    /// HTTP fetches through the capture, braid (warm pool on and off) beside shadowsocks-rust,
+    /// and the warm pool's idle cost; prints Markdown.
+    Fetch(FetchArgs),
     /// Bonded goodput over lossy uplinks per congestion control; prints Markdown.
     Lossy(LossyArgs),
+    /// Unshaped relay throughput and CPU per Gbit (offloads off), braid beside shadowsocks-rust
+    /// and raw kernel MPTCP: the last part of `aggregation` alone; prints Markdown.
+    Throughput(ThroughputArgs),
 }
 
 /// Where a traffic client connects, and how.
@@ -172,7 +180,9 @@ fn bench_main(b: BenchCommand) -> ExitCode {
     let r = match b {
         BenchCommand::Aggregation(a) => aggregation::aggregation(&a, &exe),
         BenchCommand::Failover(a) => failover::failover(&a, &exe),
+        BenchCommand::Fetch(a) => fetch::fetch(&a, &exe),
         BenchCommand::Lossy(a) => lossy::lossy(&a, &exe),
+        BenchCommand::Throughput(a) => throughput::throughput(&a, &exe),
     };
     match r {
         Ok(md) => {
