@@ -170,6 +170,7 @@ fn canned_status() -> Status {
             kernel: "6.12.0-test".into(),
         }),
         tcp_mem: Default::default(),
+        warm_pool: None,
     }
 }
 

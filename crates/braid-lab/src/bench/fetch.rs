@@ -38,6 +38,9 @@ pub struct FetchArgs {
     /// Folder with shadowsocks-rust's `ssserver` and `sslocal`, to measure that stack side by side.
     #[arg(long)]
     pub ssrust: Option<PathBuf>,
+    /// Print every fetch's times on stderr (medians hide a bimodal spread).
+    #[arg(long)]
+    pub samples: bool,
 }
 
 /// Body sizes fetched.
@@ -52,6 +55,8 @@ enum Stack {
     BraidPool,
     BraidNoPool,
     SsRust,
+    /// An MPTCP socket from the gateway itself, no proxy: what the kernel alone does.
+    Raw,
 }
 
 impl Stack {
@@ -60,6 +65,7 @@ impl Stack {
             Stack::BraidPool => "**braid**, warm_pool = \"auto\"",
             Stack::BraidNoPool => "braid, warm_pool = \"off\"",
             Stack::SsRust => "shadowsocks-rust 1.25 + kernel MPTCP",
+            Stack::Raw => "raw kernel MPTCP from the gateway, no proxy",
         }
     }
 }
@@ -123,23 +129,35 @@ fn pool_counts(s: &serde_json::Value) -> (u64, u64, u64, u64) {
     (n("hits"), n("misses"), n("opened"), n("idle"))
 }
 
-/// Fetches every size `count` times from the LAN host, `gap` apart, after one uncounted fetch.
+/// Fetches every size `count` times from `role` (over MPTCP with `mptcp`), `gap` apart, after
+/// one uncounted fetch.
 fn fetch_all(
     h: &Harness,
-    count: usize,
-    gap: Duration,
+    role: Role,
+    mptcp: bool,
+    args: &FetchArgs,
 ) -> Result<Vec<(Vec<Fetched>, usize)>, HarnessError> {
+    let (count, samples) = (args.count, args.samples);
+    let gap = Duration::from_millis(args.gap_ms);
     let target = SocketAddr::new(Lab::SRV.into(), HTTP_PORT);
-    Ok(h.lab.in_netns(Role::Lan, move || {
-        let _ = http::fetch(target, SIZES[0], FETCH_LIMIT);
+    Ok(h.lab.in_netns(role, move || {
+        let _ = http::fetch(target, SIZES[0], FETCH_LIMIT, mptcp);
         SIZES
             .iter()
             .map(|&size| {
                 let (mut ok, mut failed) = (Vec::new(), 0);
                 for _ in 0..count {
                     std::thread::sleep(gap);
-                    match http::fetch(target, size, FETCH_LIMIT) {
-                        Ok(f) => ok.push(f),
+                    match http::fetch(target, size, FETCH_LIMIT, mptcp) {
+                        Ok(f) => {
+                            if samples {
+                                eprintln!(
+                                    "fetch {size} B: first byte {:.1} ms, total {:.1} ms",
+                                    f.first_byte_ms, f.total_ms
+                                );
+                            }
+                            ok.push(f)
+                        }
                         Err(e) => {
                             eprintln!("fetch of {size} B failed: {e}");
                             failed += 1;
@@ -183,7 +201,6 @@ fn phase(
     args: &FetchArgs,
     idle: Option<u64>,
 ) -> Result<(Fetches, Option<Idle>), HarnessError> {
-    let gap = Duration::from_millis(args.gap_ms);
     let mem0 = tcp_mem_pages();
     let mut cost = None;
     let (by_size, pool) = match stack {
@@ -204,7 +221,7 @@ fn phase(
                 wait_warm(h)?;
             }
             let (hits0, misses0, _, _) = pool_counts(&gateway_status(h)?);
-            let r = fetch_all(h, args.count, gap);
+            let r = fetch_all(h, Role::Lan, false, args);
             let (hits1, misses1, _, _) = pool_counts(&gateway_status(h)?);
             if let (Ok(_), Some(secs)) = (&r, idle) {
                 eprintln!("idle cost, warm_pool = \"{pool}\", {secs} s…");
@@ -221,9 +238,13 @@ fn phase(
                 .unwrap_or(Path::new("/opt/ssrust/bin"));
             h.lab.kernel_mptcp_policy()?;
             let s = super::ssrust::SsRust::start(h, dir)?;
-            let r = fetch_all(h, args.count, gap);
+            let r = fetch_all(h, Role::Lan, false, args);
             s.stop(h);
             (r?, None)
+        }
+        Stack::Raw => {
+            h.lab.kernel_mptcp_policy()?;
+            (fetch_all(h, Role::Gw, true, args)?, None)
         }
     };
     Ok((
@@ -246,7 +267,7 @@ pub fn fetch(args: &FetchArgs, exe: &Path) -> Result<String, HarnessError> {
         what: format!("HTTP server on {}:{HTTP_PORT} in srv", Lab::SRV),
         source,
     })?);
-    let mut stacks = vec![Stack::BraidPool, Stack::BraidNoPool];
+    let mut stacks = vec![Stack::BraidPool, Stack::BraidNoPool, Stack::Raw];
     if args.ssrust.is_some() {
         stacks.insert(1, Stack::SsRust);
     }
@@ -257,8 +278,8 @@ pub fn fetch(args: &FetchArgs, exe: &Path) -> Result<String, HarnessError> {
         order.rotate_left(r % stacks.len());
         for stack in order {
             eprintln!("fetch: round {}, {}…", r + 1, stack.name());
-            let measure_idle =
-                (r == 0 && stack != Stack::SsRust && args.idle_secs > 0).then_some(args.idle_secs);
+            let braid = matches!(stack, Stack::BraidPool | Stack::BraidNoPool);
+            let measure_idle = (r == 0 && braid && args.idle_secs > 0).then_some(args.idle_secs);
             let (f, cost) = phase(&mut h, stack, args, measure_idle)?;
             if let Some(c) = cost {
                 idle.push((stack, c));
@@ -370,6 +391,7 @@ fn report(
                     Stack::BraidPool => "braid (pool)",
                     Stack::BraidNoPool => "braid (no pool)",
                     Stack::SsRust => "shadowsocks-rust",
+                    Stack::Raw => "raw",
                 },
                 f.mem.0.map_or("?".into(), |v| v.to_string()),
                 f.mem.1.map_or("?".into(), |v| v.to_string())

@@ -106,10 +106,16 @@ pub struct Fetched {
     pub total_ms: f64,
 }
 
-/// `GET /size` from `target` on a fresh connection. Fails on a wrong length or after `limit`.
-pub fn fetch(target: SocketAddr, size: usize, limit: Duration) -> Result<Fetched, String> {
+/// `GET /size` from `target` on a fresh connection (MPTCP with `mptcp`). Fails on a wrong
+/// length or after `limit`.
+pub fn fetch(
+    target: SocketAddr,
+    size: usize,
+    limit: Duration,
+    mptcp: bool,
+) -> Result<Fetched, String> {
     let start = Instant::now();
-    let mut c = TcpStream::connect_timeout(&target, limit).map_err(|e| format!("connect: {e}"))?;
+    let mut c = connect(target, limit, mptcp).map_err(|e| format!("connect: {e}"))?;
     c.set_nodelay(true).map_err(|e| e.to_string())?;
     c.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
     write!(
@@ -148,6 +154,16 @@ pub fn fetch(target: SocketAddr, size: usize, limit: Duration) -> Result<Fetched
         first_byte_ms: ms(first.unwrap_or_default()),
         total_ms: ms(start.elapsed()),
     })
+}
+
+fn connect(target: SocketAddr, limit: Duration, mptcp: bool) -> std::io::Result<TcpStream> {
+    let (sock, _, why) = braid_sys::socket::stream_socket(&target, mptcp)?;
+    if let Some(why) = why {
+        return Err(std::io::Error::other(format!("no MPTCP: {why}")));
+    }
+    sock.set_nonblocking(false)?;
+    sock.connect_timeout(&target.into(), limit)?;
+    Ok(sock.into())
 }
 
 /// `GET /api/status` from a daemon's status API (in the caller's namespace), as JSON.
