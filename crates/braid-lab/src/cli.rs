@@ -9,8 +9,10 @@ use clap::Subcommand;
 
 use crate::bench::aggregation::{self, AggregationArgs};
 use crate::bench::failover::{self, FailoverArgs};
+use crate::bench::fetch::{self, FetchArgs};
 use crate::bench::load::{self, LoadArgs};
 use crate::bench::lossy::{self, LossyArgs};
+use crate::bench::throughput::{self, ThroughputArgs};
 use crate::bench::udp::{self, UdpArgs};
 use crate::{demo, harness, traffic};
 
@@ -53,6 +55,9 @@ pub enum BenchCommand {
     Aggregation(AggregationArgs),
     /// Failover, recovery and stalls per fault, braid beside kernel-only MPTCP; prints Markdown.
     Failover(FailoverArgs),
+    /// HTTP fetches through the capture, braid (warm pool on and off) beside shadowsocks-rust,
+    /// and the warm pool's idle cost; prints Markdown.
+    Fetch(FetchArgs),
     /// Bonded goodput over lossy uplinks per congestion control; prints Markdown.
     Lossy(LossyArgs),
     /// UDP goodput and loss, UDP failover and DNS time, braid beside direct; prints Markdown.
@@ -60,6 +65,9 @@ pub enum BenchCommand {
     /// Connections held per relay and their cost, time to first byte under a flood of
     /// unauthenticated connections, gateway memory, connections per second; prints Markdown.
     Load(LoadArgs),
+    /// Unshaped relay throughput and CPU per Gbit (offloads off), braid beside shadowsocks-rust
+    /// and raw kernel MPTCP: the last part of `aggregation` alone; prints Markdown.
+    Throughput(ThroughputArgs),
 }
 
 /// Where a traffic client connects, and how.
@@ -267,9 +275,11 @@ fn bench_main(b: BenchCommand) -> ExitCode {
     let r = match b {
         BenchCommand::Aggregation(a) => aggregation::aggregation(&a, &exe),
         BenchCommand::Failover(a) => failover::failover(&a, &exe),
+        BenchCommand::Fetch(a) => fetch::fetch(&a, &exe),
         BenchCommand::Lossy(a) => lossy::lossy(&a, &exe),
         BenchCommand::Udp(a) => udp::udp(&a, &exe),
         BenchCommand::Load(a) => load::load(&a, &exe),
+        BenchCommand::Throughput(a) => throughput::throughput(&a, &exe),
     };
     match r {
         Ok(md) => {

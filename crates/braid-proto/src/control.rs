@@ -111,6 +111,20 @@ pub struct ServerReport {
     /// The server's clock (Unix time, ms), so a client can tell how far the clocks differ.
     #[serde(default)]
     pub time_unix_ms: u64,
+    /// The relay's limits on connections that have not sent their request yet, so that a
+    /// gateway's warm pool retires idle connections in time and stays well under the cap per
+    /// source. Relays older than the warm pool leave it out.
+    #[serde(default)]
+    pub handshake: Option<HandshakeLimits>,
+}
+
+/// How long the relay waits for a request, and how many such connections it takes per source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandshakeLimits {
+    /// `handshake_timeout_secs`, in ms.
+    pub timeout_ms: u64,
+    /// `max_handshakes_per_source` as resolved.
+    pub max_per_source: u64,
 }
 
 /// What a relay connection really is on the wire.
@@ -496,8 +510,22 @@ mod tests {
             },
             sysctls: BTreeMap::from([("net.mptcp.enabled".to_string(), "1".to_string())]),
             time_unix_ms: 1_700_000_000_000,
+            handshake: Some(HandshakeLimits {
+                timeout_ms: 15_000,
+                max_per_source: 16,
+            }),
         });
         let (back, _): (ControlResponse, usize) = decode(&encode(&r)).unwrap().unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn report_from_a_relay_without_handshake_limits_still_parses() {
+        let old = r#"{"kind":"report","version":"0.1.0","kernel":"6.18","connection":{"peer":"10.1.0.1:5","transport":"mptcp","subflows":1,"tfo":false},"sysctls":{}}"#;
+        let r: ControlResponse = serde_json::from_str(old).unwrap();
+        let ControlResponse::Report(r) = r else {
+            panic!("not a report: {r:?}");
+        };
+        assert_eq!(r.handshake, None);
     }
 }

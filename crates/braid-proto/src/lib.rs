@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Also here: the relay's destination policy (`destination`), SIP022's request-header rules
-//! (`sip022`), and log lines a peer can neither forge nor flood (`logsafe`).
+//! (`sip022`), the rules of the gateway's warm pool of relay connections (`pool`), and log lines
+//! a peer can neither forge nor flood (`logsafe`).
 #![forbid(unsafe_code)]
 
 pub mod congestion;
@@ -22,6 +23,7 @@ pub mod destination;
 pub mod fuzz_api;
 pub mod health;
 pub mod logsafe;
+pub mod pool;
 pub mod rate;
 pub mod sip022;
 pub mod socks5;

@@ -166,6 +166,10 @@ fn server_with_mptcp_disabled_is_reported_as_fallback() {
 /// How long the gateway may take to decide on TFO (it times request/replies through the relay).
 const TFO_DECISION_LIMIT: Duration = Duration::from_secs(30);
 
+/// TFO is what these checks count: LAN connections open their own relay connections (the warm
+/// pool would serve them on connections opened earlier, without a SYN).
+const NO_POOL_AUTO: &str = "fast_open = \"auto\"\nwarm_pool = \"off\"";
+
 fn fastopen_active(h: &Harness) -> u64 {
     let text = h
         .lab
@@ -185,7 +189,7 @@ fn tfo_auto_follows_end_to_end_evidence_and_on_refuses_when_impossible() {
         .expect("sysctl");
     h.start_server("").expect("server");
     let mut run = h.log_cursor("gateway.log");
-    h.start_gateway(&["wifi", "5g"], "fast_open = \"auto\"")
+    h.start_gateway(&["wifi", "5g"], NO_POOL_AUTO)
         .expect("gateway");
     let line = run
         .wait_for("TCP Fast Open o", TFO_DECISION_LIMIT)
@@ -244,8 +248,11 @@ fn tfo_auto_follows_end_to_end_evidence_and_on_refuses_when_impossible() {
 
     // Over plain TCP the same kernel does TFO end to end: auto must find that out and use it.
     let mut run = h.log_cursor("gateway.log");
-    h.start_gateway(&["wifi"], "fast_open = \"auto\"\nmptcp = false")
-        .expect("gateway over TCP");
+    h.start_gateway(
+        &["wifi"],
+        "fast_open = \"auto\"\nmptcp = false\nwarm_pool = \"off\"",
+    )
+    .expect("gateway over TCP");
     let tcp_line = run
         .wait_for("TCP Fast Open o", TFO_DECISION_LIMIT)
         .expect("the TFO decision over TCP");

@@ -53,6 +53,10 @@ fn requests_through_capture(h: &Harness) -> u64 {
     fastopen_active(h) - before
 }
 
+/// TFO is what these checks count: LAN connections open their own relay connections (the warm
+/// pool would serve them on connections opened earlier, without a SYN).
+const NO_POOL_AUTO: &str = "fast_open = \"auto\"\nwarm_pool = \"off\"";
+
 #[test]
 fn mptcp_relay_that_pushes_held_replies_gets_tfo_and_one_that_does_not_is_refused() {
     if !braid_lab::root_tests_enabled("lab_tfo") {
@@ -66,7 +70,7 @@ fn mptcp_relay_that_pushes_held_replies_gets_tfo_and_one_that_does_not_is_refuse
     // braid's relay: auto verifies TFO over MPTCP end to end and uses it.
     h.start_server("").expect("server");
     let mut c = h.log_cursor("gateway.log");
-    h.start_gateway(&["wifi", "5g"], "fast_open = \"auto\"")
+    h.start_gateway(&["wifi", "5g"], NO_POOL_AUTO)
         .expect("gateway");
     let line = decision(&mut c);
     assert!(
@@ -96,7 +100,7 @@ fn mptcp_relay_that_pushes_held_replies_gets_tfo_and_one_that_does_not_is_refuse
     h.start_server_with_prefix(&["env", "BRAID_TFO_PUSH=off"], "")
         .expect("server without the push");
     let mut c = h.log_cursor("gateway.log");
-    h.start_gateway(&["wifi", "5g"], "fast_open = \"auto\"")
+    h.start_gateway(&["wifi", "5g"], NO_POOL_AUTO)
         .expect("gateway");
     let line = decision(&mut c);
     assert!(

@@ -7,12 +7,11 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::demo::demo_uplinks;
-use crate::harness::{Harness, HarnessError, RELAY_PORT, SOCKS_PORT};
-use crate::{Lab, Role, UplinkSpec};
+use crate::harness::{Harness, HarnessError};
+use crate::Role;
 
 /// Options of `braid lab bench aggregation`.
 #[derive(Debug, clap::Args)]
@@ -23,13 +22,21 @@ pub struct AggregationArgs {
     /// Folder with shadowsocks-rust's `ssserver` and `sslocal`, to measure that stack side by side.
     #[arg(long)]
     pub ssrust: Option<PathBuf>,
+    /// Rounds of the unshaped measurement (each runs every stack once, in rotated order).
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Also measure unshaped throughput with segmentation offloads on, in a fresh lab after the
+    /// rest. On Linux 6.18 this can make the kernel's TCP memory accounting run away and break
+    /// TCP for the whole machine until reboot: only on a machine you can reboot.
+    #[arg(long)]
+    pub offloads_on: bool,
 }
 
 fn rate(v: &serde_json::Value) -> f64 {
     v["mbit_per_s"].as_f64().unwrap_or(0.0)
 }
 
-fn get(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, HarnessError> {
+pub(super) fn get(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, HarnessError> {
     let s = secs.to_string();
     let t = Harness::traffic_target();
     let mut a = vec!["get", "--connect", &t, "--secs", &s];
@@ -37,7 +44,7 @@ fn get(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, Harnes
     h.traffic(role, &a).map(|v| rate(&v))
 }
 
-fn put(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, HarnessError> {
+pub(super) fn put(h: &Harness, role: Role, extra: &[&str], secs: u64) -> Result<f64, HarnessError> {
     let s = secs.to_string();
     let t = Harness::traffic_target();
     let mut a = vec!["put", "--connect", &t, "--secs", &s];
@@ -53,155 +60,6 @@ pub(super) fn down_up(
     secs: u64,
 ) -> Result<(f64, f64), HarnessError> {
     Ok((get(h, role, extra, secs)?, put(h, role, extra, secs)?))
-}
-
-/// CPU seconds (user + system) used so far by these processes.
-fn cpu_secs(pids: &[u32]) -> f64 {
-    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .filter_map(|st| {
-            let rest = st.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / tck)
-        })
-        .sum()
-}
-
-/// A rate with the CPU the proxy processes spent on it.
-struct Costed {
-    mbit: f64,
-    cpu_per_gbit: f64,
-}
-
-fn costed(
-    h: &Harness,
-    pids: &[u32],
-    f: impl FnOnce() -> Result<f64, HarnessError>,
-    secs: u64,
-) -> Result<Costed, HarnessError> {
-    let c0 = cpu_secs(pids);
-    let mbit = f()?;
-    let cpu = cpu_secs(pids) - c0;
-    let _ = h;
-    let gbits = mbit / 1000.0 * secs as f64;
-    Ok(Costed {
-        mbit,
-        cpu_per_gbit: if gbits > 0.0 { cpu / gbits } else { 0.0 },
-    })
-}
-
-/// shadowsocks-rust started in the lab: ssserver in vps, sslocal (SOCKS5 on the gateway's LAN
-/// address, and redir on :1100 behind braid's own capture rules) in gw.
-pub(super) struct SsRust {
-    children: Vec<Child>,
-}
-
-impl SsRust {
-    pub(super) fn start(h: &Harness, dir: &Path) -> Result<SsRust, HarnessError> {
-        let io = |what: &str| {
-            let what = what.to_string();
-            move |source| HarnessError::Io { what, source }
-        };
-        let key = h.key().to_string();
-        let server = format!("{}:{RELAY_PORT}", Lab::VPS_PUBLIC);
-        let mut s = h
-            .lab
-            .command(Role::Vps, &dir.join("ssserver").to_string_lossy());
-        s.args([
-            "-s",
-            &server,
-            "-m",
-            "2022-blake3-aes-256-gcm",
-            "-k",
-            &key,
-            "--tcp-multipath",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let mut children = vec![s.spawn().map_err(io("starting ssserver"))?];
-        std::thread::sleep(Duration::from_millis(500));
-        let socks = format!("{}:{SOCKS_PORT}", Lab::GW_LAN);
-        let mut l = h
-            .lab
-            .command(Role::Gw, &dir.join("sslocal").to_string_lossy());
-        l.args([
-            "-b",
-            &socks,
-            "-s",
-            &server,
-            "-m",
-            "2022-blake3-aes-256-gcm",
-            "-k",
-            &key,
-            "--tcp-multipath",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        children.push(l.spawn().map_err(io("starting sslocal"))?);
-        let mut r = h
-            .lab
-            .command(Role::Gw, &dir.join("sslocal").to_string_lossy());
-        r.args([
-            "--protocol",
-            "redir",
-            "-b",
-            "0.0.0.0:1100",
-            "-s",
-            &server,
-            "-m",
-            "2022-blake3-aes-256-gcm",
-            "-k",
-            &key,
-            "--tcp-multipath",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        children.push(r.spawn().map_err(io("starting sslocal redir"))?);
-        let rules = braid_sys::nftables::CaptureRules {
-            table: "ssbench".into(),
-            lan: vec![Lab::GW_LAN_IFACE
-                .parse()
-                .map_err(|e: braid_sys::link::BadIfName| HarnessError::Io {
-                    what: "the lab's LAN interface name".into(),
-                    source: std::io::Error::other(e.to_string()),
-                })?],
-            redirect_port: 1100,
-            exclude: vec![Lab::VPS_PUBLIC.into()],
-            ..Default::default()
-        };
-        let text = rules.render().map_err(|e| HarnessError::Io {
-            what: "nft".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let mut nft = h.lab.command(Role::Gw, "nft");
-        nft.args(["-f", "-"]).stdin(Stdio::piped());
-        let mut child = nft.spawn().map_err(io("nft"))?;
-        if let Some(mut i) = child.stdin.take() {
-            use std::io::Write;
-            i.write_all(text.as_bytes()).map_err(io("nft stdin"))?;
-        }
-        child.wait().map_err(io("nft"))?;
-        std::thread::sleep(Duration::from_millis(500));
-        Ok(SsRust { children })
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        self.children.iter().map(|c| c.id()).collect()
-    }
-
-    pub(super) fn stop(mut self, h: &Harness) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = h
-            .lab
-            .run(Role::Gw, &["nft", "delete", "table", "inet", "ssbench"]);
-    }
 }
 
 pub(super) fn pct(a: f64, b: f64) -> String {
@@ -267,7 +125,7 @@ pub fn aggregation(args: &AggregationArgs, exe: &Path) -> Result<String, Harness
     let (ss, ss_rr) = match &args.ssrust {
         Some(dir) => {
             eprintln!("shaped lab: shadowsocks-rust…");
-            let s = SsRust::start(&h, dir)?;
+            let s = super::ssrust::SsRust::start(&h, dir)?;
             let r = (
                 get(&h, Role::Lan, &[], secs)?,
                 put(&h, Role::Lan, &[], secs)?,
@@ -378,69 +236,14 @@ pub fn aggregation(args: &AggregationArgs, exe: &Path) -> Result<String, Harness
     md += "\n";
 
     // 3. Unshaped lab: the proxy's own cost.
-    eprintln!("unshaped lab…");
-    let mut h = Harness::new(
-        "bagu",
-        vec![UplinkSpec::new("wifi"), UplinkSpec::new("5g")],
+    md += &super::throughput::unshaped(
         exe,
+        &super::throughput::ThroughputPlan {
+            secs,
+            rounds: args.rounds,
+            ssrust: args.ssrust.clone(),
+            offloads_on: args.offloads_on,
+        },
     )?;
-    h.start_server("")?;
-    h.start_gateway(&["wifi", "5g"], "")?;
-    let pids = h.daemon_pids();
-    let bd = costed(&h, &pids, || get(&h, Role::Lan, &[], secs), secs)?;
-    let bu = costed(&h, &pids, || put(&h, Role::Lan, &[], secs), secs)?;
-    h.stop_gateway()?;
-    h.stop_server()?;
-    h.lab.kernel_mptcp_policy()?;
-    let ssu = match &args.ssrust {
-        Some(dir) => {
-            let s = SsRust::start(&h, dir)?;
-            let p = s.pids();
-            let d = costed(&h, &p, || get(&h, Role::Lan, &[], secs), secs)?;
-            let u = costed(&h, &p, || put(&h, Role::Lan, &[], secs), secs)?;
-            s.stop(&h);
-            Some((d, u))
-        }
-        None => None,
-    };
-    let rawu = (
-        get(&h, Role::Gw, &["--mptcp"], secs)?,
-        put(&h, Role::Gw, &["--mptcp"], secs)?,
-    );
-    drop(h);
-    let _ = writeln!(md, "### Unshaped relay throughput (2 veth uplinks, no rate or delay, 1 stream, {secs} s; 2 cores shared by everything)\n");
-    let _ = writeln!(md, "| path | down Gbit/s | CPU s per Gbit | up Gbit/s | CPU s per Gbit |\n|---|---|---|---|---|");
-    let _ = writeln!(
-        md,
-        "| raw kernel MPTCP, no proxy | {:.2} | – | {:.2} | – |",
-        rawu.0 / 1000.0,
-        rawu.1 / 1000.0
-    );
-    if let Some((d, u)) = &ssu {
-        let _ = writeln!(
-            md,
-            "| shadowsocks-rust 1.25 (capture) | {:.2} | {:.3} | {:.2} | {:.3} |",
-            d.mbit / 1000.0,
-            d.cpu_per_gbit,
-            u.mbit / 1000.0,
-            u.cpu_per_gbit
-        );
-    }
-    let _ = writeln!(
-        md,
-        "| **braid** (capture) | {:.2} | {:.3} | {:.2} | {:.3} |",
-        bd.mbit / 1000.0,
-        bd.cpu_per_gbit,
-        bu.mbit / 1000.0,
-        bu.cpu_per_gbit
-    );
-    if let Some((d, u)) = &ssu {
-        let _ = writeln!(
-            md,
-            "| braid / shadowsocks-rust | {:.2}× | | {:.2}× | |",
-            bd.mbit / d.mbit.max(1e-9),
-            bu.mbit / u.mbit.max(1e-9)
-        );
-    }
     Ok(md)
 }

@@ -2,7 +2,11 @@
 //! measured in the same run (the machines are shared and noisy, so ratios are what count), and
 //! print Markdown for `docs/BENCHMARKS.md`. `bench/*.sh` runs them.
 //!
-//! - [`aggregation`]: bonded goodput, time to first byte and the unshaped relay's own cost.
+//! - [`aggregation`]: bonded goodput, time to first byte and the unshaped relay's own cost
+//!   ([`throughput`]: offloads off, stacks in rotated order, TCP memory per phase).
+//! - [`fetch`]: HTTP fetches of 100 B, 100 kB and 1 MB through the capture on fresh LAN
+//!   connections, braid (warm pool on and off) beside the shadowsocks-rust stack, and the warm
+//!   pool's idle cost.
 //! - [`failover`]: failover, recovery and stalls per fault, braid beside kernel-only MPTCP.
 //! - [`udp`]: UDP goodput and loss, UDP failover, DNS time, through braid beside direct.
 //! - [`lossy`]: bonded goodput over lossy uplinks per congestion control.
@@ -11,6 +15,10 @@
 
 pub mod aggregation;
 pub mod failover;
+pub mod fetch;
+mod http;
 pub mod load;
 pub mod lossy;
+mod ssrust;
+pub mod throughput;
 pub mod udp;

@@ -9,7 +9,7 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 
 use crate::control::{self, ControlRequest, ControlResponse, SourceEnd, SourceTail};
-use crate::control::{ConnectionReport, ServerReport, SinkReport, Transport};
+use crate::control::{ConnectionReport, HandshakeLimits, ServerReport, SinkReport, Transport};
 use crate::destination::DestinationPolicy;
 use crate::sip022::{self, HeaderError};
 use crate::socks5::{self, TargetAddr};
@@ -69,13 +69,20 @@ fn report() -> impl Strategy<Value = ServerReport> {
             },
         );
     let sysctls: BoxedStrategy<BTreeMap<String, String>> = btree_map(".*", ".*", 0..4).boxed();
-    (".*", ".*", connection, sysctls, any::<u64>()).prop_map(
-        |(version, kernel, connection, sysctls, time_unix_ms)| ServerReport {
+    let handshake = proptest::option::of(any::<(u64, u64)>().prop_map(
+        |(timeout_ms, max_per_source)| HandshakeLimits {
+            timeout_ms,
+            max_per_source,
+        },
+    ));
+    (".*", ".*", connection, sysctls, any::<u64>(), handshake).prop_map(
+        |(version, kernel, connection, sysctls, time_unix_ms, handshake)| ServerReport {
             version,
             kernel,
             connection,
             sysctls,
             time_unix_ms,
+            handshake,
         },
     )
 }

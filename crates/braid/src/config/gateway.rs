@@ -96,6 +96,11 @@ pub struct GatewayConfig {
     pub control_access: super::ControlAccess,
     /// LAN UDP captured with TPROXY and relayed; `None` when `udp = false`.
     pub udp: Option<super::udp::GatewayUdp>,
+    /// The warm pool of relay connections (`warm_pool`).
+    pub warm_pool: braid_proto::pool::Mode,
+    /// The handshake timeout assumed of a relay that does not say its own
+    /// (`relay_handshake_timeout_secs`; braid's relay says it over the control channel).
+    pub relay_handshake_timeout: Duration,
 }
 
 /// `[health]`: probe thresholds; every key optional (defaults in braid_proto::health).
@@ -196,6 +201,8 @@ struct Dto {
     udp_timeout_secs: u64,
     #[serde(default = "default_udp_sessions")]
     udp_max_sessions: usize,
+    warm_pool: Option<super::warm_pool::WarmPoolDto>,
+    relay_handshake_timeout_secs: Option<u64>,
 }
 
 /// conntrack's `nf_conntrack_udp_timeout`.
@@ -568,6 +575,10 @@ impl GatewayConfig {
             )?,
             state_dir: parse_state_dir(&d.state_dir)?,
             udp,
+            warm_pool: super::warm_pool::parse_mode(d.warm_pool.as_ref())?,
+            relay_handshake_timeout: super::warm_pool::parse_assumed_timeout(
+                d.relay_handshake_timeout_secs,
+            )?,
         })
     }
 }

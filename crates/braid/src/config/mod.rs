@@ -9,6 +9,7 @@ mod common;
 pub mod gateway;
 pub mod server;
 pub mod udp;
+mod warm_pool;
 
 pub use common::{Congestion, ControlAccess, ControlToken, FastOpen, LimitsConfig, Method, SsKey};
 
@@ -191,6 +192,8 @@ mod tests {
             "socks_allow_from",
             "nft_table",
             "mptcp_blackhole_timeout_secs",
+            "warm_pool",
+            "relay_handshake_timeout_secs",
         ];
         for (file, keys) in [("server.toml", &server[..]), ("gateway.toml", &gateway[..])] {
             let text = example(file);

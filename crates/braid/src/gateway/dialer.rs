@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
+use super::pool::WarmPool;
 use crate::config::gateway::GatewayConfig;
 use crate::shared_stream::SharedStream;
 
@@ -41,6 +42,9 @@ pub struct Dialer {
     tfo_reason: std::sync::RwLock<String>,
     source: std::sync::RwLock<Option<std::net::IpAddr>>,
     congestion: braid_proto::congestion::Decision,
+    /// The warm pool LAN connections take from first (the gateway attaches it; doctor and
+    /// speedtest dial without one).
+    pool: std::sync::OnceLock<Arc<WarmPool>>,
 }
 
 impl Dialer {
@@ -63,7 +67,29 @@ impl Dialer {
                 &cfg.congestion,
                 &braid_sys::sysctl::Procfs::default(),
             ),
+            pool: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Lets LAN connections ([`Dialer::open_for`], [`Dialer::open_lan`]) take idle relay
+    /// connections from `pool`. Once only; a second pool is ignored.
+    pub fn attach_pool(&self, pool: Arc<WarmPool>) {
+        let _ = self.pool.set(pool);
+    }
+
+    /// The warm pool, when one is attached.
+    pub fn pool(&self) -> Option<&Arc<WarmPool>> {
+        self.pool.get()
+    }
+
+    /// A stream to `target` over `stream`, which has sent nothing yet.
+    fn wrap(&self, stream: TcpStream, target: Address) -> RelayStream {
+        ProxyClientStream::from_stream(
+            self.ctx.clone(),
+            SharedStream::new(stream),
+            &self.ss,
+            target,
+        )
     }
 
     /// The congestion control of relay connections, and why.
@@ -112,12 +138,7 @@ impl Dialer {
             braid_proto::control::CONTROL_HOST.into(),
             braid_proto::control::CONTROL_PORT,
         );
-        Ok(ProxyClientStream::from_stream(
-            self.ctx.clone(),
-            SharedStream::new(stream),
-            &self.ss,
-            target,
-        ))
+        Ok(self.wrap(stream, target))
     }
 
     /// Records the TFO decision and its reason, for status.
@@ -215,22 +236,34 @@ impl Dialer {
     /// write carries the request header.
     pub async fn open(&self, target: Address, tfo: bool) -> io::Result<RelayStream> {
         let stream = self.connect_raw(tfo).await?;
-        Ok(ProxyClientStream::from_stream(
-            self.ctx.clone(),
-            SharedStream::new(stream),
-            &self.ss,
-            target,
-        ))
+        Ok(self.wrap(stream, target))
+    }
+
+    /// Opens a stream for a LAN connection: on an idle connection of the warm pool when there is
+    /// one, else on a new one (with TFO when it is on). Nothing is sent yet.
+    pub async fn open_lan(&self, target: Address) -> io::Result<RelayStream> {
+        match self.pool().and_then(|p| p.take()) {
+            Some(stream) => Ok(self.wrap(stream, target)),
+            None => self.open(target, self.tfo()).await,
+        }
     }
 
     /// Opens a stream for a LAN connection and sends the request header together with whatever
-    /// the LAN client sent within [`FIRST_PAYLOAD_WAIT`].
+    /// the LAN client sent within [`FIRST_PAYLOAD_WAIT`]: at once on an idle connection of the
+    /// warm pool, else on a new connection (the wait overlaps the connect, or with TFO the
+    /// bytes ride in the SYN).
     pub async fn open_for<L: AsyncRead + Unpin>(
         &self,
         lan: &mut L,
         target: Address,
     ) -> io::Result<RelayStream> {
         let mut first = vec![0u8; 16 * 1024];
+        if let Some(stream) = self.pool().and_then(|p| p.take()) {
+            let n = read_first(lan, &mut first).await?;
+            let mut remote = self.wrap(stream, target);
+            send_first(&mut remote, &first[..n]).await?;
+            return Ok(remote);
+        }
         let tfo = self.tfo();
         let (n, remote) = if tfo {
             let n = read_first(lan, &mut first).await?;

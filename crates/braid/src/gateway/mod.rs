@@ -16,6 +16,7 @@
 
 mod capture;
 pub mod dialer;
+pub mod pool;
 pub mod reload;
 pub mod resolve;
 pub mod running;
@@ -250,6 +251,10 @@ async fn run_recorded(
         source,
     })?;
     crate::congestion::log(dialer.congestion());
+    dialer.attach_pool(pool::WarmPool::new(
+        cfg.warm_pool,
+        cfg.relay_handshake_timeout,
+    ));
     let mut early = tfo::decide(cfg.fast_open, &facts);
     if early.is_none() && cfg.fast_open == FastOpen::On {
         // "on" must fail at start-up when TFO cannot work, so its end-to-end check runs now.
@@ -447,6 +452,9 @@ async fn serve(
                 status.clone(),
             ));
         }
+    }
+    if let Some(p) = dialer.pool() {
+        background.spawn(p.clone().run(dialer.clone(), status.uplink_view()));
     }
     background.spawn(status.clone().sample_forever());
     background.spawn(status.tcp_mem.clone().watch_forever());

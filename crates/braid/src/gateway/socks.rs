@@ -102,7 +102,7 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, target: TargetAddr, c: &
     };
     // The relay connects to the target only after our header arrives, and SS2022 has no error
     // reply, so success is reported once the relay stream is open (as sslocal does).
-    let mut remote = match dialer.open(addr, dialer.tfo()).await {
+    let mut remote = match dialer.open_lan(addr).await {
         Ok(r) => r,
         Err(e) => {
             if let Some(held) = c.log.allow(peer.ip()) {

@@ -12,7 +12,7 @@ use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use super::stream::ServerStream;
+use super::stream::{HandshakeError, ServerStream};
 use super::Shared;
 use crate::admission::Handshake;
 use crate::listener::{reset, Handler};
@@ -114,7 +114,8 @@ async fn serve(
             // Sampled at each request, because subflows join after the handshake.
             let socket = ss.get_ref().handle();
             let snapshot = move || report(&socket, peer, arrival.tfo);
-            if let Err(e) = super::control::serve(&mut ss, snapshot, shutdown).await {
+            let limits = handshake_limits(shared);
+            if let Err(e) = super::control::serve(&mut ss, snapshot, limits, shutdown).await {
                 debug!("control stream from {peer} ended: {e}");
                 // A vanished or broken client gets no FIN to wait on.
                 reset(ss.get_ref());
@@ -130,6 +131,15 @@ async fn serve(
         }
     }
     relay_to(shared, ss, peer, &target, arrival).await
+}
+
+/// What control requests report of the relay's pending-handshake limits (the gateway's warm
+/// pool keeps its idle connections within them).
+fn handshake_limits(shared: &Shared) -> braid_proto::control::HandshakeLimits {
+    braid_proto::control::HandshakeLimits {
+        timeout_ms: shared.cfg.handshake_timeout.as_millis() as u64,
+        max_per_source: shared.admission.limits().max_handshakes_per_source as u64,
+    }
 }
 
 /// Counts the connection by transport and says when it fell back to plain TCP.
@@ -175,6 +185,11 @@ async fn authenticate(
     let why = tokio::select! {
         r = tokio::time::timeout(timeout, ss.handshake()) => match r {
             Ok(Ok(target)) => return Some(target),
+            // What a gateway's warm pool does with a connection it did not need: no failure.
+            Ok(Err(HandshakeError::Closed)) => {
+                debug!("{peer} closed its connection before sending a request (an unused warm-pool connection retired by its gateway)");
+                return None;
+            }
             Ok(Err(e)) => format!("Shadowsocks-2022 handshake failed ({e}); a wrong key or method, a clock more than 30 s off, a replay, or a probe"),
             Err(_) => format!("no request within {timeout:?}"),
         },

@@ -13,8 +13,8 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use braid_proto::control::{
-    ConnectionReport, ControlRequest, ControlResponse, ServerReport, SourceEnd, SteadyRate,
-    MAX_SPEEDTEST_SECS,
+    ConnectionReport, ControlRequest, ControlResponse, HandshakeLimits, ServerReport, SourceEnd,
+    SteadyRate, MAX_SPEEDTEST_SECS,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -33,9 +33,15 @@ const SYSCTLS: &[&str] = &[
 
 /// Serves requests until the client closes the stream, or `shutdown` fires while it waits for
 /// the next request (health probes keep their streams open for good). `conn` samples the
-/// connection's state at the moment of each request. A frame that cannot be decoded gets an
-/// `Error` answer that says why, and ends the stream.
-pub async fn serve<S, F>(stream: S, conn: F, mut shutdown: Shutdown) -> Result<(), ConnectionError>
+/// connection's state at the moment of each request; `handshake` is reported with it, for the
+/// gateway's warm pool. A frame that cannot be decoded gets an `Error` answer that says why, and
+/// ends the stream.
+pub async fn serve<S, F>(
+    stream: S,
+    conn: F,
+    handshake: HandshakeLimits,
+    mut shutdown: Shutdown,
+) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: Fn() -> ConnectionReport,
@@ -66,7 +72,7 @@ where
             Err(e) => return Err(e),
         };
         let resp = match req {
-            ControlRequest::Hello { .. } => ControlResponse::Report(report(conn())),
+            ControlRequest::Hello { .. } => ControlResponse::Report(report(conn(), handshake)),
             ControlRequest::Ping { seq } => ControlResponse::Pong { seq },
             ControlRequest::Source { secs } => return source(ctl, secs).await,
             ControlRequest::Sink { secs } => return sink(ctl, secs).await,
@@ -215,7 +221,7 @@ fn fill(buf: &mut [u8], state: &mut u64) {
     }
 }
 
-fn report(connection: ConnectionReport) -> ServerReport {
+fn report(connection: ConnectionReport, handshake: HandshakeLimits) -> ServerReport {
     let procfs = braid_sys::sysctl::Procfs::default();
     let sysctls: BTreeMap<String, String> = SYSCTLS
         .iter()
@@ -230,6 +236,7 @@ fn report(connection: ConnectionReport) -> ServerReport {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
+        handshake: Some(handshake),
     }
 }
 
@@ -237,6 +244,11 @@ fn report(connection: ConnectionReport) -> ServerReport {
 mod tests {
     use super::*;
     use braid_proto::control::{SinkReport, SourceTail};
+
+    const LIMITS: HandshakeLimits = HandshakeLimits {
+        timeout_ms: 15_000,
+        max_per_source: 16,
+    };
 
     fn conn() -> ConnectionReport {
         ConnectionReport {
@@ -254,7 +266,7 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<(), ConnectionError>> {
         let (trigger, shutdown) = crate::shutdown::channel();
         tokio::spawn(async move {
-            let r = serve(relay, conn, shutdown).await;
+            let r = serve(relay, conn, LIMITS, shutdown).await;
             drop(trigger);
             r
         })
@@ -386,7 +398,7 @@ mod tests {
     async fn waiting_for_a_request_ends_at_shutdown() {
         let (client, relay) = tokio::io::duplex(64 * 1024);
         let (trigger, shutdown) = crate::shutdown::channel();
-        let server = tokio::spawn(serve(relay, conn, shutdown));
+        let server = tokio::spawn(serve(relay, conn, LIMITS, shutdown));
         let mut client = Connection::new(client);
         let pong: ControlResponse = client
             .request(&ControlRequest::Ping { seq: 4 })

@@ -164,6 +164,9 @@ pub fn render_text(s: &Status) -> String {
             .map(|t| format!(", timeout {t} s"))
             .unwrap_or_default()
     );
+    if let Some(p) = &s.warm_pool {
+        o += &pool_line(p);
+    }
     o += &format!("TCP memory: {}: {}\n", s.tcp_mem.state, s.tcp_mem.reason);
     if let Some(r) = &s.relay {
         o += &format!(
@@ -206,6 +209,14 @@ fn udp_text(u: &crate::status::model::UdpStatus) -> String {
         );
     }
     o
+}
+
+/// One line on the warm pool: its size, what it served, and why it has that size.
+fn pool_line(p: &braid_proto::pool::PoolStats) -> String {
+    format!(
+        "warm pool: {} idle ({} warm) of {} wanted; {} hits, {} misses; {}\n",
+        p.idle, p.warm, p.target, p.hits, p.misses, p.reason
+    )
 }
 
 /// Entry point of `braid status` (on the CLI's runtime).
@@ -303,6 +314,28 @@ mod tests {
             t.contains("10.9.0.2:40000") && t.contains("1.1.1.1:53"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn text_shows_the_warm_pool_when_there_is_one() {
+        let s = Status {
+            warm_pool: Some(braid_proto::pool::PoolStats {
+                target: 2,
+                idle: 2,
+                warm: 1,
+                hits: 14,
+                misses: 3,
+                reason: "0.40 LAN connections/s recently".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = render_text(&s);
+        assert!(
+            t.contains("warm pool: 2 idle (1 warm) of 2 wanted; 14 hits, 3 misses; 0.40 LAN"),
+            "{t}"
+        );
+        assert!(!render_text(&Status::default()).contains("warm pool"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use braid_proto::rate::CounterRate;
-use braid_sys::mptcp::info::{mptcp_state, subflow_addrs, MptcpState};
+use braid_sys::mptcp::info::MptcpState;
 use tokio::sync::watch;
 
 use braid_sys::link::{byte_counters, IfName};
@@ -77,6 +77,11 @@ impl GatewayStatus {
         let _ = self.udp.set(udp);
     }
 
+    /// The uplink manager's view, for what else follows the uplinks (the warm pool).
+    pub fn uplink_view(&self) -> watch::Receiver<ManagerView> {
+        self.view.clone()
+    }
+
     /// Reads every uplink's interface counters twice a second, forever.
     pub async fn sample_forever(self: Arc<Self>) {
         let mut tick = tokio::time::interval(SAMPLE);
@@ -129,22 +134,7 @@ impl GatewayStatus {
             ..Default::default()
         };
         self.registry.for_each(|live| {
-            let state = mptcp_state(&live.socket);
-            let locals: Vec<IpAddr> = match state {
-                MptcpState::Mptcp { .. } => subflow_addrs(&live.socket)
-                    .map(|v| {
-                        v.into_iter()
-                            .map(|(l, _)| braid_sys::socket::normalize(l).ip())
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                _ => socket2::SockRef::from(&live.socket)
-                    .local_addr()
-                    .ok()
-                    .and_then(|a| a.as_socket())
-                    .map(|a| vec![braid_sys::socket::normalize(a).ip()])
-                    .unwrap_or_default(),
-            };
+            let (state, locals) = crate::gateway::pool::subflow_locals(&live.socket);
             let mut mine: BTreeMap<String, u32> = BTreeMap::new();
             for ip in &locals {
                 if let Some(name) = by_addr.get(ip) {
@@ -255,6 +245,7 @@ impl StatusSource for GatewayStatus {
             total,
             tcp_mem: self.tcp_mem.latest(),
             udp: self.udp.get().map(|u| u.status()).unwrap_or_default(),
+            warm_pool: self.dialer.pool().map(|p| p.stats()),
         }
     }
 }

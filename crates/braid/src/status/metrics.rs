@@ -22,6 +22,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlgorithmLabel {
     algorithm: String,
 }
@@ -131,6 +136,9 @@ pub fn render(s: &Status) -> String {
         blackhole,
     );
     register_tcp_mem(&mut reg, &s.tcp_mem);
+    if let Some(p) = &s.warm_pool {
+        register_pool(&mut reg, p);
+    }
     reg.register(
         "braid_congestion_control",
         "1, labelled with the congestion control of the relay sockets",
@@ -147,6 +155,62 @@ pub fn render(s: &Status) -> String {
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
     out
+}
+
+/// The gateway's warm pool: its sizes, what it served, and why connections left it unused.
+fn register_pool(reg: &mut Registry, p: &braid_proto::pool::PoolStats) {
+    let gauge = |v: u32| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::from(v));
+        g
+    };
+    let counter = |v: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        c
+    };
+    reg.register(
+        "braid_warm_pool_target",
+        "Idle relay connections the warm pool wants now",
+        gauge(p.target),
+    );
+    reg.register(
+        "braid_warm_pool_idle",
+        "Idle relay connections held by the warm pool",
+        gauge(p.idle),
+    );
+    reg.register(
+        "braid_warm_pool_warm",
+        "Idle pool connections with a subflow on every healthy uplink",
+        gauge(p.warm),
+    );
+    reg.register(
+        "braid_warm_pool_hits",
+        "LAN connections that got a pooled relay connection",
+        counter(p.hits),
+    );
+    reg.register(
+        "braid_warm_pool_misses",
+        "LAN connections that opened their own relay connection",
+        counter(p.misses),
+    );
+    let discarded = Family::<ReasonLabel, Counter>::default();
+    for (reason, n) in [
+        ("aged", p.retired),
+        ("closed_by_relay", p.closed_by_relay),
+        ("uplink_down", p.dropped_uplink_down),
+    ] {
+        discarded
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc_by(n);
+    }
+    reg.register(
+        "braid_warm_pool_discarded",
+        "Pool connections closed unused, by reason",
+        discarded,
+    );
 }
 
 /// The kernel's TCP memory: the counter and its limits in pages and the kernel log's MPTCP
@@ -295,6 +359,35 @@ mod tests {
         ] {
             assert!(t.contains(m), "missing {m}:\n{t}");
         }
+    }
+
+    #[test]
+    fn warm_pool_is_rendered_on_the_gateway_only() {
+        let s = Status {
+            warm_pool: Some(braid_proto::pool::PoolStats {
+                target: 2,
+                idle: 1,
+                warm: 1,
+                hits: 9,
+                misses: 4,
+                retired: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = render(&s);
+        for m in [
+            "braid_warm_pool_target 2",
+            "braid_warm_pool_idle 1",
+            "braid_warm_pool_warm 1",
+            "braid_warm_pool_hits_total 9",
+            "braid_warm_pool_misses_total 4",
+            "braid_warm_pool_discarded_total{reason=\"aged\"} 3",
+            "braid_warm_pool_discarded_total{reason=\"uplink_down\"} 0",
+        ] {
+            assert!(t.contains(m), "missing {m}:\n{t}");
+        }
+        assert!(!render(&Status::default()).contains("braid_warm_pool"));
     }
 
     #[test]

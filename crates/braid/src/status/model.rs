@@ -4,7 +4,8 @@
 //! loss|rx_bps|tx_bps|rx_bytes|tx_bytes|subflows|backup`, `connections.mptcp|fallback`,
 //! `tfo.enabled|reason`, `congestion.algorithm|reason`, `blackhole.active`,
 //! `tcp_mem.state|pages|max_pages|runaway`, `udp.transport|uplink|sessions|up_bytes|down_bytes|
-//! list[].client|target|uplink`. More fields may be added, never renamed.
+//! list[].client|target|uplink`, `warm_pool.target|idle|warm|hits|misses` (gateway). More fields
+//! may be added, never renamed.
 
 use std::collections::BTreeMap;
 
@@ -62,6 +63,10 @@ pub struct Status {
     /// opens, through braid or anything else.
     #[serde(default)]
     pub tcp_mem: TcpMem,
+    /// The gateway's warm pool of relay connections (absent on the server and when older
+    /// gateways answer).
+    #[serde(default)]
+    pub warm_pool: Option<braid_proto::pool::PoolStats>,
 }
 
 /// Where the TCP memory counter stands against `net.ipv4.tcp_mem`.

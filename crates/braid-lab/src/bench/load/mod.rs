@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Stdio};
 use std::time::{Duration, Instant};
 
-use super::aggregation::SsRust;
+use super::ssrust::SsRust;
 use crate::demo::demo_uplinks;
 use crate::harness::{Harness, HarnessError, RELAY_PORT};
 use crate::{Lab, Role};

@@ -1,0 +1,398 @@
+//! Unshaped relay throughput: the relay's own cost per byte, one stream each way through the
+//! capture, braid beside the shadowsocks-rust stack and raw kernel MPTCP (no proxy), in one lab.
+//!
+//! How it is kept fair (the earlier harness reported braid 17–24× that stack because it ran
+//! with offloads on, where the kernel's TCP memory accounting ran away and throttled whatever
+//! ran after it; the shadowsocks-rust phase ran last):
+//! - Every veth of the lab has TSO, GSO and GRO off, as in the shaped lab: each packet is
+//!   processed as a packet, and the runaway seen with offloads on does not happen.
+//! - The stacks take turns: each round runs them in a rotated order, so none always runs first
+//!   or last, and every figure is given per round.
+//! - The kernel's TCP memory counter (`mem` of `/proc/net/sockstat`, host-wide) is recorded
+//!   before and after every phase, and a phase whose counter grew past
+//!   [`RUNAWAY_PAGES`] stops the run: what follows would be poisoned.
+//! - `--offloads-on` measures once more in a fresh lab with offloads on (separately, never
+//!   mixed with the figures above), under the same guard. Only on a machine you can reboot.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::harness::{Harness, HarnessError};
+use crate::{Lab, Role, UplinkSpec};
+
+/// Growth of the TCP memory counter in one phase that means the kernel's accounting ran away.
+pub const RUNAWAY_PAGES: u64 = 50_000;
+
+/// Options of `braid lab bench throughput` (the unshaped part of `aggregation` alone).
+#[derive(Debug, clap::Args)]
+pub struct ThroughputArgs {
+    /// Seconds per transfer.
+    #[arg(long, default_value_t = 10)]
+    pub secs: u64,
+    /// Rounds, each running every stack once in rotated order.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Folder with shadowsocks-rust's `ssserver` and `sslocal`, to measure that stack side by side.
+    #[arg(long)]
+    pub ssrust: Option<std::path::PathBuf>,
+    /// Also measure with segmentation offloads on, in a fresh lab after the rest (can break TCP
+    /// for the whole machine on Linux 6.18: only where a reboot is fine).
+    #[arg(long)]
+    pub offloads_on: bool,
+}
+
+/// Runs `braid lab bench throughput` and returns Markdown.
+pub fn throughput(args: &ThroughputArgs, exe: &Path) -> Result<String, HarnessError> {
+    unshaped(
+        exe,
+        &ThroughputPlan {
+            secs: args.secs,
+            rounds: args.rounds,
+            ssrust: args.ssrust.clone(),
+            offloads_on: args.offloads_on,
+        },
+    )
+}
+
+/// What the unshaped measurement needs.
+#[derive(Debug, Clone)]
+pub struct ThroughputPlan {
+    /// Seconds per transfer.
+    pub secs: u64,
+    /// Rounds, each with every stack once, in rotated order.
+    pub rounds: usize,
+    /// shadowsocks-rust's binaries, when it is measured too.
+    pub ssrust: Option<std::path::PathBuf>,
+    /// Also measure in a fresh lab with segmentation offloads on.
+    pub offloads_on: bool,
+}
+
+/// The stacks measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stack {
+    Braid,
+    SsRust,
+    /// The traffic tool in gw over an MPTCP socket: no proxy, no crypto.
+    Raw,
+}
+
+impl Stack {
+    fn name(self) -> &'static str {
+        match self {
+            Stack::Braid => "**braid** (capture)",
+            Stack::SsRust => "shadowsocks-rust 1.25 (capture)",
+            Stack::Raw => "raw kernel MPTCP, no proxy",
+        }
+    }
+}
+
+/// One transfer: its rate and the CPU the proxy's processes spent per Gbit moved.
+#[derive(Debug, Clone, Copy, Default)]
+struct Costed {
+    mbit: f64,
+    cpu_per_gbit: Option<f64>,
+}
+
+/// One phase: a stack's download and upload, and the TCP memory counter around them.
+#[derive(Debug, Clone)]
+struct Phase {
+    stack: Stack,
+    round: usize,
+    down: Costed,
+    up: Costed,
+    mem_before: Option<u64>,
+    mem_after: Option<u64>,
+}
+
+/// CPU seconds (user + system) used so far by these processes.
+fn cpu_secs(pids: &[u32]) -> f64 {
+    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter_map(|st| {
+            let rest = st.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / tck)
+        })
+        .sum()
+}
+
+/// Pages charged to TCP, host-wide, now.
+pub fn tcp_mem_pages() -> Option<u64> {
+    braid_sys::tcp_mem::read(&braid_sys::sysctl::Procfs::default()).pages
+}
+
+/// Runs `transfer` (Mbit/s over `secs`) and charges it the CPU of `pids` (none: not costed).
+fn costed(
+    pids: &[u32],
+    secs: u64,
+    transfer: impl FnOnce() -> Result<f64, HarnessError>,
+) -> Result<Costed, HarnessError> {
+    let c0 = cpu_secs(pids);
+    let mbit = transfer()?;
+    let cpu = cpu_secs(pids) - c0;
+    let gbits = mbit / 1000.0 * secs as f64;
+    Ok(Costed {
+        mbit,
+        cpu_per_gbit: (!pids.is_empty() && gbits > 0.0).then(|| cpu / gbits),
+    })
+}
+
+/// Turns TSO, GSO and GRO off on every veth of the lab (both ends of each uplink, the LAN and
+/// the server side), so every hop processes real packets.
+fn offloads_off(lab: &Lab) -> Result<(), HarnessError> {
+    let mut ends: Vec<(Role, String)> = vec![
+        (Role::Lan, Lab::LAN_IFACE.into()),
+        (Role::Gw, Lab::GW_LAN_IFACE.into()),
+        (Role::Vps, Lab::VPS_SRV_IFACE.into()),
+        (Role::Srv, Lab::SRV_IFACE.into()),
+    ];
+    for u in lab.uplinks() {
+        ends.push((Role::Gw, lab.uplink_iface(&u.name)));
+        ends.push((Role::Vps, lab.uplink_vps_iface(&u.name)));
+    }
+    for (role, iface) in ends {
+        lab.run(
+            role,
+            &[
+                "ethtool", "-K", &iface, "tso", "off", "gso", "off", "gro", "off",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes the per-uplink policy `Lab::kernel_mptcp_policy` set (endpoints, rules, tables), so
+/// braid's gateway installs its own on a clean namespace.
+pub(super) fn clear_kernel_policy(lab: &Lab) -> Result<(), HarnessError> {
+    lab.run(Role::Gw, &["ip", "mptcp", "endpoint", "flush"])?;
+    for (i, u) in lab.uplinks().iter().enumerate() {
+        let table = (101 + i).to_string();
+        let addr = lab.uplink_gw_addr(&u.name).to_string();
+        while lab
+            .run(
+                Role::Gw,
+                &["ip", "rule", "del", "from", &addr, "table", &table],
+            )
+            .is_ok()
+        {}
+        let _ = lab.run(Role::Gw, &["ip", "route", "flush", "table", &table]);
+    }
+    Ok(())
+}
+
+/// One stack's download and upload, with the counter read around them.
+fn phase(
+    h: &mut Harness,
+    stack: Stack,
+    round: usize,
+    plan: &ThroughputPlan,
+) -> Result<Phase, HarnessError> {
+    let secs = plan.secs;
+    let mem_before = tcp_mem_pages();
+    let (down, up) = match stack {
+        Stack::Braid => {
+            clear_kernel_policy(&h.lab)?;
+            h.start_server("")?;
+            h.start_gateway(&["wifi", "5g"], "")?;
+            let pids = h.daemon_pids();
+            let d = costed(&pids, secs, || {
+                super::aggregation::get(h, Role::Lan, &[], secs)
+            })?;
+            let u = costed(&pids, secs, || {
+                super::aggregation::put(h, Role::Lan, &[], secs)
+            })?;
+            h.stop_gateway()?;
+            h.stop_server()?;
+            (d, u)
+        }
+        Stack::SsRust => {
+            let dir = plan
+                .ssrust
+                .as_deref()
+                .unwrap_or(Path::new("/opt/ssrust/bin"));
+            h.lab.kernel_mptcp_policy()?;
+            let s = super::ssrust::SsRust::start(h, dir)?;
+            let pids = s.pids();
+            let d = costed(&pids, secs, || {
+                super::aggregation::get(h, Role::Lan, &[], secs)
+            });
+            let u = costed(&pids, secs, || {
+                super::aggregation::put(h, Role::Lan, &[], secs)
+            });
+            s.stop(h);
+            (d?, u?)
+        }
+        Stack::Raw => {
+            h.lab.kernel_mptcp_policy()?;
+            let m = ["--mptcp"];
+            let d = costed(&[], secs, || super::aggregation::get(h, Role::Gw, &m, secs))?;
+            let u = costed(&[], secs, || super::aggregation::put(h, Role::Gw, &m, secs))?;
+            (d, u)
+        }
+    };
+    Ok(Phase {
+        stack,
+        round,
+        down,
+        up,
+        mem_before,
+        mem_after: tcp_mem_pages(),
+    })
+}
+
+/// Runs every round in a fresh lab; stops early (keeping what was measured) when a phase's
+/// counter ran away.
+fn rounds(
+    exe: &Path,
+    plan: &ThroughputPlan,
+    offloads: bool,
+) -> Result<(Vec<Phase>, Option<String>), HarnessError> {
+    let uplinks = vec![UplinkSpec::new("wifi"), UplinkSpec::new("5g")];
+    let mut h = Harness::new(if offloads { "bago" } else { "bagu" }, uplinks, exe)?;
+    if !offloads {
+        offloads_off(&h.lab)?;
+    }
+    let mut stacks = vec![Stack::Braid, Stack::Raw];
+    if plan.ssrust.is_some() {
+        stacks.insert(1, Stack::SsRust);
+    }
+    let rounds = if offloads { 1 } else { plan.rounds.max(1) };
+    let mut phases = Vec::new();
+    for r in 0..rounds {
+        let mut order = stacks.clone();
+        order.rotate_left(r % stacks.len());
+        for stack in order {
+            eprintln!(
+                "unshaped, offloads {}: round {}, {}…",
+                if offloads { "on" } else { "off" },
+                r + 1,
+                stack.name()
+            );
+            let p = phase(&mut h, stack, r, plan)?;
+            let grew = p
+                .mem_after
+                .unwrap_or(0)
+                .saturating_sub(p.mem_before.unwrap_or(0));
+            phases.push(p);
+            if grew > RUNAWAY_PAGES {
+                return Ok((phases, Some(format!(
+                    "stopped after this phase: the kernel's TCP memory counter grew by {grew} pages in it (its accounting ran away; every later figure on this boot is suspect; see `braid doctor`, kernel.tcp_mem)"
+                ))));
+            }
+        }
+    }
+    Ok((phases, None))
+}
+
+/// Markdown for the unshaped measurement (offloads off; then on, if asked).
+pub fn unshaped(exe: &Path, plan: &ThroughputPlan) -> Result<String, HarnessError> {
+    let mut md = String::new();
+    let (phases, stopped) = rounds(exe, plan, false)?;
+    md += &table(&phases, plan, "offloads off on every veth");
+    if let Some(s) = &stopped {
+        let _ = writeln!(md, "**{s}**\n");
+    }
+    if plan.offloads_on && stopped.is_none() {
+        let (phases, stopped) = rounds(exe, plan, true)?;
+        md += &table(
+            &phases,
+            plan,
+            "offloads on (TSO/GSO/GRO), a fresh lab, one round",
+        );
+        if let Some(s) = &stopped {
+            let _ = writeln!(md, "**{s}**\n");
+        }
+    }
+    Ok(md)
+}
+
+/// The per-round figures of `stack`, formatted and joined with " / ".
+fn per_round(phases: &[Phase], stack: Stack, f: impl Fn(&Phase) -> Option<String>) -> String {
+    let v: Vec<String> = phases
+        .iter()
+        .filter(|p| p.stack == stack)
+        .map(|p| f(p).unwrap_or_else(|| "–".into()))
+        .collect();
+    if v.is_empty() {
+        "–".into()
+    } else {
+        v.join(" / ")
+    }
+}
+
+fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
+    let mut md = String::new();
+    let rounds = phases.iter().map(|p| p.round + 1).max().unwrap_or(0);
+    let _ = writeln!(
+        md,
+        "### Unshaped relay throughput ({how}; 2 veth uplinks, no rate or delay, 1 stream, {} s; {rounds} round(s), stacks in rotated order; figures per round)\n",
+        plan.secs
+    );
+    let _ = writeln!(
+        md,
+        "| path | down Gbit/s | CPU s per Gbit | up Gbit/s | CPU s per Gbit |\n|---|---|---|---|---|"
+    );
+    let gbit = |c: Costed| Some(format!("{:.2}", c.mbit / 1000.0));
+    let cpu = |c: Costed| c.cpu_per_gbit.map(|v| format!("{v:.2}"));
+    for stack in [Stack::Raw, Stack::SsRust, Stack::Braid] {
+        if !phases.iter().any(|p| p.stack == stack) {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            stack.name(),
+            per_round(phases, stack, |p| gbit(p.down)),
+            per_round(phases, stack, |p| cpu(p.down)),
+            per_round(phases, stack, |p| gbit(p.up)),
+            per_round(phases, stack, |p| cpu(p.up)),
+        );
+    }
+    for (other, label) in [
+        (Stack::SsRust, "braid / shadowsocks-rust"),
+        (Stack::Raw, "braid / raw kernel MPTCP"),
+    ] {
+        let ratio = |down: bool| {
+            let mut v = Vec::new();
+            for r in 0..rounds {
+                let of = |s: Stack| {
+                    phases
+                        .iter()
+                        .find(|p| p.stack == s && p.round == r)
+                        .map(|p| if down { p.down.mbit } else { p.up.mbit })
+                };
+                if let (Some(b), Some(o)) = (of(Stack::Braid), of(other)) {
+                    v.push(format!("{:.2}×", b / o.max(1e-9)));
+                }
+            }
+            v.join(" / ")
+        };
+        if phases.iter().any(|p| p.stack == other) {
+            let _ = writeln!(md, "| {label} | {} | | {} | |", ratio(true), ratio(false));
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nTCP memory (sockstat mem, pages) per phase: {}\n",
+        phases
+            .iter()
+            .map(|p| format!(
+                "round {} {}: {} → {}",
+                p.round + 1,
+                match p.stack {
+                    Stack::Braid => "braid",
+                    Stack::SsRust => "shadowsocks-rust",
+                    Stack::Raw => "raw",
+                },
+                p.mem_before.map_or("?".into(), |v| v.to_string()),
+                p.mem_after.map_or("?".into(), |v| v.to_string())
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    md
+}

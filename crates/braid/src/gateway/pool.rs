@@ -1,0 +1,487 @@
+//! The warm pool's I/O: relay connections opened ahead of need and watched until a LAN
+//! connection takes one through the dialer. What to hold, hand out and retire is decided by
+//! `braid_proto::pool`; this file opens the sockets and asks the kernel about them.
+//!
+//! ```text
+//!  run(): connect_raw ──► idle (keepalive 1 s until warm) ──► core
+//!         every 250 ms: closed by the relay? a subflow on every Up uplink? one on a Down one?
+//!         at its lifetime: closed unused (the relay's handshake timeout is never reached)
+//!  Dialer::open_for / open_lan ──► take(): the socket, checked open, or a miss
+//! ```
+//!
+//! An idle connection has sent nothing: the Shadowsocks-2022 request header (salt, timestamp)
+//! is made when a LAN connection takes it, so nothing is ever sent twice or ahead of time, and
+//! stock servers need nothing new.
+//!
+//! Why a 1 s keepalive while warming: an MPTCP client that has sent nothing is not fully
+//! established until an ACK from the server carries a DSS option, and until then the kernel's
+//! path manager opens no other subflow (seen on 6.18: an idle connection kept one subflow for
+//! good, and gained the second ~1 s after connect with a 1 s keepalive). A keepalive probe
+//! makes the relay's kernel answer with such an ACK without a byte of the stream being sent.
+//! Once every Up uplink has its subflow, the usual keepalive (`listener::LIVENESS`) returns.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use braid_proto::health::LinkState;
+use braid_proto::pool::{Discard, Mode, Pool, PoolStats, RelayLimits, Review};
+use braid_sys::keepalive::Liveness;
+use braid_sys::mptcp::info::{mptcp_state, subflow_addrs, MptcpState};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::dialer::Dialer;
+use super::uplink::ManagerView;
+
+/// How often idle connections are looked at (closed by the relay, subflows joined).
+const REVIEW_EVERY: Duration = Duration::from_millis(250);
+/// Keepalive while a connection waits for its other subflows (see the module documentation).
+const WARMING: Liveness = Liveness {
+    idle: Duration::from_secs(1),
+    interval: Duration::from_secs(1),
+    probes: 3,
+    user_timeout: crate::listener::LIVENESS.user_timeout,
+};
+/// How often a braid relay is asked its limits again (it may restart with another config).
+const ASK_RELAY_EVERY: Duration = Duration::from_secs(600);
+/// How soon an unreachable relay is asked again.
+const ASK_RELAY_RETRY: Duration = Duration::from_secs(30);
+
+/// An idle relay connection.
+struct Idle {
+    stream: TcpStream,
+    /// The warming keepalive is still set.
+    warming: bool,
+}
+
+/// The gateway's warm pool; the dialer takes from it, [`WarmPool::run`] fills it.
+pub struct WarmPool {
+    core: Mutex<Pool<Idle>>,
+    refill: Notify,
+    epoch: Instant,
+}
+
+impl WarmPool {
+    /// A pool in `mode` (`warm_pool`), assuming a relay that does not say otherwise closes
+    /// idle connections after `assumed_timeout` (`relay_handshake_timeout_secs`).
+    pub fn new(mode: Mode, assumed_timeout: Duration) -> Arc<WarmPool> {
+        Arc::new(WarmPool {
+            core: Mutex::new(Pool::new(mode, assumed_timeout)),
+            refill: Notify::new(),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn core(&self) -> MutexGuard<'_, Pool<Idle>> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// An idle connection for a new LAN connection, moved out of the pool (it is never handed
+    /// out again), or `None` (a miss). One the relay has closed is discarded on the way, never
+    /// returned.
+    pub fn take(&self) -> Option<TcpStream> {
+        let now = self.now();
+        let taken = self.core().take(now, |i| still_open(&i.stream));
+        self.refill.notify_one();
+        drop(taken.discarded);
+        let idle = taken.item?;
+        if idle.warming {
+            restore_keepalive(&idle.stream);
+        }
+        Some(idle.stream)
+    }
+
+    /// Sizes and counters, for status and metrics.
+    pub fn stats(&self) -> PoolStats {
+        let now = self.now();
+        self.core().stats(now)
+    }
+
+    /// Keeps the pool filled, its connections watched and its knowledge of the relay current,
+    /// until the task is aborted (the gateway's shutdown), which closes every idle connection.
+    /// `uplinks` is the uplink manager's view: connections on a Down uplink are dropped, and a
+    /// connection is warm once every Up uplink has a subflow in it.
+    pub async fn run(
+        self: Arc<Self>,
+        dialer: Arc<Dialer>,
+        mut uplinks: watch::Receiver<ManagerView>,
+    ) {
+        if self.core().mode() == Mode::Off {
+            return;
+        }
+        let _drain = DrainOnDrop(self.clone());
+        let mut background = JoinSet::new();
+        background.spawn(learn_relay(self.clone(), dialer.clone()));
+        let mut opens: JoinSet<io::Result<TcpStream>> = JoinSet::new();
+        let mut tick = tokio::time::interval(REVIEW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut view_open = true;
+        loop {
+            let view = uplinks.borrow_and_update().clone();
+            self.maintain(&view);
+            let now = self.now();
+            let (n, deadline) = {
+                let mut core = self.core();
+                let n = if UplinkAddrs::of(&view).waiting {
+                    0
+                } else {
+                    core.to_open(now)
+                };
+                (n, core.next_deadline(now))
+            };
+            for _ in 0..n {
+                let d = dialer.clone();
+                opens.spawn(async move { open_idle(&d).await });
+            }
+            let sleep = deadline.map(|d| self.epoch + d);
+            tokio::select! {
+                _ = self.refill.notified() => {}
+                r = uplinks.changed(), if view_open => view_open = r.is_ok(),
+                _ = tick.tick() => {}
+                Some(r) = opens.join_next() => self.on_opened(r),
+                _ = sleep_until(sleep) => {}
+            }
+        }
+    }
+
+    /// Retires aged connections and reviews the rest against the kernel and `view`.
+    fn maintain(&self, view: &ManagerView) {
+        let now = self.now();
+        let uplinks = UplinkAddrs::of(view);
+        let (aged, (gone, learned), lifetime) = {
+            let mut core = self.core();
+            let aged = core.expire(now);
+            let reviewed = core.review(now, |i, _age| review(i, &uplinks));
+            (aged, reviewed, core.lifetime())
+        };
+        for (_, why) in aged.iter().chain(gone.iter()) {
+            debug!(
+                "warm pool: closed an idle relay connection ({})",
+                discard_reason(*why)
+            );
+        }
+        if let Some(age) = learned {
+            match lifetime {
+                Some(l) => info!(
+                    "warm pool: the relay closed an idle connection after {:.1} s, sooner than assumed; idle connections are now kept {:.1} s (set relay_handshake_timeout_secs to the relay's handshake timeout to say it)",
+                    age.as_secs_f64(),
+                    l.as_secs_f64()
+                ),
+                None => warn!(
+                    "warm pool suspended: the relay closes a connection that sends no request after {:.1} s, too soon to keep one warm; fix: raise the relay's handshake timeout, or set warm_pool = \"off\"",
+                    age.as_secs_f64()
+                ),
+            }
+        }
+    }
+
+    fn on_opened(&self, r: Result<io::Result<TcpStream>, tokio::task::JoinError>) {
+        let now = self.now();
+        match r {
+            Ok(Ok(stream)) => {
+                let idle = Idle {
+                    stream,
+                    warming: true,
+                };
+                // Returned when the pool no longer wants it; dropping it closes it.
+                drop(self.core().opened(now, idle));
+            }
+            Ok(Err(e)) => {
+                debug!("warm pool: cannot connect to the relay: {e}");
+                self.core().open_failed(now);
+            }
+            Err(e) => {
+                debug!("warm pool: a connect task failed: {e}");
+                self.core().open_failed(now);
+            }
+        }
+    }
+
+    /// Uses `braid server`'s stated limits from now on.
+    fn set_relay(&self, limits: RelayLimits) {
+        let (lifetime, cap) = {
+            let mut core = self.core();
+            let before = (core.lifetime(), core.cap());
+            core.set_relay(limits);
+            if before == (core.lifetime(), core.cap()) {
+                return;
+            }
+            (core.lifetime(), core.cap())
+        };
+        match lifetime {
+            Some(l) => info!(
+                "warm pool: the relay closes a connection without a request after {:.0} s and takes {} per source; up to {cap} idle connection(s), each kept {:.1} s",
+                limits.handshake_timeout.as_secs_f64(),
+                limits.max_per_source,
+                l.as_secs_f64()
+            ),
+            None => warn!(
+                "warm pool suspended: the relay's handshake_timeout_secs ({:.0} s) is too short to keep a connection warm; fix: raise it on the relay, or set warm_pool = \"off\"",
+                limits.handshake_timeout.as_secs_f64()
+            ),
+        }
+        self.refill.notify_one();
+    }
+}
+
+/// Closes every idle connection when [`WarmPool::run`] ends.
+struct DrainOnDrop(Arc<WarmPool>);
+
+impl Drop for DrainOnDrop {
+    fn drop(&mut self) {
+        drop(self.0.core().drain());
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Opens one idle connection: no TFO (there is nothing to send), the warming keepalive.
+async fn open_idle(dialer: &Dialer) -> io::Result<TcpStream> {
+    let stream = dialer.connect_raw(false).await?;
+    if let Err(e) = braid_sys::keepalive::apply(&stream, &WARMING) {
+        debug!("warm pool: keepalive: {e}");
+    }
+    Ok(stream)
+}
+
+fn restore_keepalive(stream: &TcpStream) {
+    if let Err(e) = braid_sys::keepalive::apply(stream, &crate::listener::LIVENESS) {
+        debug!("warm pool: keepalive: {e}");
+    }
+}
+
+/// Asks the relay for its limits (a braid relay answers the control request; a stock one
+/// closes the stream), again every ten minutes, or every 30 s while it cannot be reached.
+async fn learn_relay(pool: Arc<WarmPool>, dialer: Arc<Dialer>) {
+    loop {
+        let (_, report) = super::tfo_probe::exchange(&dialer, false).await;
+        let wait = match report.and_then(|r| r.handshake) {
+            Some(h) => {
+                pool.set_relay(RelayLimits {
+                    handshake_timeout: Duration::from_millis(h.timeout_ms),
+                    max_per_source: u32::try_from(h.max_per_source).unwrap_or(u32::MAX),
+                });
+                ASK_RELAY_EVERY
+            }
+            None if dialer.connect_raw(false).await.is_ok() => {
+                debug!("warm pool: the relay does not state its handshake timeout (a stock server or an older braid); keeping the assumed one");
+                return;
+            }
+            None => ASK_RELAY_RETRY,
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Whether the relay has not closed (or reset) a connection that has sent nothing: a read would
+/// block. EOF, an error, or data the relay should never send before a request all say no.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut one = [MaybeUninit::<u8>::uninit(); 1];
+    matches!(
+        socket2::SockRef::from(stream).peek(&mut one),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock
+    )
+}
+
+/// The uplinks' addresses by state, from the manager's view.
+struct UplinkAddrs {
+    /// Up: a warm connection has a subflow from each.
+    up: Vec<IpAddr>,
+    /// Down: a connection with a subflow from one is dropped. (Recovering, the state every
+    /// uplink starts in, is not Down: the kernel's choice of source may well be such an uplink
+    /// before the first probes.)
+    down: Vec<IpAddr>,
+    /// Uplinks are configured but none is Up yet: opening would only pick a source at random.
+    waiting: bool,
+}
+
+impl UplinkAddrs {
+    fn of(view: &ManagerView) -> UplinkAddrs {
+        let with = |state: LinkState| {
+            view.uplinks
+                .iter()
+                .filter(|u| u.state == state)
+                .filter_map(|u| u.addr)
+                .collect::<Vec<_>>()
+        };
+        let up = with(LinkState::Up);
+        UplinkAddrs {
+            waiting: !view.uplinks.is_empty() && up.is_empty(),
+            up,
+            down: with(LinkState::Down),
+        }
+    }
+}
+
+/// Looks at one idle connection: closed, on a Down uplink, warm or still joining. Restores the
+/// usual keepalive once it is warm.
+fn review(idle: &mut Idle, uplinks: &UplinkAddrs) -> Review {
+    if !still_open(&idle.stream) {
+        return Review::Closed;
+    }
+    let (state, locals) = subflow_locals(&idle.stream);
+    if locals.iter().any(|a| uplinks.down.contains(a)) {
+        return Review::UplinkDown;
+    }
+    // A connection that is not MPTCP (plain TCP, or fallen back) has nothing to wait for.
+    let joined =
+        !matches!(state, MptcpState::Mptcp { .. }) || uplinks.up.iter().all(|a| locals.contains(a));
+    // An uplink that comes Up again joins idle connections only once they hear from the relay:
+    // the warming keepalive returns until it has.
+    if idle.warming == joined {
+        let l = if joined {
+            &crate::listener::LIVENESS
+        } else {
+            &WARMING
+        };
+        if let Err(e) = braid_sys::keepalive::apply(&idle.stream, l) {
+            debug!("warm pool: keepalive: {e}");
+        }
+        idle.warming = !joined;
+    }
+    if joined {
+        Review::Warm
+    } else {
+        Review::Joining
+    }
+}
+
+/// What a relay socket is, and the local address of each of its subflows (the socket's own when
+/// it is not MPTCP).
+pub(crate) fn subflow_locals<S: AsFd>(socket: &S) -> (MptcpState, Vec<IpAddr>) {
+    let state = mptcp_state(socket);
+    let locals = match state {
+        MptcpState::Mptcp { .. } => subflow_addrs(socket)
+            .map(|v| {
+                v.into_iter()
+                    .map(|(l, _)| braid_sys::socket::normalize(l).ip())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => socket2::SockRef::from(socket)
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| vec![braid_sys::socket::normalize(a).ip()])
+            .unwrap_or_default(),
+    };
+    (state, locals)
+}
+
+fn discard_reason(d: Discard) -> &'static str {
+    match d {
+        Discard::Aged => "unused at its lifetime, before the relay's handshake timeout",
+        Discard::Closed => "the relay closed it first",
+        Discard::UplinkDown => "one of its subflows rode an uplink that went Down",
+        Discard::Unwanted => "the pool no longer wants it",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (c, s)
+    }
+
+    /// A pool holding `streams` as idle connections, as `run` would after their connects.
+    fn pool_of(streams: Vec<TcpStream>) -> Arc<WarmPool> {
+        let pool = WarmPool::new(Mode::Fixed(streams.len() as u32), Duration::from_secs(15));
+        let now = pool.now();
+        let mut core = pool.core();
+        assert_eq!(core.to_open(now) as usize, streams.len());
+        for stream in streams {
+            let idle = Idle {
+                stream,
+                warming: false,
+            };
+            assert!(core.opened(now, idle).is_none());
+        }
+        drop(core);
+        pool
+    }
+
+    #[tokio::test]
+    async fn connection_closed_by_the_relay_before_use_is_never_handed_out() {
+        let (closed, relay_side) = pair().await;
+        drop(relay_side);
+        let (open, _relay_side) = pair().await;
+        let open_port = open.local_addr().unwrap().port();
+        // The closed one is the oldest, so it is offered first.
+        let pool = pool_of(vec![closed, open]);
+        // The FIN has arrived once a read would return EOF.
+        let taken = pool.take().expect("the open connection");
+        assert_eq!(taken.local_addr().unwrap().port(), open_port);
+        assert!(pool.take().is_none(), "nothing else is usable");
+        let st = pool.stats();
+        assert_eq!((st.hits, st.misses, st.closed_by_relay), (1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn review_finds_a_connection_the_relay_reset() {
+        let (c, s) = pair().await;
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+        let mut idle = Idle {
+            stream: c,
+            warming: false,
+        };
+        let none = UplinkAddrs {
+            up: vec![],
+            down: vec![],
+            waiting: false,
+        };
+        // The RST may take a moment to arrive on loopback.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while review(&mut idle, &none) != Review::Closed {
+            assert!(Instant::now() < deadline, "reset not seen");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_from_a_down_uplinks_address_is_dropped_and_plain_tcp_is_warm() {
+        let (c, _s) = pair().await;
+        let mut idle = Idle {
+            stream: c,
+            warming: true,
+        };
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let down = UplinkAddrs {
+            up: vec![],
+            down: vec![lo],
+            waiting: false,
+        };
+        assert_eq!(review(&mut idle, &down), Review::UplinkDown);
+        let up = UplinkAddrs {
+            up: vec![lo, "10.2.0.1".parse().unwrap()],
+            down: vec![],
+            waiting: false,
+        };
+        // Plain TCP cannot join other uplinks: it is as warm as it gets.
+        assert_eq!(review(&mut idle, &up), Review::Warm);
+        assert!(!idle.warming, "the usual keepalive is back");
+    }
+}

@@ -1,0 +1,424 @@
+//! The warm pool in the lab: many short LAN connections through the capture, each with its own
+//! random payload echoed back and compared byte for byte, while pool connections are retired
+//! and an uplink flaps; and a pool against a stock Shadowsocks-2022 server that closes idle
+//! connections sooner than the gateway assumed.
+//!
+//! What would show a broken pool: a relay connection handed to two LAN connections (echoes
+//! mixed), one the relay already closed handed out (LAN connections fail), one held past the
+//! relay's handshake timeout (the relay logs "no request within"), or connections that never
+//! get their second subflow (none ever counts as warm).
+//! Root-only (skips without root unless CI=true, where it must run).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use braid::status::model::Status;
+use braid_lab::harness::{Harness, RELAY_PORT};
+use braid_lab::{Lab, Role};
+use braid_proto::health::LinkState;
+use braid_proto::pool::TimeoutSource;
+use common::{in_netns, runtime, shaped_uplinks, uplink, wait_status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The lab traffic server's echo op (`braid_lab::traffic::op::ECHO`).
+const ECHO: u8 = 3;
+/// The longest a single echo may take, flapping included.
+const ECHO_LIMIT: Duration = Duration::from_secs(30);
+
+/// What a run of echo connections found.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Echoes that came back byte for byte.
+    ok: usize,
+    /// Echoes that came back different: mixed, lost or duplicated bytes.
+    wrong: Vec<String>,
+    /// Connections that failed or timed out.
+    failed: Vec<String>,
+}
+
+/// A payload of 1 B to 24 KiB that no other connection of the run has.
+fn payload(run: u64, i: u64) -> Vec<u8> {
+    let mut st = (run ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
+    let mut next = || {
+        st ^= st << 13;
+        st ^= st >> 7;
+        st ^= st << 17;
+        st
+    };
+    let len = 1 + (next() % (24 * 1024)) as usize;
+    (0..len).map(|_| next() as u8).collect()
+}
+
+/// One LAN connection to the echo server through the capture, checked byte for byte.
+async fn echo_one(target: SocketAddr, run: u64, i: u64) -> Result<Result<(), String>, String> {
+    let data = payload(run, i);
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(target)
+            .await
+            .map_err(|e| format!("#{i}: connect: {e}"))?;
+        let mut msg = vec![ECHO];
+        msg.extend_from_slice(&0u64.to_be_bytes());
+        msg.extend_from_slice(&data);
+        let (mut r, mut w) = s.split();
+        let send = async {
+            w.write_all(&msg).await?;
+            w.shutdown().await
+        };
+        let mut back = Vec::with_capacity(data.len());
+        let (sent, got) = tokio::join!(send, r.read_to_end(&mut back));
+        sent.map_err(|e| format!("#{i}: send: {e}"))?;
+        got.map_err(|e| format!("#{i}: receive: {e}"))?;
+        Ok::<_, String>(back)
+    };
+    let back = match tokio::time::timeout(ECHO_LIMIT, work).await {
+        Err(_) => return Err(format!("#{i}: no echo within {ECHO_LIMIT:?}")),
+        Ok(r) => r?,
+    };
+    Ok(if back == data {
+        Ok(())
+    } else {
+        Err(format!(
+            "#{i}: sent {} bytes, got {} back, {}",
+            data.len(),
+            back.len(),
+            if back.len() == data.len() {
+                "with different bytes"
+            } else {
+                "a different length"
+            }
+        ))
+    })
+}
+
+/// Runs echo connections from the LAN host in waves of `wave` at once, with gaps of up to
+/// `max_gap` (longer than the pool's lifetime now and then, so idle connections retire), until
+/// `done` is set and at least `min` have run.
+fn echo_waves(
+    h: &Harness,
+    wave: u64,
+    max_gap: Duration,
+    min: u64,
+    done: Arc<AtomicBool>,
+) -> Outcome {
+    let target: SocketAddr = Harness::traffic_target().parse().expect("target");
+    let run = u64::from(std::process::id()) << 20;
+    h.lab
+        .in_netns(Role::Lan, move || {
+            runtime().block_on(async move {
+                let mut out = Outcome::default();
+                let mut i = 0u64;
+                let mut gap_seed = run | 7;
+                while i < min || !done.load(Ordering::Relaxed) {
+                    let mut set = tokio::task::JoinSet::new();
+                    for _ in 0..wave {
+                        set.spawn(echo_one(target, run, i));
+                        i += 1;
+                    }
+                    while let Some(r) = set.join_next().await {
+                        match r.expect("echo task") {
+                            Ok(Ok(())) => out.ok += 1,
+                            Ok(Err(wrong)) => out.wrong.push(wrong),
+                            Err(failed) => out.failed.push(failed),
+                        }
+                    }
+                    gap_seed = gap_seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    let gap = max_gap.mul_f64((gap_seed >> 11) as f64 / (1u64 << 53) as f64);
+                    tokio::time::sleep(gap).await;
+                }
+                out
+            })
+        })
+        .expect("entering lan")
+}
+
+/// The gateway's warm pool section (it must have one).
+#[track_caller]
+fn pool(s: &Status) -> &braid_proto::pool::PoolStats {
+    s.warm_pool
+        .as_ref()
+        .expect("the gateway reports its warm pool")
+}
+
+/// Takes wifi down and up `times` times, each time waiting until the gateway has seen it.
+fn flap_wifi(h: &Harness, times: usize) {
+    for _ in 0..times {
+        h.lab.set_uplink_link("wifi", false).expect("wifi down");
+        wait_status(h, "wifi Down", Duration::from_secs(5), |s| {
+            uplink(s, "wifi").state == LinkState::Down
+        });
+        std::thread::sleep(Duration::from_millis(700));
+        h.lab.set_uplink_link("wifi", true).expect("wifi up");
+        wait_status(h, "wifi Up", Duration::from_secs(10), |s| {
+            uplink(s, "wifi").state == LinkState::Up
+        });
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+}
+
+#[test]
+fn pool_many_short_connections_with_retiring_and_flapping_never_mix_lose_or_duplicate() {
+    if !braid_lab::root_tests_enabled("lab_pool") {
+        return;
+    }
+    let mut h = Harness::new("bpl1", shaped_uplinks(), common::exe()).expect("lab");
+    // A short handshake timeout: idle connections retire after 2 s.
+    h.start_server("handshake_timeout_secs = 3")
+        .expect("server");
+    h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"\nwarm_pool = 6")
+        .expect("gateway");
+    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
+        .expect("uplinks up");
+    // The relay's timeout is learnt over the control channel, and idle connections get the
+    // other uplink's subflow without a byte sent.
+    let s = wait_status(
+        &h,
+        "warm idle connections, with the relay's own timeout",
+        Duration::from_secs(10),
+        |s| {
+            let p = pool(s);
+            p.warm >= 2 && p.relay_timeout_source == Some(TimeoutSource::Relay)
+        },
+    );
+    assert_eq!(pool(&s).lifetime_ms, Some(2000), "{:?}", pool(&s));
+
+    let done = Arc::new(AtomicBool::new(false));
+    let out = std::thread::scope(|scope| {
+        let d = done.clone();
+        let load = scope.spawn(|| echo_waves(&h, 24, Duration::from_millis(2600), 300, d));
+        flap_wifi(&h, 3);
+        done.store(true, Ordering::Relaxed);
+        load.join().expect("load thread")
+    });
+    let s = common::status(&h);
+    let p = pool(&s).clone();
+    eprintln!(
+        "lab_pool: {} echoes ok, {} wrong, {} failed; pool {p:?}",
+        out.ok,
+        out.wrong.len(),
+        out.failed.len()
+    );
+    assert!(
+        out.wrong.is_empty(),
+        "bytes mixed, lost or duplicated: {:?}\ngateway log:\n{}",
+        out.wrong,
+        h.log("gateway.log")
+    );
+    assert!(
+        out.failed.is_empty(),
+        "LAN connections failed: {:?}\ngateway log:\n{}",
+        out.failed,
+        h.log("gateway.log")
+    );
+    assert!(out.ok >= 300, "{}", out.ok);
+    assert!(p.hits >= 30, "the pool served too few connections: {p:?}");
+    assert!(p.retired >= 1, "no idle connection was retired: {p:?}");
+    assert!(
+        p.dropped_uplink_down >= 1,
+        "no idle connection was dropped when wifi went Down: {p:?}"
+    );
+    let relay = h.log("server.log");
+    assert!(
+        !relay.contains("no request within"),
+        "the pool held a connection past the relay's handshake timeout:\n{relay}"
+    );
+}
+
+/// A stock Shadowsocks-2022 server (the `shadowsocks` crate, as ssserver runs it) in vps with
+/// MPTCP, which closes a connection that sends no request within `handshake_timeout`.
+fn stock_server(
+    h: &Harness,
+    handshake_timeout: Duration,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    use shadowsocks::config::{ServerConfig, ServerType};
+    use shadowsocks::context::Context;
+    use shadowsocks::crypto::CipherKind;
+    use shadowsocks::relay::socks5::Address;
+    use shadowsocks::relay::tcprelay::proxy_listener::ProxyListener;
+
+    let relay: SocketAddr = format!("{}:{RELAY_PORT}", Lab::VPS_PUBLIC)
+        .parse()
+        .expect("addr");
+    let key = h.key().to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let server = in_netns(h.lab.ns_name(Role::Vps), move || {
+        runtime().block_on(async move {
+            let ctx = Context::new_shared(ServerType::Server);
+            let method = CipherKind::AEAD2022_BLAKE3_AES_256_GCM;
+            let cfg = ServerConfig::new(relay, key.as_str(), method).expect("config");
+            // An MPTCP listener with SO_REUSEADDR, so a restart finds the port free although
+            // the server closed connections (TIME_WAIT).
+            let opts = braid_sys::socket::ListenOptions {
+                mptcp: true,
+                fastopen_qlen: None,
+                backlog: 1024,
+            };
+            let bound = braid_sys::socket::listen(relay, opts).expect("stock server bind");
+            let std_listener = bound.listener;
+            let listener = ProxyListener::from_listener(
+                ctx,
+                shadowsocks::net::TcpListener::from_listener(
+                    tokio::net::TcpListener::from_std(std_listener).expect("tokio listener"),
+                    Default::default(),
+                )
+                .expect("listener"),
+                &cfg,
+            );
+            ready_tx.send(()).expect("ready");
+            let accept = async move {
+                loop {
+                    let (mut s, _) = listener.accept().await.expect("accept");
+                    tokio::spawn(async move {
+                        let Ok(Ok(Address::SocketAddress(a))) =
+                            tokio::time::timeout(handshake_timeout, s.handshake()).await
+                        else {
+                            return;
+                        };
+                        let Ok(mut up) = tokio::net::TcpStream::connect(a).await else {
+                            return;
+                        };
+                        let _ = braid::relay::relay(&mut s, &mut up, Duration::from_secs(60)).await;
+                    });
+                }
+            };
+            tokio::select! { _ = accept => {}, _ = stop_rx => {} }
+        })
+    });
+    ready_rx.recv().expect("stock server ready");
+    (stop_tx, server)
+}
+
+/// Waits until `n` LAN connections wait in the gateway's redirect listener's accept queue
+/// (the gateway is frozen: the kernel completed their handshakes).
+#[track_caller]
+fn wait_queued(h: &Harness, n: usize) {
+    common::wait_until(
+        &format!("{n} LAN connections queued at the frozen gateway"),
+        Duration::from_secs(10),
+        || {
+            let out = h
+                .lab
+                .run(Role::Gw, &["ss", "-Hltn", "sport = :1100"])
+                .map_err(|e| e.to_string())?;
+            let queued: usize = out
+                .split_whitespace()
+                .nth(1)
+                .and_then(|q| q.parse().ok())
+                .unwrap_or(0);
+            if queued >= n {
+                Ok(())
+            } else {
+                Err(format!("ss: {out}"))
+            }
+        },
+    );
+}
+
+#[test]
+fn pool_against_a_stock_server_learns_its_timeout_and_carries_exact_bytes() {
+    if !braid_lab::root_tests_enabled("lab_pool") {
+        return;
+    }
+    let mut h = Harness::new("bpl2", shaped_uplinks(), common::exe()).expect("lab");
+    let (stop, server) = stock_server(&h, Duration::from_secs(3));
+    // The gateway assumes 10 s: the stock server's 3 s must be learnt from its closes.
+    let mut learnt = h.log_cursor("gateway.log");
+    h.start_gateway(
+        &["wifi", "5g"],
+        "fast_open = \"off\"\nwarm_pool = 3\nrelay_handshake_timeout_secs = 10",
+    )
+    .expect("gateway");
+    learnt
+        .wait_for(
+            "the relay closed an idle connection after",
+            Duration::from_secs(15),
+        )
+        .expect("the pool to notice the stock server's timeout");
+    let s = wait_status(
+        &h,
+        "a pool kept within the learnt timeout",
+        Duration::from_secs(5),
+        |s| {
+            let p = pool(s);
+            p.relay_timeout_source == Some(TimeoutSource::Learned) && p.idle >= 1
+        },
+    );
+    let learnt_ms = pool(&s).relay_timeout_ms;
+    assert!((3000..=3600).contains(&learnt_ms), "{:?}", pool(&s));
+    // Against a stock server too, idle connections get the other uplink's subflow.
+    wait_status(&h, "a warm idle connection", Duration::from_secs(5), |s| {
+        pool(s).warm >= 1
+    });
+
+    // LAN connections over the pool's life, against the stock server.
+    let done = Arc::new(AtomicBool::new(true));
+    let out = echo_waves(&h, 3, Duration::from_millis(700), 150, done.clone());
+    let p = pool(&common::status(&h)).clone();
+    eprintln!(
+        "lab_pool stock: {} ok, {} wrong, {} failed; pool {p:?}",
+        out.ok,
+        out.wrong.len(),
+        out.failed.len()
+    );
+    assert!(
+        out.wrong.is_empty() && out.failed.is_empty(),
+        "wrong: {:?}\nfailed: {:?}\ngateway log:\n{}",
+        out.wrong,
+        out.failed,
+        h.log("gateway.log")
+    );
+    assert!(p.hits >= 20, "{p:?}");
+
+    h.stop_gateway().expect("stop gateway");
+    let _ = stop.send(());
+    server.join().expect("stock server thread");
+}
+
+#[test]
+fn pool_connections_the_relay_closed_while_the_gateway_was_frozen_are_never_used() {
+    if !braid_lab::root_tests_enabled("lab_pool") {
+        return;
+    }
+    let mut h = Harness::new("bpl3", shaped_uplinks(), common::exe()).expect("lab");
+    h.start_server("").expect("server");
+    h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"\nwarm_pool = 4")
+        .expect("gateway");
+    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
+        .expect("uplinks up");
+    let s = wait_status(&h, "a full pool", Duration::from_secs(10), |s| {
+        pool(s).warm >= 4
+    });
+    let closed_before = pool(&s).closed_by_relay;
+    // The relay restarts while the gateway cannot look: every idle connection is closed by the
+    // relay, and LAN connections are already waiting when the gateway resumes. Each must get a
+    // fresh relay connection, never a closed one.
+    h.freeze_gateway(true);
+    h.stop_server().expect("stop server");
+    h.start_server("").expect("server again");
+    let done = Arc::new(AtomicBool::new(true));
+    let out = std::thread::scope(|scope| {
+        let load = scope.spawn(|| echo_waves(&h, 8, Duration::ZERO, 8, done));
+        wait_queued(&h, 8);
+        h.freeze_gateway(false);
+        load.join().expect("load thread")
+    });
+    let p = pool(&common::status(&h)).clone();
+    assert!(
+        out.wrong.is_empty() && out.failed.is_empty() && out.ok == 8,
+        "after the relay restarted: wrong {:?}, failed {:?}; pool {p:?}\ngateway log:\n{}",
+        out.wrong,
+        out.failed,
+        h.log("gateway.log")
+    );
+    assert!(
+        p.closed_by_relay >= closed_before + 4,
+        "the idle connections the relay closed were not seen as closed: {p:?}"
+    );
+}
