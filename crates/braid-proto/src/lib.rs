@@ -10,7 +10,7 @@
 //!   braid tools ──────► control.rs ─┘          (control.rs messages ride inside the tunnel)
 //! ```
 //!
-//! Also here: the relay's destination policy (`destination`), SIP022's request-header rules
+//! Also here: the hostile-path tunnel's decisions, inner-packet rules and MTU (`tunnel`); the relay's destination policy (`destination`), SIP022's request-header rules
 //! (`sip022`), and log lines a peer can neither forge nor flood (`logsafe`).
 #![forbid(unsafe_code)]
 
@@ -23,3 +23,4 @@ pub mod rate;
 pub mod sip022;
 pub mod socks5;
 pub mod tfo;
+pub mod tunnel;
