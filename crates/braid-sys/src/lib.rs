@@ -14,6 +14,8 @@
 //!                              ├─ monitor.rs      rtnetlink events (links, addresses, routes)
 //!                              ├─ link, address, route, rule      rtnetlink
 //!                              ├─ nftables.rs     braid's own nftables table
+//!                              ├─ tun.rs          TUN devices (the userspace tunnel)
+//!                              ├─ wireguard.rs    the kernel's `wireguard` genetlink family
 //!                              ├─ tcp_mem.rs      TCP memory counter, limits, runaway test
 //!                              ├─ kmsg.rs         the kernel log: the MPTCP accounting fault
 //!                              └─ sysctl.rs, kernel.rs            procfs readers
@@ -39,3 +41,5 @@ mod sockopt;
 pub mod sysctl;
 pub mod tcp_mem;
 pub mod tfo;
+pub mod tun;
+pub mod wireguard;

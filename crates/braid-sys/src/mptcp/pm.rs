@@ -188,6 +188,10 @@ impl NlaWriter {
     pub fn nested(&mut self, kind: u16, inner: NlaWriter) -> &mut Self {
         self.bytes(kind | NLA_F_NESTED, &inner.0)
     }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
 }
 
 /// Splits `buf` into attributes `(kind, value)`; malformed lengths are errors.
