@@ -40,3 +40,4 @@ pub mod shutdown;
 pub mod speedtest;
 pub mod state;
 pub mod status;
+pub mod tunnel;

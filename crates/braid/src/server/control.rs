@@ -35,7 +35,12 @@ const SYSCTLS: &[&str] = &[
 /// the next request (health probes keep their streams open for good). `conn` samples the
 /// connection's state at the moment of each request. A frame that cannot be decoded gets an
 /// `Error` answer that says why, and ends the stream.
-pub async fn serve<S, F>(stream: S, conn: F, mut shutdown: Shutdown) -> Result<(), ConnectionError>
+pub async fn serve<S, F>(
+    stream: S,
+    conn: F,
+    tunnels: Option<&crate::tunnel::relay::Tunnels>,
+    mut shutdown: Shutdown,
+) -> Result<(), ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: Fn() -> ConnectionReport,
@@ -70,6 +75,16 @@ where
             ControlRequest::Ping { seq } => ControlResponse::Pong { seq },
             ControlRequest::Source { secs } => return source(ctl, secs).await,
             ControlRequest::Sink { secs } => return sink(ctl, secs).await,
+            ControlRequest::Tunnel {
+                uplink,
+                public_key,
+                relay,
+            } => match tunnels {
+                Some(t) => t.grant(&uplink, &public_key, &relay).await,
+                None => ControlResponse::Error {
+                    message: "this relay has no tunnel for hostile paths (tunnel_port = 0 in server.toml); fix: remove `tunnel_port = 0` there, or set tunnel = \"never\" on the gateway's uplinks".into(),
+                },
+            },
         };
         ctl.send(&resp).await?;
     }
@@ -254,7 +269,7 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<(), ConnectionError>> {
         let (trigger, shutdown) = crate::shutdown::channel();
         tokio::spawn(async move {
-            let r = serve(relay, conn, shutdown).await;
+            let r = serve(relay, conn, None, shutdown).await;
             drop(trigger);
             r
         })
@@ -386,7 +401,7 @@ mod tests {
     async fn waiting_for_a_request_ends_at_shutdown() {
         let (client, relay) = tokio::io::duplex(64 * 1024);
         let (trigger, shutdown) = crate::shutdown::channel();
-        let server = tokio::spawn(serve(relay, conn, shutdown));
+        let server = tokio::spawn(serve(relay, conn, None, shutdown));
         let mut client = Connection::new(client);
         let pong: ControlResponse = client
             .request(&ControlRequest::Ping { seq: 4 })

@@ -148,6 +148,24 @@ fn bind_relay(cfg: &ServerConfig) -> Result<(TcpListener, Decision), ServerError
     Ok((listener, tfo))
 }
 
+/// The tunnel for hostile paths on `tunnel_port` of the relay's address, if it is on; nothing
+/// is opened until a gateway asks for a tunnel.
+fn tunnels_of(
+    cfg: &ServerConfig,
+    bound: Option<SocketAddr>,
+) -> Option<Arc<crate::tunnel::relay::Tunnels>> {
+    let port = cfg.tunnel_port?;
+    let ip = bound.map_or(cfg.listen.ip(), |b| b.ip());
+    Some(Arc::new(crate::tunnel::relay::Tunnels::new(
+        crate::tunnel::relay::TunnelConfig {
+            listen: SocketAddr::new(ip, port),
+            net: cfg.tunnel_net,
+            psk: crate::tunnel::keys::preshared(&cfg.key),
+            device: format!("braid{port}"),
+        },
+    )))
+}
+
 /// A relay over bound listeners, ready to run.
 pub struct Server {
     listener: TcpListener,
@@ -169,6 +187,8 @@ struct Shared {
     admission: Arc<crate::admission::Admission>,
     /// Lines about one client (rejected handshakes, fallbacks): at most one a minute each.
     rejects: crate::log_limit::PerSourceLog,
+    /// The tunnel for hostile paths (`tunnel_port`), started by the first gateway that asks.
+    tunnels: Option<Arc<crate::tunnel::relay::Tunnels>>,
 }
 
 impl Server {
@@ -182,7 +202,9 @@ impl Server {
         let congestion =
             crate::congestion::decide(&cfg.congestion, &braid_sys::sysctl::Procfs::default());
         crate::congestion::log(&congestion);
+        let tunnels = tunnels_of(&cfg, listeners.relay.local_addr().ok());
         let shared = Shared {
+            tunnels,
             ctx: Arc::new(ctx),
             policy,
             own: OwnAddrs::new(cfg.public_addresses.clone()),
@@ -235,6 +257,9 @@ impl Server {
             .run(shutdown)
             .await;
         tcp_mem_watch.abort();
+        if let Some(t) = &self.shared.tunnels {
+            t.stop().await;
+        }
         if let Some(h) = status_http {
             let _ = h.await;
         }

@@ -338,6 +338,8 @@ mod tests {
             backup,
             table: 101,
             rule_priority: 1000,
+            tunnel: braid_proto::tunnel::Mode::Auto,
+            tunnel_table: 1101,
         }
     }
 

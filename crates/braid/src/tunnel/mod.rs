@@ -1,0 +1,32 @@
+//! The tunnel for hostile paths: an uplink whose middlebox strips or resets MPTCP options still
+//! bonds, through an encrypted UDP (WireGuard) tunnel to the relay that braid sets up by itself.
+//!
+//! ```text
+//!  gateway                                                       relay (VPS)
+//!  kernel MPTCP ─ subflow from 10.255.0.2 ─► braid-t102 (TUN)    one UDP port, one TUN
+//!                                            │ gateway.rs         │ relay.rs, peers.rs
+//!                    WireGuard over UDP, leaving on the uplink ══►│──► kernel: MP_JOIN from 10.255.0.2
+//! ```
+//! - [`keys`]: each end's own key pair; the gateway registers its public key over the
+//!   authenticated control channel, so pairing stays one `ss://` URI.
+//! - [`gateway`]: one uplink's end (lease, TUN device, UDP socket bound to the uplink, pump).
+//! - [`relay`] and [`peers`]: the relay's end, one port for every gateway, a bounded, expiring
+//!   lease per gateway key.
+//! - [`check`] and [`evidence`]: is MPTCP passing an uplink's direct path? The decision itself
+//!   is sans-IO in `braid_proto::tunnel::decide`; the uplink manager drives it.
+//!
+//! The WireGuard protocol is boringtun's `noise::Tunn` (userspace, over TUN). The kernel's own
+//! WireGuard (`braid_sys::wireguard`) is detected but not used yet: see the README.
+
+pub mod check;
+pub mod evidence;
+pub mod gateway;
+pub mod keys;
+pub mod peers;
+pub mod relay;
+
+/// Buffer size for one packet, with room for WireGuard's overhead around the largest one.
+pub const BUF: usize = 65_535 + 64;
+/// Seconds between keepalives on an idle tunnel, both ways: NAT mappings stay open and each end
+/// notices a dead tunnel.
+pub const KEEPALIVE_SECS: u16 = 5;
