@@ -129,6 +129,7 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
             &format!("uplink.{}.rp_filter", u.name),
             &u.interface,
         ));
+        r.checks.push(super::tunnel::check(u, &gateway));
         r.checks.push(reach);
     }
     r.checks.push(reachable);
@@ -148,7 +149,8 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
         } else {
             Joins::Check
         };
-        if mptcp_checks(&mut r, cfg, relay, report.as_ref(), &seen, joins, roots).await {
+        let tunnels = tunnel_addrs(cfg, &gateway);
+        if mptcp_checks(&mut r, cfg, relay, report.as_ref(), &seen, joins, roots, &tunnels).await {
             blackhole = Check::fail(
                 "mptcp.blackhole",
                 "the kernel's blackhole state is active: it sends new connections as plain TCP",
@@ -173,6 +175,20 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
     r.checks
         .push(super::congestion::check(&cfg.congestion, roots));
     r
+}
+
+/// Each uplink's tunnel address, while the running gateway reports it tunnelled.
+fn tunnel_addrs(cfg: &GatewayConfig, gateway: &Running) -> Vec<Option<IpAddr>> {
+    cfg.uplinks
+        .iter()
+        .map(|u| {
+            gateway
+                .status()
+                .and_then(|s| s.uplinks.iter().find(|x| x.name == u.name))
+                .and_then(|x| x.tunnel.as_ref())
+                .and_then(|t| t.address.parse().ok())
+        })
+        .collect()
 }
 
 /// Whether the per-uplink join checks can run.
@@ -388,6 +404,7 @@ async fn mptcp_checks(
     seen: &[Option<Observed>],
     joins: Joins,
     roots: &KernelRoots,
+    tunnels: &[Option<IpAddr>],
 ) -> bool {
     let procfs = Procfs::at(&roots.proc);
     let disabled_before = procfs
@@ -482,8 +499,15 @@ async fn mptcp_checks(
         .iter()
         .map(|(l, _)| braid_sys::socket::normalize(*l).ip())
         .collect();
-    for (u, sn) in cfg.uplinks.iter().zip(seen) {
+    for ((u, sn), tun) in cfg.uplinks.iter().zip(seen).zip(tunnels) {
         let id = format!("uplink.{}.join", u.name);
+        if let Some(t) = tun.filter(|t| locals.contains(t)) {
+            r.checks.push(Check::ok(
+                id,
+                format!("an MP_JOIN subflow through braid's tunnel from {t} is established"),
+            ));
+            continue;
+        }
         let Some(addr) = sn.as_ref().and_then(Observed::usable_addr) else {
             r.checks
                 .push(Check::skip(id, "the uplink has no usable address"));

@@ -231,7 +231,11 @@ async fn run_recorded(
     let registry = Arc::new(Registry::default());
     let tcp_mem = crate::status::kernel::KernelWatch::system();
     let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone(), tcp_mem);
-    let manager = match start_manager(&cfg, &dialer, journal.clone(), view_tx, stop_rx).await {
+    let served = uplink::Served {
+        dialer: dialer.clone(),
+        registry: registry.clone(),
+    };
+    let manager = match start_manager(&cfg, served, journal.clone(), view_tx, stop_rx).await {
         Ok(m) => m,
         Err(e) => {
             outer.abort();
@@ -275,7 +279,7 @@ type ManagerTask = JoinHandle<Result<(), uplink::kernel::UplinkError>>;
 /// uplinks there is nothing to manage, and netlink is not even opened.
 async fn start_manager(
     cfg: &GatewayConfig,
-    dialer: &Arc<Dialer>,
+    served: uplink::Served,
     journal: Option<Arc<Journal>>,
     view: tokio::sync::watch::Sender<uplink::ManagerView>,
     stop: Shutdown,
@@ -292,7 +296,7 @@ async fn start_manager(
         cfg.clone(),
         cfg.health.clone(),
         uplink::KernelAccess { rtnl, pm, journal },
-        dialer.clone(),
+        served,
         view,
         stop,
     ))))

@@ -178,10 +178,16 @@ fn add_histories(total: &mut Vec<f64>, h: Vec<f64>) {
 impl StatusSource for GatewayStatus {
     fn snapshot(&self) -> Status {
         let view = self.view.borrow().clone();
+        // Subflows of a tunnelled uplink come from its tunnel's address.
         let by_addr: BTreeMap<IpAddr, String> = view
             .uplinks
             .iter()
-            .filter_map(|u| u.addr.map(|a| (a, u.name.clone())))
+            .flat_map(|u| {
+                [u.addr, u.path.tunnel.as_ref().map(|(_, a)| *a)]
+                    .into_iter()
+                    .flatten()
+                    .map(|a| (a, u.name.clone()))
+            })
             .collect();
         let (connections, per_uplink) = self.connections(&by_addr);
         let counters = self.counters.lock();
@@ -201,6 +207,12 @@ impl StatusSource for GatewayStatus {
                     backup: u.backup,
                     interface: u.interface.to_string(),
                     state_changes: u.state_changes,
+                    path: u.path.path.to_string(),
+                    path_reason: u.path.reason.clone(),
+                    tunnel: u.path.tunnel.as_ref().map(|(d, a)| super::model::TunnelStatus {
+                        interface: d.clone(),
+                        address: a.to_string(),
+                    }),
                     ..Default::default()
                 };
                 if let Some(c) = counters.as_ref().ok().and_then(|c| c.get(&u.name)) {

@@ -38,6 +38,7 @@ pub fn render(s: &Status) -> String {
     let rx = Family::<UplinkLabel, Counter>::default();
     let subflows = Family::<UplinkLabel, Gauge>::default();
     let changes = Family::<UplinkLabel, Counter>::default();
+    let tunnelled = Family::<UplinkLabel, Gauge>::default();
     let conns = Family::<KindLabel, Gauge>::default();
     let fallback_total = Counter::<u64>::default();
     let blackhole = Gauge::<i64>::default();
@@ -56,6 +57,9 @@ pub fn render(s: &Status) -> String {
         rx.get_or_create(&l).inc_by(u.rx_bytes);
         subflows.get_or_create(&l).set(i64::from(u.subflows));
         changes.get_or_create(&l).inc_by(u.state_changes);
+        tunnelled
+            .get_or_create(&l)
+            .set(i64::from(u.path == "tunnel"));
     }
     conns
         .get_or_create(&KindLabel {
@@ -110,6 +114,11 @@ pub fn render(s: &Status) -> String {
         "braid_uplink_state_changes",
         "Health state changes of the uplink",
         changes,
+    );
+    reg.register(
+        "braid_uplink_tunnelled",
+        "1 while the uplink's subflows go through the encrypted UDP tunnel (its path strips or resets MPTCP)",
+        tunnelled,
     );
     reg.register(
         "braid_connections",
