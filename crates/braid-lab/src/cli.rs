@@ -9,6 +9,7 @@ use clap::Subcommand;
 
 use crate::bench::aggregation::{self, AggregationArgs};
 use crate::bench::failover::{self, FailoverArgs};
+use crate::bench::hostile::{self, HostileArgs};
 use crate::bench::lossy::{self, LossyArgs};
 use crate::{demo, harness, traffic};
 
@@ -53,6 +54,8 @@ pub enum BenchCommand {
     Failover(FailoverArgs),
     /// Bonded goodput over lossy uplinks per congestion control; prints Markdown.
     Lossy(LossyArgs),
+    /// An uplink that strips MPTCP, with braid's tunnel and without it; prints Markdown.
+    Hostile(HostileArgs),
 }
 
 /// Where a traffic client connects, and how.
@@ -173,6 +176,7 @@ fn bench_main(b: BenchCommand) -> ExitCode {
         BenchCommand::Aggregation(a) => aggregation::aggregation(&a, &exe),
         BenchCommand::Failover(a) => failover::failover(&a, &exe),
         BenchCommand::Lossy(a) => lossy::lossy(&a, &exe),
+        BenchCommand::Hostile(a) => hostile::hostile(&a, &exe),
     };
     match r {
         Ok(md) => {

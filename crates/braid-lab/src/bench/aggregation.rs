@@ -56,7 +56,7 @@ pub(super) fn down_up(
 }
 
 /// CPU seconds (user + system) used so far by these processes.
-fn cpu_secs(pids: &[u32]) -> f64 {
+pub(super) fn cpu_secs(pids: &[u32]) -> f64 {
     let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()

@@ -4,7 +4,9 @@
 //!
 //! - [`aggregation`]: bonded goodput, time to first byte and the unshaped relay's own cost.
 //! - [`failover`]: failover, recovery and stalls per fault, braid beside kernel-only MPTCP.
+//! - [`hostile`]: an uplink whose middlebox strips MPTCP, with braid's tunnel and without it.
 
 pub mod aggregation;
 pub mod failover;
+pub mod hostile;
 pub mod lossy;

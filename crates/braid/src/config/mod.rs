@@ -181,7 +181,13 @@ mod tests {
             "control_hosts",
             "control_token",
         ];
-        let server = ["listen", "allow_destinations", "handshake_timeout_secs"];
+        let server = [
+            "listen",
+            "allow_destinations",
+            "handshake_timeout_secs",
+            "tunnel_port",
+            "tunnel_net",
+        ];
         let gateway = [
             "server",
             "redirect",
@@ -190,6 +196,8 @@ mod tests {
             "socks_allow_from",
             "nft_table",
             "mptcp_blackhole_timeout_secs",
+            "tunnel_retry_secs",
+            "tunnel",
         ];
         for (file, keys) in [("server.toml", &server[..]), ("gateway.toml", &gateway[..])] {
             let text = example(file);
