@@ -64,6 +64,16 @@ fn wait_tunnelled(h: &Harness, name: &str, limit: Duration) -> Status {
     })
 }
 
+/// Waits until `name`'s tunnel is up and carries the uplink (no traffic needed).
+#[track_caller]
+fn wait_tunnel_up(h: &Harness, name: &str, limit: Duration) -> Status {
+    let n = name.to_owned();
+    wait_status(h, &format!("{name}'s tunnel up"), limit, move |s| {
+        let u = uplink(s, &n);
+        u.path == "tunnel" && u.tunnel.is_some()
+    })
+}
+
 /// The relay's established connections on its port from tunnel addresses (`ss` in vps).
 fn relay_peers_from_tunnels(h: &Harness) -> Vec<String> {
     let out = h
@@ -84,8 +94,13 @@ fn leftovers(h: &Harness) -> Vec<String> {
     left.extend(links.lines().filter(|l| l.contains("braid-t")).map(|l| format!("gw link: {l}")));
     let links = h.lab.run(Role::Vps, &["ip", "-o", "link", "show"]).unwrap_or_default();
     left.extend(links.lines().filter(|l| l.contains("braid8389")).map(|l| format!("vps link: {l}")));
-    let rules = h.lab.run(Role::Gw, &["ip", "rule", "show", "proto", "212"]).unwrap_or_default();
-    left.extend(rules.lines().map(|l| format!("gw rule: {l}")));
+    let rules = h.lab.run(Role::Gw, &["ip", "rule", "show"]).unwrap_or_default();
+    left.extend(
+        rules
+            .lines()
+            .filter(|l| !["lookup local", "lookup main", "lookup default"].iter().any(|d| l.ends_with(d)))
+            .map(|l| format!("gw rule: {l}")),
+    );
     let routes = h
         .lab
         .run(Role::Gw, &["ip", "route", "show", "table", "all", "proto", "212"])
@@ -155,23 +170,25 @@ fn stripped_first_path_starts_new_connections_through_its_tunnel() {
     let h = lab("btn2", ["", ""], "tunnel_retry_secs = 30");
     h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
         .expect("uplinks up");
-    // A download running while wifi, the path connections start on, becomes hostile.
-    let c = stream(&h, 12);
+    let first = stream(&h, 14);
     common::wait_status(&h, "a bonded download", Duration::from_secs(5), |s| {
         s.connections.list.iter().any(|c| c.subflows_per_uplink.len() == 2)
     });
+    // wifi, the path connections start on, becomes hostile: the next connection falls back to
+    // plain TCP on it, which is the evidence.
+    let mut log = h.log_cursor("gateway.log");
     h.lab.set_mptcp_strip("wifi", true).expect("strip");
-    wait_status(&h, "wifi tunnelled", SWITCH_LIMIT, |s| {
-        let u = uplink(s, "wifi");
-        u.path == "tunnel" && u.tunnel.is_some()
-    });
-    finish_ok(&h, c, "strip wifi during a download");
+    let during = stream(&h, 10);
+    log.wait_for("uplink wifi: MPTCP does not pass its path", SWITCH_LIMIT)
+        .expect("the evidence, logged");
+    wait_tunnel_up(&h, "wifi", SWITCH_LIMIT);
     // A new connection starts on wifi's tunnel and bonds over both uplinks.
-    let c = stream(&h, 8);
-    let s = wait_status(&h, "a new connection, MPTCP over both uplinks", SWITCH_LIMIT, |s| {
-        s.connections.list.iter().any(|c| {
-            c.transport.to_string() == "mptcp" && c.subflows_per_uplink.len() == 2
-        })
+    let after = stream(&h, 6);
+    let s = wait_status(&h, "a new connection through wifi's tunnel, MPTCP over both uplinks", SWITCH_LIMIT, |s| {
+        uplink(s, "wifi").subflows >= 1
+            && s.connections.list.iter().any(|c| {
+                c.transport.to_string() == "mptcp" && c.subflows_per_uplink.len() == 2
+            })
     });
     let tun = uplink(&s, "wifi").tunnel.clone().expect("tunnel").address;
     let peers = relay_peers_from_tunnels(&h);
@@ -179,7 +196,9 @@ fn stripped_first_path_starts_new_connections_through_its_tunnel() {
         peers.iter().any(|p| p.starts_with(&format!("{tun}:"))),
         "the relay sees no connection from wifi's tunnel {tun}: {peers:?}"
     );
-    finish_ok(&h, c, "a connection started through the tunnel");
+    finish_ok(&h, after, "a connection started through the tunnel");
+    finish_ok(&h, during, "a connection that fell back during the switch");
+    finish_ok(&h, first, "a connection bonded before the strip");
 }
 
 #[test]
@@ -188,9 +207,10 @@ fn always_tunnels_at_once_and_never_stays_direct_when_stripped() {
         return;
     }
     let h = lab("btn3", ["tunnel = \"never\"", "tunnel = \"always\""], "");
-    wait_tunnelled(&h, "5g", Duration::from_secs(10));
+    wait_tunnel_up(&h, "5g", Duration::from_secs(10));
+    let c = stream(&h, 8);
+    wait_tunnelled(&h, "5g", Duration::from_secs(5));
     h.lab.set_mptcp_strip("wifi", true).expect("strip");
-    let c = stream(&h, 4);
     // Proves that something does not happen: with `never`, wifi stays direct.
     std::thread::sleep(Duration::from_secs(4));
     let s = common::status(&h);
@@ -230,14 +250,14 @@ fn clean_exit_and_sigkill_then_restart_leave_nothing_on_either_side() {
         return;
     }
     let mut h = lab("btn5", ["", "tunnel = \"always\""], "");
-    wait_tunnelled(&h, "5g", Duration::from_secs(10));
+    wait_tunnel_up(&h, "5g", Duration::from_secs(10));
     assert!(!leftovers(&h).is_empty(), "nothing installed?");
     h.stop_gateway().expect("stop");
     assert_eq!(leftovers(&h).into_iter().filter(|l| !l.starts_with("vps")).collect::<Vec<_>>(), Vec::<String>::new(), "after SIGTERM");
     // SIGKILL: the kernel removes the TUN device; the next start undoes the rest.
     h.start_gateway_uplinks(&[("wifi", ""), ("5g", "tunnel = \"always\"")], "")
         .expect("gateway");
-    wait_tunnelled(&h, "5g", Duration::from_secs(10));
+    wait_tunnel_up(&h, "5g", Duration::from_secs(10));
     h.kill_gateway().expect("kill");
     let mut log = h.log_cursor("gateway.log");
     h.start_gateway_uplinks(&[("wifi", ""), ("5g", "tunnel = \"never\"")], "")

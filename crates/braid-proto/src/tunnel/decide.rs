@@ -13,7 +13,8 @@
 //!   most once per [`RECHECK_MIN`]. Only a check's verdict moves the uplink, so the log line
 //!   that says so carries the check's evidence.
 //! - While tunnelled or out, the direct path is checked again every `retry_direct`, and the
-//!   uplink moves back as soon as a direct MPTCP connection works.
+//!   uplink moves back as soon as a direct MPTCP connection works. A direct uplink is checked
+//!   every `retry_direct` too, in case its path changes while no new connection gives evidence.
 //! - `always` wants the tunnel from the start and never checks; `never` never leaves Direct.
 //!
 //! A change is reported once, as the line to log; repeated verdicts say nothing.
@@ -214,7 +215,14 @@ impl Decider {
                 self.check_due = Some(now + self.retry_direct);
                 None
             }
-            (Path::Direct, _) => None,
+            // Direct and fine (or unknown): look again later, in case the path changes while
+            // no new connection gives evidence.
+            (Path::Direct, _) => {
+                if self.mode == Mode::Auto {
+                    self.check_due = Some(now + self.retry_direct);
+                }
+                None
+            }
         }
     }
 
@@ -228,10 +236,17 @@ impl Decider {
         if self.mode == Mode::Auto {
             self.check_due = Some(now + self.retry_direct);
         }
+        let retry = if self.mode == Mode::Auto {
+            format!(
+                "; the direct path is checked again every {} s",
+                self.retry_direct.as_secs()
+            )
+        } else {
+            String::new()
+        };
         Some(format!(
-            "subflows now go through the tunnel ({}); the direct path is checked again every {} s",
-            self.reason,
-            self.retry_direct.as_secs()
+            "subflows now go through the tunnel ({}){retry}",
+            self.reason
         ))
     }
 
@@ -275,7 +290,7 @@ mod tests {
         assert!(!d.poll(s(0)), "one check at a time");
         assert_eq!(d.on_check(s(1), Checked::Works), None);
         assert_eq!(d.path(), Path::Direct);
-        assert_eq!(d.next_deadline(), None);
+        assert_eq!(d.next_deadline(), Some(s(61)), "looked at again a retry later");
     }
 
     #[test]
@@ -316,7 +331,7 @@ mod tests {
         d.poll(s(0));
         d.on_check(s(1), Checked::Works);
         d.on_suspicion(s(2));
-        assert_eq!(d.next_deadline(), Some(s(1) + RECHECK_MIN));
+        assert_eq!(d.next_deadline(), Some(s(1) + RECHECK_MIN), "evidence brings it forward");
         assert!(!d.poll(s(3)));
         assert!(d.poll(s(6)));
         d.on_suspicion(s(6));

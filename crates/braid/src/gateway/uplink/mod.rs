@@ -255,6 +255,7 @@ pub async fn run(
         registry: &registry,
         psk: crate::tunnel::keys::preshared(&cfg.key),
         evidence_at: Duration::ZERO,
+        trouble: None,
     };
     m.reconcile_all().await;
     let mut dirty_at: Option<Instant> = None;
@@ -348,6 +349,8 @@ struct Manager<'a> {
     psk: [u8; 32],
     /// When live connections were last searched for evidence.
     evidence_at: Duration,
+    /// The kernel's MPTCP trouble counters at the last search.
+    trouble: Option<u64>,
 }
 
 impl Manager<'_> {
@@ -364,7 +367,17 @@ impl Manager<'_> {
                 .filter(|(_, s)| s.path.watches_evidence(&s.cfg) && s.state().carries_traffic())
                 .filter_map(|(i, s)| s.found.as_ref().and_then(|d| d.usable_addr()).map(|a| (i, a)))
                 .collect();
-            for i in crate::tunnel::evidence::suspects(self.registry, &direct) {
+            let mut suspects = crate::tunnel::evidence::suspects(self.registry, &direct);
+            // The kernel's counters say something went wrong, not where: check every direct one.
+            let trouble = braid_sys::sysctl::Procfs::default()
+                .file("net/netstat")
+                .map(|t| crate::tunnel::evidence::trouble(&t))
+                .unwrap_or(0);
+            if self.trouble.is_some_and(|t| trouble > t) {
+                suspects.extend(direct.iter().map(|(i, _)| *i));
+            }
+            self.trouble = Some(trouble);
+            for i in suspects {
                 if let Some(s) = self.slots.get_mut(i) {
                     s.path.suspect(now);
                 }
