@@ -303,7 +303,10 @@ mod tests {
         assert_eq!(ep.len(), 16);
         assert_eq!(&ep[2..4], &8389u16.to_be_bytes());
         assert_eq!(&ep[4..8], &[10, 200, 0, 1]);
-        assert_eq!(get(peer_attr::PERSISTENT_KEEPALIVE_INTERVAL), Some(&5u16.to_ne_bytes()[..]));
+        assert_eq!(
+            get(peer_attr::PERSISTENT_KEEPALIVE_INTERVAL),
+            Some(&5u16.to_ne_bytes()[..])
+        );
         let ips = parse_nlas(get(peer_attr::ALLOWEDIPS).unwrap()).unwrap();
         let ip = parse_nlas(ips[0].1).unwrap();
         assert_eq!(ip[1].1, &[10, 200, 0, 1]);

@@ -58,10 +58,15 @@ fn stream(h: &Harness, secs: u64) -> Child {
 #[track_caller]
 fn wait_tunnelled(h: &Harness, name: &str, limit: Duration) -> Status {
     let n = name.to_owned();
-    wait_status(h, &format!("{name} to carry subflows through the tunnel"), limit, move |s| {
-        let u = uplink(s, &n);
-        u.path == "tunnel" && u.tunnel.is_some() && u.subflows >= 1
-    })
+    wait_status(
+        h,
+        &format!("{name} to carry subflows through the tunnel"),
+        limit,
+        move |s| {
+            let u = uplink(s, &n);
+            u.path == "tunnel" && u.tunnel.is_some() && u.subflows >= 1
+        },
+    )
 }
 
 /// Waits until `name`'s tunnel is up and carries the uplink (no traffic needed).
@@ -78,7 +83,10 @@ fn wait_tunnel_up(h: &Harness, name: &str, limit: Duration) -> Status {
 fn relay_peers_from_tunnels(h: &Harness) -> Vec<String> {
     let out = h
         .lab
-        .run(Role::Vps, &["ss", "-Htn", "state", "established", "( sport = :8388 )"])
+        .run(
+            Role::Vps,
+            &["ss", "-Htn", "state", "established", "( sport = :8388 )"],
+        )
         .unwrap_or_default();
     out.lines()
         .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
@@ -90,25 +98,57 @@ fn relay_peers_from_tunnels(h: &Harness) -> Vec<String> {
 /// endpoints on tunnel addresses.
 fn leftovers(h: &Harness) -> Vec<String> {
     let mut left = Vec::new();
-    let links = h.lab.run(Role::Gw, &["ip", "-o", "link", "show"]).unwrap_or_default();
-    left.extend(links.lines().filter(|l| l.contains("braid-t")).map(|l| format!("gw link: {l}")));
-    let links = h.lab.run(Role::Vps, &["ip", "-o", "link", "show"]).unwrap_or_default();
-    left.extend(links.lines().filter(|l| l.contains("braid8389")).map(|l| format!("vps link: {l}")));
-    let rules = h.lab.run(Role::Gw, &["ip", "rule", "show"]).unwrap_or_default();
+    let links = h
+        .lab
+        .run(Role::Gw, &["ip", "-o", "link", "show"])
+        .unwrap_or_default();
+    left.extend(
+        links
+            .lines()
+            .filter(|l| l.contains("braid-t"))
+            .map(|l| format!("gw link: {l}")),
+    );
+    let links = h
+        .lab
+        .run(Role::Vps, &["ip", "-o", "link", "show"])
+        .unwrap_or_default();
+    left.extend(
+        links
+            .lines()
+            .filter(|l| l.contains("braid8389"))
+            .map(|l| format!("vps link: {l}")),
+    );
+    let rules = h
+        .lab
+        .run(Role::Gw, &["ip", "rule", "show"])
+        .unwrap_or_default();
     left.extend(
         rules
             .lines()
-            .filter(|l| !["lookup local", "lookup main", "lookup default"].iter().any(|d| l.ends_with(d)))
+            .filter(|l| {
+                !["lookup local", "lookup main", "lookup default"]
+                    .iter()
+                    .any(|d| l.ends_with(d))
+            })
             .map(|l| format!("gw rule: {l}")),
     );
     let routes = h
         .lab
-        .run(Role::Gw, &["ip", "route", "show", "table", "all", "proto", "212"])
+        .run(
+            Role::Gw,
+            &["ip", "route", "show", "table", "all", "proto", "212"],
+        )
         .unwrap_or_default();
     left.extend(routes.lines().map(|l| format!("gw route: {l}")));
-    let eps = h.lab.run(Role::Gw, &["ip", "mptcp", "endpoint", "show"]).unwrap_or_default();
+    let eps = h
+        .lab
+        .run(Role::Gw, &["ip", "mptcp", "endpoint", "show"])
+        .unwrap_or_default();
     left.extend(eps.lines().map(|l| format!("gw endpoint: {l}")));
-    let vps_routes = h.lab.run(Role::Vps, &["ip", "route", "show"]).unwrap_or_default();
+    let vps_routes = h
+        .lab
+        .run(Role::Vps, &["ip", "route", "show"])
+        .unwrap_or_default();
     left.extend(
         vps_routes
             .lines()
@@ -128,7 +168,10 @@ fn stripped_5g_bonds_through_the_tunnel_and_returns_when_stripping_stops() {
         .expect("uplinks up");
     let c = stream(&h, 30);
     common::wait_status(&h, "a bonded download", Duration::from_secs(5), |s| {
-        s.connections.list.iter().any(|c| c.subflows_per_uplink.len() == 2)
+        s.connections
+            .list
+            .iter()
+            .any(|c| c.subflows_per_uplink.len() == 2)
     });
     let mut log = h.log_cursor("gateway.log");
     h.lab.set_mptcp_strip("5g", true).expect("strip");
@@ -139,26 +182,49 @@ fn stripped_5g_bonds_through_the_tunnel_and_returns_when_stripping_stops() {
     let took = stripped.elapsed();
     eprintln!("5g carried subflows through the tunnel {took:?} after stripping began");
     // The tunnel's outer packets are on wan-5g: a real share of 5g's 20 Mbit/s arrives there.
-    wait_received(&h, "5g", 20_000_000 / 8 / 4, Duration::from_secs(3), "through the tunnel");
-    wait_until("the relay to see a subflow from a tunnel address", Duration::from_secs(3), || {
-        let p = relay_peers_from_tunnels(&h);
-        if p.is_empty() { Err("none".into()) } else { Ok(p) }
-    });
+    wait_received(
+        &h,
+        "5g",
+        20_000_000 / 8 / 4,
+        Duration::from_secs(3),
+        "through the tunnel",
+    );
+    wait_until(
+        "the relay to see a subflow from a tunnel address",
+        Duration::from_secs(3),
+        || {
+            let p = relay_peers_from_tunnels(&h);
+            if p.is_empty() {
+                Err("none".into())
+            } else {
+                Ok(p)
+            }
+        },
+    );
     let said = h.log("gateway.log");
     assert_eq!(
-        said.matches("uplink 5g: MPTCP does not pass its path").count(),
+        said.matches("uplink 5g: MPTCP does not pass its path")
+            .count(),
         1,
         "said once:\n{said}"
     );
     // The middlebox goes away: 5g is direct again within a retry or two, with no LAN reset.
     let mut log = h.log_cursor("gateway.log");
     h.lab.set_mptcp_strip("5g", false).expect("unstrip");
-    log.wait_for("uplink 5g: a direct MPTCP connection works again", Duration::from_secs(10))
-        .expect("moved back");
-    wait_status(&h, "5g direct with a subflow from its own address", Duration::from_secs(5), |s| {
-        let u = uplink(s, "5g");
-        u.path == "direct" && u.tunnel.is_none() && u.subflows >= 1
-    });
+    log.wait_for(
+        "uplink 5g: a direct MPTCP connection works again",
+        Duration::from_secs(10),
+    )
+    .expect("moved back");
+    wait_status(
+        &h,
+        "5g direct with a subflow from its own address",
+        Duration::from_secs(5),
+        |s| {
+            let u = uplink(s, "5g");
+            u.path == "direct" && u.tunnel.is_none() && u.subflows >= 1
+        },
+    );
     finish_ok(&h, c, "strip 5g, tunnel, unstrip");
 }
 
@@ -172,7 +238,10 @@ fn stripped_first_path_starts_new_connections_through_its_tunnel() {
         .expect("uplinks up");
     let first = stream(&h, 14);
     common::wait_status(&h, "a bonded download", Duration::from_secs(5), |s| {
-        s.connections.list.iter().any(|c| c.subflows_per_uplink.len() == 2)
+        s.connections
+            .list
+            .iter()
+            .any(|c| c.subflows_per_uplink.len() == 2)
     });
     // wifi, the path connections start on, becomes hostile: the next connection falls back to
     // plain TCP on it, which is the evidence.
@@ -184,12 +253,18 @@ fn stripped_first_path_starts_new_connections_through_its_tunnel() {
     wait_tunnel_up(&h, "wifi", SWITCH_LIMIT);
     // A new connection starts on wifi's tunnel and bonds over both uplinks.
     let after = stream(&h, 6);
-    let s = wait_status(&h, "a new connection through wifi's tunnel, MPTCP over both uplinks", SWITCH_LIMIT, |s| {
-        uplink(s, "wifi").subflows >= 1
-            && s.connections.list.iter().any(|c| {
-                c.transport.to_string() == "mptcp" && c.subflows_per_uplink.len() == 2
-            })
-    });
+    let s = wait_status(
+        &h,
+        "a new connection through wifi's tunnel, MPTCP over both uplinks",
+        SWITCH_LIMIT,
+        |s| {
+            uplink(s, "wifi").subflows >= 1
+                && s.connections
+                    .list
+                    .iter()
+                    .any(|c| c.transport.to_string() == "mptcp" && c.subflows_per_uplink.len() == 2)
+        },
+    );
     let tun = uplink(&s, "wifi").tunnel.clone().expect("tunnel").address;
     let peers = relay_peers_from_tunnels(&h);
     assert!(
@@ -214,8 +289,15 @@ fn always_tunnels_at_once_and_never_stays_direct_when_stripped() {
     // Proves that something does not happen: with `never`, wifi stays direct.
     std::thread::sleep(Duration::from_secs(4));
     let s = common::status(&h);
-    assert_eq!(uplink(&s, "wifi").path, "direct", "{:?}", uplink(&s, "wifi"));
-    assert!(!h.log("gateway.log").contains("uplink wifi: MPTCP does not pass"));
+    assert_eq!(
+        uplink(&s, "wifi").path,
+        "direct",
+        "{:?}",
+        uplink(&s, "wifi")
+    );
+    assert!(!h
+        .log("gateway.log")
+        .contains("uplink wifi: MPTCP does not pass"));
     finish_ok(&h, c, "never/always");
 }
 
@@ -231,17 +313,35 @@ fn udp_blocked_on_the_stripped_uplink_leaves_it_out_with_the_reason() {
     let mut log = h.log_cursor("gateway.log");
     h.start_gateway(&["wifi", "5g"], "").expect("gateway");
     let line = log
-        .wait_for("uplink 5g: MPTCP does not pass its path", Duration::from_secs(15))
+        .wait_for(
+            "uplink 5g: MPTCP does not pass its path",
+            Duration::from_secs(15),
+        )
         .expect("the evidence");
     assert!(line.contains("tunnel"), "{line}");
     let out = log
         .wait_for("the uplink is left out", Duration::from_secs(15))
         .expect("the stated message");
-    assert!(out.contains("UDP") && out.contains("8389") && out.contains("fix:"), "{out}");
-    let s = wait_status(&h, "5g out", Duration::from_secs(3), |s| uplink(s, "5g").path == "out");
-    assert!(uplink(&s, "5g").path_reason.contains("UDP"), "{:?}", uplink(&s, "5g"));
-    let eps = h.lab.run(Role::Gw, &["ip", "mptcp", "endpoint", "show"]).expect("eps");
-    assert!(!eps.contains("10.2.0.1"), "5g's endpoint is withheld: {eps}");
+    assert!(
+        out.contains("UDP") && out.contains("8389") && out.contains("fix:"),
+        "{out}"
+    );
+    let s = wait_status(&h, "5g out", Duration::from_secs(3), |s| {
+        uplink(s, "5g").path == "out"
+    });
+    assert!(
+        uplink(&s, "5g").path_reason.contains("UDP"),
+        "{:?}",
+        uplink(&s, "5g")
+    );
+    let eps = h
+        .lab
+        .run(Role::Gw, &["ip", "mptcp", "endpoint", "show"])
+        .expect("eps");
+    assert!(
+        !eps.contains("10.2.0.1"),
+        "5g's endpoint is withheld: {eps}"
+    );
 }
 
 #[test]
@@ -253,7 +353,14 @@ fn clean_exit_and_sigkill_then_restart_leave_nothing_on_either_side() {
     wait_tunnel_up(&h, "5g", Duration::from_secs(10));
     assert!(!leftovers(&h).is_empty(), "nothing installed?");
     h.stop_gateway().expect("stop");
-    assert_eq!(leftovers(&h).into_iter().filter(|l| !l.starts_with("vps")).collect::<Vec<_>>(), Vec::<String>::new(), "after SIGTERM");
+    assert_eq!(
+        leftovers(&h)
+            .into_iter()
+            .filter(|l| !l.starts_with("vps"))
+            .collect::<Vec<_>>(),
+        Vec::<String>::new(),
+        "after SIGTERM"
+    );
     // SIGKILL: the kernel removes the TUN device; the next start undoes the rest.
     h.start_gateway_uplinks(&[("wifi", ""), ("5g", "tunnel = \"always\"")], "")
         .expect("gateway");
@@ -262,9 +369,13 @@ fn clean_exit_and_sigkill_then_restart_leave_nothing_on_either_side() {
     let mut log = h.log_cursor("gateway.log");
     h.start_gateway_uplinks(&[("wifi", ""), ("5g", "tunnel = \"never\"")], "")
         .expect("restart");
-    log.wait_for("gateway up", Duration::from_secs(10)).expect("up");
+    log.wait_for("gateway up", Duration::from_secs(10))
+        .expect("up");
     h.stop_gateway().expect("stop");
-    let gw_left: Vec<String> = leftovers(&h).into_iter().filter(|l| !l.starts_with("vps")).collect();
+    let gw_left: Vec<String> = leftovers(&h)
+        .into_iter()
+        .filter(|l| !l.starts_with("vps"))
+        .collect();
     assert_eq!(gw_left, Vec::<String>::new(), "after SIGKILL and a restart");
     // The relay's device goes with the relay, however it ends.
     let server = h.daemon_pids()[0];
@@ -272,8 +383,16 @@ fn clean_exit_and_sigkill_then_restart_leave_nothing_on_either_side() {
         nix::unistd::Pid::from_raw(server as i32),
         nix::sys::signal::Signal::SIGKILL,
     );
-    wait_until("the relay's tunnel device to go", Duration::from_secs(5), || {
-        let l = leftovers(&h);
-        if l.is_empty() { Ok(()) } else { Err(format!("{l:?}")) }
-    });
+    wait_until(
+        "the relay's tunnel device to go",
+        Duration::from_secs(5),
+        || {
+            let l = leftovers(&h);
+            if l.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{l:?}"))
+            }
+        },
+    );
 }

@@ -58,7 +58,12 @@ fn offloads_off(lab: &Lab) -> Result<(), HarnessError> {
         ifaces.push((Role::Vps, lab.uplink_vps_iface(&u.name)));
     }
     for (role, i) in ifaces {
-        lab.run(role, &["ethtool", "-K", &i, "tso", "off", "gso", "off", "gro", "off"])?;
+        lab.run(
+            role,
+            &[
+                "ethtool", "-K", &i, "tso", "off", "gso", "off", "gro", "off",
+            ],
+        )?;
     }
     Ok(())
 }
@@ -98,7 +103,10 @@ pub fn hostile(args: &HostileArgs, exe: &Path) -> Result<String, HarnessError> {
     let mut log = h.log_cursor("gateway.log");
     h.lab.set_mptcp_strip("5g", true)?;
     let stripped = Instant::now();
-    log.wait_for("uplink 5g: subflows now go through the tunnel", Duration::from_secs(30))?;
+    log.wait_for(
+        "uplink 5g: subflows now go through the tunnel",
+        Duration::from_secs(30),
+    )?;
     let switch = stripped.elapsed();
     let _ = h.finish_traffic(bg);
     let auto = down(&h, secs)?;
@@ -137,12 +145,32 @@ pub fn hostile(args: &HostileArgs, exe: &Path) -> Result<String, HarnessError> {
     let _ = writeln!(md, "| TCP over wifi alone | {wifi:.1} | |");
     let _ = writeln!(md, "| TCP over 5g alone (direct) | {g5:.1} | |");
     let _ = writeln!(md, "| single-uplink sum | {sum:.1} | 100 % |");
-    let _ = writeln!(md, "| braid, 5g stripped, tunnel = \"never\" | {never:.1} | {} of the sum |", pct(never, sum));
-    let _ = writeln!(md, "| braid, 5g stripped, tunnel = \"auto\" | {auto:.1} | {} of the sum |", pct(auto, sum));
-    let _ = writeln!(md, "| 5g alone through the tunnel | {g5_tunnel:.1} | {} of 5g direct |", pct(g5_tunnel, g5));
+    let _ = writeln!(
+        md,
+        "| braid, 5g stripped, tunnel = \"never\" | {never:.1} | {} of the sum |",
+        pct(never, sum)
+    );
+    let _ = writeln!(
+        md,
+        "| braid, 5g stripped, tunnel = \"auto\" | {auto:.1} | {} of the sum |",
+        pct(auto, sum)
+    );
+    let _ = writeln!(
+        md,
+        "| 5g alone through the tunnel | {g5_tunnel:.1} | {} of 5g direct |",
+        pct(g5_tunnel, g5)
+    );
     let _ = writeln!(md, "\nFirst stripped join to 5g carrying subflows through the tunnel: {:.2} s (from turning the strip on during a download to the gateway's log line).\n", switch.as_secs_f64());
     md += "| unshaped, offloads off, 5g alone | Mbit/s | relay CPU s per Gbit |\n|---|---|---|\n";
-    let _ = writeln!(md, "| direct | {:.0} | {:.2} |", direct_cost.0, direct_cost.1);
-    let _ = writeln!(md, "| through the tunnel | {:.0} | {:.2} |", tunnel_cost.0, tunnel_cost.1);
+    let _ = writeln!(
+        md,
+        "| direct | {:.0} | {:.2} |",
+        direct_cost.0, direct_cost.1
+    );
+    let _ = writeln!(
+        md,
+        "| through the tunnel | {:.0} | {:.2} |",
+        tunnel_cost.0, tunnel_cost.1
+    );
     Ok(md)
 }

@@ -290,7 +290,11 @@ mod tests {
         assert!(!d.poll(s(0)), "one check at a time");
         assert_eq!(d.on_check(s(1), Checked::Works), None);
         assert_eq!(d.path(), Path::Direct);
-        assert_eq!(d.next_deadline(), Some(s(61)), "looked at again a retry later");
+        assert_eq!(
+            d.next_deadline(),
+            Some(s(61)),
+            "looked at again a retry later"
+        );
     }
 
     #[test]
@@ -298,9 +302,15 @@ mod tests {
         let mut d = Decider::new(Mode::Auto, RETRY, s(0));
         assert!(d.poll(s(0)));
         let line = d
-            .on_check(s(1), Checked::Stripped("the relay received it as plain TCP".into()))
+            .on_check(
+                s(1),
+                Checked::Stripped("the relay received it as plain TCP".into()),
+            )
             .expect("a change");
-        assert!(line.contains("plain TCP") && line.contains("tunnel"), "{line}");
+        assert!(
+            line.contains("plain TCP") && line.contains("tunnel"),
+            "{line}"
+        );
         assert!(d.wants_tunnel() && !d.tunnelled());
         let up = d.on_tunnel_up(s(2)).expect("up");
         assert!(up.contains("every 60 s"), "{up}");
@@ -331,14 +341,22 @@ mod tests {
         d.poll(s(0));
         d.on_check(s(1), Checked::Works);
         d.on_suspicion(s(2));
-        assert_eq!(d.next_deadline(), Some(s(1) + RECHECK_MIN), "evidence brings it forward");
+        assert_eq!(
+            d.next_deadline(),
+            Some(s(1) + RECHECK_MIN),
+            "evidence brings it forward"
+        );
         assert!(!d.poll(s(3)));
         assert!(d.poll(s(6)));
         d.on_suspicion(s(6));
         assert_eq!(d.next_deadline(), None, "no second check while one runs");
         d.on_check(s(7), Checked::Stripped("x".into()));
         d.on_suspicion(s(8));
-        assert_eq!(d.next_deadline(), None, "evidence means nothing once tunnelled");
+        assert_eq!(
+            d.next_deadline(),
+            None,
+            "evidence means nothing once tunnelled"
+        );
     }
 
     #[test]
@@ -355,7 +373,10 @@ mod tests {
         assert_eq!(d.on_check(s(66), Checked::Stripped("again".into())), None);
         assert!(d.wants_tunnel(), "tries the tunnel again");
         assert_eq!(d.on_tunnel_failed(s(72), "blocked"), None, "said once");
-        assert!(d.poll(s(132)), "retried a retry interval after the second failure");
+        assert!(
+            d.poll(s(132)),
+            "retried a retry interval after the second failure"
+        );
         assert!(d.on_check(s(132), Checked::Works).is_some());
         assert_eq!(d.path(), Path::Direct);
     }

@@ -131,10 +131,10 @@ mod tests {
         let ok = parse(&tcp4(PEER, 40000, [10, 200, 0, 1], 8388, 100)).unwrap();
         assert!(to_relay(&ok, peer, relay));
         for bad in [
-            tcp4(PEER, 40000, [10, 200, 0, 1], 22, 0),        // another port of the relay
-            tcp4(PEER, 40000, [10, 30, 0, 2], 8388, 0),       // a host behind the relay
+            tcp4(PEER, 40000, [10, 200, 0, 1], 22, 0), // another port of the relay
+            tcp4(PEER, 40000, [10, 30, 0, 2], 8388, 0), // a host behind the relay
             tcp4([10, 255, 0, 3], 1, [10, 200, 0, 1], 8388, 0), // a spoofed source
-            tcp4(PEER, 40000, [10, 255, 0, 3], 8388, 0),      // another gateway's tunnel
+            tcp4(PEER, 40000, [10, 255, 0, 3], 8388, 0), // another gateway's tunnel
         ] {
             assert!(!to_relay(&parse(&bad).unwrap(), peer, relay));
         }
@@ -170,7 +170,10 @@ mod tests {
         let mut big_ihl = good.clone();
         big_ihl[0] = 0x4f;
         big_ihl[2..4].copy_from_slice(&60u16.to_be_bytes());
-        assert!(parse(&big_ihl).is_none(), "a 60-byte header in a 40-byte packet");
+        assert!(
+            parse(&big_ihl).is_none(),
+            "a 60-byte header in a 40-byte packet"
+        );
         assert!(parse(&[0x60; 39]).is_none());
         assert!(parse(&[0x70; 60]).is_none());
         // Every byte pattern of a short packet parses or is refused without a panic.
@@ -193,7 +196,10 @@ mod tests {
         p[40..42].copy_from_slice(&5u16.to_be_bytes());
         p[42..44].copy_from_slice(&8388u16.to_be_bytes());
         let v = parse(&p).unwrap();
-        assert_eq!((v.protocol, v.src_port, v.dst_port), (TCP, Some(5), Some(8388)));
+        assert_eq!(
+            (v.protocol, v.src_port, v.dst_port),
+            (TCP, Some(5), Some(8388))
+        );
         assert_eq!(v.dst, "::2".parse::<IpAddr>().unwrap());
     }
 }

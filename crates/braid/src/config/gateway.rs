@@ -707,7 +707,8 @@ mod tests {
         assert_eq!(c.uplinks[0].tunnel, Mode::Auto);
         assert_eq!(c.uplinks[0].tunnel_table, 1101);
         assert_eq!(c.tunnel_retry, Duration::from_secs(60));
-        let c = load(&base().replace("backup = true", "backup = true\ntunnel = \"always\"")).unwrap();
+        let c =
+            load(&base().replace("backup = true", "backup = true\ntunnel = \"always\"")).unwrap();
         assert_eq!(c.uplinks[1].tunnel, Mode::Always);
         let e = load(&base().replace("backup = true", "backup = true\ntunnel = \"sometimes\""))
             .unwrap_err()

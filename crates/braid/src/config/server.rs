@@ -100,7 +100,10 @@ fn tunnel_port(set: Option<u16>, listen: SocketAddr) -> Result<Option<u16>, Inva
             "pick another port (the default is the relay's port + 1), or 0 for no tunnel",
         )),
         Some(p) => Ok(Some(p)),
-        None => Ok(listen.port().checked_add(1).filter(|p| listen.port() != 0 && *p != 0)),
+        None => Ok(listen
+            .port()
+            .checked_add(1)
+            .filter(|p| listen.port() != 0 && *p != 0)),
     }
 }
 
@@ -264,8 +267,15 @@ mod tests {
         let c = load(&base).unwrap();
         assert_eq!(c.tunnel_port, Some(8389));
         assert_eq!(c.tunnel_net, "10.255.0.0/16".parse().unwrap());
-        assert_eq!(load(&format!("{base}tunnel_port = 0\n")).unwrap().tunnel_port, None);
-        let e = load(&format!("{base}tunnel_port = 8388\n")).unwrap_err().to_string();
+        assert_eq!(
+            load(&format!("{base}tunnel_port = 0\n"))
+                .unwrap()
+                .tunnel_port,
+            None
+        );
+        let e = load(&format!("{base}tunnel_port = 8388\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`tunnel_port`") && e.contains("fix:"), "{e}");
         let e = load(&format!("{base}tunnel_net = \"10.255.0.1/32\"\n"))
             .unwrap_err()

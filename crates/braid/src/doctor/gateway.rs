@@ -150,7 +150,18 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
             Joins::Check
         };
         let tunnels = tunnel_addrs(cfg, &gateway);
-        if mptcp_checks(&mut r, cfg, relay, report.as_ref(), &seen, joins, roots, &tunnels).await {
+        if mptcp_checks(
+            &mut r,
+            cfg,
+            relay,
+            report.as_ref(),
+            &seen,
+            joins,
+            roots,
+            &tunnels,
+        )
+        .await
+        {
             blackhole = Check::fail(
                 "mptcp.blackhole",
                 "the kernel's blackhole state is active: it sends new connections as plain TCP",

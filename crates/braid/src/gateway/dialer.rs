@@ -127,7 +127,12 @@ impl Dialer {
             braid_proto::control::CONTROL_HOST.into(),
             braid_proto::control::CONTROL_PORT,
         );
-        ProxyClientStream::from_stream(self.ctx.clone(), SharedStream::new(stream), &self.ss, target)
+        ProxyClientStream::from_stream(
+            self.ctx.clone(),
+            SharedStream::new(stream),
+            &self.ss,
+            target,
+        )
     }
 
     /// Records the TFO decision and its reason, for status.

@@ -111,7 +111,9 @@ async fn serve(
             // Sampled at each request, because subflows join after the handshake.
             let socket = ss.get_ref().handle();
             let snapshot = move || report(&socket, peer, arrival.tfo);
-            if let Err(e) = super::control::serve(&mut ss, snapshot, shared.tunnels.as_deref(), shutdown).await {
+            if let Err(e) =
+                super::control::serve(&mut ss, snapshot, shared.tunnels.as_deref(), shutdown).await
+            {
                 debug!("control stream from {peer} ended: {e}");
                 // A vanished or broken client gets no FIN to wait on.
                 reset(ss.get_ref());

@@ -51,10 +51,21 @@ pub async fn direct(dialer: &Dialer, src: IpAddr, iface: &IfName) -> Checked {
     let mut relay_stream = dialer.control_stream(stream);
     let asked = tokio::time::timeout(LIMIT, async {
         let mut c = crate::control::Connection::new(&mut relay_stream);
-        c.request::<_, ControlResponse>(&crate::control::hello()).await
+        c.request::<_, ControlResponse>(&crate::control::hello())
+            .await
     })
     .await;
     let seen = match asked {
+        // A relay without MPTCP falls back on every path: no tunnel would help.
+        Ok(Ok(ControlResponse::Report(r)))
+            if r.connection.transport == Transport::Tcp
+                || r.sysctls.get("net.mptcp.enabled").map(String::as_str) == Some("0") =>
+        {
+            return Checked::Inconclusive(
+                "the relay does not speak MPTCP (no MPTCP listener, or net.mptcp.enabled = 0 there)"
+                    .into(),
+            )
+        }
         Ok(Ok(ControlResponse::Report(r))) => r.connection.transport,
         Ok(Err(crate::control::ConnectionError::Io(e)))
             if e.kind() == std::io::ErrorKind::ConnectionReset =>

@@ -39,8 +39,10 @@ pub fn trouble(netstat: &str) -> u64 {
     let mut lines = netstat.lines();
     while let Some(names) = lines.next() {
         let Some(values) = lines.next() else { break };
-        let (Some(n), Some(v)) = (names.strip_prefix("MPTcpExt:"), values.strip_prefix("MPTcpExt:"))
-        else {
+        let (Some(n), Some(v)) = (
+            names.strip_prefix("MPTcpExt:"),
+            values.strip_prefix("MPTcpExt:"),
+        ) else {
             continue;
         };
         return n

@@ -166,6 +166,7 @@ fn outer_socket(spec: &Spec, port: u16) -> std::io::Result<UdpSocket> {
 
 /// One session: lease, device, pump. `Ok` when it must start over (the relay restarted).
 async fn session(spec: &Spec, tx: &watch::Sender<State>) -> Result<(), String> {
+    super::log_backend().await;
     let grant = register(spec).await?;
     let addr: Ipv4Addr = grant
         .address
@@ -230,7 +231,9 @@ impl Pump<'_> {
         let started = Instant::now();
         let mut up = false;
         let mut last_rx = Instant::now();
-        if let TunnResult::WriteToNetwork(p) = self.tunn.format_handshake_initiation(&mut out, false) {
+        if let TunnResult::WriteToNetwork(p) =
+            self.tunn.format_handshake_initiation(&mut out, false)
+        {
             let _ = self.udp.send(p).await;
         }
         let mut tick = tokio::time::interval(TIMER_TICK);

@@ -55,13 +55,19 @@ mod tests {
     #[test]
     fn public_keys_round_trip_and_bad_ones_are_refused() {
         let (_, public) = generate().unwrap();
-        assert_eq!(decode(&encode(&public)).map(|k| *k.as_bytes()), Some(*public.as_bytes()));
+        assert_eq!(
+            decode(&encode(&public)).map(|k| *k.as_bytes()),
+            Some(*public.as_bytes())
+        );
         assert!(decode("AAAA").is_none());
         assert!(decode("not base64!").is_none());
     }
 
     #[test]
     fn two_pairs_differ() {
-        assert_ne!(generate().unwrap().1.as_bytes(), generate().unwrap().1.as_bytes());
+        assert_ne!(
+            generate().unwrap().1.as_bytes(),
+            generate().unwrap().1.as_bytes()
+        );
     }
 }

@@ -16,7 +16,8 @@
 //!   is sans-IO in `braid_proto::tunnel::decide`; the uplink manager drives it.
 //!
 //! The WireGuard protocol is boringtun's `noise::Tunn` (userspace, over TUN). The kernel's own
-//! WireGuard (`braid_sys::wireguard`) is detected but not used yet: see the README.
+//! WireGuard (`braid_sys::wireguard`) is detected and named in the log, but not used yet: see
+//! the README.
 
 pub mod check;
 pub mod evidence;
@@ -30,3 +31,17 @@ pub const BUF: usize = 65_535 + 64;
 /// Seconds between keepalives on an idle tunnel, both ways: NAT mappings stay open and each end
 /// notices a dead tunnel.
 pub const KEEPALIVE_SECS: u16 = 5;
+
+/// Says once per process which WireGuard carries the tunnels, and whether the kernel has its
+/// own (which braid does not use yet).
+pub async fn log_backend() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if SAID.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    match braid_sys::wireguard::Wireguard::connect().await {
+        Ok(Some(_)) => tracing::info!("tunnels use braid's userspace WireGuard over TUN; the kernel has WireGuard too, which braid does not use yet"),
+        _ => tracing::info!("tunnels use braid's userspace WireGuard over TUN (this kernel has no WireGuard module)"),
+    }
+}

@@ -239,7 +239,11 @@ mod tests {
         let later = t + LEASE + Duration::from_secs(1);
         p.touch(&p.by_key(&[1; 32]).unwrap(), later);
         let fresh = p.admit([9; 32], r, "x", later, session).unwrap();
-        assert_eq!(p.len(), 2, "four expired, the touched one and the new one stay");
+        assert_eq!(
+            p.len(),
+            2,
+            "four expired, the touched one and the new one stay"
+        );
         assert!(p.by_key(&[1; 32]).is_some());
         assert!(p.by_addr(fresh.addr).is_some());
     }

@@ -177,6 +177,7 @@ impl Tunnels {
 }
 
 async fn start(cfg: &TunnelConfig) -> Result<Arc<Running>, String> {
+    super::log_backend().await;
     let (secret, public) = keys::generate().map_err(|e| format!("no random source: {e}"))?;
     let udp = UdpSocket::bind(cfg.listen).await.map_err(|e| {
         format!(
@@ -279,9 +280,8 @@ async fn from_gateways(r: Arc<Running>) {
             }
             TunnResult::WriteToTunnelV4(p, _) => {
                 r.touch(&peer, from);
-                let allowed = inner::parse(p).is_some_and(|i| {
-                    inner::to_relay(&i, IpAddr::V4(peer.addr), peer.relay)
-                });
+                let allowed = inner::parse(p)
+                    .is_some_and(|i| inner::to_relay(&i, IpAddr::V4(peer.addr), peer.relay));
                 if allowed {
                     let _ = r.tun.send(p).await;
                 }
@@ -339,7 +339,11 @@ async fn timers(r: Arc<Running>) {
             Err(_) => return,
         };
         for p in gone {
-            debug!("tunnel lease of {} (uplink {}) expired", p.addr, braid_proto::logsafe::escaped(&p.uplink));
+            debug!(
+                "tunnel lease of {} (uplink {}) expired",
+                p.addr,
+                braid_proto::logsafe::escaped(&p.uplink)
+            );
         }
         for p in peers {
             let Some(to) = p.endpoint() else { continue };

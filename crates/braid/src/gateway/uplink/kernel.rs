@@ -37,7 +37,9 @@ pub enum UplinkError {
     #[error("{0}")]
     Health(#[from] braid_proto::health::ConfigError),
     /// An uplink's tunnel key pair could not be made.
-    #[error("cannot make a tunnel key pair: {0}; fix: check the system's random source (/dev/urandom)")]
+    #[error(
+        "cannot make a tunnel key pair: {0}; fix: check the system's random source (/dev/urandom)"
+    )]
     Keys(#[source] std::io::Error),
     /// The uplink manager stopped before it was asked to.
     #[error(

@@ -365,7 +365,12 @@ impl Manager<'_> {
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.path.watches_evidence(&s.cfg) && s.state().carries_traffic())
-                .filter_map(|(i, s)| s.found.as_ref().and_then(|d| d.usable_addr()).map(|a| (i, a)))
+                .filter_map(|(i, s)| {
+                    s.found
+                        .as_ref()
+                        .and_then(|d| d.usable_addr())
+                        .map(|a| (i, a))
+                })
                 .collect();
             let mut suspects = crate::tunnel::evidence::suspects(self.registry, &direct);
             // The kernel's counters say something went wrong, not where: check every direct one.

@@ -192,7 +192,11 @@ impl PathState {
             return;
         }
         // A tunnel whose outer source address is gone is of no use.
-        if self.tunnel.as_ref().is_some_and(|(_, src)| Some(*src) != ctx.addr) {
+        if self
+            .tunnel
+            .as_ref()
+            .is_some_and(|(_, src)| Some(*src) != ctx.addr)
+        {
             self.tunnel = None;
             self.up = None;
         }

@@ -490,11 +490,7 @@ mod tests {
                     flags: e.flags,
                 })
                 .collect(),
-            tunnel_routes: plan
-                .tunnel
-                .iter()
-                .flat_map(|t| t.routes.clone())
-                .collect(),
+            tunnel_routes: plan.tunnel.iter().flat_map(|t| t.routes.clone()).collect(),
             tunnel_rules: plan.tunnel.iter().map(|t| t.rule.clone()).collect(),
         }
     }
@@ -511,8 +507,18 @@ mod tests {
     #[test]
     fn tunnelled_uplink_moves_its_endpoint_to_the_tunnel_and_keeps_its_own_routes() {
         let s = seen(true, Some(ADDR));
-        let p = plan_with(&uplink(false), RELAY, Some(&s), &HealthVerdict::Carries, &tunnelled());
-        assert_eq!(p.routes.len(), 2, "the outer UDP packets still leave on the uplink");
+        let p = plan_with(
+            &uplink(false),
+            RELAY,
+            Some(&s),
+            &HealthVerdict::Carries,
+            &tunnelled(),
+        );
+        assert_eq!(
+            p.routes.len(),
+            2,
+            "the outer UDP packets still leave on the uplink"
+        );
         assert!(p.rule.is_some());
         assert_eq!(
             p.endpoint,
@@ -534,12 +540,17 @@ mod tests {
         // route, rule and endpoint come.
         let direct = plan(&uplink(false), RELAY, Some(&s), &HealthVerdict::Carries);
         let d = diff(&p, &installed_as(&direct));
-        assert!(matches!(d[0], Difference::EndpointStale(ref e) if e.addr == ADDR), "{d:?}");
+        assert!(
+            matches!(d[0], Difference::EndpointStale(ref e) if e.addr == ADDR),
+            "{d:?}"
+        );
         assert_eq!(d.len(), 4, "{d:?}");
         // And back: the tunnel's table and rule are stale.
         let back = diff(&direct, &installed_as(&p));
         assert_eq!(
-            back.iter().filter(|x| matches!(x, Difference::RouteStale(_) | Difference::RuleStale(_))).count(),
+            back.iter()
+                .filter(|x| matches!(x, Difference::RouteStale(_) | Difference::RuleStale(_)))
+                .count(),
             2,
             "{back:?}"
         );
@@ -549,7 +560,13 @@ mod tests {
     fn withheld_path_withholds_only_the_endpoint_with_the_reason() {
         let s = seen(true, Some(ADDR));
         let why = PathPlan::Withheld("waiting for the tunnel".into());
-        let p = plan_with(&uplink(false), RELAY, Some(&s), &HealthVerdict::Carries, &why);
+        let p = plan_with(
+            &uplink(false),
+            RELAY,
+            Some(&s),
+            &HealthVerdict::Carries,
+            &why,
+        );
         assert_eq!(p.routes.len(), 2);
         assert!(p.tunnel.is_none());
         assert_eq!(
@@ -557,7 +574,13 @@ mod tests {
             "the uplink's path: waiting for the tunnel"
         );
         // A down link says so first.
-        let p = plan_with(&uplink(false), RELAY, Some(&seen(false, Some(ADDR))), &HealthVerdict::Carries, &why);
+        let p = plan_with(
+            &uplink(false),
+            RELAY,
+            Some(&seen(false, Some(ADDR))),
+            &HealthVerdict::Carries,
+            &why,
+        );
         assert_eq!(p.endpoint, Err(Withheld::LinkDown));
     }
 
