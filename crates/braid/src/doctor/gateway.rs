@@ -147,21 +147,9 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
         } else if !running {
             Joins::Skip("the gateway is not running, so no endpoint asks the kernel to join from this uplink")
         } else {
-            Joins::Check
+            Joins::Check(tunnel_addrs(cfg, &gateway))
         };
-        let tunnels = tunnel_addrs(cfg, &gateway);
-        if mptcp_checks(
-            &mut r,
-            cfg,
-            relay,
-            report.as_ref(),
-            &seen,
-            joins,
-            roots,
-            &tunnels,
-        )
-        .await
-        {
+        if mptcp_checks(&mut r, cfg, relay, report.as_ref(), &seen, joins, roots).await {
             blackhole = Check::fail(
                 "mptcp.blackhole",
                 "the kernel's blackhole state is active: it sends new connections as plain TCP",
@@ -202,9 +190,10 @@ fn tunnel_addrs(cfg: &GatewayConfig, gateway: &Running) -> Vec<Option<IpAddr>> {
         .collect()
 }
 
-/// Whether the per-uplink join checks can run.
+/// Whether the per-uplink join checks can run, and each uplink's tunnel address while the
+/// gateway reports it tunnelled (its joins come from there).
 enum Joins {
-    Check,
+    Check(Vec<Option<IpAddr>>),
     Skip(&'static str),
 }
 
@@ -415,7 +404,6 @@ async fn mptcp_checks(
     seen: &[Option<Observed>],
     joins: Joins,
     roots: &KernelRoots,
-    tunnels: &[Option<IpAddr>],
 ) -> bool {
     let procfs = Procfs::at(&roots.proc);
     let disabled_before = procfs
@@ -496,13 +484,16 @@ async fn mptcp_checks(
             return blackholed;
         }
     }
-    if let Joins::Skip(why) = joins {
-        for u in &cfg.uplinks {
-            r.checks
-                .push(Check::skip(format!("uplink.{}.join", u.name), why));
+    let tunnels = match joins {
+        Joins::Skip(why) => {
+            for u in &cfg.uplinks {
+                r.checks
+                    .push(Check::skip(format!("uplink.{}.join", u.name), why));
+            }
+            return false;
         }
-        return false;
-    }
+        Joins::Check(t) => t,
+    };
     // Give the path manager time to open a subflow per endpoint.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let subflows = subflow_addrs(s.get_ref()).unwrap_or_default();
@@ -510,7 +501,7 @@ async fn mptcp_checks(
         .iter()
         .map(|(l, _)| braid_sys::socket::normalize(*l).ip())
         .collect();
-    for ((u, sn), tun) in cfg.uplinks.iter().zip(seen).zip(tunnels) {
+    for ((u, sn), tun) in cfg.uplinks.iter().zip(seen).zip(&tunnels) {
         let id = format!("uplink.{}.join", u.name);
         if let Some(t) = tun.filter(|t| locals.contains(t)) {
             r.checks.push(Check::ok(

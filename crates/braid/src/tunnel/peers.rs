@@ -40,6 +40,16 @@ pub struct Peer {
     seen_ms: AtomicU64,
 }
 
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("addr", &self.addr)
+            .field("index", &self.index)
+            .field("uplink", &self.uplink)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Peer {
     /// Its current outer address, if it has sent an authenticated packet.
     pub fn endpoint(&self) -> Option<SocketAddr> {
