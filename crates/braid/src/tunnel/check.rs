@@ -56,14 +56,13 @@ pub async fn direct(dialer: &Dialer, src: IpAddr, iface: &IfName) -> Checked {
     })
     .await;
     let seen = match asked {
-        // A relay without MPTCP falls back on every path: no tunnel would help.
+        // A relay without MPTCP falls back on every path: no tunnel would help. (A stripped
+        // SYN reaches an MPTCP listener as plain TCP, so the transport alone cannot tell.)
         Ok(Ok(ControlResponse::Report(r)))
-            if r.connection.transport == Transport::Tcp
-                || r.sysctls.get("net.mptcp.enabled").map(String::as_str) == Some("0") =>
+            if r.sysctls.get("net.mptcp.enabled").map(String::as_str) == Some("0") =>
         {
             return Checked::Inconclusive(
-                "the relay does not speak MPTCP (no MPTCP listener, or net.mptcp.enabled = 0 there)"
-                    .into(),
+                "the relay does not speak MPTCP (net.mptcp.enabled = 0 there)".into(),
             )
         }
         Ok(Ok(ControlResponse::Report(r))) => r.connection.transport,
