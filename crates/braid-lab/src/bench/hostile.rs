@@ -41,8 +41,17 @@ fn gateway(h: &mut Harness, uplinks: &[&str], mode: &str) -> Result<(), HarnessE
         .iter()
         .map(|u| (*u, if *u == "5g" { keys.as_str() } else { "" }))
         .collect();
+    let mut log = h.log_cursor("gateway.log");
     h.start_gateway_uplinks(&list, "tunnel_retry_secs = 600")?;
-    h.wait_uplinks_up(uplinks, Duration::from_secs(15))
+    h.wait_uplinks_up(uplinks, Duration::from_secs(15))?;
+    if mode == "always" {
+        // Until the tunnel is up the uplink carries nothing, and connections start elsewhere.
+        log.wait_for(
+            "uplink 5g: subflows now go through the tunnel",
+            Duration::from_secs(15),
+        )?;
+    }
+    Ok(())
 }
 
 /// Turns TSO, GSO and GRO off on every veth of the lab (unshaped uplinks keep them otherwise).

@@ -154,13 +154,11 @@ pub async fn register(spec: &Spec) -> Result<TunnelGrant, String> {
 
 /// The outer UDP socket: bound to the uplink's address and device, connected to the relay.
 fn outer_socket(spec: &Spec, port: u16) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
     let to = SocketAddr::new(spec.relay.ip(), port);
-    let sock = Socket::new(Domain::for_address(to), Type::DGRAM, Some(Protocol::UDP))?;
+    let sock = super::udp_socket(to)?;
     sock.bind_device(Some(spec.iface.as_str().as_bytes()))?;
     sock.bind(&SocketAddr::new(spec.src, 0).into())?;
     sock.connect(&to.into())?;
-    sock.set_nonblocking(true)?;
     UdpSocket::from_std(sock.into())
 }
 

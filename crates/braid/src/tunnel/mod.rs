@@ -32,6 +32,25 @@ pub const BUF: usize = 65_535 + 64;
 /// notices a dead tunnel.
 pub const KEEPALIVE_SECS: u16 = 5;
 
+/// Socket buffers of the tunnel's UDP sockets: a burst of full-size datagrams at a few Gbit/s
+/// must not overflow the kernel's default (about 200 KiB) while the pump encrypts.
+pub const UDP_BUFFER: usize = 4 * 1024 * 1024;
+
+/// A non-blocking UDP socket for `family_of`, with [`UDP_BUFFER`]-sized buffers (the kernel caps
+/// them at `net.core.{r,w}mem_max`).
+pub fn udp_socket(family_of: std::net::SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(
+        Domain::for_address(family_of),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    let _ = sock.set_recv_buffer_size(UDP_BUFFER);
+    let _ = sock.set_send_buffer_size(UDP_BUFFER);
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
 /// Says once per process which WireGuard carries the tunnels, and whether the kernel has its
 /// own (which braid does not use yet).
 pub async fn log_backend() {

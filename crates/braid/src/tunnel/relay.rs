@@ -179,12 +179,17 @@ impl Tunnels {
 async fn start(cfg: &TunnelConfig) -> Result<Arc<Running>, String> {
     super::log_backend().await;
     let (secret, public) = keys::generate().map_err(|e| format!("no random source: {e}"))?;
-    let udp = UdpSocket::bind(cfg.listen).await.map_err(|e| {
-        format!(
-            "cannot listen on UDP {}: {e}; fix: pick a free `tunnel_port` in server.toml",
-            cfg.listen
-        )
-    })?;
+    let udp = super::udp_socket(cfg.listen)
+        .and_then(|s| {
+            s.bind(&cfg.listen.into())?;
+            UdpSocket::from_std(s.into())
+        })
+        .map_err(|e| {
+            format!(
+                "cannot listen on UDP {}: {e}; fix: pick a free `tunnel_port` in server.toml",
+                cfg.listen
+            )
+        })?;
     // Sized for any gateway's outer path, IPv4 or IPv6.
     let tun = Tun::open(&cfg.device, mtu::tunnel_mtu(true)).map_err(|e| e.to_string())?;
     let peers = Peers::new(cfg.net);
