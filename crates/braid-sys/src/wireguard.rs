@@ -14,16 +14,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use futures::StreamExt;
 use genetlink::GenetlinkError;
-use netlink_packet_core::{
-    DecodeError, Emitable, NetlinkMessage, NetlinkPayload, ParseableParametrized, NLM_F_ACK,
-    NLM_F_REQUEST,
-};
-use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST};
 
-use crate::mptcp::pm::{NlaWriter, PmError};
-use crate::netlink::ext_ack_message;
+use crate::mptcp::pm::{request_raw, NlaWriter, PmError, RawFamily, RawMessage};
 
 /// `WG_GENL_NAME`.
 pub const FAMILY_NAME: &str = "wireguard";
@@ -164,41 +158,13 @@ pub fn encode_set_device(cfg: &DeviceConfig) -> Vec<u8> {
     w.into_bytes()
 }
 
-/// One `wireguard` message: a command and its encoded attributes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct WgMessage {
-    cmd: u8,
-    nlas: Vec<u8>,
-}
+/// The `wireguard` family, version 1.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct WgFamily;
 
-impl GenlFamily for WgMessage {
-    fn family_name() -> &'static str {
-        FAMILY_NAME
-    }
-    fn command(&self) -> u8 {
-        self.cmd
-    }
-    fn version(&self) -> u8 {
-        FAMILY_VERSION
-    }
-}
-
-impl Emitable for WgMessage {
-    fn buffer_len(&self) -> usize {
-        self.nlas.len()
-    }
-    fn emit(&self, buffer: &mut [u8]) {
-        buffer[..self.nlas.len()].copy_from_slice(&self.nlas);
-    }
-}
-
-impl ParseableParametrized<[u8], GenlHeader> for WgMessage {
-    fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
-        Ok(WgMessage {
-            cmd: header.cmd,
-            nlas: buf.to_vec(),
-        })
-    }
+impl RawFamily for WgFamily {
+    const NAME: &'static str = FAMILY_NAME;
+    const VERSION: u8 = FAMILY_VERSION;
 }
 
 /// A connection to the kernel's `wireguard` family.
@@ -214,7 +180,7 @@ impl Wireguard {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| PmError::NoRuntime)?;
         let (conn, handle, _) = genetlink::new_connection().map_err(PmError::Connect)?;
         runtime.spawn(conn);
-        match handle.resolve_family::<WgMessage>().await {
+        match handle.resolve_family::<RawMessage<WgFamily>>().await {
             Ok(_) => Ok(Some(Wireguard { handle })),
             Err(GenetlinkError::NetlinkError(_)) => Ok(None),
             Err(_) => Err(PmError::ConnectionClosed),
@@ -223,34 +189,14 @@ impl Wireguard {
 
     /// Configures a device (`wg setconf`). The kernel's errno is kept.
     pub async fn set_device(&self, cfg: &DeviceConfig) -> Result<(), PmError> {
-        let request = || format!("wg set {} (WG_CMD_SET_DEVICE)", cfg.ifname);
-        let msg = WgMessage {
-            cmd: CMD_SET_DEVICE,
-            nlas: encode_set_device(cfg),
-        };
-        let mut nl = NetlinkMessage::from(GenlMessage::from_payload(msg));
-        nl.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-        let mut handle = self.handle.clone();
-        let mut replies = handle
-            .request(nl)
-            .await
-            .map_err(|_| PmError::ConnectionClosed)?;
-        while let Some(reply) = replies.next().await {
-            let reply = reply.map_err(|e| PmError::Decode {
-                request: request(),
-                reason: e.to_string(),
-            })?;
-            if let NetlinkPayload::Error(err) = &reply.payload {
-                if let Some(code) = err.code {
-                    return Err(PmError::Kernel {
-                        request: request(),
-                        errno: code.get().saturating_abs(),
-                        detail: ext_ack_message(reply.header.flags, err),
-                    });
-                }
-            }
-        }
-        Ok(())
+        let mut nlas = NlaWriter::default();
+        nlas.raw(&encode_set_device(cfg));
+        let msg = RawMessage::<WgFamily>::new(CMD_SET_DEVICE, nlas);
+        request_raw(&self.handle, msg, NLM_F_REQUEST | NLM_F_ACK, || {
+            format!("wg set {} (WG_CMD_SET_DEVICE)", cfg.ifname)
+        })
+        .await
+        .map(drop)
     }
 }
 

@@ -166,13 +166,7 @@ fn stripped_5g_bonds_through_the_tunnel_and_returns_when_stripping_stops() {
     let h = lab("btn1", ["", ""], "tunnel_retry_secs = 3");
     h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
         .expect("uplinks up");
-    let c = stream(&h, 30);
-    common::wait_status(&h, "a bonded download", Duration::from_secs(5), |s| {
-        s.connections
-            .list
-            .iter()
-            .any(|c| c.subflows_per_uplink.len() == 2)
-    });
+    let c = common::start_bonded_stream(&h, 30);
     let mut log = h.log_cursor("gateway.log");
     h.lab.set_mptcp_strip("5g", true).expect("strip");
     let stripped = Instant::now();
@@ -236,13 +230,7 @@ fn stripped_first_path_starts_new_connections_through_its_tunnel() {
     let h = lab("btn2", ["", ""], "tunnel_retry_secs = 30");
     h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
         .expect("uplinks up");
-    let first = stream(&h, 14);
-    common::wait_status(&h, "a bonded download", Duration::from_secs(5), |s| {
-        s.connections
-            .list
-            .iter()
-            .any(|c| c.subflows_per_uplink.len() == 2)
-    });
+    let first = common::start_bonded_stream(&h, 14);
     // wifi, the path connections start on, becomes hostile: the next connection falls back to
     // plain TCP on it, which is the evidence.
     let mut log = h.log_cursor("gateway.log");
