@@ -95,20 +95,36 @@ impl Drop for Handle {
     }
 }
 
+/// How a session ended.
+enum End {
+    /// Start over at once (the relay restarted, or went silent): why.
+    Restart(String),
+    /// Something that may pass (the relay cannot be reached over TCP either: the uplink is
+    /// down, which its health says): try again after [`RETRY`].
+    Later(String),
+    /// The tunnel cannot work on this uplink (UDP is blocked): why, with the fix.
+    Failed(String),
+}
+
+/// Pause before a session that ended with [`End::Later`] starts again.
+const RETRY: Duration = Duration::from_secs(2);
+
 /// Starts the tunnel of `spec`.
 pub fn spawn(spec: Spec) -> Handle {
     let (tx, state) = watch::channel(State::Starting);
     let task = tokio::spawn(async move {
         loop {
-            match session(&spec, &tx).await {
-                Ok(()) => {
-                    let _ = tx.send(State::Starting);
-                    tracing::info!(
-                        "uplink {}: the relay gave the tunnel a new key or address (it restarted); starting it over",
-                        spec.uplink
-                    );
+            let end = session(&spec, &tx).await;
+            let _ = tx.send(State::Starting);
+            match end {
+                End::Restart(why) => {
+                    tracing::info!("uplink {}: {why}; starting the tunnel over", spec.uplink)
                 }
-                Err(why) => {
+                End::Later(why) => {
+                    tracing::debug!("uplink {}: tunnel: {why}; trying again", spec.uplink);
+                    tokio::time::sleep(RETRY).await;
+                }
+                End::Failed(why) => {
                     let _ = tx.send(State::Failed(why));
                     return;
                 }
@@ -118,9 +134,29 @@ pub fn spawn(spec: Spec) -> Handle {
     Handle { state, task }
 }
 
+/// Why a lease was not had.
+#[derive(Debug)]
+pub struct NoLease {
+    /// The relay answered and refused (or answered nonsense): asking again will not help.
+    pub refused: bool,
+    /// What happened, with the fix where there is one.
+    pub why: String,
+}
+
+impl std::fmt::Display for NoLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
 /// Asks the relay for a lease over plain TCP on the uplink (which works even where MPTCP
 /// options are stripped).
-pub async fn register(spec: &Spec) -> Result<TunnelGrant, String> {
+pub async fn register(spec: &Spec) -> Result<TunnelGrant, NoLease> {
+    let transient = |why: String| NoLease {
+        refused: false,
+        why,
+    };
+    let refused = |why: String| NoLease { refused: true, why };
     let req = ControlRequest::Tunnel {
         uplink: spec.uplink.clone(),
         public_key: keys::encode(&spec.public),
@@ -138,17 +174,19 @@ pub async fn register(spec: &Spec) -> Result<TunnelGrant, String> {
             .map_err(|e| e.to_string())
     };
     match tokio::time::timeout(REGISTER_TIMEOUT, asked).await {
-        Err(_) => Err(format!(
+        Err(_) => Err(transient(format!(
             "the relay did not answer the tunnel request within {REGISTER_TIMEOUT:?}"
-        )),
-        Ok(Err(e)) => Err(format!("asking the relay for a tunnel failed: {e}")),
+        ))),
+        Ok(Err(e)) => Err(transient(format!(
+            "asking the relay for a tunnel failed: {e}"
+        ))),
         Ok(Ok(ControlResponse::Tunnel(g))) => Ok(g),
         Ok(Ok(ControlResponse::Error { message })) => {
-            Err(format!("the relay refused a tunnel: {message}"))
+            Err(refused(format!("the relay refused a tunnel: {message}")))
         }
-        Ok(Ok(other)) => Err(format!(
+        Ok(Ok(other)) => Err(refused(format!(
             "the relay answered the tunnel request with {other:?}; fix: run the same braid version on both ends"
-        )),
+        ))),
     }
 }
 
@@ -162,10 +200,22 @@ fn outer_socket(spec: &Spec, port: u16) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(sock.into())
 }
 
-/// One session: lease, device, pump. `Ok` when it must start over (the relay restarted).
-async fn session(spec: &Spec, tx: &watch::Sender<State>) -> Result<(), String> {
+/// One session: lease, device, pump, until it ends.
+async fn session(spec: &Spec, tx: &watch::Sender<State>) -> End {
     super::log_backend().await;
-    let grant = register(spec).await?;
+    let grant = match register(spec).await {
+        Ok(g) => g,
+        Err(e) if e.refused => return End::Failed(e.why),
+        Err(e) => return End::Later(e.why),
+    };
+    match start(spec, grant).await {
+        Ok(pump) => pump.run(tx).await,
+        Err(e) => End::Failed(e),
+    }
+}
+
+/// Makes the device and the socket for `grant`.
+async fn start(spec: &Spec, grant: TunnelGrant) -> Result<Pump<'_>, String> {
     let addr: Ipv4Addr = grant
         .address
         .parse()
@@ -198,22 +248,18 @@ async fn session(spec: &Spec, tx: &watch::Sender<State>) -> Result<(), String> {
         0,
         None,
     );
-    Pump {
+    Ok(Pump {
         spec,
-        tx,
         tun,
         udp,
         tunn,
         addr,
         grant,
-    }
-    .run()
-    .await
+    })
 }
 
 struct Pump<'a> {
     spec: &'a Spec,
-    tx: &'a watch::Sender<State>,
     tun: Tun,
     udp: UdpSocket,
     tunn: Tunn,
@@ -222,7 +268,7 @@ struct Pump<'a> {
 }
 
 impl Pump<'_> {
-    async fn run(mut self) -> Result<(), String> {
+    async fn run(mut self, tx: &watch::Sender<State>) -> End {
         let mut from_tun = vec![0u8; BUF];
         let mut from_udp = vec![0u8; BUF];
         let mut out = vec![0u8; BUF];
@@ -237,7 +283,7 @@ impl Pump<'_> {
         let mut tick = tokio::time::interval(TIMER_TICK);
         let renew_every = Duration::from_secs(u64::from(self.grant.lease_secs / 3).max(10));
         let mut renew_at = tokio::time::Instant::now() + renew_every;
-        let mut renewal: Option<tokio::task::JoinHandle<Result<TunnelGrant, String>>> = None;
+        let mut renewal: Option<tokio::task::JoinHandle<Result<TunnelGrant, NoLease>>> = None;
         loop {
             tokio::select! {
                 r = self.tun.recv(&mut from_tun) => {
@@ -259,7 +305,7 @@ impl Pump<'_> {
                     let handshaken = self.tunn.time_since_last_handshake().is_some();
                     if handshaken && !up {
                         up = true;
-                        let _ = self.tx.send(State::Up {
+                        let _ = tx.send(State::Up {
                             device: self.tun.name().to_string(),
                             ifindex: self.tun.ifindex(),
                             addr: self.addr,
@@ -267,14 +313,16 @@ impl Pump<'_> {
                         });
                     }
                     if !up && started.elapsed() > HANDSHAKE_LIMIT {
-                        return Err(format!(
+                        return End::Failed(format!(
                             "UDP to the relay's tunnel port {}:{} gets no WireGuard answer over {} within {} s (blocked on this uplink, or by the VPS's firewall); fix: allow UDP {} to the VPS (provider firewall and ufw/nftables there)",
                             self.spec.relay.ip(), self.grant.port, self.spec.iface, HANDSHAKE_LIMIT.as_secs(), self.grant.port
                         ));
                     }
                     if up && last_rx.elapsed() > SILENCE_LIMIT {
-                        return Err(format!(
-                            "the tunnel over {} went silent (nothing from the relay for {} s): UDP is blocked now, or the relay is gone",
+                        // The relay restarted (new key), the uplink is down, or UDP is blocked
+                        // now: a fresh lease and handshake tell which.
+                        return End::Restart(format!(
+                            "the tunnel over {} went silent (nothing from the relay for {} s)",
                             self.spec.iface, SILENCE_LIMIT.as_secs()
                         ));
                     }
@@ -287,7 +335,9 @@ impl Pump<'_> {
                     renewal = None;
                     renew_at = tokio::time::Instant::now() + renew_every;
                     match done {
-                        Ok(Ok(g)) if g.address != self.grant.address || g.server_key != self.grant.server_key => return Ok(()),
+                        Ok(Ok(g)) if g.address != self.grant.address || g.server_key != self.grant.server_key => {
+                            return End::Restart("the relay gave the tunnel a new key or address (it restarted)".into());
+                        }
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => tracing::debug!("uplink {}: renewing the tunnel lease: {e}", self.spec.uplink),
                         Err(_) => {}

@@ -236,6 +236,89 @@ mod tests {
         assert!(p.by_index(b.index).is_some_and(|x| x.key == [2; 32]));
     }
 
+    /// A gateway's session and the relay's, as `relay.rs` pairs them: the handshake initiation
+    /// finds its peer by the key inside it, every later packet by its session index, and data
+    /// decrypts only with the pre-shared key both derive from the SS2022 key.
+    #[test]
+    fn gateway_and_relay_sessions_pair_by_key_and_index_and_carry_a_subflow_packet() {
+        use boringtun::noise::handshake::parse_handshake_anon;
+        use boringtun::noise::{Packet, TunnResult};
+        let (relay_secret, relay_public) = crate::tunnel::keys::generate().unwrap();
+        let (gw_secret, gw_public) = crate::tunnel::keys::generate().unwrap();
+        let (_, other_public) = crate::tunnel::keys::generate().unwrap();
+        let psk = [7u8; 32];
+        let mut peers = Peers::new("10.255.0.0/16".parse().unwrap());
+        let relay_addr: SocketAddr = RELAY.parse().unwrap();
+        let admit = |peers: &mut Peers, key: &boringtun::x25519::PublicKey| {
+            let (s, k) = (relay_secret.clone(), *key);
+            peers
+                .admit(*key.as_bytes(), relay_addr, "5g", Instant::now(), |i| {
+                    Tunn::new(s, k, Some(psk), None, i, None)
+                })
+                .unwrap()
+        };
+        admit(&mut peers, &other_public);
+        let me = admit(&mut peers, &gw_public);
+        let mut gw = Tunn::new(gw_secret, relay_public, Some(psk), None, 0, None);
+        let (mut a, mut b) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let TunnResult::WriteToNetwork(init) = gw.format_handshake_initiation(&mut a, false) else {
+            panic!("no initiation");
+        };
+        let init = init.to_vec();
+        let Ok(Packet::HandshakeInit(h)) = Tunn::parse_incoming_packet(&init) else {
+            panic!("not an initiation");
+        };
+        let half = parse_handshake_anon(&relay_secret, &relay_public, &h).unwrap();
+        let found = peers.by_key(&half.peer_static_public).unwrap();
+        assert_eq!(
+            found.addr, me.addr,
+            "found by the key inside the initiation"
+        );
+        let resp = {
+            let mut t = found.tunn.try_lock().unwrap();
+            match t.decapsulate(None, &init, &mut b) {
+                TunnResult::WriteToNetwork(r) => r.to_vec(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let Ok(Packet::HandshakeResponse(r)) = Tunn::parse_incoming_packet(&resp) else {
+            panic!("not a response");
+        };
+        assert_eq!(r.receiver_idx >> 8, 0, "addressed to the gateway's session");
+        assert!(!matches!(
+            gw.decapsulate(None, &resp, &mut a),
+            TunnResult::Err(_)
+        ));
+        // A subflow packet from the leased address to the relay's port.
+        let mut syn = vec![0u8; 40];
+        syn[0] = 0x45;
+        syn[2..4].copy_from_slice(&40u16.to_be_bytes());
+        syn[9] = 6;
+        syn[12..16].copy_from_slice(&me.addr.octets());
+        syn[16..20].copy_from_slice(&[10, 200, 0, 1]);
+        syn[22..24].copy_from_slice(&8388u16.to_be_bytes());
+        let data = match gw.encapsulate(&syn, &mut a) {
+            TunnResult::WriteToNetwork(d) => d.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        let Ok(Packet::PacketData(d)) = Tunn::parse_incoming_packet(&data) else {
+            panic!("not data");
+        };
+        let peer = peers.by_index(d.receiver_idx >> 8).unwrap();
+        let mut t = peer.tunn.try_lock().unwrap();
+        match t.decapsulate(None, &data, &mut b) {
+            TunnResult::WriteToTunnelV4(p, _) => {
+                let i = braid_proto::tunnel::inner::parse(p).unwrap();
+                assert!(braid_proto::tunnel::inner::to_relay(
+                    &i,
+                    std::net::IpAddr::V4(peer.addr),
+                    relay_addr
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn full_table_refuses_and_expired_leases_free_their_place() {
         let mut p = Peers::new("10.255.0.0/29".parse().unwrap());
