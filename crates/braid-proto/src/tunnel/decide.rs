@@ -81,8 +81,10 @@ pub enum Checked {
     Inconclusive(String),
 }
 
-/// The shortest gap between two checks asked for by evidence.
-pub const RECHECK_MIN: Duration = Duration::from_secs(5);
+/// The shortest gap between two checks asked for by evidence. Each check that finds the direct
+/// path working despite the evidence doubles the gap (up to `retry_direct`), so evidence with
+/// another cause does not keep a check running every few seconds.
+pub const RECHECK_MIN: Duration = Duration::from_secs(2);
 
 /// One uplink's path decision.
 #[derive(Debug, Clone)]
@@ -99,6 +101,10 @@ pub struct Decider {
     said_out: bool,
     /// Why the tunnel is wanted: the check's evidence, or the config.
     cause: String,
+    /// The gap evidence must leave after the last check (see [`RECHECK_MIN`]).
+    recheck_gap: Duration,
+    /// The running check was asked for by evidence.
+    suspected: bool,
 }
 
 impl Decider {
@@ -120,6 +126,8 @@ impl Decider {
             said_out: false,
             cause: reason.clone(),
             reason,
+            recheck_gap: RECHECK_MIN,
+            suspected: false,
         }
     }
 
@@ -158,8 +166,13 @@ impl Decider {
         if self.mode != Mode::Auto || self.path != Path::Direct || self.checking {
             return;
         }
-        let earliest = self.last_check.map_or(now, |l| (l + RECHECK_MIN).max(now));
-        self.check_due = Some(self.check_due.map_or(earliest, |d| d.min(earliest)));
+        let earliest = self
+            .last_check
+            .map_or(now, |l| (l + self.recheck_gap).max(now));
+        if self.check_due.is_none_or(|d| earliest < d) {
+            self.check_due = Some(earliest);
+            self.suspected = true;
+        }
     }
 
     /// Whether a direct-path check should start now; if so it counts as started.
@@ -185,6 +198,12 @@ impl Decider {
     pub fn on_check(&mut self, now: Duration, verdict: Checked) -> Option<String> {
         self.checking = false;
         self.last_check = Some(now);
+        let suspected = std::mem::take(&mut self.suspected);
+        if verdict == Checked::Works && self.path == Path::Direct && suspected {
+            self.recheck_gap = (self.recheck_gap * 2).min(self.retry_direct.max(RECHECK_MIN));
+        } else if verdict != Checked::Works {
+            self.recheck_gap = RECHECK_MIN;
+        }
         match (self.path, verdict) {
             (Path::Direct, Checked::Stripped(e)) | (Path::Direct, Checked::Reset(e))
                 if self.mode == Mode::Auto =>
@@ -341,17 +360,25 @@ mod tests {
         d.poll(s(0));
         d.on_check(s(1), Checked::Works);
         d.on_suspicion(s(2));
+        assert_eq!(d.next_deadline(), Some(s(3)), "evidence brings it forward");
+        assert!(!d.poll(s(2)));
+        assert!(d.poll(s(3)));
+        d.on_suspicion(s(3));
+        assert_eq!(d.next_deadline(), None, "no second check while one runs");
+        d.on_check(s(4), Checked::Works);
+        d.on_suspicion(s(4));
         assert_eq!(
             d.next_deadline(),
-            Some(s(1) + RECHECK_MIN),
-            "evidence brings it forward"
+            Some(s(8)),
+            "working despite the evidence: the gap doubles"
         );
-        assert!(!d.poll(s(3)));
-        assert!(d.poll(s(6)));
-        d.on_suspicion(s(6));
-        assert_eq!(d.next_deadline(), None, "no second check while one runs");
-        d.on_check(s(7), Checked::Stripped("x".into()));
-        d.on_suspicion(s(8));
+        assert!(d.poll(s(8)));
+        d.on_check(s(8), Checked::Works);
+        d.on_suspicion(s(9));
+        assert_eq!(d.next_deadline(), Some(s(16)));
+        assert!(d.poll(s(16)));
+        d.on_check(s(17), Checked::Stripped("x".into()));
+        d.on_suspicion(s(18));
         assert_eq!(
             d.next_deadline(),
             None,

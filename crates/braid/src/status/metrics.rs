@@ -249,6 +249,25 @@ mod tests {
     }
 
     #[test]
+    fn tunnelled_uplink_is_one_and_a_direct_one_zero() {
+        let up = |name: &str, path: &str| UplinkStatus {
+            name: name.into(),
+            path: path.into(),
+            ..Default::default()
+        };
+        let s = Status {
+            uplinks: vec![up("wifi", "direct"), up("5g", "tunnel")],
+            ..Default::default()
+        };
+        let t = render(&s);
+        assert!(t.contains("braid_uplink_tunnelled{uplink=\"5g\"} 1"), "{t}");
+        assert!(
+            t.contains("braid_uplink_tunnelled{uplink=\"wifi\"} 0"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn render_names_every_required_metric_with_help_and_type() {
         let s = Status {
             uplinks: vec![UplinkStatus {
