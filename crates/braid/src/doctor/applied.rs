@@ -57,15 +57,16 @@ impl Applied<'_> {
             })
     }
 
-    /// The uplink's path as the running daemon reports it (direct when unknown), with the
-    /// tunnel device's index read from the kernel.
+    /// The uplink's path as the running daemon reports it, with the tunnel device's index read
+    /// from the kernel; without the status API, a tunnel device of the uplink that is up with an
+    /// address says the uplink is tunnelled.
     async fn path(&self, rtnl: &Rtnl) -> PathPlan {
         let Some(u) = self
             .gateway
             .status()
             .and_then(|s| s.uplinks.iter().find(|x| x.name == self.u.name))
         else {
-            return PathPlan::Direct;
+            return self.path_from_kernel(rtnl).await;
         };
         match (u.path.as_str(), &u.tunnel) {
             ("tunnel", Some(t)) => {
@@ -77,6 +78,25 @@ impl Applied<'_> {
             }
             ("direct", _) | ("", _) => PathPlan::Direct,
             _ => PathPlan::Withheld(u.path_reason.clone()),
+        }
+    }
+
+    async fn path_from_kernel(&self, rtnl: &Rtnl) -> PathPlan {
+        let device = crate::gateway::uplink::path::device_name(self.u);
+        let Ok(Some(link)) = rtnl.link_by_name(&device).await else {
+            return PathPlan::Direct;
+        };
+        let addr = rtnl
+            .addresses(link.index)
+            .await
+            .ok()
+            .and_then(|a| a.first().map(|a| a.addr));
+        match addr {
+            Some(addr) if link.admin_up => PathPlan::Tunnel(TunnelAt {
+                ifindex: link.index,
+                addr,
+            }),
+            _ => PathPlan::Direct,
         }
     }
 
