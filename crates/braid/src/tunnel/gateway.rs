@@ -331,7 +331,7 @@ impl Pump<'_> {
                     let spec = self.spec.clone();
                     renewal = Some(tokio::spawn(async move { register(&spec).await }));
                 }
-                done = async { renewal.as_mut().expect("guarded").await }, if renewal.is_some() => {
+                Some(done) = futures::future::OptionFuture::from(renewal.as_mut()), if renewal.is_some() => {
                     renewal = None;
                     renew_at = tokio::time::Instant::now() + renew_every;
                     match done {
