@@ -10,6 +10,7 @@ use clap::Subcommand;
 use crate::bench::aggregation::{self, AggregationArgs};
 use crate::bench::failover::{self, FailoverArgs};
 use crate::bench::fetch::{self, FetchArgs};
+use crate::bench::hostile::{self, HostileArgs};
 use crate::bench::load::{self, LoadArgs};
 use crate::bench::lossy::{self, LossyArgs};
 use crate::bench::throughput::{self, ThroughputArgs};
@@ -68,6 +69,8 @@ pub enum BenchCommand {
     /// Unshaped relay throughput and CPU per Gbit (offloads off), braid beside shadowsocks-rust
     /// and raw kernel MPTCP: the last part of `aggregation` alone; prints Markdown.
     Throughput(ThroughputArgs),
+    /// An uplink that strips MPTCP, with braid's tunnel and without it; prints Markdown.
+    Hostile(HostileArgs),
 }
 
 /// Where a traffic client connects, and how.
@@ -280,6 +283,7 @@ fn bench_main(b: BenchCommand) -> ExitCode {
         BenchCommand::Udp(a) => udp::udp(&a, &exe),
         BenchCommand::Load(a) => load::load(&a, &exe),
         BenchCommand::Throughput(a) => throughput::throughput(&a, &exe),
+        BenchCommand::Hostile(a) => hostile::hostile(&a, &exe),
     };
     match r {
         Ok(md) => {

@@ -28,6 +28,16 @@ impl Lab {
         replace_prerouting_table(self, name, &nft_table("blackhole", name), "-400", rule)
     }
 
+    /// A firewall that drops all UDP arriving over uplink `name` in both namespaces (nftables,
+    /// before loss and delay), as a hotel or corporate network that passes only TCP would.
+    /// `on = false` removes it.
+    pub fn set_udp_block(&self, name: &str, on: bool) -> Result<(), LabError> {
+        self.uplink_index(name)?;
+        let rule = |iface: &str| format!("iifname \"{iface}\" meta l4proto udp counter drop");
+        let rule: Option<&dyn Fn(&str) -> String> = on.then_some(&rule);
+        replace_prerouting_table(self, name, &nft_table("udpblock", name), "-400", rule)
+    }
+
     /// A middlebox that strips MPTCP options (TCP option 30) on uplink `name`: iptables mangle
     /// `TCPOPTSTRIP --strip-options 30` in vps PREROUTING for packets from gw and in gw
     /// PREROUTING for packets from vps, ahead of the delay queue. Idempotent.

@@ -225,6 +225,20 @@ impl Harness {
         uplinks: &[(&str, bool)],
         extra: &str,
     ) -> Result<(), HarnessError> {
+        let lines: Vec<(&str, String)> = uplinks
+            .iter()
+            .map(|(u, backup)| (*u, format!("backup = {backup}\n")))
+            .collect();
+        let lines: Vec<(&str, &str)> = lines.iter().map(|(u, l)| (*u, l.as_str())).collect();
+        self.start_gateway_uplinks(&lines, extra)
+    }
+
+    /// Like [`Harness::start_gateway`], with extra keys in each `[[uplink]]` (`tunnel = "always"`).
+    pub fn start_gateway_uplinks(
+        &mut self,
+        uplinks: &[(&str, &str)],
+        extra: &str,
+    ) -> Result<(), HarnessError> {
         // Each lab keeps its gateway's state record in its own folder: /run is shared by every
         // namespace, and gateways of parallel tests must not find each other's record.
         let mut cfg = format!(
@@ -236,9 +250,9 @@ impl Harness {
             Lab::GW_LAN,
             self.state_dir().display()
         );
-        for (u, backup) in uplinks {
+        for (u, keys) in uplinks {
             cfg += &format!(
-                "[[uplink]]\nname = \"{u}\"\ninterface = \"{}\"\nbackup = {backup}\n",
+                "[[uplink]]\nname = \"{u}\"\ninterface = \"{}\"\n{keys}\n",
                 self.lab.uplink_iface(u)
             );
         }

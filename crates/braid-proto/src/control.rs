@@ -69,6 +69,19 @@ pub enum ControlRequest {
         /// Duration of the upload the client intends.
         secs: u32,
     },
+    /// "Admit my WireGuard key for uplink X": the relay answers [`ControlResponse::Tunnel`] with
+    /// its own key, the tunnel address it leases to this key and its UDP port. Carried inside
+    /// the SS2022 stream, so the pre-shared key authenticates it and pairing stays one URI.
+    /// Asking again with the same key renews the lease and returns the same address.
+    Tunnel {
+        /// The uplink, for the relay's log.
+        uplink: String,
+        /// The gateway's WireGuard public key (base64, 32 bytes).
+        public_key: String,
+        /// The relay address the gateway dials (`IP:PORT`): the only destination the tunnel
+        /// lets through.
+        relay: String,
+    },
 }
 
 /// What the server answers.
@@ -90,6 +103,8 @@ pub enum ControlResponse {
     },
     /// The end of a [`ControlRequest::Sink`]: what the relay received.
     Received(SinkReport),
+    /// The answer to [`ControlRequest::Tunnel`].
+    Tunnel(TunnelGrant),
     /// The request was understood but refused.
     Error {
         /// Human-readable reason.
@@ -168,6 +183,19 @@ pub struct ConnectionReport {
     /// Each subflow's client address as the server saw it (empty for plain TCP).
     #[serde(default)]
     pub subflow_peers: Vec<String>,
+}
+
+/// A tunnel lease: everything a gateway needs to bring up its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelGrant {
+    /// The relay's WireGuard public key (base64).
+    pub server_key: String,
+    /// The gateway's address inside the tunnel (IPv4).
+    pub address: String,
+    /// The relay's UDP port for tunnels.
+    pub port: u16,
+    /// Seconds until the lease expires unless renewed (a renewal, or traffic, extends it).
+    pub lease_secs: u32,
 }
 
 /// What the relay received in an upload test, timed by the relay (the receiver) from the first
@@ -494,6 +522,25 @@ mod tests {
         let mut short = SteadyRate::new(1);
         short.record(1, ms(250));
         assert_eq!(short.finish(ms(1_000)).steady_ms, 750);
+    }
+
+    #[test]
+    fn tunnel_request_and_grant_round_trip() {
+        let req = ControlRequest::Tunnel {
+            uplink: "5g".into(),
+            public_key: "AAAA".into(),
+            relay: "10.200.0.1:8388".into(),
+        };
+        let (back, _): (ControlRequest, usize) = decode(&encode(&req)).unwrap().unwrap();
+        assert_eq!(back, req);
+        let g = ControlResponse::Tunnel(TunnelGrant {
+            server_key: "BBBB".into(),
+            address: "10.255.0.2".into(),
+            port: 8389,
+            lease_secs: 600,
+        });
+        let (back, _): (ControlResponse, usize) = decode(&encode(&g)).unwrap().unwrap();
+        assert_eq!(back, g);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! Also here: the relay's destination policy (`destination`), SIP022's request-header rules
 //! (`sip022`), the rules of the gateway's warm pool of relay connections (`pool`), and log lines
 //! a peer can neither forge nor flood (`logsafe`).
+//! Also here: the hostile-path tunnel's decisions, inner-packet rules and MTU (`tunnel`); the relay's destination policy (`destination`), SIP022's request-header rules
+//! (`sip022`), and log lines a peer can neither forge nor flood (`logsafe`).
 #![forbid(unsafe_code)]
 
 pub mod congestion;
@@ -28,4 +30,5 @@ pub mod rate;
 pub mod sip022;
 pub mod socks5;
 pub mod tfo;
+pub mod tunnel;
 pub mod udp;

@@ -16,6 +16,9 @@
 //!                              ├─ nftables.rs     braid's own nftables table (capture, TPROXY)
 //!                              ├─ tproxy.rs       transparent UDP sockets (original destination)
 //!                              ├─ tproxy_route.rs fwmark rule + local route TPROXY needs
+//!                              ├─ nftables.rs     braid's own nftables table
+//!                              ├─ tun.rs          TUN devices (the userspace tunnel)
+//!                              ├─ wireguard.rs    the kernel's `wireguard` genetlink family
 //!                              ├─ tcp_mem.rs      TCP memory counter, limits, runaway test
 //!                              ├─ kmsg.rs         the kernel log: the MPTCP accounting fault
 //!                              └─ sysctl.rs, kernel.rs            procfs readers
@@ -47,3 +50,5 @@ pub mod tcp_mem;
 pub mod tfo;
 pub mod tproxy;
 pub mod tproxy_route;
+pub mod tun;
+pub mod wireguard;

@@ -1,9 +1,9 @@
 //! Network interfaces: name ↔ index and whether an uplink is up
 //! (`ip link show`).
 
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
 use netlink_packet_route::{
-    link::{LinkAttribute, LinkFlags, LinkMessage, State},
+    link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State},
     RouteNetlinkMessage,
 };
 
@@ -199,6 +199,48 @@ impl Rtnl {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Creates a kernel WireGuard device `name` (down, no address). Like `ip link add NAME type
+    /// wireguard`. Untested here: this machine's kernel has no WireGuard module.
+    pub async fn add_wireguard_link(&self, name: &str) -> Result<(), NetlinkError> {
+        if name.is_empty() || name.len() > IFNAME_MAX {
+            return Err(NetlinkError::InvalidLinkName { name: name.into() });
+        }
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Wireguard,
+            )]));
+        self.request(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            || format!("ip link add {name} type wireguard"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes interface `name` if it exists; returns whether it did. Like `ip link del NAME`.
+    pub async fn delete_link_by_name(&self, name: &str) -> Result<bool, NetlinkError> {
+        let Some(link) = self.link_by_name(name).await? else {
+            return Ok(false);
+        };
+        let mut msg = LinkMessage::default();
+        msg.header.index = link.index;
+        match self
+            .request(
+                RouteNetlinkMessage::DelLink(msg),
+                NLM_F_REQUEST | NLM_F_ACK,
+                || format!("ip link del {name}"),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_errno(&e, &[libc::ENODEV]) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn get_link(

@@ -50,3 +50,4 @@ pub mod state;
 pub mod status;
 pub mod systemd;
 pub mod throttle;
+pub mod tunnel;

@@ -10,12 +10,14 @@
 //! - [`failover`]: failover, recovery and stalls per fault, braid beside kernel-only MPTCP.
 //! - [`udp`]: UDP goodput and loss, UDP failover, DNS time, through braid beside direct.
 //! - [`lossy`]: bonded goodput over lossy uplinks per congestion control.
+//! - [`hostile`]: an uplink whose middlebox strips MPTCP, with braid's tunnel and without it.
 //! - [`load`]: connections held per relay and their cost, time to first byte under a flood of
 //!   unauthenticated connections, the gateway's memory, connections opened per second.
 
 pub mod aggregation;
 pub mod failover;
 pub mod fetch;
+pub mod hostile;
 mod http;
 pub mod load;
 pub mod lossy;

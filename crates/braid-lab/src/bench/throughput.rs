@@ -105,7 +105,7 @@ struct Phase {
 }
 
 /// CPU seconds (user + system) used so far by these processes.
-fn cpu_secs(pids: &[u32]) -> f64 {
+pub(super) fn cpu_secs(pids: &[u32]) -> f64 {
     let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()

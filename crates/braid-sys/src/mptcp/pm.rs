@@ -120,22 +120,48 @@ impl PmError {
     }
 }
 
-/// One `mptcp_pm` message: a command and its encoded attributes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct PmMessage {
-    pub cmd: u8,
-    pub nlas: Vec<u8>,
+/// A generic-netlink family braid speaks with pre-encoded attributes (`mptcp_pm`, and the
+/// kernel's `wireguard`).
+pub(crate) trait RawFamily: Clone + std::fmt::Debug + PartialEq + Eq + Default {
+    /// The family's name (`CTRL_ATTR_FAMILY_NAME`).
+    const NAME: &'static str;
+    /// Its version.
+    const VERSION: u8;
 }
 
-impl PmMessage {
+/// `mptcp_pm`, version 1.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PmFamily;
+
+impl RawFamily for PmFamily {
+    const NAME: &'static str = FAMILY_NAME;
+    const VERSION: u8 = FAMILY_VERSION;
+}
+
+/// One message of family `F`: a command and its encoded attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RawMessage<F> {
+    pub cmd: u8,
+    pub nlas: Vec<u8>,
+    family: F,
+}
+
+/// One `mptcp_pm` message.
+pub(crate) type PmMessage = RawMessage<PmFamily>;
+
+impl<F: RawFamily> RawMessage<F> {
     pub fn new(cmd: u8, nlas: NlaWriter) -> Self {
-        PmMessage { cmd, nlas: nlas.0 }
+        RawMessage {
+            cmd,
+            nlas: nlas.0,
+            family: F::default(),
+        }
     }
 }
 
-impl GenlFamily for PmMessage {
+impl<F: RawFamily> GenlFamily for RawMessage<F> {
     fn family_name() -> &'static str {
-        FAMILY_NAME
+        F::NAME
     }
 
     fn command(&self) -> u8 {
@@ -143,11 +169,11 @@ impl GenlFamily for PmMessage {
     }
 
     fn version(&self) -> u8 {
-        FAMILY_VERSION
+        F::VERSION
     }
 }
 
-impl Emitable for PmMessage {
+impl<F> Emitable for RawMessage<F> {
     fn buffer_len(&self) -> usize {
         self.nlas.len()
     }
@@ -157,13 +183,54 @@ impl Emitable for PmMessage {
     }
 }
 
-impl ParseableParametrized<[u8], GenlHeader> for PmMessage {
+impl<F: RawFamily> ParseableParametrized<[u8], GenlHeader> for RawMessage<F> {
     fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
-        Ok(PmMessage {
+        Ok(RawMessage {
             cmd: header.cmd,
             nlas: buf.to_vec(),
+            family: F::default(),
         })
     }
+}
+
+/// Sends `msg` with `flags` on `handle` and collects the replies' attribute bytes; a kernel
+/// error keeps its errno. `request` is the equivalent command line, used in errors.
+pub(crate) async fn request_raw<F: RawFamily>(
+    handle: &genetlink::GenetlinkHandle,
+    msg: RawMessage<F>,
+    flags: u16,
+    request: impl Fn() -> String,
+) -> Result<Vec<Vec<u8>>, PmError> {
+    let mut nl = NetlinkMessage::from(GenlMessage::from_payload(msg));
+    nl.header.flags = flags;
+    let mut handle = handle.clone();
+    let mut replies = handle.request(nl).await.map_err(|e| match e {
+        GenetlinkError::NetlinkError(e) => PmError::FamilyUnavailable {
+            errno: e.raw_os_error().unwrap_or(libc::ENOENT),
+        },
+        _ => PmError::ConnectionClosed,
+    })?;
+    let mut out = Vec::new();
+    while let Some(reply) = replies.next().await {
+        let reply = reply.map_err(|e| PmError::Decode {
+            request: request(),
+            reason: e.to_string(),
+        })?;
+        match reply.payload {
+            NetlinkPayload::InnerMessage(genl) => out.push(genl.payload.nlas),
+            NetlinkPayload::Error(err) => {
+                if let Some(code) = err.code {
+                    return Err(PmError::Kernel {
+                        request: request(),
+                        errno: code.get().saturating_abs(),
+                        detail: ext_ack_message(reply.header.flags, &err),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Appends netlink attributes (4-byte header, value, padding to 4).
@@ -187,6 +254,16 @@ impl NlaWriter {
 
     pub fn nested(&mut self, kind: u16, inner: NlaWriter) -> &mut Self {
         self.bytes(kind | NLA_F_NESTED, &inner.0)
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// Appends attributes encoded elsewhere.
+    pub fn raw(&mut self, encoded: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(encoded);
+        self
     }
 }
 
@@ -336,36 +413,7 @@ impl MptcpPm {
         flags: u16,
         request: impl Fn() -> String,
     ) -> Result<Vec<Vec<u8>>, PmError> {
-        let mut nl = NetlinkMessage::from(GenlMessage::from_payload(msg));
-        nl.header.flags = flags;
-        let mut handle = self.handle.clone();
-        let mut replies = handle.request(nl).await.map_err(|e| match e {
-            GenetlinkError::NetlinkError(e) => PmError::FamilyUnavailable {
-                errno: e.raw_os_error().unwrap_or(libc::ENOENT),
-            },
-            _ => PmError::ConnectionClosed,
-        })?;
-        let mut out = Vec::new();
-        while let Some(reply) = replies.next().await {
-            let reply = reply.map_err(|e| PmError::Decode {
-                request: request(),
-                reason: e.to_string(),
-            })?;
-            match reply.payload {
-                NetlinkPayload::InnerMessage(genl) => out.push(genl.payload.nlas),
-                NetlinkPayload::Error(err) => {
-                    if let Some(code) = err.code {
-                        return Err(PmError::Kernel {
-                            request: request(),
-                            errno: code.get().saturating_abs(),
-                            detail: ext_ack_message(reply.header.flags, &err),
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
+        request_raw(&self.handle, msg, flags, request).await
     }
 }
 

@@ -43,6 +43,10 @@ pub struct Uplink {
     pub table: u32,
     /// Priority of the `ip rule` that selects the table for this uplink's source address.
     pub rule_priority: u32,
+    /// Whether its subflows may move into the encrypted UDP tunnel (`tunnel`).
+    pub tunnel: braid_proto::tunnel::Mode,
+    /// Routing table of the uplink's tunnel (its table + [`TUNNEL_TABLE_OFFSET`]).
+    pub tunnel_table: u32,
 }
 
 /// The gateway's typed configuration.
@@ -101,6 +105,8 @@ pub struct GatewayConfig {
     /// The handshake timeout assumed of a relay that does not say its own
     /// (`relay_handshake_timeout_secs`; braid's relay says it over the control channel).
     pub relay_handshake_timeout: Duration,
+    /// How often a tunnelled uplink's direct path is tried again (`tunnel_retry_secs`).
+    pub tunnel_retry: Duration,
 }
 
 /// `[health]`: probe thresholds; every key optional (defaults in braid_proto::health).
@@ -203,6 +209,8 @@ struct Dto {
     udp_max_sessions: usize,
     warm_pool: Option<super::warm_pool::WarmPoolDto>,
     relay_handshake_timeout_secs: Option<u64>,
+    #[serde(default = "default_tunnel_retry")]
+    tunnel_retry_secs: u64,
 }
 
 /// conntrack's `nf_conntrack_udp_timeout`.
@@ -251,6 +259,12 @@ struct UplinkDto {
     #[serde(default)]
     backup: bool,
     table: Option<u32>,
+    #[serde(default)]
+    tunnel: braid_proto::tunnel::Mode,
+}
+
+fn default_tunnel_retry() -> u64 {
+    60
 }
 
 fn default_control() -> String {
@@ -282,6 +296,8 @@ fn default_idle() -> u64 {
 pub const TABLE_BASE: u32 = 101;
 /// First `ip rule` priority used for uplinks; below the main table's 32766.
 pub const RULE_PRIORITY_BASE: u32 = 1000;
+/// An uplink's tunnel routes live in its table plus this.
+pub const TUNNEL_TABLE_OFFSET: u32 = 1000;
 /// Most uplinks braid bonds (the kernel caps MPTCP subflows at 8).
 pub const MAX_UPLINKS: usize = 8;
 
@@ -461,7 +477,11 @@ fn parse_uplinks(list: &[UplinkDto]) -> Result<Vec<Uplink>, Invalid> {
                 "pick an unused table number such as 101",
             ));
         }
-        if out.iter().any(|o| o.table == table) {
+        let tunnel_table = table.saturating_add(TUNNEL_TABLE_OFFSET);
+        if out
+            .iter()
+            .any(|o| [o.table, o.tunnel_table].contains(&table) || o.table == tunnel_table)
+        {
             return Err(Invalid::new(
                 format!("uplink[{i}].table"),
                 table,
@@ -475,9 +495,24 @@ fn parse_uplinks(list: &[UplinkDto]) -> Result<Vec<Uplink>, Invalid> {
             backup: u.backup,
             table,
             rule_priority: RULE_PRIORITY_BASE + i as u32,
+            tunnel: u.tunnel,
+            tunnel_table,
         });
     }
     Ok(out)
+}
+
+fn tunnel_retry(secs: u64) -> Result<Duration, Invalid> {
+    if (1..=3600).contains(&secs) {
+        Ok(Duration::from_secs(secs))
+    } else {
+        Err(Invalid::new(
+            "tunnel_retry_secs",
+            secs,
+            "is outside 1–3600 seconds",
+            "use the default 60",
+        ))
+    }
 }
 
 pub(super) fn parse_state_dir(s: &str) -> Result<PathBuf, Invalid> {
@@ -579,6 +614,7 @@ impl GatewayConfig {
             relay_handshake_timeout: super::warm_pool::parse_assumed_timeout(
                 d.relay_handshake_timeout_secs,
             )?,
+            tunnel_retry: tunnel_retry(d.tunnel_retry_secs)?,
         })
     }
 }
@@ -788,6 +824,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("uplink[1].table") && e.contains("TPROXY"), "{e}");
+    }
+
+    #[test]
+    fn tunnel_defaults_to_auto_takes_always_and_never_and_refuses_others() {
+        use braid_proto::tunnel::Mode;
+        let c = load(&base()).unwrap();
+        assert_eq!(c.uplinks[0].tunnel, Mode::Auto);
+        assert_eq!(c.uplinks[0].tunnel_table, 1101);
+        assert_eq!(c.tunnel_retry, Duration::from_secs(60));
+        let c =
+            load(&base().replace("backup = true", "backup = true\ntunnel = \"always\"")).unwrap();
+        assert_eq!(c.uplinks[1].tunnel, Mode::Always);
+        let e = load(&base().replace("backup = true", "backup = true\ntunnel = \"sometimes\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tunnel") && e.contains("sometimes"), "{e}");
+        let e = load(&format!("tunnel_retry_secs = 0\n{}", base()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`tunnel_retry_secs`"), "{e}");
+    }
+
+    #[test]
+    fn a_table_that_is_another_uplinks_tunnel_table_is_refused() {
+        let e = load(&base().replace("backup = true", "backup = true\ntable = 1101"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("uplink[1].table"), "{e}");
     }
 
     #[test]

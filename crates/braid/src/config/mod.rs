@@ -183,7 +183,13 @@ mod tests {
             "control_hosts",
             "control_token",
         ];
-        let server = ["listen", "allow_destinations", "handshake_timeout_secs"];
+        let server = [
+            "listen",
+            "allow_destinations",
+            "handshake_timeout_secs",
+            "tunnel_port",
+            "tunnel_net",
+        ];
         let gateway = [
             "server",
             "redirect",
@@ -194,6 +200,8 @@ mod tests {
             "mptcp_blackhole_timeout_secs",
             "warm_pool",
             "relay_handshake_timeout_secs",
+            "tunnel_retry_secs",
+            "tunnel",
         ];
         for (file, keys) in [("server.toml", &server[..]), ("gateway.toml", &gateway[..])] {
             let text = example(file);

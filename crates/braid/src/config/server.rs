@@ -47,6 +47,10 @@ pub struct ServerConfig {
     /// Where the salts of the last minute's requests are kept across a restart
     /// (`server-<port>.salts`), so a request replayed after a restart is still refused.
     pub state_dir: std::path::PathBuf,
+    /// The UDP port of the tunnel for hostile paths (`tunnel_port`; `None`: off).
+    pub tunnel_port: Option<u16>,
+    /// The network tunnel addresses are leased from (`tunnel_net`).
+    pub tunnel_net: ipnet::Ipv4Net,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +94,9 @@ struct Dto {
     udp_max_sessions: usize,
     #[serde(default = "super::gateway::default_state_dir")]
     state_dir: String,
+    tunnel_port: Option<u16>,
+    #[serde(default = "default_tunnel_net")]
+    tunnel_net: String,
 }
 
 /// SIP022: a relay session is remembered at least 60 s.
@@ -101,6 +108,42 @@ fn default_udp_stream() -> u64 {
 }
 fn default_udp_sessions() -> usize {
     1024
+}
+
+fn default_tunnel_net() -> String {
+    "10.255.0.0/16".into()
+}
+
+/// `tunnel_port`: unset is the relay's port + 1, 0 is off, and it must not be the relay's own
+/// port (the SS2022 UDP relay listens there).
+fn tunnel_port(set: Option<u16>, listen: SocketAddr) -> Result<Option<u16>, Invalid> {
+    match set {
+        Some(0) => Ok(None),
+        Some(p) if p == listen.port() => Err(Invalid::new(
+            "tunnel_port",
+            p,
+            "is the relay's TCP port, where the Shadowsocks-2022 UDP relay listens",
+            "pick another port (the default is the relay's port + 1), or 0 for no tunnel",
+        )),
+        Some(p) => Ok(Some(p)),
+        None => Ok(listen
+            .port()
+            .checked_add(1)
+            .filter(|p| listen.port() != 0 && *p != 0)),
+    }
+}
+
+/// `tunnel_net`: an IPv4 network with room for the relay and at least one gateway.
+fn tunnel_net(s: &str) -> Result<ipnet::Ipv4Net, Invalid> {
+    match s.parse::<ipnet::Ipv4Net>() {
+        Ok(n) if n.prefix_len() <= 30 => Ok(n.trunc()),
+        _ => Err(Invalid::new(
+            "tunnel_net",
+            format!("{s:?}"),
+            "is not an IPv4 network of /30 or wider",
+            "use the default \"10.255.0.0/16\", or another private range the VPS does not use",
+        )),
+    }
 }
 
 fn default_control() -> String {
@@ -206,8 +249,11 @@ impl ServerConfig {
             hosts: &d.control_hosts,
         })?;
         stays_local(control, &control_access)?;
+        let listen = parse_socket_addr("listen", &d.listen)?;
         Ok(ServerConfig {
-            listen: parse_socket_addr("listen", &d.listen)?,
+            listen,
+            tunnel_port: tunnel_port(d.tunnel_port, listen)?,
+            tunnel_net: tunnel_net(&d.tunnel_net)?,
             key: SsKey::parse("key", &d.key, method)?,
             method,
             fast_open: d.fast_open,
@@ -249,6 +295,30 @@ mod tests {
 
     fn load(text: &str) -> Result<ServerConfig, ConfigError> {
         ServerConfig::from_toml(Path::new("server.toml"), text)
+    }
+
+    #[test]
+    fn tunnel_port_defaults_to_the_next_port_zero_is_off_and_the_relay_port_is_refused() {
+        let base = format!(
+            "listen = \"0.0.0.0:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        let c = load(&base).unwrap();
+        assert_eq!(c.tunnel_port, Some(8389));
+        assert_eq!(c.tunnel_net, "10.255.0.0/16".parse().unwrap());
+        assert_eq!(
+            load(&format!("{base}tunnel_port = 0\n"))
+                .unwrap()
+                .tunnel_port,
+            None
+        );
+        let e = load(&format!("{base}tunnel_port = 8388\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`tunnel_port`") && e.contains("fix:"), "{e}");
+        let e = load(&format!("{base}tunnel_net = \"10.255.0.1/32\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`tunnel_net`"), "{e}");
     }
 
     #[test]

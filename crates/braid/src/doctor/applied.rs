@@ -17,7 +17,9 @@ use crate::config::gateway::{GatewayConfig, Uplink};
 use crate::gateway::running::{self, Running};
 use crate::gateway::uplink::discover::Observed;
 use crate::gateway::uplink::kernel::read_installed;
-use crate::gateway::uplink::plan::{self, Difference, HealthVerdict, UplinkPlan, Withheld};
+use crate::gateway::uplink::plan::{
+    self, Difference, HealthVerdict, PathPlan, TunnelAt, UplinkPlan, Withheld,
+};
 
 /// One uplink's applied state, about to be checked.
 pub struct Applied<'a> {
@@ -55,6 +57,49 @@ impl Applied<'_> {
             })
     }
 
+    /// The uplink's path as the running daemon reports it, with the tunnel device's index read
+    /// from the kernel; without the status API, a tunnel device of the uplink that is up with an
+    /// address says the uplink is tunnelled.
+    async fn path(&self, rtnl: &Rtnl) -> PathPlan {
+        let Some(u) = self
+            .gateway
+            .status()
+            .and_then(|s| s.uplinks.iter().find(|x| x.name == self.u.name))
+        else {
+            return self.path_from_kernel(rtnl).await;
+        };
+        match (u.path.as_str(), &u.tunnel) {
+            ("tunnel", Some(t)) => {
+                let ifindex = rtnl.link_index(&t.interface).await.ok().flatten();
+                match (ifindex, t.address.parse::<IpAddr>()) {
+                    (Some(ifindex), Ok(addr)) => PathPlan::Tunnel(TunnelAt { ifindex, addr }),
+                    _ => PathPlan::Withheld(format!("its tunnel device {} is gone", t.interface)),
+                }
+            }
+            ("direct", _) | ("", _) => PathPlan::Direct,
+            _ => PathPlan::Withheld(u.path_reason.clone()),
+        }
+    }
+
+    async fn path_from_kernel(&self, rtnl: &Rtnl) -> PathPlan {
+        let device = crate::gateway::uplink::path::device_name(self.u);
+        let Ok(Some(link)) = rtnl.link_by_name(&device).await else {
+            return PathPlan::Direct;
+        };
+        let addr = rtnl
+            .addresses(link.index)
+            .await
+            .ok()
+            .and_then(|a| a.first().map(|a| a.addr));
+        match addr {
+            Some(addr) if link.admin_up => PathPlan::Tunnel(TunnelAt {
+                ifindex: link.index,
+                addr,
+            }),
+            _ => PathPlan::Direct,
+        }
+    }
+
     /// `uplink.<name>.route` and `uplink.<name>.endpoint`.
     pub async fn checks(&self, rtnl: &Rtnl, pm: &MptcpPm) -> Vec<Check> {
         let (route, endpoint) = (self.id("route"), self.id("endpoint"));
@@ -64,7 +109,12 @@ impl Applied<'_> {
                 Check::skip(endpoint, Running::NOT_RUNNING),
             ];
         }
-        let have = match read_installed(rtnl, pm, self.u, self.seen.addr.as_slice()).await {
+        let path = self.path(rtnl).await;
+        let mut addrs: Vec<IpAddr> = self.seen.addr.into_iter().collect();
+        if let PathPlan::Tunnel(at) = &path {
+            addrs.push(at.addr);
+        }
+        let have = match read_installed(rtnl, pm, self.u, &addrs).await {
             Ok(h) => h,
             Err(e) => {
                 let c = |id| {
@@ -79,7 +129,7 @@ impl Applied<'_> {
             }
         };
         let health = self.health(rtnl).await;
-        let want = plan::plan(self.u, self.relay, Some(self.seen), &health);
+        let want = plan::plan_with(self.u, self.relay, Some(self.seen), &health, &path);
         let diffs = plan::diff(&want, &have);
         let (ep, routing): (Vec<_>, Vec<_>) = diffs.into_iter().partition(|d| {
             matches!(
@@ -160,6 +210,12 @@ impl Applied<'_> {
                 format!("the uplink is {state}, but an endpoint is still there: {}", listed()),
                 "braid removes the endpoint of a Down uplink at its next reconcile (within 2 s); it may have changed state just now",
                 "run braid doctor again; if the endpoint stays, check the gateway log",
+            ),
+            (Err(Withheld::Path(reason)), []) => Check::warn(
+                id,
+                format!("braid withheld the MPTCP endpoint of {}: {reason}", u.name),
+                "the uplink's path strips or resets MPTCP, and its tunnel is not up (starting, or UDP to the relay is blocked too)",
+                format!("see uplink.{}.tunnel", u.name),
             ),
             (Err(why), _) => Check::skip(id, format!("no endpoint is planned: {why}")),
             (Ok(e), []) => Check::ok(id, format!("endpoint {} {}", e.addr, e.flags)),

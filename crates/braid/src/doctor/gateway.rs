@@ -135,6 +135,7 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
             &format!("uplink.{}.rp_filter", u.name),
             &u.interface,
         ));
+        r.checks.push(super::tunnel::check(u, &gateway));
         r.checks.push(reach);
     }
     r.checks.push(reachable);
@@ -153,7 +154,7 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
         } else if !running {
             Joins::Skip("the gateway is not running, so no endpoint asks the kernel to join from this uplink")
         } else {
-            Joins::Check
+            Joins::Check(tunnel_addrs(cfg, &gateway))
         };
         if mptcp_checks(&mut r, cfg, relay, report.as_ref(), &seen, joins, roots).await {
             blackhole = Check::fail(
@@ -182,9 +183,24 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
     r
 }
 
-/// Whether the per-uplink join checks can run.
+/// Each uplink's tunnel address, while the running gateway reports it tunnelled.
+fn tunnel_addrs(cfg: &GatewayConfig, gateway: &Running) -> Vec<Option<IpAddr>> {
+    cfg.uplinks
+        .iter()
+        .map(|u| {
+            gateway
+                .status()
+                .and_then(|s| s.uplinks.iter().find(|x| x.name == u.name))
+                .and_then(|x| x.tunnel.as_ref())
+                .and_then(|t| t.address.parse().ok())
+        })
+        .collect()
+}
+
+/// Whether the per-uplink join checks can run, and each uplink's tunnel address while the
+/// gateway reports it tunnelled (its joins come from there).
 enum Joins {
-    Check,
+    Check(Vec<Option<IpAddr>>),
     Skip(&'static str),
 }
 
@@ -475,13 +491,16 @@ async fn mptcp_checks(
             return blackholed;
         }
     }
-    if let Joins::Skip(why) = joins {
-        for u in &cfg.uplinks {
-            r.checks
-                .push(Check::skip(format!("uplink.{}.join", u.name), why));
+    let tunnels = match joins {
+        Joins::Skip(why) => {
+            for u in &cfg.uplinks {
+                r.checks
+                    .push(Check::skip(format!("uplink.{}.join", u.name), why));
+            }
+            return false;
         }
-        return false;
-    }
+        Joins::Check(t) => t,
+    };
     // Give the path manager time to open a subflow per endpoint.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let subflows = subflow_addrs(s.get_ref()).unwrap_or_default();
@@ -489,8 +508,15 @@ async fn mptcp_checks(
         .iter()
         .map(|(l, _)| braid_sys::socket::normalize(*l).ip())
         .collect();
-    for (u, sn) in cfg.uplinks.iter().zip(seen) {
+    for ((u, sn), tun) in cfg.uplinks.iter().zip(seen).zip(&tunnels) {
         let id = format!("uplink.{}.join", u.name);
+        if let Some(t) = tun.filter(|t| locals.contains(t)) {
+            r.checks.push(Check::ok(
+                id,
+                format!("an MP_JOIN subflow through braid's tunnel from {t} is established"),
+            ));
+            continue;
+        }
         let Some(addr) = sn.as_ref().and_then(Observed::usable_addr) else {
             r.checks
                 .push(Check::skip(id, "the uplink has no usable address"));

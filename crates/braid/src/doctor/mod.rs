@@ -12,6 +12,7 @@ pub mod firewall;
 mod gateway;
 pub mod kernel;
 mod server;
+mod tunnel;
 mod udp;
 
 use std::path::PathBuf;

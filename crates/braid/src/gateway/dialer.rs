@@ -141,6 +141,21 @@ impl Dialer {
         Ok(self.wrap(stream, target))
     }
 
+    /// Wraps a connected socket as a control stream to the relay (a check that makes its own
+    /// socket, such as the tunnel's direct-path check).
+    pub fn control_stream(&self, stream: TcpStream) -> RelayStream {
+        let target = Address::DomainNameAddress(
+            braid_proto::control::CONTROL_HOST.into(),
+            braid_proto::control::CONTROL_PORT,
+        );
+        ProxyClientStream::from_stream(
+            self.ctx.clone(),
+            SharedStream::new(stream),
+            &self.ss,
+            target,
+        )
+    }
+
     /// Records the TFO decision and its reason, for status.
     pub fn set_tfo_decision(&self, on: bool, reason: &str) {
         self.set_tfo(on);

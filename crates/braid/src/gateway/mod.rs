@@ -291,8 +291,12 @@ async fn run_recorded(
     let view_rx_udp = view_rx.clone();
     let tcp_mem = crate::status::kernel::KernelWatch::system();
     let status = GatewayStatus::new(registry.clone(), view_rx, dialer.clone(), tcp_mem);
+    let served = uplink::Served {
+        dialer: dialer.clone(),
+        registry: registry.clone(),
+    };
     let manager =
-        match start_manager(&cfg, &dialer, journal.clone(), view_tx, stop_rx, uplinks_rx).await {
+        match start_manager(&cfg, served, journal.clone(), view_tx, stop_rx, uplinks_rx).await {
             Ok(m) => m,
             Err(e) => {
                 outer.abort();
@@ -349,7 +353,7 @@ type ManagerTask = JoinHandle<Result<(), uplink::kernel::UplinkError>>;
 /// uplinks there is nothing to manage, and netlink is not even opened.
 async fn start_manager(
     cfg: &GatewayConfig,
-    dialer: &Arc<Dialer>,
+    served: uplink::Served,
     journal: Option<Arc<Journal>>,
     view: tokio::sync::watch::Sender<uplink::ManagerView>,
     stop: Shutdown,
@@ -370,7 +374,7 @@ async fn start_manager(
         cfg.clone(),
         cfg.health.clone(),
         uplink::KernelAccess { rtnl, pm, journal },
-        dialer.clone(),
+        served,
         view,
         stop,
         uplinks,

@@ -61,7 +61,8 @@ pub async fn exchange(dialer: &Dialer, tfo: bool) -> (Exchange, Option<ServerRep
                 ControlResponse::Error { .. }
                 | ControlResponse::Pong { .. }
                 | ControlResponse::Accepted { .. }
-                | ControlResponse::Received(_) => None,
+                | ControlResponse::Received(_)
+                | ControlResponse::Tunnel(_) => None,
             };
             (
                 Exchange::Replied {

@@ -115,7 +115,15 @@ async fn serve(
             let socket = ss.get_ref().handle();
             let snapshot = move || report(&socket, peer, arrival.tfo);
             let limits = handshake_limits(shared);
-            if let Err(e) = super::control::serve(&mut ss, snapshot, limits, shutdown).await {
+            if let Err(e) = super::control::serve(
+                &mut ss,
+                snapshot,
+                limits,
+                shared.tunnels.as_deref(),
+                shutdown,
+            )
+            .await
+            {
                 debug!("control stream from {peer} ended: {e}");
                 // A vanished or broken client gets no FIN to wait on.
                 reset(ss.get_ref());

@@ -34,12 +34,13 @@ const SYSCTLS: &[&str] = &[
 /// Serves requests until the client closes the stream, or `shutdown` fires while it waits for
 /// the next request (health probes keep their streams open for good). `conn` samples the
 /// connection's state at the moment of each request; `handshake` is reported with it, for the
-/// gateway's warm pool. A frame that cannot be decoded gets an `Error` answer that says why, and
-/// ends the stream.
+/// gateway's warm pool, and `tunnels` grants tunnels for hostile paths. A frame that cannot be
+/// decoded gets an `Error` answer that says why, and ends the stream.
 pub async fn serve<S, F>(
     stream: S,
     conn: F,
     handshake: HandshakeLimits,
+    tunnels: Option<&crate::tunnel::relay::Tunnels>,
     mut shutdown: Shutdown,
 ) -> Result<(), ConnectionError>
 where
@@ -76,6 +77,16 @@ where
             ControlRequest::Ping { seq } => ControlResponse::Pong { seq },
             ControlRequest::Source { secs } => return source(ctl, secs).await,
             ControlRequest::Sink { secs } => return sink(ctl, secs).await,
+            ControlRequest::Tunnel {
+                uplink,
+                public_key,
+                relay,
+            } => match tunnels {
+                Some(t) => t.grant(&uplink, &public_key, &relay).await,
+                None => ControlResponse::Error {
+                    message: "this relay has no tunnel for hostile paths (tunnel_port = 0 in server.toml); fix: remove `tunnel_port = 0` there, or set tunnel = \"never\" on the gateway's uplinks".into(),
+                },
+            },
         };
         ctl.send(&resp).await?;
     }
@@ -266,7 +277,7 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<(), ConnectionError>> {
         let (trigger, shutdown) = crate::shutdown::channel();
         tokio::spawn(async move {
-            let r = serve(relay, conn, LIMITS, shutdown).await;
+            let r = serve(relay, conn, LIMITS, None, shutdown).await;
             drop(trigger);
             r
         })
@@ -398,7 +409,7 @@ mod tests {
     async fn waiting_for_a_request_ends_at_shutdown() {
         let (client, relay) = tokio::io::duplex(64 * 1024);
         let (trigger, shutdown) = crate::shutdown::channel();
-        let server = tokio::spawn(serve(relay, conn, LIMITS, shutdown));
+        let server = tokio::spawn(serve(relay, conn, LIMITS, None, shutdown));
         let mut client = Connection::new(client);
         let pong: ControlResponse = client
             .request(&ControlRequest::Ping { seq: 4 })

@@ -171,6 +171,24 @@ fn bind_relay(cfg: &ServerConfig) -> Result<(TcpListener, Decision), ServerError
     Ok((listener, tfo))
 }
 
+/// The tunnel for hostile paths on `tunnel_port` of the relay's address, if it is on; nothing
+/// is opened until a gateway asks for a tunnel.
+fn tunnels_of(
+    cfg: &ServerConfig,
+    bound: Option<SocketAddr>,
+) -> Option<Arc<crate::tunnel::relay::Tunnels>> {
+    let port = cfg.tunnel_port?;
+    let ip = bound.map_or(cfg.listen.ip(), |b| b.ip());
+    Some(Arc::new(crate::tunnel::relay::Tunnels::new(
+        crate::tunnel::relay::TunnelConfig {
+            listen: SocketAddr::new(ip, port),
+            net: cfg.tunnel_net,
+            psk: crate::tunnel::keys::preshared(&cfg.key),
+            device: format!("braid{port}"),
+        },
+    )))
+}
+
 /// A relay over bound listeners, ready to run.
 pub struct Server {
     listener: TcpListener,
@@ -196,6 +214,8 @@ struct Shared {
     rejects: crate::log_limit::PerSourceLog,
     /// The salts of accepted requests, kept across a restart.
     salts: Arc<salt_store::SaltStore>,
+    /// The tunnel for hostile paths (`tunnel_port`), started by the first gateway that asks.
+    tunnels: Option<Arc<crate::tunnel::relay::Tunnels>>,
 }
 
 impl Server {
@@ -214,7 +234,9 @@ impl Server {
         let congestion =
             crate::congestion::decide(&cfg.congestion, &braid_sys::sysctl::Procfs::default());
         crate::congestion::log(&congestion);
+        let tunnels = tunnels_of(&cfg, listeners.relay.local_addr().ok());
         let shared = Shared {
+            tunnels,
             ctx: Arc::new(ctx),
             policy: reload::LivePolicy::new(policy),
             own: OwnAddrs::new(cfg.public_addresses.clone()),
@@ -288,6 +310,9 @@ impl Server {
             .run(shutdown)
             .await;
         tcp_mem_watch.abort();
+        if let Some(t) = &self.shared.tunnels {
+            t.stop().await;
+        }
         if let Some(u) = udp {
             let _ = u.await;
         }

@@ -9,8 +9,11 @@
 //! The gateway records its nftables capture table, the MPTCP endpoints it adds, the routing
 //! tables of its routes and rules, and the original MPTCP limits and `net.mptcp.blackhole_timeout`
 //! it changes, in `<state_dir>/gateway-<nft_table>.json` (`state_dir` defaults to `/run/braid`,
-//! which the system empties at boot, when the kernel state is gone too). The relay changes no
-//! kernel state beyond its listening socket, so it keeps no record.
+//! which the system empties at boot, when the kernel state is gone too). An uplink's tunnel is
+//! recorded the same way: its routing table with the uplink's, its endpoint by address; its TUN
+//! device is not persistent, so the kernel removes it (with its address) when braid exits in
+//! any way. The relay changes no kernel state that outlives it: its tunnel device is such a TUN
+//! too, and its address and route go with it, so it keeps no record.
 
 pub mod file;
 mod journal;

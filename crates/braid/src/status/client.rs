@@ -94,6 +94,11 @@ pub fn render_text(s: &Status) -> String {
             } else {
                 u.state.to_string()
             };
+            let state = match u.path.as_str() {
+                "tunnel" => format!("{state}/tun"),
+                "out" => format!("{state}/out"),
+                _ => state,
+            };
             o += &format!(
                 "{:<10} {:<11} {:<16} {:>8} {:>5.1}% {:>9} {:>9} {:>10} {:>10} {:>4}\n",
                 u.name,
@@ -109,6 +114,14 @@ pub fn render_text(s: &Status) -> String {
                 bytes(u.tx_bytes),
                 u.subflows
             );
+        }
+        for u in s.uplinks.iter().filter(|u| u.path != "direct") {
+            let via = u
+                .tunnel
+                .as_ref()
+                .map(|t| format!(" via {} {}", t.interface, t.address))
+                .unwrap_or_default();
+            o += &format!("  {} {}{via}: {}\n", u.name, u.path, u.path_reason);
         }
         o += &format!(
             "{:<10} {:<11} {:<16} {:>8} {:>6} {:>9} {:>9}\n",

@@ -176,10 +176,16 @@ fn add_histories(total: &mut Vec<f64>, h: Vec<f64>) {
 impl StatusSource for GatewayStatus {
     fn snapshot(&self) -> Status {
         let view = self.view.borrow().clone();
+        // Subflows of a tunnelled uplink come from its tunnel's address.
         let by_addr: BTreeMap<IpAddr, String> = view
             .uplinks
             .iter()
-            .filter_map(|u| u.addr.map(|a| (a, u.name.clone())))
+            .flat_map(|u| {
+                [u.addr, u.path.tunnel.as_ref().map(|(_, a)| *a)]
+                    .into_iter()
+                    .flatten()
+                    .map(|a| (a, u.name.clone()))
+            })
             .collect();
         let (connections, per_uplink) = self.connections(&by_addr);
         let udp_per_uplink = self
@@ -189,42 +195,51 @@ impl StatusSource for GatewayStatus {
             .unwrap_or_default();
         let counters = self.counters.lock();
         let mut total = Totals::default();
-        let uplinks = view
-            .uplinks
-            .iter()
-            .map(|u| {
-                let mut s = UplinkStatus {
-                    name: u.name.clone(),
-                    state: u.state,
-                    state_reason: u.state_reason.clone(),
-                    address: u.addr.map(|a| a.to_string()),
-                    rtt_ms: u.rtt_ms,
-                    loss: u.loss,
-                    subflows: per_uplink.get(&u.name).copied().unwrap_or(0),
-                    udp_sessions: udp_per_uplink.get(&u.name).copied().unwrap_or(0),
-                    backup: u.backup,
-                    interface: u.interface.to_string(),
-                    state_changes: u.state_changes,
-                    ..Default::default()
-                };
-                if let Some(c) = counters.as_ref().ok().and_then(|c| c.get(&u.name)) {
-                    // Bytes are read fresh, so they match the interface at this very moment.
-                    let (brx, btx) = c.base.unwrap_or(c.now);
-                    let (rx_now, tx_now) = byte_counters(&u.interface).unwrap_or(c.now);
-                    s.rx_bytes = rx_now.saturating_sub(brx);
-                    s.tx_bytes = tx_now.saturating_sub(btx);
-                    s.rx_bps = c.rx.rate_bps();
-                    s.tx_bps = c.tx.rate_bps();
-                    s.history_rx_bps = c.rx.history().to_vec();
-                    s.history_tx_bps = c.tx.history().to_vec();
-                    total.rx_bps += s.rx_bps;
-                    total.tx_bps += s.tx_bps;
-                    add_histories(&mut total.history_rx_bps, s.history_rx_bps.clone());
-                    add_histories(&mut total.history_tx_bps, s.history_tx_bps.clone());
-                }
-                s
-            })
-            .collect();
+        let uplinks =
+            view.uplinks
+                .iter()
+                .map(|u| {
+                    let mut s =
+                        UplinkStatus {
+                            name: u.name.clone(),
+                            state: u.state,
+                            state_reason: u.state_reason.clone(),
+                            address: u.addr.map(|a| a.to_string()),
+                            rtt_ms: u.rtt_ms,
+                            loss: u.loss,
+                            subflows: per_uplink.get(&u.name).copied().unwrap_or(0),
+                            udp_sessions: udp_per_uplink.get(&u.name).copied().unwrap_or(0),
+                            backup: u.backup,
+                            interface: u.interface.to_string(),
+                            state_changes: u.state_changes,
+                            path: u.path.path.to_string(),
+                            path_reason: u.path.reason.clone(),
+                            tunnel: u.path.tunnel.as_ref().map(|(d, a)| {
+                                super::model::TunnelStatus {
+                                    interface: d.clone(),
+                                    address: a.to_string(),
+                                }
+                            }),
+                            ..Default::default()
+                        };
+                    if let Some(c) = counters.as_ref().ok().and_then(|c| c.get(&u.name)) {
+                        // Bytes are read fresh, so they match the interface at this very moment.
+                        let (brx, btx) = c.base.unwrap_or(c.now);
+                        let (rx_now, tx_now) = byte_counters(&u.interface).unwrap_or(c.now);
+                        s.rx_bytes = rx_now.saturating_sub(brx);
+                        s.tx_bytes = tx_now.saturating_sub(btx);
+                        s.rx_bps = c.rx.rate_bps();
+                        s.tx_bps = c.tx.rate_bps();
+                        s.history_rx_bps = c.rx.history().to_vec();
+                        s.history_tx_bps = c.tx.history().to_vec();
+                        total.rx_bps += s.rx_bps;
+                        total.tx_bps += s.tx_bps;
+                        add_histories(&mut total.history_rx_bps, s.history_rx_bps.clone());
+                        add_histories(&mut total.history_tx_bps, s.history_tx_bps.clone());
+                    }
+                    s
+                })
+                .collect();
         Status {
             role: Role::Gateway,
             version: env!("CARGO_PKG_VERSION").into(),

@@ -43,6 +43,7 @@ pub fn render(s: &Status) -> String {
     let rx = Family::<UplinkLabel, Counter>::default();
     let subflows = Family::<UplinkLabel, Gauge>::default();
     let changes = Family::<UplinkLabel, Counter>::default();
+    let tunnelled = Family::<UplinkLabel, Gauge>::default();
     let conns = Family::<KindLabel, Gauge>::default();
     let fallback_total = Counter::<u64>::default();
     let blackhole = Gauge::<i64>::default();
@@ -65,6 +66,9 @@ pub fn render(s: &Status) -> String {
         udp_uplink_sessions
             .get_or_create(&l)
             .set(i64::from(u.udp_sessions));
+        tunnelled
+            .get_or_create(&l)
+            .set(i64::from(u.path == "tunnel"));
     }
     conns
         .get_or_create(&KindLabel {
@@ -119,6 +123,11 @@ pub fn render(s: &Status) -> String {
         "braid_uplink_state_changes",
         "Health state changes of the uplink",
         changes,
+    );
+    reg.register(
+        "braid_uplink_tunnelled",
+        "1 while the uplink's subflows go through the encrypted UDP tunnel (its path strips or resets MPTCP)",
+        tunnelled,
     );
     reg.register(
         "braid_connections",
@@ -388,6 +397,25 @@ mod tests {
             assert!(t.contains(m), "missing {m}:\n{t}");
         }
         assert!(!render(&Status::default()).contains("braid_warm_pool"));
+    }
+
+    #[test]
+    fn tunnelled_uplink_is_one_and_a_direct_one_zero() {
+        let up = |name: &str, path: &str| UplinkStatus {
+            name: name.into(),
+            path: path.into(),
+            ..Default::default()
+        };
+        let s = Status {
+            uplinks: vec![up("wifi", "direct"), up("5g", "tunnel")],
+            ..Default::default()
+        };
+        let t = render(&s);
+        assert!(t.contains("braid_uplink_tunnelled{uplink=\"5g\"} 1"), "{t}");
+        assert!(
+            t.contains("braid_uplink_tunnelled{uplink=\"wifi\"} 0"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -163,6 +163,29 @@ pub struct UplinkStatus {
     pub history_rx_bps: Vec<f64>,
     /// Transmit rate per second for the last 5 minutes, oldest first.
     pub history_tx_bps: Vec<f64>,
+    /// How the uplink carries subflows: `direct`, `tunnel` (an encrypted UDP tunnel to the
+    /// relay, because its path strips or resets MPTCP) or `out` (neither works).
+    #[serde(default = "direct")]
+    pub path: String,
+    /// Why it is on that path.
+    #[serde(default)]
+    pub path_reason: String,
+    /// The tunnel, while it carries the uplink.
+    #[serde(default)]
+    pub tunnel: Option<TunnelStatus>,
+}
+
+fn direct() -> String {
+    "direct".into()
+}
+
+/// An uplink's tunnel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TunnelStatus {
+    /// The tunnel device (`braid-tNNN`).
+    pub interface: String,
+    /// The address the relay leased to it: subflows come from here.
+    pub address: String,
 }
 
 /// Connection counts and the live ones.

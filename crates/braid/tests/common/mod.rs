@@ -175,12 +175,13 @@ fn summary(s: &Status) -> String {
         .iter()
         .map(|u| {
             format!(
-                "{} {} (state_changes {}, subflows {}, address {})",
+                "{} {} (state_changes {}, subflows {}, address {}, path {})",
                 u.name,
                 u.state,
                 u.state_changes,
                 u.subflows,
-                u.address.as_deref().unwrap_or("none")
+                u.address.as_deref().unwrap_or("none"),
+                u.path
             )
         })
         .collect();

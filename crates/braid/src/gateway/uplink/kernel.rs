@@ -36,6 +36,11 @@ pub enum UplinkError {
     /// The health settings are not usable.
     #[error("{0}")]
     Health(#[from] braid_proto::health::ConfigError),
+    /// An uplink's tunnel key pair could not be made.
+    #[error(
+        "cannot make a tunnel key pair: {0}; fix: check the system's random source (/dev/urandom)"
+    )]
+    Keys(#[source] std::io::Error),
     /// The uplink manager stopped before it was asked to.
     #[error(
         "the uplink manager stopped unexpectedly; this is a bug, please report it with the log"
@@ -66,12 +71,28 @@ pub async fn read_installed(
         .into_iter()
         .filter(|r| r.protocol == RTPROT_BRAID)
         .collect();
-    let rules = rtnl
+    let all_rules: Vec<_> = rtnl
         .rules()
         .await
         .map_err(nl)?
         .into_iter()
-        .filter(|r| r.protocol == RTPROT_BRAID && r.table == u.table)
+        .filter(|r| r.protocol == RTPROT_BRAID)
+        .collect();
+    let rules = all_rules
+        .iter()
+        .filter(|r| r.table == u.table)
+        .cloned()
+        .collect();
+    let tunnel_rules = all_rules
+        .into_iter()
+        .filter(|r| r.table == u.tunnel_table)
+        .collect();
+    let tunnel_routes = rtnl
+        .routes(u.tunnel_table)
+        .await
+        .map_err(nl)?
+        .into_iter()
+        .filter(|r| r.protocol == RTPROT_BRAID)
         .collect();
     let endpoints = pm
         .endpoints()
@@ -87,6 +108,8 @@ pub async fn read_installed(
         routes,
         rules,
         endpoints,
+        tunnel_routes,
+        tunnel_rules,
     })
 }
 
@@ -157,6 +180,7 @@ pub fn nothing(u: &Uplink) -> UplinkPlan {
         routes: Vec::new(),
         rule: None,
         endpoint: Err(Withheld::NoInterface),
+        tunnel: None,
     }
 }
 

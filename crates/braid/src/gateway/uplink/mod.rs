@@ -16,10 +16,15 @@
 //! endpoint, so the kernel closes its subflows and traffic moves to the others; when it is Up
 //! again the endpoint comes back, and the kernel's path manager opens subflows on the
 //! connections that already exist (no LAN connection is reset).
+//!
+//! Each uplink also has a path (`path.rs`): direct, or through the encrypted UDP tunnel when its
+//! middlebox strips or resets MPTCP (`crate::tunnel`). Every [`PATH_TICK`] the manager looks for
+//! evidence in the live connections, drives each path, and reconciles when a path changed.
 
 pub mod blackhole;
 pub mod discover;
 pub mod kernel;
+pub mod path;
 pub mod plan;
 pub mod probe;
 mod reload;
@@ -65,6 +70,8 @@ pub struct UplinkView {
     pub loss: f64,
     /// State changes so far.
     pub state_changes: u64,
+    /// Direct, tunnelled or left out, why, and the tunnel's device and address.
+    pub path: path::PathView,
 }
 
 /// What the manager publishes.
@@ -84,6 +91,10 @@ pub struct ManagerView {
 const DEBOUNCE: Duration = Duration::from_millis(20);
 /// A full resync even without events, in case one was missed.
 const RESYNC: Duration = Duration::from_secs(2);
+/// How often paths are driven (checks collected, tunnels followed).
+const PATH_TICK: Duration = Duration::from_millis(200);
+/// How often live connections are searched for evidence of a hostile path.
+const EVIDENCE_EVERY: Duration = Duration::from_secs(1);
 
 /// How an uplink's health is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +124,8 @@ struct Slot {
     /// The next hop last seen with the current address: when a link comes back up, its DHCP
     /// client may re-add the main-table default route a moment later than braid reconciles.
     last_gateway: Option<(IpAddr, IpAddr)>,
+    /// Direct, tunnelled or left out.
+    path: path::PathState,
 }
 
 impl Slot {
@@ -123,11 +136,15 @@ impl Slot {
         health: &HealthConfig,
         dialer: &Arc<Dialer>,
         probe_tx: &mpsc::Sender<ProbeEvent>,
+        tunnel_retry: Duration,
+        now: Duration,
     ) -> Result<(Slot, tokio::task::JoinHandle<()>), kernel::UplinkError> {
+        let path = path::PathState::new(u, tunnel_retry, now).map_err(kernel::UplinkError::Keys)?;
         let (source, source_rx) = watch::channel(None);
         let probe = spawn_probe(i, dialer, source_rx, probe_tx, health);
-        let h = Health::new(health.clone(), Duration::ZERO)?;
+        let h = Health::new(health.clone(), now)?;
         let slot = Slot {
+            path,
             cfg: u.clone(),
             found: None,
             endpoint_addrs: Vec::new(),
@@ -190,6 +207,15 @@ pub struct KernelAccess {
     pub journal: Arc<Journal>,
 }
 
+/// What the manager serves: the dialer it points at healthy uplinks, and the live connections
+/// it reads evidence of hostile paths from.
+pub struct Served {
+    /// Opens relay streams; its source address follows the uplinks.
+    pub dialer: Arc<Dialer>,
+    /// Live relay connections.
+    pub registry: Arc<crate::status::registry::Registry>,
+}
+
 /// Runs until shutdown, then removes everything it installed. The caller has removed a crashed
 /// run's leftovers first ([`kernel::remove_leftovers`]). A new uplink list on `uplinks` (a
 /// SIGHUP reload) is applied live, see [`reload`]; a dropped sender means no reloads.
@@ -197,14 +223,19 @@ pub async fn run(
     cfg: GatewayConfig,
     health: HealthConfig,
     kernel: KernelAccess,
-    dialer: Arc<Dialer>,
+    served: Served,
     view: watch::Sender<ManagerView>,
     mut shutdown: Shutdown,
     mut uplinks: watch::Receiver<Vec<Uplink>>,
 ) -> Result<(), kernel::UplinkError> {
     let KernelAccess { rtnl, pm, journal } = kernel;
+    let Served { dialer, registry } = served;
     let relay = dialer.relay().ip();
-    let tables: Vec<u32> = cfg.uplinks.iter().map(|u| u.table).collect();
+    let tables: Vec<u32> = cfg
+        .uplinks
+        .iter()
+        .flat_map(|u| [u.table, u.tunnel_table])
+        .collect();
     journal.note_route_tables(&tables);
     let mut limits_before = kernel::ensure_limits(&pm, &journal, cfg.uplinks.len() as u32).await?;
     let epoch = Instant::now();
@@ -212,7 +243,15 @@ pub async fn run(
     let mut slots: Vec<Slot> = Vec::new();
     let mut probes = Vec::new();
     for (i, u) in cfg.uplinks.iter().enumerate() {
-        let (slot, probe) = Slot::start(i, u, &health, &dialer, &probe_tx)?;
+        let (slot, probe) = Slot::start(
+            i,
+            u,
+            &health,
+            &dialer,
+            &probe_tx,
+            cfg.tunnel_retry,
+            Duration::ZERO,
+        )?;
         slots.push(slot);
         probes.push(probe);
     }
@@ -233,10 +272,16 @@ pub async fn run(
         dialer: &dialer,
         slots,
         epoch,
+        registry: &registry,
+        psk: crate::tunnel::keys::preshared(&cfg.key),
+        evidence_at: Duration::ZERO,
+        trouble: None,
+        tunnel_retry: cfg.tunnel_retry,
     };
     m.reconcile_all().await;
     let mut dirty_at: Option<Instant> = None;
     let mut resync = tokio::time::interval(RESYNC);
+    let mut paths = tokio::time::interval(PATH_TICK);
     loop {
         let deadline = m.next_health_deadline();
         tokio::select! {
@@ -256,6 +301,11 @@ pub async fn run(
             _ = sleep_until(deadline) => m.tick(),
             Some(list) = reload::next(&mut uplinks) => {
                 probe_rx = m.set_uplinks(list, &health, &dialer, &mut probes, &mut limits_before).await?;
+            }
+            _ = paths.tick() => {
+                if m.drive_paths() {
+                    m.reconcile_all().await;
+                }
             }
             _ = resync.tick() => {
                 let active = holes.poll();
@@ -285,6 +335,8 @@ pub async fn run(
     }
     for s in m.slots.drain(..) {
         kernel::remove(&rtnl, &pm, &journal, &s.cfg, &s.endpoint_addrs).await;
+        // Dropping the path stops its tunnel; the kernel removes the device.
+        drop(s.path);
     }
     holes.stop();
     if let Some(before) = limits_before {
@@ -331,12 +383,67 @@ struct Manager<'a> {
     pm: &'a MptcpPm,
     journal: &'a Journal,
     relay: IpAddr,
-    dialer: &'a Dialer,
+    dialer: &'a Arc<Dialer>,
     slots: Vec<Slot>,
     epoch: Instant,
+    registry: &'a crate::status::registry::Registry,
+    psk: [u8; 32],
+    /// When live connections were last searched for evidence.
+    evidence_at: Duration,
+    /// The kernel's MPTCP trouble counters at the last search.
+    trouble: Option<u64>,
+    /// `tunnel_retry_secs`, for uplinks a reload adds.
+    tunnel_retry: Duration,
 }
 
 impl Manager<'_> {
+    /// Looks for evidence of hostile paths (at most every [`EVIDENCE_EVERY`]) and drives every
+    /// uplink's path; true when a plan changed.
+    fn drive_paths(&mut self) -> bool {
+        let now = self.now();
+        if now.saturating_sub(self.evidence_at) >= EVIDENCE_EVERY {
+            self.evidence_at = now;
+            let direct: Vec<(usize, IpAddr)> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.path.watches_evidence(&s.cfg) && s.state().carries_traffic())
+                .filter_map(|(i, s)| {
+                    s.found
+                        .as_ref()
+                        .and_then(|d| d.usable_addr())
+                        .map(|a| (i, a))
+                })
+                .collect();
+            let mut suspects = crate::tunnel::evidence::suspects(self.registry, &direct);
+            // The kernel's counters say something went wrong, not where: check every direct one.
+            let trouble = braid_sys::sysctl::Procfs::default()
+                .file("net/netstat")
+                .map(|t| crate::tunnel::evidence::trouble(&t))
+                .unwrap_or(0);
+            if self.trouble.is_some_and(|t| trouble > t) {
+                suspects.extend(direct.iter().map(|(i, _)| *i));
+            }
+            self.trouble = Some(trouble);
+            for i in suspects {
+                if let Some(s) = self.slots.get_mut(i) {
+                    s.path.suspect(now);
+                }
+            }
+        }
+        let mut changed = false;
+        for s in &mut self.slots {
+            let ctx = path::Ctx {
+                cfg: &s.cfg,
+                addr: s.found.as_ref().and_then(|d| d.usable_addr()),
+                dialer: self.dialer,
+                psk: self.psk,
+            };
+            changed |= s.path.drive(now, &ctx);
+        }
+        changed
+    }
+
     fn now(&self) -> Duration {
         self.epoch.elapsed()
     }
@@ -363,6 +470,7 @@ impl Manager<'_> {
                     },
                     loss: if probing { snap.loss_ratio } else { 0.0 },
                     state_changes: snap.state_changes,
+                    path: s.path.view(),
                 }
             })
             .collect()
@@ -470,10 +578,12 @@ impl Manager<'_> {
             remember_gateway(s, &mut found);
             note_changes(s, &found);
             s.found = found;
-            let src = s.found.as_ref().and_then(|d| {
-                d.addr.map(|addr| ProbeSource {
-                    addr,
-                    iface: s.cfg.interface.clone(),
+            let src = s.path.probe_source().or_else(|| {
+                s.found.as_ref().and_then(|d| {
+                    d.addr.map(|addr| ProbeSource {
+                        addr,
+                        iface: s.cfg.interface.clone(),
+                    })
                 })
             });
             s.source.send_if_modified(|cur| {
@@ -493,10 +603,13 @@ impl Manager<'_> {
 /// Plans one uplink from what the kernel says and its health, and applies the difference.
 async fn reconcile_slot(rtnl: &Rtnl, pm: &MptcpPm, journal: &Journal, relay: IpAddr, s: &mut Slot) {
     let health = HealthVerdict::of(s.state(), s.state_reason());
-    let want = plan::plan(&s.cfg, relay, s.found.as_ref(), &health);
+    let want = plan::plan_with(&s.cfg, relay, s.found.as_ref(), &health, &s.path.plan());
     let current = s.found.as_ref().and_then(|d| d.addr);
-    if let Some(a) = current.filter(|a| !s.endpoint_addrs.contains(a)) {
-        s.endpoint_addrs.push(a);
+    let tunnel = s.path.tunnel_addr();
+    for a in [current, tunnel].into_iter().flatten() {
+        if !s.endpoint_addrs.contains(&a) {
+            s.endpoint_addrs.push(a);
+        }
     }
     match kernel::reconcile(rtnl, pm, journal, &s.cfg, &want, &s.endpoint_addrs).await {
         Ok(diffs) => {
@@ -512,7 +625,8 @@ async fn reconcile_slot(rtnl: &Rtnl, pm: &MptcpPm, journal: &Journal, relay: IpA
             }
             s.endpoint_installed = want.endpoint.is_ok();
             // Endpoints on older addresses are gone now.
-            s.endpoint_addrs.retain(|a| Some(*a) == current);
+            s.endpoint_addrs
+                .retain(|a| Some(*a) == current || Some(*a) == tunnel);
         }
         Err(e) => warn!("uplink {}: {e}", s.cfg.name),
     }
@@ -564,7 +678,7 @@ fn preferred_source(slots: &[Slot]) -> Option<IpAddr> {
         slots
             .iter()
             .filter(move |s| s.cfg.backup == backup && s.state().carries_traffic())
-            .find_map(|s| s.found.as_ref().and_then(|d| d.addr))
+            .find_map(|s| s.path.source(s.found.as_ref().and_then(|d| d.addr)))
     };
     healthy(false).or_else(|| healthy(true))
 }

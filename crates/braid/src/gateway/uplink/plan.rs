@@ -18,6 +18,12 @@
 //! - an MPTCP `subflow` endpoint on the address (`backup` for backup uplinks), only while the
 //!   uplink is usable and healthy: a Down uplink's endpoint is withheld on purpose, so that the
 //!   kernel moves its traffic to the others.
+//!
+//! A tunnelled uplink ([`PathPlan::Tunnel`], see `crate::tunnel`) keeps all of that for its outer
+//! UDP packets, but its endpoint moves to the tunnel's address on the tunnel device, and a
+//! second table (`u.tunnel_table`) with a default route into the device, selected by a rule from
+//! the tunnel's address, carries the subflows. While the tunnel is wanted but not up, or neither
+//! path works, the endpoint is withheld with the reason ([`PathPlan::Withheld`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -97,6 +103,8 @@ pub enum Withheld {
         /// Why it is in that state.
         reason: String,
     },
+    /// Its path strips MPTCP and the tunnel is not up (starting, or failed too).
+    Path(String),
 }
 
 impl fmt::Display for Withheld {
@@ -110,8 +118,41 @@ impl fmt::Display for Withheld {
             Withheld::Unhealthy { state, reason } => {
                 write!(f, "the uplink is {state}: {reason}")
             }
+            Withheld::Path(reason) => write!(f, "the uplink's path: {reason}"),
         }
     }
+}
+
+/// How the uplink carries subflows (decided in `crate::tunnel`, driven by the manager).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathPlan {
+    /// Straight over the uplink.
+    Direct,
+    /// Through the tunnel, which is up.
+    Tunnel(TunnelAt),
+    /// Neither (yet): the tunnel is wanted but not up, or it failed too; the reason.
+    Withheld(String),
+}
+
+/// Where an uplink's tunnel is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelAt {
+    /// The tunnel device.
+    pub ifindex: u32,
+    /// The address the relay leased to it.
+    pub addr: IpAddr,
+}
+
+/// The tunnel's part of a plan: its table's route into the device, and the rule from its
+/// address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TunnelPart {
+    /// `u.tunnel_table`.
+    pub table: u32,
+    /// The default route into the device, with the tunnel address as source.
+    pub routes: Vec<RouteSpec>,
+    /// `from TUNNEL_ADDR lookup tunnel_table`.
+    pub rule: RuleSpec,
 }
 
 /// The kernel state one uplink should have.
@@ -125,6 +166,8 @@ pub struct UplinkPlan {
     pub rule: Option<RuleSpec>,
     /// The MPTCP endpoint, or why there is none.
     pub endpoint: Result<EndpointPlan, Withheld>,
+    /// The tunnel's table and rule, when the uplink is tunnelled.
+    pub tunnel: Option<TunnelPart>,
 }
 
 fn host_len(ip: IpAddr) -> u8 {
@@ -149,12 +192,23 @@ pub fn endpoint_flags(u: &Uplink) -> EndpointFlags {
 }
 
 /// What uplink `u` should have in the kernel, given the relay, what the kernel says about its
-/// interface (`None`: it does not exist) and its health.
+/// interface (`None`: it does not exist) and its health, on the direct path.
 pub fn plan(
     u: &Uplink,
     relay: IpAddr,
     seen: Option<&Observed>,
     health: &HealthVerdict,
+) -> UplinkPlan {
+    plan_with(u, relay, seen, health, &PathPlan::Direct)
+}
+
+/// Like [`plan`], on `path`.
+pub fn plan_with(
+    u: &Uplink,
+    relay: IpAddr,
+    seen: Option<&Observed>,
+    health: &HealthVerdict,
+    path: &PathPlan,
 ) -> UplinkPlan {
     let routes = match seen.and_then(|s| s.usable_addr().map(|a| (s, a))) {
         Some((s, addr)) => [(unspecified_like(relay), 0), (relay, host_len(relay))]
@@ -198,11 +252,48 @@ pub fn plan(
             }
         },
     };
+    let tunnel = match path {
+        PathPlan::Tunnel(at) => Some(tunnel_part(u, at)),
+        _ => None,
+    };
+    let endpoint = match (endpoint, path) {
+        (Ok(e), PathPlan::Tunnel(at)) => Ok(EndpointPlan {
+            addr: at.addr,
+            ifindex: at.ifindex,
+            flags: e.flags,
+        }),
+        (Ok(_), PathPlan::Withheld(why)) => Err(Withheld::Path(why.clone())),
+        (e, _) => e,
+    };
     UplinkPlan {
         table: u.table,
         routes,
         rule,
         endpoint,
+        tunnel,
+    }
+}
+
+/// The tunnel's table and rule: `default dev TUN src ADDR table T`, `from ADDR lookup T`.
+fn tunnel_part(u: &Uplink, at: &TunnelAt) -> TunnelPart {
+    TunnelPart {
+        table: u.tunnel_table,
+        routes: vec![RouteSpec {
+            table: u.tunnel_table,
+            dst: unspecified_like(at.addr),
+            dst_len: 0,
+            gateway: None,
+            oif: at.ifindex,
+            src: Some(at.addr),
+            protocol: RTPROT_BRAID,
+        }],
+        rule: RuleSpec {
+            from: at.addr,
+            from_len: host_len(at.addr),
+            table: u.tunnel_table,
+            priority: u.rule_priority,
+            protocol: RTPROT_BRAID,
+        },
     }
 }
 
@@ -214,8 +305,13 @@ pub struct Installed {
     pub routes: Vec<RouteSpec>,
     /// Rules with [`RTPROT_BRAID`] that look up the uplink's table.
     pub rules: Vec<RuleSpec>,
-    /// User-created endpoints on the uplink's current address or on one braid gave it before.
+    /// User-created endpoints on the uplink's current address or on one braid gave it before
+    /// (its tunnel's addresses included).
     pub endpoints: Vec<Endpoint>,
+    /// Routes with [`RTPROT_BRAID`] in the uplink's tunnel table.
+    pub tunnel_routes: Vec<RouteSpec>,
+    /// Rules with [`RTPROT_BRAID`] that look up the uplink's tunnel table.
+    pub tunnel_rules: Vec<RuleSpec>,
 }
 
 /// One way in which the kernel differs from the plan.
@@ -295,6 +391,18 @@ pub fn diff(plan: &UplinkPlan, have: &Installed) -> Vec<Difference> {
             out.push(Difference::RuleStale(r.clone()));
         }
     }
+    let tunnel_routes = plan.tunnel.as_ref().map_or(&[][..], |t| &t.routes[..]);
+    let tunnel_rule = plan.tunnel.as_ref().map(|t| &t.rule);
+    for r in &have.tunnel_routes {
+        if !tunnel_routes.contains(r) {
+            out.push(Difference::RouteStale(r.clone()));
+        }
+    }
+    for r in &have.tunnel_rules {
+        if tunnel_rule != Some(r) {
+            out.push(Difference::RuleStale(r.clone()));
+        }
+    }
     let want_ep = plan.endpoint.as_ref().ok();
     for e in &have.endpoints {
         match want_ep {
@@ -319,6 +427,16 @@ pub fn diff(plan: &UplinkPlan, have: &Installed) -> Vec<Difference> {
             out.push(Difference::RuleMissing(w.clone()));
         }
     }
+    for w in tunnel_routes {
+        if !have.tunnel_routes.contains(w) {
+            out.push(Difference::RouteMissing(w.clone()));
+        }
+    }
+    if let Some(w) = tunnel_rule {
+        if !have.tunnel_rules.contains(w) {
+            out.push(Difference::RuleMissing(w.clone()));
+        }
+    }
     if let Some(w) = want_ep {
         if !have.endpoints.iter().any(|e| e.addr == w.addr) {
             out.push(Difference::EndpointMissing(*w));
@@ -338,6 +456,8 @@ mod tests {
             backup,
             table: 101,
             rule_priority: 1000,
+            tunnel: braid_proto::tunnel::Mode::Auto,
+            tunnel_table: 1101,
         }
     }
 
@@ -370,7 +490,98 @@ mod tests {
                     flags: e.flags,
                 })
                 .collect(),
+            tunnel_routes: plan.tunnel.iter().flat_map(|t| t.routes.clone()).collect(),
+            tunnel_rules: plan.tunnel.iter().map(|t| t.rule.clone()).collect(),
         }
+    }
+
+    const TUN_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 255, 0, 2));
+
+    fn tunnelled() -> PathPlan {
+        PathPlan::Tunnel(TunnelAt {
+            ifindex: 42,
+            addr: TUN_ADDR,
+        })
+    }
+
+    #[test]
+    fn tunnelled_uplink_moves_its_endpoint_to_the_tunnel_and_keeps_its_own_routes() {
+        let s = seen(true, Some(ADDR));
+        let p = plan_with(
+            &uplink(false),
+            RELAY,
+            Some(&s),
+            &HealthVerdict::Carries,
+            &tunnelled(),
+        );
+        assert_eq!(
+            p.routes.len(),
+            2,
+            "the outer UDP packets still leave on the uplink"
+        );
+        assert!(p.rule.is_some());
+        assert_eq!(
+            p.endpoint,
+            Ok(EndpointPlan {
+                addr: TUN_ADDR,
+                ifindex: 42,
+                flags: EndpointFlags::SUBFLOW
+            })
+        );
+        let t = p.tunnel.as_ref().expect("tunnel part");
+        assert_eq!(t.table, 1101);
+        assert_eq!((t.rule.from, t.rule.table), (TUN_ADDR, 1101));
+        assert_eq!(
+            (t.routes[0].dst_len, t.routes[0].oif, t.routes[0].src),
+            (0, 42, Some(TUN_ADDR))
+        );
+        assert!(diff(&p, &installed_as(&p)).is_empty());
+        // From the direct plan's kernel state: the old endpoint goes first, then the tunnel's
+        // route, rule and endpoint come.
+        let direct = plan(&uplink(false), RELAY, Some(&s), &HealthVerdict::Carries);
+        let d = diff(&p, &installed_as(&direct));
+        assert!(
+            matches!(d[0], Difference::EndpointStale(ref e) if e.addr == ADDR),
+            "{d:?}"
+        );
+        assert_eq!(d.len(), 4, "{d:?}");
+        // And back: the tunnel's table and rule are stale.
+        let back = diff(&direct, &installed_as(&p));
+        assert_eq!(
+            back.iter()
+                .filter(|x| matches!(x, Difference::RouteStale(_) | Difference::RuleStale(_)))
+                .count(),
+            2,
+            "{back:?}"
+        );
+    }
+
+    #[test]
+    fn withheld_path_withholds_only_the_endpoint_with_the_reason() {
+        let s = seen(true, Some(ADDR));
+        let why = PathPlan::Withheld("waiting for the tunnel".into());
+        let p = plan_with(
+            &uplink(false),
+            RELAY,
+            Some(&s),
+            &HealthVerdict::Carries,
+            &why,
+        );
+        assert_eq!(p.routes.len(), 2);
+        assert!(p.tunnel.is_none());
+        assert_eq!(
+            p.endpoint.unwrap_err().to_string(),
+            "the uplink's path: waiting for the tunnel"
+        );
+        // A down link says so first.
+        let p = plan_with(
+            &uplink(false),
+            RELAY,
+            Some(&seen(false, Some(ADDR))),
+            &HealthVerdict::Carries,
+            &why,
+        );
+        assert_eq!(p.endpoint, Err(Withheld::LinkDown));
     }
 
     #[test]

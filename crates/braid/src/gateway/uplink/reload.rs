@@ -2,7 +2,7 @@
 //! state, subflows: no connection notices), new ones are installed, removed ones have their
 //! routes, rule and endpoint removed, so the kernel moves their subflows to the others.
 //!
-//! An uplink "stays" when its name, interface, backup flag and table are unchanged (its `ip
+//! An uplink "stays" when its name, interface, backup flag, tables and tunnel mode are unchanged (its `ip
 //! rule` priority follows its position and is updated in place). Tables default by position
 //! too, so removing an uplink from the middle of a list without explicit `table`s renumbers
 //! those after it, which reinstalls them; `braid setup gateway` writes explicit tables.
@@ -24,7 +24,12 @@ use crate::gateway::dialer::Dialer;
 /// The same uplink, whatever its position: the rule priority follows the position and is
 /// changed in place; a different table, interface or backup flag is a different uplink.
 fn same_uplink(a: &Uplink, b: &Uplink) -> bool {
-    a.name == b.name && a.interface == b.interface && a.backup == b.backup && a.table == b.table
+    a.name == b.name
+        && a.interface == b.interface
+        && a.backup == b.backup
+        && a.table == b.table
+        && a.tunnel == b.tunnel
+        && a.tunnel_table == b.tunnel_table
 }
 
 /// The next uplink list; never completes once the sender is gone (no reloads).
@@ -64,7 +69,15 @@ impl Manager<'_> {
                 }
                 None => {
                     info!("uplink {}: added (reload), on {}", u.name, u.interface);
-                    let (s, probe) = Slot::start(i, u, health, dialer, &probe_tx)?;
+                    let (s, probe) = Slot::start(
+                        i,
+                        u,
+                        health,
+                        dialer,
+                        &probe_tx,
+                        self.tunnel_retry,
+                        self.now(),
+                    )?;
                     probes.push(probe);
                     s
                 }
@@ -77,8 +90,13 @@ impl Manager<'_> {
                 s.cfg.name
             );
             kernel::remove(self.rtnl, self.pm, self.journal, &s.cfg, &s.endpoint_addrs).await;
+            // Dropping the path stops its tunnel; the kernel removes the device.
+            drop(s.path);
         }
-        let tables: Vec<u32> = list.iter().map(|u| u.table).collect();
+        let tables: Vec<u32> = list
+            .iter()
+            .flat_map(|u| [u.table, u.tunnel_table])
+            .collect();
         self.journal.note_route_tables(&tables);
         let before = kernel::ensure_limits(self.pm, self.journal, list.len() as u32).await?;
         if limits_before.is_none() {
