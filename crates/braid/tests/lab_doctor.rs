@@ -395,8 +395,14 @@ fn server_without_mptcp_and_a_kernel_blackhole_are_named() {
         .sysctl(Role::Vps, "net.mptcp.enabled", "1")
         .expect("sysctl");
     h.start_server("").expect("server");
-    h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"")
-        .expect("gateway");
+    // The LAN connection below must open a new MPTCP connection after the SYNs are dropped:
+    // no warm pool (its connections were opened before), and no tunnel around the fault.
+    let never = "tunnel = \"never\"";
+    h.start_gateway_uplinks(
+        &[("wifi", never), ("5g", never)],
+        "fast_open = \"off\"\nwarm_pool = \"off\"",
+    )
+    .expect("gateway");
     h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
         .expect("up");
     h.lab
@@ -606,9 +612,17 @@ fn server_side_firewall_and_ssh_lockout_are_named() {
     h.lab
         .run(Role::Vps, &["nft", "-f", rules.to_str().expect("utf8")])
         .expect("nft");
+    let closed = doctor(&h, Role::Vps, &server_cfg, &args);
+    // The same policy drops the UDP relay and the tunnel: a warning (TCP still bonds).
+    assert_eq!(
+        status(&closed.1, "firewall.relay_udp"),
+        "warn",
+        "{:#}",
+        closed.1
+    );
     expect(
         "relay port closed",
-        doctor(&h, Role::Vps, &server_cfg, &args),
+        closed,
         &["firewall.relay_port"],
         &["tfo"],
     );

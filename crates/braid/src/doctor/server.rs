@@ -17,6 +17,13 @@ pub fn checks(cfg: &ServerConfig, roots: &KernelRoots, sshd_config: &std::path::
     let rules = firewall::gather();
     r.checks
         .push(firewall::relay_port(cfg.listen.port(), &rules));
+    let udp_ports: Vec<(u16, &str)> = cfg
+        .udp
+        .map(|_| (cfg.listen.port(), "the UDP relay"))
+        .into_iter()
+        .chain(cfg.tunnel_port.map(|p| (p, "the tunnel")))
+        .collect();
+    r.checks.push(firewall::relay_udp(&udp_ports, &rules));
     let ssh = firewall::sshd_ports(
         sshd_config,
         &[roots.proc.join("net/tcp"), roots.proc.join("net/tcp6")],

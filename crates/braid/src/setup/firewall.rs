@@ -49,12 +49,21 @@ pub struct Refusal {
 pub struct Want {
     /// The relay's port (TCP and UDP).
     pub relay: u16,
+    /// The UDP port of the tunnel for hostile paths (`tunnel_port`), when it is on.
+    pub tunnel: Option<u16>,
     /// Families the relay listens on.
     pub families: Vec<Family>,
     /// The ports sshd listens on.
     pub ssh: Vec<u16>,
     /// Which host tools are there to manage the firewall (ufw, firewall-cmd).
     pub tools: Tools,
+}
+
+impl Want {
+    /// The relay's UDP port (the Shadowsocks-2022 UDP relay), then the tunnel's.
+    fn udp_ports(&self) -> Vec<u16> {
+        std::iter::once(self.relay).chain(self.tunnel).collect()
+    }
 }
 
 /// Firewall managers found running on the host.
@@ -110,7 +119,7 @@ pub fn plan(rules: &Ruleset, want: &Want) -> Outcome {
         Rule::accept_loopback(),
         Rule::accept_established(),
         Rule::accept_dports(L4::Tcp, &[want.relay]),
-        Rule::accept_dports(L4::Udp, &[want.relay]),
+        Rule::accept_dports(L4::Udp, &want.udp_ports()),
     ]);
 
     let mut after = rules.clone();
@@ -149,8 +158,9 @@ pub fn plan(rules: &Ruleset, want: &Want) -> Outcome {
     }
     if out.changes.is_empty() {
         out.notes.push(format!(
-            "the host firewall already admits TCP and UDP port {}: nothing to change",
-            want.relay
+            "the host firewall already admits TCP port {} and UDP {}: nothing to change",
+            want.relay,
+            ports(&want.udp_ports())
         ));
         return out;
     }
@@ -185,8 +195,8 @@ fn blocked(rules: &Ruleset, p: Probe) -> bool {
 /// The first chain that drops the relay's TCP or UDP port, for a family the relay listens on.
 fn first_block(rules: &Ruleset, want: &Want) -> Option<ChainId> {
     want.families.iter().find_map(|&f| {
-        [Probe::tcp(want.relay, f), Probe::udp(want.relay, f)]
-            .into_iter()
+        std::iter::once(Probe::tcp(want.relay, f))
+            .chain(want.udp_ports().into_iter().map(|p| Probe::udp(p, f)))
             .find_map(|p| match admits(rules, p) {
                 Admission::Blocked { chain, .. } => Some(chain),
                 _ => None,
@@ -318,7 +328,9 @@ fn tool_commands(
     pair: fn(u16, &str) -> CommandPair,
 ) -> Outcome {
     let ports = ssh.iter().map(|&p| (p, "tcp"));
-    for (p, l4) in ports.chain([(want.relay, "tcp"), (want.relay, "udp")]) {
+    let relay = std::iter::once((want.relay, "tcp"))
+        .chain(want.udp_ports().into_iter().map(|p| (p, "udp")));
+    for (p, l4) in ports.chain(relay) {
         let (argv, undo) = pair(p, l4);
         out.changes.push(Change::Command { argv, undo });
     }
@@ -361,6 +373,7 @@ mod tests {
     fn want(ssh: &[u16], tools: Tools) -> Want {
         Want {
             relay: 8443,
+            tunnel: Some(8444),
             families: vec![Family::V4],
             ssh: ssh.to_vec(),
             tools,
@@ -396,7 +409,8 @@ mod tests {
             text.contains("tcp dport 2222 accept") && !text.contains("tcp dport 22 "),
             "{text}"
         );
-        assert!(text.contains("tcp dport 8443 accept") && text.contains("udp dport 8443 accept"));
+        assert!(text.contains("tcp dport 8443 accept"), "{text}");
+        assert!(text.contains("udp dport { 8443, 8444 } accept"), "{text}");
         assert_eq!(
             undo,
             &NftUndo::DeleteTagged {
@@ -420,7 +434,7 @@ mod tests {
         assert!(
             lines
                 .iter()
-                .any(|l| l.ends_with("-p udp -m udp --dport 8443 -j ACCEPT")),
+                .any(|l| l.ends_with("-p udp -m multiport --dports 8443,8444 -j ACCEPT")),
             "{lines:?}"
         );
         for c in &out.changes {
@@ -444,7 +458,14 @@ mod tests {
         };
         let out = plan(&ufw_like(), &want(&[22], tools));
         let lines: Vec<String> = out.changes.iter().map(command_line).collect();
-        assert_eq!(lines, ["ufw allow 8443/tcp", "ufw allow 8443/udp"]);
+        assert_eq!(
+            lines,
+            [
+                "ufw allow 8443/tcp",
+                "ufw allow 8443/udp",
+                "ufw allow 8444/udp"
+            ]
+        );
     }
 
     #[test]

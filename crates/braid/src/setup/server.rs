@@ -71,7 +71,7 @@ pub fn run(opts: &Options) -> Result<Done, SetupError> {
     }
 
     step("firewall");
-    firewall(&mut ex, opts, cfg.listen)?;
+    firewall(&mut ex, opts, cfg.listen, cfg.tunnel_port)?;
 
     step("service");
     let (changes, notes) = unit::plan(&opts.root, Daemon::Server);
@@ -132,7 +132,12 @@ fn say(notes: &[String]) {
 }
 
 /// The firewall step: gather, plan on the model, and apply or refuse.
-fn firewall(ex: &mut Executor, opts: &Options, listen: SocketAddr) -> Result<(), SetupError> {
+fn firewall(
+    ex: &mut Executor,
+    opts: &Options,
+    listen: SocketAddr,
+    tunnel: Option<u16>,
+) -> Result<(), SetupError> {
     let rules = crate::firewall::gather().map_err(|e| SetupError::Firewall(e.to_string()))?;
     let ssh = crate::firewall::sshd_ports(
         &opts.sshd_config,
@@ -148,6 +153,7 @@ fn firewall(ex: &mut Executor, opts: &Options, listen: SocketAddr) -> Result<(),
     };
     let want = Want {
         relay: listen.port(),
+        tunnel,
         families,
         ssh,
         tools: Tools::detect(),

@@ -27,7 +27,7 @@ pub fn relay_port(port: u16, gathered: &Result<Ruleset, GatherError>) -> Check {
             ID,
             format!("the host firewall drops new TCP connections to the relay port {port}"),
             format!("New TCP connections to port {port} are dropped by {by}, so no gateway can reach the relay: every connection attempt times out or is refused."),
-            format!("{} {cloud}", admit_fix(rules, chain, &[port], by)),
+            format!("{} {cloud}", admit_fix(rules, chain, &[port], by, "tcp")),
         ),
         Admission::Unsure { otherwise, doubts } => Check::warn(
             ID,
@@ -41,6 +41,75 @@ pub fn relay_port(port: u16, gathered: &Result<Ruleset, GatherError>) -> Check {
         .with("source", rules.source.as_str())
         .with("input_chains", input_chain_list(rules))
         .with("notes", rules.notes.clone())
+}
+
+/// `firewall.relay_udp`: the host firewall admits UDP to the relay's port (the Shadowsocks-2022
+/// UDP relay) and to the tunnel's port. Dropped UDP is a warning, not a failure: TCP still
+/// bonds, LAN UDP falls back to riding inside TCP, but uplinks that strip MPTCP get no tunnel.
+pub fn relay_udp(ports: &[(u16, &str)], gathered: &Result<Ruleset, GatherError>) -> Check {
+    const ID: &str = "firewall.relay_udp";
+    if ports.is_empty() {
+        return Check::skip(ID, "skipped: neither the UDP relay nor the tunnel is on");
+    }
+    let rules = match gathered {
+        Ok(rules) => rules,
+        Err(e) => return unreadable(ID, e),
+    };
+    if let Some(c) = no_firewall(ID, rules) {
+        return c;
+    }
+    let judged: Vec<(u16, &str, Admission)> = ports
+        .iter()
+        .map(|&(p, what)| (p, what, admits(rules, Probe::udp(p, Family::V4))))
+        .collect();
+    let list = |f: &dyn Fn(&Admission) -> bool| -> Vec<u16> {
+        judged.iter().filter(|j| f(&j.2)).map(|j| j.0).collect()
+    };
+    let blocked = list(&|a| matches!(a, Admission::Blocked { .. }));
+    let cloud = "Also open them in the provider's cloud firewall or security group, which this check cannot see.";
+    let c = if let Some((_, _, Admission::Blocked { by, chain })) = judged
+        .iter()
+        .find(|j| matches!(j.2, Admission::Blocked { .. }))
+    {
+        let what: Vec<String> = judged
+            .iter()
+            .filter(|j| blocked.contains(&j.0))
+            .map(|j| format!("{} ({})", j.0, j.1))
+            .collect();
+        Check::warn(
+            ID,
+            format!("the host firewall drops UDP to {}", what.join(" and ")),
+            format!("UDP to {} is dropped by {by}: LAN UDP (QUIC, DNS, calls) rides inside TCP instead, slower under loss, and an uplink whose middlebox strips MPTCP cannot use the tunnel.", what.join(" and ")),
+            format!("{} {cloud}", admit_fix(rules, chain, &blocked, by, "udp")),
+        )
+    } else if let Some((p, _, Admission::Unsure { otherwise, doubts })) = judged
+        .iter()
+        .find(|j| matches!(j.2, Admission::Unsure { .. }))
+    {
+        Check::warn(
+            ID,
+            format!("cannot tell whether the host firewall admits UDP port {p}"),
+            format!("UDP to port {p} is {otherwise}, but the outcome depends on rules braid cannot interpret: {}.", doubts.join("; ")),
+            format!("Read those rules and make sure UDP port {p} is accepted (e.g. `nft insert rule inet filter input udp dport {p} accept`). {cloud}"),
+        )
+    } else {
+        let what: Vec<String> = judged
+            .iter()
+            .map(|j| format!("{} ({})", j.0, j.1))
+            .collect();
+        Check::ok(
+            ID,
+            format!("the host firewall admits UDP to {}", what.join(" and ")),
+        )
+    };
+    c.with(
+        "ports",
+        judged
+            .iter()
+            .map(|j| format!("{}/udp {}: {}", j.0, j.1, j.2.describe()))
+            .collect::<Vec<_>>(),
+    )
+    .with("source", rules.source.as_str())
 }
 
 /// `firewall.ssh`: the host firewall admits the port(s) sshd listens on, so that enabling it
@@ -103,14 +172,14 @@ fn ssh_verdict(rules: &Ruleset, ports: &[u16], judged: &[(u16, Admission)]) -> C
             ID,
             format!("sshd listens on port(s) {} and the host firewall drops new connections to all of them", list(ports)),
             format!("New TCP connections to sshd's port(s) {} are dropped by {by}, so nobody can open a new SSH session: this is how OpenMPTCPRouter's installer locked users out after moving SSH to port 65222.", list(ports)),
-            format!("{} {keep}", admit_fix(rules, chain, &blocked_ports, by)),
+            format!("{} {keep}", admit_fix(rules, chain, &blocked_ports, by, "tcp")),
         )
     } else if let Some(&(_, by, chain)) = blocked.first() {
         Check::warn(
             ID,
             format!("the host firewall drops sshd's port(s) {} (admitted: {})", list(&blocked_ports), if admitted.is_empty() { "none".into() } else { list(&admitted) }),
             format!("sshd also listens on port(s) {}, but new connections to them are dropped by {by}; logins work only on the other port(s).", list(&blocked_ports)),
-            format!("{} Or remove the unused Port lines from /etc/ssh/sshd_config. {keep}", admit_fix(rules, chain, &blocked_ports, by)),
+            format!("{} Or remove the unused Port lines from /etc/ssh/sshd_config. {keep}", admit_fix(rules, chain, &blocked_ports, by, "tcp")),
         )
     } else {
         Check::warn(
@@ -169,7 +238,7 @@ fn input_chain_list(rules: &Ruleset) -> Vec<String> {
 }
 
 /// How to admit `ports` in the tool that manages `chain`.
-fn admit_fix(rules: &Ruleset, chain: &ChainId, ports: &[u16], by: &str) -> String {
+fn admit_fix(rules: &Ruleset, chain: &ChainId, ports: &[u16], by: &str, l4: &str) -> String {
     let csv = ports
         .iter()
         .map(u16::to_string)
@@ -183,15 +252,15 @@ fn admit_fix(rules: &Ruleset, chain: &ChainId, ports: &[u16], by: &str) -> Strin
     let cmd = match rules.manager(chain) {
         Manager::Ufw => ports
             .iter()
-            .map(|p| format!("`ufw allow {p}/tcp`"))
+            .map(|p| format!("`ufw allow {p}/{l4}`"))
             .collect::<Vec<_>>()
             .join(" and "),
         // A brace list only expands with a comma in it.
         Manager::Firewalld if ports.len() == 1 => {
-            format!("`firewall-cmd --permanent --add-port={csv}/tcp && firewall-cmd --reload`")
+            format!("`firewall-cmd --permanent --add-port={csv}/{l4} && firewall-cmd --reload`")
         }
         Manager::Firewalld => {
-            format!("`firewall-cmd --permanent --add-port={{{csv}}}/tcp && firewall-cmd --reload`")
+            format!("`firewall-cmd --permanent --add-port={{{csv}}}/{l4} && firewall-cmd --reload`")
         }
         Manager::Iptables => {
             let tool = if chain.family == TableFamily::Ip6 {
@@ -199,7 +268,7 @@ fn admit_fix(rules: &Ruleset, chain: &ChainId, ports: &[u16], by: &str) -> Strin
             } else {
                 "iptables"
             };
-            format!("`{tool} -I INPUT -p tcp -m multiport --dports {csv} -j ACCEPT`, then persist it (`netfilter-persistent save`)")
+            format!("`{tool} -I INPUT -p {l4} -m multiport --dports {csv} -j ACCEPT`, then persist it (`netfilter-persistent save`)")
         }
         Manager::Nft => {
             let set = if ports.len() == 1 {
@@ -207,7 +276,7 @@ fn admit_fix(rules: &Ruleset, chain: &ChainId, ports: &[u16], by: &str) -> Strin
             } else {
                 format!("{{ {} }}", csv.replace(',', ", "))
             };
-            format!("`nft insert rule {chain} tcp dport {set} accept`, then add the same rule to /etc/nftables.conf so that it survives a reboot")
+            format!("`nft insert rule {chain} {l4} dport {set} accept`, then add the same rule to /etc/nftables.conf so that it survives a reboot")
         }
     };
     format!("{first}{cmd}.")
@@ -247,6 +316,32 @@ mod tests {
         assert_eq!(c.status, Status::Ok, "{c:?}");
         assert!(c.summary.contains("no host firewall"), "{}", c.summary);
         assert_eq!(ssh(&[22], &r).status, Status::Ok);
+    }
+
+    #[test]
+    fn dropped_udp_warns_naming_both_ports_and_the_udp_fix() {
+        let ports = [(8388, "the UDP relay"), (8389, "the tunnel")];
+        // The hand-written rules match TCP only: a policy drop drops both UDP ports.
+        let c = relay_udp(
+            &ports,
+            &simple("drop", &[(8388, "accept"), (8389, "accept")]),
+        );
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(
+            c.summary
+                .contains("8388 (the UDP relay) and 8389 (the tunnel)"),
+            "{}",
+            c.summary
+        );
+        assert!(
+            c.fix
+                .contains("nft insert rule inet filter input udp dport { 8388, 8389 } accept"),
+            "{}",
+            c.fix
+        );
+        let c = relay_udp(&ports, &simple("accept", &[]));
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert_eq!(relay_udp(&[], &simple("drop", &[])).status, Status::Skip);
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! 65222)?
 //!
 //! Reading and judging the firewall is [`crate::firewall`]'s job, shared with `braid setup`;
-//! this module turns its verdicts into the checks `firewall.relay_port` and `firewall.ssh`.
+//! this module turns its verdicts into the checks `firewall.relay_port`, `firewall.relay_udp` and `firewall.ssh`.
 
 mod checks;
 
 pub use crate::firewall::{gather, sshd_ports};
-pub use checks::{relay_port, ssh};
+pub use checks::{relay_port, relay_udp, ssh};
