@@ -65,6 +65,9 @@ pub struct WarmPool {
     core: Mutex<Pool<Idle>>,
     refill: Notify,
     epoch: Instant,
+    /// The uplink manager's view, read again at each take: a connection flagged warm at the
+    /// last review may lack the subflow of an uplink that came Up since.
+    view: Mutex<Option<watch::Receiver<ManagerView>>>,
 }
 
 impl WarmPool {
@@ -75,6 +78,7 @@ impl WarmPool {
             core: Mutex::new(Pool::new(mode, assumed_timeout)),
             refill: Notify::new(),
             epoch: Instant::now(),
+            view: Mutex::new(None),
         })
     }
 
@@ -91,8 +95,20 @@ impl WarmPool {
     /// returned.
     pub fn take(&self) -> Option<TcpStream> {
         let now = self.now();
-        let taken = self.core().take(now, |i| still_open(&i.stream));
+        let uplinks = self
+            .view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|rx| UplinkAddrs::of(&rx.borrow()));
+        let (gone, taken) = {
+            let mut core = self.core();
+            // Warm as of now: only a connection with a subflow on every Up uplink is bonded.
+            let gone = uplinks.map(|u| core.review(now, |i, _age| review(i, &u)).0);
+            (gone, core.take(now, |i| still_open(&i.stream)))
+        };
         self.refill.notify_one();
+        drop(gone);
         drop(taken.discarded);
         let idle = taken.item?;
         if idle.warming {
@@ -119,6 +135,7 @@ impl WarmPool {
         if self.core().mode() == Mode::Off {
             return;
         }
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = Some(uplinks.clone());
         let _drain = DrainOnDrop(self.clone());
         let mut background = JoinSet::new();
         background.spawn(learn_relay(self.clone(), dialer.clone()));
@@ -417,6 +434,8 @@ mod tests {
             };
             assert!(core.opened(now, idle).is_none());
         }
+        // Plain TCP: nothing to join, so warm at the first review.
+        let _ = core.review(now, |_, _| Review::Warm);
         drop(core);
         pool
     }
