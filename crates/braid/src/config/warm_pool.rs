@@ -19,9 +19,9 @@ pub(super) enum WarmPoolDto {
     Size(i64),
 }
 
-/// The pool's mode; absent means `off`: with idle pooled connections open, the lab's 6.18
-/// kernel sometimes leaves a new connection without its second subflow (lab_heal's downloads
-/// joined only one uplink), so the pool is opt-in until that is understood.
+/// The pool's mode; absent means `off`: the relay's kernel accepts MP_JOIN only on a connection
+/// that is fully established on its side, which one whose client sent nothing never is, so a
+/// pooled connection is not bonded when taken (lab_heal's downloads rode wifi alone with it on).
 pub(super) fn parse_mode(v: Option<&WarmPoolDto>) -> Result<Mode, Invalid> {
     match v {
         None => Ok(Mode::Off),

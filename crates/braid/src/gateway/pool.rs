@@ -13,12 +13,14 @@
 //! is made when a LAN connection takes it, so nothing is ever sent twice or ahead of time, and
 //! stock servers need nothing new.
 //!
-//! Why a 1 s keepalive while warming: an MPTCP client that has sent nothing is not fully
-//! established until an ACK from the server carries a DSS option, and until then the kernel's
-//! path manager opens no other subflow (seen on 6.18: an idle connection kept one subflow for
-//! good, and gained the second ~1 s after connect with a 1 s keepalive). A keepalive probe
-//! makes the relay's kernel answer with such an ACK without a byte of the stream being sent.
-//! Once every Up uplink has its subflow, the usual keepalive (`listener::LIVENESS`) returns.
+//! The 1 s keepalive while warming was meant to bring the other subflows in without a byte of
+//! the stream. It does not: the relay's kernel accepts an MP_JOIN only on a connection that is
+//! fully established on its side (`mptcp_can_accept_new_subflow()` requires
+//! `mptcp_is_fully_established()`), which needs data from the client. The joins of an idle
+//! connection are dropped and retried with SYN backoff, so a pooled connection is bonded only
+//! seconds after it is taken; that is why `warm_pool` is off by default (README, "Warm pool").
+//! `MPTCP_SUBFLOW_ADDRS` lists such pending joins too, so "warm" here means "a subflow exists
+//! or is being attempted on every Up uplink".
 
 use std::io;
 use std::mem::MaybeUninit;
