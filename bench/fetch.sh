@@ -13,23 +13,7 @@
 # (found automatically in /opt/ssrust/bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup
-cargo build --release -q -p braid --features lab
-source bench/lib/tcp-mem.sh
-tcp_mem_guard
-tcp_mem_mark "fetch"
-args=("$@")
-if [[ " ${args[*]-} " != *" --ssrust "* && -x /opt/ssrust/bin/ssserver && -x /opt/ssrust/bin/sslocal ]]; then
-  args+=(--ssrust /opt/ssrust/bin)
-fi
-out=$(./target/release/braid lab bench fetch "${args[@]}")
-out+=$'\n\n'$(tcp_mem_report)
-echo "$out"
-{
-  echo
-  echo "## Fetches, $(date -u +%F)"
-  echo
-  echo "Command: \`bash bench/fetch.sh ${args[*]-}\` (release build; kernel $(uname -r); $(nproc) cores)."
-  echo
-  echo "$out"
-} >> docs/BENCHMARKS.md
+source bench/lib/run.sh
+bench_prepare
+with_ssrust "$@"
+bench_record "Fetches" fetch.sh fetch "${BENCH_ARGS[@]}"

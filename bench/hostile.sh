@@ -10,19 +10,6 @@
 #   bash bench/hostile.sh [--secs N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup
-cargo build --release -q -p braid --features lab
-source bench/lib/tcp-mem.sh
-tcp_mem_guard
-tcp_mem_mark "hostile"
-out=$(./target/release/braid lab bench hostile "$@")
-out+=$'\n\n'$(tcp_mem_report)
-echo "$out"
-{
-  echo
-  echo "## Hostile path, $(date -u +%F)"
-  echo
-  echo "Command: \`bash bench/hostile.sh $*\` (release build; kernel $(uname -r); $(nproc) cores)."
-  echo
-  echo "$out"
-} >> docs/BENCHMARKS.md
+source bench/lib/run.sh
+bench_prepare
+bench_record "Hostile path" hostile.sh hostile "$@"

@@ -11,15 +11,6 @@
 #                       [--congestion cubic,bbr] [--stale-loss-cnt 2,8]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup
-cargo build --release -q -p braid
-out=$(./target/release/braid lab bench lossy "$@")
-echo "$out"
-{
-  echo
-  echo "## Lossy uplinks, $(date -u +%F)"
-  echo
-  echo "Command: \`bash bench/lossy.sh $*\` (release build; kernel $(uname -r); $(nproc) cores)."
-  echo
-  echo "$out"
-} >> docs/BENCHMARKS.md
+source bench/lib/run.sh
+bench_prepare
+bench_record "Lossy uplinks" lossy.sh lossy "$@"

@@ -8,15 +8,6 @@
 #   bash bench/udp.sh [--secs S] [--load 0.9] [--queries N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup
-cargo build --release -q -p braid --features lab
-out=$(./target/release/braid lab bench udp "$@")
-echo "$out"
-{
-  echo
-  echo "## UDP, $(date -u +%F)"
-  echo
-  echo "Command: \`bash bench/udp.sh $*\` (release build; kernel $(uname -r); $(nproc) cores)."
-  echo
-  echo "$out"
-} >> docs/BENCHMARKS.md
+source bench/lib/run.sh
+bench_prepare
+bench_record "UDP" udp.sh udp "$@"
