@@ -12,7 +12,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use braid_lab::harness::{Harness, RELAY_PORT, TRAFFIC_PORT};
