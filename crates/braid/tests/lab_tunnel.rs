@@ -384,3 +384,21 @@ fn clean_exit_and_sigkill_then_restart_leave_nothing_on_either_side() {
         },
     );
 }
+
+#[test]
+fn a_relay_on_every_address_answers_tunnel_packets_from_the_address_the_gateway_wrote_to() {
+    if !braid_lab::root_tests_enabled("tunnel_wildcard") {
+        return;
+    }
+    let mut h = Harness::new("btn7", shaped_uplinks(), common::exe()).expect("lab");
+    // The VPS answers from its veth address unless told otherwise; the gateway's tunnel talks to
+    // the public address and drops anything else.
+    h.relay_on_every_address();
+    h.start_server("").expect("server");
+    h.start_gateway_uplinks(&[("wifi", ""), ("5g", "tunnel = \"always\"")], "")
+        .expect("gateway");
+    wait_tunnel_up(&h, "5g", Duration::from_secs(10));
+    let c = stream(&h, 6);
+    wait_tunnelled(&h, "5g", Duration::from_secs(5));
+    finish_ok(&h, c, "tunnel to a relay on every address");
+}

@@ -34,8 +34,8 @@ pub struct Peer {
     pub uplink: String,
     /// Its WireGuard session.
     pub tunn: tokio::sync::Mutex<Tunn>,
-    /// Where its last authenticated packet came from (WireGuard's roaming).
-    pub endpoint: Mutex<Option<SocketAddr>>,
+    /// Where its last authenticated packet came from (WireGuard's roaming), and to.
+    pub endpoint: Mutex<Option<Endpoint>>,
     /// Milliseconds after the table's epoch of its last renewal or authenticated packet.
     seen_ms: AtomicU64,
 }
@@ -50,9 +50,20 @@ impl std::fmt::Debug for Peer {
     }
 }
 
+/// Both ends of a gateway's outer packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The gateway's outer address and port.
+    pub gateway: SocketAddr,
+    /// The relay address it wrote to: the source of the answers, so that a relay listening on
+    /// a wildcard address on a multi-homed VPS answers from the address the gateway expects
+    /// (`None` where the kernel did not say).
+    pub local: Option<std::net::IpAddr>,
+}
+
 impl Peer {
-    /// Its current outer address, if it has sent an authenticated packet.
-    pub fn endpoint(&self) -> Option<SocketAddr> {
+    /// Its current outer addresses, if it has sent an authenticated packet.
+    pub fn endpoint(&self) -> Option<Endpoint> {
         self.endpoint.lock().ok().and_then(|e| *e)
     }
 }

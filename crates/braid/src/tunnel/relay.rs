@@ -30,7 +30,7 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::peers::{Peer, Peers, LEASE};
+use super::peers::{Endpoint, Peer, Peers, LEASE};
 use super::{keys, BUF, KEEPALIVE_SECS};
 
 /// Handshakes per second before the relay asks for cookies (WireGuard's DoS defence).
@@ -182,6 +182,8 @@ async fn start(cfg: &TunnelConfig) -> Result<Arc<Running>, String> {
     let udp = super::udp_socket(cfg.listen)
         .and_then(|s| {
             s.bind(&cfg.listen.into())?;
+            // On a wildcard address, answers leave from the address each gateway wrote to.
+            braid_sys::pktinfo::enable(&s)?;
             UdpSocket::from_std(s.into())
         })
         .map_err(|e| {
@@ -239,9 +241,22 @@ impl Running {
         }
     }
 
-    fn touch(&self, p: &Peer, from: SocketAddr) {
+    /// Sends an outer packet to a gateway, from the address it wrote to.
+    async fn send(&self, packet: &[u8], to: Endpoint) {
+        let sent = self
+            .udp
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                braid_sys::pktinfo::send_from(&self.udp, packet, to.gateway, to.local)
+            })
+            .await;
+        if let Err(e) = sent {
+            debug!("tunnel socket: sending to {}: {e}", to.gateway);
+        }
+    }
+
+    fn touch(&self, p: &Peer, to: Endpoint) {
         if let Ok(mut e) = p.endpoint.lock() {
-            *e = Some(from);
+            *e = Some(to);
         }
         if let Ok(peers) = self.peers.lock() {
             peers.touch(p, Instant::now());
@@ -254,18 +269,28 @@ async fn from_gateways(r: Arc<Running>) {
     let mut buf = vec![0u8; BUF];
     let mut out = vec![0u8; BUF];
     loop {
-        let (n, from) = match r.udp.recv_from(&mut buf).await {
+        let received = r
+            .udp
+            .async_io(tokio::io::Interest::READABLE, || {
+                braid_sys::pktinfo::recv_to(&r.udp, &mut buf)
+            })
+            .await;
+        let (n, from, local) = match received {
             Ok(x) => x,
             Err(e) => {
                 debug!("tunnel socket: {e}");
                 continue;
             }
         };
+        let to = Endpoint {
+            gateway: from,
+            local,
+        };
         let datagram = &buf[..n];
         let packet = match r.limiter.verify_packet(Some(from.ip()), datagram, &mut out) {
             Ok(p) => p,
             Err(TunnResult::WriteToNetwork(cookie)) => {
-                let _ = r.udp.send_to(cookie, from).await;
+                r.send(cookie, to).await;
                 continue;
             }
             Err(_) => continue,
@@ -276,22 +301,22 @@ async fn from_gateways(r: Arc<Running>) {
         let mut tunn = peer.tunn.lock().await;
         match tunn.decapsulate(Some(from.ip()), datagram, &mut out) {
             TunnResult::WriteToNetwork(p) => {
-                r.touch(&peer, from);
-                let _ = r.udp.send_to(p, from).await;
+                r.touch(&peer, to);
+                r.send(p, to).await;
                 // Packets queued while the session was being made.
                 while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], &mut out) {
-                    let _ = r.udp.send_to(p, from).await;
+                    r.send(p, to).await;
                 }
             }
             TunnResult::WriteToTunnelV4(p, _) => {
-                r.touch(&peer, from);
+                r.touch(&peer, to);
                 let allowed = inner::parse(p)
                     .is_some_and(|i| inner::to_relay(&i, IpAddr::V4(peer.addr), peer.relay));
                 if allowed {
                     let _ = r.tun.send(p).await;
                 }
             }
-            TunnResult::Done => r.touch(&peer, from),
+            TunnResult::Done => r.touch(&peer, to),
             TunnResult::WriteToTunnelV6(..) | TunnResult::Err(_) => {}
         }
     }
@@ -319,7 +344,7 @@ async fn to_gateways(r: Arc<Running>) {
         let Some(to) = peer.endpoint() else { continue };
         let mut tunn = peer.tunn.lock().await;
         if let TunnResult::WriteToNetwork(p) = tunn.encapsulate(&buf[..n], &mut out) {
-            let _ = r.udp.send_to(p, to).await;
+            r.send(p, to).await;
         }
     }
 }
@@ -354,7 +379,7 @@ async fn timers(r: Arc<Running>) {
             let Some(to) = p.endpoint() else { continue };
             let mut tunn = p.tunn.lock().await;
             if let TunnResult::WriteToNetwork(pkt) = tunn.update_timers(&mut out) {
-                let _ = r.udp.send_to(pkt, to).await;
+                r.send(pkt, to).await;
             }
         }
     }
