@@ -467,6 +467,19 @@ impl Health {
         &self.cfg
     }
 
+    /// Takes new settings (a reload) without forgetting what was seen: the state, streaks, RTT
+    /// estimate and counters stay, so a healthy uplink does not start over in `Recovering`; the
+    /// loss window keeps its newest entries up to the new length, and the new thresholds decide
+    /// from the next event on. Bad settings change nothing.
+    pub fn reconfigure(&mut self, cfg: HealthConfig) -> Result<(), ConfigError> {
+        cfg.validate()?;
+        while self.recent.len() > cfg.loss_window {
+            self.recent.pop_front();
+        }
+        self.cfg = cfg;
+        Ok(())
+    }
+
     /// How long a ping may wait for its pong now: `srtt + max(4·rttvar, srtt/2)` clamped to
     /// `timeout..=timeout_max`, or `timeout` before the first RTT sample.
     pub fn timeout(&self) -> Duration {
@@ -829,6 +842,39 @@ mod tests {
         let tr = assert_transition(d.lose(), Suspect, Down);
         assert!(matches!(tr.reason, Reason::Lost { count: 3, .. }));
         assert!(!d.h.state().carries_traffic());
+    }
+
+    #[test]
+    fn reconfigure_keeps_the_state_and_applies_new_thresholds_from_the_next_event() {
+        let mut d = Drive::in_state(Up);
+        let changes = d.h.snapshot(d.t).state_changes;
+        let cfg = HealthConfig {
+            down_after: 5,
+            loss_window: 2,
+            ..HealthConfig::default()
+        };
+        d.h.reconfigure(cfg).unwrap();
+        assert_eq!(
+            d.h.state(),
+            Up,
+            "a reload does not send an Up uplink back to Recovering"
+        );
+        assert_eq!(d.h.snapshot(d.t).state_changes, changes);
+        assert_transition(d.lose(), Up, Suspect);
+        for n in 2..5 {
+            assert_eq!(
+                d.lose(),
+                None,
+                "{n} losses must stay Suspect with down_after = 5"
+            );
+        }
+        assert_transition(d.lose(), Suspect, Down);
+        let bad = HealthConfig {
+            down_after: 0,
+            ..HealthConfig::default()
+        };
+        assert!(d.h.reconfigure(bad).is_err());
+        assert_eq!(d.h.config().down_after, 5, "bad settings change nothing");
     }
 
     #[test]

@@ -178,6 +178,45 @@ fn sighup_with_a_changed_uplink_list_adds_and_removes_uplinks_while_a_download_g
         "one rule for lte:\n{rules}"
     );
 
+    // [health] changes live: every uplink keeps its state (none starts over in Recovering).
+    let before: Vec<(String, u64)> = common::status(&h)
+        .uplinks
+        .iter()
+        .map(|u| (u.name.clone(), u.state_changes))
+        .collect();
+    let mut reloaded = h.log_cursor("gateway.log");
+    let with_health = config(&h, &[("wifi", 101), ("lte", 103)]).replacen(
+        "[[uplink]]",
+        "[health]\ninterval_ms = 100\ndown_after = 5\n\n[[uplink]]",
+        1,
+    );
+    h.write("gateway.toml", &with_health).expect("config");
+    hup(&gw);
+    reloaded
+        .wait_for(
+            "reload: [health] → probes every 100ms",
+            Duration::from_secs(5),
+        )
+        .expect("the health reload is logged");
+    reloaded
+        .wait_for(
+            "reload: probes restarted on 2 uplink(s), every 100ms",
+            Duration::from_secs(5),
+        )
+        .expect("probes restarted at the new interval");
+    let after: Vec<(String, u64)> = common::status(&h)
+        .uplinks
+        .iter()
+        .map(|u| (u.name.clone(), u.state_changes))
+        .collect();
+    assert_eq!(before, after, "a health reload changed an uplink's state");
+    assert!(
+        !reloaded.new_lines().contains("→ Recovering")
+            && !h.log("gateway.log").contains("`health` changed"),
+        "{}",
+        h.log("gateway.log")
+    );
+
     let v = h.finish_traffic(stream).expect("download");
     assert_eq!(
         v["ok"],

@@ -279,14 +279,17 @@ async fn run_recorded(
         })
     };
     let (view_tx, view_rx) = tokio::sync::watch::channel(uplink::ManagerView::default());
-    let (uplinks_tx, uplinks_rx) = tokio::sync::watch::channel(cfg.uplinks.clone());
+    let (live_tx, live_rx) = tokio::sync::watch::channel(uplink::reload::Live {
+        uplinks: cfg.uplinks.clone(),
+        health: cfg.health.clone(),
+    });
     let (up_tx, up_rx) = tokio::sync::oneshot::channel();
     let ready = tokio::spawn(reload::ready_when_up(
         up_rx,
         view_rx.clone(),
         !cfg.uplinks.is_empty(),
     ));
-    let follower = reload.map(|r| tokio::spawn(r.follow(cfg.clone(), uplinks_tx)));
+    let follower = reload.map(|r| tokio::spawn(r.follow(cfg.clone(), live_tx)));
     let registry = Arc::new(Registry::default());
     let view_rx_udp = view_rx.clone();
     let tcp_mem = crate::status::kernel::KernelWatch::system();
@@ -296,7 +299,7 @@ async fn run_recorded(
         registry: registry.clone(),
     };
     let manager =
-        match start_manager(&cfg, served, journal.clone(), view_tx, stop_rx, uplinks_rx).await {
+        match start_manager(&cfg, served, journal.clone(), view_tx, stop_rx, live_rx).await {
             Ok(m) => m,
             Err(e) => {
                 outer.abort();
@@ -357,7 +360,7 @@ async fn start_manager(
     journal: Option<Arc<Journal>>,
     view: tokio::sync::watch::Sender<uplink::ManagerView>,
     stop: Shutdown,
-    uplinks: tokio::sync::watch::Receiver<Vec<crate::config::gateway::Uplink>>,
+    live: tokio::sync::watch::Receiver<uplink::reload::Live>,
 ) -> Result<Option<ManagerTask>, GatewayError> {
     let Some(journal) = journal.filter(|_| !cfg.uplinks.is_empty()) else {
         info!("no uplinks configured: nothing is bonded, relay connections follow the main routing table");
@@ -377,7 +380,7 @@ async fn start_manager(
         served,
         view,
         stop,
-        uplinks,
+        live,
     ))))
 }
 

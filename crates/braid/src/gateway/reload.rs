@@ -1,10 +1,10 @@
 //! SIGHUP: re-read gateway.toml and apply what can change while connections run.
 //!
 //! - Live: the uplink list (added uplinks are installed, removed ones taken down; the others
-//!   and every connection are untouched, see `uplink::reload`).
+//!   and every connection are untouched, see `uplink::reload`) and the `[health]` settings
+//!   (every uplink keeps its state; the new thresholds and probe interval apply at once).
 //! - Not live, named in the log and left as running: everything else (relay address, method,
-//!   key, listeners, LAN capture, TFO, MPTCP, congestion control, health settings, timeouts).
-//!   Restart to apply.
+//!   key, listeners, LAN capture, TFO, MPTCP, congestion control, timeouts). Restart to apply.
 //!
 //! systemd hears `RELOADING=1` before and `READY=1` after, as `Type=notify` units expect.
 
@@ -14,6 +14,7 @@ use tokio::signal::unix::Signal;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
+use super::uplink::reload::Live;
 use super::uplink::ManagerView;
 use crate::config::gateway::{GatewayConfig, Uplink};
 
@@ -26,24 +27,25 @@ pub struct Reload {
 }
 
 impl Reload {
-    /// Follows reload signals until aborted; `uplinks` reaches the uplink manager.
-    pub async fn follow(mut self, mut running: GatewayConfig, uplinks: watch::Sender<Vec<Uplink>>) {
+    /// Follows reload signals until aborted; `live` reaches the uplink manager.
+    pub async fn follow(mut self, mut running: GatewayConfig, live: watch::Sender<Live>) {
         while self.signal.recv().await.is_some() {
             crate::systemd::notify("RELOADING=1");
             match GatewayConfig::load(&self.path) {
                 Err(e) => warn!("reload: {e}; the running configuration stays as it was"),
-                Ok(new) => apply(&mut running, new, &uplinks),
+                Ok(new) => apply(&mut running, new, &live),
             }
             crate::systemd::ready("reloaded");
         }
     }
 }
 
-fn apply(running: &mut GatewayConfig, new: GatewayConfig, uplinks: &watch::Sender<Vec<Uplink>>) {
+fn apply(running: &mut GatewayConfig, new: GatewayConfig, live: &watch::Sender<Live>) {
     let fixed = not_live(running, &new);
     for key in &fixed {
         warn!("reload: `{key}` changed, but cannot change while braid runs; it stays as it was until `systemctl restart braid-gateway`");
     }
+    let mut changed = false;
     if new.uplinks != running.uplinks {
         let names = |l: &[Uplink]| {
             l.iter()
@@ -60,7 +62,26 @@ fn apply(running: &mut GatewayConfig, new: GatewayConfig, uplinks: &watch::Sende
             warn!("reload: the gateway started without uplinks, so it has no uplink manager; restart it to bond the new ones");
         }
         running.uplinks = new.uplinks;
-        let _ = uplinks.send(running.uplinks.clone());
+        changed = true;
+    }
+    if new.health != running.health {
+        info!(
+            "reload: [health] → probes every {:?}, timeout {:?}–{:?}, Suspect after {}, Down after {}, Up after {} (each uplink keeps its state)",
+            new.health.interval,
+            new.health.timeout,
+            new.health.timeout_max,
+            new.health.suspect_after,
+            new.health.down_after,
+            new.health.recover_after
+        );
+        running.health = new.health;
+        changed = true;
+    }
+    if changed {
+        let _ = live.send(Live {
+            uplinks: running.uplinks.clone(),
+            health: running.health.clone(),
+        });
     } else if fixed.is_empty() {
         info!("reload: nothing changed");
     }
@@ -88,7 +109,6 @@ pub fn not_live(a: &GatewayConfig, b: &GatewayConfig) -> Vec<&'static str> {
         a.connect_timeout != b.connect_timeout,
     );
     differ("idle_timeout_secs", a.idle_timeout != b.idle_timeout);
-    differ("health", a.health != b.health);
     differ(
         "mptcp_blackhole_timeout_secs",
         a.mptcp_blackhole_timeout != b.mptcp_blackhole_timeout,

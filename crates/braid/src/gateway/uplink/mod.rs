@@ -27,7 +27,7 @@ pub mod kernel;
 pub mod path;
 pub mod plan;
 pub mod probe;
-mod reload;
+pub mod reload;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -221,12 +221,12 @@ pub struct Served {
 /// SIGHUP reload) is applied live, see [`reload`]; a dropped sender means no reloads.
 pub async fn run(
     cfg: GatewayConfig,
-    health: HealthConfig,
+    mut health: HealthConfig,
     kernel: KernelAccess,
     served: Served,
     view: watch::Sender<ManagerView>,
     mut shutdown: Shutdown,
-    mut uplinks: watch::Receiver<Vec<Uplink>>,
+    mut live: watch::Receiver<reload::Live>,
 ) -> Result<(), kernel::UplinkError> {
     let KernelAccess { rtnl, pm, journal } = kernel;
     let Served { dialer, registry } = served;
@@ -299,8 +299,13 @@ pub async fn run(
                 m.reconcile_all().await;
             }
             _ = sleep_until(deadline) => m.tick(),
-            Some(list) = reload::next(&mut uplinks) => {
-                probe_rx = m.set_uplinks(list, &health, &dialer, &mut probes, &mut limits_before).await?;
+            Some(next) = reload::next(&mut live) => {
+                if next.health != health {
+                    m.set_health(&next.health)?;
+                    health = next.health;
+                }
+                // Probes restart either way: at the new interval, with fresh positions.
+                probe_rx = m.set_uplinks(next.uplinks, &health, &dialer, &mut probes, &mut limits_before).await?;
             }
             _ = paths.tick() => {
                 if m.drive_paths() {

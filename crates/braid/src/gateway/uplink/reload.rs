@@ -1,6 +1,8 @@
 //! A new uplink list, applied live (SIGHUP): uplinks that stay keep their slot (health, kernel
 //! state, subflows: no connection notices), new ones are installed, removed ones have their
-//! routes, rule and endpoint removed, so the kernel moves their subflows to the others.
+//! routes, rule and endpoint removed, so the kernel moves their subflows to the others. New
+//! health settings reach every uplink's health machine without resetting its state, and the
+//! probes restart at the new interval.
 //!
 //! An uplink "stays" when its name, interface, backup flag, tables and tunnel mode are unchanged (its `ip
 //! rule` priority follows its position and is updated in place). Tables default by position
@@ -32,8 +34,17 @@ fn same_uplink(a: &Uplink, b: &Uplink) -> bool {
         && a.tunnel_table == b.tunnel_table
 }
 
-/// The next uplink list; never completes once the sender is gone (no reloads).
-pub(super) async fn next(rx: &mut watch::Receiver<Vec<Uplink>>) -> Option<Vec<Uplink>> {
+/// What a reload changes while the manager runs: the uplink list and the health settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    /// `[[uplink]]`.
+    pub uplinks: Vec<Uplink>,
+    /// `[health]`.
+    pub health: HealthConfig,
+}
+
+/// The next reloaded settings; never completes once the sender is gone (no reloads).
+pub(super) async fn next(rx: &mut watch::Receiver<Live>) -> Option<Live> {
     match rx.changed().await {
         Ok(()) => Some(rx.borrow_and_update().clone()),
         Err(_) => std::future::pending().await,
@@ -41,6 +52,14 @@ pub(super) async fn next(rx: &mut watch::Receiver<Vec<Uplink>>) -> Option<Vec<Up
 }
 
 impl Manager<'_> {
+    /// Gives every uplink's health machine the new settings (its state and RTT stay).
+    pub(super) fn set_health(&mut self, health: &HealthConfig) -> Result<(), kernel::UplinkError> {
+        for s in &mut self.slots {
+            s.health.reconfigure(health.clone())?;
+        }
+        Ok(())
+    }
+
     /// Replaces the uplink list; returns the receiver of the restarted probes' events.
     pub(super) async fn set_uplinks(
         &mut self,
@@ -103,6 +122,11 @@ impl Manager<'_> {
             *limits_before = before;
         }
         self.reconcile_all().await;
+        info!(
+            "reload: probes restarted on {} uplink(s), every {:?}",
+            list.len(),
+            health.interval
+        );
         Ok(probe_rx)
     }
 }
