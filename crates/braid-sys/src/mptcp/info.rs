@@ -106,6 +106,59 @@ pub fn subflow_addrs<S: AsFd>(
     Ok(parse_subflow_addrs(&buf[..n]))
 }
 
+/// `MPTCP_TCPINFO` under `SOL_MPTCP` (Linux 5.16+): a `struct tcp_info` per subflow.
+pub const MPTCP_TCPINFO: i32 = 2;
+/// `TCP_ESTABLISHED` in `tcpi_state`, the first byte of `struct tcp_info`.
+const TCP_ESTABLISHED: u8 = 1;
+/// How much of each `struct tcp_info` is asked for: `tcpi_state` is its first byte.
+const TCPINFO_PREFIX: usize = 8;
+
+/// The subflows of [`subflow_addrs`] whose TCP handshake is complete. `MPTCP_SUBFLOW_ADDRS`
+/// also lists joins still in SYN_SENT, which a relay may never answer (it accepts a join only
+/// on a connection fully established on its side). Both lists come from the same walk of the
+/// connection's subflows, in the same order; if a subflow comes or goes between the two reads,
+/// the addresses alone are returned.
+pub fn established_subflow_addrs<S: AsFd>(
+    sock: &S,
+) -> io::Result<Vec<(std::net::SocketAddr, std::net::SocketAddr)>> {
+    const MAX: usize = 8;
+    let addrs = subflow_addrs(sock)?;
+    let mut buf = vec![0u8; SUBFLOW_DATA_LEN + MAX * TCPINFO_PREFIX];
+    buf[0..4].copy_from_slice(&(SUBFLOW_DATA_LEN as u32).to_ne_bytes());
+    buf[12..16].copy_from_slice(&(TCPINFO_PREFIX as u32).to_ne_bytes());
+    let n = sockopt::get_raw(sock, SOL_MPTCP, MPTCP_TCPINFO, &mut buf)?;
+    let states = parse_subflow_states(&buf[..n]);
+    if states.len() != addrs.len() {
+        return Ok(addrs);
+    }
+    Ok(addrs
+        .into_iter()
+        .zip(states)
+        .filter(|(_, st)| *st == TCP_ESTABLISHED)
+        .map(|(a, _)| a)
+        .collect())
+}
+
+/// Parses `mptcp_subflow_data` followed by `struct tcp_info` prefixes: each subflow's
+/// `tcpi_state`, bounded by the bytes present like [`parse_subflow_addrs`].
+pub fn parse_subflow_states(b: &[u8]) -> Vec<u8> {
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]) as usize)
+    };
+    let (Some(hdr), Some(count), Some(size_user)) = (u32_at(0), u32_at(4), u32_at(12)) else {
+        return Vec::new();
+    };
+    let Some(records) = b.get(hdr..) else {
+        return Vec::new();
+    };
+    records
+        .chunks_exact(size_user.max(1))
+        .take(count)
+        .map(|rec| rec[0])
+        .collect()
+}
+
 /// Parses `mptcp_subflow_data` followed by `mptcp_subflow_addrs` records.
 ///
 /// The header's count and sizes are the kernel's word, but only the records whose bytes are
@@ -203,6 +256,18 @@ pub fn mptcp_state<S: AsFd>(sock: &S) -> MptcpState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_subflow_states_reads_each_tcpi_state_within_the_bytes_present() {
+        let mut b = vec![0u8; 16];
+        b[0..4].copy_from_slice(&16u32.to_ne_bytes());
+        b[4..8].copy_from_slice(&3u32.to_ne_bytes());
+        b[12..16].copy_from_slice(&8u32.to_ne_bytes());
+        // Two records present (established, SYN_SENT) although the header says three.
+        b.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(parse_subflow_states(&b), vec![1, 2]);
+        assert!(parse_subflow_states(&b[..10]).is_empty());
+    }
 
     #[test]
     fn parse_subflow_addrs_reads_ipv4_pairs() {

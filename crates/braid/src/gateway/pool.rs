@@ -19,8 +19,9 @@
 //! `mptcp_is_fully_established()`), which needs data from the client. The joins of an idle
 //! connection are dropped and retried with SYN backoff, so a pooled connection is bonded only
 //! seconds after it is taken; that is why `warm_pool` is off by default (README, "Warm pool").
-//! `MPTCP_SUBFLOW_ADDRS` lists such pending joins too, so "warm" here means "a subflow exists
-//! or is being attempted on every Up uplink".
+//! Only established subflows count (`MPTCP_SUBFLOW_ADDRS` lists pending joins too), so an idle
+//! connection is rarely warm, and the pool serves few LAN connections; those it serves are
+//! bonded.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 use braid_proto::health::LinkState;
 use braid_proto::pool::{Discard, Mode, Pool, PoolStats, RelayLimits, Review};
 use braid_sys::keepalive::Liveness;
-use braid_sys::mptcp::info::{mptcp_state, subflow_addrs, MptcpState};
+use braid_sys::mptcp::info::{established_subflow_addrs, mptcp_state, MptcpState};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -380,12 +381,12 @@ fn review(idle: &mut Idle, uplinks: &UplinkAddrs) -> Review {
     }
 }
 
-/// What a relay socket is, and the local address of each of its subflows (the socket's own when
-/// it is not MPTCP).
+/// What a relay socket is, and the local address of each of its established subflows (the
+/// socket's own when it is not MPTCP): a join still in SYN_SENT does not make a connection warm.
 pub(crate) fn subflow_locals<S: AsFd>(socket: &S) -> (MptcpState, Vec<IpAddr>) {
     let state = mptcp_state(socket);
     let locals = match state {
-        MptcpState::Mptcp { .. } => subflow_addrs(socket)
+        MptcpState::Mptcp { .. } => established_subflow_addrs(socket)
             .map(|v| {
                 v.into_iter()
                     .map(|(l, _)| braid_sys::socket::normalize(l).ip())

@@ -116,6 +116,27 @@ pub fn not_live(a: &GatewayConfig, b: &GatewayConfig) -> Vec<&'static str> {
     differ("control", a.control != b.control);
     differ("congestion", a.congestion != b.congestion);
     differ("state_dir", a.state_dir != b.state_dir);
+    differ("bypass", a.bypass != b.bypass);
+    differ("capture", a.capture != b.capture);
+    differ(
+        "max_connections / max_handshakes / max_handshakes_per_source",
+        a.limits != b.limits,
+    );
+    differ("socks_allow_from", a.socks_allow_from != b.socks_allow_from);
+    differ(
+        "control_allow_from / control_token / control_hosts",
+        a.control_access != b.control_access,
+    );
+    differ(
+        "udp / udp_uplink / udp_*_timeout_secs / udp_max_sessions",
+        a.udp != b.udp,
+    );
+    differ("warm_pool", a.warm_pool != b.warm_pool);
+    differ(
+        "relay_handshake_timeout_secs",
+        a.relay_handshake_timeout != b.relay_handshake_timeout,
+    );
+    differ("tunnel_retry_secs", a.tunnel_retry != b.tunnel_retry);
     out
 }
 
@@ -154,5 +175,12 @@ mod tests {
         b.mptcp = false;
         assert_eq!(not_live(&a, &b), ["redirect", "mptcp"]);
         assert!(not_live(&a, &cfg("")).contains(&"key"));
+        assert_eq!(
+            not_live(&a, &cfg("max_connections = 100\n")),
+            [
+                "key",
+                "max_connections / max_handshakes / max_handshakes_per_source"
+            ]
+        );
     }
 }

@@ -119,6 +119,22 @@ pub fn changed(a: &ServerConfig, b: &ServerConfig) -> Vec<&'static str> {
         ),
         ("idle_timeout_secs", a.idle_timeout != b.idle_timeout),
         ("control", a.control != b.control),
+        ("public_addresses", a.public_addresses != b.public_addresses),
+        (
+            "max_connections / max_handshakes / max_handshakes_per_source",
+            a.limits != b.limits,
+        ),
+        (
+            "control_allow_from / control_token / control_hosts",
+            a.control_access != b.control_access,
+        ),
+        (
+            "udp / udp_*_timeout_secs / udp_max_sessions",
+            a.udp != b.udp,
+        ),
+        ("state_dir", a.state_dir != b.state_dir),
+        ("tunnel_port", a.tunnel_port != b.tunnel_port),
+        ("tunnel_net", a.tunnel_net != b.tunnel_net),
     ]
     .into_iter()
     .filter_map(|(k, c)| c.then_some(k))
