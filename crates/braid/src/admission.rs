@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -86,6 +87,12 @@ impl Limits {
 /// by the CLI), said once in the log; a warning names the fix when the configured caps need more
 /// descriptors than the limit allows.
 pub fn for_daemon(cfg: &LimitsConfig) -> Arc<Admission> {
+    Admission::new(resolved(cfg))
+}
+
+/// The caps `cfg` gives with the open-file limit in force now, said in the log (at start and
+/// at each reload that changes them).
+pub fn resolved(cfg: &LimitsConfig) -> Limits {
     let nofile = match braid_sys::rlimit::file_limit() {
         Ok(l) => l.soft,
         Err(e) => {
@@ -106,7 +113,7 @@ pub fn for_daemon(cfg: &LimitsConfig) -> Arc<Admission> {
             "max_connections and max_handshakes need up to {needed} descriptors, more than the open-file limit of {nofile}: connections will fail with EMFILE before the caps apply; fix: raise LimitNOFILE= (or ulimit -n), or lower the caps"
         );
     }
-    Admission::new(limits)
+    limits
 }
 
 fn to_usize(n: u64) -> usize {
@@ -161,17 +168,20 @@ impl Pending {
     }
 }
 
-/// The caps of one daemon, shared by its listeners.
+/// The caps of one daemon, shared by its listeners; a reload may change them.
 pub struct Admission {
-    limits: Limits,
+    limits: Mutex<Limits>,
     connections: Arc<Semaphore>,
+    /// Slots still to be taken back after `max_connections` was lowered below the number in
+    /// use: each slot returned while this is above 0 is forgotten instead.
+    debt: AtomicUsize,
     pending: Mutex<Pending>,
 }
 
 impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admission")
-            .field("limits", &self.limits)
+            .field("limits", &self.limits())
             .finish_non_exhaustive()
     }
 }
@@ -180,8 +190,9 @@ impl Admission {
     /// Caps of `limits`.
     pub fn new(limits: Limits) -> Arc<Admission> {
         Arc::new(Admission {
-            limits,
+            limits: Mutex::new(limits),
             connections: Arc::new(Semaphore::new(limits.max_connections)),
+            debt: AtomicUsize::new(0),
             pending: Mutex::new(Pending {
                 next: 0,
                 by_age: BTreeMap::new(),
@@ -192,7 +203,47 @@ impl Admission {
 
     /// The caps.
     pub fn limits(&self) -> Limits {
-        self.limits
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// New caps (a reload), in force for the next connection. Connections already relayed are
+    /// never cut: when `max_connections` falls below the number in use, slots are taken back as
+    /// those connections end. Pending handshakes over a lower `max_handshakes` are evicted by
+    /// the next arrivals, oldest first, as usual.
+    pub fn set_limits(&self, new: Limits) {
+        let mut l = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let old = l.max_connections;
+        if new.max_connections > old {
+            let mut grow = new.max_connections - old;
+            // Slots still owed are simply not taken back.
+            while grow > 0 {
+                let debt = self.debt.load(Ordering::Acquire);
+                let pay = debt.min(grow);
+                if pay == 0 {
+                    break;
+                }
+                if self
+                    .debt
+                    .compare_exchange(debt, debt - pay, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    grow -= pay;
+                }
+            }
+            self.connections.add_permits(grow);
+        } else if new.max_connections < old {
+            let shrink = old - new.max_connections;
+            let now = self.connections.forget_permits(shrink);
+            self.debt.fetch_add(shrink - now, Ordering::AcqRel);
+        }
+        *l = new;
+    }
+
+    /// Takes one slot back if some are owed; true when `permit` should be forgotten.
+    fn repay(&self) -> bool {
+        self.debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+            .is_ok()
     }
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
@@ -206,19 +257,21 @@ impl Admission {
 
     /// Relayed connections now.
     pub fn connections(&self) -> usize {
-        self.limits.max_connections - self.connections.available_permits()
+        (self.limits().max_connections + self.debt.load(Ordering::Acquire))
+            .saturating_sub(self.connections.available_permits())
     }
 
     /// Admits a connection from `peer` into the handshake phase, evicting the oldest pending
     /// handshake when all are in use.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Handshake, Refused> {
         let source = Source::of(peer);
+        let limits = self.limits();
         let mut p = self.pending();
         let from_source = p.per_source.get(&source).copied().unwrap_or(0);
-        if from_source >= self.limits.max_handshakes_per_source {
+        if from_source >= limits.max_handshakes_per_source {
             return Err(Refused::PerSource(from_source));
         }
-        if p.by_age.len() >= self.limits.max_handshakes {
+        if p.by_age.len() >= limits.max_handshakes {
             if let Some(&oldest) = p.by_age.keys().next() {
                 if let Some(evict) = p.remove(oldest) {
                     evict.notify_one();
@@ -257,8 +310,11 @@ impl Handshake {
     pub fn establish(self) -> Result<Slot, Refused> {
         let permit = self.admission.connections.clone().try_acquire_owned();
         permit
-            .map(|permit| Slot { _permit: permit })
-            .map_err(|_| Refused::Connections(self.admission.limits.max_connections))
+            .map(|permit| Slot {
+                permit: Some(permit),
+                admission: self.admission.clone(),
+            })
+            .map_err(|_| Refused::Connections(self.admission.limits().max_connections))
     }
 }
 
@@ -271,7 +327,18 @@ impl Drop for Handshake {
 /// One of the `max_connections` slots, held while the connection lasts.
 #[derive(Debug)]
 pub struct Slot {
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
+    admission: Arc<Admission>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(p) = self.permit.take() {
+            if self.admission.repay() {
+                p.forget();
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -376,5 +443,65 @@ mod tests {
         assert_eq!(e, Refused::Connections(1));
         drop(slot);
         assert!(a.admit(ip("10.0.0.2")).unwrap().establish().is_ok());
+    }
+
+    #[test]
+    fn lowered_caps_never_cut_a_connection_and_take_slots_back_as_they_end() {
+        let a = admission(3, 10, 10);
+        let establish = |n: &str| a.admit(ip(n)).unwrap().establish();
+        let mut held: Vec<Slot> = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            .iter()
+            .map(|n| establish(n).unwrap())
+            .collect();
+        let lower = |max_connections| Limits {
+            max_connections,
+            max_handshakes: 10,
+            max_handshakes_per_source: 1,
+        };
+        a.set_limits(lower(1));
+        assert_eq!(a.connections(), 3, "the running connections stay");
+        assert_eq!(a.limits().max_handshakes_per_source, 1);
+        held.pop();
+        held.pop();
+        assert_eq!(a.connections(), 1);
+        assert_eq!(establish("10.0.0.4").unwrap_err(), Refused::Connections(1));
+        held.pop();
+        assert_eq!(a.connections(), 0);
+        let one = establish("10.0.0.5").unwrap();
+        assert_eq!(establish("10.0.0.6").unwrap_err(), Refused::Connections(1));
+        // Raised again: two more slots at once.
+        a.set_limits(lower(3));
+        let two = [
+            establish("10.0.0.7").unwrap(),
+            establish("10.0.0.8").unwrap(),
+        ];
+        assert_eq!(a.connections(), 3);
+        assert!(establish("10.0.0.9").is_err());
+        drop((one, two));
+        assert_eq!(a.connections(), 0);
+    }
+
+    #[test]
+    fn a_cap_raised_while_slots_are_still_owed_cancels_the_debt_first() {
+        let a = admission(2, 10, 10);
+        let slots = [
+            a.admit(ip("10.0.0.1")).unwrap().establish().unwrap(),
+            a.admit(ip("10.0.0.2")).unwrap().establish().unwrap(),
+        ];
+        let caps = |max_connections| Limits {
+            max_connections,
+            max_handshakes: 10,
+            max_handshakes_per_source: 10,
+        };
+        a.set_limits(caps(0));
+        a.set_limits(caps(2));
+        drop(slots);
+        assert_eq!(a.connections(), 0);
+        let again = [
+            a.admit(ip("10.0.0.3")).unwrap().establish().unwrap(),
+            a.admit(ip("10.0.0.4")).unwrap().establish().unwrap(),
+        ];
+        assert!(a.admit(ip("10.0.0.5")).unwrap().establish().is_err());
+        drop(again);
     }
 }

@@ -289,4 +289,18 @@ fn sighup_with_a_changed_allowlist_refuses_new_destinations_and_keeps_running_tr
 
     hup_server(&with_allow, "reload: allow_destinations = [10.30.0.2/32]");
     assert!(echo_ok(&h), "allowed again after the second reload");
+
+    // The caps change live too (their arithmetic is admission.rs's unit tests): the relay
+    // says the new figures, and neither the running download nor new connections notice.
+    let stream = common::start_bonded_stream(&h, 4);
+    hup_server(
+        &format!("{with_allow}max_connections = 500\n"),
+        "limits: 500 relayed connections",
+    );
+    assert!(
+        echo_ok(&h),
+        "new connections are admitted under the new cap"
+    );
+    let v = h.finish_traffic(stream).expect("download");
+    assert_eq!(v["ok"], true, "the running download must go on: {v}");
 }

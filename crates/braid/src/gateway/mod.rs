@@ -289,7 +289,9 @@ async fn run_recorded(
         view_rx.clone(),
         !cfg.uplinks.is_empty(),
     ));
-    let follower = reload.map(|r| tokio::spawn(r.follow(cfg.clone(), live_tx)));
+    // Before the follower: a reload may change the caps.
+    let admission = crate::admission::for_daemon(&cfg.limits);
+    let follower = reload.map(|r| tokio::spawn(r.follow(cfg.clone(), live_tx, admission.clone())));
     let registry = Arc::new(Registry::default());
     let view_rx_udp = view_rx.clone();
     let tcp_mem = crate::status::kernel::KernelWatch::system();
@@ -316,6 +318,7 @@ async fn run_recorded(
         journal,
         shutdown,
         up_tx,
+        admission,
     );
     // The manager only returns early when it cannot work at all (e.g. MPTCP limits refused):
     // then the gateway stops too, rather than run without its uplinks.
@@ -441,6 +444,7 @@ async fn serve(
     journal: Option<Arc<Journal>>,
     mut shutdown: Shutdown,
     up: tokio::sync::oneshot::Sender<()>,
+    admission: Arc<crate::admission::Admission>,
 ) -> Result<(), GatewayError> {
     let TfoStart { early, facts } = tfo;
     // Both sets abort their tasks when dropped, also on an early return.
@@ -491,7 +495,6 @@ async fn serve(
         idle: cfg.idle_timeout,
         log: Arc::new(crate::log_limit::PerSourceLog::new(Duration::from_secs(60))),
     };
-    let admission = crate::admission::for_daemon(&cfg.limits);
     let redirect_port = spawn_listeners(
         &mut serving,
         listeners,

@@ -1,8 +1,10 @@
 //! SIGHUP: re-read gateway.toml and apply what can change while connections run.
 //!
 //! - Live: the uplink list (added uplinks are installed, removed ones taken down; the others
-//!   and every connection are untouched, see `uplink::reload`) and the `[health]` settings
-//!   (every uplink keeps its state; the new thresholds and probe interval apply at once).
+//!   and every connection are untouched, see `uplink::reload`), the `[health]` settings
+//!   (every uplink keeps its state; the new thresholds and probe interval apply at once), and
+//!   the caps (`max_connections`, `max_handshakes`, `max_handshakes_per_source`: running
+//!   connections are never cut).
 //! - Not live, named in the log and left as running: everything else (relay address, method,
 //!   key, listeners, LAN capture, TFO, MPTCP, congestion control, timeouts). Restart to apply.
 //!
@@ -28,19 +30,29 @@ pub struct Reload {
 
 impl Reload {
     /// Follows reload signals until aborted; `live` reaches the uplink manager.
-    pub async fn follow(mut self, mut running: GatewayConfig, live: watch::Sender<Live>) {
+    pub async fn follow(
+        mut self,
+        mut running: GatewayConfig,
+        live: watch::Sender<Live>,
+        admission: std::sync::Arc<crate::admission::Admission>,
+    ) {
         while self.signal.recv().await.is_some() {
             crate::systemd::notify("RELOADING=1");
             match GatewayConfig::load(&self.path) {
                 Err(e) => warn!("reload: {e}; the running configuration stays as it was"),
-                Ok(new) => apply(&mut running, new, &live),
+                Ok(new) => apply(&mut running, new, &live, &admission),
             }
             crate::systemd::ready("reloaded");
         }
     }
 }
 
-fn apply(running: &mut GatewayConfig, new: GatewayConfig, live: &watch::Sender<Live>) {
+fn apply(
+    running: &mut GatewayConfig,
+    new: GatewayConfig,
+    live: &watch::Sender<Live>,
+    admission: &crate::admission::Admission,
+) {
     let fixed = not_live(running, &new);
     for key in &fixed {
         warn!("reload: `{key}` changed, but cannot change while braid runs; it stays as it was until `systemctl restart braid-gateway`");
@@ -75,6 +87,12 @@ fn apply(running: &mut GatewayConfig, new: GatewayConfig, live: &watch::Sender<L
             new.health.recover_after
         );
         running.health = new.health;
+        changed = true;
+    }
+    if new.limits != running.limits {
+        info!("reload: new caps on LAN connections (running connections stay)");
+        admission.set_limits(crate::admission::resolved(&new.limits));
+        running.limits = new.limits;
         changed = true;
     }
     if changed {
@@ -118,10 +136,6 @@ pub fn not_live(a: &GatewayConfig, b: &GatewayConfig) -> Vec<&'static str> {
     differ("state_dir", a.state_dir != b.state_dir);
     differ("bypass", a.bypass != b.bypass);
     differ("capture", a.capture != b.capture);
-    differ(
-        "max_connections / max_handshakes / max_handshakes_per_source",
-        a.limits != b.limits,
-    );
     differ("socks_allow_from", a.socks_allow_from != b.socks_allow_from);
     differ(
         "control_allow_from / control_token / control_hosts",
@@ -176,11 +190,9 @@ mod tests {
         assert_eq!(not_live(&a, &b), ["redirect", "mptcp"]);
         assert!(not_live(&a, &cfg("")).contains(&"key"));
         assert_eq!(
-            not_live(&a, &cfg("max_connections = 100\n")),
-            [
-                "key",
-                "max_connections / max_handshakes / max_handshakes_per_source"
-            ]
+            not_live(&a, &cfg("warm_pool = 2\nmax_connections = 100\n")),
+            ["key", "warm_pool"],
+            "the caps change live"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! SIGHUP on the relay: re-read server.toml and apply what can change while connections run.
 //!
 //! - Live: `allow_destinations` (the next destination check uses it, TCP and UDP; connections
-//!   and UDP sessions already relayed are not cut).
+//!   and UDP sessions already relayed are not cut) and the caps (`max_connections`,
+//!   `max_handshakes`, `max_handshakes_per_source`: running connections are never cut).
 //! - Not live, named in the log and left as running: the listen address, key, method, listener
 //!   options (TFO, MPTCP), congestion control, timeouts and the status API. Restart to apply.
 //!
@@ -57,11 +58,19 @@ impl Reloader {
         Reloader(shared)
     }
 
+    /// The caps from now on; running connections are never cut.
+    pub fn set_limits(&self, cfg: &crate::config::LimitsConfig) {
+        self.0.admission.set_limits(crate::admission::resolved(cfg));
+    }
+
     /// The destinations allowed despite the safety rules, from now on.
     pub fn set_allow_destinations(&self, allow: Vec<ipnet::IpNet>) {
         self.0.policy.set(DestinationPolicy { allow });
     }
 }
+
+/// The caps' keys, as the log names them.
+const LIMITS: &str = "max_connections / max_handshakes / max_handshakes_per_source";
 
 /// Follows reload signals until aborted.
 pub async fn follow(path: PathBuf, mut signal: Signal, mut running: ServerConfig, live: Reloader) {
@@ -90,6 +99,10 @@ fn apply(running: &mut ServerConfig, new: ServerConfig, live: &Reloader) {
             info!("reload: allow_destinations = [{}]", list.join(", "));
             live.set_allow_destinations(new.allow_destinations.clone());
             running.allow_destinations = new.allow_destinations.clone();
+        } else if key == LIMITS {
+            info!("reload: new caps on relay connections (running connections stay)");
+            live.set_limits(&new.limits);
+            running.limits = new.limits;
         } else {
             warn!("reload: `{key}` changed, but cannot change while the relay runs; it stays as it was until `systemctl restart braid-server`");
         }
@@ -120,10 +133,7 @@ pub fn changed(a: &ServerConfig, b: &ServerConfig) -> Vec<&'static str> {
         ("idle_timeout_secs", a.idle_timeout != b.idle_timeout),
         ("control", a.control != b.control),
         ("public_addresses", a.public_addresses != b.public_addresses),
-        (
-            "max_connections / max_handshakes / max_handshakes_per_source",
-            a.limits != b.limits,
-        ),
+        (LIMITS, a.limits != b.limits),
         (
             "control_allow_from / control_token / control_hosts",
             a.control_access != b.control_access,
