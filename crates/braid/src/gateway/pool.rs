@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use braid_proto::health::LinkState;
 use braid_proto::pool::{Discard, Mode, Pool, PoolStats, RelayLimits, Review};
 use braid_sys::keepalive::Liveness;
-use braid_sys::mptcp::info::{established_subflow_addrs, mptcp_state, MptcpState};
+use braid_sys::mptcp::info::{established_subflow_addrs, mptcp_state, subflow_addrs, MptcpState};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -354,10 +354,13 @@ fn review(idle: &mut Idle, uplinks: &UplinkAddrs) -> Review {
     if !still_open(&idle.stream) {
         return Review::Closed;
     }
-    let (state, locals) = subflow_locals(&idle.stream);
-    if locals.iter().any(|a| uplinks.down.contains(a)) {
+    // Any subflow on a Down uplink, whatever its TCP state (one that went down with its link
+    // may already have left ESTABLISHED).
+    let (_, all) = subflow_locals_in(&idle.stream, false);
+    if all.iter().any(|a| uplinks.down.contains(a)) {
         return Review::UplinkDown;
     }
+    let (state, locals) = subflow_locals(&idle.stream);
     // A connection that is not MPTCP (plain TCP, or fallen back) has nothing to wait for.
     let joined =
         !matches!(state, MptcpState::Mptcp { .. }) || uplinks.up.iter().all(|a| locals.contains(a));
@@ -384,9 +387,21 @@ fn review(idle: &mut Idle, uplinks: &UplinkAddrs) -> Review {
 /// What a relay socket is, and the local address of each of its established subflows (the
 /// socket's own when it is not MPTCP): a join still in SYN_SENT does not make a connection warm.
 pub(crate) fn subflow_locals<S: AsFd>(socket: &S) -> (MptcpState, Vec<IpAddr>) {
+    subflow_locals_in(socket, true)
+}
+
+/// Like [`subflow_locals`], with every subflow listed when `established_only` is false.
+fn subflow_locals_in<S: AsFd>(socket: &S, established_only: bool) -> (MptcpState, Vec<IpAddr>) {
     let state = mptcp_state(socket);
+    let addrs = |s: &S| {
+        if established_only {
+            established_subflow_addrs(s)
+        } else {
+            subflow_addrs(s)
+        }
+    };
     let locals = match state {
-        MptcpState::Mptcp { .. } => established_subflow_addrs(socket)
+        MptcpState::Mptcp { .. } => addrs(socket)
             .map(|v| {
                 v.into_iter()
                     .map(|(l, _)| braid_sys::socket::normalize(l).ip())
