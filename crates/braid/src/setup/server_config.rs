@@ -48,7 +48,11 @@ pub fn plan(root: &Path, listen: SocketAddr, method: Method) -> Result<Planned, 
         });
     }
     let key = crate::keygen::generate(method).map_err(|e| SetupError::Random(e.to_string()))?;
-    let text = render(listen, method, &key);
+    let mut text = render(listen, method, &key);
+    if root != Path::new("/") {
+        // Everything under the root, the relay's salt file too.
+        text += &format!("state_dir = \"{}\"\n", root.join("run/braid").display());
+    }
     let config = ServerConfig::from_toml(&p, &text).map_err(|e| SetupError::ExistingConfig {
         path: p.clone(),
         why: format!("(the config setup generated is invalid: {e})"),
@@ -91,6 +95,11 @@ mod tests {
         assert!(kept.change.is_none());
         assert_eq!(kept.config.key, first.config.key);
         assert_eq!(kept.config.listen, listen);
+        assert_eq!(
+            kept.config.state_dir,
+            root.join("run/braid"),
+            "under a root, the salt file stays there too"
+        );
         std::fs::write(path(&root), "listen = 1\n").unwrap();
         let e = plan(&root, listen, Method::Aes256Gcm)
             .err()
