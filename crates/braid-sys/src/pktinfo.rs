@@ -126,6 +126,28 @@ fn sockaddr(s: &SockaddrStorage) -> Option<SocketAddr> {
     }
 }
 
+/// [`recv_to`] on a tokio socket: waits for a datagram.
+pub async fn recv_to_async(
+    sock: &tokio::net::UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    sock.async_io(tokio::io::Interest::READABLE, || recv_to(sock, buf))
+        .await
+}
+
+/// [`send_from`] on a tokio socket: waits for room in the send buffer.
+pub async fn send_from_async(
+    sock: &tokio::net::UdpSocket,
+    buf: &[u8],
+    to: SocketAddr,
+    from: Option<IpAddr>,
+) -> io::Result<usize> {
+    sock.async_io(tokio::io::Interest::WRITABLE, || {
+        send_from(sock, buf, to, from)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,12 +98,40 @@ const SUBFLOW_DATA_LEN: usize = 16;
 pub fn subflow_addrs<S: AsFd>(
     sock: &S,
 ) -> io::Result<Vec<(std::net::SocketAddr, std::net::SocketAddr)>> {
+    let buf = get_subflow_records(sock, MPTCP_SUBFLOW_ADDRS, SUBFLOW_ADDRS_LEN)?;
+    Ok(parse_subflow_addrs(&buf))
+}
+
+/// Asks `option` (a `SOL_MPTCP` option answered with `struct mptcp_subflow_data` and a record
+/// per subflow) for up to 8 records of `record` bytes; the bytes the kernel wrote.
+fn get_subflow_records<S: AsFd>(sock: &S, option: i32, record: usize) -> io::Result<Vec<u8>> {
     const MAX: usize = 8;
-    let mut buf = vec![0u8; SUBFLOW_DATA_LEN + MAX * SUBFLOW_ADDRS_LEN];
+    let mut buf = vec![0u8; SUBFLOW_DATA_LEN + MAX * record];
     buf[0..4].copy_from_slice(&(SUBFLOW_DATA_LEN as u32).to_ne_bytes());
-    buf[12..16].copy_from_slice(&(SUBFLOW_ADDRS_LEN as u32).to_ne_bytes());
-    let n = sockopt::get_raw(sock, SOL_MPTCP, MPTCP_SUBFLOW_ADDRS, &mut buf)?;
-    Ok(parse_subflow_addrs(&buf[..n]))
+    buf[12..16].copy_from_slice(&(record as u32).to_ne_bytes());
+    let n = sockopt::get_raw(sock, SOL_MPTCP, option, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The records after a `struct mptcp_subflow_data` header, each cut to at most `max` bytes.
+///
+/// The header's count and sizes are the kernel's word, but only the records whose bytes are
+/// really present are read: a count larger than the buffer holds (a kernel with more subflows
+/// than the buffer has room for, or a corrupt header) yields what fits, never a read past the
+/// end or a loop over a huge count.
+fn subflow_records(b: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]) as usize)
+    };
+    let records = match (u32_at(0), u32_at(4), u32_at(12)) {
+        (Some(hdr), Some(count), Some(size_user)) => b
+            .get(hdr..)
+            .map(|r| r.chunks_exact(size_user.clamp(1, max)).take(count)),
+        _ => None,
+    };
+    records.into_iter().flatten()
 }
 
 /// `MPTCP_TCPINFO` under `SOL_MPTCP` (Linux 5.16+): a `struct tcp_info` per subflow.
@@ -121,13 +149,8 @@ const TCPINFO_PREFIX: usize = 8;
 pub fn established_subflow_addrs<S: AsFd>(
     sock: &S,
 ) -> io::Result<Vec<(std::net::SocketAddr, std::net::SocketAddr)>> {
-    const MAX: usize = 8;
     let addrs = subflow_addrs(sock)?;
-    let mut buf = vec![0u8; SUBFLOW_DATA_LEN + MAX * TCPINFO_PREFIX];
-    buf[0..4].copy_from_slice(&(SUBFLOW_DATA_LEN as u32).to_ne_bytes());
-    buf[12..16].copy_from_slice(&(TCPINFO_PREFIX as u32).to_ne_bytes());
-    let n = sockopt::get_raw(sock, SOL_MPTCP, MPTCP_TCPINFO, &mut buf)?;
-    let states = parse_subflow_states(&buf[..n]);
+    let states = parse_subflow_states(&get_subflow_records(sock, MPTCP_TCPINFO, TCPINFO_PREFIX)?);
     if states.len() != addrs.len() {
         return Ok(addrs);
     }
@@ -140,46 +163,15 @@ pub fn established_subflow_addrs<S: AsFd>(
 }
 
 /// Parses `mptcp_subflow_data` followed by `struct tcp_info` prefixes: each subflow's
-/// `tcpi_state`, bounded by the bytes present like [`parse_subflow_addrs`].
+/// `tcpi_state`, bounded by the bytes present (see [`subflow_records`]).
 pub fn parse_subflow_states(b: &[u8]) -> Vec<u8> {
-    let u32_at = |o: usize| {
-        b.get(o..o + 4)
-            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]) as usize)
-    };
-    let (Some(hdr), Some(count), Some(size_user)) = (u32_at(0), u32_at(4), u32_at(12)) else {
-        return Vec::new();
-    };
-    let Some(records) = b.get(hdr..) else {
-        return Vec::new();
-    };
-    records
-        .chunks_exact(size_user.max(1))
-        .take(count)
-        .map(|rec| rec[0])
-        .collect()
+    subflow_records(b, usize::MAX).map(|rec| rec[0]).collect()
 }
 
-/// Parses `mptcp_subflow_data` followed by `mptcp_subflow_addrs` records.
-///
-/// The header's count and sizes are the kernel's word, but only the records whose bytes are
-/// really present are read: a count larger than the buffer holds (a kernel with more subflows
-/// than the buffer has room for, or a corrupt header) yields what fits, never a read past the
-/// end or a loop over a huge count.
+/// Parses `mptcp_subflow_data` followed by `mptcp_subflow_addrs` records, bounded by the bytes
+/// present (see [`subflow_records`]).
 pub fn parse_subflow_addrs(b: &[u8]) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
-    let u32_at = |o: usize| {
-        b.get(o..o + 4)
-            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]) as usize)
-    };
-    let (Some(hdr), Some(count), Some(size_user)) = (u32_at(0), u32_at(4), u32_at(12)) else {
-        return Vec::new();
-    };
-    let size = size_user.clamp(1, SUBFLOW_ADDRS_LEN);
-    let Some(records) = b.get(hdr..) else {
-        return Vec::new();
-    };
-    records
-        .chunks_exact(size)
-        .take(count)
+    subflow_records(b, SUBFLOW_ADDRS_LEN)
         .filter_map(|rec| Some((sockaddr(rec.get(..128)?)?, sockaddr(rec.get(128..)?)?)))
         .collect()
 }

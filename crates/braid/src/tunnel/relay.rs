@@ -243,12 +243,8 @@ impl Running {
 
     /// Sends an outer packet to a gateway, from the address it wrote to.
     async fn send(&self, packet: &[u8], to: Endpoint) {
-        let sent = self
-            .udp
-            .async_io(tokio::io::Interest::WRITABLE, || {
-                braid_sys::pktinfo::send_from(&self.udp, packet, to.gateway, to.local)
-            })
-            .await;
+        let sent =
+            braid_sys::pktinfo::send_from_async(&self.udp, packet, to.gateway, to.local).await;
         if let Err(e) = sent {
             debug!("tunnel socket: sending to {}: {e}", to.gateway);
         }
@@ -269,12 +265,7 @@ async fn from_gateways(r: Arc<Running>) {
     let mut buf = vec![0u8; BUF];
     let mut out = vec![0u8; BUF];
     loop {
-        let received = r
-            .udp
-            .async_io(tokio::io::Interest::READABLE, || {
-                braid_sys::pktinfo::recv_to(&r.udp, &mut buf)
-            })
-            .await;
+        let received = braid_sys::pktinfo::recv_to_async(&r.udp, &mut buf).await;
         let (n, from, local) = match received {
             Ok(x) => x,
             Err(e) => {

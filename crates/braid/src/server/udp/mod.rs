@@ -113,9 +113,7 @@ impl UdpRelay {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut sessions = JoinSet::new();
         loop {
-            let received = relay.socket.async_io(tokio::io::Interest::READABLE, || {
-                braid_sys::pktinfo::recv_to(&relay.socket, &mut buf)
-            });
+            let received = braid_sys::pktinfo::recv_to_async(&relay.socket, &mut buf);
             let (n, peer, local) = tokio::select! {
                 _ = shutdown.wait() => break,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,

@@ -110,12 +110,7 @@ async fn reply(relay: &Relay, session: &Session, source: &Address, payload: &[u8
         payload,
         &mut out,
     );
-    let sent = relay
-        .socket
-        .async_io(tokio::io::Interest::WRITABLE, || {
-            braid_sys::pktinfo::send_from(&relay.socket, &out, to.client, to.local)
-        })
-        .await;
+    let sent = braid_sys::pktinfo::send_from_async(&relay.socket, &out, to.client, to.local).await;
     match sent {
         Ok(_) => {
             session
