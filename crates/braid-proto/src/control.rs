@@ -140,6 +140,10 @@ pub struct HandshakeLimits {
     pub timeout_ms: u64,
     /// `max_handshakes_per_source` as resolved.
     pub max_per_source: u64,
+    /// The relay takes parked requests (`crate::park`): a warm connection can be bonded before
+    /// it is used. Relays older than parking leave it out.
+    #[serde(default)]
+    pub parks: bool,
 }
 
 /// What a relay connection really is on the wire.
@@ -560,6 +564,7 @@ mod tests {
             handshake: Some(HandshakeLimits {
                 timeout_ms: 15_000,
                 max_per_source: 16,
+                parks: true,
             }),
         });
         let (back, _): (ControlResponse, usize) = decode(&encode(&r)).unwrap().unwrap();

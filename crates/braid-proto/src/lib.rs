@@ -11,10 +11,9 @@
 //! ```
 //!
 //! Also here: the relay's destination policy (`destination`), SIP022's request-header rules
-//! (`sip022`), the rules of the gateway's warm pool of relay connections (`pool`), and log lines
-//! a peer can neither forge nor flood (`logsafe`).
-//! Also here: the hostile-path tunnel's decisions, inner-packet rules and MTU (`tunnel`); the relay's destination policy (`destination`), SIP022's request-header rules
-//! (`sip022`), and log lines a peer can neither forge nor flood (`logsafe`).
+//! (`sip022`), the rules of the gateway's warm pool of relay connections (`pool`) and the parked
+//! request that bonds them before use (`park`), the hostile-path tunnel's decisions, inner-packet
+//! rules and MTU (`tunnel`), and log lines a peer can neither forge nor flood (`logsafe`).
 #![forbid(unsafe_code)]
 
 pub mod congestion;
@@ -25,6 +24,7 @@ pub mod destination;
 pub mod fuzz_api;
 pub mod health;
 pub mod logsafe;
+pub mod park;
 pub mod pool;
 pub mod rate;
 pub mod sip022;

@@ -9,10 +9,12 @@
 //! ```
 //!
 //! Why each rule:
-//! - **Nothing is sent in advance.** An entry is a connected socket with no byte written: the
-//!   Shadowsocks-2022 request header (salt, timestamp) is made when a LAN connection takes it.
-//!   So the relay holds each entry as a *pending handshake* and closes it after its handshake
-//!   timeout; an entry is retired at [`Pool::lifetime`], a third of that timeout (at least 1 s)
+//! - **Nothing of a LAN connection is sent in advance.** For a stock server an entry is a
+//!   connected socket with no byte written: the Shadowsocks-2022 request header (salt,
+//!   timestamp) is made when a LAN connection takes it. For `braid server` an entry has sent a
+//!   parked request (`crate::park`, [`RelayLimits::parks`]), so that its other subflows can join,
+//!   and the LAN connection's target follows when it is taken. Either way the relay holds each
+//!   entry as a *pending handshake* and closes it after its handshake timeout; an entry is retired at [`Pool::lifetime`], a third of that timeout (at least 1 s)
 //!   before, and the pool stops when that leaves less than [`MIN_LIFETIME`].
 //! - **The relay's timeout.** `braid server` says its own (and its per-source cap) over the
 //!   control channel ([`RelayLimits`]); for a stock server the gateway assumes one
@@ -90,6 +92,8 @@ pub struct RelayLimits {
     pub handshake_timeout: Duration,
     /// Pending handshakes it allows per source address.
     pub max_per_source: u32,
+    /// It takes parked requests (`crate::park`).
+    pub parks: bool,
 }
 
 /// Where the pool's idea of the relay's handshake timeout comes from.
@@ -167,6 +171,10 @@ pub struct PoolStats {
     pub cap: u32,
     /// One sentence: why the pool has this size, or why it is not running.
     pub reason: String,
+    /// Idle connections are parked on the relay (`crate::park`), so their other subflows join
+    /// before use; false for a stock server, whose idle connections send nothing.
+    #[serde(default)]
+    pub parked: bool,
 }
 
 struct Entry<T> {
@@ -220,6 +228,7 @@ pub struct Pool<T> {
     timeout: Duration,
     source: TimeoutSource,
     max_per_source: Option<u32>,
+    parks: bool,
     idle: VecDeque<Entry<T>>,
     opening: u32,
     rate: Rate,
@@ -237,6 +246,7 @@ impl<T> Pool<T> {
             timeout: assumed_timeout,
             source: TimeoutSource::Assumed,
             max_per_source: None,
+            parks: false,
             idle: VecDeque::new(),
             opening: 0,
             rate: Rate::default(),
@@ -257,6 +267,12 @@ impl<T> Pool<T> {
         self.timeout = limits.handshake_timeout;
         self.source = TimeoutSource::Relay;
         self.max_per_source = Some(limits.max_per_source);
+        self.parks = limits.parks;
+    }
+
+    /// Whether new entries are parked on the relay (it said it takes parked requests).
+    pub fn parks(&self) -> bool {
+        self.parks
     }
 
     /// How long an idle entry is kept: the relay's timeout less a third of it (at least 1 s);
@@ -498,6 +514,7 @@ impl<T> Pool<T> {
             relay_timeout_source: Some(self.source),
             cap: self.cap(),
             reason,
+            parked: self.parks,
         }
     }
 }
@@ -514,6 +531,7 @@ mod tests {
         RelayLimits {
             handshake_timeout: s(15.0),
             max_per_source: 16,
+            parks: true,
         }
     }
 
@@ -552,11 +570,13 @@ mod tests {
         p.set_relay(RelayLimits {
             handshake_timeout: s(15.0),
             max_per_source: 256,
+            parks: false,
         });
         assert_eq!(p.target(s(0.0)), MAX_IDLE);
         p.set_relay(RelayLimits {
             handshake_timeout: s(15.0),
             max_per_source: 2,
+            parks: false,
         });
         assert_eq!(p.target(s(0.0)), 1);
         assert!(p.stats(s(0.0)).reason.contains("capped at 1"));
@@ -725,6 +745,7 @@ mod tests {
         p.set_relay(RelayLimits {
             handshake_timeout: s(15.0),
             max_per_source: 1,
+            parks: false,
         });
         assert_eq!(p.opened(s(0.1), 2), Some(2));
     }

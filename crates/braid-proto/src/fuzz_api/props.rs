@@ -69,10 +69,11 @@ fn report() -> impl Strategy<Value = ServerReport> {
             },
         );
     let sysctls: BoxedStrategy<BTreeMap<String, String>> = btree_map(".*", ".*", 0..4).boxed();
-    let handshake = proptest::option::of(any::<(u64, u64)>().prop_map(
-        |(timeout_ms, max_per_source)| HandshakeLimits {
+    let handshake = proptest::option::of(any::<(u64, u64, bool)>().prop_map(
+        |(timeout_ms, max_per_source, parks)| HandshakeLimits {
             timeout_ms,
             max_per_source,
+            parks,
         },
     ));
     (".*", ".*", connection, sysctls, any::<u64>(), handshake).prop_map(

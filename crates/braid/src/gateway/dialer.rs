@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
-use super::pool::WarmPool;
+use super::pool::{Pooled, WarmPool};
 use crate::config::gateway::GatewayConfig;
 use crate::shared_stream::SharedStream;
 
@@ -28,6 +28,15 @@ pub type RelayStream = ProxyClientStream<SharedStream>;
 /// Sending the first payload with the header saves a packet, and with TFO it rides in the SYN;
 /// server-speaks-first protocols (SSH, SMTP) wait at most this long.
 pub const FIRST_PAYLOAD_WAIT: Duration = Duration::from_millis(50);
+
+/// The receive buffer of relay connections, fixed. The kernel autotunes an MPTCP connection's
+/// receive buffer once per round trip of its *slowest* subflow, so a connection bonded from its
+/// start (a warm one) advertises the 64 KiB initial window for the first 40 ms of a 40 ms
+/// uplink, and the fast uplink stalls behind the slow one's first packets (measured: a 1 MB
+/// fetch over a warm connection 277 ms with autotuning, 222 ms with this; `bench/fetch.sh`). It
+/// is a ceiling, not an allocation: the kernel charges only what is queued, and autotuning
+/// would grow a busy connection's buffer to `tcp_rmem`'s 6 MiB anyway.
+pub const RELAY_RECV_BUFFER: usize = 4 * 1024 * 1024;
 
 /// Opens relay streams. Shared by every listener.
 pub struct Dialer {
@@ -220,6 +229,9 @@ impl Dialer {
             braid_sys::tfo::set_connect_fastopen(&sock)?;
         }
         crate::congestion::apply(&sock, &self.congestion);
+        if let Err(e) = braid_sys::socket::fix_recv_buffer(&sock, RELAY_RECV_BUFFER) {
+            tracing::debug!("receive buffer toward the relay: {e}");
+        }
         // A relay that vanished is noticed by keepalive (MPTCP refuses TCP_USER_TIMEOUT).
         if let Err(e) = braid_sys::keepalive::apply(&sock, &crate::listener::LIVENESS) {
             tracing::debug!("keepalive toward the relay: {e}");
@@ -247,6 +259,52 @@ impl Dialer {
         }
     }
 
+    /// Sends a parked request on `stream` (`braid_proto::park`): the relay, a braid server,
+    /// waits for the real target, and the other uplinks' subflows can join meanwhile.
+    pub async fn park(&self, stream: TcpStream) -> io::Result<RelayStream> {
+        let target = Address::DomainNameAddress(
+            braid_proto::park::PARK_HOST.into(),
+            braid_proto::park::PARK_PORT,
+        );
+        let mut r = self.wrap(stream, target);
+        send_first(&mut r, &[]).await?;
+        Ok(r)
+    }
+
+    /// Names `target` on a parked stream, with `first` (the LAN client's first bytes, possibly
+    /// none) in the same chunk.
+    async fn unpark(
+        &self,
+        mut r: RelayStream,
+        target: &Address,
+        first: &[u8],
+    ) -> io::Result<RelayStream> {
+        let mut second = Vec::with_capacity(target.serialized_len() + first.len());
+        target.write_to_buf(&mut second);
+        second.extend_from_slice(first);
+        r.write_all(&second).await?;
+        r.flush().await?;
+        Ok(r)
+    }
+
+    /// A pooled connection as a stream to `target`, `first` sent with its header (a raw one) or
+    /// its second stage (a parked one).
+    async fn use_pooled(
+        &self,
+        pooled: Pooled,
+        target: Address,
+        first: &[u8],
+    ) -> io::Result<RelayStream> {
+        match pooled {
+            Pooled::Raw(stream) => {
+                let mut r = self.wrap(stream, target);
+                send_first(&mut r, first).await?;
+                Ok(r)
+            }
+            Pooled::Parked(r) => self.unpark(*r, &target, first).await,
+        }
+    }
+
     /// Opens a stream to `target` through the relay. Nothing is sent yet: the caller's first
     /// write carries the request header.
     pub async fn open(&self, target: Address, tfo: bool) -> io::Result<RelayStream> {
@@ -255,10 +313,12 @@ impl Dialer {
     }
 
     /// Opens a stream for a LAN connection: on an idle connection of the warm pool when there is
-    /// one, else on a new one (with TFO when it is on). Nothing is sent yet.
+    /// one, else on a new one (with TFO when it is on). Nothing of the LAN client's is sent yet
+    /// (a parked connection has named its target).
     pub async fn open_lan(&self, target: Address) -> io::Result<RelayStream> {
         match self.pool().and_then(|p| p.take()) {
-            Some(stream) => Ok(self.wrap(stream, target)),
+            Some(Pooled::Raw(stream)) => Ok(self.wrap(stream, target)),
+            Some(Pooled::Parked(r)) => self.unpark(*r, &target, &[]).await,
             None => self.open(target, self.tfo()).await,
         }
     }
@@ -273,11 +333,9 @@ impl Dialer {
         target: Address,
     ) -> io::Result<RelayStream> {
         let mut first = vec![0u8; 16 * 1024];
-        if let Some(stream) = self.pool().and_then(|p| p.take()) {
+        if let Some(pooled) = self.pool().and_then(|p| p.take()) {
             let n = read_first(lan, &mut first).await?;
-            let mut remote = self.wrap(stream, target);
-            send_first(&mut remote, &first[..n]).await?;
-            return Ok(remote);
+            return self.use_pooled(pooled, target, &first[..n]).await;
         }
         let tfo = self.tfo();
         let (n, remote) = if tfo {

@@ -3,30 +3,30 @@
 //! `braid_proto::pool`; this file opens the sockets and asks the kernel about them.
 //!
 //! ```text
-//!  run(): connect_raw ──► idle (keepalive 1 s until warm) ──► core
+//!  run(): learn the relay ─► connect_raw (+ a parked request to braid server) ─► core
 //!         every 250 ms: closed by the relay? a subflow on every Up uplink? one on a Down one?
 //!         at its lifetime: closed unused (the relay's handshake timeout is never reached)
-//!  Dialer::open_for / open_lan ──► take(): the socket, checked open, or a miss
+//!  Dialer::open_for / open_lan ──► take(): the connection, checked open and bonded, or a miss
 //! ```
 //!
-//! An idle connection has sent nothing: the Shadowsocks-2022 request header (salt, timestamp)
-//! is made when a LAN connection takes it, so nothing is ever sent twice or ahead of time, and
-//! stock servers need nothing new.
-//!
-//! The 1 s keepalive while warming was meant to bring the other subflows in without a byte of
-//! the stream. It does not: the relay's kernel accepts an MP_JOIN only on a connection that is
-//! fully established on its side (`mptcp_can_accept_new_subflow()` requires
-//! `mptcp_is_fully_established()`), which needs data from the client. The joins of an idle
-//! connection are dropped and retried with SYN backoff, so a pooled connection is bonded only
-//! seconds after it is taken; that is why `warm_pool` is off by default (README, "Warm pool").
-//! Only established subflows count (`MPTCP_SUBFLOW_ADDRS` lists pending joins too), so an idle
-//! connection is rarely warm, and the pool serves few LAN connections; those it serves are
-//! bonded.
+//! An idle connection is bonded only if the relay's kernel accepts its joins, and it accepts an
+//! MP_JOIN only on a connection fully established on its side (`mptcp_can_accept_new_subflow()`
+//! requires `mptcp_is_fully_established()`), which needs data from the client. So against
+//! `braid server` each idle connection sends a parked request at once (`braid_proto::park`): the
+//! relay waits for the real target, the joins are accepted meanwhile, and the connection is warm
+//! (a subflow on every Up uplink) about one round trip of the slowest uplink later. Against a
+//! stock server an idle connection sends nothing (its request header is made when a LAN
+//! connection takes it, so nothing is ever sent twice or ahead of time): its joins are dropped,
+//! it is rarely warm, and the pool serves few LAN connections, but only bonded ones. Only
+//! established subflows count (`MPTCP_SUBFLOW_ADDRS` lists pending joins too). The pool waits
+//! for the relay's control answer (or its silence: a stock server) before it opens anything, so
+//! that every connection to a braid relay is parked.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::dialer::Dialer;
+use super::dialer::{Dialer, RelayStream};
 use super::uplink::ManagerView;
 
 /// How often idle connections are looked at (closed by the relay, subflows joined).
@@ -56,9 +56,28 @@ const ASK_RELAY_EVERY: Duration = Duration::from_secs(600);
 /// How soon an unreachable relay is asked again.
 const ASK_RELAY_RETRY: Duration = Duration::from_secs(30);
 
+/// A connection the pool hands out.
+pub enum Pooled {
+    /// Nothing sent yet (a stock server): the LAN connection's request header goes first.
+    Raw(TcpStream),
+    /// A parked request sent (`braid server`): the LAN connection's target goes first, as the
+    /// second stage. Boxed: the cipher state is large, and idle entries are moved around.
+    Parked(Box<RelayStream>),
+}
+
+impl Pooled {
+    /// The socket, for the kernel's answers.
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Pooled::Raw(s) => s,
+            Pooled::Parked(r) => r.get_ref(),
+        }
+    }
+}
+
 /// An idle relay connection.
 struct Idle {
-    stream: TcpStream,
+    conn: Pooled,
     /// The warming keepalive is still set.
     warming: bool,
 }
@@ -71,6 +90,9 @@ pub struct WarmPool {
     /// The uplink manager's view, read again at each take: a connection flagged warm at the
     /// last review may lack the subflow of an uplink that came Up since.
     view: Mutex<Option<watch::Receiver<ManagerView>>>,
+    /// The relay has answered the control request, or proven a stock server: whether to park
+    /// is known, and connections may be opened.
+    relay_known: AtomicBool,
 }
 
 impl WarmPool {
@@ -82,6 +104,7 @@ impl WarmPool {
             refill: Notify::new(),
             epoch: Instant::now(),
             view: Mutex::new(None),
+            relay_known: AtomicBool::new(false),
         })
     }
 
@@ -96,7 +119,7 @@ impl WarmPool {
     /// An idle connection for a new LAN connection, moved out of the pool (it is never handed
     /// out again), or `None` (a miss). One the relay has closed is discarded on the way, never
     /// returned.
-    pub fn take(&self) -> Option<TcpStream> {
+    pub fn take(&self) -> Option<Pooled> {
         let now = self.now();
         let uplinks = self
             .view
@@ -108,16 +131,16 @@ impl WarmPool {
             let mut core = self.core();
             // Warm as of now: only a connection with a subflow on every Up uplink is bonded.
             let gone = uplinks.map(|u| core.review(now, |i, _age| review(i, &u)).0);
-            (gone, core.take(now, |i| still_open(&i.stream)))
+            (gone, core.take(now, |i| still_open(i.conn.socket())))
         };
         self.refill.notify_one();
         drop(gone);
         drop(taken.discarded);
         let idle = taken.item?;
         if idle.warming {
-            restore_keepalive(&idle.stream);
+            restore_keepalive(idle.conn.socket());
         }
-        Some(idle.stream)
+        Some(idle.conn)
     }
 
     /// Sizes and counters, for status and metrics.
@@ -142,7 +165,7 @@ impl WarmPool {
         let _drain = DrainOnDrop(self.clone());
         let mut background = JoinSet::new();
         background.spawn(learn_relay(self.clone(), dialer.clone()));
-        let mut opens: JoinSet<io::Result<TcpStream>> = JoinSet::new();
+        let mut opens: JoinSet<io::Result<Pooled>> = JoinSet::new();
         let mut tick = tokio::time::interval(REVIEW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut view_open = true;
@@ -150,18 +173,19 @@ impl WarmPool {
             let view = uplinks.borrow_and_update().clone();
             self.maintain(&view);
             let now = self.now();
-            let (n, deadline) = {
+            let (n, deadline, parks) = {
                 let mut core = self.core();
-                let n = if UplinkAddrs::of(&view).waiting {
+                let known = self.relay_known.load(Ordering::Relaxed);
+                let n = if UplinkAddrs::of(&view).waiting || !known {
                     0
                 } else {
                     core.to_open(now)
                 };
-                (n, core.next_deadline(now))
+                (n, core.next_deadline(now), core.parks())
             };
             for _ in 0..n {
                 let d = dialer.clone();
-                opens.spawn(async move { open_idle(&d).await });
+                opens.spawn(async move { open_idle(&d, parks).await });
             }
             let sleep = deadline.map(|d| self.epoch + d);
             tokio::select! {
@@ -205,12 +229,12 @@ impl WarmPool {
         }
     }
 
-    fn on_opened(&self, r: Result<io::Result<TcpStream>, tokio::task::JoinError>) {
+    fn on_opened(&self, r: Result<io::Result<Pooled>, tokio::task::JoinError>) {
         let now = self.now();
         match r {
-            Ok(Ok(stream)) => {
+            Ok(Ok(conn)) => {
                 let idle = Idle {
-                    stream,
+                    conn,
                     warming: true,
                 };
                 // Returned when the pool no longer wants it; dropping it closes it.
@@ -231,13 +255,16 @@ impl WarmPool {
     fn set_relay(&self, limits: RelayLimits) {
         let (lifetime, cap) = {
             let mut core = self.core();
-            let before = (core.lifetime(), core.cap());
+            let before = (core.lifetime(), core.cap(), core.parks());
             core.set_relay(limits);
-            if before == (core.lifetime(), core.cap()) {
+            if before == (core.lifetime(), core.cap(), core.parks()) {
                 return;
             }
             (core.lifetime(), core.cap())
         };
+        if limits.parks {
+            info!("warm pool: the relay takes parked requests; idle connections are bonded before use");
+        }
         match lifetime {
             Some(l) => info!(
                 "warm pool: the relay closes a connection without a request after {:.0} s and takes {} per source; up to {cap} idle connection(s), each kept {:.1} s",
@@ -251,6 +278,15 @@ impl WarmPool {
             ),
         }
         self.refill.notify_one();
+    }
+}
+
+impl WarmPool {
+    /// Lets [`WarmPool::run`] open connections.
+    fn relay_is_known(&self) {
+        if !self.relay_known.swap(true, Ordering::Relaxed) {
+            self.refill.notify_one();
+        }
     }
 }
 
@@ -270,13 +306,17 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-/// Opens one idle connection: no TFO (there is nothing to send), the warming keepalive.
-async fn open_idle(dialer: &Dialer) -> io::Result<TcpStream> {
+/// Opens one idle connection, parked on the relay when it takes that: no TFO (a parked
+/// request gains nothing from it), the warming keepalive.
+async fn open_idle(dialer: &Dialer, parks: bool) -> io::Result<Pooled> {
     let stream = dialer.connect_raw(false).await?;
     if let Err(e) = braid_sys::keepalive::apply(&stream, &WARMING) {
         debug!("warm pool: keepalive: {e}");
     }
-    Ok(stream)
+    if parks {
+        return Ok(Pooled::Parked(Box::new(dialer.park(stream).await?)));
+    }
+    Ok(Pooled::Raw(stream))
 }
 
 fn restore_keepalive(stream: &TcpStream) {
@@ -286,7 +326,8 @@ fn restore_keepalive(stream: &TcpStream) {
 }
 
 /// Asks the relay for its limits (a braid relay answers the control request; a stock one
-/// closes the stream), again every ten minutes, or every 30 s while it cannot be reached.
+/// closes the stream), again every ten minutes, or every 30 s while it cannot be reached. The
+/// pool opens connections once the first answer (or a stock server's silence) is in.
 async fn learn_relay(pool: Arc<WarmPool>, dialer: Arc<Dialer>) {
     loop {
         let (_, report) = super::tfo_probe::exchange(&dialer, false).await;
@@ -295,11 +336,14 @@ async fn learn_relay(pool: Arc<WarmPool>, dialer: Arc<Dialer>) {
                 pool.set_relay(RelayLimits {
                     handshake_timeout: Duration::from_millis(h.timeout_ms),
                     max_per_source: u32::try_from(h.max_per_source).unwrap_or(u32::MAX),
+                    parks: h.parks,
                 });
+                pool.relay_is_known();
                 ASK_RELAY_EVERY
             }
             None if dialer.connect_raw(false).await.is_ok() => {
-                debug!("warm pool: the relay does not state its handshake timeout (a stock server or an older braid); keeping the assumed one");
+                debug!("warm pool: the relay does not state its handshake timeout (a stock server or an older braid); keeping the assumed one, idle connections send nothing");
+                pool.relay_is_known();
                 return;
             }
             None => ASK_RELAY_RETRY,
@@ -351,16 +395,17 @@ impl UplinkAddrs {
 /// Looks at one idle connection: closed, on a Down uplink, warm or still joining. Restores the
 /// usual keepalive once it is warm.
 fn review(idle: &mut Idle, uplinks: &UplinkAddrs) -> Review {
-    if !still_open(&idle.stream) {
+    let socket = idle.conn.socket();
+    if !still_open(socket) {
         return Review::Closed;
     }
     // Any subflow on a Down uplink, whatever its TCP state (one that went down with its link
     // may already have left ESTABLISHED).
-    let (_, all) = subflow_locals_in(&idle.stream, false);
+    let (_, all) = subflow_locals_in(socket, false);
     if all.iter().any(|a| uplinks.down.contains(a)) {
         return Review::UplinkDown;
     }
-    let (state, locals) = subflow_locals(&idle.stream);
+    let (state, locals) = subflow_locals(socket);
     // A connection that is not MPTCP (plain TCP, or fallen back) has nothing to wait for.
     let joined =
         !matches!(state, MptcpState::Mptcp { .. }) || uplinks.up.iter().all(|a| locals.contains(a));
@@ -372,7 +417,7 @@ fn review(idle: &mut Idle, uplinks: &UplinkAddrs) -> Review {
         } else {
             &WARMING
         };
-        if let Err(e) = braid_sys::keepalive::apply(&idle.stream, l) {
+        if let Err(e) = braid_sys::keepalive::apply(socket, l) {
             debug!("warm pool: keepalive: {e}");
         }
         idle.warming = !joined;
@@ -447,7 +492,7 @@ mod tests {
         assert_eq!(core.to_open(now) as usize, streams.len());
         for stream in streams {
             let idle = Idle {
-                stream,
+                conn: Pooled::Raw(stream),
                 warming: false,
             };
             assert!(core.opened(now, idle).is_none());
@@ -468,7 +513,7 @@ mod tests {
         let pool = pool_of(vec![closed, open]);
         // The FIN has arrived once a read would return EOF.
         let taken = pool.take().expect("the open connection");
-        assert_eq!(taken.local_addr().unwrap().port(), open_port);
+        assert_eq!(taken.socket().local_addr().unwrap().port(), open_port);
         assert!(pool.take().is_none(), "nothing else is usable");
         let st = pool.stats();
         assert_eq!((st.hits, st.misses, st.closed_by_relay), (1, 1, 1));
@@ -482,7 +527,7 @@ mod tests {
             .unwrap();
         drop(s);
         let mut idle = Idle {
-            stream: c,
+            conn: Pooled::Raw(c),
             warming: false,
         };
         let none = UplinkAddrs {
@@ -502,7 +547,7 @@ mod tests {
     async fn connection_from_a_down_uplinks_address_is_dropped_and_plain_tcp_is_warm() {
         let (c, _s) = pair().await;
         let mut idle = Idle {
-            stream: c,
+            conn: Pooled::Raw(c),
             warming: true,
         };
         let lo: IpAddr = "127.0.0.1".parse().unwrap();

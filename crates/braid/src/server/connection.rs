@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use braid_proto::control::{ConnectionReport, Transport, CONTROL_HOST, CONTROL_PORT};
 use braid_proto::logsafe::escaped;
+use braid_proto::park;
 use braid_proto::socks5::TargetAddr;
 use braid_sys::mptcp::info::{mptcp_state, MptcpState};
 use tokio::net::TcpStream;
@@ -92,13 +93,11 @@ async fn serve(
         cfg.method.cipher(),
         cfg.key.as_bytes(),
     );
-    let Some(target) = authenticate(shared, &mut ss, peer, &handshake).await else {
+    let Some(target) = authenticate(shared, &mut ss, peer, &handshake, arrival.started).await
+    else {
         reset(ss.get_ref());
         return;
     };
-    if let Some(salt) = ss.salt() {
-        shared.salts.record(salt);
-    }
     let _slot = match handshake.establish() {
         Ok(slot) => slot,
         Err(e) => {
@@ -147,6 +146,7 @@ fn handshake_limits(shared: &Shared) -> braid_proto::control::HandshakeLimits {
     braid_proto::control::HandshakeLimits {
         timeout_ms: shared.cfg.handshake_timeout.as_millis() as u64,
         max_per_source: shared.admission.limits().max_handshakes_per_source as u64,
+        parks: true,
     }
 }
 
@@ -181,17 +181,34 @@ fn classify(shared: &Shared, stream: &TcpStream, peer: SocketAddr) -> Arrival {
     }
 }
 
-/// Reads the request within `handshake_timeout`, unless the connection's place among the pending
-/// handshakes goes to a newer one first. Failures are logged at most once per source per minute.
+/// Reads the request within `handshake_timeout` of the connect, unless the connection's place
+/// among the pending handshakes goes to a newer one first. A parked request (a gateway's warm
+/// pool, `braid_proto::park`) stays a pending handshake until its second stage names the real
+/// target, within the same time. Failures are logged at most once per source per minute.
 async fn authenticate(
     shared: &Shared,
     ss: &mut ServerStream<SharedStream>,
     peer: SocketAddr,
     handshake: &Handshake,
+    started: Instant,
 ) -> Option<TargetAddr> {
     let timeout = shared.cfg.handshake_timeout;
+    let parked = std::sync::atomic::AtomicBool::new(false);
+    let request = async {
+        let target = ss.handshake().await?;
+        // Kept for a replay check even if the stream goes no further.
+        if let Some(salt) = ss.salt() {
+            shared.salts.record(salt);
+        }
+        if !park::is_park(&target) {
+            return Ok(target);
+        }
+        parked.store(true, Ordering::Relaxed);
+        ss.second_stage().await
+    };
+    let deadline = tokio::time::Instant::from_std(started + timeout);
     let why = tokio::select! {
-        r = tokio::time::timeout(timeout, ss.handshake()) => match r {
+        r = tokio::time::timeout_at(deadline, request) => match r {
             Ok(Ok(target)) => return Some(target),
             // What a gateway's warm pool does with a connection it did not need: no failure.
             Ok(Err(HandshakeError::Closed)) => {
@@ -199,6 +216,7 @@ async fn authenticate(
                 return None;
             }
             Ok(Err(e)) => format!("Shadowsocks-2022 handshake failed ({e}); a wrong key or method, a clock more than 30 s off, a replay, or a probe"),
+            Err(_) if parked.load(Ordering::Relaxed) => format!("a parked request named no target within {timeout:?} of the connect (a gateway's warm pool keeps its connections shorter than the relay's handshake_timeout_secs it is told)"),
             Err(_) => format!("no request within {timeout:?}"),
         },
         _ = handshake.evicted() => "its place among the pending handshakes went to a newer connection (max_handshakes)".to_string(),

@@ -259,6 +259,7 @@ mod tests {
     const LIMITS: HandshakeLimits = HandshakeLimits {
         timeout_ms: 15_000,
         max_per_source: 16,
+        parks: true,
     };
 
     fn conn() -> ConnectionReport {

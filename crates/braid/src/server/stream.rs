@@ -22,6 +22,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use braid_proto::park::{self, SecondStageError};
 use braid_proto::sip022::{self, HeaderError};
 use braid_proto::socks5::TargetAddr;
 use shadowsocks::context::SharedContext;
@@ -48,6 +49,9 @@ pub enum HandshakeError {
     /// The request breaks SIP022's header rules.
     #[error(transparent)]
     Header(#[from] HeaderError),
+    /// A parked request's second stage is not a target.
+    #[error(transparent)]
+    SecondStage(#[from] SecondStageError),
 }
 
 /// An SS2022 stream accepted by the relay.
@@ -97,6 +101,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerStream<S> {
         self.early = chunk[header.payload_at..n].to_vec();
         self.handshaken = true;
         Ok(header.target)
+    }
+
+    /// Reads the second stage of a parked request (`braid_proto::park`), after
+    /// [`ServerStream::handshake`] returned the park target: the real target. The bytes after it
+    /// are served first by later reads. At most [`park::MAX_SECOND_STAGE`] bytes are read per
+    /// step, so a stream that never completes its address holds twice that at most.
+    pub async fn second_stage(&mut self) -> Result<TargetAddr, HandshakeError> {
+        let mut got: Vec<u8> = Vec::with_capacity(park::MAX_SECOND_STAGE);
+        let mut step = [0u8; park::MAX_SECOND_STAGE];
+        loop {
+            let n = std::future::poll_fn(|cx| {
+                let mut buf = ReadBuf::new(&mut step);
+                Pin::new(&mut *self)
+                    .poll_read(cx, &mut buf)
+                    .map_ok(|()| buf.filled().len())
+            })
+            .await?;
+            if n == 0 {
+                return Err(HandshakeError::Closed);
+            }
+            got.extend_from_slice(&step[..n]);
+            if let Some((target, used)) = park::parse_second_stage(&got)? {
+                // What followed the address comes first, then what `early` still held.
+                got.drain(..used);
+                got.extend_from_slice(&self.early[self.early_at..]);
+                self.early = got;
+                self.early_at = 0;
+                return Ok(target);
+            }
+        }
     }
 
     /// The request's salt, once [`ServerStream::handshake`] read it: the relay keeps it across a
@@ -288,6 +322,49 @@ mod tests {
         c.read_exact(&mut back).await.unwrap();
         assert_eq!(&back, b"pong");
         drop(relay.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn parked_request_gives_its_second_stage_then_the_payload_in_order() {
+        let (client, server) = tokio::io::duplex(256 * 1024);
+        let mut park = vec![3, park::PARK_HOST.len() as u8];
+        park.extend_from_slice(park::PARK_HOST.as_bytes());
+        park.extend_from_slice(&park::PARK_PORT.to_be_bytes());
+        park.extend_from_slice(&[0, 16]);
+        park.extend_from_slice(&[0; 16]);
+        let real = TargetAddr::Domain("example.org".into(), 443);
+        let second = park::second_stage(&real, b"hello").unwrap();
+        // The address split over two chunks, the payload's start in the second.
+        let _client = send_chunks(
+            client,
+            vec![
+                park,
+                second[..4].to_vec(),
+                second[4..].to_vec(),
+                b" world".to_vec(),
+            ],
+        )
+        .await;
+        let mut s = ServerStream::new(server_ctx(), server, METHOD, &KEY);
+        assert!(park::is_park(&s.handshake().await.unwrap()));
+        assert_eq!(s.second_stage().await.unwrap(), real);
+        let mut got = vec![0u8; 11];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello world");
+    }
+
+    #[tokio::test]
+    async fn parked_request_closed_before_its_second_stage_is_closed_not_an_error() {
+        let (client, server) = tokio::io::duplex(256 * 1024);
+        let mut park = vec![3, park::PARK_HOST.len() as u8];
+        park.extend_from_slice(park::PARK_HOST.as_bytes());
+        park.extend_from_slice(&park::PARK_PORT.to_be_bytes());
+        park.extend_from_slice(&[0, 1, 0]);
+        drop(send_chunks(client, vec![park]).await);
+        let mut s = ServerStream::new(server_ctx(), server, METHOD, &KEY);
+        s.handshake().await.unwrap();
+        let e = s.second_stage().await.unwrap_err();
+        assert!(matches!(e, HandshakeError::Closed), "{e}");
     }
 
     #[tokio::test]

@@ -226,8 +226,13 @@ fn udp_text(u: &crate::status::model::UdpStatus) -> String {
 
 /// One line on the warm pool: its size, what it served, and why it has that size.
 fn pool_line(p: &braid_proto::pool::PoolStats) -> String {
+    let parked = if p.parked {
+        ", parked on the relay"
+    } else {
+        ""
+    };
     format!(
-        "warm pool: {} idle ({} warm) of {} wanted; {} hits, {} misses; {}\n",
+        "warm pool: {} idle ({} warm{parked}) of {} wanted; {} hits, {} misses; {}\n",
         p.idle, p.warm, p.target, p.hits, p.misses, p.reason
     )
 }
