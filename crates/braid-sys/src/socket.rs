@@ -210,17 +210,6 @@ pub fn enlarge_udp_buffers<S: AsFd>(sock: &S) {
     }
 }
 
-/// Fixes a socket's receive buffer at `bytes` (the kernel doubles it for its overhead), beyond
-/// `net.core.rmem_max` where the process may (`SO_RCVBUFFORCE`, CAP_NET_ADMIN), else as much as
-/// that allows. A fixed size turns the kernel's receive-buffer autotuning off for this socket.
-pub fn fix_recv_buffer<S: AsFd>(sock: &S, bytes: usize) -> io::Result<()> {
-    let b = bytes.min(i32::MAX as usize / 2) as i32;
-    if crate::sockopt::set_int(sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, b).is_ok() {
-        return Ok(());
-    }
-    SockRef::from(sock).set_recv_buffer_size(bytes)
-}
-
 /// A non-blocking UDP socket bound to `addr` (`SO_REUSEADDR` set, [`UDP_BUFFER`]s); an IPv6
 /// wildcard address takes IPv4 too (dual-stack), like [`listen`].
 pub fn udp_bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {

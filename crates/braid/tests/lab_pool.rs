@@ -209,9 +209,10 @@ fn pool_many_short_connections_with_retiring_and_flapping_never_mix_lose_or_dupl
     );
     assert!(
         out.failed.is_empty(),
-        "LAN connections failed: {:?}\ngateway log:\n{}",
+        "LAN connections failed: {:?}\ngateway log:\n{}\nrelay log:\n{}",
         out.failed,
-        h.log("gateway.log")
+        h.log("gateway.log"),
+        h.log("server.log")
     );
     assert!(out.ok >= 300, "{}", out.ok);
     // Only connections with every Up uplink's subflow are handed out. Parked on the relay,

@@ -19,9 +19,10 @@ pub(super) enum WarmPoolDto {
     Size(i64),
 }
 
-/// The pool's mode; absent means `off`: the relay's kernel accepts MP_JOIN only on a connection
-/// that is fully established on its side, which one whose client sent nothing never is, so a
-/// pooled connection is not bonded when taken (lab_heal's downloads rode wifi alone with it on).
+/// The pool's mode; absent means `off`. A warm connection saves the connect's round trip, and
+/// against braid server it is bonded before use (`braid_proto::park`), but bonded from its first
+/// packet an answer of 100 kB or 1 MB is slower: the kernel's scheduler queues a share of it on
+/// the slow uplink, and the answer waits for that share (README, "Warm pool").
 pub(super) fn parse_mode(v: Option<&WarmPoolDto>) -> Result<Mode, Invalid> {
     match v {
         None => Ok(Mode::Off),

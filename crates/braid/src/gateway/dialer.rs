@@ -29,15 +29,6 @@ pub type RelayStream = ProxyClientStream<SharedStream>;
 /// server-speaks-first protocols (SSH, SMTP) wait at most this long.
 pub const FIRST_PAYLOAD_WAIT: Duration = Duration::from_millis(50);
 
-/// The receive buffer of relay connections, fixed. The kernel autotunes an MPTCP connection's
-/// receive buffer once per round trip of its *slowest* subflow, so a connection bonded from its
-/// start (a warm one) advertises the 64 KiB initial window for the first 40 ms of a 40 ms
-/// uplink, and the fast uplink stalls behind the slow one's first packets (measured: a 1 MB
-/// fetch over a warm connection 277 ms with autotuning, 222 ms with this; `bench/fetch.sh`). It
-/// is a ceiling, not an allocation: the kernel charges only what is queued, and autotuning
-/// would grow a busy connection's buffer to `tcp_rmem`'s 6 MiB anyway.
-pub const RELAY_RECV_BUFFER: usize = 4 * 1024 * 1024;
-
 /// Opens relay streams. Shared by every listener.
 pub struct Dialer {
     relay: SocketAddr,
@@ -229,9 +220,6 @@ impl Dialer {
             braid_sys::tfo::set_connect_fastopen(&sock)?;
         }
         crate::congestion::apply(&sock, &self.congestion);
-        if let Err(e) = braid_sys::socket::fix_recv_buffer(&sock, RELAY_RECV_BUFFER) {
-            tracing::debug!("receive buffer toward the relay: {e}");
-        }
         // A relay that vanished is noticed by keepalive (MPTCP refuses TCP_USER_TIMEOUT).
         if let Err(e) = braid_sys::keepalive::apply(&sock, &crate::listener::LIVENESS) {
             tracing::debug!("keepalive toward the relay: {e}");
