@@ -47,8 +47,9 @@ pub const PER_SOURCE_SHARE: u32 = 4;
 /// policy (4 s) is the shortest among common Shadowsocks-2022 servers (shadowsocks-rust has none
 /// unless `timeout` is set; braid's is 15 s).
 pub const DEFAULT_ASSUMED_TIMEOUT: Duration = Duration::from_secs(4);
-/// An entry must live at least this long to be worth opening: it takes about a second (one
-/// keepalive probe) for the other uplinks' subflows to join.
+/// An entry must live at least this long to be worth opening: its other uplinks' subflows join
+/// one slow round trip after its parked request reaches braid server, and about a second later
+/// (a keepalive probe) on a stock server, if at all.
 pub const MIN_LIFETIME: Duration = Duration::from_millis(1500);
 /// The time a used entry takes to be replaced by a warm one; `auto` holds enough entries to
 /// cover the LAN connections that arrive meanwhile.

@@ -59,8 +59,9 @@ impl<'a> Bytes<'a> {
     }
 }
 
-/// SOCKS5 greeting, request and address: consumed bytes fit, prefixes ask for more, and an
-/// address read back from [`socks5::emit_address`] is the bytes it was read from.
+/// SOCKS5 greeting, request and address (and a parked request's second stage, which is one):
+/// consumed bytes fit, prefixes ask for more, and an address read back from
+/// [`socks5::emit_address`] is the bytes it was read from.
 pub fn socks5(data: &[u8]) {
     if let Ok(Some(n)) = socks5::parse_greeting(data) {
         assert!(n <= data.len() && n == 2 + usize::from(data[1]));
@@ -80,6 +81,13 @@ pub fn socks5(data: &[u8]) {
         for cut in 0..n {
             assert_eq!(socks5::parse_address(&data[..cut]), Ok(None), "cut {cut}");
         }
+    }
+    // A parked request's second stage is the same address format, never parking again, and
+    // what follows it is the payload, byte for byte.
+    if let Ok(Some((target, n))) = crate::park::parse_second_stage(data) {
+        assert!(!crate::park::is_park(&target));
+        let again = crate::park::second_stage(&target, &data[n..]).expect("a parsed target");
+        assert_eq!(again, data);
     }
 }
 
