@@ -3,6 +3,7 @@
 //! ```text
 //!   braid (daemons, CLI) ──► braid-sys ──► kernel
 //!                              ├─ socket.rs       MPTCP/TCP sockets, SO_ORIGINAL_DST
+//!                              ├─ recv.rs         recv into uninitialised memory (no memset per read)
 //!                              ├─ keepalive.rs    keepalive and TCP_USER_TIMEOUT (liveness)
 //!                              ├─ local_addr.rs   is an address this host's own? (the kernel's routing)
 //!                              ├─ rlimit.rs       the open-file limit
@@ -16,7 +17,6 @@
 //!                              ├─ nftables.rs     braid's own nftables table (capture, TPROXY)
 //!                              ├─ tproxy.rs       transparent UDP sockets (original destination)
 //!                              ├─ tproxy_route.rs fwmark rule + local route TPROXY needs
-//!                              ├─ nftables.rs     braid's own nftables table
 //!                              ├─ tun.rs          TUN devices (the userspace tunnel)
 //!                              ├─ wireguard.rs    the kernel's `wireguard` genetlink family
 //!                              ├─ tcp_mem.rs      TCP memory counter, limits, runaway test
@@ -40,6 +40,7 @@ pub mod mptcp;
 pub mod netlink;
 pub mod nftables;
 pub mod pktinfo;
+pub mod recv;
 pub mod rlimit;
 pub mod route;
 pub mod rule;

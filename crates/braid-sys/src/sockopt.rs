@@ -1,6 +1,7 @@
 //! Raw getsockopt/setsockopt for the options socket2 does not wrap (SOL_MPTCP, TFO).
 //!
-//! The only file of braid that may use `unsafe` (the workspace denies it everywhere else): two
+//! One of the few files of braid-sys that may use `unsafe` (the workspace denies it everywhere
+//! else, and each such file allows it for itself): two
 //! libc calls, each with its `// SAFETY:` note.
 #![allow(unsafe_code)]
 
