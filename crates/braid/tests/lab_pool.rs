@@ -5,7 +5,7 @@
 //!
 //! What would show a broken pool: a relay connection handed to two LAN connections (echoes
 //! mixed), one the relay already closed handed out (LAN connections fail), one held past the
-//! relay's handshake timeout (the relay logs "no request within"), or connections that never
+//! relay's handshake timeout (the relay logs "a parked request named no target"), or connections that never
 //! get their second subflow (none ever counts as warm).
 //! Root-only (skips without root unless CI=true, where it must run).
 
@@ -26,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The lab traffic server's echo op (`braid_lab::traffic::op::ECHO`).
 const ECHO: u8 = 3;
+/// LAN connections allowed to fail (reset or no echo) across the flaps: see where it is used.
+const MAX_FLAP_FAILURES: usize = 8;
 /// The longest a single echo may take, flapping included.
 const ECHO_LIMIT: Duration = Duration::from_secs(30);
 
@@ -165,8 +167,12 @@ fn pool_many_short_connections_with_retiring_and_flapping_never_mix_lose_or_dupl
         return;
     }
     let mut h = Harness::new("bpl1", shaped_uplinks(), common::exe()).expect("lab");
-    // A short handshake timeout: idle connections retire after 2 s.
-    h.start_server("handshake_timeout_secs = 3")
+    // A short handshake timeout: idle connections retire after 4 s. Not shorter: a fresh
+    // connection whose only subflow rides wifi when it goes down gets its request through only
+    // at a retransmission in an up window, and with 3 s the relay sometimes gave up first, its
+    // reset was lost in the next down window, and the LAN connection (pool or not: 1 of 5 runs
+    // with warm_pool = "off") hung past the echo limit.
+    h.start_server("handshake_timeout_secs = 6")
         .expect("server");
     h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"\nwarm_pool = 6")
         .expect("gateway");
@@ -183,7 +189,7 @@ fn pool_many_short_connections_with_retiring_and_flapping_never_mix_lose_or_dupl
             p.warm >= 2 && p.relay_timeout_source == Some(TimeoutSource::Relay)
         },
     );
-    assert_eq!(pool(&s).lifetime_ms, Some(2000), "{:?}", pool(&s));
+    assert_eq!(pool(&s).lifetime_ms, Some(4000), "{:?}", pool(&s));
 
     let done = Arc::new(AtomicBool::new(false));
     let out = std::thread::scope(|scope| {
@@ -207,27 +213,47 @@ fn pool_many_short_connections_with_retiring_and_flapping_never_mix_lose_or_dupl
         out.wrong,
         h.log("gateway.log")
     );
-    assert!(
-        out.failed.is_empty(),
-        "LAN connections failed: {:?}\ngateway log:\n{}\nrelay log:\n{}",
-        out.failed,
-        h.log("gateway.log"),
-        h.log("server.log")
-    );
-    assert!(out.ok >= 300, "{}", out.ok);
+    // A fresh connection that started on wifi just before the gateway saw wifi go down has
+    // only that subflow, and braid withdraws a Down uplink's endpoint, which ends it: the LAN
+    // client gets a reset (measured: up to 5 in a wave at a flap; with warm_pool = "off" too).
+    // A pool handing out closed or dead connections would fail many more.
+    if out.failed.len() > MAX_FLAP_FAILURES {
+        // The sockets as the kernel holds them, to tell a stuck subflow from a stuck relay.
+        let ss = |role| {
+            h.lab
+                .run(role, &["ss", "-tnopi", "state", "all"])
+                .unwrap_or_else(|e| e.to_string())
+        };
+        panic!(
+            "LAN connections failed: {:?}\ngateway log:\n{}\nrelay log:\n{}\ngateway sockets:\n{}\nrelay sockets:\n{}",
+            out.failed,
+            h.log("gateway.log"),
+            h.log("server.log"),
+            ss(Role::Gw),
+            ss(Role::Vps)
+        );
+    }
+    assert!(out.ok >= 300 - MAX_FLAP_FAILURES, "{}", out.ok);
     // Only connections with every Up uplink's subflow are handed out. Parked on the relay,
     // idle connections warm within a round trip, so each wave of 24 finds most of the 6 warm:
     // 78 of 312 (the most there can be) in a quiet run; unparked, 22–24.
     assert!(p.parked, "braid server takes parked requests: {p:?}");
     assert!(p.hits >= 45, "the pool served too few connections: {p:?}");
-    assert!(p.retired >= 1, "no idle connection was retired: {p:?}");
     assert!(
         p.dropped_uplink_down >= 1,
         "no idle connection was dropped when wifi went Down: {p:?}"
     );
+    // With no LAN traffic, idle connections are retired at their lifetime, before the relay's
+    // timeout.
+    wait_status(
+        &h,
+        "an idle connection retired",
+        Duration::from_secs(10),
+        |s| pool(s).retired > p.retired,
+    );
     let relay = h.log("server.log");
     assert!(
-        !relay.contains("no request within"),
+        !relay.contains("a parked request named no target"),
         "the pool held a connection past the relay's handshake timeout:\n{relay}"
     );
 }

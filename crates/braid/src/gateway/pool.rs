@@ -372,6 +372,10 @@ struct UplinkAddrs {
     down: Vec<IpAddr>,
     /// Uplinks are configured but none is Up yet: opening would only pick a source at random.
     waiting: bool,
+    /// Uplinks are configured: every established subflow must ride one in `usable`.
+    configured: bool,
+    /// Up or Suspect: the uplinks that have an MPTCP endpoint in the plan.
+    usable: Vec<IpAddr>,
 }
 
 impl UplinkAddrs {
@@ -386,6 +390,8 @@ impl UplinkAddrs {
         let up = with(LinkState::Up);
         UplinkAddrs {
             waiting: !view.uplinks.is_empty() && up.is_empty(),
+            configured: !view.uplinks.is_empty(),
+            usable: [with(LinkState::Up), with(LinkState::Suspect)].concat(),
             up,
             down: with(LinkState::Down),
         }
@@ -406,6 +412,13 @@ fn review(idle: &mut Idle, uplinks: &UplinkAddrs) -> Review {
         return Review::UplinkDown;
     }
     let (state, locals) = subflow_locals(socket);
+    // An established subflow from an address no usable uplink has: its uplink went Down and
+    // lost its address with the link (so the Down list above cannot name it), or is recovering
+    // from that. The subflow is likely dead, and a LAN connection on it waits for the kernel's
+    // retransmissions; lab_pool's flaps left echoes hung for 30 s.
+    if uplinks.configured && locals.iter().any(|a| !uplinks.usable.contains(a)) {
+        return Review::UplinkDown;
+    }
     // A connection that is not MPTCP (plain TCP, or fallen back) has nothing to wait for.
     let joined =
         !matches!(state, MptcpState::Mptcp { .. }) || uplinks.up.iter().all(|a| locals.contains(a));
@@ -534,6 +547,8 @@ mod tests {
             up: vec![],
             down: vec![],
             waiting: false,
+            configured: false,
+            usable: vec![],
         };
         // The RST may take a moment to arrive on loopback.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -555,12 +570,25 @@ mod tests {
             up: vec![],
             down: vec![lo],
             waiting: false,
+            configured: true,
+            usable: vec![],
         };
         assert_eq!(review(&mut idle, &down), Review::UplinkDown);
+        // Its uplink lost its address with the link: no Down uplink names it, no Up one has it.
+        let gone = UplinkAddrs {
+            up: vec!["10.2.0.1".parse().unwrap()],
+            down: vec![],
+            waiting: false,
+            configured: true,
+            usable: vec!["10.2.0.1".parse().unwrap()],
+        };
+        assert_eq!(review(&mut idle, &gone), Review::UplinkDown);
         let up = UplinkAddrs {
             up: vec![lo, "10.2.0.1".parse().unwrap()],
             down: vec![],
             waiting: false,
+            configured: true,
+            usable: vec![lo, "10.2.0.1".parse().unwrap()],
         };
         // Plain TCP cannot join other uplinks: it is as warm as it gets.
         assert_eq!(review(&mut idle, &up), Review::Warm);

@@ -263,6 +263,11 @@ async fn relay_to(
             }
         }
     };
+    if matches!(end, End::Error(_)) {
+        // Resets, not FINs: neither end may take a broken transfer for a whole one.
+        reset(&upstream);
+        reset(ss.get_ref());
+    }
     let mut r = report(ss.get_ref(), peer, arrival.tfo);
     r.subflows = r.subflows.max(most);
     let how = match end {

@@ -250,6 +250,16 @@ mod tests {
         r
     }
 
+    /// A parked request's header (`braid_proto::park`) with `padding` bytes of padding.
+    fn park_request(padding: u16) -> Vec<u8> {
+        let mut r = vec![3, park::PARK_HOST.len() as u8];
+        r.extend_from_slice(park::PARK_HOST.as_bytes());
+        r.extend_from_slice(&park::PARK_PORT.to_be_bytes());
+        r.extend_from_slice(&padding.to_be_bytes());
+        r.extend(std::iter::repeat_n(0u8, usize::from(padding)));
+        r
+    }
+
     async fn braid_handshake(chunks: Vec<Vec<u8>>) -> Result<TargetAddr, HandshakeError> {
         let (client, server) = tokio::io::duplex(256 * 1024);
         let _client = send_chunks(client, chunks).await;
@@ -327,11 +337,7 @@ mod tests {
     #[tokio::test]
     async fn parked_request_gives_its_second_stage_then_the_payload_in_order() {
         let (client, server) = tokio::io::duplex(256 * 1024);
-        let mut park = vec![3, park::PARK_HOST.len() as u8];
-        park.extend_from_slice(park::PARK_HOST.as_bytes());
-        park.extend_from_slice(&park::PARK_PORT.to_be_bytes());
-        park.extend_from_slice(&[0, 16]);
-        park.extend_from_slice(&[0; 16]);
+        let park = park_request(16);
         let real = TargetAddr::Domain("example.org".into(), 443);
         let second = park::second_stage(&real, b"hello").unwrap();
         // The address split over two chunks, the payload's start in the second.
@@ -356,11 +362,7 @@ mod tests {
     #[tokio::test]
     async fn parked_request_closed_before_its_second_stage_is_closed_not_an_error() {
         let (client, server) = tokio::io::duplex(256 * 1024);
-        let mut park = vec![3, park::PARK_HOST.len() as u8];
-        park.extend_from_slice(park::PARK_HOST.as_bytes());
-        park.extend_from_slice(&park::PARK_PORT.to_be_bytes());
-        park.extend_from_slice(&[0, 1, 0]);
-        drop(send_chunks(client, vec![park]).await);
+        drop(send_chunks(client, vec![park_request(1)]).await);
         let mut s = ServerStream::new(server_ctx(), server, METHOD, &KEY);
         s.handshake().await.unwrap();
         let e = s.second_stage().await.unwrap_err();

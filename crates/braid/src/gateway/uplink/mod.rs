@@ -96,6 +96,19 @@ const PATH_TICK: Duration = Duration::from_millis(200);
 /// How often live connections are searched for evidence of a hostile path.
 const EVIDENCE_EVERY: Duration = Duration::from_secs(1);
 
+/// Marks Down in `shown` every uplink that `now` says is Down; true when one changed.
+fn tell_downs(shown: &mut [UplinkView], now: &[UplinkView]) -> bool {
+    let mut changed = false;
+    for (old, new) in shown.iter_mut().zip(now) {
+        if old.name == new.name && new.state == LinkState::Down && old.state != LinkState::Down {
+            old.state = LinkState::Down;
+            old.state_reason = new.state_reason.clone();
+            changed = true;
+        }
+    }
+    changed
+}
+
 /// How an uplink's health is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Probing {
@@ -323,6 +336,11 @@ pub async fn run(
             }
         }
         if m.apply_health_changes() {
+            // An uplink gone Down is told at once, before the kernel is reconciled (that can
+            // take most of a second): the warm pool must not hand out a connection whose
+            // subflow rides it meanwhile. Other changes wait for the kernel, as before.
+            let now = m.views();
+            view.send_if_modified(|v| tell_downs(&mut v.uplinks, &now));
             m.reconcile_all().await;
         }
         let uplinks = m.views();
