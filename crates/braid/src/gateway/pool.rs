@@ -279,9 +279,7 @@ impl WarmPool {
         }
         self.refill.notify_one();
     }
-}
 
-impl WarmPool {
     /// Lets [`WarmPool::run`] open connections.
     fn relay_is_known(&self) {
         if !self.relay_known.swap(true, Ordering::Relaxed) {
