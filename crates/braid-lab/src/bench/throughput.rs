@@ -71,6 +71,10 @@ pub struct ThroughputPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stack {
     Braid,
+    /// braid with `congestion = "default"`: the host's congestion control (cubic on Debian),
+    /// the one the other stacks use, so that the relay's own cost is compared like for like
+    /// (BBR paces every packet with a timer when no fq qdisc does it).
+    BraidHostCc,
     SsRust,
     /// The traffic tool in gw over an MPTCP socket: no proxy, no crypto.
     Raw,
@@ -80,6 +84,7 @@ impl Stack {
     fn name(self) -> &'static str {
         match self {
             Stack::Braid => "**braid** (capture)",
+            Stack::BraidHostCc => "braid, congestion = \"default\" (capture)",
             Stack::SsRust => "shadowsocks-rust 1.25 (capture)",
             Stack::Raw => "raw kernel MPTCP, no proxy",
         }
@@ -194,10 +199,15 @@ fn phase(
     let secs = plan.secs;
     let mem_before = tcp_mem_pages();
     let (down, up) = match stack {
-        Stack::Braid => {
+        Stack::Braid | Stack::BraidHostCc => {
+            let cc = if stack == Stack::BraidHostCc {
+                "congestion = \"default\""
+            } else {
+                ""
+            };
             clear_kernel_policy(&h.lab)?;
-            h.start_server("")?;
-            h.start_gateway(&["wifi", "5g"], "")?;
+            h.start_server(cc)?;
+            h.start_gateway(&["wifi", "5g"], cc)?;
             let pids = h.daemon_pids();
             let d = costed(&pids, secs, || {
                 super::aggregation::get(h, Role::Lan, &[], secs)
@@ -256,7 +266,7 @@ fn rounds(
     if !offloads {
         offloads_off(&h.lab)?;
     }
-    let mut stacks = vec![Stack::Braid, Stack::Raw];
+    let mut stacks = vec![Stack::Braid, Stack::Raw, Stack::BraidHostCc];
     if plan.ssrust.is_some() {
         stacks.insert(1, Stack::SsRust);
     }
@@ -338,7 +348,7 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
     );
     let gbit = |c: Costed| Some(format!("{:.2}", c.mbit / 1000.0));
     let cpu = |c: Costed| c.cpu_per_gbit.map(|v| format!("{v:.2}"));
-    for stack in [Stack::Raw, Stack::SsRust, Stack::Braid] {
+    for stack in [Stack::Raw, Stack::SsRust, Stack::Braid, Stack::BraidHostCc] {
         if !phases.iter().any(|p| p.stack == stack) {
             continue;
         }
@@ -352,9 +362,14 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
             per_round(phases, stack, |p| cpu(p.up)),
         );
     }
-    for (other, label) in [
-        (Stack::SsRust, "braid / shadowsocks-rust"),
-        (Stack::Raw, "braid / raw kernel MPTCP"),
+    for (ours, other, label) in [
+        (Stack::Braid, Stack::SsRust, "braid / shadowsocks-rust"),
+        (Stack::Braid, Stack::Raw, "braid / raw kernel MPTCP"),
+        (
+            Stack::BraidHostCc,
+            Stack::SsRust,
+            "braid, host's congestion control / shadowsocks-rust",
+        ),
     ] {
         let ratio = |down: bool| {
             let mut v = Vec::new();
@@ -365,13 +380,13 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
                         .find(|p| p.stack == s && p.round == r)
                         .map(|p| if down { p.down.mbit } else { p.up.mbit })
                 };
-                if let (Some(b), Some(o)) = (of(Stack::Braid), of(other)) {
+                if let (Some(b), Some(o)) = (of(ours), of(other)) {
                     v.push(format!("{:.2}×", b / o.max(1e-9)));
                 }
             }
             v.join(" / ")
         };
-        if phases.iter().any(|p| p.stack == other) {
+        if phases.iter().any(|p| p.stack == other) && phases.iter().any(|p| p.stack == ours) {
             let _ = writeln!(md, "| {label} | {} | | {} | |", ratio(true), ratio(false));
         }
     }
@@ -385,6 +400,7 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
                 p.round + 1,
                 match p.stack {
                     Stack::Braid => "braid",
+                    Stack::BraidHostCc => "braid (host cc)",
                     Stack::SsRust => "shadowsocks-rust",
                     Stack::Raw => "raw",
                 },
