@@ -71,10 +71,10 @@ pub struct ThroughputPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stack {
     Braid,
-    /// braid with `congestion = "default"`: the host's congestion control (cubic on Debian),
-    /// the one the other stacks use, so that the relay's own cost is compared like for like
-    /// (BBR paces every packet with a timer when no fq qdisc does it).
-    BraidHostCc,
+    /// braid with `congestion = "cubic"`: a loss-based algorithm that does not pace, beside
+    /// braid's default BBR, which paces every packet with a timer when no fq qdisc does it; the
+    /// other stacks use the host's default (printed with the table).
+    BraidCubic,
     SsRust,
     /// The traffic tool in gw over an MPTCP socket: no proxy, no crypto.
     Raw,
@@ -84,7 +84,7 @@ impl Stack {
     fn name(self) -> &'static str {
         match self {
             Stack::Braid => "**braid** (capture)",
-            Stack::BraidHostCc => "braid, congestion = \"default\" (capture)",
+            Stack::BraidCubic => "braid, congestion = \"cubic\" (capture)",
             Stack::SsRust => "shadowsocks-rust 1.25 (capture)",
             Stack::Raw => "raw kernel MPTCP, no proxy",
         }
@@ -199,9 +199,9 @@ fn phase(
     let secs = plan.secs;
     let mem_before = tcp_mem_pages();
     let (down, up) = match stack {
-        Stack::Braid | Stack::BraidHostCc => {
-            let cc = if stack == Stack::BraidHostCc {
-                "congestion = \"default\""
+        Stack::Braid | Stack::BraidCubic => {
+            let cc = if stack == Stack::BraidCubic {
+                "congestion = \"cubic\""
             } else {
                 ""
             };
@@ -266,7 +266,7 @@ fn rounds(
     if !offloads {
         offloads_off(&h.lab)?;
     }
-    let mut stacks = vec![Stack::Braid, Stack::Raw, Stack::BraidHostCc];
+    let mut stacks = vec![Stack::Braid, Stack::Raw, Stack::BraidCubic];
     if plan.ssrust.is_some() {
         stacks.insert(1, Stack::SsRust);
     }
@@ -303,6 +303,13 @@ pub fn unshaped(exe: &Path, plan: &ThroughputPlan) -> Result<String, HarnessErro
     let mut md = String::new();
     let (phases, stopped) = rounds(exe, plan, false)?;
     md += &table(&phases, plan, "offloads off on every veth");
+    // A lab namespace starts with the host's default; shadowsocks-rust and the raw path keep it.
+    let host_cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map_or_else(|e| format!("unknown ({e})"), |s| s.trim().to_string());
+    let _ = writeln!(
+        md,
+        "Congestion control: shadowsocks-rust and the raw path use the host's default ({host_cc}); **braid** its own default (bbr) unless the row names another.\n"
+    );
     if let Some(s) = &stopped {
         let _ = writeln!(md, "**{s}**\n");
     }
@@ -348,7 +355,7 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
     );
     let gbit = |c: Costed| Some(format!("{:.2}", c.mbit / 1000.0));
     let cpu = |c: Costed| c.cpu_per_gbit.map(|v| format!("{v:.2}"));
-    for stack in [Stack::Raw, Stack::SsRust, Stack::Braid, Stack::BraidHostCc] {
+    for stack in [Stack::Raw, Stack::SsRust, Stack::Braid, Stack::BraidCubic] {
         if !phases.iter().any(|p| p.stack == stack) {
             continue;
         }
@@ -366,9 +373,9 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
         (Stack::Braid, Stack::SsRust, "braid / shadowsocks-rust"),
         (Stack::Braid, Stack::Raw, "braid / raw kernel MPTCP"),
         (
-            Stack::BraidHostCc,
+            Stack::BraidCubic,
             Stack::SsRust,
-            "braid, host's congestion control / shadowsocks-rust",
+            "braid with cubic / shadowsocks-rust",
         ),
     ] {
         let ratio = |down: bool| {
@@ -400,7 +407,7 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
                 p.round + 1,
                 match p.stack {
                     Stack::Braid => "braid",
-                    Stack::BraidHostCc => "braid (host cc)",
+                    Stack::BraidCubic => "braid (cubic)",
                     Stack::SsRust => "shadowsocks-rust",
                     Stack::Raw => "raw",
                 },
