@@ -91,11 +91,15 @@ impl Stack {
     }
 }
 
-/// One transfer: its rate and the CPU the proxy's processes spent per Gbit moved.
+/// One transfer: its rate, the CPU the proxy's processes spent per Gbit moved, and the CPU the
+/// whole machine spent per Gbit. The kernel runs much of a packet's path (the next namespace's
+/// receive, its firewall and conntrack) in whichever context sent it, or in ksoftirqd: a
+/// process's own figure moves with that timing, the machine's does not.
 #[derive(Debug, Clone, Copy, Default)]
 struct Costed {
     mbit: f64,
     cpu_per_gbit: Option<f64>,
+    machine_per_gbit: Option<f64>,
 }
 
 /// One phase: a stack's download and upload, and the TCP memory counter around them.
@@ -125,6 +129,30 @@ pub(super) fn cpu_secs(pids: &[u32]) -> f64 {
         .sum()
 }
 
+/// CPU seconds the whole machine spent so far outside idle and iowait (`/proc/stat`).
+fn machine_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: f64 = v
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum();
+    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    Some(busy / tck)
+}
+
 /// Pages charged to TCP, host-wide, now.
 pub fn tcp_mem_pages() -> Option<u64> {
     braid_sys::tcp_mem::read(&braid_sys::sysctl::Procfs::default()).pages
@@ -136,13 +164,15 @@ fn costed(
     secs: u64,
     transfer: impl FnOnce() -> Result<f64, HarnessError>,
 ) -> Result<Costed, HarnessError> {
-    let c0 = cpu_secs(pids);
+    let (c0, m0) = (cpu_secs(pids), machine_cpu_secs());
     let mbit = transfer()?;
     let cpu = cpu_secs(pids) - c0;
+    let machine = machine_cpu_secs().zip(m0).map(|(m1, m0)| m1 - m0);
     let gbits = mbit / 1000.0 * secs as f64;
     Ok(Costed {
         mbit,
         cpu_per_gbit: (!pids.is_empty() && gbits > 0.0).then(|| cpu / gbits),
+        machine_per_gbit: machine.filter(|_| gbits > 0.0).map(|m| m / gbits),
     })
 }
 
@@ -351,22 +381,25 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
     );
     let _ = writeln!(
         md,
-        "| path | down Gbit/s | CPU s per Gbit | up Gbit/s | CPU s per Gbit |\n|---|---|---|---|---|"
+        "| path | down Gbit/s | CPU s per Gbit: proxy | machine | up Gbit/s | CPU s per Gbit: proxy | machine |\n|---|---|---|---|---|---|---|"
     );
     let gbit = |c: Costed| Some(format!("{:.2}", c.mbit / 1000.0));
     let cpu = |c: Costed| c.cpu_per_gbit.map(|v| format!("{v:.2}"));
+    let machine = |c: Costed| c.machine_per_gbit.map(|v| format!("{v:.2}"));
     for stack in [Stack::Raw, Stack::SsRust, Stack::Braid, Stack::BraidCubic] {
         if !phases.iter().any(|p| p.stack == stack) {
             continue;
         }
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             stack.name(),
             per_round(phases, stack, |p| gbit(p.down)),
             per_round(phases, stack, |p| cpu(p.down)),
+            per_round(phases, stack, |p| machine(p.down)),
             per_round(phases, stack, |p| gbit(p.up)),
             per_round(phases, stack, |p| cpu(p.up)),
+            per_round(phases, stack, |p| machine(p.up)),
         );
     }
     for (ours, other, label) in [
@@ -394,9 +427,18 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
             v.join(" / ")
         };
         if phases.iter().any(|p| p.stack == other) && phases.iter().any(|p| p.stack == ours) {
-            let _ = writeln!(md, "| {label} | {} | | {} | |", ratio(true), ratio(false));
+            let _ = writeln!(
+                md,
+                "| {label} | {} | | | {} | | |",
+                ratio(true),
+                ratio(false)
+            );
         }
     }
+    let _ = writeln!(
+        md,
+        "\nCPU s per Gbit: *proxy* counts the relay's and the gateway's processes (for raw, none); *machine* every CPU of the host outside idle (the traffic tool and the kernel's softirq work in every context and in ksoftirqd included), which the kernel cannot shift from one column to another by where it runs a packet's receive path."
+    );
     let _ = writeln!(
         md,
         "\nTCP memory (sockstat mem, pages) per phase: {}\n",
