@@ -7,7 +7,7 @@
 # Records the kernel's TCP memory counter before and after. Prints Markdown tables and appends
 # them, with this command, to docs/BENCHMARKS.md. Needs root.
 #
-#   bash bench/fetch.sh [--count 15] [--rounds 2] [--gap-ms 500] [--idle-secs 60] [--ssrust DIR]
+#   bash bench/fetch.sh [--count 15] [--rounds 2] [--gap-ms 500] [--idle-secs 60] [--ssrust DIR] [--backup-5g]
 #
 # shadowsocks-rust for the comparison: cargo install shadowsocks-rust --version 1.25.0 --root /opt/ssrust
 # (found automatically in /opt/ssrust/bin).

@@ -41,6 +41,11 @@ pub struct FetchArgs {
     /// Print every fetch's times on stderr (medians hide a bimodal spread).
     #[arg(long)]
     pub samples: bool,
+    /// Give braid's 5g uplink `backup = true`: its subflow carries data only when wifi fails,
+    /// so a pooled connection fetches as over wifi alone. Shows what keeping the slow subflow
+    /// as backup for a connection's first round trips would buy, and what it costs bulk.
+    #[arg(long)]
+    pub backup_5g: bool,
 }
 
 /// Body sizes fetched.
@@ -212,8 +217,8 @@ fn phase(
             };
             super::throughput::clear_kernel_policy(&h.lab)?;
             h.start_server("")?;
-            h.start_gateway(
-                &["wifi", "5g"],
+            h.start_gateway_with(
+                &[("wifi", false), ("5g", args.backup_5g)],
                 &format!("fast_open = \"off\"\nwarm_pool = \"{pool}\""),
             )?;
             h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))?;
@@ -328,6 +333,12 @@ fn report(
         "### HTTP fetches through the capture, fresh LAN connection each (wifi 40 Mbit/s 10 ms + 5g 20 Mbit/s 40 ms; {} fetches per size, stack and round, {} ms apart; {} round(s), stacks in rotated order)\n",
         args.count, args.gap_ms, args.rounds.max(1)
     );
+    if args.backup_5g {
+        let _ = writeln!(
+            md,
+            "braid's 5g uplink has `backup = true` (`--backup-5g`): braid's rows use wifi alone until it fails; the other stacks bond as always.\n"
+        );
+    }
     let _ = writeln!(
         md,
         "Median ms over all fetches (each round's median in brackets).\n"
