@@ -115,10 +115,7 @@ struct Phase {
 
 /// CPU seconds (user + system) used so far by these processes.
 pub(super) fn cpu_secs(pids: &[u32]) -> f64 {
-    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
+    let tck = clock_ticks();
     pids.iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
         .filter_map(|st| {
@@ -146,11 +143,15 @@ fn machine_cpu_secs() -> Option<f64> {
         .filter(|(i, _)| *i != 3 && *i != 4)
         .map(|(_, x)| x)
         .sum();
-    let tck = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+    Some(busy / clock_ticks())
+}
+
+/// Clock ticks per second, the unit of `/proc/*/stat` and `/proc/stat` times.
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
-        .unwrap_or(100) as f64;
-    Some(busy / tck)
+        .unwrap_or(100) as f64
 }
 
 /// Pages charged to TCP, host-wide, now.

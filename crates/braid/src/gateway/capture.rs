@@ -96,10 +96,6 @@ async fn carry(mut lan: TcpStream, peer: SocketAddr, c: &Capture) {
         .carrier
         .carry(dst.to_string(), &mut lan, &mut remote)
         .await;
-    if matches!(end, crate::relay::End::Error(_)) {
-        // A reset, not a FIN: the LAN client must not take a broken transfer for a whole one.
-        crate::listener::reset(&lan);
-    }
     debug!(
         "{peer} → {dst}: {end:?}, up={} down={}",
         moved.up, moved.down

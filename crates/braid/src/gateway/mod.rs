@@ -30,8 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use braid_proto::tfo::{self, Decision, Policy};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 
@@ -409,14 +408,20 @@ struct Carrier {
 }
 
 impl Carrier {
-    /// Relays `lan` over `remote`, listed in status as `label` while it lasts.
-    async fn carry<L: AsyncRead + AsyncWrite + Unpin>(
+    /// Relays `lan` over `remote`, listed in status as `label` while it lasts. A relay that
+    /// ends in error resets `lan`: a FIN would let the LAN client take a broken transfer for a
+    /// whole one.
+    async fn carry(
         &self,
         label: String,
-        lan: &mut L,
+        lan: &mut TcpStream,
         remote: &mut RelayStream,
     ) -> (crate::relay::Moved, crate::relay::End) {
-        dialer::carry(&self.dialer, &self.registry, label, lan, remote, self.idle).await
+        let r = dialer::carry(&self.dialer, &self.registry, label, lan, remote, self.idle).await;
+        if matches!(r.1, crate::relay::End::Error(_)) {
+            crate::listener::reset(lan);
+        }
+        r
     }
 }
 

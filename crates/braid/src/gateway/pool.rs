@@ -176,7 +176,7 @@ impl WarmPool {
             let (n, deadline, parks) = {
                 let mut core = self.core();
                 let known = self.relay_known.load(Ordering::Relaxed);
-                let n = if UplinkAddrs::of(&view).waiting || !known {
+                let n = if UplinkAddrs::of(&view).waiting() || !known {
                     0
                 } else {
                     core.to_open(now)
@@ -368,8 +368,6 @@ struct UplinkAddrs {
     /// uplink starts in, is not Down: the kernel's choice of source may well be such an uplink
     /// before the first probes.)
     down: Vec<IpAddr>,
-    /// Uplinks are configured but none is Up yet: opening would only pick a source at random.
-    waiting: bool,
     /// Uplinks are configured: every established subflow must ride one in `usable`.
     configured: bool,
     /// Up or Suspect: the uplinks that have an MPTCP endpoint in the plan.
@@ -387,12 +385,16 @@ impl UplinkAddrs {
         };
         let up = with(LinkState::Up);
         UplinkAddrs {
-            waiting: !view.uplinks.is_empty() && up.is_empty(),
             configured: !view.uplinks.is_empty(),
-            usable: [with(LinkState::Up), with(LinkState::Suspect)].concat(),
+            usable: [up.clone(), with(LinkState::Suspect)].concat(),
             up,
             down: with(LinkState::Down),
         }
+    }
+
+    /// Uplinks are configured but none is Up yet: opening would only pick a source at random.
+    fn waiting(&self) -> bool {
+        self.configured && self.up.is_empty()
     }
 }
 
@@ -544,7 +546,6 @@ mod tests {
         let none = UplinkAddrs {
             up: vec![],
             down: vec![],
-            waiting: false,
             configured: false,
             usable: vec![],
         };
@@ -567,7 +568,6 @@ mod tests {
         let down = UplinkAddrs {
             up: vec![],
             down: vec![lo],
-            waiting: false,
             configured: true,
             usable: vec![],
         };
@@ -576,7 +576,6 @@ mod tests {
         let gone = UplinkAddrs {
             up: vec!["10.2.0.1".parse().unwrap()],
             down: vec![],
-            waiting: false,
             configured: true,
             usable: vec!["10.2.0.1".parse().unwrap()],
         };
@@ -584,7 +583,6 @@ mod tests {
         let up = UplinkAddrs {
             up: vec![lo, "10.2.0.1".parse().unwrap()],
             down: vec![],
-            waiting: false,
             configured: true,
             usable: vec![lo, "10.2.0.1".parse().unwrap()],
         };

@@ -133,10 +133,6 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, target: TargetAddr, c: &
     }
     let shown = escaped(&target.to_string()).to_string();
     let (moved, end) = c.carry(shown.clone(), &mut client, &mut remote).await;
-    if matches!(end, crate::relay::End::Error(_)) {
-        // A reset, not a FIN: the client must not take a broken transfer for a whole one.
-        crate::listener::reset(&client);
-    }
     debug!(
         "SOCKS5 {peer} → {shown}: {end:?}, up={} down={}",
         moved.up, moved.down
