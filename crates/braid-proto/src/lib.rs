@@ -12,7 +12,8 @@
 //!
 //! Also here: the relay's destination policy (`destination`), SIP022's request-header rules
 //! (`sip022`), the rules of the gateway's warm pool of relay connections (`pool`) and the parked
-//! request that bonds them before use (`park`), the hostile-path tunnel's decisions, inner-packet
+//! request that bonds them before use (`park`), when a relay connection left without a subflow
+//! is given up (`stranded`), the hostile-path tunnel's decisions, inner-packet
 //! rules and MTU (`tunnel`), and log lines a peer can neither forge nor flood (`logsafe`).
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod pool;
 pub mod rate;
 pub mod sip022;
 pub mod socks5;
+pub mod stranded;
 pub mod tfo;
 pub mod tunnel;
 pub mod udp;

@@ -147,6 +147,18 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    relay_until(a, b, idle, std::future::pending()).await
+}
+
+/// [`relay`], also ended by `stop` (as [`End::Error`] with its error): for a relay that
+/// something outside the two streams can tell is dead, such as a connection the kernel left
+/// without a subflow.
+pub async fn relay_until<A, B, F>(a: &mut A, b: &mut B, idle: Duration, stop: F) -> (Moved, End)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = io::Error>,
+{
     let activity = Arc::new(Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -156,10 +168,12 @@ where
     let mut mb = Metered::new(b, down.clone(), activity.clone());
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut ma, &mut mb, BUFFER, BUFFER);
     tokio::pin!(copy);
+    tokio::pin!(stop);
     let tick = (idle / 4).max(Duration::from_millis(50));
     let end = loop {
         tokio::select! {
             r = &mut copy => break match r { Ok(_) => End::Done, Err(e) => End::Error(e) },
+            e = &mut stop => break End::Error(e),
             _ = tokio::time::sleep(tick) => {
                 if activity.idle_for() >= idle {
                     break End::Idle;

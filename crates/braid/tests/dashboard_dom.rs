@@ -146,6 +146,7 @@ fn canned_status() -> Status {
             fallback: 0,
             tcp: 0,
             fallback_total: 2,
+            stranded_total: 1,
             list: vec![ConnectionStatus {
                 target: "example.com:443".into(),
                 transport: braid_proto::control::Transport::Mptcp,

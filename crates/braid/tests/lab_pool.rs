@@ -30,6 +30,27 @@ const ECHO: u8 = 3;
 const MAX_FLAP_FAILURES: usize = 8;
 /// The longest a single echo may take, flapping included.
 const ECHO_LIMIT: Duration = Duration::from_secs(30);
+/// How long an echo may take before the sockets of both ends are dumped into its failure: while
+/// it is still stuck, so the dump shows where its bytes wait.
+const STALL_DUMP: Duration = Duration::from_secs(8);
+
+/// The lab's namespaces whose sockets a stalled echo dumps: (label, namespace).
+type DumpFrom = Arc<Vec<(&'static str, String)>>;
+
+/// The kernel's view of every TCP and MPTCP socket in `ns`, with memory and TCP info.
+fn socket_dump(dump_from: &DumpFrom) -> String {
+    let mut out = String::new();
+    for (label, ns) in dump_from.iter() {
+        for argv in [
+            &["ss", "-tnmoi", "state", "all"][..],
+            &["ss", "-Mnmi", "state", "all"][..],
+        ] {
+            let text = braid_lab::cmd::run_in(ns, argv).unwrap_or_else(|e| e.to_string());
+            out.push_str(&format!("--- {label}: {}\n{text}\n", argv.join(" ")));
+        }
+    }
+    out
+}
 
 /// What a run of echo connections found.
 #[derive(Debug, Default)]
@@ -38,8 +59,18 @@ struct Outcome {
     ok: usize,
     /// Echoes that came back different: mixed, lost or duplicated bytes.
     wrong: Vec<String>,
-    /// Connections that failed or timed out.
+    /// Connections that failed (reset, refused).
     failed: Vec<String>,
+    /// Connections that got no echo and no error within [`ECHO_LIMIT`].
+    hung: Vec<String>,
+}
+
+/// How one echo connection ended.
+enum Echo {
+    Ok,
+    Wrong(String),
+    Failed(String),
+    Hung(String),
 }
 
 /// A payload of 1 B to 24 KiB that no other connection of the run has.
@@ -56,12 +87,14 @@ fn payload(run: u64, i: u64) -> Vec<u8> {
 }
 
 /// One LAN connection to the echo server through the capture, checked byte for byte.
-async fn echo_one(target: SocketAddr, run: u64, i: u64) -> Result<Result<(), String>, String> {
+async fn echo_one(target: SocketAddr, run: u64, i: u64, dump_from: DumpFrom) -> Echo {
     let data = payload(run, i);
+    let port = Arc::new(std::sync::Mutex::new(None::<u16>));
     let work = async {
         let mut s = tokio::net::TcpStream::connect(target)
             .await
             .map_err(|e| format!("#{i}: connect: {e}"))?;
+        *port.lock().expect("port") = s.local_addr().ok().map(|a| a.port());
         let mut msg = vec![ECHO];
         msg.extend_from_slice(&0u64.to_be_bytes());
         msg.extend_from_slice(&data);
@@ -76,14 +109,32 @@ async fn echo_one(target: SocketAddr, run: u64, i: u64) -> Result<Result<(), Str
         got.map_err(|e| format!("#{i}: receive: {e}"))?;
         Ok::<_, String>(back)
     };
-    let back = match tokio::time::timeout(ECHO_LIMIT, work).await {
-        Err(_) => return Err(format!("#{i}: no echo within {ECHO_LIMIT:?}")),
-        Ok(r) => r?,
+    tokio::pin!(work);
+    let r = match tokio::time::timeout(STALL_DUMP, &mut work).await {
+        Ok(r) => r,
+        Err(_) => {
+            let dump = tokio::task::spawn_blocking(move || socket_dump(&dump_from))
+                .await
+                .unwrap_or_else(|e| e.to_string());
+            match tokio::time::timeout(ECHO_LIMIT - STALL_DUMP, &mut work).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let port = *port.lock().expect("port");
+                    return Echo::Hung(format!(
+                        "#{i}: no echo within {ECHO_LIMIT:?} (LAN port {port:?}); sockets after {STALL_DUMP:?}:\n{dump}"
+                    ));
+                }
+            }
+        }
     };
-    Ok(if back == data {
-        Ok(())
+    let back = match r {
+        Ok(back) => back,
+        Err(e) => return Echo::Failed(e),
+    };
+    if back == data {
+        Echo::Ok
     } else {
-        Err(format!(
+        Echo::Wrong(format!(
             "#{i}: sent {} bytes, got {} back, {}",
             data.len(),
             back.len(),
@@ -93,7 +144,7 @@ async fn echo_one(target: SocketAddr, run: u64, i: u64) -> Result<Result<(), Str
                 "a different length"
             }
         ))
-    })
+    }
 }
 
 /// Runs echo connections from the LAN host in waves of `wave` at once, with gaps of up to
@@ -108,6 +159,10 @@ fn echo_waves(
 ) -> Outcome {
     let target: SocketAddr = Harness::traffic_target().parse().expect("target");
     let run = u64::from(std::process::id()) << 20;
+    let dump_from: DumpFrom = Arc::new(vec![
+        ("gateway", h.lab.ns_name(Role::Gw)),
+        ("relay", h.lab.ns_name(Role::Vps)),
+    ]);
     h.lab
         .in_netns(Role::Lan, move || {
             runtime().block_on(async move {
@@ -117,14 +172,15 @@ fn echo_waves(
                 while i < min || !done.load(Ordering::Relaxed) {
                     let mut set = tokio::task::JoinSet::new();
                     for _ in 0..wave {
-                        set.spawn(echo_one(target, run, i));
+                        set.spawn(echo_one(target, run, i, dump_from.clone()));
                         i += 1;
                     }
                     while let Some(r) = set.join_next().await {
                         match r.expect("echo task") {
-                            Ok(Ok(())) => out.ok += 1,
-                            Ok(Err(wrong)) => out.wrong.push(wrong),
-                            Err(failed) => out.failed.push(failed),
+                            Echo::Ok => out.ok += 1,
+                            Echo::Wrong(w) => out.wrong.push(w),
+                            Echo::Failed(f) => out.failed.push(f),
+                            Echo::Hung(h) => out.hung.push(h),
                         }
                     }
                     gap_seed = gap_seed.wrapping_mul(6364136223846793005).wrapping_add(1);
@@ -202,10 +258,12 @@ fn pool_many_short_connections_with_retiring_and_flapping_never_mix_lose_or_dupl
     let s = common::status(&h);
     let p = pool(&s).clone();
     eprintln!(
-        "lab_pool: {} echoes ok, {} wrong, {} failed; pool {p:?}",
+        "lab_pool: {} echoes ok, {} wrong, {} failed, {} hung; {} reset with no subflow left; pool {p:?}",
         out.ok,
         out.wrong.len(),
-        out.failed.len()
+        out.failed.len(),
+        out.hung.len(),
+        s.connections.stranded_total
     );
     assert!(
         out.wrong.is_empty(),
@@ -213,26 +271,25 @@ fn pool_many_short_connections_with_retiring_and_flapping_never_mix_lose_or_dupl
         out.wrong,
         h.log("gateway.log")
     );
+    // No LAN connection may hang: one whose relay connection lost its only subflow is reset
+    // by the gateway (`braid_proto::stranded`). Before that rule about one in 300 hung here,
+    // its relay connection in FIN-WAIT-1 with no subflow and its request never acknowledged.
+    assert!(
+        out.hung.is_empty(),
+        "LAN connections hung: {:?}\ngateway log:\n{}\nrelay log:\n{}",
+        out.hung,
+        h.log("gateway.log"),
+        h.log("server.log"),
+    );
     // A fresh connection that started on wifi just before the gateway saw wifi go down has
     // only that subflow, and braid withdraws a Down uplink's endpoint, which ends it: the LAN
-    // client gets a reset (measured: up to 5 in a wave at a flap; with warm_pool = "off" too).
-    // A pool handing out closed or dead connections would fail many more.
-    if out.failed.len() > MAX_FLAP_FAILURES {
-        // The sockets as the kernel holds them, to tell a stuck subflow from a stuck relay.
-        let ss = |role| {
-            h.lab
-                .run(role, &["ss", "-tnopi", "state", "all"])
-                .unwrap_or_else(|e| e.to_string())
-        };
-        panic!(
-            "LAN connections failed: {:?}\ngateway log:\n{}\nrelay log:\n{}\ngateway sockets:\n{}\nrelay sockets:\n{}",
-            out.failed,
-            h.log("gateway.log"),
-            h.log("server.log"),
-            ss(Role::Gw),
-            ss(Role::Vps)
-        );
-    }
+    // client gets a reset. A pool handing out closed or dead connections would fail many more.
+    assert!(
+        out.failed.len() <= MAX_FLAP_FAILURES,
+        "LAN connections failed: {:?}\ngateway log:\n{}",
+        out.failed,
+        h.log("gateway.log"),
+    );
     assert!(out.ok >= 300 - MAX_FLAP_FAILURES, "{}", out.ok);
     // Only connections with every Up uplink's subflow are handed out. Parked on the relay,
     // idle connections warm within a round trip, so each wave of 24 finds most of the 6 warm:
@@ -393,16 +450,18 @@ fn pool_against_a_stock_server_learns_its_timeout_and_carries_exact_bytes() {
     let out = echo_waves(&h, 3, Duration::from_millis(700), 150, done.clone());
     let p = pool(&common::status(&h)).clone();
     eprintln!(
-        "lab_pool stock: {} ok, {} wrong, {} failed; pool {p:?}",
+        "lab_pool stock: {} ok, {} wrong, {} failed, {} hung; pool {p:?}",
         out.ok,
         out.wrong.len(),
-        out.failed.len()
+        out.failed.len(),
+        out.hung.len()
     );
     assert!(
-        out.wrong.is_empty() && out.failed.is_empty(),
-        "wrong: {:?}\nfailed: {:?}\ngateway log:\n{}",
+        out.wrong.is_empty() && out.failed.is_empty() && out.hung.is_empty(),
+        "wrong: {:?}\nfailed: {:?}\nhung: {:?}\ngateway log:\n{}",
         out.wrong,
         out.failed,
+        out.hung,
         h.log("gateway.log")
     );
     assert!(p.hits >= 20, "{p:?}");
@@ -442,10 +501,11 @@ fn pool_connections_the_relay_closed_while_the_gateway_was_frozen_are_never_used
     });
     let p = pool(&common::status(&h)).clone();
     assert!(
-        out.wrong.is_empty() && out.failed.is_empty() && out.ok == 8,
-        "after the relay restarted: wrong {:?}, failed {:?}; pool {p:?}\ngateway log:\n{}",
+        out.wrong.is_empty() && out.failed.is_empty() && out.hung.is_empty() && out.ok == 8,
+        "after the relay restarted: wrong {:?}, failed {:?}, hung {:?}; pool {p:?}\ngateway log:\n{}",
         out.wrong,
         out.failed,
+        out.hung,
         h.log("gateway.log")
     );
     assert!(

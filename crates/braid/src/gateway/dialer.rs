@@ -372,7 +372,7 @@ pub async fn carry<L: AsyncRead + tokio::io::AsyncWrite + Unpin>(
     idle: Duration,
 ) -> (crate::relay::Moved, crate::relay::End) {
     let guard = registry.add(label, remote.get_ref().handle());
-    let r = crate::relay::relay(lan, remote, idle).await;
+    let r = crate::relay::relay_until(lan, remote, idle, guard.stopped()).await;
     drop(guard);
     if dialer.note_transport(remote.get_ref()) {
         registry.fallback_total.fetch_add(1, Ordering::Relaxed);

@@ -21,6 +21,7 @@ pub mod reload;
 pub mod resolve;
 pub mod running;
 mod socks;
+pub mod stranded;
 pub mod tfo_probe;
 pub mod udp;
 pub mod uplink;

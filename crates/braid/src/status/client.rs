@@ -136,8 +136,19 @@ pub fn render_text(s: &Status) -> String {
     }
     let c = &s.connections;
     o += &format!(
-        "\nconnections: {} MPTCP, {} fallen back to TCP, {} plain TCP ({} fallbacks since start)\n",
-        c.mptcp, c.fallback, c.tcp, c.fallback_total
+        "\nconnections: {} MPTCP, {} fallen back to TCP, {} plain TCP ({} fallbacks since start{})\n",
+        c.mptcp,
+        c.fallback,
+        c.tcp,
+        c.fallback_total,
+        if c.stranded_total > 0 {
+            format!(
+                "; {} reset with no subflow left",
+                c.stranded_total
+            )
+        } else {
+            String::new()
+        }
     );
     for x in c.list.iter().take(20) {
         let per: Vec<String> = x

@@ -131,6 +131,10 @@ impl GatewayStatus {
                 .registry
                 .fallback_total
                 .load(std::sync::atomic::Ordering::Relaxed),
+            stranded_total: self
+                .registry
+                .stranded_total
+                .load(std::sync::atomic::Ordering::Relaxed),
             ..Default::default()
         };
         self.registry.for_each(|live| {

@@ -46,6 +46,7 @@ pub fn render(s: &Status) -> String {
     let tunnelled = Family::<UplinkLabel, Gauge>::default();
     let conns = Family::<KindLabel, Gauge>::default();
     let fallback_total = Counter::<u64>::default();
+    let stranded_total = Counter::<u64>::default();
     let blackhole = Gauge::<i64>::default();
     let congestion = Family::<AlgorithmLabel, Gauge>::default();
     let udp_uplink_sessions = Family::<UplinkLabel, Gauge>::default();
@@ -81,6 +82,7 @@ pub fn render(s: &Status) -> String {
         })
         .set(s.connections.fallback as i64);
     fallback_total.inc_by(s.connections.fallback_total);
+    stranded_total.inc_by(s.connections.stranded_total);
     blackhole.set(i64::from(s.blackhole.active));
     if !s.congestion.algorithm.is_empty() {
         congestion
@@ -138,6 +140,11 @@ pub fn render(s: &Status) -> String {
         "braid_mptcp_fallback",
         "Relay connections that fell back to plain TCP",
         fallback_total,
+    );
+    reg.register(
+        "braid_connections_stranded",
+        "Relay connections reset because the kernel left them without a subflow",
+        stranded_total,
     );
     reg.register(
         "braid_mptcp_blackhole_active",
@@ -448,6 +455,7 @@ mod tests {
             "braid_connections{kind=\"mptcp\"} 0",
             "braid_connections{kind=\"fallback\"} 0",
             "braid_mptcp_fallback_total 0",
+            "braid_connections_stranded_total 0",
             "braid_mptcp_blackhole_active 0",
             "braid_congestion_control{algorithm=\"bbr\"} 1",
             "braid_uplink_udp_sessions{uplink=\"wifi\"} 0",

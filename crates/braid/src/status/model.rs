@@ -199,6 +199,10 @@ pub struct Connections {
     pub tcp: u64,
     /// Fallbacks since start.
     pub fallback_total: u64,
+    /// Connections reset since start because the kernel left them without a subflow
+    /// (gateway; `braid_proto::stranded`).
+    #[serde(default)]
+    pub stranded_total: u64,
     /// The live connections.
     pub list: Vec<ConnectionStatus>,
 }

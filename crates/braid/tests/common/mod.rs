@@ -119,6 +119,30 @@ pub fn status(h: &Harness) -> Status {
     }
 }
 
+/// The gateway's `/metrics` page (inside gw, where it listens on loopback).
+#[track_caller]
+pub fn metrics(h: &Harness) -> String {
+    use std::io::{Read, Write};
+    let addr = control(h);
+    let page = h
+        .lab
+        .in_netns(Role::Gw, move || {
+            let mut s = std::net::TcpStream::connect(addr)?;
+            write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok::<_, std::io::Error>(out)
+        })
+        .expect("entering gw");
+    match page {
+        Ok(p) => p
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+        Err(e) => panic!("gateway /metrics: {e}"),
+    }
+}
+
 /// An uplink's entry in a status document.
 #[track_caller]
 pub fn uplink<'a>(s: &'a Status, name: &str) -> &'a UplinkStatus {

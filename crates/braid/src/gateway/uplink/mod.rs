@@ -93,7 +93,8 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 const RESYNC: Duration = Duration::from_secs(2);
 /// How often paths are driven (checks collected, tunnels followed).
 const PATH_TICK: Duration = Duration::from_millis(200);
-/// How often live connections are searched for evidence of a hostile path.
+/// How often live connections are searched for evidence of a hostile path, and for connections
+/// stranded without a subflow.
 const EVIDENCE_EVERY: Duration = Duration::from_secs(1);
 
 /// Marks Down in `shown` every uplink that `now` says is Down; true when one changed.
@@ -290,6 +291,7 @@ pub async fn run(
         evidence_at: Duration::ZERO,
         trouble: None,
         tunnel_retry: cfg.tunnel_retry,
+        stranded: Default::default(),
     };
     m.reconcile_all().await;
     let mut dirty_at: Option<Instant> = None;
@@ -417,6 +419,8 @@ struct Manager<'a> {
     trouble: Option<u64>,
     /// `tunnel_retry_secs`, for uplinks a reload adds.
     tunnel_retry: Duration,
+    /// Live connections without a subflow, and since when.
+    stranded: braid_proto::stranded::Stranded,
 }
 
 impl Manager<'_> {
@@ -426,6 +430,15 @@ impl Manager<'_> {
         let now = self.now();
         if now.saturating_sub(self.evidence_at) >= EVIDENCE_EVERY {
             self.evidence_at = now;
+            let any_up = self.slots.iter().any(|s| s.state().carries_traffic());
+            let stopped =
+                crate::gateway::stranded::sweep(self.registry, &mut self.stranded, now, any_up);
+            if stopped > 0 {
+                tracing::info!(
+                    "reset {stopped} LAN connection(s) whose relay connection had no subflow left for {} s",
+                    braid_proto::stranded::GRACE.as_secs()
+                );
+            }
             let direct: Vec<(usize, IpAddr)> = self
                 .slots
                 .iter()

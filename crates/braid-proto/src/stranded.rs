@@ -1,0 +1,134 @@
+//! Relay connections stranded without a subflow.
+//!
+//! When the only uplink an MPTCP connection has a subflow on goes down, braid withdraws that
+//! uplink's endpoint and the kernel closes the subflow. The connection itself lives on with no
+//! subflow at all: its socket reports no error, a read waits forever, and the LAN client behind
+//! it hangs. The in-kernel path manager adds a subflow to an existing connection only when an
+//! endpoint is added *and* the connection is fully established, so a connection that lost its
+//! path before the relay answered (the relay never saw its request) is never rescued, even with
+//! another uplink up. Measured in the lab: across a wifi flap, about one fresh LAN connection
+//! in 300 hung until the client gave up.
+//!
+//! The rule: a connection with no established subflow for [`GRACE`], counted only while some
+//! uplink carries traffic, is stranded; the gateway resets it so the LAN client retries at once.
+//! While no uplink is up nothing could carry it anyway and the clock does not run: when an
+//! uplink returns, its endpoint comes back and the kernel joins it to every fully established
+//! connection within a round trip, well inside [`GRACE`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// How long a connection may have no established subflow, while some uplink is up, before it
+/// is given up. Long enough for a returning uplink's join to complete over a slow path (a SYN
+/// and one retransmission of it at the 1 s initial RTO, over a satellite round trip of 600 ms),
+/// short enough that a browser retries before its user gives up.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// What one look at a live connection found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The connection's id in the gateway's registry.
+    pub id: u64,
+    /// Its subflows whose TCP handshake is complete and that are not closing.
+    pub established: usize,
+}
+
+/// The connections without a subflow and since when, across looks.
+#[derive(Debug, Default)]
+pub struct Stranded {
+    /// Connection id → when it was first seen without a subflow while an uplink was up.
+    since: HashMap<u64, Duration>,
+}
+
+impl Stranded {
+    /// Takes one look at every live MPTCP connection at `now` (`any_up`: some uplink carries
+    /// traffic) and returns the ids stranded for [`GRACE`] or longer. Connections not in `seen`
+    /// are forgotten (they ended).
+    pub fn review(&mut self, now: Duration, seen: &[Seen], any_up: bool) -> Vec<u64> {
+        let mut next = HashMap::with_capacity(self.since.len());
+        let mut out = Vec::new();
+        for s in seen.iter().filter(|s| s.established == 0) {
+            if !any_up {
+                // No uplink could carry it: its clock starts when one is back.
+                continue;
+            }
+            let since = self.since.get(&s.id).copied().unwrap_or(now);
+            if now.saturating_sub(since) >= GRACE {
+                out.push(s.id);
+            } else {
+                next.insert(s.id, since);
+            }
+        }
+        self.since = next;
+        out
+    }
+
+    /// Connections currently without a subflow and not yet given up.
+    pub fn waiting(&self) -> usize {
+        self.since.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn look(id: u64, established: usize) -> Seen {
+        Seen { id, established }
+    }
+
+    #[test]
+    fn a_connection_without_subflows_is_given_up_after_the_grace_and_not_before() {
+        let mut s = Stranded::default();
+        assert!(s.review(ms(0), &[look(1, 0), look(2, 1)], true).is_empty());
+        assert_eq!(s.waiting(), 1);
+        assert!(s
+            .review(GRACE - ms(1), &[look(1, 0), look(2, 1)], true)
+            .is_empty());
+        assert_eq!(s.review(GRACE, &[look(1, 0), look(2, 1)], true), vec![1]);
+        // Given up once: the gateway resets it and it leaves the registry.
+        assert_eq!(s.waiting(), 0);
+    }
+
+    #[test]
+    fn a_subflow_that_joins_in_time_clears_the_clock() {
+        let mut s = Stranded::default();
+        s.review(ms(0), &[look(1, 0)], true);
+        s.review(ms(3000), &[look(1, 1)], true);
+        // Lost again later: a fresh grace from then.
+        assert!(s.review(ms(4000), &[look(1, 0)], true).is_empty());
+        assert!(s
+            .review(ms(4000) + GRACE - ms(1), &[look(1, 0)], true)
+            .is_empty());
+        assert_eq!(s.review(ms(4000) + GRACE, &[look(1, 0)], true), vec![1]);
+    }
+
+    #[test]
+    fn the_clock_runs_only_while_an_uplink_is_up() {
+        let mut s = Stranded::default();
+        assert!(s.review(ms(0), &[look(7, 0)], false).is_empty());
+        // A whole minute with every uplink down: nothing could have carried it.
+        assert!(s.review(ms(60_000), &[look(7, 0)], false).is_empty());
+        // An uplink is back: its join gets the whole grace.
+        assert!(s.review(ms(60_200), &[look(7, 0)], true).is_empty());
+        assert!(s
+            .review(ms(60_200) + GRACE - ms(1), &[look(7, 0)], true)
+            .is_empty());
+        assert_eq!(s.review(ms(60_200) + GRACE, &[look(7, 0)], true), vec![7]);
+    }
+
+    #[test]
+    fn connections_that_ended_are_forgotten() {
+        let mut s = Stranded::default();
+        s.review(ms(0), &[look(1, 0), look(2, 0)], true);
+        s.review(ms(100), &[look(2, 0)], true);
+        assert_eq!(s.waiting(), 1);
+        // Id 1 reappearing (it cannot, ids are not reused; but if it did) starts afresh.
+        assert_eq!(s.review(GRACE, &[look(1, 0), look(2, 0)], true), vec![2]);
+        assert_eq!(s.waiting(), 1);
+    }
+}
