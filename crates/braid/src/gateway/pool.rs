@@ -208,9 +208,18 @@ impl WarmPool {
             let reviewed = core.review(now, |i, _age| review(i, &uplinks));
             (aged, reviewed, core.lifetime())
         };
-        for (_, why) in aged.iter().chain(gone.iter()) {
+        for (idle, why) in aged.iter().chain(gone.iter()) {
+            // Its address is the relay's name for it: a close sent while its only subflow's
+            // uplink is down never arrives, and the relay then logs this address at its
+            // handshake timeout.
+            let from = idle
+                .conn
+                .socket()
+                .local_addr()
+                .map(|a| braid_sys::socket::normalize(a).to_string())
+                .unwrap_or_else(|_| "an unknown address".into());
             debug!(
-                "warm pool: closed an idle relay connection ({})",
+                "warm pool: closed an idle relay connection from {from} ({})",
                 discard_reason(*why)
             );
         }
