@@ -4,6 +4,7 @@
 //!   braid (daemons, CLI) ──► braid-sys ──► kernel
 //!                              ├─ socket.rs       MPTCP/TCP sockets, SO_ORIGINAL_DST
 //!                              ├─ recv.rs         recv into uninitialised memory (no memset per read)
+//!                              ├─ rcvbuf.rs       a larger receive buffer that autotuning still grows
 //!                              ├─ keepalive.rs    keepalive and TCP_USER_TIMEOUT (liveness)
 //!                              ├─ local_addr.rs   is an address this host's own? (the kernel's routing)
 //!                              ├─ rlimit.rs       the open-file limit
@@ -40,6 +41,7 @@ pub mod mptcp;
 pub mod netlink;
 pub mod nftables;
 pub mod pktinfo;
+pub mod rcvbuf;
 pub mod recv;
 pub mod rlimit;
 pub mod route;
