@@ -135,14 +135,22 @@ impl Registry {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn guard_drop_removes_the_entry() {
+    /// A connected loopback stream (its listener may go: only the descriptor is used) and an
+    /// empty registry.
+    async fn connected() -> (crate::shared_stream::SharedStream, Arc<Registry>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
             .await
             .unwrap();
-        let shared = crate::shared_stream::SharedStream::new(c);
-        let r = Arc::new(Registry::default());
+        (
+            crate::shared_stream::SharedStream::new(c),
+            Arc::new(Registry::default()),
+        )
+    }
+
+    #[tokio::test]
+    async fn guard_drop_removes_the_entry() {
+        let (shared, r) = connected().await;
         let g = r.add("x".into(), shared.handle());
         assert_eq!(r.len(), 1);
         drop(g);
@@ -151,12 +159,7 @@ mod tests {
 
     #[tokio::test]
     async fn stop_ends_only_its_own_connection_with_its_reason() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
-            .await
-            .unwrap();
-        let shared = crate::shared_stream::SharedStream::new(c);
-        let r = Arc::new(Registry::default());
+        let (shared, r) = connected().await;
         let a = r.add("a".into(), shared.handle());
         let b = r.add("b".into(), shared.handle());
         let mut ids = Vec::new();
