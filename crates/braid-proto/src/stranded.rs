@@ -1,9 +1,10 @@
 //! Relay connections stranded without a subflow.
 //!
 //! When the only uplink an MPTCP connection has a subflow on goes down, braid withdraws that
-//! uplink's endpoint and the kernel closes the subflow. The connection itself lives on with no
-//! subflow at all: its socket reports no error, a read waits forever, and the LAN client behind
-//! it hangs. The in-kernel path manager adds a subflow to an existing connection only when an
+//! uplink's endpoint, and the kernel closes the subflow (on a fully established connection) or
+//! leaves it retransmitting into the dead link for minutes (on one the relay has not answered
+//! yet). Either way the connection has no working subflow, its socket reports no error, a
+//! read waits, and the LAN client behind it hangs. The in-kernel path manager adds a subflow to an existing connection only when an
 //! endpoint is added *and* the connection is fully established, so a connection that lost its
 //! path before the relay answered (the relay never saw its request) is never rescued, even with
 //! another uplink up. Measured in the lab: across a wifi flap, about one fresh LAN connection
@@ -13,7 +14,10 @@
 //! uplink carries traffic, is stranded; the gateway resets it so the LAN client retries at once.
 //! While no uplink is up nothing could carry it anyway and the clock does not run: when an
 //! uplink returns, its endpoint comes back and the kernel joins it to every fully established
-//! connection within a round trip, well inside [`GRACE`].
+//! connection within a round trip, well inside [`GRACE`]. A connection the relay never
+//! answered (nothing acknowledged, nothing received at the MPTCP level) is not fully
+//! established on either end, so no join can ever rescue it: it is given up after
+//! [`UNANSWERED_GRACE`], uplinks or not.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,13 +28,22 @@ use std::time::Duration;
 /// short enough that a browser retries before its user gives up.
 pub const GRACE: Duration = Duration::from_secs(5);
 
+/// How long a connection the relay never answered may have no established subflow: nothing
+/// can rescue it, and two looks a second apart rule out a subflow caught between close and
+/// replacement.
+pub const UNANSWERED_GRACE: Duration = Duration::from_secs(1);
+
 /// What one look at a live connection found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     /// The connection's id in the gateway's registry.
     pub id: u64,
-    /// Its subflows whose TCP handshake is complete and that are not closing.
+    /// Its subflows whose TCP handshake is complete, that are not closing, and whose uplink
+    /// carries traffic.
     pub established: usize,
+    /// The relay never acknowledged nor sent a byte at the MPTCP level (false when the kernel
+    /// does not say).
+    pub unanswered: bool,
 }
 
 /// The connections without a subflow and since when, across looks.
@@ -48,12 +61,16 @@ impl Stranded {
         let mut next = HashMap::with_capacity(self.since.len());
         let mut out = Vec::new();
         for s in seen.iter().filter(|s| s.established == 0) {
-            if !any_up {
+            let grace = if s.unanswered {
+                UNANSWERED_GRACE
+            } else if any_up {
+                GRACE
+            } else {
                 // No uplink could carry it: its clock starts when one is back.
                 continue;
-            }
+            };
             let since = self.since.get(&s.id).copied().unwrap_or(now);
-            if now.saturating_sub(since) >= GRACE {
+            if now.saturating_sub(since) >= grace {
                 out.push(s.id);
             } else {
                 next.insert(s.id, since);
@@ -78,7 +95,33 @@ mod tests {
     }
 
     fn look(id: u64, established: usize) -> Seen {
-        Seen { id, established }
+        Seen {
+            id,
+            established,
+            unanswered: false,
+        }
+    }
+
+    #[test]
+    fn a_connection_the_relay_never_answered_is_given_up_sooner_uplinks_or_not() {
+        let lost = |id| Seen {
+            unanswered: true,
+            ..look(id, 0)
+        };
+        let mut s = Stranded::default();
+        assert!(s.review(ms(0), &[lost(1), lost(2)], true).is_empty());
+        assert!(s
+            .review(UNANSWERED_GRACE - ms(1), &[lost(1), lost(2)], false)
+            .is_empty());
+        // Every uplink down or not: no join can rescue it.
+        assert_eq!(s.review(UNANSWERED_GRACE, &[lost(1)], false), vec![1]);
+        // One with a live subflow is never given up, answered or not.
+        let alive = Seen {
+            unanswered: true,
+            ..look(3, 1)
+        };
+        assert!(s.review(ms(0), &[alive], true).is_empty());
+        assert!(s.review(GRACE * 10, &[alive], true).is_empty());
     }
 
     #[test]

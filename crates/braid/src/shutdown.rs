@@ -27,6 +27,11 @@ impl Shutdown {
     pub async fn wait(&mut self) {
         let _ = self.0.wait_for(|v| *v).await;
     }
+
+    /// Whether shutdown was requested already.
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
 }
 
 /// A receiver fired by the first SIGINT or SIGTERM.

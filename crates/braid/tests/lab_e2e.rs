@@ -106,8 +106,26 @@ fn bonded_tunnel_carries_exact_bytes_on_two_subflows_and_cleans_up() {
         "expected a 2-subflow MPTCP connection: {last}"
     );
 
+    // SIGTERM with a LAN connection still open: the listeners drain it while the uplink
+    // manager has already stopped, and that is a clean exit too (it used to be reported as
+    // "the uplink manager stopped unexpectedly", exit status 1).
+    let target = Harness::traffic_target();
+    let mut open = h
+        .lab
+        .in_netns(Role::Lan, || std::net::TcpStream::connect(&target))
+        .expect("entering lan")
+        .expect("connect through the capture");
+    let mut hello = vec![3u8]; // the traffic server's echo op
+    hello.extend_from_slice(&0u64.to_be_bytes());
+    hello.extend_from_slice(b"hello");
+    std::io::Write::write_all(&mut open, &hello).expect("send");
+    let mut back = [0u8; 5];
+    open.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    std::io::Read::read_exact(&mut open, &mut back).expect("echo");
     // SIGTERM: clean exit, nothing left in the kernel.
     let status = h.stop_gateway().expect("stop").expect("was running");
+    drop(open);
     assert!(
         status.success(),
         "gateway exit status {status}\n{}",

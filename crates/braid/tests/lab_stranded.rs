@@ -6,7 +6,9 @@
 //! its endpoint, the kernel closes the subflow, and the connection lives on with none, while
 //! the other uplink is up: nothing in the kernel will ever add one. Without braid's rule
 //! (`braid_proto::stranded`) the LAN client's read waits forever; with it the client is reset
-//! after the grace, and status and the log say why.
+//! after the grace, and status and the log say why. A connection whose request never reached
+//! the relay (it drops every data packet to its port here) cannot be rescued by any join, and
+//! is reset within about a second of losing its subflow.
 //! Root-only (skips without root unless CI=true, where it must run).
 
 mod common;
@@ -23,42 +25,27 @@ use common::{shaped_uplinks, uplink, wait_status};
 /// The lab traffic server's echo op (`braid_lab::traffic::op::ECHO`).
 const ECHO: u8 = 3;
 
-#[test]
-fn a_connection_left_without_a_subflow_is_reset_not_left_hanging() {
-    if !braid_lab::root_tests_enabled("lab_stranded") {
-        return;
-    }
-    let mut h = Harness::new("bsd1", shaped_uplinks(), common::exe()).expect("lab");
-    h.lab
-        .run(
-            Role::Vps,
-            &["ip", "mptcp", "limits", "set", "subflows", "0"],
-        )
-        .expect("relay refuses joins");
+/// The lab with `relay_setup` run in the relay's namespace before the server starts, the
+/// gateway up on both uplinks, and one LAN connection through the capture that has sent
+/// `hello` (an echo request); with the uplink name its only subflow rides and the other's.
+fn stranded_lab(prefix: &str, relay_setup: &[&str]) -> (Harness, TcpStream, String, String) {
+    let mut h = Harness::new(prefix, shaped_uplinks(), common::exe()).expect("lab");
     h.start_server("").expect("server");
     h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"")
         .expect("gateway");
     h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
         .expect("uplinks up");
-
-    // A LAN connection through the capture, echoing: the socket keeps the LAN namespace.
+    h.lab.run(Role::Vps, relay_setup).expect("relay setup");
     let target = Harness::traffic_target();
     let mut lan = h
         .lab
         .in_netns(Role::Lan, || TcpStream::connect(&target))
         .expect("entering lan")
         .expect("connect through the capture");
-    lan.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
     let mut hello = vec![ECHO];
     hello.extend_from_slice(&0u64.to_be_bytes());
     hello.extend_from_slice(b"hello");
     lan.write_all(&hello).expect("send");
-    let mut back = [0u8; 5];
-    lan.read_exact(&mut back).expect("first echo");
-    assert_eq!(&back, b"hello");
-
-    // The uplink its only subflow rides.
     let s = wait_status(
         &h,
         "the LAN connection listed with its subflow",
@@ -78,23 +65,27 @@ fn a_connection_left_without_a_subflow_is_reset_not_left_hanging() {
         .find(|(_, n)| **n > 0)
         .map(|(name, _)| name.clone())
         .expect("an uplink with its subflow");
-    let other = if carrier == "wifi" { "5g" } else { "wifi" };
+    let other = if carrier == "wifi" { "5g" } else { "wifi" }.to_owned();
     assert_eq!(s.connections.stranded_total, 0);
+    (h, lan, carrier, other)
+}
 
-    h.lab.set_uplink_link(&carrier, false).expect("link down");
-    let c = carrier.clone();
+/// Takes `carrier` down and waits until the gateway has given the connection up, `other`
+/// carrying traffic throughout; then the LAN client must read a reset, and the gateway's log
+/// must say `why`.
+fn expect_reset(h: &Harness, lan: &mut TcpStream, carrier: &str, other: &str, why: &str) {
+    h.lab.set_uplink_link(carrier, false).expect("link down");
+    let c = carrier.to_owned();
     wait_status(
-        &h,
+        h,
         &format!("{carrier} Down"),
         Duration::from_secs(5),
         move |s| uplink(s, &c).state == LinkState::Down,
     );
     let down_at = Instant::now();
-
-    // The other uplink stays up the whole time: a stranded connection, not an outage.
     let o = other.to_owned();
     let s = wait_status(
-        &h,
+        h,
         "the connection given up",
         Duration::from_secs(15),
         move |s| {
@@ -121,12 +112,57 @@ fn a_connection_left_without_a_subflow_is_reset_not_left_hanging() {
     }
     let log = h.log("gateway.log");
     assert!(
-        log.contains("no subflow left"),
-        "the gateway does not say why:\n{log}"
+        log.contains(why),
+        "the gateway does not say {why:?}:\n{log}"
     );
-    let metrics = common::metrics(&h);
+    let metrics = common::metrics(h);
     assert!(
         metrics.contains("braid_connections_stranded_total 1"),
         "{metrics}"
+    );
+}
+
+#[test]
+fn a_connection_left_without_a_subflow_is_reset_not_left_hanging() {
+    if !braid_lab::root_tests_enabled("lab_stranded") {
+        return;
+    }
+    // The relay takes no joins: each connection keeps only the subflow it started on.
+    let (h, mut lan, carrier, other) =
+        stranded_lab("bsd1", &["ip", "mptcp", "limits", "set", "subflows", "0"]);
+    lan.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut back = [0u8; 5];
+    lan.read_exact(&mut back).expect("first echo");
+    assert_eq!(&back, b"hello");
+    expect_reset(
+        &h,
+        &mut lan,
+        &carrier,
+        &other,
+        "no subflow on a working uplink for 5 s while another uplink was up",
+    );
+}
+
+#[test]
+fn a_connection_the_relay_never_answered_is_reset_soon_after_losing_its_subflow() {
+    if !braid_lab::root_tests_enabled("lab_stranded") {
+        return;
+    }
+    // The relay's kernel drops every data packet to its port: handshakes and the gateway's
+    // probes (UDP) pass, the request of a new connection never arrives.
+    let (h, mut lan, carrier, other) = stranded_lab(
+        "bsd2",
+        &[
+            "nft",
+            "add table inet bsd2test; add chain inet bsd2test in { type filter hook input priority 0; }; add rule inet bsd2test in tcp dport 8388 meta length > 150 drop",
+        ],
+    );
+    expect_reset(
+        &h,
+        &mut lan,
+        &carrier,
+        &other,
+        "only subflow rode an uplink that went down before the relay answered",
     );
 }

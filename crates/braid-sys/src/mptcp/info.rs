@@ -35,6 +35,8 @@ pub struct MptcpInfo {
     pub bytes_sent: Option<u64>,
     /// See `bytes_sent`.
     pub bytes_received: Option<u64>,
+    /// See `bytes_sent`: what the peer acknowledged at the MPTCP level.
+    pub bytes_acked: Option<u64>,
     /// All subflows including the initial one (Linux 6.8+).
     pub subflows_total: Option<u8>,
 }
@@ -60,6 +62,7 @@ impl MptcpInfo {
             token: u32_at(12)?,
             bytes_sent: u64_at(56),
             bytes_received: u64_at(64),
+            bytes_acked: u64_at(72),
             subflows_total: b.get(80).copied(),
         })
     }
@@ -70,6 +73,13 @@ impl MptcpInfo {
             Some(t) if t > 0 => u32::from(t),
             _ => u32::from(self.subflows) + 1,
         }
+    }
+
+    /// Whether the peer has answered at the MPTCP level (acknowledged data or sent some), on
+    /// kernels that count bytes (6.5+). Until it has, neither end is fully established, and
+    /// the kernel joins no subflow to the connection.
+    pub fn peer_answered(&self) -> Option<bool> {
+        Some(self.bytes_acked? > 0 || self.bytes_received? > 0)
     }
 
     /// Whether the connection fell back to plain TCP.
@@ -320,6 +330,7 @@ mod tests {
         assert_eq!(i.subflows_total, None);
         assert_eq!(i.total_subflows(), 2);
         assert!(i.fallback());
+        assert_eq!(i.peer_answered(), None, "no byte counts before 6.5");
     }
 
     #[test]
@@ -332,5 +343,12 @@ mod tests {
         assert_eq!(i.total_subflows(), 3);
         assert_eq!(i.bytes_sent, Some(1234));
         assert!(!i.fallback());
+        // Sent, but nothing acknowledged or received: the peer has not answered.
+        assert_eq!(i.peer_answered(), Some(false));
+        b[72..80].copy_from_slice(&1u64.to_ne_bytes());
+        assert_eq!(MptcpInfo::parse(&b).unwrap().peer_answered(), Some(true));
+        b[72..80].copy_from_slice(&0u64.to_ne_bytes());
+        b[64..72].copy_from_slice(&9u64.to_ne_bytes());
+        assert_eq!(MptcpInfo::parse(&b).unwrap().peer_answered(), Some(true));
     }
 }

@@ -309,6 +309,7 @@ async fn run_recorded(
             }
         };
     let tfo = TfoStart { early, facts };
+    let asked = shutdown.clone();
     let serving = serve(
         &cfg,
         listeners,
@@ -321,12 +322,17 @@ async fn run_recorded(
         admission,
     );
     // The manager only returns early when it cannot work at all (e.g. MPTCP limits refused):
-    // then the gateway stops too, rather than run without its uplinks.
+    // then the gateway stops too, rather than run without its uplinks. At a shutdown it
+    // returns at once, while the listeners still drain their connections: that is no error.
+    tokio::pin!(serving);
     let (result, manager) = match manager {
         None => (serving.await, None),
         Some(mut m) => tokio::select! {
-            r = serving => (r, Some(m)),
-            done = &mut m => (Err(manager_error(done)), None),
+            r = &mut serving => (r, Some(m)),
+            done = &mut m => match done {
+                Ok(Ok(())) if asked.requested() => (serving.await, None),
+                done => (Err(manager_error(done)), None),
+            },
         },
     };
     stop.fire();

@@ -431,14 +431,17 @@ impl Manager<'_> {
         if now.saturating_sub(self.evidence_at) >= EVIDENCE_EVERY {
             self.evidence_at = now;
             let any_up = self.slots.iter().any(|s| s.state().carries_traffic());
-            let stopped =
-                crate::gateway::stranded::sweep(self.registry, &mut self.stranded, now, any_up);
-            if stopped > 0 {
-                tracing::info!(
-                    "reset {stopped} LAN connection(s) whose relay connection had no subflow left for {} s",
-                    braid_proto::stranded::GRACE.as_secs()
-                );
-            }
+            let down: Vec<IpAddr> = self
+                .slots
+                .iter()
+                .filter(|s| !s.state().carries_traffic())
+                .flat_map(|s| {
+                    let tunnel = s.path.view().tunnel.map(|(_, a)| a);
+                    [s.found.as_ref().and_then(|d| d.addr), tunnel]
+                })
+                .flatten()
+                .collect();
+            crate::gateway::stranded::sweep(self.registry, &mut self.stranded, now, any_up, &down);
             let direct: Vec<(usize, IpAddr)> = self
                 .slots
                 .iter()
