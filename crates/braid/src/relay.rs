@@ -328,6 +328,31 @@ mod tests {
         assert_eq!(moved, Moved::default());
     }
 
+    #[tokio::test]
+    async fn relay_until_ends_at_stop_with_its_error_and_exact_counts() {
+        let (mut client, mut a) = tokio::io::duplex(1024);
+        let (mut b, mut server) = tokio::io::duplex(1024);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = async move {
+            let _ = rx.await;
+            io::Error::other("no subflow left")
+        };
+        let task = tokio::spawn(async move {
+            relay_until(&mut a, &mut b, Duration::from_secs(60), stop).await
+        });
+        client.write_all(b"abc").await.unwrap();
+        let mut got = [0u8; 3];
+        server.read_exact(&mut got).await.unwrap();
+        // Both streams are open and quiet: only the stop can end it.
+        tx.send(()).unwrap();
+        let (moved, end) = task.await.unwrap();
+        assert_eq!(moved, Moved { up: 3, down: 0 });
+        match end {
+            End::Error(e) => assert_eq!(e.to_string(), "no subflow left"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn relay_one_way_traffic_keeps_it_alive() {
         let (mut client, mut a) = tokio::io::duplex(1 << 20);
