@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The lab traffic server's echo op (`braid_lab::traffic::op::ECHO`).
 const ECHO: u8 = 3;
-/// LAN connections allowed to fail (reset or no echo) across the flaps: see where it is used.
+/// LAN connections allowed to be reset across the flaps (none may hang): see where it is used.
 const MAX_FLAP_FAILURES: usize = 8;
 /// The longest a single echo may take, flapping included.
 const ECHO_LIMIT: Duration = Duration::from_secs(30);
