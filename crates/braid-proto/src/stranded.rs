@@ -55,9 +55,9 @@ pub struct Stranded {
 
 impl Stranded {
     /// Takes one look at every live MPTCP connection at `now` (`any_up`: some uplink carries
-    /// traffic) and returns the ids stranded for [`GRACE`] or longer. Connections not in `seen`
-    /// are forgotten (they ended).
-    pub fn review(&mut self, now: Duration, seen: &[Seen], any_up: bool) -> Vec<u64> {
+    /// traffic) and returns the looks of those stranded past their grace. Connections not in
+    /// `seen` are forgotten (they ended).
+    pub fn review(&mut self, now: Duration, seen: &[Seen], any_up: bool) -> Vec<Seen> {
         let mut next = HashMap::with_capacity(self.since.len());
         let mut out = Vec::new();
         for s in seen.iter().filter(|s| s.established == 0) {
@@ -71,7 +71,7 @@ impl Stranded {
             };
             let since = self.since.get(&s.id).copied().unwrap_or(now);
             if now.saturating_sub(since) >= grace {
-                out.push(s.id);
+                out.push(*s);
             } else {
                 next.insert(s.id, since);
             }
@@ -94,6 +94,11 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// The ids a review gave up.
+    fn ids(given_up: Vec<Seen>) -> Vec<u64> {
+        given_up.into_iter().map(|s| s.id).collect()
+    }
+
     fn look(id: u64, established: usize) -> Seen {
         Seen {
             id,
@@ -114,7 +119,7 @@ mod tests {
             .review(UNANSWERED_GRACE - ms(1), &[lost(1), lost(2)], false)
             .is_empty());
         // Every uplink down or not: no join can rescue it.
-        assert_eq!(s.review(UNANSWERED_GRACE, &[lost(1)], false), vec![1]);
+        assert_eq!(ids(s.review(UNANSWERED_GRACE, &[lost(1)], false)), vec![1]);
         // One with a live subflow is never given up, answered or not.
         let alive = Seen {
             unanswered: true,
@@ -132,7 +137,10 @@ mod tests {
         assert!(s
             .review(GRACE - ms(1), &[look(1, 0), look(2, 1)], true)
             .is_empty());
-        assert_eq!(s.review(GRACE, &[look(1, 0), look(2, 1)], true), vec![1]);
+        assert_eq!(
+            ids(s.review(GRACE, &[look(1, 0), look(2, 1)], true)),
+            vec![1]
+        );
         // Given up once: the gateway resets it and it leaves the registry.
         assert_eq!(s.waiting(), 0);
     }
@@ -147,7 +155,10 @@ mod tests {
         assert!(s
             .review(ms(4000) + GRACE - ms(1), &[look(1, 0)], true)
             .is_empty());
-        assert_eq!(s.review(ms(4000) + GRACE, &[look(1, 0)], true), vec![1]);
+        assert_eq!(
+            ids(s.review(ms(4000) + GRACE, &[look(1, 0)], true)),
+            vec![1]
+        );
     }
 
     #[test]
@@ -161,7 +172,10 @@ mod tests {
         assert!(s
             .review(ms(60_200) + GRACE - ms(1), &[look(7, 0)], true)
             .is_empty());
-        assert_eq!(s.review(ms(60_200) + GRACE, &[look(7, 0)], true), vec![7]);
+        assert_eq!(
+            ids(s.review(ms(60_200) + GRACE, &[look(7, 0)], true)),
+            vec![7]
+        );
     }
 
     #[test]
@@ -171,7 +185,10 @@ mod tests {
         s.review(ms(100), &[look(2, 0)], true);
         assert_eq!(s.waiting(), 1);
         // Id 1 reappearing (it cannot, ids are not reused; but if it did) starts afresh.
-        assert_eq!(s.review(GRACE, &[look(1, 0), look(2, 0)], true), vec![2]);
+        assert_eq!(
+            ids(s.review(GRACE, &[look(1, 0), look(2, 0)], true)),
+            vec![2]
+        );
         assert_eq!(s.waiting(), 1);
     }
 }

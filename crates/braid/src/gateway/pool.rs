@@ -211,15 +211,10 @@ impl WarmPool {
         for (idle, why) in aged.iter().chain(gone.iter()) {
             // Its address is the relay's name for it: a close sent while its only subflow's
             // uplink is down never arrives, and the relay then logs this address at its
-            // handshake timeout.
-            let from = idle
-                .conn
-                .socket()
-                .local_addr()
-                .map(|a| braid_sys::socket::normalize(a).to_string())
-                .unwrap_or_else(|_| "an unknown address".into());
+            // handshake timeout. (Read only when debug lines are written.)
             debug!(
-                "warm pool: closed an idle relay connection from {from} ({})",
+                "warm pool: closed an idle relay connection from {} ({})",
+                source_of(idle.conn.socket()),
                 discard_reason(*why)
             );
         }
@@ -483,6 +478,14 @@ fn subflow_locals_in<S: AsFd>(socket: &S, established_only: bool) -> (MptcpState
             .unwrap_or_default(),
     };
     (state, locals)
+}
+
+/// The local address of a relay connection, as the relay names it in its log.
+fn source_of(socket: &TcpStream) -> String {
+    socket
+        .local_addr()
+        .map(|a| braid_sys::socket::normalize(a).to_string())
+        .unwrap_or_else(|_| "an unknown address".into())
 }
 
 fn discard_reason(d: Discard) -> &'static str {

@@ -33,7 +33,7 @@ fn reason(unanswered: bool) -> String {
 }
 
 /// Looks at every live MPTCP relay connection at `now` and stops those stranded past their
-/// grace; how many were stopped. `any_up`: some uplink carries traffic; `down`: the addresses
+/// grace. `any_up`: some uplink carries traffic; `down`: the addresses
 /// (direct and tunnel) of the uplinks that do not. A subflow from one of those is no subflow:
 /// braid withdraws a Down uplink's endpoint, but the kernel closes the subflows of a withdrawn
 /// endpoint only on fully established connections; on the others the subflow stays
@@ -44,7 +44,7 @@ pub fn sweep(
     now: Duration,
     any_up: bool,
     down: &[IpAddr],
-) -> usize {
+) {
     let mut seen = Vec::new();
     registry.for_each(|live| {
         // A plain TCP socket has no MPTCP_INFO, and a fallen-back connection has TCP's own
@@ -76,23 +76,24 @@ pub fn sweep(
             unanswered,
         });
     });
-    let unanswered: Vec<u64> = seen.iter().filter(|s| s.unanswered).map(|s| s.id).collect();
-    // Stopped connections, by whether the relay never answered.
-    let mut stopped = [0usize; 2];
-    for id in watch.review(now, &seen, any_up) {
-        let never = unanswered.contains(&id);
-        if registry.stop(id, &reason(never)) {
+    // Stopped connections: those the relay never answered, and the others.
+    let (mut unanswered, mut answered) = (0, 0);
+    for s in watch.review(now, &seen, any_up) {
+        if registry.stop(s.id, &reason(s.unanswered)) {
             registry.stranded_total.fetch_add(1, Ordering::Relaxed);
-            stopped[usize::from(never)] += 1;
+            if s.unanswered {
+                unanswered += 1;
+            } else {
+                answered += 1;
+            }
         }
     }
-    for (never, n) in stopped.into_iter().enumerate() {
+    for (n, never) in [(unanswered, true), (answered, false)] {
         if n > 0 {
             info!(
                 "reset {n} LAN connection(s) with no subflow left: {}",
-                reason(never == 1)
+                reason(never)
             );
         }
     }
-    stopped.iter().sum()
 }

@@ -184,12 +184,7 @@ impl StatusSource for GatewayStatus {
         let by_addr: BTreeMap<IpAddr, String> = view
             .uplinks
             .iter()
-            .flat_map(|u| {
-                [u.addr, u.path.tunnel.as_ref().map(|(_, a)| *a)]
-                    .into_iter()
-                    .flatten()
-                    .map(|a| (a, u.name.clone()))
-            })
+            .flat_map(|u| u.subflow_sources().map(|a| (a, u.name.clone())))
             .collect();
         let (connections, per_uplink) = self.connections(&by_addr);
         let udp_per_uplink = self

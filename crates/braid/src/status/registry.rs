@@ -31,7 +31,7 @@ pub struct Live {
 #[derive(Default)]
 struct Stop {
     wake: tokio::sync::Notify,
-    reason: Mutex<Option<String>>,
+    reason: std::sync::OnceLock<String>,
 }
 
 /// The set of live connections.
@@ -57,8 +57,8 @@ impl Guard {
     /// its relay ends with.
     pub async fn stopped(&self) -> std::io::Error {
         self.stop.wake.notified().await;
-        let reason = self.stop.reason.lock().ok().and_then(|r| r.clone());
-        std::io::Error::other(reason.unwrap_or_else(|| "stopped by the gateway".into()))
+        let reason = self.stop.reason.get().map(String::as_str);
+        std::io::Error::other(reason.unwrap_or("stopped by the gateway").to_owned())
     }
 }
 
@@ -105,9 +105,8 @@ impl Registry {
         else {
             return false;
         };
-        if let Ok(mut r) = stop.reason.lock() {
-            *r = Some(reason.to_owned());
-        }
+        // The first reason stands: a second stop finds the relay ending already.
+        let _ = stop.reason.set(reason.to_owned());
         // A stored permit: the relay sees it even if it polls `stopped` only later.
         stop.wake.notify_one();
         true

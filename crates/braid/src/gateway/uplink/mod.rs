@@ -74,6 +74,16 @@ pub struct UplinkView {
     pub path: path::PathView,
 }
 
+impl UplinkView {
+    /// The addresses this uplink's subflows come from: its own, and its tunnel's while its
+    /// path is tunnelled.
+    pub fn subflow_sources(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        [self.addr, self.path.tunnel.as_ref().map(|(_, a)| *a)]
+            .into_iter()
+            .flatten()
+    }
+}
+
 /// What the manager publishes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ManagerView {
@@ -430,16 +440,12 @@ impl Manager<'_> {
         let now = self.now();
         if now.saturating_sub(self.evidence_at) >= EVIDENCE_EVERY {
             self.evidence_at = now;
-            let any_up = self.slots.iter().any(|s| s.state().carries_traffic());
-            let down: Vec<IpAddr> = self
-                .slots
+            let views = self.views();
+            let any_up = views.iter().any(|u| u.state.carries_traffic());
+            let down: Vec<IpAddr> = views
                 .iter()
-                .filter(|s| !s.state().carries_traffic())
-                .flat_map(|s| {
-                    let tunnel = s.path.view().tunnel.map(|(_, a)| a);
-                    [s.found.as_ref().and_then(|d| d.addr), tunnel]
-                })
-                .flatten()
+                .filter(|u| !u.state.carries_traffic())
+                .flat_map(UplinkView::subflow_sources)
                 .collect();
             crate::gateway::stranded::sweep(self.registry, &mut self.stranded, now, any_up, &down);
             let direct: Vec<(usize, IpAddr)> = self
