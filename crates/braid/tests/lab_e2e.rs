@@ -73,10 +73,18 @@ fn bonded_tunnel_carries_exact_bytes_on_two_subflows_and_cleans_up() {
             "no rule from {from}:\n{rules}"
         );
     }
-    let eps = gw(&h, &["ip", "mptcp", "endpoint", "show"]);
-    assert!(
-        eps.contains("10.1.0.1") && eps.contains("10.2.0.1") && eps.contains("subflow"),
-        "endpoints:\n{eps}"
+    // An uplink's endpoint is installed just after it is logged Up (the next reconcile): wait.
+    common::wait_until(
+        "an MPTCP endpoint on each uplink",
+        std::time::Duration::from_secs(5),
+        || {
+            let eps = gw(&h, &["ip", "mptcp", "endpoint", "show"]);
+            if eps.contains("10.1.0.1") && eps.contains("10.2.0.1") && eps.contains("subflow") {
+                Ok(())
+            } else {
+                Err(format!("endpoints:\n{eps}"))
+            }
+        },
     );
     assert!(gw(&h, &["ip", "route", "show", "table", "102"]).contains("default via 10.2.0.2"));
     assert!(gw(&h, &["nft", "list", "tables"]).contains("inet braid"));
