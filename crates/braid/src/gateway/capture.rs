@@ -83,11 +83,13 @@ async fn carry(mut lan: TcpStream, peer: SocketAddr, c: &Capture) {
     let mut remote = match dialer.open_for(&mut lan, Address::SocketAddress(dst)).await {
         Ok(r) => r,
         Err(e) => {
-            if let Some(held) = log.allow(peer.ip()) {
-                warn!(
+            match log.allow(peer.ip()) {
+                Some(held) => warn!(
                     "{peer} → {dst}: cannot reach the relay {}: {e}{held}",
                     dialer.relay()
-                );
+                ),
+                // Every one at debug, as every carried connection's end is.
+                None => debug!("{peer} → {dst}: cannot reach the relay: {e}"),
             }
             return;
         }
@@ -97,7 +99,9 @@ async fn carry(mut lan: TcpStream, peer: SocketAddr, c: &Capture) {
         .carry(dst.to_string(), &mut lan, &mut remote)
         .await;
     debug!(
-        "{peer} → {dst}: {end:?}, up={} down={}",
-        moved.up, moved.down
+        "{peer} → {dst}: {end:?}, up={} down={} (relay connection from {})",
+        moved.up,
+        moved.down,
+        super::dialer::source_of(remote.get_ref())
     );
 }

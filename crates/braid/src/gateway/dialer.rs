@@ -29,6 +29,15 @@ pub type RelayStream = ProxyClientStream<SharedStream>;
 /// server-speaks-first protocols (SSH, SMTP) wait at most this long.
 pub const FIRST_PAYLOAD_WAIT: Duration = Duration::from_millis(50);
 
+/// The local address of a relay connection, as the relay names it in its log: what ties a
+/// line of the gateway's log to the relay's.
+pub fn source_of(socket: &TcpStream) -> String {
+    socket
+        .local_addr()
+        .map(|a| braid_sys::socket::normalize(a).to_string())
+        .unwrap_or_else(|_| "an unknown address".into())
+}
+
 /// Opens relay streams. Shared by every listener.
 pub struct Dialer {
     relay: SocketAddr,
@@ -270,8 +279,13 @@ impl Dialer {
         let mut second = Vec::with_capacity(target.serialized_len() + first.len());
         target.write_to_buf(&mut second);
         second.extend_from_slice(first);
-        r.write_all(&second).await?;
-        r.flush().await?;
+        // Named by the relay connection: the relay logs the one whose target never arrived.
+        let named = |e: io::Error, r: &RelayStream| {
+            let source = source_of(r.get_ref());
+            io::Error::new(e.kind(), format!("{e} (relay connection from {source})"))
+        };
+        r.write_all(&second).await.map_err(|e| named(e, &r))?;
+        r.flush().await.map_err(|e| named(e, &r))?;
         Ok(r)
     }
 

@@ -39,7 +39,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::dialer::{Dialer, RelayStream};
+use super::dialer::{source_of, Dialer, RelayStream};
 use super::uplink::ManagerView;
 
 /// How often idle connections are looked at (closed by the relay, subflows joined).
@@ -134,8 +134,12 @@ impl WarmPool {
             (gone, core.take(now, |i| still_open(i.conn.socket())))
         };
         self.refill.notify_one();
-        drop(gone);
-        drop(taken.discarded);
+        for (idle, why) in gone.into_iter().flatten() {
+            closed(idle, why);
+        }
+        for idle in taken.discarded {
+            closed(idle, Discard::Closed);
+        }
         let idle = taken.item?;
         if idle.warming {
             restore_keepalive(idle.conn.socket());
@@ -208,15 +212,8 @@ impl WarmPool {
             let reviewed = core.review(now, |i, _age| review(i, &uplinks));
             (aged, reviewed, core.lifetime())
         };
-        for (idle, why) in aged.iter().chain(gone.iter()) {
-            // Its address is the relay's name for it: a close sent while its only subflow's
-            // uplink is down never arrives, and the relay then logs this address at its
-            // handshake timeout. (Read only when debug lines are written.)
-            debug!(
-                "warm pool: closed an idle relay connection from {} ({})",
-                source_of(idle.conn.socket()),
-                discard_reason(*why)
-            );
+        for (idle, why) in aged.into_iter().chain(gone) {
+            closed(idle, why);
         }
         if let Some(age) = learned {
             match lifetime {
@@ -241,8 +238,11 @@ impl WarmPool {
                     conn,
                     warming: true,
                 };
-                // Returned when the pool no longer wants it; dropping it closes it.
-                drop(self.core().opened(now, idle));
+                // Returned when the pool no longer wants it.
+                let unwanted = self.core().opened(now, idle);
+                if let Some(idle) = unwanted {
+                    closed(idle, Discard::Unwanted);
+                }
             }
             Ok(Err(e)) => {
                 debug!("warm pool: cannot connect to the relay: {e}");
@@ -480,12 +480,16 @@ fn subflow_locals_in<S: AsFd>(socket: &S, established_only: bool) -> (MptcpState
     (state, locals)
 }
 
-/// The local address of a relay connection, as the relay names it in its log.
-fn source_of(socket: &TcpStream) -> String {
-    socket
-        .local_addr()
-        .map(|a| braid_sys::socket::normalize(a).to_string())
-        .unwrap_or_else(|_| "an unknown address".into())
+/// Closes an idle connection the pool let go, and says so with its address: that is the
+/// relay's name for it, and a close sent while its only subflow's uplink is down never arrives,
+/// so the relay logs this address at its handshake timeout. Every way out of the pool but a
+/// take goes through here. (The address is read only when debug lines are written.)
+fn closed(idle: Idle, why: Discard) {
+    debug!(
+        "warm pool: closed an idle relay connection from {} ({})",
+        source_of(idle.conn.socket()),
+        discard_reason(why)
+    );
 }
 
 fn discard_reason(d: Discard) -> &'static str {

@@ -105,12 +105,17 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, target: TargetAddr, c: &
     let mut remote = match dialer.open_lan(addr).await {
         Ok(r) => r,
         Err(e) => {
-            if let Some(held) = c.log.allow(peer.ip()) {
-                warn!(
+            match c.log.allow(peer.ip()) {
+                Some(held) => warn!(
                     "SOCKS5 {peer} → {}: cannot reach the relay {}: {e}{held}",
                     escaped(&target.to_string()),
                     dialer.relay()
-                );
+                ),
+                // Every one at debug, as every carried connection's end is.
+                None => debug!(
+                    "SOCKS5 {peer} → {}: cannot reach the relay: {e}",
+                    escaped(&target.to_string())
+                ),
             }
             let _ = client
                 .write_all(&socks5::reply(Reply::HostUnreachable))
@@ -134,8 +139,10 @@ async fn carry(mut client: TcpStream, peer: SocketAddr, target: TargetAddr, c: &
     let shown = escaped(&target.to_string()).to_string();
     let (moved, end) = c.carry(shown.clone(), &mut client, &mut remote).await;
     debug!(
-        "SOCKS5 {peer} → {shown}: {end:?}, up={} down={}",
-        moved.up, moved.down
+        "SOCKS5 {peer} → {shown}: {end:?}, up={} down={} (relay connection from {})",
+        moved.up,
+        moved.down,
+        super::dialer::source_of(remote.get_ref())
     );
 }
 
