@@ -27,7 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The lab traffic server's echo op (`braid_lab::traffic::op::ECHO`).
 const ECHO: u8 = 3;
-/// LAN connections allowed to be reset across the flaps (none may hang): see where it is used.
+/// LAN connections allowed to fail across the flaps other than by a stranded reset (none may
+/// hang): see where it is used.
 const MAX_FLAP_FAILURES: usize = 8;
 /// The longest a single echo may take, flapping included.
 const ECHO_LIMIT: Duration = Duration::from_secs(30);
@@ -282,16 +283,31 @@ fn pool_many_short_connections_with_retiring_and_flapping_never_mix_lose_or_dupl
         h.log("gateway.log"),
         h.log("server.log"),
     );
-    // A fresh connection that started on wifi just before the gateway saw wifi go down has
-    // only that subflow, and braid withdraws a Down uplink's endpoint, which ends it: the LAN
-    // client gets a reset. A pool handing out closed or dead connections would fail many more.
+    // A connection that started on wifi just before wifi went down may have only that subflow,
+    // and the kernel's path manager adds no other to it: the gateway resets it once it has been
+    // stranded for its grace (`braid_proto::stranded`), counted in status. How many depends on
+    // where a wave of 24 falls against a flap: none in most runs, 11 of one wave in one of 15;
+    // at most two waves of the 13 are allowed it (a pool handing out connections on a Down
+    // uplink would strand dozens).
+    // Every other failure is the pool's or the Down's doing: a connection taken just as its
+    // uplink went down, or a pool handing out closed or dead connections (many more).
+    let stranded = usize::try_from(s.connections.stranded_total).expect("count");
     assert!(
-        out.failed.len() <= MAX_FLAP_FAILURES,
-        "LAN connections failed: {:?}\ngateway log:\n{}",
+        stranded <= out.failed.len() && stranded <= 48,
+        "{stranded} stranded resets for {} failed LAN connections",
+        out.failed.len()
+    );
+    assert!(
+        out.failed.len() - stranded <= MAX_FLAP_FAILURES,
+        "LAN connections failed, {stranded} of them stranded: {:?}\ngateway log:\n{}",
         out.failed,
         h.log("gateway.log"),
     );
-    assert!(out.ok >= 300 - MAX_FLAP_FAILURES, "{}", out.ok);
+    assert!(
+        out.ok + stranded >= 300 - MAX_FLAP_FAILURES,
+        "{} ok, {stranded} stranded",
+        out.ok
+    );
     // Only connections with every Up uplink's subflow are handed out. Parked on the relay,
     // idle connections warm within a round trip, so each wave of 24 finds most of the 6 warm:
     // 78 of 312 (the most there can be) in a quiet run; unparked, 22–24.
@@ -302,39 +318,67 @@ fn pool_many_short_connections_with_retiring_and_flapping_never_mix_lose_or_dupl
         "no idle connection was dropped when wifi went Down: {p:?}"
     );
     // With no LAN traffic, idle connections are retired at their lifetime, before the relay's
-    // timeout.
-    wait_status(
-        &h,
-        "an idle connection retired",
-        Duration::from_secs(10),
-        |s| pool(s).retired > p.retired,
+    // timeout: the relay sees the close, not its own timeout.
+    let mut retirements = h.log_cursor("gateway.log");
+    let mut relay_ends = h.log_cursor("server.log");
+    let line = retirements
+        .wait_for("(unused at its lifetime", Duration::from_secs(10))
+        .expect("an idle connection retired");
+    let source = line
+        .split("closed an idle relay connection from ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .expect("the retired connection's address");
+    // Its end on the relay: the close, or the relay's own timeout about 2 s later.
+    let end = loop {
+        let l = relay_ends
+            .wait_for(source, Duration::from_secs(10))
+            .expect("the relay logs the retired connection's end");
+        if l.contains("closed its connection") || l.contains("rejected") {
+            break l;
+        }
+    };
+    assert!(
+        end.contains("closed its connection before sending a request"),
+        "the relay did not see the retired connection {source} closed: {end}"
     );
-    // A connection the pool dropped because its only subflow's uplink went down cannot tell
-    // the relay (its close has no path), so the relay times it out: the gateway names it.
+    // The pool may not hold a connection past the relay's handshake timeout. The relay still
+    // times out some it was never told about: ones the gateway let go while their only
+    // subflow's uplink was down (the close has no path), and ones a LAN connection took just
+    // as that uplink went down (the target never arrived; that LAN connection failed above).
+    // The gateway names both, by the relay's name for them, before the relay gave up; one held
+    // too long is named later or never.
     let relay = h.log("server.log");
     let gateway = h.log("gateway.log");
-    let dropped_down: Vec<&str> = gateway
-        .lines()
-        .filter(|l| l.contains("one of its subflows rode an uplink that went Down"))
-        .filter_map(|l| l.split("closed an idle relay connection from ").nth(1))
-        .filter_map(|rest| rest.split(' ').next())
-        .collect();
     let held_too_long: Vec<&str> = relay
         .lines()
         .filter(|l| l.contains("a parked request named no target"))
         .filter(|l| {
-            let peer = l
+            let Some(peer) = l
                 .split("rejected ")
                 .nth(1)
                 .and_then(|r| r.split(": ").next())
-                .unwrap_or("");
-            !dropped_down.contains(&peer)
+            else {
+                return true;
+            };
+            let at = timestamp(l);
+            let idle = format!("closed an idle relay connection from {peer} (");
+            let used = format!("relay connection from {peer})");
+            !gateway
+                .lines()
+                .any(|g| (g.contains(&idle) || g.contains(&used)) && timestamp(g) < at)
         })
         .collect();
     assert!(
         held_too_long.is_empty(),
-        "the pool held a connection past the relay's handshake timeout: {held_too_long:#?}\nconnections dropped at an uplink's Down: {dropped_down:?}\ngateway log:\n{gateway}"
+        "the pool held a connection past the relay's handshake timeout: {held_too_long:#?}\ngateway log:\n{gateway}"
     );
+}
+
+/// A log line's RFC 3339 timestamp (tracing's, UTC with microseconds: one width, so it orders
+/// as text), or "" for a line without one.
+fn timestamp(line: &str) -> &str {
+    line.split_whitespace().next().unwrap_or("")
 }
 
 /// A stock Shadowsocks-2022 server (the `shadowsocks` crate, as ssserver runs it) in vps with
