@@ -4,34 +4,41 @@
 //! uplink's endpoint, and the kernel closes the subflow (on a fully established connection) or
 //! leaves it retransmitting into the dead link for minutes (on one the relay has not answered
 //! yet). Either way the connection has no working subflow, its socket reports no error, a
-//! read waits, and the LAN client behind it hangs. The in-kernel path manager adds a subflow to an existing connection only when an
-//! endpoint is added *and* the connection is fully established, so a connection that lost its
-//! path before the relay answered (the relay never saw its request) is never rescued, even with
-//! another uplink up. Measured in the lab: across a wifi flap, about one fresh LAN connection
-//! in 300 hung until the client gave up.
+//! read waits, and the LAN client behind it hangs. Measured in the lab: across a wifi flap,
+//! about one fresh LAN connection in 300 hung until the client gave up.
 //!
-//! The rule: a connection with no established subflow for [`GRACE`], counted only while some
-//! uplink carries traffic, is stranded; the gateway resets it so the LAN client retries at once.
-//! While no uplink is up nothing could carry it anyway and the clock does not run: when an
-//! uplink returns, its endpoint comes back and the kernel joins it to every fully established
-//! connection within a round trip, well inside [`GRACE`]. A connection the relay never
-//! answered (nothing acknowledged, nothing received at the MPTCP level) is not fully
-//! established on either end, so no join can ever rescue it: it is given up after
-//! [`UNANSWERED_GRACE`], uplinks or not.
+//! Nothing in the kernel rescues most of them. The in-kernel path manager adds a subflow to an
+//! existing connection only when an endpoint is added, only if the connection is fully
+//! established, and never to one left with no subflow at all: measured on 6.18
+//! (`lab_stranded`), an answered connection whose only subflow closed with its uplink got none
+//! back when that uplink returned half a second later, nor from the other uplink's endpoint,
+//! with the relay accepting joins. What can come back is a subflow still established on an
+//! uplink that is down (its retransmissions get through once the link does), or a join still
+//! under way.
+//!
+//! The rule, for a connection with no established subflow on an uplink that carries traffic:
+//! - with no subflow left that could carry it (only closing ones, or none), or one the relay
+//!   never answered (nothing acknowledged, nothing received at the MPTCP level: not fully
+//!   established on either end), nothing can rescue it: it is given up after [`LOST_GRACE`],
+//!   uplinks or not;
+//! - otherwise (a subflow established on a Down uplink, or a join under way) it is given up
+//!   after [`GRACE`], counted only while some uplink carries traffic: while none is up nothing
+//!   could carry it anyway, and when its uplink returns the subflow may resume.
+//!
+//! The gateway resets a connection it gives up, so the LAN client retries at once.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// How long a connection may have no established subflow, while some uplink is up, before it
-/// is given up. Long enough for a returning uplink's join to complete over a slow path (a SYN
-/// and one retransmission of it at the 1 s initial RTO, over a satellite round trip of 600 ms),
-/// short enough that a browser retries before its user gives up.
+/// How long a connection that still has a subflow, but none established on an uplink that
+/// carries traffic, may stay so while some uplink is up before it is given up. Long enough for
+/// a subflow on a returning uplink to resume (its retransmission timer backs off; a flap of a
+/// second or two is caught), short enough that a browser retries before its user gives up.
 pub const GRACE: Duration = Duration::from_secs(5);
 
-/// How long a connection the relay never answered may have no established subflow: nothing
-/// can rescue it, and two looks a second apart rule out a subflow caught between close and
-/// replacement.
-pub const UNANSWERED_GRACE: Duration = Duration::from_secs(1);
+/// How long a connection nothing can rescue (no subflow left, or never answered by the relay)
+/// is kept: two looks a second apart rule out a subflow caught between close and replacement.
+pub const LOST_GRACE: Duration = Duration::from_secs(1);
 
 /// What one look at a live connection found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +48,20 @@ pub struct Seen {
     /// Its subflows whose TCP handshake is complete, that are not closing, and whose uplink
     /// carries traffic.
     pub established: usize,
+    /// No subflow left that could carry it again: none established or connecting on any
+    /// uplink (a Down one included), only closing ones or none at all.
+    pub none_left: bool,
     /// The relay never acknowledged nor sent a byte at the MPTCP level (false when the kernel
     /// does not say).
     pub unanswered: bool,
+}
+
+impl Seen {
+    /// Whether nothing can rescue it once it has no established subflow (see the module
+    /// documentation).
+    pub fn lost(&self) -> bool {
+        self.none_left || self.unanswered
+    }
 }
 
 /// The connections without a subflow and since when, across looks.
@@ -61,8 +79,8 @@ impl Stranded {
         let mut next = HashMap::with_capacity(self.since.len());
         let mut out = Vec::new();
         for s in seen.iter().filter(|s| s.established == 0) {
-            let grace = if s.unanswered {
-                UNANSWERED_GRACE
+            let grace = if s.lost() {
+                LOST_GRACE
             } else if any_up {
                 GRACE
             } else {
@@ -99,10 +117,13 @@ mod tests {
         given_up.into_iter().map(|s| s.id).collect()
     }
 
+    /// A look at a connection with `established` subflows, and when that is 0, with one still
+    /// established on a Down uplink.
     fn look(id: u64, established: usize) -> Seen {
         Seen {
             id,
             established,
+            none_left: false,
             unanswered: false,
         }
     }
@@ -116,10 +137,10 @@ mod tests {
         let mut s = Stranded::default();
         assert!(s.review(ms(0), &[lost(1), lost(2)], true).is_empty());
         assert!(s
-            .review(UNANSWERED_GRACE - ms(1), &[lost(1), lost(2)], false)
+            .review(LOST_GRACE - ms(1), &[lost(1), lost(2)], false)
             .is_empty());
         // Every uplink down or not: no join can rescue it.
-        assert_eq!(ids(s.review(UNANSWERED_GRACE, &[lost(1)], false)), vec![1]);
+        assert_eq!(ids(s.review(LOST_GRACE, &[lost(1)], false)), vec![1]);
         // One with a live subflow is never given up, answered or not.
         let alive = Seen {
             unanswered: true,
@@ -127,6 +148,29 @@ mod tests {
         };
         assert!(s.review(ms(0), &[alive], true).is_empty());
         assert!(s.review(GRACE * 10, &[alive], true).is_empty());
+    }
+
+    #[test]
+    fn a_connection_with_no_subflow_left_is_given_up_soon_uplinks_or_not() {
+        let empty = |id| Seen {
+            none_left: true,
+            ..look(id, 0)
+        };
+        let mut s = Stranded::default();
+        // A subflow still established on the Down uplink at the first look: the long grace's
+        // clock starts, and once that subflow is closing, the short one counts from the same
+        // start.
+        assert!(s.review(ms(0), &[look(1, 0), empty(2)], true).is_empty());
+        assert!(s
+            .review(LOST_GRACE - ms(1), &[empty(1), empty(2)], false)
+            .is_empty());
+        assert_eq!(
+            ids(s.review(LOST_GRACE, &[empty(1), empty(2)], false)),
+            vec![1, 2]
+        );
+        // A subflow established on a Down uplink may resume: the long grace, while up.
+        assert!(s.review(ms(0), &[look(3, 0)], true).is_empty());
+        assert!(s.review(GRACE - ms(1), &[look(3, 0)], true).is_empty());
     }
 
     #[test]
@@ -167,7 +211,7 @@ mod tests {
         assert!(s.review(ms(0), &[look(7, 0)], false).is_empty());
         // A whole minute with every uplink down: nothing could have carried it.
         assert!(s.review(ms(60_000), &[look(7, 0)], false).is_empty());
-        // An uplink is back: its join gets the whole grace.
+        // An uplink is back: a subflow on it gets the whole grace to resume.
         assert!(s.review(ms(60_200), &[look(7, 0)], true).is_empty());
         assert!(s
             .review(ms(60_200) + GRACE - ms(1), &[look(7, 0)], true)

@@ -4,11 +4,13 @@
 //! The relay here accepts no joins (`ip mptcp limits set subflows 0` in its namespace), so each
 //! connection has only the subflow it started on. When that uplink goes down, braid withdraws
 //! its endpoint, the kernel closes the subflow, and the connection lives on with none, while
-//! the other uplink is up: nothing in the kernel will ever add one. Without braid's rule
+//! the other uplink is up: nothing in the kernel will ever add one, not even when the uplink
+//! returns and the relay takes joins again (shown here). Without braid's rule
 //! (`braid_proto::stranded`) the LAN client's read waits forever; with it the client is reset
-//! after the grace, and status and the log say why. A connection whose request never reached
-//! the relay (it drops every data packet to its port here) cannot be rescued by any join, and
-//! is reset within about a second of losing its subflow.
+//! about a second after the subflow closed, and status and the log say why. A connection whose
+//! request never reached the relay (it drops every data packet to its port here) keeps its
+//! subflow on the dead uplink, established, but no join can rescue it either: it is reset
+//! within about a second too.
 //! Root-only (skips without root unless CI=true, where it must run).
 
 mod common;
@@ -70,10 +72,16 @@ fn stranded_lab(prefix: &str, relay_setup: &[&str]) -> (Harness, TcpStream, Stri
     (h, lan, carrier, other)
 }
 
-/// Takes `carrier` down and waits until the gateway has given the connection up, `other`
-/// carrying traffic throughout; then the LAN client must read a reset, and the gateway's log
-/// must say `why`.
-fn expect_reset(h: &Harness, lan: &mut TcpStream, carrier: &str, other: &str, why: &str) {
+/// Takes `carrier` down (and up again once braid saw it Down, with `back`) and waits until the
+/// gateway has given the connection up, `other` carrying traffic throughout; then the LAN
+/// client must read a reset, and the gateway's log must say `why`.
+fn expect_reset(
+    h: &Harness,
+    lan: &mut TcpStream,
+    (carrier, other): (&str, &str),
+    back: bool,
+    why: &str,
+) {
     h.lab.set_uplink_link(carrier, false).expect("link down");
     let c = carrier.to_owned();
     wait_status(
@@ -83,6 +91,16 @@ fn expect_reset(h: &Harness, lan: &mut TcpStream, carrier: &str, other: &str, wh
         move |s| uplink(s, &c).state == LinkState::Down,
     );
     let down_at = Instant::now();
+    if back {
+        h.lab.set_uplink_link(carrier, true).expect("link up");
+        let c = carrier.to_owned();
+        wait_status(
+            h,
+            &format!("{carrier} Up again"),
+            Duration::from_secs(10),
+            move |s| uplink(s, &c).state == LinkState::Up,
+        );
+    }
     let o = other.to_owned();
     let s = wait_status(
         h,
@@ -122,26 +140,57 @@ fn expect_reset(h: &Harness, lan: &mut TcpStream, carrier: &str, other: &str, wh
     );
 }
 
-#[test]
-fn a_connection_left_without_a_subflow_is_reset_not_left_hanging() {
-    if !braid_lab::root_tests_enabled("lab_stranded") {
-        return;
-    }
-    // The relay takes no joins: each connection keeps only the subflow it started on.
+/// What the gateway logs for an answered connection whose last subflow closed.
+const LAST_SUBFLOW_CLOSED: &str = "last subflow closed with the uplink it rode";
+
+/// The lab of [`stranded_lab`] with a relay that takes no joins, so the LAN connection keeps
+/// only the subflow it started on, and whose first echo came back: the relay answered.
+fn answered_lab(prefix: &str) -> (Harness, TcpStream, String, String) {
     let (h, mut lan, carrier, other) =
-        stranded_lab("bsd1", &["ip", "mptcp", "limits", "set", "subflows", "0"]);
+        stranded_lab(prefix, &["ip", "mptcp", "limits", "set", "subflows", "0"]);
     lan.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut back = [0u8; 5];
     lan.read_exact(&mut back).expect("first echo");
     assert_eq!(&back, b"hello");
-    expect_reset(
-        &h,
-        &mut lan,
-        &carrier,
-        &other,
-        "no subflow on a working uplink for 5 s while another uplink was up",
-    );
+    (h, lan, carrier, other)
+}
+
+#[test]
+fn a_connection_left_without_a_subflow_is_reset_not_left_hanging() {
+    if !braid_lab::root_tests_enabled("lab_stranded") {
+        return;
+    }
+    let (h, mut lan, carrier, other) = answered_lab("bsd1");
+    expect_reset(&h, &mut lan, (&carrier, &other), false, LAST_SUBFLOW_CLOSED);
+}
+
+/// The kernel adds no subflow to a connection left with none, even when its uplink returns at
+/// once and the relay accepts joins again: that is why such a connection is given up after
+/// `LOST_GRACE` rather than waited for (`braid_proto::stranded`). Were the kernel to rescue
+/// it, the echo would come back instead of a reset.
+#[test]
+fn a_connection_whose_last_subflow_closed_is_reset_even_when_its_uplink_returns() {
+    if !braid_lab::root_tests_enabled("lab_stranded") {
+        return;
+    }
+    let (h, mut lan, carrier, other) = answered_lab("bsd3");
+    h.lab
+        .run(
+            Role::Vps,
+            &[
+                "ip",
+                "mptcp",
+                "limits",
+                "set",
+                "subflows",
+                "8",
+                "add_addr_accepted",
+                "8",
+            ],
+        )
+        .expect("relay takes joins again");
+    expect_reset(&h, &mut lan, (&carrier, &other), true, LAST_SUBFLOW_CLOSED);
 }
 
 #[test]
@@ -161,8 +210,8 @@ fn a_connection_the_relay_never_answered_is_reset_soon_after_losing_its_subflow(
     expect_reset(
         &h,
         &mut lan,
-        &carrier,
-        &other,
+        (&carrier, &other),
+        false,
         "only subflow rode an uplink that went down before the relay answered",
     );
 }

@@ -148,6 +148,9 @@ fn subflow_records(b: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
 pub const MPTCP_TCPINFO: i32 = 2;
 /// `TCP_ESTABLISHED` in `tcpi_state`, the first byte of `struct tcp_info`.
 const TCP_ESTABLISHED: u8 = 1;
+/// `TCP_SYN_SENT` and `TCP_SYN_RECV` (`include/net/tcp_states.h`).
+const TCP_SYN_SENT: u8 = 2;
+const TCP_SYN_RECV: u8 = 3;
 /// How much of each `struct tcp_info` is asked for: `tcpi_state` is its first byte.
 const TCPINFO_PREFIX: usize = 8;
 
@@ -159,16 +162,54 @@ const TCPINFO_PREFIX: usize = 8;
 pub fn established_subflow_addrs<S: AsFd>(
     sock: &S,
 ) -> io::Result<Vec<(std::net::SocketAddr, std::net::SocketAddr)>> {
+    Ok(subflows_by_state(sock)?
+        .into_iter()
+        .filter(|(_, st)| *st == SubflowState::Established)
+        .map(|(a, _)| a)
+        .collect())
+}
+
+/// Where a subflow's TCP connection is, as far as carrying the MPTCP connection goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubflowState {
+    /// The handshake is still under way (`SYN_SENT`, `SYN_RECV`): a join that may complete.
+    Connecting,
+    /// `ESTABLISHED`: it carries data, or will once its path works again.
+    Established,
+    /// Closing or closed: it will carry nothing more.
+    Closing,
+}
+
+impl SubflowState {
+    /// From `tcpi_state`.
+    pub fn of_tcp_state(state: u8) -> SubflowState {
+        match state {
+            TCP_ESTABLISHED => SubflowState::Established,
+            TCP_SYN_SENT | TCP_SYN_RECV => SubflowState::Connecting,
+            _ => SubflowState::Closing,
+        }
+    }
+}
+
+/// Every subflow of [`subflow_addrs`], in any state, each with its state (see
+/// [`established_subflow_addrs`]; all count as established if the list changed between the
+/// two reads).
+#[allow(clippy::type_complexity)]
+pub fn subflows_by_state<S: AsFd>(
+    sock: &S,
+) -> io::Result<Vec<((std::net::SocketAddr, std::net::SocketAddr), SubflowState)>> {
     let addrs = subflow_addrs(sock)?;
     let states = parse_subflow_states(&get_subflow_records(sock, MPTCP_TCPINFO, TCPINFO_PREFIX)?);
     if states.len() != addrs.len() {
-        return Ok(addrs);
+        return Ok(addrs
+            .into_iter()
+            .map(|a| (a, SubflowState::Established))
+            .collect());
     }
     Ok(addrs
         .into_iter()
         .zip(states)
-        .filter(|(_, st)| *st == TCP_ESTABLISHED)
-        .map(|(a, _)| a)
+        .map(|(a, st)| (a, SubflowState::of_tcp_state(st)))
         .collect())
 }
 
@@ -258,6 +299,20 @@ pub fn mptcp_state<S: AsFd>(sock: &S) -> MptcpState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subflow_states_tell_a_join_under_way_from_a_closing_subflow() {
+        assert_eq!(SubflowState::of_tcp_state(1), SubflowState::Established);
+        // SYN_SENT, SYN_RECV: a join that may still complete.
+        assert_eq!(SubflowState::of_tcp_state(2), SubflowState::Connecting);
+        assert_eq!(SubflowState::of_tcp_state(3), SubflowState::Connecting);
+        // FIN_WAIT1 (what a withdrawn endpoint's subflow sits in while its link is down) …
+        // CLOSING, and anything unknown: nothing more will ride it.
+        for closing in 4..=11 {
+            assert_eq!(SubflowState::of_tcp_state(closing), SubflowState::Closing);
+        }
+        assert_eq!(SubflowState::of_tcp_state(0), SubflowState::Closing);
+    }
 
     #[test]
     fn parse_subflow_states_reads_each_tcpi_state_within_the_bytes_present() {

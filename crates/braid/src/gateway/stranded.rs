@@ -6,21 +6,28 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use braid_proto::stranded::{Seen, Stranded, GRACE, UNANSWERED_GRACE};
-use braid_sys::mptcp::info::{established_subflow_addrs, mptcp_info};
+use braid_proto::stranded::{Seen, Stranded, GRACE, LOST_GRACE};
+use braid_sys::mptcp::info::{mptcp_info, subflows_by_state, SubflowState};
 use braid_sys::socket::normalize;
 
 use crate::status::registry::Registry;
 use tracing::info;
 
 /// The error a stranded connection's relay ends with: the gateway's log line for it.
-fn reason(unanswered: bool) -> String {
-    if unanswered {
+fn reason(s: &Seen) -> String {
+    if s.unanswered {
         format!(
             "the relay connection's only subflow rode an uplink that went down before the relay \
              answered, and the kernel joins no subflow to such a connection; given up after \
              {} s, the LAN client gets a reset and can retry",
-            UNANSWERED_GRACE.as_secs()
+            LOST_GRACE.as_secs()
+        )
+    } else if s.none_left {
+        format!(
+            "the relay connection's last subflow closed with the uplink it rode, and the \
+             kernel's path manager adds none to a connection left without one, not even when an \
+             uplink returns; given up after {} s, the LAN client gets a reset and can retry",
+            LOST_GRACE.as_secs()
         )
     } else {
         format!(
@@ -59,41 +66,46 @@ pub fn sweep(
         // The path manager's count drops as subflows close: a bonded connection needs no
         // closer look (two more syscalls each, every second, on a busy router).
         let counted = info.total_subflows();
-        let established = if counted >= 2 {
-            counted as usize
+        let (established, none_left) = if counted >= 2 {
+            (counted as usize, false)
         } else {
-            match established_subflow_addrs(&live.socket) {
-                Ok(subflows) => subflows
-                    .iter()
-                    .filter(|(local, _)| !down.contains(&normalize(*local).ip()))
-                    .count(),
+            match subflows_by_state(&live.socket) {
+                Ok(subflows) => (
+                    subflows
+                        .iter()
+                        .filter(|((local, _), state)| {
+                            *state == SubflowState::Established
+                                && !down.contains(&normalize(*local).ip())
+                        })
+                        .count(),
+                    // Only closing ones, or none: nothing that could carry it again.
+                    subflows
+                        .iter()
+                        .all(|(_, state)| *state == SubflowState::Closing),
+                ),
                 Err(_) => return,
             }
         };
         seen.push(Seen {
             id: live.id,
             established,
+            none_left,
             unanswered,
         });
     });
-    // Stopped connections: those the relay never answered, and the others.
-    let (mut unanswered, mut answered) = (0, 0);
+    // One log line per kind of stop: its reason and how many.
+    let mut stopped: Vec<(String, usize)> = Vec::new();
     for s in watch.review(now, &seen, any_up) {
-        if registry.stop(s.id, &reason(s.unanswered)) {
+        let why = reason(&s);
+        if registry.stop(s.id, &why) {
             registry.stranded_total.fetch_add(1, Ordering::Relaxed);
-            if s.unanswered {
-                unanswered += 1;
-            } else {
-                answered += 1;
+            match stopped.iter_mut().find(|(r, _)| *r == why) {
+                Some((_, n)) => *n += 1,
+                None => stopped.push((why, 1)),
             }
         }
     }
-    for (n, never) in [(unanswered, true), (answered, false)] {
-        if n > 0 {
-            info!(
-                "reset {n} LAN connection(s) with no subflow left: {}",
-                reason(never)
-            );
-        }
+    for (why, n) in stopped {
+        info!("reset {n} LAN connection(s) with no subflow left: {why}");
     }
 }
