@@ -122,7 +122,9 @@ fn expect_reset(
     let got = lan.read(&mut buf);
     let waited = down_at.elapsed();
     match got {
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            eprintln!("lab_stranded: the LAN client was reset {waited:?} after {carrier} went Down ({why})");
+        }
         other => panic!(
             "the LAN client got {other:?} {waited:?} after {carrier} went Down, not a reset\ngateway log:\n{}",
             h.log("gateway.log")
