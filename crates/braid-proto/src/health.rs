@@ -462,6 +462,11 @@ impl Health {
         self.state
     }
 
+    /// How many times the state changed since the start.
+    pub fn state_changes(&self) -> u64 {
+        self.changes
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &HealthConfig {
         &self.cfg

@@ -216,6 +216,52 @@ fn twenty_flaps_in_a_row_lose_nothing_and_end_bonded() {
     finish_ok(&h, c, "20 flaps");
 }
 
+/// Every uplink Down at once (the relay's network blinking): there is nowhere to move the
+/// traffic, so braid keeps the endpoints (`HealthVerdict::among`) and the download's subflows
+/// wait out the outage and resume. Withdrawn, they would be closed, and the kernel gives a
+/// connection left without a subflow no new one: the download would end.
+#[test]
+fn every_uplink_down_at_once_keeps_the_endpoints_and_the_connection() {
+    if !braid_lab::root_tests_enabled("all_down") {
+        return;
+    }
+    let h = lab("bth7", "", false);
+    let c = start_bonded_stream(&h, 16);
+    let mut log = h.log_cursor("gateway.log");
+    for u in ["wifi", "5g"] {
+        h.lab.set_uplink_blackhole(u, true).expect("blackhole");
+    }
+    let down = [
+        wait_state(&h, "wifi", LinkState::Down),
+        wait_state(&h, "5g", LinkState::Down),
+    ];
+    // Kept through the outage, the one that went Down first included, and the log says why.
+    for u in ["wifi", "5g"] {
+        wait_endpoint(&h, u, "every uplink Down");
+    }
+    log.wait_for(
+        "no uplink carries traffic: keeping the MPTCP endpoints of wifi, 5g",
+        STATE_LIMIT,
+    )
+    .expect("the gateway says it keeps the endpoints");
+    // The fault: the outage lasts 3 s (not a wait for anything).
+    sleep(Duration::from_secs(3));
+    for u in ["wifi", "5g"] {
+        h.lab.set_uplink_blackhole(u, false).expect("restore");
+    }
+    for (u, down) in ["wifi", "5g"].into_iter().zip(&down) {
+        let changes = uplink(down, u).state_changes;
+        let n = u.to_owned();
+        wait_status(&h, &format!("uplink {u} up again"), STATE_LIMIT, move |s| {
+            let x = uplink(s, &n);
+            x.state == LinkState::Up && x.state_changes > changes
+        });
+    }
+    let v = finish_ok(&h, c, "every uplink down at once");
+    let s = common::status(&h);
+    assert_eq!(s.connections.stranded_total, 0, "{v}");
+}
+
 #[test]
 fn backup_uplink_is_idle_while_a_primary_is_up_and_takes_over_when_all_are_down() {
     if !braid_lab::root_tests_enabled("backup") {

@@ -50,10 +50,21 @@ impl Applied<'_> {
             Running::WithStatus(_) => running::detect(self.cfg, Some(rtnl)).await,
             _ => return HealthVerdict::Unknown,
         };
-        now.status()
-            .and_then(|s| s.uplinks.iter().find(|x| x.name == self.u.name))
+        let Some(status) = now.status() else {
+            return HealthVerdict::Unknown;
+        };
+        let none_carries = !status.uplinks.iter().any(|x| x.state.carries_traffic());
+        status
+            .uplinks
+            .iter()
+            .find(|x| x.name == self.u.name)
             .map_or(HealthVerdict::Unknown, |x| {
-                HealthVerdict::of(x.state, x.state_reason.clone())
+                HealthVerdict::among(
+                    x.state,
+                    x.state_reason.clone(),
+                    x.state_changes > 0,
+                    none_carries,
+                )
             })
     }
 
@@ -218,6 +229,25 @@ impl Applied<'_> {
                 format!("see uplink.{}.tunnel", u.name),
             ),
             (Err(why), _) => Check::skip(id, format!("no endpoint is planned: {why}")),
+            (Ok(_), []) if matches!(health, HealthVerdict::Kept { .. }) => {
+                let HealthVerdict::Kept { state, reason } = health else {
+                    unreachable!("matched above")
+                };
+                Check::warn(
+                    id,
+                    format!("braid keeps the MPTCP endpoint of {} while no uplink carries traffic: the uplink is {state} ({reason})", u.name),
+                    "with every uplink Down there is nowhere to move traffic to; withdrawing the endpoint would close every subflow on it, and the kernel gives a connection left without a subflow no new one, so every connection would end. Kept, the subflows resume when the path does; braid withdraws it once another uplink is Up",
+                    "nothing to fix in braid; see the reach checks and server.relay for why no uplink reaches the relay",
+                )
+                .with("state", state.to_string())
+                .with("reason", reason.as_str())
+            }
+            (Ok(e), [Difference::EndpointMissing(_)]) if matches!(health, HealthVerdict::Kept { .. }) => Check::warn(
+                id,
+                format!("no MPTCP endpoint for {} although braid keeps endpoints while no uplink carries traffic", e.addr),
+                "the last uplink carrying traffic went Down just now, and the gateway adds the endpoints back at its next reconcile (within 2 s)",
+                "run braid doctor again; if the endpoint stays missing, check the gateway log",
+            ),
             (Ok(e), []) => Check::ok(id, format!("endpoint {} {}", e.addr, e.flags)),
             // The daemon withdraws it at any moment now, if it has not yet said so.
             (Ok(e), [Difference::EndpointMissing(_)]) if !self.probes_can_work => {

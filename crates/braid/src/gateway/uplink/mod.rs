@@ -302,6 +302,7 @@ pub async fn run(
         trouble: None,
         tunnel_retry: cfg.tunnel_retry,
         stranded: Default::default(),
+        keeping: false,
     };
     m.reconcile_all().await;
     let mut dirty_at: Option<Instant> = None;
@@ -431,6 +432,8 @@ struct Manager<'a> {
     tunnel_retry: Duration,
     /// Live connections without a subflow, and since when.
     stranded: braid_proto::stranded::Stranded,
+    /// Endpoints were kept at the last reconcile because no uplink carried traffic.
+    keeping: bool,
 }
 
 impl Manager<'_> {
@@ -611,14 +614,19 @@ impl Manager<'_> {
     }
 
     async fn reconcile_all(&mut self) {
+        // Every interface first: one uplink's plan depends on whether any other carries
+        // traffic (`HealthVerdict::among`).
+        let mut observed = Vec::with_capacity(self.slots.len());
         for s in &mut self.slots {
             let found = match discover::observe(self.rtnl, &s.cfg.interface, self.relay).await {
                 Ok(f) => f,
                 Err(e) => {
                     warn!("uplink {}: reading its interface failed: {e}", s.cfg.name);
+                    observed.push(false);
                     continue;
                 }
             };
+            observed.push(true);
             let mut found = found;
             remember_gateway(s, &mut found);
             note_changes(s, &found);
@@ -639,16 +647,42 @@ impl Manager<'_> {
                     false
                 }
             });
-            reconcile_slot(self.rtnl, self.pm, self.journal, self.relay, s).await;
         }
+        let none_carries = !self.slots.iter().any(|s| s.state().carries_traffic());
+        let mut kept = Vec::new();
+        for (s, _) in self.slots.iter_mut().zip(observed).filter(|(_, ok)| *ok) {
+            let health = HealthVerdict::among(
+                s.state(),
+                s.state_reason(),
+                s.health.state_changes() > 0,
+                none_carries,
+            );
+            if matches!(health, HealthVerdict::Kept { .. }) {
+                kept.push(s.cfg.name.clone());
+            }
+            reconcile_slot(self.rtnl, self.pm, self.journal, self.relay, s, &health).await;
+        }
+        if !kept.is_empty() && !self.keeping {
+            warn!(
+                "no uplink carries traffic: keeping the MPTCP endpoints of {} so that the connections' subflows resume with the path (withdrawn, they would be closed for good)",
+                kept.join(", ")
+            );
+        }
+        self.keeping = !kept.is_empty();
         self.dialer.set_source(preferred_source(&self.slots));
     }
 }
 
-/// Plans one uplink from what the kernel says and its health, and applies the difference.
-async fn reconcile_slot(rtnl: &Rtnl, pm: &MptcpPm, journal: &Journal, relay: IpAddr, s: &mut Slot) {
-    let health = HealthVerdict::of(s.state(), s.state_reason());
-    let want = plan::plan_with(&s.cfg, relay, s.found.as_ref(), &health, &s.path.plan());
+/// Plans one uplink from what the kernel says and its `health`, and applies the difference.
+async fn reconcile_slot(
+    rtnl: &Rtnl,
+    pm: &MptcpPm,
+    journal: &Journal,
+    relay: IpAddr,
+    s: &mut Slot,
+    health: &HealthVerdict,
+) {
+    let want = plan::plan_with(&s.cfg, relay, s.found.as_ref(), health, &s.path.plan());
     let current = s.found.as_ref().and_then(|d| d.addr);
     let tunnel = s.path.tunnel_addr();
     for a in [current, tunnel].into_iter().flatten() {

@@ -45,6 +45,14 @@ pub const RTPROT_BRAID: u8 = 212;
 pub enum HealthVerdict {
     /// Up or Suspect: the endpoint belongs in the kernel.
     Carries,
+    /// Down or Recovering while no uplink carries traffic: braid keeps the endpoint (see
+    /// [`HealthVerdict::among`]).
+    Kept {
+        /// The uplink's state.
+        state: LinkState,
+        /// The last transition's reason, as the daemon logged it.
+        reason: String,
+    },
     /// Down or Recovering: braid withdraws the endpoint on purpose.
     Withdrawn {
         /// The uplink's state.
@@ -66,6 +74,32 @@ impl HealthVerdict {
                 state,
                 reason: reason.into(),
             }
+        }
+    }
+
+    /// The verdict for one uplink among all: its `state`, the `reason` it got there, whether
+    /// it has `left_start` (changed state since the Recovering every uplink starts in), and
+    /// whether `none_carries` (no uplink carries traffic).
+    ///
+    /// A withdrawn endpoint moves traffic to the other uplinks; while none carries any there
+    /// is nowhere to move it, and withdrawing would only close every subflow on the uplink for
+    /// good: the kernel adds no subflow to a connection left with none, even once its uplink
+    /// is back (`braid_proto::stranded`). So while no uplink carries traffic, an uplink that
+    /// has left its start keeps its endpoint, and a few seconds with every uplink Down (the
+    /// relay's network blinking, probes lost on every link) end no connection: the subflows
+    /// retransmit and resume with the path. At the start nothing is installed before the first
+    /// Up, as ever.
+    pub fn among(
+        state: LinkState,
+        reason: impl Into<String>,
+        left_start: bool,
+        none_carries: bool,
+    ) -> HealthVerdict {
+        match HealthVerdict::of(state, reason) {
+            HealthVerdict::Withdrawn { state, reason } if left_start && none_carries => {
+                HealthVerdict::Kept { state, reason }
+            }
+            v => v,
         }
     }
 }
@@ -243,13 +277,15 @@ pub fn plan_with(
                     reason: reason.clone(),
                 })
             }
-            (Some(addr), true, HealthVerdict::Carries | HealthVerdict::Unknown) => {
-                Ok(EndpointPlan {
-                    addr,
-                    ifindex: s.ifindex,
-                    flags: endpoint_flags(u),
-                })
-            }
+            (
+                Some(addr),
+                true,
+                HealthVerdict::Carries | HealthVerdict::Kept { .. } | HealthVerdict::Unknown,
+            ) => Ok(EndpointPlan {
+                addr,
+                ifindex: s.ifindex,
+                flags: endpoint_flags(u),
+            }),
         },
     };
     let tunnel = match path {
@@ -669,6 +705,42 @@ mod tests {
             matches!(d.as_slice(), [Difference::EndpointStale(e)] if e.addr == ADDR),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn while_no_uplink_carries_traffic_a_down_uplink_keeps_its_endpoint() {
+        let on = |h: &HealthVerdict| {
+            plan(&uplink(false), RELAY, Some(&seen(true, Some(ADDR))), h)
+                .endpoint
+                .is_ok()
+        };
+        let down = |left_start, none_carries| {
+            HealthVerdict::among(LinkState::Down, "3 lost probes", left_start, none_carries)
+        };
+        // Another uplink carries traffic: withdrawn, so the kernel moves it there.
+        assert!(!on(&down(true, false)));
+        // None does: kept, its subflows wait for the path.
+        assert!(matches!(down(true, true), HealthVerdict::Kept { .. }));
+        assert!(on(&down(true, true)));
+        let recovering =
+            HealthVerdict::among(LinkState::Recovering, "a probe answered", true, true);
+        assert!(on(&recovering));
+        // At the start (every uplink Recovering, none carrying): nothing before the first Up.
+        let start = HealthVerdict::among(LinkState::Recovering, "starting", false, true);
+        assert!(!on(&start));
+        // A carrying uplink is unaffected.
+        assert_eq!(
+            HealthVerdict::among(LinkState::Up, "3 good probes", true, false),
+            HealthVerdict::Carries
+        );
+        // The link itself down: no endpoint, kept or not.
+        let p = plan(
+            &uplink(false),
+            RELAY,
+            Some(&seen(false, Some(ADDR))),
+            &down(true, true),
+        );
+        assert_eq!(p.endpoint, Err(Withheld::LinkDown));
     }
 
     #[test]
