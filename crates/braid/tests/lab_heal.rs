@@ -65,6 +65,15 @@ fn wait_state(h: &Harness, name: &str, state: LinkState) -> Status {
 /// the uplink's address without any endpoint.)
 #[track_caller]
 fn wait_back(h: &Harness, name: &str, down: &Status, mbit: u64, what: &str) {
+    wait_up_again(h, name, down, what);
+    wait_endpoint(h, name, what);
+    let floor = mbit * 1_000_000 / 8 * 3 / 2 / 4;
+    wait_received(h, name, floor, Duration::from_secs(2), what);
+}
+
+/// Waits until `name` is Up again after the fault seen in `down` (its state changed since).
+#[track_caller]
+fn wait_up_again(h: &Harness, name: &str, down: &Status, what: &str) {
     let changes = uplink(down, name).state_changes;
     let n = name.to_owned();
     wait_status(
@@ -76,9 +85,6 @@ fn wait_back(h: &Harness, name: &str, down: &Status, mbit: u64, what: &str) {
             u.state == LinkState::Up && u.state_changes > changes
         },
     );
-    wait_endpoint(h, name, what);
-    let floor = mbit * 1_000_000 / 8 * 3 / 2 / 4;
-    wait_received(h, name, floor, Duration::from_secs(2), what);
 }
 
 /// Waits until the gateway's namespace has an MPTCP endpoint on `name`'s current address.
@@ -250,12 +256,7 @@ fn every_uplink_down_at_once_keeps_the_endpoints_and_the_connection() {
         h.lab.set_uplink_blackhole(u, false).expect("restore");
     }
     for (u, down) in ["wifi", "5g"].into_iter().zip(&down) {
-        let changes = uplink(down, u).state_changes;
-        let n = u.to_owned();
-        wait_status(&h, &format!("uplink {u} up again"), STATE_LIMIT, move |s| {
-            let x = uplink(s, &n);
-            x.state == LinkState::Up && x.state_changes > changes
-        });
+        wait_up_again(&h, u, down, "after the outage");
     }
     let v = finish_ok(&h, c, "every uplink down at once");
     let s = common::status(&h);
