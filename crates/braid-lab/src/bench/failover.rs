@@ -29,6 +29,8 @@ enum Scenario {
     LinkDown,
     Blackhole,
     AddressChange,
+    /// Every uplink at once: nothing to fail over to; the connection must wait and resume.
+    Outage,
 }
 
 impl Scenario {
@@ -37,7 +39,13 @@ impl Scenario {
             Scenario::LinkDown => "wifi link down, then up",
             Scenario::Blackhole => "wifi silently blackholed, then restored",
             Scenario::AddressChange => "wifi address changes (10.1.0.1 → 10.1.0.7)",
+            Scenario::Outage => "wifi and 5g silently blackholed, then restored",
         }
+    }
+
+    /// Whether there is a surviving uplink to fail over to.
+    fn fails_over(self) -> bool {
+        matches!(self, Scenario::LinkDown | Scenario::Blackhole)
     }
 }
 
@@ -100,10 +108,10 @@ fn figures(
         pre.iter().sum::<f64>() / pre.len() as f64
     };
     Figures {
-        failover_s: if scenario == Scenario::AddressChange {
-            None
-        } else {
+        failover_s: if scenario.fails_over() {
             time_to(&samples, dt, fault, 0.8 * surviving_mbit)
+        } else {
+            None
         },
         recovery_s: time_to(
             &samples,
@@ -138,6 +146,11 @@ fn inject(h: &Harness, s: Scenario, on: bool) -> Result<(), HarnessError> {
             }
         }
         (Scenario::Blackhole, on) => h.lab.set_uplink_blackhole("wifi", on)?,
+        (Scenario::Outage, on) => {
+            for u in ["wifi", "5g"] {
+                h.lab.set_uplink_blackhole(u, on)?;
+            }
+        }
         (Scenario::AddressChange, true) => h
             .lab
             .change_uplink_address("wifi", "10.1.0.7".parse().expect("literal"))?,
@@ -205,6 +218,7 @@ pub fn failover(a: &FailoverArgs, exe: &Path) -> Result<String, HarnessError> {
         Scenario::LinkDown,
         Scenario::Blackhole,
         Scenario::AddressChange,
+        Scenario::Outage,
     ] {
         for braid in [false, true] {
             eprintln!(
@@ -223,10 +237,10 @@ pub fn failover(a: &FailoverArgs, exe: &Path) -> Result<String, HarnessError> {
                     "kernel-only MPTCP (static script setup)"
                 },
                 f.before_mbit,
-                if s == Scenario::AddressChange {
-                    "–".into()
-                } else {
+                if s.fails_over() {
                     cell(f.failover_s)
+                } else {
+                    "–".into()
                 },
                 cell(f.recovery_s),
                 f.stall_s,
