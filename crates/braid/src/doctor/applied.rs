@@ -207,6 +207,29 @@ impl Applied<'_> {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
+        // While no uplink carries traffic the endpoints stay (`HealthVerdict::among`).
+        let kept = match (&want.endpoint, diffs, health) {
+            (Ok(_), [], HealthVerdict::Kept { state, reason }) => Some(
+                Check::warn(
+                    id.clone(),
+                    format!("braid keeps the MPTCP endpoint of {} while no uplink carries traffic: the uplink is {state} ({reason})", u.name),
+                    "with every uplink Down there is nowhere to move traffic to; withdrawing the endpoint would close every subflow on it, and the kernel gives a connection left without a subflow no new one, so every connection would end. Kept, the subflows resume when the path does; braid withdraws it once another uplink is Up",
+                    "nothing to fix in braid; see the reach checks and server.relay for why no uplink reaches the relay",
+                )
+                .with("state", state.to_string())
+                .with("reason", reason.as_str()),
+            ),
+            (Ok(e), [Difference::EndpointMissing(_)], HealthVerdict::Kept { .. }) => Some(Check::warn(
+                id.clone(),
+                format!("no MPTCP endpoint for {} although braid keeps endpoints while no uplink carries traffic", e.addr),
+                "the last uplink carrying traffic went Down just now, and the gateway adds the endpoints back at its next reconcile (within 2 s)",
+                "run braid doctor again; if the endpoint stays missing, check the gateway log",
+            )),
+            _ => None,
+        };
+        if let Some(c) = kept {
+            return c.with("health", format!("{health:?}"));
+        }
         match (&want.endpoint, diffs) {
             (Err(Withheld::Unhealthy { state, reason }), []) => Check::warn(
                 id,
@@ -229,25 +252,6 @@ impl Applied<'_> {
                 format!("see uplink.{}.tunnel", u.name),
             ),
             (Err(why), _) => Check::skip(id, format!("no endpoint is planned: {why}")),
-            (Ok(_), []) if matches!(health, HealthVerdict::Kept { .. }) => {
-                let HealthVerdict::Kept { state, reason } = health else {
-                    unreachable!("matched above")
-                };
-                Check::warn(
-                    id,
-                    format!("braid keeps the MPTCP endpoint of {} while no uplink carries traffic: the uplink is {state} ({reason})", u.name),
-                    "with every uplink Down there is nowhere to move traffic to; withdrawing the endpoint would close every subflow on it, and the kernel gives a connection left without a subflow no new one, so every connection would end. Kept, the subflows resume when the path does; braid withdraws it once another uplink is Up",
-                    "nothing to fix in braid; see the reach checks and server.relay for why no uplink reaches the relay",
-                )
-                .with("state", state.to_string())
-                .with("reason", reason.as_str())
-            }
-            (Ok(e), [Difference::EndpointMissing(_)]) if matches!(health, HealthVerdict::Kept { .. }) => Check::warn(
-                id,
-                format!("no MPTCP endpoint for {} although braid keeps endpoints while no uplink carries traffic", e.addr),
-                "the last uplink carrying traffic went Down just now, and the gateway adds the endpoints back at its next reconcile (within 2 s)",
-                "run braid doctor again; if the endpoint stays missing, check the gateway log",
-            ),
             (Ok(e), []) => Check::ok(id, format!("endpoint {} {}", e.addr, e.flags)),
             // The daemon withdraws it at any moment now, if it has not yet said so.
             (Ok(e), [Difference::EndpointMissing(_)]) if !self.probes_can_work => {

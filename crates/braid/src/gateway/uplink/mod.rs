@@ -657,10 +657,11 @@ impl Manager<'_> {
                 s.health.state_changes() > 0,
                 none_carries,
             );
-            if matches!(health, HealthVerdict::Kept { .. }) {
+            reconcile_slot(self.rtnl, self.pm, self.journal, self.relay, s, &health).await;
+            // Kept and there (not withheld for its link, say).
+            if matches!(health, HealthVerdict::Kept { .. }) && s.endpoint_installed {
                 kept.push(s.cfg.name.clone());
             }
-            reconcile_slot(self.rtnl, self.pm, self.journal, self.relay, s, &health).await;
         }
         if !kept.is_empty() && !self.keeping {
             warn!(
