@@ -17,13 +17,16 @@
 //! under way.
 //!
 //! The rule, for a connection with no established subflow on an uplink that carries traffic:
-//! - with no subflow left that could carry it (only closing ones, or none), or one the relay
-//!   never answered (nothing acknowledged, nothing received at the MPTCP level: not fully
-//!   established on either end), nothing can rescue it: it is given up after [`LOST_GRACE`],
-//!   uplinks or not;
-//! - otherwise (a subflow established on a Down uplink, or a join under way) it is given up
-//!   after [`GRACE`], counted only while some uplink carries traffic: while none is up nothing
-//!   could carry it anyway, and when its uplink returns the subflow may resume.
+//! - with no subflow left that could carry it (only closing ones, or none), nothing can
+//!   rescue it: it is given up after [`LOST_GRACE`], uplinks or not;
+//! - otherwise (a subflow established on a Down uplink, or a join under way) its clock runs
+//!   only while some uplink carries traffic: while none does, nothing could carry it or a
+//!   retry, braid keeps every endpoint, and the subflow may resume with its path;
+//! - one the relay never answered (nothing acknowledged, nothing received at the MPTCP level:
+//!   not fully established on either end, so no join can rescue it, and its own subflow rides
+//!   a Down uplink) is given up after [`LOST_GRACE`]: a retry over the working uplink beats
+//!   waiting for that one;
+//! - any other is given up after [`GRACE`].
 //!
 //! The gateway resets a connection it gives up, so the LAN client retries at once.
 
@@ -36,8 +39,9 @@ use std::time::Duration;
 /// second or two is caught), short enough that a browser retries before its user gives up.
 pub const GRACE: Duration = Duration::from_secs(5);
 
-/// How long a connection nothing can rescue (no subflow left, or never answered by the relay)
-/// is kept: two looks a second apart rule out a subflow caught between close and replacement.
+/// How long a connection nothing can rescue (no subflow left), or one a retry would serve
+/// better (never answered by the relay), is kept: two looks a second apart rule out a subflow
+/// caught between close and replacement.
 pub const LOST_GRACE: Duration = Duration::from_secs(1);
 
 /// What one look at a live connection found.
@@ -56,14 +60,6 @@ pub struct Seen {
     pub unanswered: bool,
 }
 
-impl Seen {
-    /// Whether nothing can rescue it once it has no established subflow (see the module
-    /// documentation).
-    pub fn lost(&self) -> bool {
-        self.none_left || self.unanswered
-    }
-}
-
 /// The connections without a subflow and since when, across looks.
 #[derive(Debug, Default)]
 pub struct Stranded {
@@ -79,13 +75,15 @@ impl Stranded {
         let mut next = HashMap::with_capacity(self.since.len());
         let mut out = Vec::new();
         for s in seen.iter().filter(|s| s.established == 0) {
-            let grace = if s.lost() {
+            let grace = if s.none_left {
                 LOST_GRACE
-            } else if any_up {
-                GRACE
-            } else {
-                // No uplink could carry it: its clock starts when one is back.
+            } else if !any_up {
+                // Nothing could carry it or a retry: its clock starts when an uplink is back.
                 continue;
+            } else if s.unanswered {
+                LOST_GRACE
+            } else {
+                GRACE
             };
             let since = self.since.get(&s.id).copied().unwrap_or(now);
             if now.saturating_sub(since) >= grace {
@@ -129,7 +127,7 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_the_relay_never_answered_is_given_up_sooner_uplinks_or_not() {
+    fn a_connection_the_relay_never_answered_is_given_up_sooner_while_an_uplink_is_up() {
         let lost = |id| Seen {
             unanswered: true,
             ..look(id, 0)
@@ -137,10 +135,19 @@ mod tests {
         let mut s = Stranded::default();
         assert!(s.review(ms(0), &[lost(1), lost(2)], true).is_empty());
         assert!(s
-            .review(LOST_GRACE - ms(1), &[lost(1), lost(2)], false)
+            .review(LOST_GRACE - ms(1), &[lost(1), lost(2)], true)
             .is_empty());
-        // Every uplink down or not: no join can rescue it.
-        assert_eq!(ids(s.review(LOST_GRACE, &[lost(1)], false)), vec![1]);
+        // No join can rescue it: a retry over the working uplink is better.
+        assert_eq!(ids(s.review(LOST_GRACE, &[lost(1)], true)), vec![1]);
+        // With every uplink down nothing could carry a retry, and its own subflow (its
+        // endpoint kept) may still get through when the path is back: its clock stops.
+        assert!(s.review(ms(0), &[lost(4)], false).is_empty());
+        assert!(s.review(GRACE * 10, &[lost(4)], false).is_empty());
+        assert!(s.review(GRACE * 10, &[lost(4)], true).is_empty());
+        assert_eq!(
+            ids(s.review(GRACE * 10 + LOST_GRACE, &[lost(4)], true)),
+            vec![4]
+        );
         // One with a live subflow is never given up, answered or not.
         let alive = Seen {
             unanswered: true,
