@@ -354,6 +354,13 @@ pub async fn run(
             // subflow rides it meanwhile. Other changes wait for the kernel, as before.
             let now = m.views();
             view.send_if_modified(|v| tell_downs(&mut v.uplinks, &now));
+            // The connections that rode an uplink gone Down are first looked at now, before
+            // the reconcile closes their subflows, and the next look comes a second later:
+            // one left without a subflow is reset then (`braid_proto::stranded`), not up to
+            // two seconds later.
+            let at = m.now();
+            m.sweep_stranded(at);
+            m.evidence_at = at;
             m.reconcile_all().await;
         }
         let uplinks = m.views();
@@ -437,20 +444,25 @@ struct Manager<'a> {
 }
 
 impl Manager<'_> {
+    /// Looks at every live connection for one left without a subflow (`gateway::stranded`).
+    fn sweep_stranded(&mut self, now: Duration) {
+        let views = self.views();
+        let any_up = views.iter().any(|u| u.state.carries_traffic());
+        let down: Vec<IpAddr> = views
+            .iter()
+            .filter(|u| !u.state.carries_traffic())
+            .flat_map(UplinkView::subflow_sources)
+            .collect();
+        crate::gateway::stranded::sweep(self.registry, &mut self.stranded, now, any_up, &down);
+    }
+
     /// Looks for evidence of hostile paths (at most every [`EVIDENCE_EVERY`]) and drives every
     /// uplink's path; true when a plan changed.
     fn drive_paths(&mut self) -> bool {
         let now = self.now();
         if now.saturating_sub(self.evidence_at) >= EVIDENCE_EVERY {
             self.evidence_at = now;
-            let views = self.views();
-            let any_up = views.iter().any(|u| u.state.carries_traffic());
-            let down: Vec<IpAddr> = views
-                .iter()
-                .filter(|u| !u.state.carries_traffic())
-                .flat_map(UplinkView::subflow_sources)
-                .collect();
-            crate::gateway::stranded::sweep(self.registry, &mut self.stranded, now, any_up, &down);
+            self.sweep_stranded(now);
             let direct: Vec<(usize, IpAddr)> = self
                 .slots
                 .iter()
