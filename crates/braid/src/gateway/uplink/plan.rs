@@ -65,8 +65,9 @@ pub enum HealthVerdict {
 }
 
 impl HealthVerdict {
-    /// The verdict for a state, with the reason of the transition that led there.
-    pub fn of(state: LinkState, reason: impl Into<String>) -> HealthVerdict {
+    /// The verdict for a state, with the reason of the transition that led there, on its own;
+    /// callers ask [`HealthVerdict::among`], so the daemon and doctor cannot disagree.
+    fn of(state: LinkState, reason: impl Into<String>) -> HealthVerdict {
         if state.carries_traffic() {
             HealthVerdict::Carries
         } else {
