@@ -31,6 +31,7 @@ pub mod rate;
 pub mod sip022;
 pub mod socks5;
 pub mod stranded;
+pub mod subflow_priority;
 pub mod tfo;
 pub mod tunnel;
 pub mod udp;

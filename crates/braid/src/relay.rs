@@ -57,6 +57,39 @@ pub enum End {
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
+    bulk: Option<Arc<BulkWatch>>,
+}
+
+/// Fires once either direction of a relay has read [`BulkWatch::after`] bytes: the relay's
+/// path manager lets a connection bond only then (`braid_proto::subflow_priority`).
+#[derive(Debug)]
+pub struct BulkWatch {
+    after: u64,
+    fired: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl BulkWatch {
+    /// A watch for `after` bytes in one direction.
+    pub fn new(after: u64) -> Arc<BulkWatch> {
+        Arc::new(BulkWatch {
+            after,
+            fired: std::sync::atomic::AtomicBool::new(false),
+            notify: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn moved(&self, total: u64) {
+        if total >= self.after && !self.fired.swap(true, Ordering::Relaxed) {
+            // notify_one keeps a permit, so a waiter that comes later still wakes.
+            self.notify.notify_one();
+        }
+    }
+
+    /// Returns once the relay has moved the bytes (at once if it already has).
+    pub async fn reached(&self) {
+        self.notify.notified().await
+    }
 }
 
 impl Activity {
@@ -106,8 +139,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let n = part.filled().len();
         if n > 0 {
             buf.advance(n);
-            self.read.fetch_add(n as u64, Ordering::Relaxed);
+            let total = self.read.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
             self.activity.touch();
+            if let Some(b) = &self.activity.bulk {
+                b.moved(total);
+            }
             self.read_limit = (self.read_limit * 2).min(BUFFER);
         }
         r
@@ -159,9 +195,26 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
     F: std::future::Future<Output = io::Error>,
 {
+    relay_watched(a, b, idle, stop, None).await
+}
+
+/// [`relay_until`], also firing `bulk` when either direction has read its bytes.
+pub async fn relay_watched<A, B, F>(
+    a: &mut A,
+    b: &mut B,
+    idle: Duration,
+    stop: F,
+    bulk: Option<Arc<BulkWatch>>,
+) -> (Moved, End)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = io::Error>,
+{
     let activity = Arc::new(Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
+        bulk,
     });
     let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut ma = Metered::new(a, up.clone(), activity.clone());
@@ -235,6 +288,7 @@ mod tests {
         let activity = Arc::new(Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            bulk: None,
         });
         let inner = SealingWriter {
             sealed: None,

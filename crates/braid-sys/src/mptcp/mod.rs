@@ -2,6 +2,8 @@
 
 pub mod blackhole;
 pub mod endpoint;
+pub mod events;
 pub mod info;
 pub mod limits;
 pub mod pm;
+pub mod subflow;

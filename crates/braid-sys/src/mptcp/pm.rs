@@ -4,7 +4,9 @@
 //! ```text
 //!   MptcpPm ──► genetlink handle ──► NETLINK_GENERIC socket ──► mptcp_pm (version 1)
 //!      ├─ endpoint.rs   ADD_ADDR, DEL_ADDR, GET_ADDR, FLUSH_ADDRS, SET_FLAGS
-//!      └─ limits.rs     SET_LIMITS, GET_LIMITS
+//!      ├─ limits.rs     SET_LIMITS, GET_LIMITS
+//!      ├─ subflow.rs    SET_FLAGS and SUBFLOW_DESTROY on one connection (userspace PM)
+//!      └─ events.rs     the "mptcp_pm_events" multicast group
 //! ```
 //!
 //! Messages are one [`GenlFamily`] type, `PmMessage`, holding the command
@@ -39,6 +41,7 @@ pub(crate) mod cmd {
     pub const SET_LIMITS: u8 = 5;
     pub const GET_LIMITS: u8 = 6;
     pub const SET_FLAGS: u8 = 7;
+    pub const SUBFLOW_DESTROY: u8 = 11;
 }
 
 /// `MPTCP_PM_ATTR_*`.
@@ -46,6 +49,8 @@ pub(crate) mod attr {
     pub const ADDR: u16 = 1;
     pub const RCV_ADD_ADDRS: u16 = 2;
     pub const SUBFLOWS: u16 = 3;
+    pub const TOKEN: u16 = 4;
+    pub const ADDR_REMOTE: u16 = 6;
 }
 
 /// `MPTCP_PM_ADDR_ATTR_*`.
@@ -414,6 +419,10 @@ impl MptcpPm {
         request: impl Fn() -> String,
     ) -> Result<Vec<Vec<u8>>, PmError> {
         request_raw(&self.handle, msg, flags, request).await
+    }
+
+    pub(crate) fn handle(&self) -> &genetlink::GenetlinkHandle {
+        &self.handle
     }
 }
 

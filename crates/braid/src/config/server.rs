@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub tunnel_port: Option<u16>,
     /// The network tunnel addresses are leased from (`tunnel_net`).
     pub tunnel_net: ipnet::Ipv4Net,
+    /// Bytes a relayed connection moves in one direction before its joined subflows carry
+    /// data (`bond_after_kib`); `None` (0) leaves subflows to the in-kernel path manager.
+    pub bond_after: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +100,26 @@ struct Dto {
     tunnel_port: Option<u16>,
     #[serde(default = "default_tunnel_net")]
     tunnel_net: String,
+    #[serde(default = "default_bond_after_kib")]
+    bond_after_kib: u64,
+}
+
+fn default_bond_after_kib() -> u64 {
+    128
+}
+
+/// `bond_after_kib`: 0 is off; else at most 1 GiB.
+fn bond_after(kib: u64) -> Result<Option<u64>, Invalid> {
+    match kib {
+        0 => Ok(None),
+        1..=1_048_576 => Ok(Some(kib * 1024)),
+        _ => Err(Invalid::new(
+            "bond_after_kib",
+            kib,
+            "is over 1048576 (1 GiB)",
+            "use the default 128, or 0 to let every subflow carry data from the start",
+        )),
+    }
 }
 
 /// SIP022: a relay session is remembered at least 60 s.
@@ -254,6 +277,7 @@ impl ServerConfig {
             listen,
             tunnel_port: tunnel_port(d.tunnel_port, listen)?,
             tunnel_net: tunnel_net(&d.tunnel_net)?,
+            bond_after: bond_after(d.bond_after_kib)?,
             key: SsKey::parse("key", &d.key, method)?,
             method,
             fast_open: d.fast_open,

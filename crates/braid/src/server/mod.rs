@@ -9,6 +9,7 @@ mod connection;
 pub use connection::transport_of;
 mod control;
 mod own_addrs;
+pub mod path_manager;
 pub mod reload;
 mod salt_store;
 pub(crate) mod salts;
@@ -216,6 +217,8 @@ struct Shared {
     salts: Arc<salt_store::SaltStore>,
     /// The tunnel for hostile paths (`tunnel_port`), started by the first gateway that asks.
     tunnels: Option<Arc<crate::tunnel::relay::Tunnels>>,
+    /// The relay's path manager (`bond_after_kib`), once it runs.
+    path_manager: std::sync::OnceLock<path_manager::Handle>,
 }
 
 impl Server {
@@ -247,6 +250,7 @@ impl Server {
             admission: crate::admission::for_daemon(&cfg.limits),
             rejects: crate::log_limit::PerSourceLog::new(REJECT_LOG_EVERY),
             salts: Arc::new(salts),
+            path_manager: std::sync::OnceLock::new(),
             cfg,
         };
         let shared = Arc::new(shared);
@@ -273,6 +277,24 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// Starts the relay's path manager when `bond_after_kib` asks for it; when it cannot run,
+    /// says why and leaves subflows to the in-kernel path manager.
+    async fn start_path_manager(&self, shutdown: &Shutdown) -> Option<path_manager::Running> {
+        let cfg = &self.shared.cfg;
+        let after = cfg.bond_after.filter(|_| cfg.mptcp)?;
+        let port = self.listener.local_addr().ok()?.port();
+        match path_manager::start(after, vec![port], &cfg.state_dir, shutdown.clone()).await {
+            Ok(running) => {
+                let _ = self.shared.path_manager.set(running.handle().clone());
+                Some(running)
+            }
+            Err(why) => {
+                warn!("{why}; every subflow of a connection carries data from its start (set bond_after_kib = 0 to silence this)");
+                None
+            }
+        }
+    }
+
     /// The UDP relay, if `udp` is on.
     pub fn udp(&self) -> Option<&UdpRelay> {
         self.udp.as_ref()
@@ -280,6 +302,7 @@ impl Server {
 
     /// Accepts and serves until `shutdown` fires, then drains the connections.
     pub async fn run(self, shutdown: Shutdown) {
+        let path_manager = self.start_path_manager(&shutdown).await;
         let tcp_mem = crate::status::kernel::KernelWatch::system();
         let tcp_mem_watch = tokio::spawn(tcp_mem.clone().watch_forever());
         let mut status_http = None;
@@ -309,6 +332,9 @@ impl Server {
         Listener::new("relay", self.listener, self.shared.clone(), admission)
             .run(shutdown)
             .await;
+        if let Some(p) = path_manager {
+            p.stop();
+        }
         tcp_mem_watch.abort();
         if let Some(t) = &self.shared.tunnels {
             t.stop().await;

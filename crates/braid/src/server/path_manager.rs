@@ -1,0 +1,398 @@
+//! The relay's MPTCP path manager: keeps a connection on its first subflow while the transfer
+//! is short, and lets it bond once it is bulk (the rule and why: `braid_proto::subflow_priority`).
+//!
+//! ```text
+//!   kernel ──events──► PathManager task ──SET_FLAGS / SUBFLOW_DESTROY──► kernel
+//!                          ▲
+//!   relay_to ──"bulk"──────┘ (a connection moved bond_after bytes)
+//! ```
+//!
+//! Per-connection flags need the kernel's *userspace* path manager, so the relay switches its
+//! network namespace's `net.mptcp.path_manager` to `userspace` while it runs (connections
+//! accepted before keep the in-kernel one) and puts the old value back when it stops. A
+//! relay killed before that leaves the old value in `server-<port>.path_manager` in its
+//! `state_dir`, and the next start restores it at its own stop. With the userspace path
+//! manager the kernel accepts a join only while a process listens to its events, and applies
+//! no limit of its own: this task listens, and closes joins over the in-kernel limit the
+//! namespace still has (`ip mptcp limits set subflows N`), read again at most once a second.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use braid_proto::subflow_priority::{Action, Counts, Policy, SubflowId, SubflowPriority};
+use braid_sys::mptcp::events::{PmEvent, PmEventKind, PmEvents};
+use braid_sys::mptcp::pm::MptcpPm;
+use braid_sys::mptcp::subflow::Subflow;
+use braid_sys::sysctl::Procfs;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::relay::BulkWatch;
+use crate::shutdown::Shutdown;
+
+/// Bulk signals queued for the task; a full queue drops one (that connection keeps its joins
+/// as backups, which still carry it if its first subflow fails).
+const QUEUE: usize = 1024;
+/// How long the namespace's in-kernel subflow limit is trusted before it is read again.
+const LIMITS_FOR: Duration = Duration::from_secs(1);
+
+/// What the relay's connections use: the bytes that make a connection bulk and where to say so.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    bond_after: u64,
+    tx: mpsc::Sender<u32>,
+    stats: Arc<Mutex<Stats>>,
+}
+
+/// What status reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The rule's counters.
+    pub counts: Counts,
+    /// Connections followed now.
+    pub connections: usize,
+    /// Times the kernel dropped events.
+    pub overruns: u64,
+}
+
+impl Handle {
+    /// A watch that tells the path manager when the connection on `stream` is bulk, with the
+    /// connection's token; `None` for a connection that is not MPTCP.
+    pub fn watch<S: AsFd>(&self, stream: &S) -> Option<(u32, Arc<BulkWatch>)> {
+        let info = braid_sys::mptcp::info::mptcp_info(stream).ok()?;
+        Some((info.token, BulkWatch::new(self.bond_after)))
+    }
+
+    /// Connection `token` is bulk: its joined subflows carry data from now on.
+    pub fn bulk(&self, token: u32) {
+        if self.tx.try_send(token).is_err() {
+            debug!("path manager busy: connection {token:08x} keeps its joins as backups");
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> Stats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The bytes after which a connection bonds.
+    pub fn bond_after(&self) -> u64 {
+        self.bond_after
+    }
+}
+
+/// The running path manager; [`Running::stop`] gives the namespace its old path manager back.
+pub struct Running {
+    handle: Handle,
+    task: tokio::task::JoinHandle<()>,
+    switched: Switched,
+}
+
+impl Running {
+    /// What connections use.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Puts the old path manager back, then stops listening (joins of connections still open
+    /// are refused from then on).
+    pub fn stop(self) {
+        self.switched.restore();
+        self.task.abort();
+    }
+}
+
+/// Switches the namespace to the userspace path manager and starts the task. An error says
+/// why the relay runs with the in-kernel one instead (the caller logs it).
+pub async fn start(
+    bond_after: u64,
+    ports: Vec<u16>,
+    state_dir: &Path,
+    shutdown: Shutdown,
+) -> Result<Running, String> {
+    let pm = MptcpPm::connect()
+        .await
+        .map_err(|e| format!("cannot reach the kernel's MPTCP path manager: {e}"))?;
+    // Listening first: the kernel refuses joins to userspace-managed connections until then.
+    let events = PmEvents::subscribe(&pm)
+        .await
+        .map_err(|e| format!("cannot listen to MPTCP events: {e}"))?;
+    let port = ports.first().copied().unwrap_or_default();
+    let switched = Switched::to_userspace(
+        &Procfs::default(),
+        state_dir.join(format!("server-{port}.path_manager")),
+    )?;
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let rule = SubflowPriority::new(
+        Policy {
+            bond_after,
+            ..Policy::default()
+        },
+        ports,
+    );
+    let task = tokio::spawn(run(pm, events, rx, rule, stats.clone(), shutdown));
+    Ok(Running {
+        handle: Handle {
+            bond_after,
+            tx,
+            stats,
+        },
+        task,
+        switched,
+    })
+}
+
+async fn run(
+    pm: MptcpPm,
+    mut events: PmEvents,
+    mut bulk: mpsc::Receiver<u32>,
+    mut rule: SubflowPriority,
+    stats: Arc<Mutex<Stats>>,
+    _shutdown: Shutdown,
+) {
+    let mut limit = Limit::default();
+    loop {
+        let actions = tokio::select! {
+            e = events.next() => match e {
+                Some(PmEvent::Connection(e)) => {
+                    debug!("MPTCP event {:?} on connection {:08x}: {:?} → {:?}", e.kind, e.token, e.remote, e.local);
+                    let sub = e.local.zip(e.remote).map(|(local, remote)| SubflowId { token: e.token, local, remote });
+                    match (e.kind, sub) {
+                        (PmEventKind::Established, Some(s)) => {
+                            rule.established(s.token, s.local, s.remote);
+                            Vec::new()
+                        }
+                        (PmEventKind::SubEstablished, Some(s)) => {
+                            rule.set_max_joins(limit.get(&pm).await);
+                            rule.joined(s, e.backup.unwrap_or(false)).into_iter().collect()
+                        }
+                        (PmEventKind::SubClosed, Some(s)) => rule.subflow_closed(s),
+                        (PmEventKind::Closed, _) => {
+                            rule.closed(e.token);
+                            Vec::new()
+                        }
+                        _ => Vec::new(),
+                    }
+                }
+                Some(PmEvent::Overrun) => {
+                    warn!("the kernel dropped MPTCP events (the relay fell behind): every connection's joined subflows carry data now");
+                    stats.lock().unwrap_or_else(|e| e.into_inner()).overruns += 1;
+                    rule.overrun()
+                }
+                None => {
+                    warn!("MPTCP event socket closed: the relay's path manager stopped");
+                    return;
+                }
+            },
+            Some(token) = bulk.recv() => rule.bulk(token),
+        };
+        for a in actions {
+            apply(&pm, a).await;
+        }
+        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.counts = rule.counts();
+        s.connections = rule.connections();
+    }
+}
+
+/// Carries out one action. A subflow that closed meanwhile is not an error worth a warning.
+async fn apply(pm: &MptcpPm, action: Action) {
+    let (id, what) = match action {
+        Action::Backup(id) => (id, "hold as backup"),
+        Action::Bond(id) => (id, "release"),
+        Action::Close(id) => (id, "close (over the namespace's subflow limit)"),
+    };
+    let sub = Subflow {
+        token: id.token,
+        local: id.local,
+        remote: id.remote,
+    };
+    let r = match action {
+        Action::Backup(_) => pm.set_subflow_backup(sub, true).await,
+        Action::Bond(_) => pm.set_subflow_backup(sub, false).await,
+        Action::Close(_) => pm.destroy_subflow(sub).await,
+    };
+    match r {
+        Ok(()) => debug!(
+            "subflow {} of connection {:08x}: {what}",
+            id.remote, id.token
+        ),
+        Err(e) => debug!(
+            "subflow {} of connection {:08x}: cannot {what} (closed meanwhile?): {e}",
+            id.remote, id.token
+        ),
+    }
+}
+
+/// The namespace's in-kernel subflow limit (`ip mptcp limits`), which the userspace path
+/// manager ignores and this task enforces.
+#[derive(Default)]
+struct Limit {
+    read: Option<(Instant, usize)>,
+}
+
+impl Limit {
+    async fn get(&mut self, pm: &MptcpPm) -> usize {
+        match self.read {
+            Some((at, n)) if at.elapsed() < LIMITS_FOR => n,
+            _ => {
+                let n = match pm.limits().await {
+                    Ok(l) => l.subflows as usize,
+                    Err(e) => {
+                        debug!("cannot read the MPTCP limits ({e}); allowing 8 joins");
+                        8
+                    }
+                };
+                self.read = Some((Instant::now(), n));
+                n
+            }
+        }
+    }
+}
+
+/// The namespace's path manager setting, switched to `userspace` by this relay.
+struct Switched {
+    procfs: Procfs,
+    key: &'static str,
+    original: String,
+    state_file: PathBuf,
+    /// False when the namespace was already on `userspace` and no killed run of this relay
+    /// left a record: someone else chose it, and it stays.
+    owned: bool,
+}
+
+impl Switched {
+    fn to_userspace(procfs: &Procfs, state_file: PathBuf) -> Result<Switched, String> {
+        let (key, userspace) = if procfs.sysctl("net.mptcp.path_manager").is_ok() {
+            ("net.mptcp.path_manager", "userspace")
+        } else if procfs.sysctl("net.mptcp.pm_type").is_ok() {
+            ("net.mptcp.pm_type", "1")
+        } else {
+            return Err(
+                "this kernel has no userspace MPTCP path manager (Linux 5.19 or later has one)"
+                    .into(),
+            );
+        };
+        let current = procfs.sysctl(key).map_err(|e| e.to_string())?;
+        let saved = std::fs::read_to_string(&state_file)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty() && s != userspace);
+        let (original, owned) = match saved {
+            Some(s) => (s, true),
+            None if current == userspace => (current, false),
+            None => (current, true),
+        };
+        if owned {
+            let write = |path: &Path| {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(path, format!("{original}\n"))
+            };
+            if let Err(e) = write(&state_file) {
+                return Err(format!(
+                    "cannot record {key} = {original} in {} ({e}), which a relay killed before its stop needs to restore it: check `state_dir`",
+                    state_file.display()
+                ));
+            }
+        }
+        procfs.set_sysctl(key, userspace).map_err(|e| {
+            let _ = std::fs::remove_file(&state_file);
+            format!("cannot set {key} = {userspace}: {e}")
+        })?;
+        info!("MPTCP path manager: {key} = {userspace} while the relay runs (was {original}): connections keep their first subflow until they are bulk");
+        Ok(Switched {
+            procfs: procfs.clone(),
+            key,
+            original,
+            state_file,
+            owned,
+        })
+    }
+
+    fn restore(&self) {
+        if !self.owned {
+            return;
+        }
+        match self.procfs.set_sysctl(self.key, &self.original) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&self.state_file);
+                info!(
+                    "MPTCP path manager: {} = {} restored",
+                    self.key, self.original
+                );
+            }
+            Err(e) => warn!(
+                "cannot restore {} = {} ({e}); the next start of the relay restores it",
+                self.key, self.original
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn procfs(value: &str) -> (Dir, Procfs) {
+        let dir = std::env::temp_dir().join(format!(
+            "braid-pm-{}-{value}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let sys = dir.join("sys/net/mptcp");
+        std::fs::create_dir_all(&sys).unwrap();
+        std::fs::write(sys.join("path_manager"), format!("{value}\n")).unwrap();
+        let p = Procfs::at(&dir);
+        (Dir(dir), p)
+    }
+
+    fn read(p: &Procfs) -> String {
+        p.sysctl("net.mptcp.path_manager").unwrap()
+    }
+
+    #[test]
+    fn a_killed_run_s_record_is_what_gets_restored() {
+        let (dir, p) = procfs("kernel");
+        let state = dir.path().join("server-8388.path_manager");
+        let s = Switched::to_userspace(&p, state.clone()).unwrap();
+        assert_eq!(read(&p), "userspace");
+        assert_eq!(std::fs::read_to_string(&state).unwrap().trim(), "kernel");
+        // Killed here: the next start finds userspace, and the record.
+        drop(s);
+        let again = Switched::to_userspace(&p, state.clone()).unwrap();
+        assert!(again.owned);
+        assert_eq!(again.original, "kernel");
+        again.restore();
+        assert_eq!(read(&p), "kernel");
+        assert!(!state.exists());
+    }
+
+    #[test]
+    fn userspace_chosen_by_someone_else_is_left_alone() {
+        let (dir, p) = procfs("userspace");
+        let s = Switched::to_userspace(&p, dir.path().join("x")).unwrap();
+        assert!(!s.owned);
+        assert!(!dir.path().join("x").exists());
+        s.restore();
+        assert_eq!(read(&p), "userspace");
+    }
+}
