@@ -173,6 +173,7 @@ fn canned_status() -> Status {
         tcp_mem: Default::default(),
         udp: Default::default(),
         warm_pool: None,
+        path_manager: None,
     }
 }
 

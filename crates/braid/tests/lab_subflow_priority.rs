@@ -122,6 +122,25 @@ fn a_short_transfer_stays_on_the_first_path_and_a_bulk_one_bonds() {
         "5g carried under a tenth of a 3 MiB echo: the connection did not bond once bulk\nrelay log:\n{}",
         h.log("server.log")
     );
+    // The relay's status says what its path manager did.
+    let relay_status = h
+        .lab
+        .in_netns(Role::Vps, || {
+            common::runtime().block_on(braid::status::client::fetch(
+                "127.0.0.1:9090".parse().expect("addr"),
+                None,
+            ))
+        })
+        .expect("entering vps")
+        .expect("relay status");
+    let pm = relay_status
+        .path_manager
+        .expect("the relay's path manager in its status");
+    assert!(pm.active, "{pm:?}");
+    assert!(
+        pm.held_total >= 1 && pm.bonded_bulk_total >= 1,
+        "the relay's status does not count the hold and the release: {pm:?}"
+    );
     drop(lan);
     h.stop_gateway().expect("gateway stops");
     h.stop_server().expect("server stops");

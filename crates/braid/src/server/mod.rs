@@ -15,6 +15,7 @@ mod salt_store;
 pub(crate) mod salts;
 mod tfo_push;
 pub use own_addrs::OwnAddrs;
+pub use path_manager::View as PathManagerView;
 mod stream;
 mod udp;
 mod upstream;
@@ -279,18 +280,40 @@ impl Server {
 
     /// Starts the relay's path manager when `bond_after_kib` asks for it; when it cannot run,
     /// says why and leaves subflows to the in-kernel path manager.
-    async fn start_path_manager(&self, shutdown: &Shutdown) -> Option<path_manager::Running> {
+    async fn start_path_manager(
+        &self,
+        shutdown: &Shutdown,
+    ) -> (Option<path_manager::Running>, PathManagerView) {
         let cfg = &self.shared.cfg;
-        let after = cfg.bond_after.filter(|_| cfg.mptcp)?;
-        let port = self.listener.local_addr().ok()?.port();
+        let Some(after) = cfg.bond_after else {
+            return (None, PathManagerView::Off(path_manager::inactive("bond_after_kib = 0: every subflow carries data from its start (the in-kernel path manager)".into())));
+        };
+        if !cfg.mptcp {
+            return (
+                None,
+                PathManagerView::Off(path_manager::inactive("mptcp = false".into())),
+            );
+        }
+        let port = match self.listener.local_addr() {
+            Ok(a) => a.port(),
+            Err(e) => {
+                return (
+                    None,
+                    PathManagerView::Off(path_manager::inactive(format!(
+                        "the relay's port is unknown ({e})"
+                    ))),
+                )
+            }
+        };
         match path_manager::start(after, vec![port], &cfg.state_dir, shutdown.clone()).await {
             Ok(running) => {
                 let _ = self.shared.path_manager.set(running.handle().clone());
-                Some(running)
+                let view = PathManagerView::On(running.handle().clone());
+                (Some(running), view)
             }
             Err(why) => {
                 warn!("{why}; every subflow of a connection carries data from its start (set bond_after_kib = 0 to silence this)");
-                None
+                (None, PathManagerView::Off(path_manager::inactive(why)))
             }
         }
     }
@@ -302,7 +325,7 @@ impl Server {
 
     /// Accepts and serves until `shutdown` fires, then drains the connections.
     pub async fn run(self, shutdown: Shutdown) {
-        let path_manager = self.start_path_manager(&shutdown).await;
+        let (path_manager, pm_view) = self.start_path_manager(&shutdown).await;
         let tcp_mem = crate::status::kernel::KernelWatch::system();
         let tcp_mem_watch = tokio::spawn(tcp_mem.clone().watch_forever());
         let mut status_http = None;
@@ -315,6 +338,7 @@ impl Server {
                     tcp_mem,
                     (&self.shared.congestion).into(),
                     self.udp.clone(),
+                    pm_view,
                 );
             let access = &self.shared.cfg.control_access;
             let allow = crate::allow_from::AllowFrom::new(access.allow_from.clone());

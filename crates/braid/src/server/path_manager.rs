@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::relay::BulkWatch;
 use crate::shutdown::Shutdown;
+use crate::status::model::PathManagerStatus;
 
 /// Bulk signals queued for the task; a full queue drops one (that connection keeps its joins
 /// as backups, which still carry it if its first subflow fails).
@@ -77,9 +78,50 @@ impl Handle {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The bytes after which a connection bonds.
-    pub fn bond_after(&self) -> u64 {
-        self.bond_after
+    /// What status shows.
+    pub fn status(&self) -> PathManagerStatus {
+        let s = self.stats();
+        PathManagerStatus {
+            active: true,
+            reason: format!(
+                "net.mptcp.path_manager = userspace while the relay runs: a connection's joined subflows are backups until it has moved {} KiB one way",
+                self.bond_after / 1024
+            ),
+            bond_after_bytes: Some(self.bond_after),
+            connections: s.connections as u64,
+            held_total: s.counts.held,
+            bonded_bulk_total: s.counts.bonded_bulk,
+            bonded_first_lost_total: s.counts.bonded_first_lost,
+            closed_over_limit_total: s.counts.closed_over_limit,
+            overruns_total: s.overruns,
+        }
+    }
+}
+
+/// What the status API reads of the path manager.
+#[derive(Clone, Debug)]
+pub enum View {
+    /// It runs.
+    On(Handle),
+    /// It does not, and why.
+    Off(PathManagerStatus),
+}
+
+impl View {
+    /// The status document's part.
+    pub fn status(&self) -> PathManagerStatus {
+        match self {
+            View::On(h) => h.status(),
+            View::Off(s) => s.clone(),
+        }
+    }
+}
+
+/// What status shows of a path manager that does not run, and why.
+pub fn inactive(reason: String) -> PathManagerStatus {
+    PathManagerStatus {
+        reason,
+        ..PathManagerStatus::default()
     }
 }
 

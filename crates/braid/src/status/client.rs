@@ -191,6 +191,9 @@ pub fn render_text(s: &Status) -> String {
     if let Some(p) = &s.warm_pool {
         o += &pool_line(p);
     }
+    if let Some(p) = &s.path_manager {
+        o += &path_manager_line(p);
+    }
     o += &format!("TCP memory: {}: {}\n", s.tcp_mem.state, s.tcp_mem.reason);
     if let Some(r) = &s.relay {
         o += &format!(
@@ -383,4 +386,21 @@ mod tests {
             "{t}"
         );
     }
+}
+
+/// The relay's path manager, one line.
+fn path_manager_line(p: &crate::status::model::PathManagerStatus) -> String {
+    if !p.active {
+        return format!("path manager: in-kernel ({})\n", p.reason);
+    }
+    format!(
+        "path manager: joins held until {} KiB one way; {} connection(s) followed, {} join(s) held, {} bonded as bulk, {} after losing their first subflow, {} join(s) over the limit closed, {} event overrun(s)\n",
+        p.bond_after_bytes.unwrap_or_default() / 1024,
+        p.connections,
+        p.held_total,
+        p.bonded_bulk_total,
+        p.bonded_first_lost_total,
+        p.closed_over_limit_total,
+        p.overruns_total
+    )
 }

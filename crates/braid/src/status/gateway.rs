@@ -260,6 +260,7 @@ impl StatusSource for GatewayStatus {
             tcp_mem: self.tcp_mem.latest(),
             udp: self.udp.get().map(|u| u.status()).unwrap_or_default(),
             warm_pool: self.dialer.pool().map(|p| p.stats()),
+            path_manager: None,
         }
     }
 }

@@ -155,6 +155,9 @@ pub fn render(s: &Status) -> String {
     if let Some(p) = &s.warm_pool {
         register_pool(&mut reg, p);
     }
+    if let Some(p) = &s.path_manager {
+        register_path_manager(&mut reg, p);
+    }
     reg.register(
         "braid_congestion_control",
         "1, labelled with the congestion control of the relay sockets",
@@ -171,6 +174,42 @@ pub fn render(s: &Status) -> String {
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
     out
+}
+
+/// The relay's path manager: what it held and released.
+fn register_path_manager(reg: &mut Registry, p: &crate::status::model::PathManagerStatus) {
+    let counter = |v: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        c
+    };
+    let active = Gauge::<i64>::default();
+    active.set(i64::from(p.active));
+    reg.register(
+        "braid_path_manager_active",
+        "1 while the relay holds joined subflows as backups until a connection is bulk",
+        active,
+    );
+    reg.register(
+        "braid_subflows_held",
+        "Joined subflows held as backups at their arrival",
+        counter(p.held_total),
+    );
+    reg.register(
+        "braid_connections_bonded_bulk",
+        "Connections whose joined subflows were released because they moved bond_after_kib",
+        counter(p.bonded_bulk_total),
+    );
+    reg.register(
+        "braid_connections_bonded_first_lost",
+        "Connections whose joined subflows were released because their first subflow closed",
+        counter(p.bonded_first_lost_total),
+    );
+    reg.register(
+        "braid_subflows_closed_over_limit",
+        "Joined subflows closed over the namespace's MPTCP subflow limit",
+        counter(p.closed_over_limit_total),
+    );
 }
 
 /// The gateway's warm pool: its sizes, what it served, and why connections left it unused.

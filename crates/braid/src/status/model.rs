@@ -67,6 +67,33 @@ pub struct Status {
     /// gateways answer).
     #[serde(default)]
     pub warm_pool: Option<braid_proto::pool::PoolStats>,
+    /// The relay's path manager (`bond_after_kib`; server only).
+    #[serde(default)]
+    pub path_manager: Option<PathManagerStatus>,
+}
+
+/// The relay's path manager: whether it runs, why, and what it did
+/// (`braid_proto::subflow_priority`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathManagerStatus {
+    /// Whether joined subflows are held as backups until a connection is bulk.
+    pub active: bool,
+    /// Why (or why not).
+    pub reason: String,
+    /// Bytes in one direction after which a connection bonds.
+    pub bond_after_bytes: Option<u64>,
+    /// Connections it follows now.
+    pub connections: u64,
+    /// Joins held as backups since the relay started.
+    pub held_total: u64,
+    /// Connections released because they moved `bond_after_bytes`.
+    pub bonded_bulk_total: u64,
+    /// Connections released because their first subflow closed.
+    pub bonded_first_lost_total: u64,
+    /// Joins closed over the namespace's subflow limit.
+    pub closed_over_limit_total: u64,
+    /// Times the kernel dropped events (every held join was released).
+    pub overruns_total: u64,
 }
 
 /// Where the TCP memory counter stands against `net.ipv4.tcp_mem`.

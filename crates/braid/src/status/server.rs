@@ -21,6 +21,7 @@ pub struct ServerStatus {
     kernel: String,
     tcp_mem: Arc<KernelWatch>,
     udp: Option<crate::server::UdpRelay>,
+    path_manager: crate::server::PathManagerView,
 }
 
 impl ServerStatus {
@@ -32,6 +33,7 @@ impl ServerStatus {
         tcp_mem: Arc<KernelWatch>,
         congestion: Congestion,
         udp: Option<crate::server::UdpRelay>,
+        path_manager: crate::server::PathManagerView,
     ) -> Arc<Self> {
         Arc::new(ServerStatus {
             registry,
@@ -43,6 +45,7 @@ impl ServerStatus {
             kernel: braid_sys::kernel::KernelRelease::running().release,
             tcp_mem,
             udp,
+            path_manager,
         })
     }
 }
@@ -83,6 +86,7 @@ impl StatusSource for ServerStatus {
             },
             tcp_mem: self.tcp_mem.latest(),
             udp: self.udp.as_ref().map(|u| u.status()).unwrap_or_default(),
+            path_manager: Some(self.path_manager.status()),
             ..Default::default()
         }
     }
