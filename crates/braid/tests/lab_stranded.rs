@@ -2,10 +2,14 @@
 //! gets a reset instead of hanging.
 //!
 //! The relay here accepts no joins (`ip mptcp limits set subflows 0` in its namespace), so each
-//! connection has only the subflow it started on. When that uplink goes down, braid withdraws
-//! its endpoint, the kernel closes the subflow, and the connection lives on with none, while
-//! the other uplink is up: nothing in the kernel will ever add one, not even when the uplink
-//! returns and the relay takes joins again (shown here). Without braid's rule
+//! connection has only the subflow it started on. It runs with the in-kernel path manager
+//! (`bond_after_kib = 0`), as a stock Shadowsocks server does: that one decides when a
+//! connection begins whether it will ever take a join. When the uplink goes down, braid
+//! withdraws its endpoint, the kernel closes the subflow, and the connection lives on with
+//! none, while the other uplink is up: nothing will ever add one, not even when the uplink
+//! returns and the relay's limit is raised (shown here). (braid's own path manager decides at
+//! each join, so with it such a connection does get its subflow back when the uplink returns
+//! at once.) Without braid's rule
 //! (`braid_proto::stranded`) the LAN client's read waits forever; with it the client is reset
 //! about a second after the subflow closed, and status and the log say why. A connection whose
 //! request never reached the relay (it drops every data packet to its port here) keeps its
@@ -24,30 +28,19 @@ use braid_lab::Role;
 use braid_proto::health::LinkState;
 use common::{shaped_uplinks, uplink, wait_status};
 
-/// The lab traffic server's echo op (`braid_lab::traffic::op::ECHO`).
-const ECHO: u8 = 3;
-
 /// The lab with `relay_setup` run in the relay's namespace before the server starts, the
 /// gateway up on both uplinks, and one LAN connection through the capture that has sent
 /// `hello` (an echo request); with the uplink name its only subflow rides and the other's.
 fn stranded_lab(prefix: &str, relay_setup: &[&str]) -> (Harness, TcpStream, String, String) {
     let mut h = Harness::new(prefix, shaped_uplinks(), common::exe()).expect("lab");
-    h.start_server("").expect("server");
+    h.start_server("bond_after_kib = 0").expect("server");
     h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"")
         .expect("gateway");
     h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
         .expect("uplinks up");
     h.lab.run(Role::Vps, relay_setup).expect("relay setup");
-    let target = Harness::traffic_target();
-    let mut lan = h
-        .lab
-        .in_netns(Role::Lan, || TcpStream::connect(&target))
-        .expect("entering lan")
-        .expect("connect through the capture");
-    let mut hello = vec![ECHO];
-    hello.extend_from_slice(&0u64.to_be_bytes());
-    hello.extend_from_slice(b"hello");
-    lan.write_all(&hello).expect("send");
+    let mut lan = common::open_echo(&h);
+    lan.write_all(b"hello").expect("send");
     let s = wait_status(
         &h,
         "the LAN connection listed with its subflow",
@@ -167,10 +160,11 @@ fn a_connection_left_without_a_subflow_is_reset_not_left_hanging() {
     expect_reset(&h, &mut lan, (&carrier, &other), false, LAST_SUBFLOW_CLOSED);
 }
 
-/// The kernel adds no subflow to a connection left with none, even when its uplink returns at
-/// once and the relay accepts joins again: that is why such a connection is given up after
-/// `LOST_GRACE` rather than waited for (`braid_proto::stranded`). Were the kernel to rescue
-/// it, the echo would come back instead of a reset.
+/// Against a relay whose in-kernel path manager refused joins when the connection began, no
+/// subflow is added to a connection left with none, even when its uplink returns at once and
+/// the relay's limit is raised: such a connection is given up after `LOST_GRACE` rather than
+/// waited for (`braid_proto::stranded`). Were it rescued, the echo would come back instead of
+/// a reset.
 #[test]
 fn a_connection_whose_last_subflow_closed_is_reset_even_when_its_uplink_returns() {
     if !braid_lab::root_tests_enabled("lab_stranded") {

@@ -18,8 +18,6 @@ use braid_lab::harness::Harness;
 use braid_lab::Role;
 use common::{shaped_uplinks, wait_status, wait_until};
 
-/// The lab traffic server's echo op (`braid_lab::traffic::op::ECHO`).
-const ECHO: u8 = 3;
 /// What the relay logs when it has switched its namespace's path manager.
 const SWITCHED: &str = "MPTCP path manager: net.mptcp.path_manager = userspace";
 
@@ -53,12 +51,10 @@ fn path_manager(h: &Harness) -> String {
         .to_owned()
 }
 
-#[test]
-fn a_short_transfer_stays_on_the_first_path_and_a_bulk_one_bonds() {
-    if !braid_lab::root_tests_enabled("lab_subflow_priority") {
-        return;
-    }
-    let mut h = Harness::new("bsp1", shaped_uplinks(), common::exe()).expect("lab");
+/// The lab with the relay's path manager on and the gateway up on both uplinks, and one LAN
+/// echo connection through the capture whose 5g join the relay holds as a backup.
+fn held_lab(prefix: &str) -> (Harness, TcpStream) {
+    let mut h = Harness::new(prefix, shaped_uplinks(), common::exe()).expect("lab");
     let mut log = h.log_cursor("server.log");
     h.start_server("").expect("server");
     log.wait_for(SWITCHED, Duration::from_secs(5))
@@ -68,17 +64,9 @@ fn a_short_transfer_stays_on_the_first_path_and_a_bulk_one_bonds() {
     h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
         .expect("uplinks up");
     let mut relay_log = h.log_cursor("server.log");
-    let target = Harness::traffic_target();
-    let mut lan = h
-        .lab
-        .in_netns(Role::Lan, || TcpStream::connect(&target))
-        .expect("entering lan")
-        .expect("connect through the capture");
+    let mut lan = common::open_echo(&h);
     lan.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-    let mut hello = vec![ECHO];
-    hello.extend_from_slice(&0u64.to_be_bytes());
-    lan.write_all(&hello).expect("request");
     echo(&mut lan, 5, 1);
     wait_status(
         &h,
@@ -90,6 +78,15 @@ fn a_short_transfer_stays_on_the_first_path_and_a_bulk_one_bonds() {
         .wait_for(": hold as backup", Duration::from_secs(5))
         .expect("the relay held the joined subflow as a backup");
 
+    (h, lan)
+}
+
+#[test]
+fn a_short_transfer_stays_on_the_first_path_and_a_bulk_one_bonds() {
+    if !braid_lab::root_tests_enabled("lab_subflow_priority") {
+        return;
+    }
+    let (mut h, mut lan) = held_lab("bsp1");
     // Short: 120 KiB each way, under bond_after_kib (128): the relay sends 5g almost nothing
     // (what 5g receives is at most ACKs for what the gateway sent before the relay's MP_PRIO
     // reached it).
@@ -198,4 +195,33 @@ fn the_relay_restores_the_path_manager_after_a_sigkill_at_its_next_stop() {
     h.stop_server().expect("server stops");
     assert_eq!(path_manager(&h), "kernel");
     assert!(!record.exists(), "the record outlived the restore");
+}
+
+/// A short transfer whose first path goes silent is carried by the held join once braid
+/// takes that uplink Down: the gateway withdraws the endpoint, its kernel tells the relay's
+/// (RM_ADDR over 5g), the relay closes the subflow, and the path manager releases the join.
+/// Without the release the relay would keep sending on the dead subflow until the kernel
+/// marked it stale after several retransmission timeouts.
+#[test]
+fn a_short_transfer_survives_its_first_path_going_silent() {
+    if !braid_lab::root_tests_enabled("lab_subflow_priority") {
+        return;
+    }
+    let (h, mut lan) = held_lab("bsp3");
+    let mut relay_log = h.log_cursor("server.log");
+    h.lab.set_uplink_blackhole("wifi", true).expect("blackhole");
+    let started = std::time::Instant::now();
+    echo(&mut lan, 64 * 1024, 4);
+    let took = started.elapsed();
+    eprintln!("64 KiB echo with wifi silent: {took:?}");
+    relay_log
+        .wait_for(": release", Duration::from_secs(5))
+        .expect("the relay released the held join");
+    let s = common::status(&h);
+    assert_eq!(
+        common::uplink(&s, "wifi").state,
+        braid_proto::health::LinkState::Down,
+        "the echo came back before wifi was Down: the test did not exercise the release"
+    );
+    h.lab.set_uplink_blackhole("wifi", false).expect("restore");
 }

@@ -280,6 +280,23 @@ pub async fn main(addr: SocketAddr, token: Option<String>, json: bool, watch: bo
     }
 }
 
+/// The relay's path manager, one line.
+fn path_manager_line(p: &crate::status::model::PathManagerStatus) -> String {
+    if !p.active {
+        return format!("path manager: in-kernel ({})\n", p.reason);
+    }
+    format!(
+        "path manager: joins held until {} KiB one way; {} connection(s) followed, {} join(s) held, {} bonded as bulk, {} after losing their first subflow, {} join(s) over the limit closed, {} event overrun(s)\n",
+        p.bond_after_bytes.unwrap_or_default() / 1024,
+        p.connections,
+        p.held_total,
+        p.bonded_bulk_total,
+        p.bonded_first_lost_total,
+        p.closed_over_limit_total,
+        p.overruns_total
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,21 +403,4 @@ mod tests {
             "{t}"
         );
     }
-}
-
-/// The relay's path manager, one line.
-fn path_manager_line(p: &crate::status::model::PathManagerStatus) -> String {
-    if !p.active {
-        return format!("path manager: in-kernel ({})\n", p.reason);
-    }
-    format!(
-        "path manager: joins held until {} KiB one way; {} connection(s) followed, {} join(s) held, {} bonded as bulk, {} after losing their first subflow, {} join(s) over the limit closed, {} event overrun(s)\n",
-        p.bond_after_bytes.unwrap_or_default() / 1024,
-        p.connections,
-        p.held_total,
-        p.bonded_bulk_total,
-        p.bonded_first_lost_total,
-        p.closed_over_limit_total,
-        p.overruns_total
-    )
 }

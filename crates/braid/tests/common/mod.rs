@@ -272,3 +272,20 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Opens a LAN connection through the capture to the lab traffic server and asks it to echo
+/// (`braid_lab::traffic::op::ECHO`, no argument): what is written from then on comes back.
+#[track_caller]
+pub fn open_echo(h: &Harness) -> std::net::TcpStream {
+    use std::io::Write;
+    let target = Harness::traffic_target();
+    let mut lan = h
+        .lab
+        .in_netns(Role::Lan, || std::net::TcpStream::connect(&target))
+        .expect("entering lan")
+        .expect("connect through the capture");
+    let mut request = vec![braid_lab::traffic::op::ECHO];
+    request.extend_from_slice(&0u64.to_be_bytes());
+    lan.write_all(&request).expect("echo request");
+    lan
+}
