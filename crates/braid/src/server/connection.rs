@@ -109,7 +109,14 @@ async fn serve(
         }
     };
     if let TargetAddr::Domain(host, port) = &target {
-        if host == CONTROL_HOST && *port == CONTROL_PORT {
+        let control = host == CONTROL_HOST && *port == CONTROL_PORT;
+        if control || host == braid_proto::udp::uot::MAGIC_HOST {
+            // A speed test must bond from its start; datagrams are no request and answer.
+            if let Some(pm) = shared.path_manager.get() {
+                pm.release(ss.get_ref());
+            }
+        }
+        if control {
             // Sampled at each request, because subflows join after the handshake.
             let socket = ss.get_ref().handle();
             let snapshot = move || report(&socket, peer, arrival.tfo);

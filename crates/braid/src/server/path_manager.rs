@@ -66,6 +66,15 @@ impl Handle {
         Some((info.token, BulkWatch::new(self.bond_after)))
     }
 
+    /// Lets every subflow of the connection on `stream` carry data from now on: for streams
+    /// that are not a relayed request and answer (control streams with their speed tests, UDP
+    /// over TCP), which the rule has no reason to hold.
+    pub fn release<S: AsFd>(&self, stream: &S) {
+        if let Ok(info) = braid_sys::mptcp::info::mptcp_info(stream) {
+            self.bulk(info.token);
+        }
+    }
+
     /// Connection `token` is bulk: its joined subflows carry data from now on.
     pub fn bulk(&self, token: u32) {
         if self.tx.try_send(token).is_err() {
