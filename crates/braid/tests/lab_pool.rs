@@ -579,36 +579,3 @@ fn pool_connections_the_relay_closed_while_the_gateway_was_frozen_are_never_used
         "the idle connections the relay closed were not seen as closed: {p:?}"
     );
 }
-
-/// Without `warm_pool` in its config the gateway pools against braid's relay only: against a
-/// stock server, which cannot park an idle connection, it opens none and says why.
-#[test]
-fn an_unset_warm_pool_stays_off_against_a_stock_server() {
-    if !braid_lab::root_tests_enabled("lab_pool") {
-        return;
-    }
-    let mut h = Harness::new("bpl4", shaped_uplinks(), common::exe()).expect("lab");
-    let (stop, server) = stock_server(&h, Duration::from_secs(3));
-    let mut log = h.log_cursor("gateway.log");
-    h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"")
-        .expect("gateway");
-    log.wait_for(
-        "warm pool off: the relay does not answer braid's control request",
-        Duration::from_secs(15),
-    )
-    .expect("the pool to stand down against the stock server");
-    let done = Arc::new(AtomicBool::new(true));
-    let out = echo_waves(&h, 1, Duration::from_millis(100), 20, done);
-    assert!(
-        out.wrong.is_empty() && out.failed.is_empty() && out.hung.is_empty(),
-        "wrong: {:?}\nfailed: {:?}\nhung: {:?}",
-        out.wrong,
-        out.failed,
-        out.hung
-    );
-    let p = pool(&common::status(&h)).clone();
-    assert_eq!((p.idle, p.hits), (0, 0), "{p:?}");
-    h.stop_gateway().expect("stop gateway");
-    let _ = stop.send(());
-    server.join().expect("stock server thread");
-}

@@ -34,7 +34,8 @@ use common::{shaped_uplinks, uplink, wait_status};
 fn stranded_lab(prefix: &str, relay_setup: &[&str]) -> (Harness, TcpStream, String, String) {
     let mut h = Harness::new(prefix, shaped_uplinks(), common::exe()).expect("lab");
     h.start_server("bond_after_kib = 0").expect("server");
-    h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"")
+    // Fresh connections: each starts on one subflow (the warm pool's are covered in lab_pool).
+    h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"\nwarm_pool = \"off\"")
         .expect("gateway");
     h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
         .expect("uplinks up");

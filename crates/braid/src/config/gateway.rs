@@ -102,9 +102,6 @@ pub struct GatewayConfig {
     pub udp: Option<super::udp::GatewayUdp>,
     /// The warm pool of relay connections (`warm_pool`).
     pub warm_pool: braid_proto::pool::Mode,
-    /// `warm_pool` was not set: the pool runs (`auto`) against braid's relay only, never
-    /// against a stock Shadowsocks server, which cannot park an idle connection.
-    pub warm_pool_braid_relay_only: bool,
     /// The handshake timeout assumed of a relay that does not say its own
     /// (`relay_handshake_timeout_secs`; braid's relay says it over the control channel).
     pub relay_handshake_timeout: Duration,
@@ -614,7 +611,6 @@ impl GatewayConfig {
             state_dir: parse_state_dir(&d.state_dir)?,
             udp,
             warm_pool: super::warm_pool::parse_mode(d.warm_pool.as_ref())?,
-            warm_pool_braid_relay_only: d.warm_pool.is_none(),
             relay_handshake_timeout: super::warm_pool::parse_assumed_timeout(
                 d.relay_handshake_timeout_secs,
             )?,

@@ -254,7 +254,6 @@ async fn run_recorded(
     dialer.attach_pool(pool::WarmPool::new(
         cfg.warm_pool,
         cfg.relay_handshake_timeout,
-        cfg.warm_pool_braid_relay_only,
     ));
     let mut early = tfo::decide(cfg.fast_open, &facts);
     if early.is_none() && cfg.fast_open == FastOpen::On {

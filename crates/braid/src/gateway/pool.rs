@@ -93,22 +93,18 @@ pub struct WarmPool {
     /// The relay has answered the control request, or proven a stock server: whether to park
     /// is known, and connections may be opened.
     relay_known: AtomicBool,
-    /// Open nothing against a stock server (`warm_pool` not set).
-    braid_relay_only: bool,
 }
 
 impl WarmPool {
     /// A pool in `mode` (`warm_pool`), assuming a relay that does not say otherwise closes
-    /// idle connections after `assumed_timeout` (`relay_handshake_timeout_secs`); with
-    /// `braid_relay_only` it opens nothing unless the relay is braid's.
-    pub fn new(mode: Mode, assumed_timeout: Duration, braid_relay_only: bool) -> Arc<WarmPool> {
+    /// idle connections after `assumed_timeout` (`relay_handshake_timeout_secs`).
+    pub fn new(mode: Mode, assumed_timeout: Duration) -> Arc<WarmPool> {
         Arc::new(WarmPool {
             core: Mutex::new(Pool::new(mode, assumed_timeout)),
             refill: Notify::new(),
             epoch: Instant::now(),
             view: Mutex::new(None),
             relay_known: AtomicBool::new(false),
-            braid_relay_only,
         })
     }
 
@@ -348,10 +344,6 @@ async fn learn_relay(pool: Arc<WarmPool>, dialer: Arc<Dialer>) {
                 ASK_RELAY_EVERY
             }
             None if dialer.connect_raw(false).await.is_ok() => {
-                if pool.braid_relay_only {
-                    info!("warm pool off: the relay does not answer braid's control request (a stock Shadowsocks server or an older braid), which cannot park an idle connection; set warm_pool = \"auto\" to keep idle connections to it anyway");
-                    return;
-                }
                 debug!("warm pool: the relay does not state its handshake timeout (a stock server or an older braid); keeping the assumed one, idle connections send nothing");
                 pool.relay_is_known();
                 return;
@@ -523,11 +515,7 @@ mod tests {
 
     /// A pool holding `streams` as idle connections, as `run` would after their connects.
     fn pool_of(streams: Vec<TcpStream>) -> Arc<WarmPool> {
-        let pool = WarmPool::new(
-            Mode::Fixed(streams.len() as u32),
-            Duration::from_secs(15),
-            false,
-        );
+        let pool = WarmPool::new(Mode::Fixed(streams.len() as u32), Duration::from_secs(15));
         let now = pool.now();
         let mut core = pool.core();
         assert_eq!(core.to_open(now) as usize, streams.len());

@@ -145,10 +145,7 @@ pub fn not_live(a: &GatewayConfig, b: &GatewayConfig) -> Vec<&'static str> {
         "udp / udp_uplink / udp_*_timeout_secs / udp_max_sessions",
         a.udp != b.udp,
     );
-    differ(
-        "warm_pool",
-        a.warm_pool != b.warm_pool || a.warm_pool_braid_relay_only != b.warm_pool_braid_relay_only,
-    );
+    differ("warm_pool", a.warm_pool != b.warm_pool);
     differ(
         "relay_handshake_timeout_secs",
         a.relay_handshake_timeout != b.relay_handshake_timeout,
