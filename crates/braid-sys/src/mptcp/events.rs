@@ -11,7 +11,11 @@
 //! must hold a [`PmEvents`] for as long as it wants joins accepted.
 //!
 //! Events are never lost silently: an overrun of the socket's queue is returned as
-//! [`PmEvent::Overrun`], after re-subscribing on a fresh socket. The kernel sends nothing
+//! [`PmEvent::Overrun`], after re-subscribing on a fresh socket. As with the rtnetlink monitor,
+//! the connection task drains the socket into an unbounded queue whenever the runtime polls
+//! it, so the queue grows while the caller does not call [`PmEvents::next`]: the caller must
+//! keep up (the relay's path manager does a table update and at most one netlink command per
+//! event). The kernel sends nothing
 //! while no socket listens, so events from before [`PmEvents::subscribe`] are not replayed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -388,6 +388,37 @@ mod tests {
     }
 
     #[test]
+    fn text_says_what_the_relay_path_manager_did_or_why_it_is_off() {
+        let on = Status {
+            path_manager: Some(crate::status::model::PathManagerStatus {
+                active: true,
+                bond_after_bytes: Some(128 * 1024),
+                connections: 3,
+                held_total: 7,
+                bonded_bulk_total: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = render_text(&on);
+        assert!(
+            t.contains("path manager: joins held until 128 KiB one way; 3 connection(s) followed, 7 join(s) held, 2 bonded as bulk"),
+            "{t}"
+        );
+        let off = Status {
+            path_manager: Some(crate::server::path_manager::inactive(
+                "bond_after_kib = 0".into(),
+            )),
+            ..Default::default()
+        };
+        assert!(
+            render_text(&off).contains("path manager: in-kernel (bond_after_kib = 0)"),
+            "{}",
+            render_text(&off)
+        );
+    }
+
+    #[test]
     fn text_names_the_congestion_control_and_why() {
         let s = Status {
             congestion: crate::status::model::Congestion {

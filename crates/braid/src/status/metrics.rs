@@ -446,6 +446,32 @@ mod tests {
     }
 
     #[test]
+    fn the_relay_path_manager_is_counted_when_it_reports() {
+        let s = Status {
+            path_manager: Some(crate::status::model::PathManagerStatus {
+                active: true,
+                held_total: 5,
+                bonded_bulk_total: 2,
+                bonded_first_lost_total: 1,
+                closed_over_limit_total: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = render(&s);
+        for m in [
+            "braid_path_manager_active 1",
+            "braid_subflows_held_total 5",
+            "braid_connections_bonded_bulk_total 2",
+            "braid_connections_bonded_first_lost_total 1",
+            "braid_subflows_closed_over_limit_total 3",
+        ] {
+            assert!(t.contains(m), "missing {m}:\n{t}");
+        }
+        assert!(!render(&Status::default()).contains("braid_path_manager"));
+    }
+
+    #[test]
     fn tunnelled_uplink_is_one_and_a_direct_one_zero() {
         let up = |name: &str, path: &str| UplinkStatus {
             name: name.into(),
