@@ -189,6 +189,7 @@ mod tests {
             "handshake_timeout_secs",
             "tunnel_port",
             "tunnel_net",
+            "bond_after_kib",
         ];
         let gateway = [
             "server",

@@ -346,6 +346,27 @@ mod tests {
     }
 
     #[test]
+    fn bond_after_kib_defaults_to_128_zero_is_off_and_a_huge_one_is_refused() {
+        let base = format!(
+            "listen = \"0.0.0.0:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        assert_eq!(load(&base).unwrap().bond_after, Some(128 * 1024));
+        assert_eq!(
+            load(&format!("{base}bond_after_kib = 0\n"))
+                .unwrap()
+                .bond_after,
+            None
+        );
+        let e = load(&format!("{base}bond_after_kib = 2000000\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`bond_after_kib`") && e.contains("2000000") && e.contains("fix:"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = load(&format!(
             "listen = \"0.0.0.0:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
