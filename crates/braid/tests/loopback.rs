@@ -43,7 +43,7 @@ async fn start_server(key: &str) -> (SocketAddr, braid::shutdown::Trigger, JoinH
     // Its salt file goes to a folder of this test's own, not /run/braid.
     let state_dir = std::env::temp_dir().join(format!("braid-loopback-{}", std::process::id()));
     let toml = format!(
-        "listen = \"127.0.0.1:0\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{key}\"\nallow_destinations = [\"127.0.0.1/32\"]\ncontrol = \"off\"\nstate_dir = \"{}\"\n",
+        "listen = \"127.0.0.1:0\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{key}\"\nallow_destinations = [\"127.0.0.1/32\"]\ncontrol = \"off\"\nbond_after_kib = 0\nstate_dir = \"{}\"\n",
         state_dir.display()
     );
     let cfg = ServerConfig::from_toml(Path::new("server.toml"), &toml).expect("server.toml");

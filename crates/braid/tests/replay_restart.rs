@@ -36,7 +36,7 @@ struct Relay {
 
 async fn start_relay(key: &str, state_dir: &Path) -> Relay {
     let toml = format!(
-        "listen = \"127.0.0.1:0\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{key}\"\nallow_destinations = [\"127.0.0.1/32\"]\ncontrol = \"off\"\nstate_dir = \"{}\"\n",
+        "listen = \"127.0.0.1:0\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{key}\"\nallow_destinations = [\"127.0.0.1/32\"]\ncontrol = \"off\"\nbond_after_kib = 0\nstate_dir = \"{}\"\n",
         state_dir.display()
     );
     let cfg = ServerConfig::from_toml(Path::new("server.toml"), &toml).expect("server.toml");

@@ -150,6 +150,14 @@ impl Running {
     /// Puts the old path manager back, then stops listening (joins of connections still open
     /// are refused from then on).
     pub fn stop(self) {
+        drop(self)
+    }
+}
+
+/// Also when the relay's task is dropped without a stop (its runtime shut down): the namespace
+/// gets its path manager back whenever this process can still write it.
+impl Drop for Running {
+    fn drop(&mut self) {
         self.switched.restore();
         self.task.abort();
     }
@@ -365,10 +373,12 @@ impl Switched {
         })
     }
 
-    fn restore(&self) {
+    /// Puts the old value back once; later calls do nothing.
+    fn restore(&mut self) {
         if !self.owned {
             return;
         }
+        self.owned = false;
         match self.procfs.set_sysctl(self.key, &self.original) {
             Ok(()) => {
                 let _ = std::fs::remove_file(&self.state_file);
@@ -428,8 +438,8 @@ mod tests {
         assert_eq!(read(&p), "userspace");
         assert_eq!(std::fs::read_to_string(&state).unwrap().trim(), "kernel");
         // Killed here: the next start finds userspace, and the record.
-        drop(s);
-        let again = Switched::to_userspace(&p, state.clone()).unwrap();
+        std::mem::forget(s);
+        let mut again = Switched::to_userspace(&p, state.clone()).unwrap();
         assert!(again.owned);
         assert_eq!(again.original, "kernel");
         again.restore();
@@ -440,7 +450,7 @@ mod tests {
     #[test]
     fn userspace_chosen_by_someone_else_is_left_alone() {
         let (dir, p) = procfs("userspace");
-        let s = Switched::to_userspace(&p, dir.path().join("x")).unwrap();
+        let mut s = Switched::to_userspace(&p, dir.path().join("x")).unwrap();
         assert!(!s.owned);
         assert!(!dir.path().join("x").exists());
         s.restore();
