@@ -57,38 +57,32 @@ pub enum End {
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
-    bulk: Option<Arc<BulkWatch>>,
+    bulk: Option<BulkWatch>,
 }
 
-/// Fires once either direction of a relay has read [`BulkWatch::after`] bytes: the relay's
-/// path manager lets a connection bond only then (`braid_proto::subflow_priority`).
-#[derive(Debug)]
+/// Calls its action once either direction of a relay has read `after` bytes: the relay's path
+/// manager lets a connection bond only then (`braid_proto::subflow_priority`).
 pub struct BulkWatch {
     after: u64,
     fired: std::sync::atomic::AtomicBool,
-    notify: tokio::sync::Notify,
+    action: Box<dyn Fn() + Send + Sync>,
 }
 
 impl BulkWatch {
-    /// A watch for `after` bytes in one direction.
-    pub fn new(after: u64) -> Arc<BulkWatch> {
-        Arc::new(BulkWatch {
+    /// A watch that runs `action` (which must not block: it runs inside a read) once after
+    /// `after` bytes in one direction.
+    pub fn new(after: u64, action: impl Fn() + Send + Sync + 'static) -> BulkWatch {
+        BulkWatch {
             after,
             fired: std::sync::atomic::AtomicBool::new(false),
-            notify: tokio::sync::Notify::new(),
-        })
+            action: Box::new(action),
+        }
     }
 
     fn moved(&self, total: u64) {
         if total >= self.after && !self.fired.swap(true, Ordering::Relaxed) {
-            // notify_one keeps a permit, so a waiter that comes later still wakes.
-            self.notify.notify_one();
+            (self.action)();
         }
-    }
-
-    /// Returns once the relay has moved the bytes (at once if it already has).
-    pub async fn reached(&self) {
-        self.notify.notified().await
     }
 }
 
@@ -204,7 +198,7 @@ pub async fn relay_watched<A, B, F>(
     b: &mut B,
     idle: Duration,
     stop: F,
-    bulk: Option<Arc<BulkWatch>>,
+    bulk: Option<BulkWatch>,
 ) -> (Moved, End)
 where
     A: AsyncRead + AsyncWrite + Unpin,

@@ -260,31 +260,15 @@ async fn relay_to(
     let mut most = arrival.first.subflows();
     let idle = shared.cfg.idle_timeout;
     // The path manager keeps joins as backups until the connection is bulk.
-    let pm = shared.path_manager.get();
-    let watch = pm.and_then(|pm| pm.watch(&socket));
+    let bulk = shared.path_manager.get().and_then(|pm| pm.watch(&socket));
     let (moved, end) = {
-        let bulk = watch.as_ref().map(|(_, w)| w.clone());
         let pump = relay::relay_watched(&mut ss, &mut upstream, idle, std::future::pending(), bulk);
         tokio::pin!(pump);
         let mut tick = tokio::time::interval(SUBFLOW_SAMPLE);
-        let mut told = watch.is_none();
-        let reached = async {
-            match &watch {
-                Some((_, w)) => w.reached().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(reached);
         loop {
             tokio::select! {
                 r = &mut pump => break r,
                 _ = tick.tick() => most = most.max(mptcp_state(&socket).subflows()),
-                _ = &mut reached, if !told => {
-                    told = true;
-                    if let (Some(pm), Some((token, _))) = (pm, &watch) {
-                        pm.bulk(*token);
-                    }
-                }
             }
         }
     };

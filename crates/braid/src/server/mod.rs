@@ -285,25 +285,16 @@ impl Server {
         shutdown: &Shutdown,
     ) -> (Option<path_manager::Running>, PathManagerView) {
         let cfg = &self.shared.cfg;
+        let off = |why: String| (None, PathManagerView::Off(path_manager::inactive(why)));
         let Some(after) = cfg.bond_after else {
-            return (None, PathManagerView::Off(path_manager::inactive("bond_after_kib = 0: every subflow carries data from its start (the in-kernel path manager)".into())));
+            return off("bond_after_kib = 0: every subflow carries data from its start (the in-kernel path manager)".into());
         };
         if !cfg.mptcp {
-            return (
-                None,
-                PathManagerView::Off(path_manager::inactive("mptcp = false".into())),
-            );
+            return off("mptcp = false".into());
         }
         let port = match self.listener.local_addr() {
             Ok(a) => a.port(),
-            Err(e) => {
-                return (
-                    None,
-                    PathManagerView::Off(path_manager::inactive(format!(
-                        "the relay's port is unknown ({e})"
-                    ))),
-                )
-            }
+            Err(e) => return off(format!("the relay's port is unknown ({e})")),
         };
         match path_manager::start(after, vec![port], &cfg.state_dir, shutdown.clone()).await {
             Ok(running) => {
@@ -313,7 +304,7 @@ impl Server {
             }
             Err(why) => {
                 warn!("{why}; every subflow of a connection carries data from its start (set bond_after_kib = 0 to silence this)");
-                (None, PathManagerView::Off(path_manager::inactive(why)))
+                off(why)
             }
         }
     }

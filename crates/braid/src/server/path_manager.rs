@@ -59,11 +59,12 @@ pub struct Stats {
 }
 
 impl Handle {
-    /// A watch that tells the path manager when the connection on `stream` is bulk, with the
-    /// connection's token; `None` for a connection that is not MPTCP.
-    pub fn watch<S: AsFd>(&self, stream: &S) -> Option<(u32, Arc<BulkWatch>)> {
-        let info = braid_sys::mptcp::info::mptcp_info(stream).ok()?;
-        Some((info.token, BulkWatch::new(self.bond_after)))
+    /// A watch that tells the path manager when the connection on `stream` is bulk; `None` for
+    /// a connection that is not MPTCP.
+    pub fn watch<S: AsFd>(&self, stream: &S) -> Option<BulkWatch> {
+        let token = braid_sys::mptcp::info::mptcp_info(stream).ok()?.token;
+        let handle = self.clone();
+        Some(BulkWatch::new(self.bond_after, move || handle.bulk(token)))
     }
 
     /// Lets every subflow of the connection on `stream` carry data from now on: for streams
