@@ -118,6 +118,9 @@ pub enum Discard {
     Closed,
     /// One of its subflows rode an uplink that is no longer carrying traffic.
     UplinkDown,
+    /// A path strips MPTCP: it fell back to plain TCP though the relay speaks MPTCP, or a
+    /// subflow rides an uplink's direct path found hostile (its subflows use the tunnel now).
+    Stripped,
     /// The pool no longer wants it (turned off, suspended or full).
     Unwanted,
 }
@@ -133,6 +136,10 @@ pub enum Review {
     Closed,
     /// A subflow rides an uplink that went Down (or an address the uplink no longer has).
     UplinkDown,
+    /// It fell back to plain TCP though the relay speaks MPTCP, or a subflow rides a direct
+    /// path found to strip MPTCP: a LAN connection on it would not bond, or would lose that
+    /// subflow (or, fallen back after its handshake, be reset by the relay) at its first data.
+    Stripped,
 }
 
 /// Counters and sizes, for status and metrics.
@@ -162,6 +169,10 @@ pub struct PoolStats {
     pub closed_by_relay: u64,
     /// Dropped because an uplink they used went Down.
     pub dropped_uplink_down: u64,
+    /// Dropped because a path stripped MPTCP (fell back though the relay speaks MPTCP, or a
+    /// subflow rode a direct path found hostile).
+    #[serde(default)]
+    pub dropped_stripped: u64,
     /// How long an idle connection is kept (ms); `None` while the pool is suspended or off.
     pub lifetime_ms: Option<u64>,
     /// The relay's handshake timeout the lifetime comes from (ms).
@@ -212,6 +223,7 @@ struct Counters {
     retired: u64,
     closed: u64,
     uplink_down: u64,
+    stripped: u64,
 }
 
 /// What [`Pool::take`] found.
@@ -234,6 +246,10 @@ pub struct Pool<T> {
     opening: u32,
     rate: Rate,
     failures: u32,
+    /// Reviews that dropped entries as [`Review::Stripped`] in a row, with no warm one: a path
+    /// that keeps stripping (tunnels off, or a relay that stopped speaking MPTCP) must not make
+    /// the pool reopen four times a second for ever.
+    stripped_streak: u32,
     retry_at: Duration,
     counts: Counters,
 }
@@ -252,6 +268,7 @@ impl<T> Pool<T> {
             opening: 0,
             rate: Rate::default(),
             failures: 0,
+            stripped_streak: 0,
             retry_at: Duration::ZERO,
             counts: Counters::default(),
         }
@@ -410,12 +427,14 @@ impl<T> Pool<T> {
     ) -> (Vec<(T, Discard)>, Option<Duration>) {
         let mut out = Vec::new();
         let mut learned = None;
+        let (mut warm, mut stripped) = (false, false);
         let mut keep = VecDeque::with_capacity(self.idle.len());
         for mut e in self.idle.drain(..) {
             let age = now.saturating_sub(e.opened);
             match check(&mut e.item, age) {
                 Review::Warm => {
                     e.warm = true;
+                    warm = true;
                     keep.push_back(e);
                 }
                 Review::Joining => keep.push_back(e),
@@ -432,9 +451,28 @@ impl<T> Pool<T> {
                     self.retry_at = self.retry_at.max(now + DOWN_REOPEN_GAP);
                     out.push((e.item, Discard::UplinkDown));
                 }
+                Review::Stripped => {
+                    self.counts.stripped += 1;
+                    stripped = true;
+                    out.push((e.item, Discard::Stripped));
+                }
             }
         }
         self.idle = keep;
+        // The source may not have moved to the tunnel yet, or never will: the pause for a Down
+        // uplink, doubling with each review that strips again without a warm entry.
+        self.stripped_streak = match (stripped, warm) {
+            (true, true) => 1,
+            (true, false) => self.stripped_streak.saturating_add(1),
+            (false, true) => 0,
+            (false, false) => self.stripped_streak,
+        };
+        if stripped {
+            let gap = DOWN_REOPEN_GAP
+                .saturating_mul(1u32 << (self.stripped_streak - 1).min(7))
+                .min(MAX_BACKOFF);
+            self.retry_at = self.retry_at.max(now + gap);
+        }
         if let Some(age) = learned {
             self.timeout = age;
             self.source = TimeoutSource::Learned;
@@ -508,6 +546,7 @@ impl<T> Pool<T> {
             retired: c.retired,
             closed_by_relay: c.closed,
             dropped_uplink_down: c.uplink_down,
+            dropped_stripped: c.stripped,
             lifetime_ms: lifetime
                 .filter(|_| self.mode != Mode::Off)
                 .map(|l| l.as_millis() as u64),
@@ -705,6 +744,48 @@ mod tests {
         assert_eq!(p.next_deadline(s(0.5)), Some(s(0.75)));
         assert_eq!(p.to_open(s(0.75)), 1);
         assert_eq!(p.stats(s(0.5)).dropped_uplink_down, 1);
+    }
+
+    #[test]
+    fn entry_on_a_stripped_path_is_never_taken_and_its_replacement_waits() {
+        let mut p: Pool<u32> = Pool::new(Mode::Fixed(2), DEFAULT_ASSUMED_TIMEOUT);
+        let mut next = 0;
+        fill(&mut p, s(0.0), &mut next);
+        let (gone, _) = p.review(s(0.5), |_, _| Review::Stripped);
+        assert_eq!(gone, vec![(0, Discard::Stripped), (1, Discard::Stripped)]);
+        assert_eq!(
+            p.take(s(0.5), |_| true).item,
+            None,
+            "nothing left to hand out"
+        );
+        assert_eq!(p.to_open(s(0.5)), 0, "a wrong source would spin");
+        assert_eq!(p.to_open(s(0.75)), 2);
+        let st = p.stats(s(0.75));
+        assert_eq!((st.dropped_stripped, st.dropped_uplink_down), (2, 0));
+    }
+
+    #[test]
+    fn entries_stripped_again_and_again_reopen_ever_later_until_one_is_warm() {
+        let mut p: Pool<u32> = Pool::new(Mode::Fixed(1), DEFAULT_ASSUMED_TIMEOUT);
+        let mut next = 0;
+        let mut now = 0.0;
+        let mut gaps = Vec::new();
+        for _ in 0..10 {
+            fill(&mut p, s(now), &mut next);
+            let _ = p.review(s(now), |_, _| Review::Stripped);
+            let at = p.next_deadline(s(now)).expect("a reopen is due");
+            gaps.push((at - s(now)).as_millis());
+            now = at.as_secs_f64();
+        }
+        assert_eq!(
+            gaps,
+            vec![250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        // A warm entry ends the streak: the next stripped one waits the short gap again.
+        fill(&mut p, s(now), &mut next);
+        let _ = p.review(s(now), |_, _| Review::Warm);
+        let _ = p.review(s(now), |_, _| Review::Stripped);
+        assert_eq!(p.next_deadline(s(now)), Some(s(now + 0.25)));
     }
 
     #[test]

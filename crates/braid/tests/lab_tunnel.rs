@@ -227,7 +227,14 @@ fn stripped_first_path_starts_new_connections_through_its_tunnel() {
     if !braid_lab::root_tests_enabled("stripped_wifi") {
         return;
     }
-    let h = lab("btn2", ["", ""], "tunnel_retry_secs = 30");
+    // The warm pool (on by default, named here so that this stays covered) holds idle
+    // connections opened before the strip, and opens new ones that fall back idle after it:
+    // they must count as evidence, and none may be handed out to break.
+    let h = lab(
+        "btn2",
+        ["", ""],
+        "tunnel_retry_secs = 30\nwarm_pool = \"auto\"",
+    );
     h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
         .expect("uplinks up");
     let first = common::start_bonded_stream(&h, 14);

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use braid_proto::health::LinkState;
 use braid_proto::pool::{Discard, Mode, Pool, PoolStats, RelayLimits, Review};
+use braid_proto::tunnel::Path;
 use braid_sys::keepalive::Liveness;
 use braid_sys::mptcp::info::{established_subflow_addrs, mptcp_state, subflow_addrs, MptcpState};
 use tokio::net::TcpStream;
@@ -40,10 +41,14 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::dialer::{source_of, Dialer, RelayStream};
-use super::uplink::ManagerView;
+use super::uplink::{ManagerView, UplinkView};
 
 /// How often idle connections are looked at (closed by the relay, subflows joined).
 const REVIEW_EVERY: Duration = Duration::from_millis(250);
+/// At most this many fell-back sources wait for the uplink manager (one per uplink is enough).
+const MAX_FELL_BACK_SOURCES: usize = 16;
+/// What [`Pool::review`] returns: the entries let go, and a relay timeout learned.
+type Reviewed = (Vec<(Idle, Discard)>, Option<Duration>);
 /// Keepalive while a connection waits for its other subflows (see the module documentation).
 const WARMING: Liveness = Liveness {
     idle: Duration::from_secs(1),
@@ -93,6 +98,14 @@ pub struct WarmPool {
     /// The relay has answered the control request, or proven a stock server: whether to park
     /// is known, and connections may be opened.
     relay_known: AtomicBool,
+    /// The local addresses of idle connections that fell back to plain TCP, until the uplink
+    /// manager collects them as evidence of a path that strips MPTCP (`tunnel::evidence`):
+    /// the pool's connections carry no LAN traffic, so nothing else would notice them.
+    fell_back: Mutex<Vec<IpAddr>>,
+    /// An idle connection was MPTCP: the relay speaks it, so one that falls back met a path
+    /// that strips it, and is not handed out. (Against a relay without MPTCP every connection
+    /// falls back, and is as good as a fresh one.)
+    relay_mptcp: AtomicBool,
 }
 
 impl WarmPool {
@@ -105,6 +118,8 @@ impl WarmPool {
             epoch: Instant::now(),
             view: Mutex::new(None),
             relay_known: AtomicBool::new(false),
+            fell_back: Mutex::new(Vec::new()),
+            relay_mptcp: AtomicBool::new(false),
         })
     }
 
@@ -130,7 +145,7 @@ impl WarmPool {
         let (gone, taken) = {
             let mut core = self.core();
             // Warm as of now: only a connection with a subflow on every Up uplink is bonded.
-            let gone = uplinks.map(|u| core.review(now, |i, _age| review(i, &u)).0);
+            let gone = uplinks.map(|u| self.review_all(&mut core, now, &u).0);
             (gone, core.take(now, |i| still_open(i.conn.socket())))
         };
         self.refill.notify_one();
@@ -145,6 +160,34 @@ impl WarmPool {
             restore_keepalive(idle.conn.socket());
         }
         Some(idle.conn)
+    }
+
+    /// The local addresses of idle connections found fallen back to plain TCP since the last
+    /// call (each once): evidence that the path of the uplink with that address strips MPTCP.
+    pub fn take_fell_back_sources(&self) -> Vec<IpAddr> {
+        std::mem::take(&mut *self.fell_back.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs [`review`] on every idle connection, keeping the sources of those that fell back.
+    fn review_all(&self, core: &mut Pool<Idle>, now: Duration, uplinks: &UplinkAddrs) -> Reviewed {
+        let mut seen = Seen {
+            relay_mptcp: self.relay_mptcp.load(Ordering::Relaxed),
+            fell_back: Vec::new(),
+        };
+        let r = core.review(now, |i, _age| review(i, uplinks, &mut seen));
+        if seen.relay_mptcp {
+            self.relay_mptcp.store(true, Ordering::Relaxed);
+        }
+        if !seen.fell_back.is_empty() {
+            let mut sources = self.fell_back.lock().unwrap_or_else(|p| p.into_inner());
+            for ip in seen.fell_back {
+                // A handful of uplinks: the list stays tiny even if nobody collects it.
+                if !sources.contains(&ip) && sources.len() < MAX_FELL_BACK_SOURCES {
+                    sources.push(ip);
+                }
+            }
+        }
+        r
     }
 
     /// Sizes and counters, for status and metrics.
@@ -209,7 +252,7 @@ impl WarmPool {
         let (aged, (gone, learned), lifetime) = {
             let mut core = self.core();
             let aged = core.expire(now);
-            let reviewed = core.review(now, |i, _age| review(i, &uplinks));
+            let reviewed = self.review_all(&mut core, now, &uplinks);
             (aged, reviewed, core.lifetime())
         };
         for (idle, why) in aged.into_iter().chain(gone) {
@@ -366,7 +409,8 @@ fn still_open(stream: &TcpStream) -> bool {
 
 /// The uplinks' addresses by state, from the manager's view.
 struct UplinkAddrs {
-    /// Up: a warm connection has a subflow from each.
+    /// Up: a warm connection has a subflow from each (the tunnel's address for an uplink whose
+    /// path is tunnelled, none for one left out).
     up: Vec<IpAddr>,
     /// Down: a connection with a subflow from one is dropped. (Recovering, the state every
     /// uplink starts in, is not Down: the kernel's choice of source may well be such an uplink
@@ -376,15 +420,24 @@ struct UplinkAddrs {
     configured: bool,
     /// Up or Suspect: the uplinks that have an MPTCP endpoint in the plan.
     usable: Vec<IpAddr>,
+    /// The own addresses of uplinks whose direct path strips MPTCP (tunnelled or left out): a
+    /// subflow from one, joined before that was found, loses its MPTCP options on the way.
+    hostile: Vec<IpAddr>,
 }
 
 impl UplinkAddrs {
     fn of(view: &ManagerView) -> UplinkAddrs {
+        // Where an uplink's subflows come from on its current path.
+        let source = |u: &UplinkView| match u.path.path {
+            Path::Direct => u.addr,
+            Path::Tunnel => u.path.tunnel.as_ref().map(|(_, a)| *a),
+            Path::Out => None,
+        };
         let with = |state: LinkState| {
             view.uplinks
                 .iter()
                 .filter(|u| u.state == state)
-                .filter_map(|u| u.addr)
+                .filter_map(source)
                 .collect::<Vec<_>>()
         };
         let up = with(LinkState::Up);
@@ -392,7 +445,18 @@ impl UplinkAddrs {
             configured: !view.uplinks.is_empty(),
             usable: [up.clone(), with(LinkState::Suspect)].concat(),
             up,
-            down: with(LinkState::Down),
+            down: view
+                .uplinks
+                .iter()
+                .filter(|u| u.state == LinkState::Down)
+                .flat_map(UplinkView::subflow_sources)
+                .collect(),
+            hostile: view
+                .uplinks
+                .iter()
+                .filter(|u| u.path.path != Path::Direct)
+                .filter_map(|u| u.addr)
+                .collect(),
         }
     }
 
@@ -402,9 +466,18 @@ impl UplinkAddrs {
     }
 }
 
-/// Looks at one idle connection: closed, on a Down uplink, warm or still joining. Restores the
-/// usual keepalive once it is warm.
-fn review(idle: &mut Idle, uplinks: &UplinkAddrs) -> Review {
+/// What reviews learn across idle connections.
+struct Seen {
+    /// A connection was MPTCP (in), or is (out).
+    relay_mptcp: bool,
+    /// The sources of connections that fell back to plain TCP.
+    fell_back: Vec<IpAddr>,
+}
+
+/// Looks at one idle connection: closed, on a Down uplink or a stripping path, warm or still
+/// joining; notes in `seen` whether it is MPTCP, or fell back though it asked for MPTCP.
+/// Restores the usual keepalive once it is warm.
+fn review(idle: &mut Idle, uplinks: &UplinkAddrs, seen: &mut Seen) -> Review {
     let socket = idle.conn.socket();
     if !still_open(socket) {
         return Review::Closed;
@@ -415,7 +488,22 @@ fn review(idle: &mut Idle, uplinks: &UplinkAddrs) -> Review {
     if all.iter().any(|a| uplinks.down.contains(a)) {
         return Review::UplinkDown;
     }
+    if all.iter().any(|a| uplinks.hostile.contains(a)) {
+        return Review::Stripped;
+    }
     let (state, locals) = subflow_locals(socket);
+    match state {
+        MptcpState::Fallback => {
+            seen.fell_back.extend(locals.first().copied());
+            // Also what a connection becomes when a path starts stripping after its handshake
+            // (its parked request lost its mapping): the relay resets those at their first data.
+            if seen.relay_mptcp {
+                return Review::Stripped;
+            }
+        }
+        MptcpState::Mptcp { .. } => seen.relay_mptcp = true,
+        MptcpState::Tcp => {}
+    }
     // An established subflow from an address no usable uplink has: its uplink went Down and
     // lost its address with the link (so the Down list above cannot name it), or is recovering
     // from that. The subflow is likely dead, and a LAN connection on it waits for the kernel's
@@ -497,6 +585,7 @@ fn discard_reason(d: Discard) -> &'static str {
         Discard::Aged => "unused at its lifetime, before the relay's handshake timeout",
         Discard::Closed => "the relay closed it first",
         Discard::UplinkDown => "one of its subflows rode an uplink that went Down",
+        Discard::Stripped => "it fell back to plain TCP though the relay speaks MPTCP, or a subflow rode a direct path found to strip MPTCP",
         Discard::Unwanted => "the pool no longer wants it",
     }
 }
@@ -564,10 +653,11 @@ mod tests {
             down: vec![],
             configured: false,
             usable: vec![],
+            hostile: vec![],
         };
         // The RST may take a moment to arrive on loopback.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while review(&mut idle, &none) != Review::Closed {
+        while review(&mut idle, &none, &mut seen()) != Review::Closed {
             assert!(Instant::now() < deadline, "reset not seen");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -586,24 +676,115 @@ mod tests {
             down: vec![lo],
             configured: true,
             usable: vec![],
+            hostile: vec![],
         };
-        assert_eq!(review(&mut idle, &down), Review::UplinkDown);
+        assert_eq!(review(&mut idle, &down, &mut seen()), Review::UplinkDown);
         // Its uplink lost its address with the link: no Down uplink names it, no Up one has it.
         let gone = UplinkAddrs {
             up: vec!["10.2.0.1".parse().unwrap()],
             down: vec![],
             configured: true,
             usable: vec!["10.2.0.1".parse().unwrap()],
+            hostile: vec![],
         };
-        assert_eq!(review(&mut idle, &gone), Review::UplinkDown);
+        assert_eq!(review(&mut idle, &gone, &mut seen()), Review::UplinkDown);
         let up = UplinkAddrs {
             up: vec![lo, "10.2.0.1".parse().unwrap()],
             down: vec![],
             configured: true,
             usable: vec![lo, "10.2.0.1".parse().unwrap()],
+            hostile: vec![],
         };
         // Plain TCP cannot join other uplinks: it is as warm as it gets.
-        assert_eq!(review(&mut idle, &up), Review::Warm);
+        let mut s = seen();
+        assert_eq!(review(&mut idle, &up, &mut s), Review::Warm);
         assert!(!idle.warming, "the usual keepalive is back");
+        assert!(s.fell_back.is_empty(), "plain TCP by choice is no evidence");
+    }
+
+    fn seen() -> Seen {
+        Seen {
+            relay_mptcp: false,
+            fell_back: vec![],
+        }
+    }
+
+    /// An MPTCP connection to a plain TCP listener on loopback: it falls back, as one whose
+    /// path strips the MP_CAPABLE option does.
+    async fn fallen_back() -> (TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = l.local_addr().unwrap();
+        let (sock, _, why) = braid_sys::socket::stream_socket(&to, true).unwrap();
+        assert!(why.is_none(), "this kernel has no MPTCP: {why:?}");
+        let c = tokio::net::TcpSocket::from_std_stream(sock.into())
+            .connect(to)
+            .await
+            .unwrap();
+        let (relay_side, _) = l.accept().unwrap();
+        (c, relay_side)
+    }
+
+    #[tokio::test]
+    async fn fallen_back_connection_is_evidence_and_dropped_once_the_relay_proved_mptcp() {
+        let (c, _relay_side) = fallen_back().await;
+        assert_eq!(mptcp_state(&c), MptcpState::Fallback);
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut idle = Idle {
+            conn: Pooled::Raw(c),
+            warming: false,
+        };
+        let mut uplinks = UplinkAddrs {
+            up: vec![lo],
+            down: vec![],
+            configured: true,
+            usable: vec![lo],
+            hostile: vec![],
+        };
+        // No connection was MPTCP yet (a relay without MPTCP, or a path stripping since the
+        // start): as good as a fresh connect on that path, kept, and its source is the uplink
+        // manager's evidence.
+        let mut s = seen();
+        assert_eq!(review(&mut idle, &uplinks, &mut s), Review::Warm);
+        assert_eq!((s.fell_back, s.relay_mptcp), (vec![lo], false));
+        // Once another was MPTCP, a fallback means a stripping path: never handed out.
+        let mut s = Seen {
+            relay_mptcp: true,
+            fell_back: vec![],
+        };
+        assert_eq!(review(&mut idle, &uplinks, &mut s), Review::Stripped);
+        assert_eq!(s.fell_back, vec![lo]);
+        // And once the uplink's direct path is found to strip MPTCP, it goes in any case.
+        uplinks.hostile = vec![lo];
+        assert_eq!(review(&mut idle, &uplinks, &mut seen()), Review::Stripped);
+    }
+
+    #[tokio::test]
+    async fn pool_hands_the_fallen_back_source_to_the_manager_once() {
+        let (c, _relay_side) = fallen_back().await;
+        let pool = WarmPool::new(Mode::Fixed(1), Duration::from_secs(15));
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        {
+            let mut core = pool.core();
+            let now = pool.now();
+            assert_eq!(core.to_open(now), 1);
+            let idle = Idle {
+                conn: Pooled::Raw(c),
+                warming: false,
+            };
+            assert!(core.opened(now, idle).is_none());
+            let uplinks = UplinkAddrs {
+                up: vec![lo],
+                down: vec![],
+                configured: true,
+                usable: vec![lo],
+                hostile: vec![],
+            };
+            for _ in 0..3 {
+                let (gone, _) = pool.review_all(&mut core, now, &uplinks);
+                assert!(gone.is_empty());
+            }
+        }
+        assert_eq!(pool.take_fell_back_sources(), vec![lo]);
+        assert!(pool.take_fell_back_sources().is_empty());
     }
 }

@@ -254,6 +254,7 @@ fn register_pool(reg: &mut Registry, p: &braid_proto::pool::PoolStats) {
         ("aged", p.retired),
         ("closed_by_relay", p.closed_by_relay),
         ("uplink_down", p.dropped_uplink_down),
+        ("stripped", p.dropped_stripped),
     ] {
         discarded
             .get_or_create(&ReasonLabel {
@@ -426,6 +427,7 @@ mod tests {
                 hits: 9,
                 misses: 4,
                 retired: 3,
+                dropped_stripped: 2,
                 ..Default::default()
             }),
             ..Default::default()
@@ -439,6 +441,7 @@ mod tests {
             "braid_warm_pool_misses_total 4",
             "braid_warm_pool_discarded_total{reason=\"aged\"} 3",
             "braid_warm_pool_discarded_total{reason=\"uplink_down\"} 0",
+            "braid_warm_pool_discarded_total{reason=\"stripped\"} 2",
         ] {
             assert!(t.contains(m), "missing {m}:\n{t}");
         }

@@ -476,6 +476,13 @@ impl Manager<'_> {
                 })
                 .collect();
             let mut suspects = crate::tunnel::evidence::suspects(self.registry, &direct);
+            // Idle warm-pool connections carry no LAN traffic and are not in the registry: the
+            // pool names the sources of those that fell back to plain TCP.
+            if let Some(pool) = self.dialer.pool() {
+                for src in pool.take_fell_back_sources() {
+                    suspects.extend(direct.iter().filter(|(_, a)| *a == src).map(|(i, _)| *i));
+                }
+            }
             // The kernel's counters say something went wrong, not where: check every direct one.
             let trouble = braid_sys::sysctl::Procfs::default()
                 .file("net/netstat")
