@@ -246,6 +246,14 @@ fn stripped_first_path_starts_new_connections_through_its_tunnel() {
     log.wait_for("uplink wifi: MPTCP does not pass its path", SWITCH_LIMIT)
         .expect("the evidence, logged");
     wait_tunnel_up(&h, "wifi", SWITCH_LIMIT);
+    // The pool's idle connections are warm again, with wifi's subflow from its tunnel (those
+    // with one on wifi's direct path are gone).
+    wait_status(
+        &h,
+        "a warm pooled connection through wifi's tunnel",
+        SWITCH_LIMIT,
+        |s| s.warm_pool.as_ref().is_some_and(|p| p.warm >= 1),
+    );
     // A new connection starts on wifi's tunnel and bonds over both uplinks.
     let after = stream(&h, 6);
     let s = wait_status(
