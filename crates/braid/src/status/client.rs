@@ -245,8 +245,24 @@ fn pool_line(p: &braid_proto::pool::PoolStats) -> String {
     } else {
         ""
     };
+    // Why connections left unused, the unusual reasons first; only those that happened.
+    let dropped: Vec<String> = [
+        (p.dropped_stripped, "on a path stripping MPTCP"),
+        (p.dropped_uplink_down, "on a Down uplink"),
+        (p.closed_by_relay, "closed by the relay"),
+        (p.retired, "aged"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, why)| format!("{n} {why}"))
+    .collect();
+    let dropped = if dropped.is_empty() {
+        String::new()
+    } else {
+        format!("; dropped unused: {}", dropped.join(", "))
+    };
     format!(
-        "warm pool: {} idle ({} warm{parked}) of {} wanted; {} hits, {} misses; {}\n",
+        "warm pool: {} idle ({} warm{parked}) of {} wanted; {} hits, {} misses{dropped}; {}\n",
         p.idle, p.warm, p.target, p.hits, p.misses, p.reason
     )
 }
@@ -385,6 +401,23 @@ mod tests {
             "{t}"
         );
         assert!(!render_text(&Status::default()).contains("warm pool"));
+        let s = Status {
+            warm_pool: Some(braid_proto::pool::PoolStats {
+                hits: 1,
+                retired: 4,
+                dropped_stripped: 2,
+                reason: "idle".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = render_text(&s);
+        assert!(
+            t.contains(
+                "1 hits, 0 misses; dropped unused: 2 on a path stripping MPTCP, 4 aged; idle"
+            ),
+            "{t}"
+        );
     }
 
     #[test]
