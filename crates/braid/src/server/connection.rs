@@ -211,7 +211,9 @@ async fn authenticate(
             return Ok(target);
         }
         parked.store(true, Ordering::Relaxed);
-        ss.second_stage().await
+        let target = ss.second_stage().await?;
+        grow_parked_rcvbuf(ss.get_ref());
+        Ok(target)
     };
     let deadline = tokio::time::Instant::from_std(started + timeout);
     let why = tokio::select! {
@@ -232,6 +234,21 @@ async fn authenticate(
         info!("rejected {peer}: {why}{held}");
     }
     None
+}
+
+/// Receive buffer of a parked connection once its target arrives. The kernel never autotuned
+/// such a connection's buffer on Linux 6.18 (its subflows kept `rcv_space` 14480 and a window
+/// under 100 kB through a bulk upload, `ss -tin` in the relay's namespace, while a fresh
+/// connection's grew to 2 MiB): uploads on the warm pool's connections ran at half the speed of
+/// fresh ones in the unshaped lab. Grown without locking it, so autotuning may still go on
+/// (`braid_sys::rcvbuf`); the gateway does the same for the download side
+/// (`gateway::dialer`).
+const PARKED_RCVBUF: usize = 2 << 20;
+
+fn grow_parked_rcvbuf<S: std::os::fd::AsFd>(sock: &S) {
+    if let Err(e) = braid_sys::rcvbuf::grow(sock, PARKED_RCVBUF) {
+        debug!("a parked connection's receive buffer: {e}");
+    }
 }
 
 /// Relays an authenticated connection to `target`, listed in status while it lasts.
