@@ -227,7 +227,7 @@ fn stripped_first_path_starts_new_connections_through_its_tunnel() {
     if !braid_lab::root_tests_enabled("stripped_wifi") {
         return;
     }
-    // The warm pool (on by default, named here so that this stays covered) holds idle
+    // The warm pool (named here, so that this stays covered whatever the default) holds idle
     // connections opened before the strip, and opens new ones that fall back idle after it:
     // they must count as evidence, and none may be handed out to break.
     let h = lab(

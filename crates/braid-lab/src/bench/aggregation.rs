@@ -100,7 +100,7 @@ pub fn aggregation(args: &AggregationArgs, exe: &Path) -> Result<String, Harness
     );
     h.stop_gateway()?;
     eprintln!("shaped lab: time to first byte…");
-    // Fresh connections for the first-byte rows: the warm pool (on by default) would answer
+    // Fresh connections for the first-byte rows whatever the default: the warm pool would answer
     // from connections opened ahead, which `bench/fetch.sh` measures on its own.
     let mut run = h.log_cursor("gateway.log");
     h.start_gateway(&["wifi", "5g"], "fast_open = \"auto\"\nwarm_pool = \"off\"")?;

@@ -111,7 +111,7 @@ fn gateway_status(h: &Harness) -> Result<serde_json::Value, HarnessError> {
 }
 
 /// Waits until the gateway's pool holds a warm connection (the pool fills in the background).
-fn wait_warm(h: &Harness) -> Result<(), HarnessError> {
+pub(super) fn wait_warm(h: &Harness) -> Result<(), HarnessError> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = gateway_status(h)?;

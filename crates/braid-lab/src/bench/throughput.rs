@@ -75,6 +75,9 @@ enum Stack {
     /// braid's default BBR, which paces every packet with a timer when no fq qdisc does it; the
     /// other stacks use the host's default (printed with the table).
     BraidCubic,
+    /// braid with `warm_pool = "auto"`: each transfer on a pooled connection, parked on the relay
+    /// and bonded before use.
+    BraidPool,
     SsRust,
     /// The traffic tool in gw over an MPTCP socket: no proxy, no crypto.
     Raw,
@@ -85,6 +88,7 @@ impl Stack {
         match self {
             Stack::Braid => "**braid** (capture)",
             Stack::BraidCubic => "braid, congestion = \"cubic\" (capture)",
+            Stack::BraidPool => "braid, warm_pool = \"auto\" (capture, pooled connections)",
             Stack::SsRust => "shadowsocks-rust 1.25 (capture)",
             Stack::Raw => "raw kernel MPTCP, no proxy",
         }
@@ -230,19 +234,26 @@ fn phase(
     let secs = plan.secs;
     let mem_before = tcp_mem_pages();
     let (down, up) = match stack {
-        Stack::Braid | Stack::BraidCubic => {
-            let cc = if stack == Stack::BraidCubic {
-                "congestion = \"cubic\""
-            } else {
-                ""
+        Stack::Braid | Stack::BraidCubic | Stack::BraidPool => {
+            let (server, gateway) = match stack {
+                Stack::BraidCubic => ("congestion = \"cubic\"", "congestion = \"cubic\""),
+                Stack::BraidPool => ("", "warm_pool = \"auto\""),
+                _ => ("", ""),
             };
             clear_kernel_policy(&h.lab)?;
-            h.start_server(cc)?;
-            h.start_gateway(&["wifi", "5g"], cc)?;
+            h.start_server(server)?;
+            h.start_gateway(&["wifi", "5g"], gateway)?;
             let pids = h.daemon_pids();
+            let pooled = stack == Stack::BraidPool;
+            if pooled {
+                super::fetch::wait_warm(h)?;
+            }
             let d = costed(&pids, secs, || {
                 super::aggregation::get(h, Role::Lan, &[], secs)
             })?;
+            if pooled {
+                super::fetch::wait_warm(h)?;
+            }
             let u = costed(&pids, secs, || {
                 super::aggregation::put(h, Role::Lan, &[], secs)
             })?;
@@ -297,7 +308,12 @@ fn rounds(
     if !offloads {
         offloads_off(&h.lab)?;
     }
-    let mut stacks = vec![Stack::Braid, Stack::Raw, Stack::BraidCubic];
+    let mut stacks = vec![
+        Stack::Braid,
+        Stack::Raw,
+        Stack::BraidCubic,
+        Stack::BraidPool,
+    ];
     if plan.ssrust.is_some() {
         stacks.insert(1, Stack::SsRust);
     }
@@ -387,7 +403,13 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
     let gbit = |c: Costed| Some(format!("{:.2}", c.mbit / 1000.0));
     let cpu = |c: Costed| c.cpu_per_gbit.map(|v| format!("{v:.2}"));
     let machine = |c: Costed| c.machine_per_gbit.map(|v| format!("{v:.2}"));
-    for stack in [Stack::Raw, Stack::SsRust, Stack::Braid, Stack::BraidCubic] {
+    for stack in [
+        Stack::Raw,
+        Stack::SsRust,
+        Stack::Braid,
+        Stack::BraidCubic,
+        Stack::BraidPool,
+    ] {
         if !phases.iter().any(|p| p.stack == stack) {
             continue;
         }
@@ -411,6 +433,7 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
             Stack::SsRust,
             "braid with cubic / shadowsocks-rust",
         ),
+        (Stack::BraidPool, Stack::Braid, "braid pooled / braid fresh"),
     ] {
         let ratio = |down: bool| {
             let mut v = Vec::new();
@@ -451,6 +474,7 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
                 match p.stack {
                     Stack::Braid => "braid",
                     Stack::BraidCubic => "braid (cubic)",
+                    Stack::BraidPool => "braid (pool)",
                     Stack::SsRust => "shadowsocks-rust",
                     Stack::Raw => "raw",
                 },
