@@ -105,7 +105,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-md="### Bulk after idle: one connection, 100 bytes, then idle, then ${SECS} s of bulk (one veth pair, offloads off; ${ROUNDS} round(s))
+md="### Bulk after idle: one connection, 100 bytes, then idle, then ${SECS} s of bulk (two veth pairs, offloads off; ${ROUNDS} round(s))
 
 | transport (mptcp-2: a second subflow joins) | idle before the bulk | Gbit/s per round | receiver's SO_RCVBUF at the end, per round |
 |---|---|---|---|
