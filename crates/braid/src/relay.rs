@@ -34,6 +34,18 @@ pub const BUFFER: usize = 0xFFFF;
 /// after 37 ms, of a 100-byte one after 11 ms). Small first chunks fit the first flights.
 pub const FIRST_READ: usize = 8 * 1024;
 
+/// The receive buffer given to a relay connection that sat idle after its first bytes (a warm
+/// pool's, on both ends), where the kernel's autotuning lags (see the callers).
+pub const IDLED_RCVBUF: usize = 2 << 20;
+
+/// Grows the receive buffer of `sock`, `what` in the debug line if the kernel refuses, to
+/// [`IDLED_RCVBUF`] without locking it, so autotuning goes on (`braid_sys::rcvbuf`).
+pub fn grow_idled_rcvbuf<S: std::os::fd::AsFd>(sock: &S, what: &str) {
+    if let Err(e) = braid_sys::rcvbuf::grow(sock, IDLED_RCVBUF) {
+        tracing::debug!("{what}: growing the receive buffer: {e}");
+    }
+}
+
 /// Bytes moved by a finished relay.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Moved {

@@ -405,17 +405,12 @@ async fn read_first<L: AsyncRead + Unpin>(lan: &mut L, buf: &mut [u8]) -> io::Re
     }
 }
 
-/// Receive buffer of a pooled connection when a LAN connection takes it. Its subflows are all
-/// joined, so the relay's scheduler spreads the answer over every uplink from the first packet
-/// and the slower uplink's part arrives late; with the kernel's starting buffer (and a window
-/// that grows once per round trip of the *slowest* subflow) the faster uplink stalls behind it.
-/// The buffer is grown without locking it, so autotuning goes on (`braid_sys::rcvbuf`).
-/// Measured (bench/fetch.sh, pool on): 1 MB 277 → 223 ms, 100 kB 95 → 67 ms; fresh connections
-/// gained nothing (their other subflows join later), so only taken ones are grown.
-const POOLED_RCVBUF: usize = 2 << 20;
-
+/// A pooled connection's receive buffer, grown when a LAN connection takes it. Its subflows are
+/// all joined, so the relay's scheduler spreads the answer over every uplink from the first
+/// packet and the slower uplink's part arrives late; with the kernel's starting buffer (and a
+/// window that grows once per round trip of the *slowest* subflow) the faster uplink stalls
+/// behind it. Measured (bench/fetch.sh, pool on): 1 MB 277 → 223 ms, 100 kB 95 → 67 ms; fresh
+/// connections gained nothing (their other subflows join later), so only taken ones are grown.
 fn grow_rcvbuf<S: std::os::fd::AsFd>(sock: &S) {
-    if let Err(e) = braid_sys::rcvbuf::grow(sock, POOLED_RCVBUF) {
-        tracing::debug!("warm pool: growing the receive buffer: {e}");
-    }
+    crate::relay::grow_idled_rcvbuf(sock, "warm pool: a taken connection");
 }

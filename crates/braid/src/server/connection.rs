@@ -236,19 +236,13 @@ async fn authenticate(
     None
 }
 
-/// Receive buffer of a parked connection once its target arrives. The kernel never autotuned
-/// such a connection's buffer on Linux 6.18 (its subflows kept `rcv_space` 14480 and a window
-/// under 100 kB through a bulk upload, `ss -tin` in the relay's namespace, while a fresh
-/// connection's grew to 2 MiB): uploads on the warm pool's connections ran at half the speed of
-/// fresh ones in the unshaped lab. Grown without locking it, so autotuning may still go on
-/// (`braid_sys::rcvbuf`); the gateway does the same for the download side
-/// (`gateway::dialer`).
-const PARKED_RCVBUF: usize = 2 << 20;
-
+/// A parked connection's receive buffer, grown once its target arrives. The kernel had not
+/// autotuned it during a bulk upload on Linux 6.18 (its subflows kept `rcv_space` 14480 and a
+/// window under 100 kB, `ss -tinm` in the relay's namespace, where a fresh connection's buffer
+/// grew to 32 MiB). Growing it gave the gateway a 4 MB window; pooled uploads stayed slower than
+/// fresh ones all the same (docs/BENCHMARKS.md, "Unshaped throughput with the warm pool").
 fn grow_parked_rcvbuf<S: std::os::fd::AsFd>(sock: &S) {
-    if let Err(e) = braid_sys::rcvbuf::grow(sock, PARKED_RCVBUF) {
-        debug!("a parked connection's receive buffer: {e}");
-    }
+    crate::relay::grow_idled_rcvbuf(sock, "a parked connection");
 }
 
 /// Relays an authenticated connection to `target`, listed in status while it lasts.
