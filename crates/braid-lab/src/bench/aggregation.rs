@@ -253,6 +253,8 @@ pub fn aggregation(args: &AggregationArgs, exe: &Path) -> Result<String, Harness
             rounds: args.rounds,
             ssrust: args.ssrust.clone(),
             offloads_on: args.offloads_on,
+            shaped: false,
+            only: Vec::new(),
         },
     )?;
     Ok(md)

@@ -13,6 +13,14 @@
 //!   [`RUNAWAY_PAGES`] stops the run: what follows would be poisoned.
 //! - `--offloads-on` measures once more in a fresh lab with offloads on (separately, never
 //!   mixed with the figures above), under the same guard. Only on a machine you can reboot.
+//! - Every transfer also records what MPTCP did to it (`MPTcpExtMPTCPRetrans` in the sender's
+//!   namespace: data re-sent on another subflow after the connection-level timeout;
+//!   `MPTcpExtDuplicateData` in the receiver's: the copies that arrived twice). A phase far
+//!   below its neighbours with many of them stalled on the connection level, not on CPU.
+//!
+//! `--shaped` runs the same phases on the demo's shaped uplinks (a household's rates, where the
+//! CPU is not the limit), and `--only` picks stacks, for a focused comparison such as pooled
+//! against fresh connections.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -39,6 +47,12 @@ pub struct ThroughputArgs {
     /// for the whole machine on Linux 6.18: only where a reboot is fine).
     #[arg(long)]
     pub offloads_on: bool,
+    /// Run on the demo's shaped uplinks (wifi 40 Mbit/s 10 ms, 5g 20 Mbit/s 40 ms) instead.
+    #[arg(long)]
+    pub shaped: bool,
+    /// Measure only these stacks (repeat the option); all of them when absent.
+    #[arg(long, value_enum)]
+    pub only: Vec<Stack>,
 }
 
 /// Runs `braid lab bench throughput` and returns Markdown.
@@ -50,6 +64,8 @@ pub fn throughput(args: &ThroughputArgs, exe: &Path) -> Result<String, HarnessEr
             rounds: args.rounds,
             ssrust: args.ssrust.clone(),
             offloads_on: args.offloads_on,
+            shaped: args.shaped,
+            only: args.only.clone(),
         },
     )
 }
@@ -65,29 +81,49 @@ pub struct ThroughputPlan {
     pub ssrust: Option<std::path::PathBuf>,
     /// Also measure in a fresh lab with segmentation offloads on.
     pub offloads_on: bool,
+    /// On the demo's shaped uplinks, not unshaped ones.
+    pub shaped: bool,
+    /// The stacks measured; every one when empty.
+    pub only: Vec<Stack>,
 }
 
 /// The stacks measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stack {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stack {
+    /// braid with its defaults but the warm pool: fresh connections, as the other stacks have.
     Braid,
     /// braid with `congestion = "cubic"`: a loss-based algorithm that does not pace, beside
     /// braid's default BBR, which paces every packet with a timer when no fq qdisc does it; the
     /// other stacks use the host's default (printed with the table).
+    #[value(name = "cubic")]
     BraidCubic,
     /// braid with `warm_pool = "auto"`: each transfer on a pooled connection, parked on the relay
     /// and bonded before use.
+    #[value(name = "pool")]
     BraidPool,
+    /// shadowsocks-rust's sslocal and ssserver over kernel MPTCP.
+    #[value(name = "ssrust")]
     SsRust,
     /// The traffic tool in gw over an MPTCP socket: no proxy, no crypto.
     Raw,
 }
 
 impl Stack {
+    /// How the per-phase lines name it.
+    fn short(self) -> &'static str {
+        match self {
+            Stack::Braid => "braid",
+            Stack::BraidCubic => "braid (cubic)",
+            Stack::BraidPool => "braid (pool)",
+            Stack::SsRust => "shadowsocks-rust",
+            Stack::Raw => "raw",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
-            Stack::Braid => "**braid** (capture)",
-            Stack::BraidCubic => "braid, congestion = \"cubic\" (capture)",
+            Stack::Braid => "**braid**, warm_pool = \"off\" (capture, fresh connections)",
+            Stack::BraidCubic => "braid, congestion = \"cubic\", warm_pool = \"off\" (capture)",
             Stack::BraidPool => "braid, warm_pool = \"auto\" (capture, pooled connections)",
             Stack::SsRust => "shadowsocks-rust 1.25 (capture)",
             Stack::Raw => "raw kernel MPTCP, no proxy",
@@ -104,6 +140,48 @@ struct Costed {
     mbit: f64,
     cpu_per_gbit: Option<f64>,
     machine_per_gbit: Option<f64>,
+    mptcp: Option<Reinjections>,
+}
+
+/// What MPTCP re-sent during one transfer: connection-level retransmissions by the sender, and
+/// the duplicates the receiver dropped.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reinjections {
+    resent: u64,
+    duplicates: u64,
+}
+
+/// Which namespace sends a transfer's bulk and which receives it.
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    /// The relay (vps) sends to the gateway (gw).
+    Down,
+    /// The gateway sends to the relay.
+    Up,
+}
+
+impl Direction {
+    fn sender_receiver(self) -> (Role, Role) {
+        match self {
+            Direction::Down => (Role::Vps, Role::Gw),
+            Direction::Up => (Role::Gw, Role::Vps),
+        }
+    }
+}
+
+/// One counter of `role`'s namespace (`nstat` name), `None` where the kernel has no such line.
+fn net_counter(lab: &Lab, role: Role, name: &str) -> Option<u64> {
+    let text = lab.run(role, &["cat", "/proc/net/netstat"]).ok()?;
+    braid_sys::sysctl::find_counter(&text, name)
+}
+
+/// The counters behind [`Reinjections`], read now.
+fn reinjection_counters(lab: &Lab, dir: Direction) -> Option<Reinjections> {
+    let (sender, receiver) = dir.sender_receiver();
+    Some(Reinjections {
+        resent: net_counter(lab, sender, "MPTcpExtMPTCPRetrans")?,
+        duplicates: net_counter(lab, receiver, "MPTcpExtDuplicateData")?,
+    })
 }
 
 /// One phase: a stack's download and upload, and the TCP memory counter around them.
@@ -163,21 +241,30 @@ pub fn tcp_mem_pages() -> Option<u64> {
     braid_sys::tcp_mem::read(&braid_sys::sysctl::Procfs::default()).pages
 }
 
-/// Runs `transfer` (Mbit/s over `secs`) and charges it the CPU of `pids` (none: not costed).
+/// Runs `transfer` (Mbit/s over `secs`) in direction `dir`, charges it the CPU of `pids`
+/// (none: not costed) and notes what MPTCP re-sent meanwhile.
 fn costed(
+    h: &Harness,
+    dir: Direction,
     pids: &[u32],
     secs: u64,
-    transfer: impl FnOnce() -> Result<f64, HarnessError>,
+    transfer: impl FnOnce(&Harness) -> Result<f64, HarnessError>,
 ) -> Result<Costed, HarnessError> {
+    let r0 = reinjection_counters(&h.lab, dir);
     let (c0, m0) = (cpu_secs(pids), machine_cpu_secs());
-    let mbit = transfer()?;
+    let mbit = transfer(h)?;
     let cpu = cpu_secs(pids) - c0;
     let machine = machine_cpu_secs().zip(m0).map(|(m1, m0)| m1 - m0);
+    let r1 = reinjection_counters(&h.lab, dir);
     let gbits = mbit / 1000.0 * secs as f64;
     Ok(Costed {
         mbit,
         cpu_per_gbit: (!pids.is_empty() && gbits > 0.0).then(|| cpu / gbits),
         machine_per_gbit: machine.filter(|_| gbits > 0.0).map(|m| m / gbits),
+        mptcp: r0.zip(r1).map(|(a, b)| Reinjections {
+            resent: b.resent.saturating_sub(a.resent),
+            duplicates: b.duplicates.saturating_sub(a.duplicates),
+        }),
     })
 }
 
@@ -236,9 +323,12 @@ fn phase(
     let (down, up) = match stack {
         Stack::Braid | Stack::BraidCubic | Stack::BraidPool => {
             let (server, gateway) = match stack {
-                Stack::BraidCubic => ("congestion = \"cubic\"", "congestion = \"cubic\""),
+                Stack::BraidCubic => (
+                    "congestion = \"cubic\"",
+                    "congestion = \"cubic\"\nwarm_pool = \"off\"",
+                ),
                 Stack::BraidPool => ("", "warm_pool = \"auto\""),
-                _ => ("", ""),
+                _ => ("", "warm_pool = \"off\""),
             };
             clear_kernel_policy(&h.lab)?;
             h.start_server(server)?;
@@ -248,13 +338,13 @@ fn phase(
             if pooled {
                 super::fetch::wait_warm(h)?;
             }
-            let d = costed(&pids, secs, || {
+            let d = costed(h, Direction::Down, &pids, secs, |h| {
                 super::aggregation::get(h, Role::Lan, &[], secs)
             })?;
             if pooled {
                 super::fetch::wait_warm(h)?;
             }
-            let u = costed(&pids, secs, || {
+            let u = costed(h, Direction::Up, &pids, secs, |h| {
                 super::aggregation::put(h, Role::Lan, &[], secs)
             })?;
             h.stop_gateway()?;
@@ -269,10 +359,10 @@ fn phase(
             h.lab.kernel_mptcp_policy()?;
             let s = super::ssrust::SsRust::start(h, dir)?;
             let pids = s.pids();
-            let d = costed(&pids, secs, || {
+            let d = costed(h, Direction::Down, &pids, secs, |h| {
                 super::aggregation::get(h, Role::Lan, &[], secs)
             });
-            let u = costed(&pids, secs, || {
+            let u = costed(h, Direction::Up, &pids, secs, |h| {
                 super::aggregation::put(h, Role::Lan, &[], secs)
             });
             s.stop(h);
@@ -281,8 +371,12 @@ fn phase(
         Stack::Raw => {
             h.lab.kernel_mptcp_policy()?;
             let m = ["--mptcp"];
-            let d = costed(&[], secs, || super::aggregation::get(h, Role::Gw, &m, secs))?;
-            let u = costed(&[], secs, || super::aggregation::put(h, Role::Gw, &m, secs))?;
+            let d = costed(h, Direction::Down, &[], secs, |h| {
+                super::aggregation::get(h, Role::Gw, &m, secs)
+            })?;
+            let u = costed(h, Direction::Up, &[], secs, |h| {
+                super::aggregation::put(h, Role::Gw, &m, secs)
+            })?;
             (d, u)
         }
     };
@@ -303,7 +397,11 @@ fn rounds(
     plan: &ThroughputPlan,
     offloads: bool,
 ) -> Result<(Vec<Phase>, Option<String>), HarnessError> {
-    let uplinks = vec![UplinkSpec::new("wifi"), UplinkSpec::new("5g")];
+    let uplinks = if plan.shaped {
+        crate::demo::demo_uplinks()
+    } else {
+        vec![UplinkSpec::new("wifi"), UplinkSpec::new("5g")]
+    };
     let mut h = Harness::new(if offloads { "bago" } else { "bagu" }, uplinks, exe)?;
     if !offloads {
         offloads_off(&h.lab)?;
@@ -317,6 +415,9 @@ fn rounds(
     if plan.ssrust.is_some() {
         stacks.insert(1, Stack::SsRust);
     }
+    if !plan.only.is_empty() {
+        stacks.retain(|s| plan.only.contains(s));
+    }
     let rounds = if offloads { 1 } else { plan.rounds.max(1) };
     let mut phases = Vec::new();
     for r in 0..rounds {
@@ -324,7 +425,8 @@ fn rounds(
         order.rotate_left(r % stacks.len());
         for stack in order {
             eprintln!(
-                "unshaped, offloads {}: round {}, {}…",
+                "{}, offloads {}: round {}, {}…",
+                if plan.shaped { "shaped" } else { "unshaped" },
                 if offloads { "on" } else { "off" },
                 r + 1,
                 stack.name()
@@ -391,16 +493,35 @@ fn per_round(phases: &[Phase], stack: Stack, f: impl Fn(&Phase) -> Option<String
 fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
     let mut md = String::new();
     let rounds = phases.iter().map(|p| p.round + 1).max().unwrap_or(0);
+    let (title, links, unit) = if plan.shaped {
+        (
+            "Shaped relay throughput",
+            "wifi 40 Mbit/s 10 ms + 5g 20 Mbit/s 40 ms",
+            "Mbit/s",
+        )
+    } else {
+        (
+            "Unshaped relay throughput",
+            "2 veth uplinks, no rate or delay",
+            "Gbit/s",
+        )
+    };
     let _ = writeln!(
         md,
-        "### Unshaped relay throughput ({how}; 2 veth uplinks, no rate or delay, 1 stream, {} s; {rounds} round(s), stacks in rotated order; figures per round)\n",
+        "### {title} ({how}; {links}, 1 stream, {} s; {rounds} round(s), stacks in rotated order; figures per round)\n",
         plan.secs
     );
     let _ = writeln!(
         md,
-        "| path | down Gbit/s | CPU s per Gbit: proxy | machine | up Gbit/s | CPU s per Gbit: proxy | machine |\n|---|---|---|---|---|---|---|"
+        "| path | down {unit} | CPU s per Gbit: proxy | machine | up {unit} | CPU s per Gbit: proxy | machine |\n|---|---|---|---|---|---|---|"
     );
-    let gbit = |c: Costed| Some(format!("{:.2}", c.mbit / 1000.0));
+    let gbit = |c: Costed| {
+        Some(if plan.shaped {
+            format!("{:.1}", c.mbit)
+        } else {
+            format!("{:.2}", c.mbit / 1000.0)
+        })
+    };
     let cpu = |c: Costed| c.cpu_per_gbit.map(|v| format!("{v:.2}"));
     let machine = |c: Costed| c.machine_per_gbit.map(|v| format!("{v:.2}"));
     for stack in [
@@ -471,18 +592,31 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
             .map(|p| format!(
                 "round {} {}: {} → {}",
                 p.round + 1,
-                match p.stack {
-                    Stack::Braid => "braid",
-                    Stack::BraidCubic => "braid (cubic)",
-                    Stack::BraidPool => "braid (pool)",
-                    Stack::SsRust => "shadowsocks-rust",
-                    Stack::Raw => "raw",
-                },
+                p.stack.short(),
                 p.mem_before.map_or("?".into(), |v| v.to_string()),
                 p.mem_after.map_or("?".into(), |v| v.to_string())
             ))
             .collect::<Vec<_>>()
             .join("; ")
+    );
+    let resent = |c: Costed| {
+        c.mptcp
+            .map_or("?".into(), |r| format!("{}/{}", r.resent, r.duplicates))
+    };
+    let _ = writeln!(
+        md,
+        "MPTCP connection-level re-sends / duplicates received (sender's `MPTcpExtMPTCPRetrans` / receiver's `MPTcpExtDuplicateData`), down; up: {}\n",
+        phases
+            .iter()
+            .map(|p| format!(
+                "round {} {}: {}; {}",
+                p.round + 1,
+                p.stack.short(),
+                resent(p.down),
+                resent(p.up)
+            ))
+            .collect::<Vec<_>>()
+            .join(" · ")
     );
     md
 }
