@@ -34,9 +34,15 @@ pub const BUFFER: usize = 0xFFFF;
 /// after 37 ms, of a 100-byte one after 11 ms). Small first chunks fit the first flights.
 pub const FIRST_READ: usize = 8 * 1024;
 
-/// The receive buffer given to a relay connection that sat idle after its first bytes (a warm
-/// pool's, on both ends), where the kernel's autotuning lags (see the callers).
-pub const IDLED_RCVBUF: usize = 2 << 20;
+/// The receive buffer asked for a relay connection that sat idle after its first bytes (a warm
+/// pool's, on both ends), where the kernel's autotuning lags (see the callers): as much as
+/// autotuning could give a fresh connection. The kernel caps the request at half of
+/// `net.ipv4.tcp_rmem`'s maximum (16 MiB of this lab's 32 MiB, 3 MiB of Debian's 6 MiB), and
+/// the buffer is a ceiling, charged only for bytes the reader has not taken yet. 2 MiB was not
+/// enough: in the unshaped lab pooled uploads stayed at a median 0.82× a fresh connection's,
+/// with bursts of connection-level re-sends (a closed window the sender waited out); at the cap
+/// they ran at 0.94–1.13× (docs/BENCHMARKS.md, "The warm pool's receive buffer").
+pub const IDLED_RCVBUF: usize = i32::MAX as usize;
 
 /// Grows the receive buffer of `sock`, `what` in the debug line if the kernel refuses, to
 /// [`IDLED_RCVBUF`] without locking it, so autotuning goes on (`braid_sys::rcvbuf`).

@@ -239,8 +239,8 @@ async fn authenticate(
 /// A parked connection's receive buffer, grown once its target arrives. The kernel had not
 /// autotuned it during a bulk upload on Linux 6.18 (its subflows kept `rcv_space` 14480 and a
 /// window under 100 kB, `ss -tinm` in the relay's namespace, where a fresh connection's buffer
-/// grew to 32 MiB). Growing it gave the gateway a 4 MB window; pooled uploads stayed slower than
-/// fresh ones all the same (docs/BENCHMARKS.md, "Unshaped throughput with the warm pool").
+/// grew to 32 MiB), and pooled uploads ran slower than fresh ones until it was grown to what
+/// autotuning gives a fresh one (`relay::IDLED_RCVBUF`).
 fn grow_parked_rcvbuf<S: std::os::fd::AsFd>(sock: &S) {
     crate::relay::grow_idled_rcvbuf(sock, "a parked connection");
 }
