@@ -19,15 +19,15 @@ pub(super) enum WarmPoolDto {
     Size(i64),
 }
 
-/// The pool's mode; absent means `off`. A warm connection saves the connect's round trip, and
+/// The pool's mode; absent means `auto`. A warm connection saves the connect's round trip, and
 /// against braid server it is parked and bonded before use (`braid_proto::park`), with braid's
 /// relay keeping a short answer on its first subflow (`bond_after_kib`); its idle connections
-/// are watched for a path that strips MPTCP (`gateway::pool`), like live ones. It stays opt-in
-/// because a bulk upload on a pooled connection is slower than on a fresh one where the gateway
-/// is CPU-bound (README, "Warm pool"; docs/BENCHMARKS.md).
+/// are watched for a path that strips MPTCP (`gateway::pool`), like live ones, and both ends
+/// grow its receive buffer when it is used (`relay::IDLED_RCVBUF`), so a bulk transfer on it
+/// runs as fast as on a fresh connection (docs/BENCHMARKS.md).
 pub(super) fn parse_mode(v: Option<&WarmPoolDto>) -> Result<Mode, Invalid> {
     match v {
-        None => Ok(Mode::Off),
+        None => Ok(Mode::Auto),
         Some(WarmPoolDto::Word(w)) => match w.as_str() {
             "auto" => Ok(Mode::Auto),
             "off" => Ok(Mode::Off),
@@ -66,7 +66,7 @@ mod tests {
     #[test]
     fn words_sizes_and_absence_parse() {
         let w = |s: &str| WarmPoolDto::Word(s.into());
-        assert_eq!(parse_mode(None).unwrap(), Mode::Off);
+        assert_eq!(parse_mode(None).unwrap(), Mode::Auto);
         assert_eq!(parse_mode(Some(&w("auto"))).unwrap(), Mode::Auto);
         assert_eq!(parse_mode(Some(&w("off"))).unwrap(), Mode::Off);
         assert_eq!(parse_mode(Some(&WarmPoolDto::Size(0))).unwrap(), Mode::Off);
