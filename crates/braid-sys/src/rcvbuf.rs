@@ -4,7 +4,8 @@
 //! `SO_RCVLOWAT` instead grows `sk_rcvbuf` to hold that many bytes and leaves autotuning on
 //! (`tcp_set_rcvlowat()`, `mptcp_set_rcvlowat()`, which also widens every current subflow's
 //! window clamp); setting the low-water mark back to 1 right after keeps the larger buffer,
-//! since neither path ever shrinks it.
+//! since neither path ever shrinks it. Both cap the request at half of `net.ipv4.tcp_rmem`'s
+//! maximum, so asking for `usize::MAX` gives a socket what autotuning could give it.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -60,5 +61,37 @@ mod tests {
     #[test]
     fn grows_an_mptcp_socket_and_restores_the_low_water_mark() {
         grows(Protocol::MPTCP);
+    }
+
+    /// The most one may ask for is what autotuning could reach: the kernel's cap (half of
+    /// `tcp_rmem`'s maximum as the window, about twice that as the buffer), not less. braid's
+    /// pooled connections rely on it (`relay::IDLED_RCVBUF`).
+    #[test]
+    fn asking_for_the_most_reaches_the_autotuning_ceiling() {
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem")
+            .unwrap()
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .parse()
+            .unwrap();
+        for proto in [Protocol::TCP, Protocol::MPTCP] {
+            let s = match Socket::new(Domain::IPV4, Type::STREAM, Some(proto)) {
+                Ok(s) => s,
+                Err(e)
+                    if proto != Protocol::TCP && std::env::var("CI").as_deref() != Ok("true") =>
+                {
+                    eprintln!("skipping {proto:?}: {e}");
+                    continue;
+                }
+                Err(e) => panic!("{e}"),
+            };
+            let now = grow(&s, usize::MAX).unwrap();
+            assert!(
+                now >= rmem_max / 2,
+                "{proto:?}: grew to {now}, the ceiling is {rmem_max} / 2"
+            );
+            assert!(now <= 2 * rmem_max, "{proto:?}: {now} is over the cap");
+        }
     }
 }
