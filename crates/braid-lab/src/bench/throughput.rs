@@ -476,6 +476,15 @@ pub fn unshaped(exe: &Path, plan: &ThroughputPlan) -> Result<String, HarnessErro
     Ok(md)
 }
 
+/// "round N stack: what" for every phase in run order, joined with `sep`.
+fn each_phase(phases: &[Phase], sep: &str, what: impl Fn(&Phase) -> String) -> String {
+    phases
+        .iter()
+        .map(|p| format!("round {} {}: {}", p.round + 1, p.stack.short(), what(p)))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 /// The per-round figures of `stack`, formatted and joined with " / ".
 fn per_round(phases: &[Phase], stack: Stack, f: impl Fn(&Phase) -> Option<String>) -> String {
     let v: Vec<String> = phases
@@ -584,20 +593,15 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
         md,
         "\nCPU s per Gbit: *proxy* counts the relay's and the gateway's processes (for raw, none); *machine* every CPU of the host outside idle (the traffic tool and the kernel's softirq work in every context and in ksoftirqd included), which the kernel cannot shift from one column to another by where it runs a packet's receive path."
     );
+    let pages = |v: Option<u64>| v.map_or("?".into(), |v| v.to_string());
     let _ = writeln!(
         md,
         "\nTCP memory (sockstat mem, pages) per phase: {}\n",
-        phases
-            .iter()
-            .map(|p| format!(
-                "round {} {}: {} → {}",
-                p.round + 1,
-                p.stack.short(),
-                p.mem_before.map_or("?".into(), |v| v.to_string()),
-                p.mem_after.map_or("?".into(), |v| v.to_string())
-            ))
-            .collect::<Vec<_>>()
-            .join("; ")
+        each_phase(phases, "; ", |p| format!(
+            "{} → {}",
+            pages(p.mem_before),
+            pages(p.mem_after)
+        ))
     );
     let resent = |c: Costed| {
         c.mptcp
@@ -606,17 +610,11 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
     let _ = writeln!(
         md,
         "MPTCP connection-level re-sends / duplicates received (sender's `MPTcpExtMPTCPRetrans` / receiver's `MPTcpExtDuplicateData`), down; up: {}\n",
-        phases
-            .iter()
-            .map(|p| format!(
-                "round {} {}: {}; {}",
-                p.round + 1,
-                p.stack.short(),
-                resent(p.down),
-                resent(p.up)
-            ))
-            .collect::<Vec<_>>()
-            .join(" · ")
+        each_phase(phases, " · ", |p| format!(
+            "{}; {}",
+            resent(p.down),
+            resent(p.up)
+        ))
     );
     md
 }
