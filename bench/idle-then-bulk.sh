@@ -2,7 +2,10 @@
 # Does the kernel autotune the receive buffer of a connection that sat idle after its first
 # bytes? A warm-pool connection does exactly that (a parked request, then seconds of nothing,
 # then a bulk upload), and its uploads were slower than a fresh connection's in the unshaped lab
-# (docs/BENCHMARKS.md, "Unshaped throughput with the warm pool").
+# (docs/BENCHMARKS.md, "Unshaped throughput with the warm pool") until braid grew such a
+# connection's receive buffer to the kernel's cap on both ends (relay::IDLED_RCVBUF; "The warm
+# pool's receive buffer"). This script shows the kernel alone: the receiver's SO_RCVBUF column
+# says whether autotuning caught up after the idle time.
 #
 # Two namespaces joined by two veth pairs (offloads off, no shaping): a receiver that reads
 # everything, a sender that connects, sends 100 bytes, waits --idle seconds, then sends as fast
