@@ -1,7 +1,8 @@
 //! The warm pool in the lab: many short LAN connections through the capture, each with its own
 //! random payload echoed back and compared byte for byte, while pool connections are retired
-//! and an uplink flaps; and a pool against a stock Shadowsocks-2022 server that closes idle
-//! connections sooner than the gateway assumed.
+//! and an uplink flaps; a pool against a stock Shadowsocks-2022 server that closes idle
+//! connections sooner than the gateway assumed; and a taken connection's receive buffers, grown
+//! on both ends.
 //!
 //! What would show a broken pool: a relay connection handed to two LAN connections (echoes
 //! mixed), one the relay already closed handed out (LAN connections fail), one held past the
@@ -578,4 +579,122 @@ fn pool_connections_the_relay_closed_while_the_gateway_was_frozen_are_never_used
         p.closed_by_relay >= closed_before + 4,
         "the idle connections the relay closed were not seen as closed: {p:?}"
     );
+}
+
+/// `net.ipv4.tcp_rmem`'s maximum in `role`'s namespace.
+fn rmem_max(h: &Harness, role: Role) -> u64 {
+    let text = h
+        .lab
+        .run(role, &["cat", "/proc/sys/net/ipv4/tcp_rmem"])
+        .expect("tcp_rmem");
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("tcp_rmem reads {text:?}"))
+}
+
+/// The receive buffer (`skmem` `rb`) of every established MPTCP socket in `role`'s namespace.
+fn mptcp_rcvbufs(h: &Harness, role: Role) -> Vec<u64> {
+    let text = h
+        .lab
+        .run(role, &["ss", "-Mnm", "state", "established"])
+        .expect("ss");
+    text.split("skmem:(")
+        .skip(1)
+        .filter_map(|t| {
+            t.split([',', ')'])
+                .find_map(|f| f.strip_prefix("rb"))
+                .and_then(|v| v.parse().ok())
+        })
+        .collect()
+}
+
+/// The kernel does not autotune the receive buffer of a connection that sat idle after its
+/// first bytes, and a pooled one's bulk transfers ran slower than a fresh one's until both ends
+/// grew it to the kernel's cap when it is used (`relay::IDLED_RCVBUF`, docs/BENCHMARKS.md "The
+/// warm pool's receive buffer"). Checked on the sockets themselves: a LAN connection that moved
+/// a few bytes on a pooled connection finds the relay's socket and the gateway's at the cap
+/// (half of `tcp_rmem`'s maximum as a window, about twice that as a buffer), where idle ones and
+/// autotuning on a few bytes stay at the default.
+#[test]
+fn a_taken_pool_connection_gets_the_largest_receive_buffer_on_both_ends() {
+    if !braid_lab::root_tests_enabled("lab_pool") {
+        return;
+    }
+    let mut h = Harness::new("bpl4", shaped_uplinks(), common::exe()).expect("lab");
+    h.start_server("").expect("server");
+    h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"\nwarm_pool = 1")
+        .expect("gateway");
+    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
+        .expect("uplinks up");
+    let s = wait_status(&h, "a warm connection", Duration::from_secs(10), |s| {
+        pool(s).warm >= 1
+    });
+    let hits = pool(&s).hits;
+    let grown = |role: Role| {
+        let ceiling = rmem_max(&h, role) / 2;
+        (mptcp_rcvbufs(&h, role), ceiling)
+    };
+    for role in [Role::Vps, Role::Gw] {
+        let (bufs, ceiling) = grown(role);
+        assert!(
+            bufs.iter().all(|&rb| rb < ceiling),
+            "{role:?}: an idle connection's buffer is already at the cap {ceiling}: {bufs:?}"
+        );
+    }
+
+    // One LAN connection that echoes a few bytes and stays open while the sockets are read.
+    let target: SocketAddr = Harness::traffic_target().parse().expect("target");
+    let (close_tx, close_rx) = std::sync::mpsc::channel::<()>();
+    let (echoed_tx, echoed_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let lan = in_netns(h.lab.ns_name(Role::Lan), move || {
+        runtime().block_on(async move {
+            let work = async {
+                let mut s = tokio::net::TcpStream::connect(target)
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
+                let mut msg = vec![ECHO];
+                msg.extend_from_slice(&0u64.to_be_bytes());
+                msg.extend_from_slice(b"pooled");
+                s.write_all(&msg).await.map_err(|e| format!("send: {e}"))?;
+                let mut back = [0u8; 6];
+                s.read_exact(&mut back)
+                    .await
+                    .map_err(|e| format!("receive: {e}"))?;
+                if &back != b"pooled" {
+                    return Err(format!("echoed {back:?}"));
+                }
+                Ok(s)
+            };
+            match tokio::time::timeout(ECHO_LIMIT, work).await {
+                Ok(Ok(s)) => {
+                    let _ = echoed_tx.send(Ok(()));
+                    let _ = close_rx.recv();
+                    drop(s);
+                }
+                Ok(Err(e)) => drop(echoed_tx.send(Err(e))),
+                Err(_) => drop(echoed_tx.send(Err(format!("no echo within {ECHO_LIMIT:?}")))),
+            }
+        })
+    });
+    echoed_rx
+        .recv()
+        .expect("the LAN thread answers")
+        .expect("the echo through a pooled connection");
+    let s = common::status(&h);
+    assert!(
+        pool(&s).hits > hits,
+        "the LAN connection did not take a pooled connection: {:?}",
+        pool(&s)
+    );
+    for role in [Role::Vps, Role::Gw] {
+        let (bufs, ceiling) = grown(role);
+        assert!(
+            bufs.iter().any(|&rb| rb >= ceiling),
+            "{role:?}: no MPTCP socket's receive buffer reached the cap {ceiling} after a pooled connection was taken: {bufs:?}\n{}",
+            h.log(if role == Role::Vps { "server.log" } else { "gateway.log" })
+        );
+    }
+    close_tx.send(()).expect("the LAN thread waits");
+    lan.join().expect("LAN thread");
 }
