@@ -45,23 +45,20 @@ fn mbit(r: &Value) -> f64 {
     r["mbit_per_s"].as_f64().unwrap_or(0.0)
 }
 
-fn within(what: &str, got: f64, want: f64, tolerance: f64) {
-    assert!(
-        (got - want).abs() <= want * tolerance,
+/// Whether the speed test's figure is within `tolerance` of plain TCP's, and if not, why.
+fn within(what: &str, got: f64, want: f64, tolerance: f64) -> Result<(), String> {
+    if (got - want).abs() <= want * tolerance {
+        return Ok(());
+    }
+    Err(format!(
         "{what}: speedtest says {got:.1} Mbit/s, plain TCP {want:.1} Mbit/s (more than {:.0} % apart)",
         tolerance * 100.0
-    );
+    ))
 }
 
-#[test]
-fn speedtest_measures_each_uplink_alone_and_bonded_like_plain_tcp() {
-    if !braid_lab::root_tests_enabled("speedtest") {
-        return;
-    }
-    let h = common::running("bsp1", shaped_uplinks(), "");
-
-    // Plain single-uplink TCP from gw, bound to the uplink's address (the gateway's policy
-    // routing picks the uplink from the source address).
+/// Plain single-uplink TCP from gw, bound to the uplink's address (the gateway's policy
+/// routing picks the uplink from the source address): (uplink, down, up) in Mbit/s.
+fn plain_tcp(h: &Harness) -> Vec<(&'static str, f64, f64)> {
     let srv = Harness::traffic_target();
     let mut plain = Vec::new();
     for u in ["wifi", "5g"] {
@@ -80,8 +77,27 @@ fn speedtest_measures_each_uplink_alone_and_bonded_like_plain_tcp() {
             .expect("plain upload");
         plain.push((u, mbit(&get), mbit(&put)));
     }
-
     eprintln!("plain TCP (uplink, down, up Mbit/s): {plain:?}");
+    plain
+}
+
+/// Each single uplink's speed-test figures against plain TCP's, within 15 %.
+fn single_uplinks_match(plain: &[(&str, f64, f64)], v: &Value) -> Result<(), String> {
+    for (u, get, put) in plain {
+        within(&format!("{u} down"), mbit(result(v, u, "down")), *get, 0.15)?;
+        within(&format!("{u} up"), mbit(result(v, u, "up")), *put, 0.15)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn speedtest_measures_each_uplink_alone_and_bonded_like_plain_tcp() {
+    if !braid_lab::root_tests_enabled("speedtest") {
+        return;
+    }
+    let h = common::running("bsp1", shaped_uplinks(), "");
+
+    let mut plain = plain_tcp(&h);
     let (code, v, stderr) = speedtest(&h, "4");
     eprintln!("speedtest JSON:\n{v:#}");
     assert_eq!(
@@ -99,11 +115,25 @@ fn speedtest_measures_each_uplink_alone_and_bonded_like_plain_tcp() {
         }
     }
 
-    for (u, get, put) in &plain {
+    // The shaped lab shares the machine's CPU with whatever else runs: one 4 s transfer, plain
+    // or not, now and then comes out 15 % low (plain wifi 34.8 against 38.1 in one run). A
+    // figure out of tolerance is measured once more, both sides, and must then agree: a speed
+    // test that measures wrongly does so twice.
+    let mut v = v;
+    if let Err(first) = single_uplinks_match(&plain, &v) {
+        eprintln!("measuring again: {first}");
+        plain = plain_tcp(&h);
+        let (code, again, stderr) = speedtest(&h, "4");
+        assert_eq!(code, 0, "braid speedtest failed: {stderr}\n{again:#}");
+        eprintln!("speedtest JSON, second run:\n{again:#}");
+        if let Err(second) = single_uplinks_match(&plain, &again) {
+            panic!("twice out of tolerance: {first}; then {second}");
+        }
+        v = again;
+    }
+    for (u, _, _) in &plain {
         let down = result(&v, u, "down");
         assert_eq!(down["subflows"], 1, "{down}");
-        within(&format!("{u} down"), mbit(down), *get, 0.15);
-        within(&format!("{u} up"), mbit(result(&v, u, "up")), *put, 0.15);
         // Alone means alone: the uplink carried the test, the other only probes.
         let other = if *u == "wifi" { "5g" } else { "wifi" };
         let mine = down["bytes_per_uplink"][u].as_u64().unwrap_or(0);
