@@ -631,12 +631,10 @@ fn a_taken_pool_connection_gets_the_largest_receive_buffer_on_both_ends() {
         pool(s).warm >= 1
     });
     let hits = pool(&s).hits;
-    let grown = |role: Role| {
-        let ceiling = rmem_max(&h, role) / 2;
-        (mptcp_rcvbufs(&h, role), ceiling)
-    };
-    for role in [Role::Vps, Role::Gw] {
-        let (bufs, ceiling) = grown(role);
+    // The cap of each end's namespace: half of its tcp_rmem maximum.
+    let ceilings = [Role::Vps, Role::Gw].map(|role| (role, rmem_max(&h, role) / 2));
+    for (role, ceiling) in ceilings {
+        let bufs = mptcp_rcvbufs(&h, role);
         assert!(
             bufs.iter().all(|&rb| rb < ceiling),
             "{role:?}: an idle connection's buffer is already at the cap {ceiling}: {bufs:?}"
@@ -687,8 +685,8 @@ fn a_taken_pool_connection_gets_the_largest_receive_buffer_on_both_ends() {
         "the LAN connection did not take a pooled connection: {:?}",
         pool(&s)
     );
-    for role in [Role::Vps, Role::Gw] {
-        let (bufs, ceiling) = grown(role);
+    for (role, ceiling) in ceilings {
+        let bufs = mptcp_rcvbufs(&h, role);
         assert!(
             bufs.iter().any(|&rb| rb >= ceiling),
             "{role:?}: no MPTCP socket's receive buffer reached the cap {ceiling} after a pooled connection was taken: {bufs:?}\n{}",

@@ -98,7 +98,7 @@ fn speedtest_measures_each_uplink_alone_and_bonded_like_plain_tcp() {
     let h = common::running("bsp1", shaped_uplinks(), "");
 
     let mut plain = plain_tcp(&h);
-    let (code, v, stderr) = speedtest(&h, "4");
+    let (code, mut v, stderr) = speedtest(&h, "4");
     eprintln!("speedtest JSON:\n{v:#}");
     assert_eq!(
         code,
@@ -119,7 +119,6 @@ fn speedtest_measures_each_uplink_alone_and_bonded_like_plain_tcp() {
     // or not, now and then comes out 15 % low (plain wifi 34.8 against 38.1 in one run). A
     // figure out of tolerance is measured once more, both sides, and must then agree: a speed
     // test that measures wrongly does so twice.
-    let mut v = v;
     if let Err(first) = single_uplinks_match(&plain, &v) {
         eprintln!("measuring again: {first}");
         plain = plain_tcp(&h);
