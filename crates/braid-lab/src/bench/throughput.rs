@@ -17,6 +17,9 @@
 //!   namespace: data re-sent on another subflow after the connection-level timeout;
 //!   `MPTcpExtDuplicateData` in the receiver's: the copies that arrived twice). A phase far
 //!   below its neighbours with many of them stalled on the connection level, not on CPU.
+//! - And the packets the gateway's interfaces carried per MB moved, bulk and back, on the
+//!   uplinks and on the LAN: the cost here is the kernel's per packet, so a stack that cut its
+//!   segments small or sent more ACKs and window updates would show it there.
 //!
 //! `--shaped` runs the same phases on the demo's shaped uplinks (a household's rates, where the
 //! CPU is not the limit), and `--only` picks stacks, for a focused comparison such as pooled
@@ -141,6 +144,50 @@ struct Costed {
     cpu_per_gbit: Option<f64>,
     machine_per_gbit: Option<f64>,
     mptcp: Option<Reinjections>,
+    packets: Option<Packets>,
+}
+
+/// Packets the gateway's interfaces carried during one transfer, per direction of the bulk:
+/// a stack that moves the same bytes in more packets (smaller segments, more ACKs or window
+/// updates) pays the kernel's per-packet cost more often, which is most of the cost here.
+#[derive(Debug, Clone, Copy, Default)]
+struct Packets {
+    /// Over the uplinks (the MPTCP hop): the bulk's segments and what went back against them.
+    uplink_bulk: u64,
+    uplink_back: u64,
+    /// Over the LAN (the client's plain TCP hop), the same two.
+    lan_bulk: u64,
+    lan_back: u64,
+}
+
+/// `(rx, tx)` packets of each of `ifaces` in `role`'s namespace, summed (`/proc/net/dev`).
+fn iface_packets(lab: &Lab, role: Role, ifaces: &[String]) -> Option<(u64, u64)> {
+    let text = lab.run(role, &["cat", "/proc/net/dev"]).ok()?;
+    let mut sum = (0, 0);
+    for iface in ifaces {
+        let line = text
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(&format!("{iface}:")))?;
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        sum.0 += f.get(1)?;
+        sum.1 += f.get(9)?;
+    }
+    Some(sum)
+}
+
+/// The gateway's `(uplinks rx, uplinks tx, LAN rx, LAN tx)` packet counters, now.
+fn gateway_packets(lab: &Lab) -> Option<[u64; 4]> {
+    let uplinks: Vec<String> = lab
+        .uplinks()
+        .iter()
+        .map(|u| lab.uplink_iface(&u.name))
+        .collect();
+    let (ur, ut) = iface_packets(lab, Role::Gw, &uplinks)?;
+    let (lr, lt) = iface_packets(lab, Role::Gw, &[Lab::GW_LAN_IFACE.to_string()])?;
+    Some([ur, ut, lr, lt])
 }
 
 /// What MPTCP re-sent during one transfer: connection-level retransmissions by the sender, and
@@ -251,10 +298,12 @@ fn costed(
     transfer: impl FnOnce(&Harness) -> Result<f64, HarnessError>,
 ) -> Result<Costed, HarnessError> {
     let r0 = reinjection_counters(&h.lab, dir);
+    let p0 = gateway_packets(&h.lab);
     let (c0, m0) = (cpu_secs(pids), machine_cpu_secs());
     let mbit = transfer(h)?;
     let cpu = cpu_secs(pids) - c0;
     let machine = machine_cpu_secs().zip(m0).map(|(m1, m0)| m1 - m0);
+    let p1 = gateway_packets(&h.lab);
     let r1 = reinjection_counters(&h.lab, dir);
     let gbits = mbit / 1000.0 * secs as f64;
     Ok(Costed {
@@ -264,6 +313,24 @@ fn costed(
         mptcp: r0.zip(r1).map(|(a, b)| Reinjections {
             resent: b.resent.saturating_sub(a.resent),
             duplicates: b.duplicates.saturating_sub(a.duplicates),
+        }),
+        packets: p0.zip(p1).map(|(a, b)| {
+            let d = |i: usize| b[i].saturating_sub(a[i]);
+            // Down: the bulk comes in over the uplinks and goes out to the LAN.
+            match dir {
+                Direction::Down => Packets {
+                    uplink_bulk: d(0),
+                    uplink_back: d(1),
+                    lan_bulk: d(3),
+                    lan_back: d(2),
+                },
+                Direction::Up => Packets {
+                    uplink_bulk: d(1),
+                    uplink_back: d(0),
+                    lan_bulk: d(2),
+                    lan_back: d(3),
+                },
+            }
         }),
     })
 }
@@ -615,6 +682,24 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
             resent(p.down),
             resent(p.up)
         ))
+    );
+    let per_mb = |c: Costed| {
+        let mb = c.mbit * plan.secs as f64 / 8.0;
+        c.packets.filter(|_| mb > 0.0).map_or("?".into(), |p| {
+            let f = |n: u64| n as f64 / mb;
+            format!(
+                "{:.0}+{:.0} / {:.0}+{:.0}",
+                f(p.uplink_bulk),
+                f(p.uplink_back),
+                f(p.lan_bulk),
+                f(p.lan_back)
+            )
+        })
+    };
+    let _ = writeln!(
+        md,
+        "Packets per MB moved, at the gateway (bulk + back, over the uplinks / over the LAN), down; up: {}\n",
+        each_phase(phases, " · ", |p| format!("{}; {}", per_mb(p.down), per_mb(p.up)))
     );
     md
 }
