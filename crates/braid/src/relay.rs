@@ -35,8 +35,9 @@ pub const BUFFER: usize = 0xFFFF;
 pub const FIRST_READ: usize = 8 * 1024;
 
 /// The receive buffer asked for a relay connection that sat idle after its first bytes (a warm
-/// pool's, on both ends), where the kernel's autotuning lags (see the callers): as much as
-/// autotuning could give a fresh connection. The kernel caps the request at half of
+/// pool's, on both ends), where the kernel's autotuning stands still for about as long as the
+/// connection was idle (docs/MPTCP-AUTOTUNE-AFTER-IDLE.md): as much as autotuning could give a
+/// fresh connection. The kernel caps the request at half of
 /// `net.ipv4.tcp_rmem`'s maximum (16 MiB of this lab's 32 MiB, 3 MiB of Debian's 6 MiB), and
 /// the buffer is a ceiling, charged only for bytes the reader has not taken yet. 2 MiB was not
 /// enough: in the unshaped lab pooled uploads stayed at a median 0.82× a fresh connection's,
