@@ -292,14 +292,17 @@ impl Harness {
             .append(true)
             .open(&log_path)
             .map_err(io_err(format!("opening {}", log_path.display())))?;
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = self.lab.command(role, program);
-                c.args(args).arg(&self.exe);
-                c
-            }
-            None => self.lab.command(role, &self.exe.to_string_lossy()),
-        };
+        // `ip netns exec` gives the daemon a fresh /sys without the cgroup2 mount a systemd
+        // host has at /sys/fs/cgroup, where the relay attaches its `initial_window` program.
+        // Mounted again in the daemon's own mount namespace (the host's mounts are untouched),
+        // then the shell execs the daemon, so its pid stays the child's.
+        let mut cmd = self.lab.command(role, "sh");
+        cmd.args([
+            "-c",
+            "grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null; exec \"$@\"",
+            "sh",
+        ]);
+        cmd.args(wrapper).arg(&self.exe);
         cmd.args([name, "--config"])
             .arg(&cfg_path)
             .args(["--log", "debug"])

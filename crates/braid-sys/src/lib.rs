@@ -5,6 +5,7 @@
 //!                              ├─ socket.rs       MPTCP/TCP sockets, SO_ORIGINAL_DST
 //!                              ├─ recv.rs         recv into uninitialised memory (no memset per read)
 //!                              ├─ rcvbuf.rs       a larger receive buffer that autotuning still grows
+//!                              ├─ sock_ops.rs     a larger initial congestion window (cgroup BPF)
 //!                              ├─ keepalive.rs    keepalive and TCP_USER_TIMEOUT (liveness)
 //!                              ├─ local_addr.rs   is an address this host's own? (the kernel's routing)
 //!                              ├─ rlimit.rs       the open-file limit
@@ -46,6 +47,7 @@ pub mod recv;
 pub mod rlimit;
 pub mod route;
 pub mod rule;
+pub mod sock_ops;
 pub mod socket;
 mod sockopt;
 pub mod sysctl;

@@ -1,7 +1,8 @@
 //! `braid lab bench fetch`: what a browser's fetch feels like through each stack. HTTP fetches of
 //! 100 B, 100 kB and 1 MB from a server in srv, each on a fresh LAN connection through the
 //! transparent capture, in the shaped lab (wifi 40 Mbit/s 10 ms, 5g 20 Mbit/s 40 ms): braid with
-//! its warm pool, braid without it, and the shadowsocks-rust stack when its binaries are there.
+//! its warm pool, the same with the relay's `initial_window = 0` (the kernel's first flight),
+//! braid without the pool, and the shadowsocks-rust stack when its binaries are there.
 //! Stacks take turns in rotated order each round; medians over all fetches, with each round's
 //! median beside them. braid runs with `fast_open = "off"`, so what it gains is the pool's.
 //!
@@ -58,6 +59,8 @@ const FETCH_LIMIT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stack {
     BraidPool,
+    /// Pooled, with the relay's `initial_window = 0`: what the larger first flight buys.
+    BraidKernelWindow,
     BraidNoPool,
     SsRust,
     /// An MPTCP socket from the gateway itself, no proxy: what the kernel alone does.
@@ -68,6 +71,7 @@ impl Stack {
     fn name(self) -> &'static str {
         match self {
             Stack::BraidPool => "**braid**, warm_pool = \"auto\"",
+            Stack::BraidKernelWindow => "braid, warm_pool = \"auto\", initial_window = 0",
             Stack::BraidNoPool => "braid, warm_pool = \"off\"",
             Stack::SsRust => "shadowsocks-rust 1.25 + kernel MPTCP",
             Stack::Raw => "raw kernel MPTCP from the gateway, no proxy",
@@ -209,20 +213,25 @@ fn phase(
     let mem0 = tcp_mem_pages();
     let mut cost = None;
     let (by_size, pool) = match stack {
-        Stack::BraidPool | Stack::BraidNoPool => {
-            let pool = if stack == Stack::BraidPool {
-                "auto"
-            } else {
+        Stack::BraidPool | Stack::BraidKernelWindow | Stack::BraidNoPool => {
+            let pool = if stack == Stack::BraidNoPool {
                 "off"
+            } else {
+                "auto"
+            };
+            let server = if stack == Stack::BraidKernelWindow {
+                "initial_window = 0"
+            } else {
+                ""
             };
             super::throughput::clear_kernel_policy(&h.lab)?;
-            h.start_server("")?;
+            h.start_server(server)?;
             h.start_gateway_with(
                 &[("wifi", false), ("5g", args.backup_5g)],
                 &format!("fast_open = \"off\"\nwarm_pool = \"{pool}\""),
             )?;
             h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))?;
-            if stack == Stack::BraidPool {
+            if pool == "auto" {
                 wait_warm(h)?;
             }
             let (hits0, misses0, _, _) = pool_counts(&gateway_status(h)?);
@@ -272,7 +281,12 @@ pub fn fetch(args: &FetchArgs, exe: &Path) -> Result<String, HarnessError> {
         what: format!("HTTP server on {}:{HTTP_PORT} in srv", Lab::SRV),
         source,
     })?);
-    let mut stacks = vec![Stack::BraidPool, Stack::BraidNoPool, Stack::Raw];
+    let mut stacks = vec![
+        Stack::BraidPool,
+        Stack::BraidKernelWindow,
+        Stack::BraidNoPool,
+        Stack::Raw,
+    ];
     if args.ssrust.is_some() {
         stacks.insert(1, Stack::SsRust);
     }
@@ -283,6 +297,7 @@ pub fn fetch(args: &FetchArgs, exe: &Path) -> Result<String, HarnessError> {
         order.rotate_left(r % stacks.len());
         for stack in order {
             eprintln!("fetch: round {}, {}…", r + 1, stack.name());
+            // The idle cost is the pool's, the same with either window.
             let braid = matches!(stack, Stack::BraidPool | Stack::BraidNoPool);
             let measure_idle = (r == 0 && braid && args.idle_secs > 0).then_some(args.idle_secs);
             let (f, cost) = phase(&mut h, stack, args, measure_idle)?;
@@ -389,6 +404,14 @@ fn report(
             r(b.1, ss.1),
             r(b.2, ss.2)
         );
+        if let Some(k) = of(Stack::BraidKernelWindow) {
+            let _ = writeln!(
+                md,
+                "| braid (pool, the kernel's initial window) / shadowsocks-rust, total time | | {} | {} | | | | |",
+                r(k.1, ss.1),
+                r(k.2, ss.2)
+            );
+        }
     }
     let _ = writeln!(
         md,
@@ -400,6 +423,7 @@ fn report(
                 r + 1,
                 match s {
                     Stack::BraidPool => "braid (pool)",
+                    Stack::BraidKernelWindow => "braid (pool, kernel's window)",
                     Stack::BraidNoPool => "braid (no pool)",
                     Stack::SsRust => "shadowsocks-rust",
                     Stack::Raw => "raw",

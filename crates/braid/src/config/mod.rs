@@ -190,6 +190,7 @@ mod tests {
             "tunnel_port",
             "tunnel_net",
             "bond_after_kib",
+            "initial_window",
         ];
         let gateway = [
             "server",

@@ -309,6 +309,45 @@ impl Server {
         }
     }
 
+    /// Starts accepted connections with `initial_window` segments (a cgroup BPF program, held
+    /// while the relay runs); when it cannot, says why and leaves the kernel's window. Returns
+    /// the program's guard, the window in force and why.
+    fn attach_initial_window(
+        &self,
+    ) -> (
+        Option<braid_sys::sock_ops::InitialWindow>,
+        Option<u32>,
+        String,
+    ) {
+        let Some(segments) = self.shared.cfg.initial_window else {
+            let why = "initial_window = 0: the kernel's (10, or the route's initcwnd)";
+            info!("initial congestion window: {why}");
+            return (None, None, why.into());
+        };
+        let port = match self.listener.local_addr() {
+            Ok(a) => a.port(),
+            Err(e) => return (None, None, format!("the relay's port is unknown ({e})")),
+        };
+        match braid_sys::sock_ops::attach_initial_window(port, segments) {
+            Ok(w) => {
+                let why = format!(
+                    "initial_window = {segments}: set on each connection accepted on port {port} by a BPF sock_ops program on cgroup {}",
+                    w.cgroup.display()
+                );
+                info!("{why}");
+                (Some(w), Some(segments), why)
+            }
+            Err(e) => {
+                warn!("initial_window = {segments} is not in force: {e}; accepted connections start with the kernel's window (it needs root, a cgroup2 mount and Linux 5.15 or later; set initial_window = 0 to silence this)");
+                (
+                    None,
+                    None,
+                    format!("initial_window = {segments} could not be set ({e}): the kernel's"),
+                )
+            }
+        }
+    }
+
     /// The UDP relay, if `udp` is on.
     pub fn udp(&self) -> Option<&UdpRelay> {
         self.udp.as_ref()
@@ -317,6 +356,8 @@ impl Server {
     /// Accepts and serves until `shutdown` fires, then drains the connections.
     pub async fn run(self, shutdown: Shutdown) {
         let (path_manager, pm_view) = self.start_path_manager(&shutdown).await;
+        // Held until the relay stops: dropping it detaches the program.
+        let (initial_window, segments, window_why) = self.attach_initial_window();
         let tcp_mem = crate::status::kernel::KernelWatch::system();
         let tcp_mem_watch = tokio::spawn(tcp_mem.clone().watch_forever());
         let mut status_http = None;
@@ -327,7 +368,11 @@ impl Server {
                     self.tfo.enabled,
                     self.tfo.reason.clone(),
                     tcp_mem,
-                    (&self.shared.congestion).into(),
+                    crate::status::model::Congestion {
+                        initial_window: segments,
+                        initial_window_reason: window_why,
+                        ..(&self.shared.congestion).into()
+                    },
                     self.udp.clone(),
                     pm_view,
                 );
@@ -350,6 +395,7 @@ impl Server {
         if let Some(p) = path_manager {
             p.stop();
         }
+        drop(initial_window);
         tcp_mem_watch.abort();
         if let Some(t) = &self.shared.tunnels {
             t.stop().await;

@@ -175,6 +175,15 @@ pub fn render_text(s: &Status) -> String {
         "congestion control: {} ({})\n",
         s.congestion.algorithm, s.congestion.reason
     );
+    if !s.congestion.initial_window_reason.is_empty() {
+        o += &format!(
+            "initial congestion window: {} ({})\n",
+            s.congestion
+                .initial_window
+                .map_or("the kernel's".to_string(), |n| format!("{n} segments")),
+            s.congestion.initial_window_reason
+        );
+    }
     o += &format!(
         "MPTCP blackhole: {} (MPTcpExtBlackhole={}{})\n",
         if s.blackhole.active {
@@ -458,6 +467,8 @@ mod tests {
                 algorithm: "bbr".into(),
                 fell_back: false,
                 reason: "congestion = \"bbr\" on braid's relay sockets".into(),
+                initial_window: Some(32),
+                initial_window_reason: "initial_window = 32 on accepted relay connections".into(),
             },
             ..Default::default()
         };
@@ -466,5 +477,17 @@ mod tests {
             t.contains("congestion control: bbr (congestion = \"bbr\""),
             "{t}"
         );
+        assert!(
+            t.contains("initial congestion window: 32 segments (initial_window = 32"),
+            "{t}"
+        );
+        let gateway = Status {
+            congestion: crate::status::model::Congestion {
+                initial_window_reason: String::new(),
+                ..s.congestion.clone()
+            },
+            ..Default::default()
+        };
+        assert!(!render_text(&gateway).contains("initial congestion window"));
     }
 }

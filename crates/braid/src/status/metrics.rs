@@ -91,6 +91,15 @@ pub fn render(s: &Status) -> String {
             })
             .set(1);
     }
+    if !s.congestion.initial_window_reason.is_empty() {
+        let g = Gauge::<i64>::default();
+        g.set(s.congestion.initial_window.map_or(0, i64::from));
+        reg.register(
+            "braid_initial_window_segments",
+            "The congestion window accepted relay connections start with, in segments (0: the kernel's own)",
+            g,
+        );
+    }
     reg.register(
         "braid_uplink_up",
         "1 while the uplink carries traffic (Up or Suspect)",

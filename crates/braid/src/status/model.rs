@@ -267,6 +267,13 @@ pub struct Congestion {
     pub fell_back: bool,
     /// One sentence: why this one.
     pub reason: String,
+    /// The congestion window, in segments, accepted relay connections start with (`None`: the
+    /// kernel's own). The relay's only (`initial_window`).
+    #[serde(default)]
+    pub initial_window: Option<u32>,
+    /// One sentence: why that initial window (empty on a gateway).
+    #[serde(default)]
+    pub initial_window_reason: String,
 }
 
 impl From<&braid_proto::congestion::Decision> for Congestion {
@@ -275,6 +282,7 @@ impl From<&braid_proto::congestion::Decision> for Congestion {
             algorithm: d.algorithm.clone(),
             fell_back: d.fell_back,
             reason: d.reason.clone(),
+            ..Default::default()
         }
     }
 }
