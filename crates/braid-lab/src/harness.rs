@@ -277,6 +277,22 @@ impl Harness {
         }
     }
 
+    /// `ip netns exec NS sh -c …` that runs the program and arguments appended to it with
+    /// cgroup2 mounted at /sys/fs/cgroup, as on a systemd host: `ip netns exec` gives the
+    /// namespace a fresh /sys without it, and the relay (and its doctor check) attach the
+    /// `initial_window` program there. The mount is made in the command's own mount namespace
+    /// (the host's mounts are untouched); the shell then execs the program, so its pid stays
+    /// the child's.
+    fn with_cgroup2(&self, role: Role) -> Command {
+        let mut cmd = self.lab.command(role, "sh");
+        cmd.args([
+            "-c",
+            "grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null; exec \"$@\"",
+            "sh",
+        ]);
+        cmd
+    }
+
     fn spawn_daemon(
         &self,
         role: Role,
@@ -292,16 +308,7 @@ impl Harness {
             .append(true)
             .open(&log_path)
             .map_err(io_err(format!("opening {}", log_path.display())))?;
-        // `ip netns exec` gives the daemon a fresh /sys without the cgroup2 mount a systemd
-        // host has at /sys/fs/cgroup, where the relay attaches its `initial_window` program.
-        // Mounted again in the daemon's own mount namespace (the host's mounts are untouched),
-        // then the shell execs the daemon, so its pid stays the child's.
-        let mut cmd = self.lab.command(role, "sh");
-        cmd.args([
-            "-c",
-            "grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null; exec \"$@\"",
-            "sh",
-        ]);
+        let mut cmd = self.with_cgroup2(role);
         cmd.args(wrapper).arg(&self.exe);
         cmd.args([name, "--config"])
             .arg(&cfg_path)
@@ -398,7 +405,8 @@ impl Harness {
         config: &Path,
         args: &[&str],
     ) -> Result<(i32, serde_json::Value), HarnessError> {
-        let mut cmd = self.lab.command(role, &self.exe.to_string_lossy());
+        let mut cmd = self.with_cgroup2(role);
+        cmd.arg(&self.exe);
         if no_tfo {
             cmd.args(["lab", "no-tfo", "--"]).arg(&self.exe);
         }

@@ -582,13 +582,15 @@ fn server_side_firewall_and_ssh_lockout_are_named() {
     let sshd = h.write("sshd_config", "Port 65222\n").expect("sshd");
     let sshd_s = sshd.to_str().expect("utf8").to_string();
     let args = ["--sshd-config", sshd_s.as_str()];
-    // Healthy: no firewall at all.
-    expect(
-        "no firewall",
-        doctor(&h, Role::Vps, &server_cfg, &args),
-        &[],
-        &["tfo"],
+    // Healthy: no firewall at all; the relay's initial_window program loads and attaches here.
+    let healthy = doctor(&h, Role::Vps, &server_cfg, &args);
+    assert_eq!(
+        status(&healthy.1, "initial_window"),
+        "ok",
+        "{:#}",
+        healthy.1
     );
+    expect("no firewall", healthy, &[], &["tfo"]);
     // A firewall that admits the relay and port 22, but sshd listens on 65222: lock-out ahead.
     let rules = h
         .write("fw1.nft", "table inet fw {\n chain input {\n  type filter hook input priority 0; policy drop;\n  ct state established,related accept\n  iifname \"lo\" accept\n  tcp dport { 22, 8388 } accept\n }\n}\n")

@@ -1,5 +1,5 @@
 //! Server-side checks: kernel, the firewall in front of the relay port and of sshd, TFO,
-//! congestion control.
+//! congestion control, the initial congestion window.
 
 use super::check::{Check, Report};
 use super::{firewall, kernel};
@@ -32,8 +32,37 @@ pub fn checks(cfg: &ServerConfig, roots: &KernelRoots, sshd_config: &std::path::
     r.checks.push(tfo(cfg, roots));
     r.checks
         .push(super::congestion::check(&cfg.congestion, roots));
+    r.checks
+        .push(initial_window(cfg.initial_window, cfg.listen.port()));
     r.checks.push(own_addresses(cfg, interface_addresses()));
     r
+}
+
+/// `initial_window`: whether the relay's program can be loaded and attached here, checked end
+/// to end by attaching it for a moment (to this process's cgroup, for the relay's port in this
+/// namespace, as the relay does; detached again at once).
+fn initial_window(segments: Option<u32>, port: u16) -> Check {
+    let Some(n) = segments else {
+        return Check::ok(
+            "initial_window",
+            "initial_window = 0: accepted connections start with the kernel's window",
+        );
+    };
+    match braid_sys::sock_ops::attach_initial_window(port, n) {
+        Ok(w) => Check::ok(
+            "initial_window",
+            format!(
+                "accepted connections start with {n} segments: the program loads and attaches here (tried on {})",
+                w.cgroup.display()
+            ),
+        ),
+        Err(e) => Check::warn(
+            "initial_window",
+            format!("initial_window = {n} cannot be set here: the relay will use the kernel's window"),
+            e.to_string(),
+            "run the relay as root (or with CAP_BPF and CAP_NET_ADMIN, as the braid-server unit does) on Linux 5.15 or later with cgroup2 mounted at /sys/fs/cgroup, or set initial_window = 0",
+        ),
+    }
 }
 
 /// The interface addresses of this machine (empty if they cannot be read).
@@ -126,6 +155,28 @@ mod tests {
             "listen = \"0.0.0.0:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\npublic_addresses = [{public}]\n"
         );
         ServerConfig::from_toml(std::path::Path::new("server.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn initial_window_is_tried_end_to_end() {
+        use super::super::check::Status;
+        let off = initial_window(None, 8388);
+        assert_eq!(off.status, Status::Ok);
+        assert!(off.summary.contains("kernel's"), "{}", off.summary);
+        // A port nothing listens on, in this namespace: attached and detached at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = initial_window(Some(32), port);
+        if nix::unistd::Uid::effective().is_root() || std::env::var("CI").as_deref() == Ok("true") {
+            assert_eq!(c.status, Status::Ok, "{c:?}");
+            assert!(c.summary.contains("32 segments"), "{}", c.summary);
+        } else {
+            assert_eq!(c.status, Status::Warn, "{c:?}");
+            assert!(c.fix.contains("initial_window = 0"), "{}", c.fix);
+        }
     }
 
     #[test]
