@@ -20,7 +20,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::sockopt;
@@ -69,7 +69,7 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
 /// 18  out: r0 = 1                   ; never reject the socket
 /// 19  exit
 /// ```
-pub fn program(port: u16, netns_cookie: u64, segments: u32) -> Vec<[u8; 8]> {
+fn program(port: u16, netns_cookie: u64, segments: u32) -> Vec<[u8; 8]> {
     const OUT: i16 = 18;
     let jump_to_out = |at: i16| OUT - at - 1;
     vec![
@@ -145,7 +145,7 @@ pub fn attach_initial_window(port: u16, segments: u32) -> io::Result<InitialWind
 }
 
 /// The cookie of this thread's network namespace (`SO_NETNS_COOKIE`, Linux 5.14).
-pub fn netns_cookie() -> io::Result<u64> {
+fn netns_cookie() -> io::Result<u64> {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
     let mut b = [0u8; 8];
     let n = sockopt::get_raw(&s, libc::SOL_SOCKET, SO_NETNS_COOKIE, &mut b)?;
@@ -160,7 +160,7 @@ pub fn netns_cookie() -> io::Result<u64> {
 
 /// This process's cgroup2 directory: its path in `/proc/self/cgroup` (`0::/…`) under the
 /// cgroup2 mount of this mount namespace (`/proc/self/mountinfo`).
-pub fn own_cgroup_dir() -> io::Result<PathBuf> {
+fn own_cgroup_dir() -> io::Result<PathBuf> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup")?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
     cgroup_dir(&cgroup, &mountinfo).ok_or_else(|| {
@@ -172,7 +172,7 @@ pub fn own_cgroup_dir() -> io::Result<PathBuf> {
 }
 
 /// [`own_cgroup_dir`] from the two files' text.
-pub fn cgroup_dir(cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
+fn cgroup_dir(cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
     let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
     mountinfo.lines().find_map(|l| {
         let (mount, fs) = l.split_once(" - ")?;
@@ -193,7 +193,8 @@ pub fn cgroup_dir(cgroup: &str, mountinfo: &str) -> Option<PathBuf> {
 }
 
 /// The congestion window of a TCP socket now (`tcpi_snd_cwnd` of `TCP_INFO`).
-pub fn snd_cwnd<S: AsFd>(sock: &S) -> io::Result<u32> {
+#[cfg(test)]
+fn snd_cwnd<S: std::os::fd::AsFd>(sock: &S) -> io::Result<u32> {
     let mut b = [0u8; 84];
     let n = sockopt::get_raw(sock, libc::IPPROTO_TCP, libc::TCP_INFO, &mut b)?;
     if n < 84 {

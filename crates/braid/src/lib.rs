@@ -37,6 +37,7 @@ pub mod firewall;
 pub mod fuzz_api;
 pub mod gateway;
 pub mod generate;
+pub mod initial_window;
 pub mod keygen;
 pub mod listener;
 pub mod log_limit;

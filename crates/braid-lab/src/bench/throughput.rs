@@ -160,12 +160,11 @@ struct Packets {
     lan_back: u64,
 }
 
-/// `(rx, tx)` packets of each of `ifaces` in `role`'s namespace, summed (`/proc/net/dev`).
-fn iface_packets(lab: &Lab, role: Role, ifaces: &[String]) -> Option<(u64, u64)> {
-    let text = lab.run(role, &["cat", "/proc/net/dev"]).ok()?;
+/// `(rx, tx)` packets of each of `ifaces`, summed, from `/proc/net/dev`'s text.
+fn iface_packets(dev: &str, ifaces: &[String]) -> Option<(u64, u64)> {
     let mut sum = (0, 0);
     for iface in ifaces {
-        let line = text
+        let line = dev
             .lines()
             .find_map(|l| l.trim_start().strip_prefix(&format!("{iface}:")))?;
         let f: Vec<u64> = line
@@ -180,13 +179,14 @@ fn iface_packets(lab: &Lab, role: Role, ifaces: &[String]) -> Option<(u64, u64)>
 
 /// The gateway's `(uplinks rx, uplinks tx, LAN rx, LAN tx)` packet counters, now.
 fn gateway_packets(lab: &Lab) -> Option<[u64; 4]> {
+    let dev = lab.run(Role::Gw, &["cat", "/proc/net/dev"]).ok()?;
     let uplinks: Vec<String> = lab
         .uplinks()
         .iter()
         .map(|u| lab.uplink_iface(&u.name))
         .collect();
-    let (ur, ut) = iface_packets(lab, Role::Gw, &uplinks)?;
-    let (lr, lt) = iface_packets(lab, Role::Gw, &[Lab::GW_LAN_IFACE.to_string()])?;
+    let (ur, ut) = iface_packets(&dev, &uplinks)?;
+    let (lr, lt) = iface_packets(&dev, &[Lab::GW_LAN_IFACE.to_string()])?;
     Some([ur, ut, lr, lt])
 }
 

@@ -39,29 +39,25 @@ pub fn checks(cfg: &ServerConfig, roots: &KernelRoots, sshd_config: &std::path::
 }
 
 /// `initial_window`: whether the relay's program can be loaded and attached here, checked end
-/// to end by attaching it for a moment (to this process's cgroup, for the relay's port in this
-/// namespace, as the relay does; detached again at once).
+/// to end by applying it as the relay does (to this process's cgroup, for the relay's port in
+/// this namespace) and detaching it again at once.
 fn initial_window(segments: Option<u32>, port: u16) -> Check {
-    let Some(n) = segments else {
-        return Check::ok(
+    let applied = crate::initial_window::apply(segments, port);
+    match (applied.error, segments) {
+        (Some(e), _) => Check::warn(
             "initial_window",
-            "initial_window = 0: accepted connections start with the kernel's window",
-        );
-    };
-    match braid_sys::sock_ops::attach_initial_window(port, n) {
-        Ok(w) => Check::ok(
+            format!("{}: the relay will use the kernel's window", applied.why),
+            e,
+            crate::initial_window::FIX,
+        ),
+        (None, Some(n)) => Check::ok(
             "initial_window",
             format!(
-                "accepted connections start with {n} segments: the program loads and attaches here (tried on {})",
-                w.cgroup.display()
+                "accepted connections start with {n} segments: the program loads and attaches here ({})",
+                applied.why
             ),
         ),
-        Err(e) => Check::warn(
-            "initial_window",
-            format!("initial_window = {n} cannot be set here: the relay will use the kernel's window"),
-            e.to_string(),
-            "run the relay as root (or with CAP_BPF and CAP_NET_ADMIN, as the braid-server unit does) on Linux 5.15 or later with cgroup2 mounted at /sys/fs/cgroup, or set initial_window = 0",
-        ),
+        (None, None) => Check::ok("initial_window", applied.why),
     }
 }
 

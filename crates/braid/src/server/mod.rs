@@ -310,42 +310,29 @@ impl Server {
     }
 
     /// Starts accepted connections with `initial_window` segments (a cgroup BPF program, held
-    /// while the relay runs); when it cannot, says why and leaves the kernel's window. Returns
-    /// the program's guard, the window in force and why.
-    fn attach_initial_window(
-        &self,
-    ) -> (
-        Option<braid_sys::sock_ops::InitialWindow>,
-        Option<u32>,
-        String,
-    ) {
-        let Some(segments) = self.shared.cfg.initial_window else {
-            let why = "initial_window = 0: the kernel's (10, or the route's initcwnd)";
-            info!("initial congestion window: {why}");
-            return (None, None, why.into());
-        };
+    /// while the relay runs); when it cannot, says why and leaves the kernel's window.
+    fn attach_initial_window(&self) -> crate::initial_window::Applied {
         let port = match self.listener.local_addr() {
             Ok(a) => a.port(),
-            Err(e) => return (None, None, format!("the relay's port is unknown ({e})")),
-        };
-        match braid_sys::sock_ops::attach_initial_window(port, segments) {
-            Ok(w) => {
-                let why = format!(
-                    "initial_window = {segments}: set on each connection accepted on port {port} by a BPF sock_ops program on cgroup {}",
-                    w.cgroup.display()
-                );
-                info!("{why}");
-                (Some(w), Some(segments), why)
-            }
             Err(e) => {
-                warn!("initial_window = {segments} is not in force: {e}; accepted connections start with the kernel's window (it needs root, a cgroup2 mount and Linux 5.15 or later; set initial_window = 0 to silence this)");
-                (
-                    None,
-                    None,
-                    format!("initial_window = {segments} could not be set ({e}): the kernel's"),
-                )
+                return crate::initial_window::Applied {
+                    guard: None,
+                    segments: None,
+                    why: format!("the relay's port is unknown ({e})"),
+                    error: Some(e.to_string()),
+                }
             }
+        };
+        let applied = crate::initial_window::apply(self.shared.cfg.initial_window, port);
+        match &applied.error {
+            None => info!("initial congestion window: {}", applied.why),
+            Some(e) => warn!(
+                "{}; accepted connections start with the kernel's window ({e}); fix: {}",
+                applied.why,
+                crate::initial_window::FIX
+            ),
         }
+        applied
     }
 
     /// The UDP relay, if `udp` is on.
@@ -357,7 +344,7 @@ impl Server {
     pub async fn run(self, shutdown: Shutdown) {
         let (path_manager, pm_view) = self.start_path_manager(&shutdown).await;
         // Held until the relay stops: dropping it detaches the program.
-        let (initial_window, segments, window_why) = self.attach_initial_window();
+        let initial_window = self.attach_initial_window();
         let tcp_mem = crate::status::kernel::KernelWatch::system();
         let tcp_mem_watch = tokio::spawn(tcp_mem.clone().watch_forever());
         let mut status_http = None;
@@ -369,8 +356,8 @@ impl Server {
                     self.tfo.reason.clone(),
                     tcp_mem,
                     crate::status::model::Congestion {
-                        initial_window: segments,
-                        initial_window_reason: window_why,
+                        initial_window: initial_window.segments,
+                        initial_window_reason: initial_window.why.clone(),
                         ..(&self.shared.congestion).into()
                     },
                     self.udp.clone(),
