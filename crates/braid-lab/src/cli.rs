@@ -247,6 +247,25 @@ pub enum TrafficCommand {
         #[arg(long, default_value_t = 100)]
         size: u64,
     },
+    /// A bare relay for the throughput bench's ceiling: every accepted stream passed both ways
+    /// to CONNECT, no header, no crypto (lab only: it trusts whoever connects).
+    Relay {
+        /// Listen address.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Where every accepted stream goes.
+        #[arg(long)]
+        connect: SocketAddr,
+        /// Accept MPTCP (and plain TCP) on the listener.
+        #[arg(long)]
+        mptcp_in: bool,
+        /// Connect over MPTCP.
+        #[arg(long)]
+        mptcp_out: bool,
+        /// How the bytes are moved.
+        #[arg(long, value_enum, default_value_t = crate::bare_relay::Mode::Copy)]
+        mode: crate::bare_relay::Mode,
+    },
 }
 
 /// Runs a lab subcommand.
@@ -402,6 +421,16 @@ fn traffic_main(t: TrafficCommand) -> ExitCode {
                 secs,
                 size,
             } => (json(&load::rate(connect, workers, secs, size).await), true),
+            TrafficCommand::Relay {
+                listen,
+                connect,
+                mptcp_in,
+                mptcp_out,
+                mode,
+            } => {
+                crate::bare_relay::run(listen, connect, mptcp_in, mptcp_out, mode).await?;
+                (String::new(), true)
+            }
         })
     });
     match r {

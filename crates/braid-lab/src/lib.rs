@@ -41,6 +41,7 @@
 //! `sysctl`.
 #![forbid(unsafe_code)]
 
+pub mod bare_relay;
 pub mod bench;
 pub mod browser;
 pub mod cli;

@@ -223,13 +223,22 @@ impl Route {
         }
     }
 
+    /// Straight to `target`, over MPTCP when `mptcp`.
+    pub fn mptcp_to(target: SocketAddr, mptcp: bool) -> Route {
+        Route {
+            target: Some(target),
+            mptcp,
+            ..Route::default()
+        }
+    }
+
     fn target(&self) -> std::io::Result<SocketAddr> {
         self.target
             .ok_or_else(|| std::io::Error::other("no target"))
     }
 }
 
-async fn connect_direct(addr: SocketAddr, route: Route) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect_direct(addr: SocketAddr, route: Route) -> std::io::Result<TcpStream> {
     let (sock, _, why) = braid_sys::socket::stream_socket(&addr, route.mptcp)?;
     if let Some(why) = why {
         return Err(std::io::Error::other(format!(

@@ -15,12 +15,14 @@
 //!   unauthenticated connections, the gateway's memory, connections opened per second.
 
 pub mod aggregation;
+mod bare_relay;
 pub mod failover;
 pub mod fetch;
 pub mod hostile;
 mod http;
 pub mod load;
 pub mod lossy;
+mod redirect;
 mod ssrust;
 pub mod throughput;
 pub mod udp;

@@ -78,30 +78,7 @@ impl SsRust {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         children.push(r.spawn().map_err(io("starting sslocal redir"))?);
-        let rules = braid_sys::nftables::CaptureRules {
-            table: "ssbench".into(),
-            lan: vec![Lab::GW_LAN_IFACE
-                .parse()
-                .map_err(|e: braid_sys::link::BadIfName| HarnessError::Io {
-                    what: "the lab's LAN interface name".into(),
-                    source: std::io::Error::other(e.to_string()),
-                })?],
-            redirect_port: 1100,
-            exclude: vec![Lab::VPS_PUBLIC.into()],
-            ..Default::default()
-        };
-        let text = rules.render().map_err(|e| HarnessError::Io {
-            what: "nft".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let mut nft = h.lab.command(Role::Gw, "nft");
-        nft.args(["-f", "-"]).stdin(Stdio::piped());
-        let mut child = nft.spawn().map_err(io("nft"))?;
-        if let Some(mut i) = child.stdin.take() {
-            use std::io::Write;
-            i.write_all(text.as_bytes()).map_err(io("nft stdin"))?;
-        }
-        child.wait().map_err(io("nft"))?;
+        super::redirect::install(h, "ssbench", 1100)?;
         std::thread::sleep(Duration::from_millis(500));
         Ok(SsRust { children })
     }
@@ -117,8 +94,6 @@ impl SsRust {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = h
-            .lab
-            .run(Role::Gw, &["nft", "delete", "table", "inet", "ssbench"]);
+        super::redirect::remove(h, "ssbench");
     }
 }

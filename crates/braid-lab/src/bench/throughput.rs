@@ -109,6 +109,13 @@ pub enum Stack {
     SsRust,
     /// The traffic tool in gw over an MPTCP socket: no proxy, no crypto.
     Raw,
+    /// Two bare relays (`braid lab traffic relay --mode copy`) on the proxies' three hops:
+    /// tokio read and write, 64 KiB, no header, no crypto: a proxy's ceiling on this path.
+    #[value(name = "bare-copy")]
+    BareCopy,
+    /// The same with splice(2): no byte copied into user space, the hops' kernel cost alone.
+    #[value(name = "bare-splice")]
+    BareSplice,
 }
 
 impl Stack {
@@ -120,6 +127,8 @@ impl Stack {
             Stack::BraidPool => "braid (pool)",
             Stack::SsRust => "shadowsocks-rust",
             Stack::Raw => "raw",
+            Stack::BareCopy => "bare copy",
+            Stack::BareSplice => "bare splice",
         }
     }
 
@@ -130,6 +139,8 @@ impl Stack {
             Stack::BraidPool => "braid, warm_pool = \"auto\" (capture, pooled connections)",
             Stack::SsRust => "shadowsocks-rust 1.25 (capture)",
             Stack::Raw => "raw kernel MPTCP, no proxy",
+            Stack::BareCopy => "bare relay, read/write (capture; no header, no crypto)",
+            Stack::BareSplice => "bare relay, splice (capture; no copy to user space)",
         }
     }
 }
@@ -435,6 +446,24 @@ fn phase(
             s.stop(h);
             (d?, u?)
         }
+        Stack::BareCopy | Stack::BareSplice => {
+            let mode = if stack == Stack::BareCopy {
+                crate::bare_relay::Mode::Copy
+            } else {
+                crate::bare_relay::Mode::Splice
+            };
+            h.lab.kernel_mptcp_policy()?;
+            let s = super::bare_relay::BareRelay::start(h, mode)?;
+            let pids = s.pids();
+            let d = costed(h, Direction::Down, &pids, secs, |h| {
+                super::aggregation::get(h, Role::Lan, &[], secs)
+            });
+            let u = costed(h, Direction::Up, &pids, secs, |h| {
+                super::aggregation::put(h, Role::Lan, &[], secs)
+            });
+            s.stop(h);
+            (d?, u?)
+        }
         Stack::Raw => {
             h.lab.kernel_mptcp_policy()?;
             let m = ["--mptcp"];
@@ -478,6 +507,8 @@ fn rounds(
         Stack::Raw,
         Stack::BraidCubic,
         Stack::BraidPool,
+        Stack::BareCopy,
+        Stack::BareSplice,
     ];
     if plan.ssrust.is_some() {
         stacks.insert(1, Stack::SsRust);
@@ -602,6 +633,8 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
     let machine = |c: Costed| c.machine_per_gbit.map(|v| format!("{v:.2}"));
     for stack in [
         Stack::Raw,
+        Stack::BareSplice,
+        Stack::BareCopy,
         Stack::SsRust,
         Stack::Braid,
         Stack::BraidCubic,
@@ -625,6 +658,13 @@ fn table(phases: &[Phase], plan: &ThroughputPlan, how: &str) -> String {
     for (ours, other, label) in [
         (Stack::Braid, Stack::SsRust, "braid / shadowsocks-rust"),
         (Stack::Braid, Stack::Raw, "braid / raw kernel MPTCP"),
+        (
+            Stack::Braid,
+            Stack::BareCopy,
+            "braid / bare relay, read/write",
+        ),
+        (Stack::BareCopy, Stack::Raw, "bare relay, read/write / raw"),
+        (Stack::BareSplice, Stack::Raw, "bare relay, splice / raw"),
         (
             Stack::BraidCubic,
             Stack::SsRust,
