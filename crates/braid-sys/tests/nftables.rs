@@ -148,6 +148,9 @@ fn steering_table_json_and_text_forms_make_the_same_table() {
             "ip6 daddr @bypass6 return",
             "fib daddr oif exists fib daddr oifname != \"wan-a\" return",
             "meta mark set 0x00000b1d tproxy to :1100 accept",
+            // What the UDP chain can never steer leaves at its first rules.
+            "meta l4proto != udp return",
+            "iifname != \"eth1\" return",
         ] {
             assert!(human.contains(line), "no `{line}` in:\n{human}");
         }
