@@ -3,7 +3,8 @@
 //! print Markdown for `docs/BENCHMARKS.md`. `bench/*.sh` runs them.
 //!
 //! - [`aggregation`]: bonded goodput, time to first byte and the unshaped relay's own cost
-//!   ([`throughput`]: offloads off, stacks in rotated order, TCP memory per phase).
+//!   ([`throughput`]: offloads off, stacks in rotated order, TCP memory per phase, beside two
+//!   bare relays on the same hops: what any proxy could reach there).
 //! - [`fetch`]: HTTP fetches of 100 B, 100 kB and 1 MB through the capture on fresh LAN
 //!   connections, braid (warm pool on and off) beside the shadowsocks-rust stack, and the warm
 //!   pool's idle cost.
