@@ -132,7 +132,7 @@ pub fn aggregation(args: &AggregationArgs, exe: &Path) -> Result<String, Harness
     let (ss, ss_rr) = match &args.ssrust {
         Some(dir) => {
             eprintln!("shaped lab: shadowsocks-rust…");
-            let s = super::ssrust::SsRust::start(&h, dir)?;
+            let s = super::ssrust::start(&h, dir)?;
             let r = (
                 get(&h, Role::Lan, &[], secs)?,
                 put(&h, Role::Lan, &[], secs)?,

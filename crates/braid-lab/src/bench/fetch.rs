@@ -251,7 +251,7 @@ fn phase(
                 .as_deref()
                 .unwrap_or(Path::new("/opt/ssrust/bin"));
             h.lab.kernel_mptcp_policy()?;
-            let s = super::ssrust::SsRust::start(h, dir)?;
+            let s = super::ssrust::start(h, dir)?;
             let r = fetch_all(h, Role::Lan, false, args);
             s.stop(h);
             (r?, None)

@@ -17,13 +17,13 @@
 
 pub mod aggregation;
 mod bare_relay;
+mod baseline;
 pub mod failover;
 pub mod fetch;
 pub mod hostile;
 mod http;
 pub mod load;
 pub mod lossy;
-mod redirect;
 mod ssrust;
 pub mod throughput;
 pub mod udp;

@@ -429,31 +429,18 @@ fn phase(
             h.stop_server()?;
             (d, u)
         }
-        Stack::SsRust => {
-            let dir = plan
-                .ssrust
-                .as_deref()
-                .unwrap_or(Path::new("/opt/ssrust/bin"));
+        Stack::SsRust | Stack::BareCopy | Stack::BareSplice => {
             h.lab.kernel_mptcp_policy()?;
-            let s = super::ssrust::SsRust::start(h, dir)?;
-            let pids = s.pids();
-            let d = costed(h, Direction::Down, &pids, secs, |h| {
-                super::aggregation::get(h, Role::Lan, &[], secs)
-            });
-            let u = costed(h, Direction::Up, &pids, secs, |h| {
-                super::aggregation::put(h, Role::Lan, &[], secs)
-            });
-            s.stop(h);
-            (d?, u?)
-        }
-        Stack::BareCopy | Stack::BareSplice => {
-            let mode = if stack == Stack::BareCopy {
-                crate::bare_relay::Mode::Copy
-            } else {
-                crate::bare_relay::Mode::Splice
+            let s = match stack {
+                Stack::SsRust => super::ssrust::start(
+                    h,
+                    plan.ssrust
+                        .as_deref()
+                        .unwrap_or(Path::new("/opt/ssrust/bin")),
+                )?,
+                Stack::BareCopy => super::bare_relay::start(h, crate::bare_relay::Mode::Copy)?,
+                _ => super::bare_relay::start(h, crate::bare_relay::Mode::Splice)?,
             };
-            h.lab.kernel_mptcp_policy()?;
-            let s = super::bare_relay::BareRelay::start(h, mode)?;
             let pids = s.pids();
             let d = costed(h, Direction::Down, &pids, secs, |h| {
                 super::aggregation::get(h, Role::Lan, &[], secs)

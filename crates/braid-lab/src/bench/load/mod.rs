@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Stdio};
 use std::time::{Duration, Instant};
 
-use super::ssrust::SsRust;
+use super::ssrust;
 use crate::demo::demo_uplinks;
 use crate::harness::{Harness, HarnessError, RELAY_PORT};
 use crate::{Lab, Role};
@@ -400,7 +400,7 @@ pub fn load(args: &LoadArgs, exe: &Path) -> Result<String, HarnessError> {
         Some(dir) => {
             eprintln!("connections opened per second, shadowsocks-rust…");
             r.h.lab.kernel_mptcp_policy()?;
-            let s = SsRust::start(&r.h, dir)?;
+            let s = ssrust::start(&r.h, dir)?;
             let rate = opened_per_sec(&r.h, args);
             s.stop(&r.h);
             Some(rate?)
