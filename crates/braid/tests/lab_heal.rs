@@ -108,16 +108,53 @@ fn wait_endpoint(h: &Harness, name: &str, what: &str) {
     );
 }
 
-/// 5g carries the download alone: a quarter of its 20 Mbit/s within 1.5 s.
+/// 5g carries the download alone: a quarter of its 20 Mbit/s within 1.5 s. When it does not,
+/// the panic carries what the two ends' sockets and logs said, to tell a stalled relay from a
+/// slow one.
 #[track_caller]
 fn wait_5g_takes_over(h: &Harness, what: &str) {
-    wait_received(
-        h,
-        "5g",
-        20_000_000 / 8 / 4,
-        Duration::from_millis(1500),
-        what,
-    );
+    let bytes = 20_000_000 / 8 / 4;
+    let limit = Duration::from_millis(1500);
+    let rx = || h.lab.uplink_bytes("5g").expect("uplink counters").rx;
+    let start = rx();
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let got = rx() - start;
+        if got >= bytes {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!(
+                "{what}: 5g received {got} bytes in the {limit:?} after wifi went Down, not {bytes}\n{}",
+                stall_report(h)
+            );
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// The relay's and the gateway's MPTCP sockets and their subflows, both ends' MPTCP counters,
+/// and the last lines of both logs.
+fn stall_report(h: &Harness) -> String {
+    let run = |role: Role, args: &[&str]| {
+        h.lab
+            .run(role, args)
+            .unwrap_or_else(|e| format!("{args:?}: {e}"))
+    };
+    let tail = |file: &str| {
+        let log = h.log(file);
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    };
+    format!(
+        "relay sockets:\n{}\ngateway sockets:\n{}\nrelay MPTCP counters:\n{}\ngateway MPTCP counters:\n{}\nserver.log:\n{}\ngateway.log:\n{}",
+        run(Role::Vps, &["ss", "-tinM"]),
+        run(Role::Gw, &["ss", "-tinM"]),
+        run(Role::Vps, &["nstat", "-az", "MPTcp*"]),
+        run(Role::Gw, &["nstat", "-az", "MPTcp*"]),
+        tail("server.log"),
+        tail("gateway.log"),
+    )
 }
 
 #[test]

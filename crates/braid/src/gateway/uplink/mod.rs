@@ -39,7 +39,7 @@ use braid_sys::mptcp::pm::MptcpPm;
 use braid_sys::netlink::Rtnl;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::gateway::{GatewayConfig, Uplink};
 use crate::gateway::dialer::Dialer;
@@ -712,6 +712,9 @@ async fn reconcile_slot(
     }
     match kernel::reconcile(rtnl, pm, journal, &s.cfg, &want, &s.endpoint_addrs).await {
         Ok(diffs) => {
+            if !diffs.is_empty() {
+                debug!("uplink {}: kernel state changed: {diffs:?}", s.cfg.name);
+            }
             if s.endpoint_installed
                 && diffs
                     .iter()
