@@ -18,7 +18,9 @@ use std::time::Duration;
 use braid::status::model::Status;
 use braid_lab::harness::Harness;
 use braid_lab::Role;
-use common::{shaped_uplinks, start_bonded_stream, uplink, wait_received, wait_status, wait_until};
+use common::{
+    shaped_uplinks, start_carrying_bonded_stream, uplink, wait_received, wait_status, wait_until,
+};
 
 /// How long a healthy uplink may take to be declared Down, or Up again after the repair.
 const STATE_LIMIT: Duration = Duration::from_secs(5);
@@ -163,7 +165,7 @@ fn link_down_then_up_keeps_the_connection_and_restores_the_uplink() {
         return;
     }
     let h = lab("bth1", "", false);
-    let c = start_bonded_stream(&h, 12);
+    let c = start_carrying_bonded_stream(&h, 12);
     h.lab.set_uplink_link("wifi", false).expect("down");
     let down = wait_state(&h, "wifi", LinkState::Down);
     // The fault: the link stays down for 2 s (not a wait for anything).
@@ -182,7 +184,7 @@ fn silent_blackhole_is_detected_and_the_uplink_comes_back() {
         return;
     }
     let h = lab("bth2", "", false);
-    let c = start_bonded_stream(&h, 16);
+    let c = start_carrying_bonded_stream(&h, 16);
     h.lab.set_uplink_blackhole("wifi", true).expect("blackhole");
     let down = wait_state(&h, "wifi", LinkState::Down);
     wait_5g_takes_over(&h, "blackhole");
@@ -200,7 +202,7 @@ fn address_change_moves_subflows_to_the_new_address() {
         return;
     }
     let h = lab("bth3", "", false);
-    let c = start_bonded_stream(&h, 10);
+    let c = start_carrying_bonded_stream(&h, 10);
     let mut log = h.log_cursor("gateway.log");
     h.lab
         .change_uplink_address("wifi", "10.1.0.7".parse().expect("addr"))
@@ -245,7 +247,7 @@ fn twenty_flaps_in_a_row_lose_nothing_and_end_bonded() {
         return;
     }
     let h = lab("bth4", "", false);
-    let c = start_bonded_stream(&h, 20);
+    let c = start_carrying_bonded_stream(&h, 20);
     let before = common::status(&h);
     // The fault: 20 flaps of 300 ms down, 300 ms up.
     for _ in 0..20 {
@@ -269,7 +271,7 @@ fn every_uplink_down_at_once_keeps_the_endpoints_and_the_connection() {
         return;
     }
     let h = lab("bth7", "", false);
-    let c = start_bonded_stream(&h, 16);
+    let c = start_carrying_bonded_stream(&h, 16);
     let mut log = h.log_cursor("gateway.log");
     for u in ["wifi", "5g"] {
         h.lab.set_uplink_blackhole(u, true).expect("blackhole");
@@ -306,7 +308,7 @@ fn backup_uplink_is_idle_while_a_primary_is_up_and_takes_over_when_all_are_down(
         return;
     }
     let h = lab("bth5", "", true);
-    let c = start_bonded_stream(&h, 12);
+    let c = start_carrying_bonded_stream(&h, 12);
     // Proves that something does not happen: over 2 s with wifi Up, the backup 5g carries probes
     // and ACK-sized traffic only, far below 5 % of its 20 Mbit/s (250 kB).
     let rx = || h.lab.uplink_bytes("5g").expect("counters").rx;

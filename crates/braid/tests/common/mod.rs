@@ -47,10 +47,37 @@ pub fn running(prefix: &str, uplinks: Vec<UplinkSpec>, gateway_extra: &str) -> H
 }
 
 /// Starts a checked download (`braid lab traffic stream`) from the LAN host for `secs`, and
-/// waits until its relay connection is bonded: a subflow on each uplink, each uplink but a
-/// backup carrying the download (its counter grew by [`BONDED_BYTES`]), and both subflows still
-/// there after that. So what follows (a fault, a comparison with the kernel) meets a bonded connection.
-/// Finish it with `Harness::finish_traffic`.
+/// waits until its relay connection has a subflow on each uplink, so what follows (a fault, a
+/// comparison with the kernel) meets a bonded connection. Finish it with
+/// `Harness::finish_traffic`.
+#[track_caller]
+pub fn start_bonded_stream(h: &Harness, secs: u64) -> Child {
+    let target = Harness::traffic_target();
+    let child = h
+        .spawn_traffic(
+            Role::Lan,
+            &["stream", "--connect", &target, "--secs", &secs.to_string()],
+        )
+        .expect("starting the download");
+    wait_status(
+        h,
+        "the download's relay connection with a subflow on each uplink",
+        Duration::from_secs(5),
+        |s| stream_bonded(s, &target),
+    );
+    child
+}
+
+fn stream_bonded(s: &Status, target: &str) -> bool {
+    s.connections
+        .list
+        .iter()
+        .any(|c| c.target == target && c.subflows_per_uplink.len() == 2)
+}
+
+/// Like [`start_bonded_stream`], on shaped uplinks where each one must carry its share: the
+/// download counts as bonded once every non-backup uplink carried [`BONDED_BYTES`] of it and
+/// both subflows are still there after that.
 ///
 /// The second check is there because Linux 6.18 sometimes resets a join from the gateway's own
 /// side some 60 ms after it was established, while the connection's bulk has just started
@@ -60,31 +87,21 @@ pub fn running(prefix: &str, uplinks: Vec<UplinkSpec>, gateway_extra: &str) -> H
 /// tests using this measure, so the download is started again (up to three times), each
 /// restart reported on stderr.
 #[track_caller]
-pub fn start_bonded_stream(h: &Harness, secs: u64) -> Child {
+pub fn start_carrying_bonded_stream(h: &Harness, secs: u64) -> Child {
     let target = Harness::traffic_target();
     for attempt in 1..=3 {
-        let mut child = h
-            .spawn_traffic(
-                Role::Lan,
-                &["stream", "--connect", &target, "--secs", &secs.to_string()],
-            )
-            .expect("starting the download");
-        let bonded = |s: &Status| {
-            s.connections
-                .list
-                .iter()
-                .any(|c| c.target == target && c.subflows_per_uplink.len() == 2)
-        };
-        let seen = wait_status(
-            h,
-            "the download's relay connection with a subflow on each uplink",
-            Duration::from_secs(5),
-            bonded,
-        );
-        // A backup uplink's subflow carries nothing while another is Up.
-        let uplinks: Vec<String> = (seen.uplinks.iter())
-            .filter(|u| !u.backup)
+        let mut child = start_bonded_stream(h, secs);
+        let seen = status(h);
+        // The lab's uplinks the gateway uses, by interface (its names for them may differ); a
+        // backup uplink's subflow carries nothing while another is Up.
+        let uplinks: Vec<String> = (h.lab.uplinks().iter())
             .map(|u| u.name.clone())
+            .filter(|name| {
+                let iface = h.lab.uplink_iface(name);
+                seen.uplinks
+                    .iter()
+                    .any(|u| u.interface == iface && !u.backup)
+            })
             .collect();
         for u in &uplinks {
             wait_received(
@@ -95,7 +112,7 @@ pub fn start_bonded_stream(h: &Harness, secs: u64) -> Child {
                 "the bonded download",
             );
         }
-        if bonded(&status(h)) {
+        if stream_bonded(&status(h), &target) {
             return child;
         }
         eprintln!(
