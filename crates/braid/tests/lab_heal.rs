@@ -115,23 +115,20 @@ fn wait_endpoint(h: &Harness, name: &str, what: &str) {
 /// slow one.
 #[track_caller]
 fn wait_5g_takes_over(h: &Harness, what: &str) {
-    let bytes = 20_000_000 / 8 / 4;
-    let limit = Duration::from_millis(1500);
-    let rx = || h.lab.uplink_bytes("5g").expect("uplink counters").rx;
-    let start = rx();
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        let got = rx() - start;
-        if got >= bytes {
-            return;
-        }
-        if std::time::Instant::now() >= deadline {
-            panic!(
-                "{what}: 5g received {got} bytes in the {limit:?} after wifi went Down, not {bytes}\n{}",
-                stall_report(h)
-            );
-        }
-        sleep(Duration::from_millis(50));
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_received(
+            h,
+            "5g",
+            20_000_000 / 8 / 4,
+            Duration::from_millis(1500),
+            what,
+        )
+    }));
+    if let Err(e) = waited {
+        let why = (e.downcast_ref::<String>().cloned())
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        panic!("{why}\n{}", stall_report(h));
     }
 }
 
