@@ -66,44 +66,45 @@ async fn serve(
 ) -> io::Result<()> {
     loop {
         let (s, _) = l.accept().await?;
-        match mode {
-            Mode::Copy => {
-                tokio::spawn(async move {
-                    if let Err(e) = copy(s, connect, mptcp_out).await {
-                        eprintln!("bare relay: {e}");
-                    }
-                });
+        tokio::spawn(async move {
+            if let Err(e) = relay_one(s, connect, mptcp_out, mode).await {
+                eprintln!("bare relay: {e}");
             }
-            Mode::Splice => {
-                let s = s.into_std()?;
-                std::thread::spawn(move || {
-                    if let Err(e) = splice_both(s, connect, mptcp_out) {
-                        eprintln!("bare relay: {e}");
-                    }
-                });
-            }
+        });
+    }
+}
+
+/// Connects to `to` (as the traffic tool does) and moves the bytes both ways until both
+/// directions end.
+async fn relay_one(
+    mut s: tokio::net::TcpStream,
+    to: SocketAddr,
+    mptcp: bool,
+    mode: Mode,
+) -> io::Result<()> {
+    let route = crate::traffic::Route {
+        mptcp,
+        ..crate::traffic::Route::to(to)
+    };
+    let mut t = crate::traffic::connect_direct(to, route).await?;
+    match mode {
+        Mode::Copy => {
+            tokio::io::copy_bidirectional_with_sizes(&mut s, &mut t, CHUNK, CHUNK).await?;
+            Ok(())
+        }
+        Mode::Splice => {
+            let (s, t) = (s.into_std()?, t.into_std()?);
+            tokio::task::spawn_blocking(move || splice_both(s, t))
+                .await
+                .map_err(io::Error::other)?
         }
     }
 }
 
-async fn copy(mut s: tokio::net::TcpStream, to: SocketAddr, mptcp: bool) -> io::Result<()> {
-    let mut t =
-        crate::traffic::connect_direct(to, crate::traffic::Route::mptcp_to(to, mptcp)).await?;
-    tokio::io::copy_bidirectional_with_sizes(&mut s, &mut t, CHUNK, CHUNK).await?;
-    Ok(())
-}
-
-/// Connects to `to` blocking and runs both directions, each on its own thread.
-fn splice_both(s: std::net::TcpStream, to: SocketAddr, mptcp: bool) -> io::Result<()> {
+/// Both directions, each on its own blocking thread.
+fn splice_both(s: std::net::TcpStream, t: std::net::TcpStream) -> io::Result<()> {
     s.set_nonblocking(false)?;
-    let (sock, _, why) = braid_sys::socket::stream_socket(&to, mptcp)?;
-    if let Some(why) = why {
-        return Err(io::Error::other(format!("MPTCP unavailable: {why}")));
-    }
-    sock.set_nonblocking(false)?;
-    sock.set_tcp_nodelay(true)?;
-    sock.connect(&to.into())?;
-    let t: std::net::TcpStream = sock.into();
+    t.set_nonblocking(false)?;
     let (s2, t2) = (s.try_clone()?, t.try_clone()?);
     let back = std::thread::spawn(move || splice_one(&t2, &s2));
     let there = splice_one(&s, &t);

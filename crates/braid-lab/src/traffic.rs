@@ -223,15 +223,6 @@ impl Route {
         }
     }
 
-    /// Straight to `target`, over MPTCP when `mptcp`.
-    pub fn mptcp_to(target: SocketAddr, mptcp: bool) -> Route {
-        Route {
-            target: Some(target),
-            mptcp,
-            ..Route::default()
-        }
-    }
-
     fn target(&self) -> std::io::Result<SocketAddr> {
         self.target
             .ok_or_else(|| std::io::Error::other("no target"))

@@ -285,16 +285,16 @@ impl CaptureRules {
                 matches(meta(MetaKey::L4proto), Operator::NEQ, text(steer.proto())),
                 Statement::Return(None),
             ]);
-        }
-        if matches!(steer, Steer::Udp(_)) && !self.lan.is_empty() {
-            rules.push(vec![
-                matches(
-                    meta(MetaKey::Iifname),
-                    Operator::NEQ,
-                    set(self.lan.iter().map(|n| text(n.as_str()))),
-                ),
-                Statement::Return(None),
-            ]);
+            if !self.lan.is_empty() {
+                rules.push(vec![
+                    matches(
+                        meta(MetaKey::Iifname),
+                        Operator::NEQ,
+                        set(self.lan.iter().map(|n| text(n.as_str()))),
+                    ),
+                    Statement::Return(None),
+                ]);
+            }
         }
         for (proto, v4) in [("ip", true), ("ip6", false)] {
             let addrs: Vec<Expression> = (self.exclude.iter())

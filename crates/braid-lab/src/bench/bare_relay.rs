@@ -34,10 +34,10 @@ fn spawn_both(h: &Harness, mode: Mode, stack: &mut Baseline) -> Result<(), Harne
     let vps = format!("{}:{VPS_PORT}", Lab::VPS_PUBLIC);
     let gw = format!("0.0.0.0:{CAPTURE_PORT}");
     let target = Harness::traffic_target();
-    let mode = match mode {
-        Mode::Copy => "copy",
-        Mode::Splice => "splice",
-    };
+    // The name `--mode` takes, from the same definition the relay's parser uses.
+    let mode = clap::ValueEnum::to_possible_value(&mode)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
     for (role, listen, connect, flag) in [
         (Role::Vps, vps.as_str(), target.as_str(), "--mptcp-in"),
         (Role::Gw, gw.as_str(), vps.as_str(), "--mptcp-out"),
@@ -52,7 +52,7 @@ fn spawn_both(h: &Harness, mode: Mode, stack: &mut Baseline) -> Result<(), Harne
                 connect,
                 flag,
                 "--mode",
-                mode,
+                &mode,
             ],
         )?;
         let line = c.stdout.take().map(|o| {
