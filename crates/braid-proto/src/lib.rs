@@ -13,7 +13,8 @@
 //! Also here: the relay's destination policy (`destination`), SIP022's request-header rules
 //! (`sip022`), the rules of the gateway's warm pool of relay connections (`pool`) and the parked
 //! request that bonds them before use (`park`), when a relay connection left without a subflow
-//! is given up (`stranded`), the hostile-path tunnel's decisions, inner-packet
+//! is given up (`stranded`) and when one that lost an uplink's subflow is reported
+//! (`lost_join`), the hostile-path tunnel's decisions, inner-packet
 //! rules and MTU (`tunnel`), and log lines a peer can neither forge nor flood (`logsafe`).
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod destination;
 pub mod fuzz_api;
 pub mod health;
 pub mod logsafe;
+pub mod lost_join;
 pub mod park;
 pub mod pool;
 pub mod rate;

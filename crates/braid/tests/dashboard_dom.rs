@@ -50,11 +50,12 @@ fn dashboard_canned_status_shows_uplink_states_in_a_real_browser() {
         Some(("down".into(), "Down".into()))
     );
     for text in [
-        "example.com:443",           // connection table
-        "TFO works on every uplink", // TFO reason
-        "Linux 6.12.0-test",         // relay kernel
-        "48.0 Mbit/s",               // bonded rx total
-        "points=\"0.5,",             // graphs drawn from the oldest of 300 seconds
+        "example.com:443",                               // connection table
+        "TFO works on every uplink",                     // TFO reason
+        "Linux 6.12.0-test",                             // relay kernel
+        "48.0 Mbit/s",                                   // bonded rx total
+        "points=\"0.5,", // graphs drawn from the oldest of 300 seconds
+        "1 without the subflow of an uplink that is up", // connections title
     ] {
         assert!(dom.contains(text), "DOM lacks {text:?}:\n{dom}");
     }
@@ -147,6 +148,8 @@ fn canned_status() -> Status {
             tcp: 0,
             fallback_total: 2,
             stranded_total: 1,
+            lost_join: 1,
+            lost_join_total: 1,
             list: vec![ConnectionStatus {
                 target: "example.com:443".into(),
                 transport: braid_proto::control::Transport::Mptcp,

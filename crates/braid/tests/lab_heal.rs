@@ -382,3 +382,46 @@ fn kernel_blackhole_is_noticed_and_its_timeout_shortened_then_restored() {
         "not restored"
     );
 }
+
+#[test]
+fn a_subflow_closed_while_its_uplink_stays_up_is_reported_and_the_download_carries_on() {
+    if !braid_lab::root_tests_enabled("lost_join") {
+        return;
+    }
+    let h = lab("bth8", "", false);
+    let c = start_carrying_bonded_stream(&h, 12);
+    let s = common::status(&h);
+    assert_eq!(
+        (s.connections.lost_join, s.connections.lost_join_total),
+        (0, 0),
+        "a bonded download counted as having lost a subflow"
+    );
+    let addr_5g = uplink(&s, "5g").address.clone().expect("5g's address");
+    // The fault: the relay's kernel aborts the download's 5g subflow (a reset, as when either
+    // kernel or a middlebox ends a join), while the 5g link stays up and healthy.
+    let mut log = h.log_cursor("gateway.log");
+    h.lab
+        .run(Role::Vps, &["ss", "-K", "-tn", "dst", &addr_5g])
+        .expect("ss -K");
+    let lost = wait_status(
+        &h,
+        "the download counted as without its 5g subflow",
+        braid_proto::lost_join::GRACE + STATE_LIMIT,
+        |s| s.connections.lost_join == 1,
+    );
+    assert_eq!(
+        lost.connections.lost_join_total, 1,
+        "{:?}",
+        lost.connections
+    );
+    assert_eq!(uplink(&lost, "5g").state, LinkState::Up);
+    log.wait_for("no subflow on uplink 5g, which is up", STATE_LIMIT)
+        .expect("the log line");
+    let m = common::metrics(&h);
+    assert!(m.contains("braid_connections_lost_join 1"), "{m}");
+    // The kernel never joins 5g to it again, and it carries on over wifi with every byte.
+    finish_ok(&h, c, "lost join");
+    wait_status(&h, "the ended download forgotten", STATE_LIMIT, |s| {
+        s.connections.lost_join == 0 && s.connections.lost_join_total == 1
+    });
+}

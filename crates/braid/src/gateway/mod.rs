@@ -16,6 +16,7 @@
 
 mod capture;
 pub mod dialer;
+pub mod lost_join;
 pub mod pool;
 pub mod reload;
 pub mod resolve;

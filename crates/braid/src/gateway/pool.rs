@@ -428,11 +428,7 @@ struct UplinkAddrs {
 impl UplinkAddrs {
     fn of(view: &ManagerView) -> UplinkAddrs {
         // Where an uplink's subflows come from on its current path.
-        let source = |u: &UplinkView| match u.path.path {
-            Path::Direct => u.addr,
-            Path::Tunnel => u.path.tunnel.as_ref().map(|(_, a)| *a),
-            Path::Out => None,
-        };
+        let source = UplinkView::join_source;
         let with = |state: LinkState| {
             view.uplinks
                 .iter()

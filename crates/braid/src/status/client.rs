@@ -150,6 +150,13 @@ pub fn render_text(s: &Status) -> String {
             String::new()
         }
     );
+    if c.lost_join > 0 {
+        o += &format!(
+            "  {} without the subflow of an uplink that is up (the kernel does not join it again; \
+             they run without that uplink's share; {} such subflows lost since start)\n",
+            c.lost_join, c.lost_join_total
+        );
+    }
     for x in c.list.iter().take(20) {
         let per: Vec<String> = x
             .subflows_per_uplink

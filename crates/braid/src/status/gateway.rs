@@ -135,6 +135,14 @@ impl GatewayStatus {
                 .registry
                 .stranded_total
                 .load(std::sync::atomic::Ordering::Relaxed),
+            lost_join: self
+                .registry
+                .lost_join_now
+                .load(std::sync::atomic::Ordering::Relaxed),
+            lost_join_total: self
+                .registry
+                .lost_join_total
+                .load(std::sync::atomic::Ordering::Relaxed),
             ..Default::default()
         };
         self.registry.for_each(|live| {

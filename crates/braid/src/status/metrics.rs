@@ -47,6 +47,8 @@ pub fn render(s: &Status) -> String {
     let conns = Family::<KindLabel, Gauge>::default();
     let fallback_total = Counter::<u64>::default();
     let stranded_total = Counter::<u64>::default();
+    let lost_join = Gauge::<i64>::default();
+    let lost_join_total = Counter::<u64>::default();
     let blackhole = Gauge::<i64>::default();
     let congestion = Family::<AlgorithmLabel, Gauge>::default();
     let udp_uplink_sessions = Family::<UplinkLabel, Gauge>::default();
@@ -83,6 +85,8 @@ pub fn render(s: &Status) -> String {
         .set(s.connections.fallback as i64);
     fallback_total.inc_by(s.connections.fallback_total);
     stranded_total.inc_by(s.connections.stranded_total);
+    lost_join.set(s.connections.lost_join as i64);
+    lost_join_total.inc_by(s.connections.lost_join_total);
     blackhole.set(i64::from(s.blackhole.active));
     if !s.congestion.algorithm.is_empty() {
         congestion
@@ -154,6 +158,16 @@ pub fn render(s: &Status) -> String {
         "braid_connections_stranded",
         "Relay connections reset because the kernel left them without a subflow",
         stranded_total,
+    );
+    reg.register(
+        "braid_connections_lost_join",
+        "Relay connections without the subflow of an uplink that is up (the kernel does not join it again)",
+        lost_join,
+    );
+    reg.register(
+        "braid_subflows_lost_join",
+        "Subflows of uplinks that are up found missing from a relay connection, once per connection and uplink",
+        lost_join_total,
     );
     reg.register(
         "braid_mptcp_blackhole_active",
@@ -533,6 +547,8 @@ mod tests {
             "braid_connections{kind=\"fallback\"} 0",
             "braid_mptcp_fallback_total 0",
             "braid_connections_stranded_total 0",
+            "braid_connections_lost_join 0",
+            "braid_subflows_lost_join_total 0",
             "braid_mptcp_blackhole_active 0",
             "braid_congestion_control{algorithm=\"bbr\"} 1",
             "braid_uplink_udp_sessions{uplink=\"wifi\"} 0",

@@ -230,6 +230,14 @@ pub struct Connections {
     /// (gateway; `braid_proto::stranded`).
     #[serde(default)]
     pub stranded_total: u64,
+    /// Live connections without the subflow of an uplink that is up, past a grace: the kernel
+    /// never joins it again, so each carries on without that uplink's share (gateway;
+    /// `braid_proto::lost_join`).
+    #[serde(default)]
+    pub lost_join: u64,
+    /// Subflows found lost so since start, once per connection and uplink.
+    #[serde(default)]
+    pub lost_join_total: u64,
     /// The live connections.
     pub list: Vec<ConnectionStatus>,
 }

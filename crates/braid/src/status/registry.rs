@@ -43,6 +43,11 @@ pub struct Registry {
     pub fallback_total: AtomicU64,
     /// Connections given up since start because they had no subflow left.
     pub stranded_total: AtomicU64,
+    /// Subflows found lost since start: a connection without the subflow of an uplink that
+    /// is up, once per connection and uplink (`braid_proto::lost_join`).
+    pub lost_join_total: AtomicU64,
+    /// Of the live connections, those without the subflow of an uplink that is up now.
+    pub lost_join_now: AtomicU64,
 }
 
 /// Removes its connection from the registry when dropped.

@@ -43,6 +43,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::gateway::{GatewayConfig, Uplink};
 use crate::gateway::dialer::Dialer;
+use crate::gateway::lost_join::UpUplink;
 use crate::shutdown::Shutdown;
 use crate::state::Journal;
 use discover::Observed;
@@ -81,6 +82,16 @@ impl UplinkView {
         [self.addr, self.path.tunnel.as_ref().map(|(_, a)| *a)]
             .into_iter()
             .flatten()
+    }
+
+    /// The address its new subflows come from on its current path: its own, its tunnel's
+    /// while tunnelled, none while left out (it has no endpoint then).
+    pub fn join_source(&self) -> Option<IpAddr> {
+        match self.path.path {
+            braid_proto::tunnel::Path::Direct => self.addr,
+            braid_proto::tunnel::Path::Tunnel => self.path.tunnel.as_ref().map(|(_, a)| *a),
+            braid_proto::tunnel::Path::Out => None,
+        }
     }
 }
 
@@ -302,6 +313,7 @@ pub async fn run(
         trouble: None,
         tunnel_retry: cfg.tunnel_retry,
         stranded: Default::default(),
+        lost_joins: Default::default(),
         keeping: false,
     };
     m.reconcile_all().await;
@@ -359,7 +371,7 @@ pub async fn run(
             // one left without a subflow is reset then (`braid_proto::stranded`), not up to
             // two seconds later.
             let at = m.now();
-            m.sweep_stranded(at);
+            m.sweep_connections(at);
             m.evidence_at = at;
             m.reconcile_all().await;
         }
@@ -439,13 +451,16 @@ struct Manager<'a> {
     tunnel_retry: Duration,
     /// Live connections without a subflow, and since when.
     stranded: braid_proto::stranded::Stranded,
+    /// Live connections without the subflow of an uplink that is up, and since when.
+    lost_joins: braid_proto::lost_join::LostJoins,
     /// Endpoints were kept at the last reconcile because no uplink carried traffic.
     keeping: bool,
 }
 
 impl Manager<'_> {
-    /// Looks at every live connection for one left without a subflow (`gateway::stranded`).
-    fn sweep_stranded(&mut self, now: Duration) {
+    /// Looks at every live connection for one left without a subflow (`gateway::stranded`)
+    /// and for one without the subflow of an uplink that is up (`gateway::lost_join`).
+    fn sweep_connections(&mut self, now: Duration) {
         let views = self.views();
         let any_up = views.iter().any(|u| u.state.carries_traffic());
         let down: Vec<IpAddr> = views
@@ -454,6 +469,16 @@ impl Manager<'_> {
             .flat_map(UplinkView::subflow_sources)
             .collect();
         crate::gateway::stranded::sweep(self.registry, &mut self.stranded, now, any_up, &down);
+        let up: Vec<UpUplink> = (views.iter())
+            .filter(|u| u.state == LinkState::Up)
+            .filter_map(|u| {
+                u.join_source().map(|source| UpUplink {
+                    name: u.name.clone(),
+                    source,
+                })
+            })
+            .collect();
+        crate::gateway::lost_join::sweep(self.registry, &mut self.lost_joins, now, &up);
     }
 
     /// Looks for evidence of hostile paths (at most every [`EVIDENCE_EVERY`]) and drives every
@@ -462,7 +487,7 @@ impl Manager<'_> {
         let now = self.now();
         if now.saturating_sub(self.evidence_at) >= EVIDENCE_EVERY {
             self.evidence_at = now;
-            self.sweep_stranded(now);
+            self.sweep_connections(now);
             let direct: Vec<(usize, IpAddr)> = self
                 .slots
                 .iter()
