@@ -317,8 +317,9 @@ pub fn wait_received(h: &Harness, uplink: &str, bytes: u64, limit: Duration, wha
 
 /// Runs the tests of one file one at a time when their assertions depend on having the CPU:
 /// datagrams have no flow control, so two tests sending thousands each on a 2-core machine lose
-/// some to full socket buffers, a loss that says nothing about braid. Hold the guard for the
-/// whole test.
+/// some to full socket buffers, a loss that says nothing about braid; and a rate compared with
+/// another measured at another moment is only fair when no second lab ran in one of them. Hold
+/// the guard for the whole test.
 pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL
