@@ -121,6 +121,9 @@ pub enum Discard {
     /// A path strips MPTCP: it fell back to plain TCP though the relay speaks MPTCP, or a
     /// subflow rides an uplink's direct path found hostile (its subflows use the tunnel now).
     Stripped,
+    /// It lost the subflow of an uplink that is still up, which the kernel never joins to it
+    /// again (`crate::lost_join`): it can no longer be warm.
+    LostJoin,
     /// The pool no longer wants it (turned off, suspended or full).
     Unwanted,
 }
@@ -130,8 +133,12 @@ pub enum Discard {
 pub enum Review {
     /// Alive, with a subflow on every healthy uplink.
     Warm,
-    /// Alive, still waiting for subflows to join.
+    /// Alive, still waiting for subflows to join (also one warm before that lacks the subflow
+    /// of an uplink that came up since: the kernel joins a new endpoint to it).
     Joining,
+    /// Alive, without the subflow of an uplink that is up though it had one: the kernel never
+    /// joins that endpoint to it again.
+    LostJoin,
     /// The relay closed it, or it failed.
     Closed,
     /// A subflow rides an uplink that went Down (or an address the uplink no longer has).
@@ -173,6 +180,9 @@ pub struct PoolStats {
     /// subflow rode a direct path found hostile).
     #[serde(default)]
     pub dropped_stripped: u64,
+    /// Dropped because they lost the subflow of an uplink that is still up.
+    #[serde(default)]
+    pub dropped_lost_join: u64,
     /// How long an idle connection is kept (ms); `None` while the pool is suspended or off.
     pub lifetime_ms: Option<u64>,
     /// The relay's handshake timeout the lifetime comes from (ms).
@@ -224,6 +234,7 @@ struct Counters {
     closed: u64,
     uplink_down: u64,
     stripped: u64,
+    lost_join: u64,
 }
 
 /// What [`Pool::take`] found.
@@ -416,9 +427,9 @@ impl<T> Pool<T> {
         out
     }
 
-    /// Asks `check` about every idle entry (given its age) and acts on the answer: warm entries
-    /// are preferred by [`Pool::take`]; closed ones and those on a Down uplink are removed and
-    /// returned. When a relay that did not say its timeout closes an entry sooner than assumed,
+    /// Asks `check` about every idle entry (given its age) and acts on the answer: only entries
+    /// found warm at the last look are handed out by [`Pool::take`]; closed ones, those on a
+    /// Down uplink and those that lost a subflow for good are removed and returned. When a relay that did not say its timeout closes an entry sooner than assumed,
     /// that age becomes the timeout (returned as `Some` when it changed).
     pub fn review(
         &mut self,
@@ -437,7 +448,15 @@ impl<T> Pool<T> {
                     warm = true;
                     keep.push_back(e);
                 }
-                Review::Joining => keep.push_back(e),
+                Review::Joining => {
+                    // Warm no more until every uplink up has its subflow in it again.
+                    e.warm = false;
+                    keep.push_back(e);
+                }
+                Review::LostJoin => {
+                    self.counts.lost_join += 1;
+                    out.push((e.item, Discard::LostJoin));
+                }
                 Review::Closed => {
                     self.counts.closed += 1;
                     if self.source != TimeoutSource::Relay && age < self.timeout {
@@ -547,6 +566,7 @@ impl<T> Pool<T> {
             closed_by_relay: c.closed,
             dropped_uplink_down: c.uplink_down,
             dropped_stripped: c.stripped,
+            dropped_lost_join: c.lost_join,
             lifetime_ms: lifetime
                 .filter(|_| self.mode != Mode::Off)
                 .map(|l| l.as_millis() as u64),
@@ -669,6 +689,31 @@ mod tests {
         assert_eq!(got, vec![Some(2), None, None, None]);
         let st = p.stats(s(1.0));
         assert_eq!((st.hits, st.misses), (1, 3));
+    }
+
+    #[test]
+    fn an_entry_warm_before_and_joining_now_is_not_handed_out_and_one_that_lost_a_join_is_dropped()
+    {
+        let mut p: Pool<u32> = Pool::new(Mode::Fixed(2), DEFAULT_ASSUMED_TIMEOUT);
+        let mut next = 0;
+        fill(&mut p, s(0.0), &mut next);
+        let _ = p.review(s(0.5), |_, _| Review::Warm);
+        assert_eq!(p.stats(s(0.5)).warm, 2);
+        // An uplink came up: 0 waits for its join; 1 lost the subflow of one that stayed up.
+        let (gone, _) = p.review(s(1.0), |i, _| {
+            if *i == 0 {
+                Review::Joining
+            } else {
+                Review::LostJoin
+            }
+        });
+        assert_eq!(gone, vec![(1, Discard::LostJoin)]);
+        let st = p.stats(s(1.0));
+        assert_eq!((st.idle, st.warm, st.dropped_lost_join), (1, 0, 1));
+        assert_eq!(p.take(s(1.0), |_| true).item, None);
+        // Joined again: handed out.
+        let _ = p.review(s(1.5), |_, _| Review::Warm);
+        assert_eq!(p.take(s(1.5), |_| true).item, Some(0));
     }
 
     #[test]

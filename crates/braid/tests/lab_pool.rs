@@ -581,6 +581,46 @@ fn pool_connections_the_relay_closed_while_the_gateway_was_frozen_are_never_used
     );
 }
 
+#[test]
+fn pool_connections_that_lost_a_subflow_for_good_are_dropped_and_replaced() {
+    if !braid_lab::root_tests_enabled("lab_pool") {
+        return;
+    }
+    let mut h = Harness::new("bpl5", shaped_uplinks(), common::exe()).expect("lab");
+    h.start_server("").expect("server");
+    h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"\nwarm_pool = 2")
+        .expect("gateway");
+    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
+        .expect("uplinks up");
+    let s = wait_status(&h, "a full, warm pool", Duration::from_secs(10), |s| {
+        pool(s).warm >= 2
+    });
+    let before = pool(&s).clone();
+    assert_eq!(before.dropped_lost_join, 0, "{before:?}");
+    // The relay's kernel aborts every subflow from the gateway's 5g address; 5g stays up. The
+    // in-kernel path manager never joins 5g to those connections again: none can be warm, so
+    // each is dropped and replaced by one that bonds.
+    let addr_5g = uplink(&s, "5g").address.clone().expect("5g's address");
+    h.lab
+        .run(Role::Vps, &["ss", "-K", "-tn", "dst", &addr_5g])
+        .expect("ss -K");
+    let s = wait_status(
+        &h,
+        "the idle connections without their 5g subflow dropped",
+        Duration::from_secs(5),
+        |s| pool(s).dropped_lost_join >= 2,
+    );
+    assert_eq!(uplink(&s, "5g").state, LinkState::Up);
+    wait_status(&h, "replacements, warm", Duration::from_secs(10), |s| {
+        pool(s).warm >= 2 && pool(s).opened >= before.opened + 2
+    });
+    assert!(
+        h.log("gateway.log")
+            .contains("lost the subflow of an uplink that is up"),
+        "the discards were not logged with their reason"
+    );
+}
+
 /// `net.ipv4.tcp_rmem`'s maximum in `role`'s namespace.
 fn rmem_max(h: &Harness, role: Role) -> u64 {
     let text = h

@@ -85,6 +85,9 @@ struct Idle {
     conn: Pooled,
     /// The warming keepalive is still set.
     warming: bool,
+    /// The local addresses of its established subflows at the last review: one of an uplink
+    /// that is still up gone since is a subflow lost for good.
+    joined: Vec<IpAddr>,
 }
 
 /// The gateway's warm pool; the dialer takes from it, [`WarmPool::run`] fills it.
@@ -280,6 +283,7 @@ impl WarmPool {
                 let idle = Idle {
                     conn,
                     warming: true,
+                    joined: Vec::new(),
                 };
                 // Returned when the pool no longer wants it.
                 let unwanted = self.core().opened(now, idle);
@@ -507,6 +511,13 @@ fn review(idle: &mut Idle, uplinks: &UplinkAddrs, seen: &mut Seen) -> Review {
     if uplinks.configured && locals.iter().any(|a| !uplinks.usable.contains(a)) {
         return Review::UplinkDown;
     }
+    // A subflow of an uplink that is still up, seen established before and gone now: the
+    // in-kernel path manager never joins that endpoint to the connection again.
+    let lost = (idle.joined.iter()).any(|a| uplinks.up.contains(a) && !locals.contains(a));
+    idle.joined = locals.clone();
+    if lost {
+        return Review::LostJoin;
+    }
     // A connection that is not MPTCP (plain TCP, or fallen back) has nothing to wait for.
     let joined =
         !matches!(state, MptcpState::Mptcp { .. }) || uplinks.up.iter().all(|a| locals.contains(a));
@@ -582,6 +593,7 @@ fn discard_reason(d: Discard) -> &'static str {
         Discard::Closed => "the relay closed it first",
         Discard::UplinkDown => "one of its subflows rode an uplink that went Down",
         Discard::Stripped => "it fell back to plain TCP though the relay speaks MPTCP, or a subflow rode a direct path found to strip MPTCP",
+        Discard::LostJoin => "it lost the subflow of an uplink that is up, which the kernel never joins to it again",
         Discard::Unwanted => "the pool no longer wants it",
     }
 }
@@ -608,6 +620,7 @@ mod tests {
             let idle = Idle {
                 conn: Pooled::Raw(stream),
                 warming: false,
+                joined: Vec::new(),
             };
             assert!(core.opened(now, idle).is_none());
         }
@@ -643,6 +656,7 @@ mod tests {
         let mut idle = Idle {
             conn: Pooled::Raw(c),
             warming: false,
+            joined: Vec::new(),
         };
         let none = UplinkAddrs {
             up: vec![],
@@ -665,6 +679,7 @@ mod tests {
         let mut idle = Idle {
             conn: Pooled::Raw(c),
             warming: true,
+            joined: Vec::new(),
         };
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let down = UplinkAddrs {
@@ -728,6 +743,7 @@ mod tests {
         let mut idle = Idle {
             conn: Pooled::Raw(c),
             warming: false,
+            joined: Vec::new(),
         };
         let mut uplinks = UplinkAddrs {
             up: vec![lo],
@@ -766,6 +782,7 @@ mod tests {
             let idle = Idle {
                 conn: Pooled::Raw(c),
                 warming: false,
+                joined: Vec::new(),
             };
             assert!(core.opened(now, idle).is_none());
             let uplinks = UplinkAddrs {

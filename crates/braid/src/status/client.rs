@@ -264,6 +264,7 @@ fn pool_line(p: &braid_proto::pool::PoolStats) -> String {
     // Why connections left unused, the unusual reasons first; only those that happened.
     let dropped: Vec<String> = [
         (p.dropped_stripped, "on a path stripping MPTCP"),
+        (p.dropped_lost_join, "without an Up uplink's subflow"),
         (p.dropped_uplink_down, "on a Down uplink"),
         (p.closed_by_relay, "closed by the relay"),
         (p.retired, "aged"),

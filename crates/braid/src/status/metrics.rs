@@ -278,6 +278,7 @@ fn register_pool(reg: &mut Registry, p: &braid_proto::pool::PoolStats) {
         ("closed_by_relay", p.closed_by_relay),
         ("uplink_down", p.dropped_uplink_down),
         ("stripped", p.dropped_stripped),
+        ("lost_join", p.dropped_lost_join),
     ] {
         discarded
             .get_or_create(&ReasonLabel {
