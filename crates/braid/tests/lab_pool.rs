@@ -204,6 +204,24 @@ fn pool(s: &Status) -> &braid_proto::pool::PoolStats {
         .expect("the gateway reports its warm pool")
 }
 
+/// The lab with braid's server and a gateway holding a pool of `size` (TFO off), once every
+/// idle connection is warm: the harness and that status.
+fn warm_pool_lab(prefix: &str, size: u32) -> (Harness, Status) {
+    let mut h = Harness::new(prefix, shaped_uplinks(), common::exe()).expect("lab");
+    h.start_server("").expect("server");
+    h.start_gateway(
+        &["wifi", "5g"],
+        &format!("fast_open = \"off\"\nwarm_pool = {size}"),
+    )
+    .expect("gateway");
+    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
+        .expect("uplinks up");
+    let s = wait_status(&h, "a full, warm pool", Duration::from_secs(10), |s| {
+        pool(s).warm >= size
+    });
+    (h, s)
+}
+
 /// Takes wifi down and up `times` times, each time waiting until the gateway has seen it.
 fn flap_wifi(h: &Harness, times: usize) {
     for _ in 0..times {
@@ -543,15 +561,7 @@ fn pool_connections_the_relay_closed_while_the_gateway_was_frozen_are_never_used
     if !braid_lab::root_tests_enabled("lab_pool") {
         return;
     }
-    let mut h = Harness::new("bpl3", shaped_uplinks(), common::exe()).expect("lab");
-    h.start_server("").expect("server");
-    h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"\nwarm_pool = 4")
-        .expect("gateway");
-    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
-        .expect("uplinks up");
-    let s = wait_status(&h, "a full pool", Duration::from_secs(10), |s| {
-        pool(s).warm >= 4
-    });
+    let (mut h, s) = warm_pool_lab("bpl3", 4);
     let closed_before = pool(&s).closed_by_relay;
     // The relay restarts while the gateway cannot look: every idle connection is closed by the
     // relay, and LAN connections are already waiting when the gateway resumes. Each must get a
@@ -586,15 +596,7 @@ fn pool_connections_that_lost_a_subflow_for_good_are_dropped_and_replaced() {
     if !braid_lab::root_tests_enabled("lab_pool") {
         return;
     }
-    let mut h = Harness::new("bpl5", shaped_uplinks(), common::exe()).expect("lab");
-    h.start_server("").expect("server");
-    h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"\nwarm_pool = 2")
-        .expect("gateway");
-    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
-        .expect("uplinks up");
-    let s = wait_status(&h, "a full, warm pool", Duration::from_secs(10), |s| {
-        pool(s).warm >= 2
-    });
+    let (h, s) = warm_pool_lab("bpl5", 2);
     let before = pool(&s).clone();
     assert_eq!(before.dropped_lost_join, 0, "{before:?}");
     // The relay's kernel aborts every subflow from the gateway's 5g address; 5g stays up. The
@@ -661,15 +663,7 @@ fn a_taken_pool_connection_gets_the_largest_receive_buffer_on_both_ends() {
     if !braid_lab::root_tests_enabled("lab_pool") {
         return;
     }
-    let mut h = Harness::new("bpl4", shaped_uplinks(), common::exe()).expect("lab");
-    h.start_server("").expect("server");
-    h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"\nwarm_pool = 1")
-        .expect("gateway");
-    h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
-        .expect("uplinks up");
-    let s = wait_status(&h, "a warm connection", Duration::from_secs(10), |s| {
-        pool(s).warm >= 1
-    });
+    let (h, s) = warm_pool_lab("bpl4", 1);
     let hits = pool(&s).hits;
     // The cap of each end's namespace: half of its tcp_rmem maximum.
     let ceilings = [Role::Vps, Role::Gw].map(|role| (role, rmem_max(&h, role) / 2));
