@@ -97,15 +97,6 @@ impl LostJoins {
         due
     }
 
-    /// Connections lacking an uplink's subflow past the grace now, per uplink.
-    pub fn lost_now(&self) -> BTreeMap<String, u64> {
-        let mut per: BTreeMap<String, u64> = BTreeMap::new();
-        for ((_, uplink), _) in self.since.iter().filter(|(_, (_, r))| *r) {
-            *per.entry(uplink.clone()).or_default() += 1;
-        }
-        per
-    }
-
     /// Connections lacking at least one uplink's subflow past the grace now.
     pub fn connections_now(&self) -> u64 {
         let mut ids: Vec<u64> = (self.since.iter())
@@ -150,7 +141,6 @@ mod tests {
         assert_eq!(j.connections_now(), 0);
         assert_eq!(j.review(GRACE, &[look(1, &["5g"])]), vec![lost(1, "5g")]);
         assert_eq!(j.connections_now(), 1);
-        assert_eq!(j.lost_now(), BTreeMap::from([("5g".to_string(), 1)]));
         // Still missing: counted, not reported again.
         assert!(j.review(GRACE * 10, &[look(1, &["5g"])]).is_empty());
         assert_eq!(j.connections_now(), 1);
@@ -217,9 +207,5 @@ mod tests {
         );
         // Connection 2 ended: gone from the counts.
         assert_eq!(j.connections_now(), 1);
-        assert_eq!(
-            j.lost_now(),
-            BTreeMap::from([("5g".to_string(), 1), ("dsl".to_string(), 1)])
-        );
     }
 }

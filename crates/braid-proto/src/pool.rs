@@ -429,8 +429,9 @@ impl<T> Pool<T> {
 
     /// Asks `check` about every idle entry (given its age) and acts on the answer: only entries
     /// found warm at the last look are handed out by [`Pool::take`]; closed ones, those on a
-    /// Down uplink and those that lost a subflow for good are removed and returned. When a relay that did not say its timeout closes an entry sooner than assumed,
-    /// that age becomes the timeout (returned as `Some` when it changed).
+    /// Down uplink and those that lost a subflow for good are removed and returned. When a
+    /// relay that did not say its timeout closes an entry sooner than assumed, that age becomes
+    /// the timeout (returned as `Some` when it changed).
     pub fn review(
         &mut self,
         now: Duration,

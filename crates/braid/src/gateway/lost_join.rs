@@ -13,7 +13,7 @@ use tracing::info;
 use crate::gateway::pool::subflow_locals;
 use crate::status::registry::Registry;
 
-/// An uplink that is up, and the addresses its subflows come from on its current path.
+/// An uplink that is up, and the address its subflows come from on its current path.
 pub struct UpUplink {
     /// Its config name.
     pub name: String,
