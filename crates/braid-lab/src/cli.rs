@@ -163,6 +163,10 @@ pub enum TrafficCommand {
         /// Milliseconds to wait for late echoes after the last datagram.
         #[arg(long, default_value_t = 1000)]
         linger_ms: u64,
+        /// Ask the server for COUNT datagrams and send nothing more once they flow (a session
+        /// that only receives, as a QUIC download does).
+        #[arg(long)]
+        download: bool,
     },
     /// Look NAME up COUNT times at a DNS server over UDP, each from a fresh port; print the
     /// answers and times as JSON; exit 1 if any lookup failed.
@@ -358,6 +362,7 @@ fn traffic_main(t: TrafficCommand) -> ExitCode {
                 size,
                 pps,
                 linger_ms,
+                download,
             } => {
                 let spec = crate::datagrams::RunSpec {
                     count,
@@ -365,7 +370,11 @@ fn traffic_main(t: TrafficCommand) -> ExitCode {
                     pps,
                     linger: Duration::from_millis(linger_ms),
                 };
-                let r = crate::datagrams::run(connect, spec).await?;
+                let r = if download {
+                    crate::datagrams::download(connect, spec).await?
+                } else {
+                    crate::datagrams::run(connect, spec).await?
+                };
                 (json(&r), r.ok)
             }
             TrafficCommand::Dns {

@@ -7,11 +7,16 @@
 //! - `BRDG run:u64 seq:u32 len:u16 payload[len] sha256(all before)[..16]`: counted per run if
 //!   its hash is right, then echoed unchanged.
 //! - `BRST run:u64`: answered with `BRST run:u64 count:u64`, the run's datagrams received.
+//! - `BRDL run:u64 count:u32 size:u16 pps:u32`: answered with `count` data datagrams of that
+//!   run, paced at `pps`, and nothing else: a session that only receives after its first
+//!   datagram, as a QUIC download or a stream does (a repeated request for a run is ignored).
 //! - `whoami`: answered with the source address as the server saw it (text).
 //! - anything else: echoed unchanged.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -20,6 +25,14 @@ use tokio::net::UdpSocket;
 
 const DATA: &[u8; 4] = b"BRDG";
 const STATS: &[u8; 4] = b"BRST";
+const DOWNLOAD: &[u8; 4] = b"BRDL";
+/// Magic, run, count, size, pps.
+const DOWNLOAD_LEN: usize = 4 + 8 + 4 + 2 + 4;
+/// Downloads the server sends at once, at most.
+const DOWNLOADS_MAX: usize = 8;
+/// The most datagrams and the highest rate one download may ask for.
+const DOWNLOAD_COUNT_MAX: u32 = 1_000_000;
+const DOWNLOAD_PPS_MAX: u32 = 100_000;
 const WHOAMI: &[u8] = b"whoami";
 /// Magic, run, seq, length.
 const HEADER: usize = 4 + 8 + 4 + 2;
@@ -29,12 +42,36 @@ const RUNS_KEPT: usize = 64;
 
 /// Serves echo, counts and `whoami` on `socket` forever.
 pub async fn serve(socket: UdpSocket) -> std::io::Result<()> {
+    let socket = Arc::new(socket);
     let mut buf = vec![0u8; 65_535];
     let mut counts: HashMap<u64, u64> = HashMap::new();
     let mut order: VecDeque<u64> = VecDeque::new();
+    let mut downloads: VecDeque<u64> = VecDeque::new();
+    let sending = Arc::new(AtomicUsize::new(0));
     loop {
         let (n, from) = socket.recv_from(&mut buf).await?;
         let d = &buf[..n];
+        if n == DOWNLOAD_LEN && d.starts_with(DOWNLOAD) {
+            let run = u64::from_be_bytes(d[4..12].try_into().unwrap_or_default());
+            let count = u32::from_be_bytes(d[12..16].try_into().unwrap_or_default());
+            let size = u16::from_be_bytes([d[16], d[17]]);
+            let pps = u32::from_be_bytes(d[18..22].try_into().unwrap_or_default());
+            let fits = count <= DOWNLOAD_COUNT_MAX && (1..=DOWNLOAD_PPS_MAX).contains(&pps);
+            if fits && !downloads.contains(&run) && sending.load(Ordering::Relaxed) < DOWNLOADS_MAX
+            {
+                if downloads.len() == RUNS_KEPT {
+                    downloads.pop_front();
+                }
+                downloads.push_back(run);
+                sending.fetch_add(1, Ordering::Relaxed);
+                let (socket, sending) = (socket.clone(), sending.clone());
+                tokio::spawn(async move {
+                    send_download(&socket, from, run, count, size, pps).await;
+                    sending.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            continue;
+        }
         let answer: Vec<u8> = if let Some((run, _)) = parse(d) {
             if !counts.contains_key(&run) {
                 if order.len() == RUNS_KEPT {
@@ -57,6 +94,24 @@ pub async fn serve(socket: UdpSocket) -> std::io::Result<()> {
             d.to_vec()
         };
         let _ = socket.send_to(&answer, from).await;
+    }
+}
+
+/// Sends `count` datagrams of `run` to `to`, paced at `pps`.
+async fn send_download(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    run: u64,
+    count: u32,
+    size: u16,
+    pps: u32,
+) {
+    let interval = Duration::from_secs_f64(1.0 / f64::from(pps));
+    let start = tokio::time::Instant::now();
+    for seq in 0..count {
+        tokio::time::sleep_until(start + interval * seq).await;
+        // A full buffer or an unreachable client loses this one, as on any UDP path.
+        let _ = socket.send_to(&datagram(run, seq, size), to).await;
     }
 }
 
@@ -142,24 +197,11 @@ pub struct RunSpec {
 /// Sends `spec.count` numbered datagrams to the echo server at `target`, paced at `spec.pps`,
 /// and checks what comes back.
 pub async fn run(target: SocketAddr, spec: RunSpec) -> std::io::Result<DatagramRun> {
-    let bind: SocketAddr = if target.is_ipv4() {
-        "0.0.0.0:0".parse().map_err(std::io::Error::other)?
-    } else {
-        "[::]:0".parse().map_err(std::io::Error::other)?
-    };
-    let socket = UdpSocket::bind(bind).await?;
-    // Room for a burst that lands while this process waits for the CPU.
-    braid_sys::socket::enlarge_udp_buffers(&socket);
-    socket.connect(target).await?;
-    let mut id = [0u8; 8];
-    getrandom::fill(&mut id).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let run = u64::from_ne_bytes(id);
+    let socket = client_socket(target).await?;
+    let run = random_run()?;
     let interval = Duration::from_secs_f64(1.0 / f64::from(spec.pps.max(1)));
     let start = Instant::now();
-    let mut seen = BTreeSet::new();
-    let (mut corrupted, mut duplicates, mut reordered, mut highest) = (0u64, 0u64, 0u64, None);
-    let mut last_echo = start;
-    let mut longest_gap = Duration::ZERO;
+    let mut tally = Tally::new(run, start);
     let mut buf = vec![0u8; 65_535];
     let mut next = 0u32;
     let mut done_at: Option<Instant> = None;
@@ -173,7 +215,7 @@ pub async fn run(target: SocketAddr, spec: RunSpec) -> std::io::Result<DatagramR
             }
             continue;
         }
-        if seen.len() as u32 == spec.count || done_at.is_some_and(|d| now >= d) {
+        if tally.seen.len() as u32 == spec.count || done_at.is_some_and(|d| now >= d) {
             break;
         }
         let wake = if next < spec.count {
@@ -184,41 +226,159 @@ pub async fn run(target: SocketAddr, spec: RunSpec) -> std::io::Result<DatagramR
         let r = tokio::time::timeout_at(wake.into(), socket.recv(&mut buf)).await;
         let Ok(r) = r else { continue };
         let n = r?;
-        match parse(&buf[..n]) {
-            Some((r, seq)) if r == run => {
-                let now = Instant::now();
-                if next > 0 {
-                    longest_gap = longest_gap.max(now - last_echo);
-                }
-                last_echo = now;
-                if !seen.insert(seq) {
-                    duplicates += 1;
-                } else if highest.is_some_and(|h| seq < h) {
-                    reordered += 1;
-                }
-                highest = highest.max(Some(seq));
-            }
-            _ => corrupted += 1,
-        }
+        tally.take(&buf[..n]);
     }
     let secs = start.elapsed().as_secs_f64();
     let server_received = server_count(&socket, run).await;
-    let received = seen.len() as u64;
-    let sent = u64::from(spec.count);
-    Ok(DatagramRun {
-        sent,
-        received,
-        lost: sent - received,
-        corrupted,
-        duplicates,
-        reordered,
-        server_received,
-        lost_up: server_received.map(|s| sent.saturating_sub(s)),
-        lost_down: server_received.map(|s| s.saturating_sub(received)),
-        longest_gap_ms: longest_gap.as_secs_f64() * 1000.0,
-        secs,
-        ok: received == sent && corrupted == 0 && duplicates == 0,
-    })
+    Ok(tally.report(u64::from(spec.count), server_received, secs))
+}
+
+/// Asks the echo server at `target` for `spec.count` datagrams, paced at `spec.pps`, sends
+/// nothing more once they flow, and checks what arrives (`sent` is what was asked for;
+/// `longest_gap_ms` counts a stream that stopped for good up to when it should have ended).
+pub async fn download(target: SocketAddr, spec: RunSpec) -> std::io::Result<DatagramRun> {
+    let socket = client_socket(target).await?;
+    let run = random_run()?;
+    let mut ask = DOWNLOAD.to_vec();
+    ask.extend_from_slice(&run.to_be_bytes());
+    ask.extend_from_slice(&spec.count.to_be_bytes());
+    ask.extend_from_slice(&spec.size.to_be_bytes());
+    ask.extend_from_slice(&spec.pps.max(1).to_be_bytes());
+    let length = Duration::from_secs_f64(f64::from(spec.count) / f64::from(spec.pps.max(1)));
+    let start = Instant::now();
+    let mut tally = Tally::new(run, start);
+    let mut buf = vec![0u8; 65_535];
+    // The request may be lost: asked again until the first datagram arrives (three tries).
+    let mut asked = 0;
+    let mut ask_again = start;
+    let mut end = start + length + spec.linger;
+    loop {
+        let now = Instant::now();
+        if tally.first.is_none() && now >= ask_again {
+            if asked == 3 {
+                break;
+            }
+            socket.send(&ask).await?;
+            asked += 1;
+            ask_again = now + Duration::from_secs(1);
+            end = now + length + spec.linger;
+        }
+        if tally.seen.len() as u32 == spec.count || now >= end {
+            break;
+        }
+        let wake = if tally.first.is_none() {
+            ask_again.min(end)
+        } else {
+            end
+        };
+        let Ok(r) = tokio::time::timeout_at(wake.into(), socket.recv(&mut buf)).await else {
+            continue;
+        };
+        let n = r?;
+        tally.take(&buf[..n]);
+    }
+    if let Some(first) = tally.first {
+        // A stream that stopped for good: its gap runs to when it should have ended.
+        let due = (first + length).min(Instant::now());
+        if (tally.seen.len() as u32) < spec.count && due > tally.last {
+            tally.longest_gap = tally.longest_gap.max(due - tally.last);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut r = tally.report(u64::from(spec.count), None, secs);
+    r.lost_down = Some(r.lost);
+    r.lost_up = Some(0);
+    Ok(r)
+}
+
+/// A socket connected to `target`, with room for a burst that lands while this process waits
+/// for the CPU.
+async fn client_socket(target: SocketAddr) -> std::io::Result<UdpSocket> {
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().map_err(std::io::Error::other)?
+    } else {
+        "[::]:0".parse().map_err(std::io::Error::other)?
+    };
+    let socket = UdpSocket::bind(bind).await?;
+    braid_sys::socket::enlarge_udp_buffers(&socket);
+    socket.connect(target).await?;
+    Ok(socket)
+}
+
+/// A random run id, so runs never mix.
+fn random_run() -> std::io::Result<u64> {
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut id).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(u64::from_ne_bytes(id))
+}
+
+/// What arrived of one run.
+struct Tally {
+    run: u64,
+    seen: BTreeSet<u32>,
+    corrupted: u64,
+    duplicates: u64,
+    reordered: u64,
+    highest: Option<u32>,
+    /// When the first and the latest datagram of the run arrived.
+    first: Option<Instant>,
+    last: Instant,
+    longest_gap: Duration,
+}
+
+impl Tally {
+    fn new(run: u64, start: Instant) -> Tally {
+        Tally {
+            run,
+            seen: BTreeSet::new(),
+            corrupted: 0,
+            duplicates: 0,
+            reordered: 0,
+            highest: None,
+            first: None,
+            last: start,
+            longest_gap: Duration::ZERO,
+        }
+    }
+
+    /// One datagram that arrived now.
+    fn take(&mut self, d: &[u8]) {
+        match parse(d) {
+            Some((r, seq)) if r == self.run => {
+                let now = Instant::now();
+                if self.first.is_some() {
+                    self.longest_gap = self.longest_gap.max(now - self.last);
+                }
+                self.first.get_or_insert(now);
+                self.last = now;
+                if !self.seen.insert(seq) {
+                    self.duplicates += 1;
+                } else if self.highest.is_some_and(|h| seq < h) {
+                    self.reordered += 1;
+                }
+                self.highest = self.highest.max(Some(seq));
+            }
+            _ => self.corrupted += 1,
+        }
+    }
+
+    fn report(&self, sent: u64, server_received: Option<u64>, secs: f64) -> DatagramRun {
+        let received = self.seen.len() as u64;
+        DatagramRun {
+            sent,
+            received,
+            lost: sent.saturating_sub(received),
+            corrupted: self.corrupted,
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            server_received,
+            lost_up: server_received.map(|s| sent.saturating_sub(s)),
+            lost_down: server_received.map(|s| s.saturating_sub(received)),
+            longest_gap_ms: self.longest_gap.as_secs_f64() * 1000.0,
+            secs,
+            ok: received == sent && self.corrupted == 0 && self.duplicates == 0,
+        }
+    }
 }
 
 /// Asks the server how many datagrams of `run` it received (three tries).
@@ -275,7 +435,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_run_against_the_echo_server_on_loopback_is_clean() {
+    async fn a_run_and_a_download_against_the_echo_server_on_loopback_are_clean() {
         let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
         tokio::spawn(serve(server));
@@ -292,6 +452,19 @@ mod tests {
         .unwrap();
         assert!(r.ok, "{r:?}");
         assert_eq!((r.lost_up, r.lost_down), (Some(0), Some(0)));
+        let d = download(
+            addr,
+            RunSpec {
+                count: 300,
+                size: 700,
+                pps: 3000,
+                linger: Duration::from_millis(300),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(d.ok, "{d:?}");
+        assert_eq!((d.sent, d.received, d.lost_down), (300, 300, Some(0)));
         let probe = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let me = probe.local_addr().unwrap().to_string();
         assert_eq!(whoami(&probe, addr).await.unwrap(), me);

@@ -245,6 +245,79 @@ fn a_session_whose_uplink_is_blackholed_moves_to_the_other_within_a_second() {
     );
 }
 
+#[test]
+fn a_session_that_only_receives_follows_its_uplink_being_blackholed() {
+    if !braid_lab::root_tests_enabled("lab_udp_receive_only") {
+        return;
+    }
+    let _serial = common::one_at_a_time();
+    let h = common::running("bln11", unshaped_uplinks(), "");
+    let target = Harness::traffic_target();
+    // 8 s of datagrams from the server, 200 a second; the LAN host sends only its request, so
+    // nothing of its own moves the session when its uplink dies: the gateway must tell the relay.
+    let run = h
+        .spawn_traffic(
+            Role::Lan,
+            &[
+                "dgram",
+                "--download",
+                "--connect",
+                &target,
+                "--count",
+                "1600",
+                "--size",
+                "600",
+                "--pps",
+                "200",
+            ],
+        )
+        .expect("starting the datagram download");
+    let s = wait_status(
+        &h,
+        "the session receiving over an uplink",
+        Duration::from_secs(3),
+        |s| {
+            s.udp
+                .list
+                .iter()
+                .any(|x| x.target == target && x.down_bytes > 0 && x.uplink.is_some())
+        },
+    );
+    let carrying = s.udp.uplink.clone().expect("the uplink sessions ride");
+    let other = if carrying == "wifi" { "5g" } else { "wifi" };
+    let mut relay_log = h.log_cursor("server.log");
+    h.lab
+        .set_uplink_blackhole(&carrying, true)
+        .expect("blackholing the carrying uplink");
+    wait_status(
+        &h,
+        "the session on the other uplink",
+        Duration::from_secs(6),
+        |s| {
+            s.udp.uplink.as_deref() == Some(other)
+                && s.udp
+                    .list
+                    .iter()
+                    .any(|x| x.target == target && x.uplink.as_deref() == Some(other))
+        },
+    );
+    relay_log
+        .wait_for("moved from", Duration::from_secs(3))
+        .expect("the relay sending the session's replies to its new address");
+    let v = h.finish_traffic(run).expect("datagram download output");
+    eprintln!("receive-only failover: {v}");
+    let gap = v["longest_gap_ms"].as_f64().expect("gap");
+    // Detection takes about 1 s (3 lost probes); what is lost meanwhile is lost.
+    assert!(
+        gap <= 1500.0,
+        "the download stalled {gap} ms when {carrying} died: {v}"
+    );
+    assert!(
+        v["received"].as_u64().unwrap_or(0) >= 1300,
+        "most datagrams must arrive across the failover: {v}"
+    );
+}
+
 /// Drops (`on`) or lets through UDP to the relay's port on every uplink, at the VPS.
 fn block_udp_to_relay(h: &Harness, on: bool) {
     let script = if on {

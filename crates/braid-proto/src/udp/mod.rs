@@ -6,10 +6,12 @@
 //!  traffic at t ─► liveness::Liveness (unreplied or stream, as conntrack) ─► expiry deadline
 //!  uplink views ─► path::choose (Up, lowest RTT, pinned, hysteresis) ─► the session's uplink
 //!  probe answers ─► blocked::Reachability ─► datagrams, or UDP over TCP (uot.rs framing)
+//!  chosen uplink changed ─► moved: one empty datagram per session tells the relay where it is
 //! ```
 
 pub mod blocked;
 pub mod liveness;
+pub mod moved;
 pub mod path;
 pub mod replay;
 pub mod uot;

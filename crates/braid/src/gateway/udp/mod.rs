@@ -8,6 +8,8 @@
 //!  relay ◄── the chosen uplink's socket (paths.rs) ◄───────────────────────────────┘
 //!  relay ─► any uplink's socket ─► open ─► session by id ─► reply socket bound to the far end
 //!                                                          ─► LAN host
+//!  chosen uplink changes ─► moved.rs: one empty datagram per session over the new uplink, so a
+//!                           braid relay's replies follow sessions that only receive
 //! ```
 //!
 //! When UDP to the relay is blocked on every uplink (its probes go unanswered while braid's TCP
@@ -20,6 +22,7 @@
 //! seconds, and removed at shutdown.
 
 mod lan;
+mod moved;
 mod paths;
 mod probe;
 mod session;
@@ -47,7 +50,7 @@ use crate::config::udp::{GatewayUdp, UdpLimits, TPROXY_MARK, TPROXY_RULE_PRIORIT
 use crate::datagram::Codec;
 use crate::gateway::dialer::Dialer;
 use crate::gateway::uplink::plan::RTPROT_BRAID;
-use crate::gateway::uplink::ManagerView;
+use crate::gateway::uplink::{ManagerView, UplinkView};
 use crate::shutdown::Shutdown;
 use crate::status::model::{tenths, udp_list, UdpSessionStatus, UdpStatus, UdpTransport};
 use crate::throttle::Throttle;
@@ -314,6 +317,13 @@ impl UdpCapture {
         }
         out
     }
+}
+
+/// Whether the relay is braid: it answers braid's TCP probes on a working uplink right now.
+fn relay_is_braid(uplinks: &[UplinkView]) -> bool {
+    uplinks
+        .iter()
+        .any(|u| u.rtt_ms.is_some() && u.state.carries_traffic())
 }
 
 fn random_u64() -> u64 {

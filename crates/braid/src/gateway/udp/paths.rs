@@ -10,7 +10,8 @@
 //! ```
 //!
 //! All sessions ride the chosen uplink, so when it goes Suspect or Down every session moves
-//! with its next datagram, keeping its session id; the relay follows it to the new address.
+//! with its next datagram, keeping its session id; the relay follows it to the new address. A
+//! braid relay is also told at once (`moved.rs`), for the sessions that only receive.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -148,14 +149,17 @@ impl Paths {
     pub async fn follow(shared: Arc<Shared>, mut view: watch::Receiver<ManagerView>) {
         loop {
             let uplinks = view.borrow_and_update().uplinks.clone();
-            shared.paths.update(&shared, &uplinks);
+            if let Some(now) = shared.paths.update(&shared, &uplinks) {
+                super::moved::announce(&shared, now, super::relay_is_braid(&uplinks)).await;
+            }
             if view.changed().await.is_err() {
                 return;
             }
         }
     }
 
-    fn update(&self, shared: &Arc<Shared>, views: &[UplinkView]) {
+    /// Follows `views`; returns the newly chosen uplink when the choice changed.
+    fn update(&self, shared: &Arc<Shared>, views: &[UplinkView]) -> Option<usize> {
         let mut inner = self.inner();
         for (i, u) in self.uplinks.iter().enumerate() {
             let addr = views.iter().find(|v| v.name == u.name).and_then(|v| v.addr);
@@ -216,8 +220,10 @@ impl Paths {
                     "UDP sessions now ride uplink {} ({why})",
                     self.uplinks[now].name
                 );
+                return Some(now);
             }
         }
+        None
     }
 }
 

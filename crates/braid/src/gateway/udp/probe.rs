@@ -49,9 +49,7 @@ pub(super) async fn run(shared: Arc<Shared>, view: watch::Receiver<ManagerView>)
             let _ = socket.send_to(&out, to).await;
         }
         packet += 1;
-        // braid's relay answers TCP probes on a working uplink right now.
-        let braid =
-            (view.borrow().uplinks.iter()).any(|u| u.rtt_ms.is_some() && u.state.carries_traffic());
+        let braid = super::relay_is_braid(&view.borrow().uplinks);
         let changed = shared.reach().on_tick(shared.now(), braid);
         say(changed);
     }

@@ -83,6 +83,17 @@ impl Session {
         st.uplink = uplink;
     }
 
+    /// The relay was told the session rides `uplink` now (`super::moved`); no LAN traffic, so
+    /// its liveness is untouched.
+    pub fn moved(&self, uplink: Option<usize>) {
+        self.state().uplink = uplink;
+    }
+
+    /// The uplink its latest datagram left on.
+    pub fn uplink(&self) -> Option<usize> {
+        self.state().uplink
+    }
+
     /// Takes packet `packet_id` of server session `server` at `now`, once (replay window).
     pub fn accept_reply(&self, server: u64, packet_id: u64, now: Duration) -> Result<(), Replay> {
         let mut st = self.state();

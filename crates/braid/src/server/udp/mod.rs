@@ -8,6 +8,10 @@
 //!    └──── seal, to the client's latest address ◄── session's own socket ◄─┘ (outbound.rs)
 //! ```
 //!
+//! A datagram to `braid-moved.invalid:1` (`braid_proto::udp::moved`) only moves its session's
+//! reply address: a gateway sends one per session when its sessions change uplink, so a session
+//! that only receives follows too.
+//!
 //! Gateways whose UDP to the relay is blocked send it over TCP instead ([`uot`], reached from
 //! the TCP listener through the magic target `sp.v2.udp-over-tcp.arpa`).
 //!
@@ -19,11 +23,13 @@ mod outbound;
 mod session;
 pub(super) mod uot;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use braid_proto::udp::moved::is_moved;
+use shadowsocks::relay::socks5::Address;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -186,7 +192,7 @@ async fn on_datagram(
     relay: &Arc<Relay>,
     buf: &mut [u8],
     peer: SocketAddr,
-    local: Option<std::net::IpAddr>,
+    local: Option<IpAddr>,
 ) -> Option<Arc<Session>> {
     let opened = match relay.codec.open_request(buf) {
         Ok(o) => o,
@@ -197,6 +203,17 @@ async fn on_datagram(
         }
     };
     let now = relay.now();
+    if matches!(&opened.addr, Address::DomainNameAddress(h, p) if is_moved(h, *p)) {
+        on_moved(
+            relay,
+            opened.client_session,
+            opened.packet_id,
+            peer,
+            local,
+            now,
+        );
+        return None;
+    }
     let made = relay.table.get_or_make(opened.client_session, || {
         let socket = UdpSocket::from_std(braid_sys::socket::udp_any()?)?;
         Ok(Session::new(opened.client_session, peer, socket, now))
@@ -221,17 +238,8 @@ async fn on_datagram(
             return None;
         }
     };
-    match session.accept(opened.packet_id, peer, local, now) {
-        Ok(Accepted::Same) => {}
-        Ok(Accepted::Moved { from }) => info!(
-            "UDP session {:016x} moved from {from} to {peer} (another uplink); it keeps its outbound socket",
-            session.client_id
-        ),
-        Err(replay) => {
-            relay.counters.replayed.fetch_add(1, Ordering::Relaxed);
-            debug!("UDP from {peer}: dropped: {replay}");
-            return new.then_some(session);
-        }
+    if !accept(relay, &session, opened.packet_id, peer, local, now) {
+        return new.then_some(session);
     }
     if new {
         relay
@@ -242,6 +250,54 @@ async fn on_datagram(
     }
     outbound::forward(relay, &session, opened.addr, &buf[..opened.len]).await;
     new.then_some(session)
+}
+
+/// Takes packet `packet_id` of `session` from `peer` (replies go there from now on); false
+/// for a replay, which is counted and dropped.
+fn accept(
+    relay: &Relay,
+    session: &Session,
+    packet_id: u64,
+    peer: SocketAddr,
+    local: Option<IpAddr>,
+    now: Duration,
+) -> bool {
+    match session.accept(packet_id, peer, local, now) {
+        Ok(Accepted::Same) => true,
+        Ok(Accepted::Moved { from }) => {
+            info!(
+                "UDP session {:016x} moved from {from} to {peer} (another uplink); it keeps its outbound socket",
+                session.client_id
+            );
+            true
+        }
+        Err(replay) => {
+            relay.counters.replayed.fetch_add(1, Ordering::Relaxed);
+            debug!("UDP from {peer}: dropped: {replay}");
+            false
+        }
+    }
+}
+
+/// The gateway says session `client_id` rides another uplink now (`braid_proto::udp::moved`):
+/// replies go to `peer` from now on. Forwarded nowhere; a session this relay does not have (it
+/// ended, or the relay restarted) is not made for it.
+fn on_moved(
+    relay: &Relay,
+    client_id: u64,
+    packet_id: u64,
+    peer: SocketAddr,
+    local: Option<IpAddr>,
+    now: Duration,
+) {
+    match relay.table.get(client_id) {
+        Some(session) => {
+            accept(relay, &session, packet_id, peer, local, now);
+        }
+        None => {
+            debug!("UDP from {peer}: a move of session {client_id:016x}, which is not live here")
+        }
+    }
 }
 
 /// Logs an unusable datagram, at most every [`LOG_EVERY`].

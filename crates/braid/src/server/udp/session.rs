@@ -255,6 +255,11 @@ impl Table {
         Ok((s, true))
     }
 
+    /// The session `client_id`, if it is live.
+    pub fn get(&self, client_id: u64) -> Option<Arc<Session>> {
+        self.map().get(&client_id).cloned()
+    }
+
     /// Forgets the session `client_id`.
     pub fn remove(&self, client_id: u64) {
         self.map().remove(&client_id);
