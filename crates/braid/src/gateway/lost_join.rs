@@ -1,17 +1,17 @@
 //! Finds relay connections that lost the subflow of an uplink that is up (the rule and why:
-//! `braid_proto::lost_join`): one look at every live connection per sweep, a count for status
-//! and metrics, and a log line per uplink when one is newly lost.
+//! `braid_proto::lost_join`): a look at each live connection in the uplink manager's sweep, a
+//! count for status and metrics, and a log line per uplink when one is newly lost.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use braid_proto::lost_join::{LostJoins, Seen, GRACE, LOG_EVERY};
-use braid_sys::mptcp::info::mptcp_info;
+use braid_sys::mptcp::info::MptcpInfo;
 use tracing::info;
 
 use crate::gateway::pool::subflow_locals;
-use crate::status::registry::Registry;
+use crate::status::registry::{Live, Registry};
 
 /// An uplink that is up, and the address its subflows come from on its current path.
 pub struct UpUplink {
@@ -21,37 +21,33 @@ pub struct UpUplink {
     pub source: IpAddr,
 }
 
-/// Looks at every live MPTCP relay connection at `now` for one with no established subflow
-/// from an uplink in `up`, counts them in the registry and logs those newly lost.
-pub fn sweep(registry: &Registry, watch: &mut LostJoins, now: Duration, up: &[UpUplink]) {
-    let mut seen = Vec::new();
-    if up.len() >= 2 {
-        registry.for_each(|live| {
-            // Plain TCP and fallen-back connections have no joins to lose; one the relay has not
-            // answered yet gets none before it is fully established (the stranded rule's case).
-            let Ok(info) = mptcp_info(&live.socket) else {
-                return;
-            };
-            if info.fallback() || info.peer_answered() == Some(false) {
-                return;
-            }
-            // The path manager's count: as many subflows as uplinks up needs no closer look
-            // (one more syscall each, every second, on a busy router).
-            if info.total_subflows() as usize >= up.len() {
-                return;
-            }
-            let (_, locals) = subflow_locals(&live.socket);
-            let missing = (up.iter())
-                .filter(|u| !locals.contains(&u.source))
-                .map(|u| u.name.clone())
-                .collect();
-            seen.push(Seen {
-                id: live.id,
-                missing,
-            });
-        });
+/// What connection `live` (an MPTCP connection that has not fallen back, `info` its
+/// MPTCP_INFO) shows of the rule: the uplinks in `up` it has no established subflow from, when
+/// two or more are up.
+pub fn look(live: &Live, info: &MptcpInfo, up: &[UpUplink]) -> Option<Seen> {
+    // One the relay has not answered yet gets no join before it is fully established (the
+    // stranded rule's case); as many subflows as uplinks up needs no closer look (one more
+    // syscall each, every second, on a busy router).
+    if up.len() < 2 || info.peer_answered() == Some(false) {
+        return None;
     }
-    let lost = watch.review(now, &seen);
+    if info.total_subflows() as usize >= up.len() {
+        return None;
+    }
+    let (_, locals) = subflow_locals(&live.socket);
+    let missing = (up.iter())
+        .filter(|u| !locals.contains(&u.source))
+        .map(|u| u.name.clone())
+        .collect();
+    Some(Seen {
+        id: live.id,
+        missing,
+    })
+}
+
+/// Counts the connections in `seen` in the registry and logs, at `now`, those newly lost.
+pub fn act(registry: &Registry, watch: &mut LostJoins, now: Duration, seen: &[Seen]) {
+    let lost = watch.review(now, seen);
     registry
         .lost_join_now
         .store(watch.connections_now(), Ordering::Relaxed);

@@ -1,16 +1,16 @@
 //! Gives up relay connections the kernel left without a subflow (the rule and why:
-//! `braid_proto::stranded`): one look at every live connection per sweep, and a stop, which
-//! resets the LAN side, for those stranded past the grace.
+//! `braid_proto::stranded`): a look at each live connection in the uplink manager's sweep, and
+//! a stop, which resets the LAN side, for those stranded past the grace.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use braid_proto::stranded::{Seen, Stranded, GRACE, LOST_GRACE};
-use braid_sys::mptcp::info::{mptcp_info, subflows_by_state, SubflowState};
+use braid_sys::mptcp::info::{subflows_by_state, MptcpInfo, SubflowState};
 use braid_sys::socket::normalize;
 
-use crate::status::registry::Registry;
+use crate::status::registry::{Live, Registry};
 use tracing::info;
 
 /// The error a stranded connection's relay ends with: the gateway's log line for it.
@@ -39,63 +39,48 @@ fn reason(s: &Seen) -> String {
     }
 }
 
-/// Looks at every live MPTCP relay connection at `now` and stops those stranded past their
-/// grace. `any_up`: some uplink carries traffic; `down`: the addresses
-/// (direct and tunnel) of the uplinks that do not. A subflow from one of those is no subflow:
-/// braid withdraws a Down uplink's endpoint, but the kernel closes the subflows of a withdrawn
-/// endpoint only on fully established connections; on the others the subflow stays
-/// ESTABLISHED, retransmitting into a dead link for minutes.
-pub fn sweep(
-    registry: &Registry,
-    watch: &mut Stranded,
-    now: Duration,
-    any_up: bool,
-    down: &[IpAddr],
-) {
-    let mut seen = Vec::new();
-    registry.for_each(|live| {
-        // A plain TCP socket has no MPTCP_INFO, and a fallen-back connection has TCP's own
-        // timeouts: only MPTCP can be left with no subflow and no error.
-        let Ok(info) = mptcp_info(&live.socket) else {
-            return;
-        };
-        if info.fallback() {
-            return;
-        }
-        let unanswered = info.peer_answered() == Some(false);
-        // The path manager's count drops as subflows close: a bonded connection needs no
-        // closer look (two more syscalls each, every second, on a busy router).
-        let counted = info.total_subflows();
-        let (established, none_left) = if counted >= 2 {
-            (counted as usize, false)
-        } else {
-            match subflows_by_state(&live.socket) {
-                Ok(subflows) => (
-                    subflows
-                        .iter()
-                        .filter(|((local, _), state)| {
-                            *state == SubflowState::Established
-                                && !down.contains(&normalize(*local).ip())
-                        })
-                        .count(),
-                    // Only closing ones, or none: nothing that could carry it again.
-                    subflows
-                        .iter()
-                        .all(|(_, state)| *state == SubflowState::Closing),
-                ),
-                Err(_) => return,
-            }
-        };
-        seen.push(Seen {
-            id: live.id,
-            established,
-            none_left,
-            unanswered,
-        });
-    });
+/// What connection `live` (an MPTCP connection that has not fallen back, `info` its
+/// MPTCP_INFO) shows of the rule. `down`: the addresses (direct and tunnel) of the uplinks that
+/// do not carry traffic. A subflow from one of those is no subflow: braid withdraws a Down
+/// uplink's endpoint, but the kernel closes the subflows of a withdrawn endpoint only on fully
+/// established connections; on the others the subflow stays ESTABLISHED, retransmitting into a
+/// dead link for minutes.
+pub fn look(live: &Live, info: &MptcpInfo, down: &[IpAddr]) -> Option<Seen> {
+    let unanswered = info.peer_answered() == Some(false);
+    // The path manager's count drops as subflows close: a bonded connection needs no closer
+    // look (two more syscalls each, every second, on a busy router).
+    let counted = info.total_subflows();
+    let (established, none_left) = if counted >= 2 {
+        (counted as usize, false)
+    } else {
+        let subflows = subflows_by_state(&live.socket).ok()?;
+        (
+            subflows
+                .iter()
+                .filter(|((local, _), state)| {
+                    *state == SubflowState::Established && !down.contains(&normalize(*local).ip())
+                })
+                .count(),
+            // Only closing ones, or none: nothing that could carry it again.
+            subflows
+                .iter()
+                .all(|(_, state)| *state == SubflowState::Closing),
+        )
+    };
+    Some(Seen {
+        id: live.id,
+        established,
+        none_left,
+        unanswered,
+    })
+}
+
+/// Stops, at `now`, the connections in `seen` stranded past their grace; `any_up`: some uplink
+/// carries traffic.
+pub fn act(registry: &Registry, watch: &mut Stranded, now: Duration, any_up: bool, seen: &[Seen]) {
     // One log line per kind of stop: its reason and how many.
     let mut stopped: Vec<(String, usize)> = Vec::new();
-    for s in watch.review(now, &seen, any_up) {
+    for s in watch.review(now, seen, any_up) {
         let why = reason(&s);
         if registry.stop(s.id, &why) {
             registry.stranded_total.fetch_add(1, Ordering::Relaxed);

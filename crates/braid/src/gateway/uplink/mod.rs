@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use braid_proto::health::{Health, HealthConfig, LinkState};
 use braid_sys::monitor::{KernelEvent, Monitor};
+use braid_sys::mptcp::info::mptcp_info;
 use braid_sys::mptcp::pm::MptcpPm;
 use braid_sys::netlink::Rtnl;
 use tokio::sync::{mpsc, watch};
@@ -459,7 +460,8 @@ struct Manager<'a> {
 
 impl Manager<'_> {
     /// Looks at every live connection for one left without a subflow (`gateway::stranded`)
-    /// and for one without the subflow of an uplink that is up (`gateway::lost_join`).
+    /// and for one without the subflow of an uplink that is up (`gateway::lost_join`): one
+    /// MPTCP_INFO per connection per sweep serves both.
     fn sweep_connections(&mut self, now: Duration) {
         let views = self.views();
         let any_up = views.iter().any(|u| u.state.carries_traffic());
@@ -468,7 +470,6 @@ impl Manager<'_> {
             .filter(|u| !u.state.carries_traffic())
             .flat_map(UplinkView::subflow_sources)
             .collect();
-        crate::gateway::stranded::sweep(self.registry, &mut self.stranded, now, any_up, &down);
         let up: Vec<UpUplink> = (views.iter())
             .filter(|u| u.state == LinkState::Up)
             .filter_map(|u| {
@@ -478,7 +479,21 @@ impl Manager<'_> {
                 })
             })
             .collect();
-        crate::gateway::lost_join::sweep(self.registry, &mut self.lost_joins, now, &up);
+        let (mut stranded, mut lost) = (Vec::new(), Vec::new());
+        self.registry.for_each(|live| {
+            // A plain TCP socket has no MPTCP_INFO, and a fallen-back connection has TCP's own
+            // timeouts and no joins to lose.
+            let Ok(info) = mptcp_info(&live.socket) else {
+                return;
+            };
+            if info.fallback() {
+                return;
+            }
+            stranded.extend(crate::gateway::stranded::look(live, &info, &down));
+            lost.extend(crate::gateway::lost_join::look(live, &info, &up));
+        });
+        crate::gateway::stranded::act(self.registry, &mut self.stranded, now, any_up, &stranded);
+        crate::gateway::lost_join::act(self.registry, &mut self.lost_joins, now, &lost);
     }
 
     /// Looks for evidence of hostile paths (at most every [`EVIDENCE_EVERY`]) and drives every
