@@ -2,7 +2,8 @@
 //! shadowsocks-rust) as the other side:
 //! - a stock UDP client against `braid server`: datagrams relayed both ways, a session that
 //!   moves to another uplink keeps its outbound socket (the far end sees the same source), a
-//!   replayed packet id is dropped, and the relay's status shows the session;
+//!   replayed packet id is dropped, and the relay's status shows the session; a session that
+//!   only receives follows a move announcement (`braid_proto::udp::moved`);
 //! - `braid gateway` against a stock UDP server: LAN datagrams through the TPROXY capture.
 //!
 //! Root-only; under CI=true a missing root fails instead of skipping.
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use braid_lab::harness::{Harness, RELAY_PORT, TRAFFIC_PORT};
 use braid_lab::{Lab, Role};
+use braid_proto::udp::moved::{MOVED_HOST, MOVED_PORT};
 use common::{in_netns, runtime as rt, unshaped_uplinks};
 use shadowsocks::config::{ServerConfig, ServerType};
 use shadowsocks::context::Context;
@@ -155,6 +157,85 @@ fn stock_udp_client_roams_between_uplinks_on_one_braid_session() {
     assert!(
         status.udp.dropped >= 1,
         "the replay was not counted: {:?}",
+        status.udp
+    );
+}
+
+/// Datagrams that reach `p` within `limit`, counted until `want` arrived.
+async fn count_arrivals(p: &Stock, want: usize, limit: Duration) -> usize {
+    let mut buf = vec![0u8; 65_536];
+    let mut got = 0;
+    let deadline = tokio::time::Instant::now() + limit;
+    while got < want {
+        match tokio::time::timeout_at(deadline, p.recv_with_ctrl(&mut buf)).await {
+            Ok(Ok(_)) => got += 1,
+            Ok(Err(e)) => panic!("stock client recv: {e}"),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+#[test]
+fn a_move_announcement_sends_a_sessions_replies_to_its_new_address_and_makes_no_session() {
+    if !braid_lab::root_tests_enabled("interop_udp_moved") {
+        return;
+    }
+    let mut h = Harness::new("bln12", unshaped_uplinks(), common::exe()).expect("lab");
+    h.start_server("").expect("server");
+    let key = h.key().to_string();
+    let (wifi, g5) = (h.lab.uplink_gw_addr("wifi"), h.lab.uplink_gw_addr("5g"));
+    let (wifi_if, g5_if) = (h.lab.uplink_iface("wifi"), h.lab.uplink_iface("5g"));
+    let mut relay_log = h.log_cursor("server.log");
+    let (before, after) = in_netns(h.lab.ns_name(Role::Gw), move || {
+        rt().block_on(async move {
+            let a = stock_client(&key, wifi.into(), &wifi_if).await;
+            let b = stock_client(&key, g5.into(), &g5_if).await;
+            let session = 0x5eed_0002_u64;
+            // The echo server streams 400 datagrams at 100 a second to the session; the client
+            // sends nothing more of its own (`braid lab traffic`'s BRDL request).
+            let mut download = b"BRDL".to_vec();
+            download.extend_from_slice(&7u64.to_be_bytes());
+            download.extend_from_slice(&400u32.to_be_bytes());
+            download.extend_from_slice(&100u16.to_be_bytes());
+            download.extend_from_slice(&100u32.to_be_bytes());
+            a.send_with_ctrl(&echo_server(), &control(session, 0), &download)
+                .await
+                .expect("send");
+            let before = count_arrivals(&a, 20, Duration::from_secs(3)).await;
+            let moved = Address::DomainNameAddress(MOVED_HOST.into(), MOVED_PORT);
+            // A move of a session the relay does not have: no session is made for it.
+            b.send_with_ctrl(&moved, &control(0x5eed_0003, 0), &[])
+                .await
+                .expect("send");
+            b.send_with_ctrl(&moved, &control(session, 1), &[])
+                .await
+                .expect("send");
+            let after = count_arrivals(&b, 20, Duration::from_secs(3)).await;
+            (before, after)
+        })
+    })
+    .join()
+    .expect("client thread");
+    assert_eq!(before, 20, "the stream never reached the session over wifi");
+    assert_eq!(
+        after, 20,
+        "the stream did not follow the session to 5g after the announcement"
+    );
+    relay_log
+        .wait_for("moved from", Duration::from_secs(3))
+        .expect("the relay saying the session moved");
+    let control: SocketAddr = "127.0.0.1:9090".parse().unwrap();
+    let status = h
+        .lab
+        .in_netns(Role::Vps, || {
+            rt().block_on(braid::status::client::fetch(control, None))
+        })
+        .expect("vps")
+        .expect("relay status");
+    assert_eq!(
+        status.udp.sessions, 1,
+        "a move announcement made a session: {:?}",
         status.udp
     );
 }

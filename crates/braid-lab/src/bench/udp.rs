@@ -4,7 +4,7 @@
 //! - goodput and loss of a paced datagram run at a share of wifi's rate (`--load`, 90 % by
 //!   default): direct from the gateway itself over wifi, and from the LAN host through the
 //!   capture and the relay with `udp_uplink = "wifi"`;
-//! - a UDP session's longest gap when its uplink is blackholed;
+//! - a UDP session's longest gap when its uplink is blackholed, both ways and receiving only;
 //! - DNS query time (median of `--queries`) to dnsmasq behind the relay, direct and through braid;
 //! - a QUIC download (`--quic-mb`), direct over wifi (the best single uplink) and through braid.
 
@@ -111,6 +111,24 @@ fn ms(x: Option<f64>) -> String {
     x.map_or_else(|| "–".into(), |v| format!("{v:.2}"))
 }
 
+/// 6 s of a 200 datagrams/s session (`braid lab traffic dgram` with `mode`'s flags) from the
+/// LAN host, wifi blackholed after 2 s and let through again at the end, until sessions ride it
+/// again; the run's JSON.
+fn blackhole_wifi_during(h: &Harness, mode: &[&str]) -> Result<serde_json::Value, HarnessError> {
+    let target = Harness::traffic_target();
+    let mut args = vec!["dgram", "--connect", &target];
+    args.extend_from_slice(mode);
+    args.extend_from_slice(&["--count", "1200", "--size", "600", "--pps", "200"]);
+    let run = h.spawn_traffic(Role::Lan, &args)?;
+    std::thread::sleep(Duration::from_secs(2));
+    h.lab.set_uplink_blackhole("wifi", true)?;
+    let v = h.finish_traffic(run)?;
+    let mut back = h.log_cursor("gateway.log");
+    h.lab.set_uplink_blackhole("wifi", false)?;
+    back.wait_for("UDP sessions now ride uplink wifi", Duration::from_secs(20))?;
+    Ok(v)
+}
+
 /// Runs the benchmark and returns its Markdown.
 pub fn udp(a: &UdpArgs, exe: &Path) -> Result<String, HarnessError> {
     let mut h = Harness::new(&a.prefix, demo_uplinks(), exe)?;
@@ -131,25 +149,8 @@ pub fn udp(a: &UdpArgs, exe: &Path) -> Result<String, HarnessError> {
     let dns_braid = dns_median(&h, Role::Lan, &dns, a.queries)?;
     let quic_braid = quic_mbit(&h, Role::Lan, &quic, a.quic_mb)?;
 
-    // Failover: 6 s at 200 datagrams a second, wifi blackholed after 2 s.
-    let run = h.spawn_traffic(
-        Role::Lan,
-        &[
-            "dgram",
-            "--connect",
-            &Harness::traffic_target(),
-            "--count",
-            "1200",
-            "--size",
-            "600",
-            "--pps",
-            "200",
-        ],
-    )?;
-    std::thread::sleep(Duration::from_secs(2));
-    h.lab.set_uplink_blackhole("wifi", true)?;
-    let failover = h.finish_traffic(run)?;
-    h.lab.set_uplink_blackhole("wifi", false)?;
+    let failover = blackhole_wifi_during(&h, &[])?;
+    let receive_only = blackhole_wifi_during(&h, &["--download"])?;
 
     let (d_mbit, d_loss) = goodput(&direct, a.secs);
     let (b_mbit, b_loss) = goodput(&braid, a.secs);
@@ -171,10 +172,13 @@ pub fn udp(a: &UdpArgs, exe: &Path) -> Result<String, HarnessError> {
         b_loss - d_loss
     );
     md += &format!(
-        "\nUDP failover (wifi blackholed under a 200 datagrams/s session): longest gap {} ms, {} of {} datagrams lost.\n",
+        "\nUDP failover (wifi blackholed under a 200 datagrams/s session): longest gap {} ms, {} of {} datagrams lost; a session that only receives (the server streams, the LAN host sends only its request): longest gap {} ms, {} of {} lost.\n",
         ms(failover["longest_gap_ms"].as_f64()),
         failover["lost"],
-        failover["sent"]
+        failover["sent"],
+        ms(receive_only["longest_gap_ms"].as_f64()),
+        receive_only["lost"],
+        receive_only["sent"]
     );
     md += &format!(
         "\nDNS to dnsmasq behind the relay, median of {}: direct {} ms, through braid {} ms.\n",
