@@ -6,7 +6,7 @@
 use braid_proto::udp::moved::{MOVED_HOST, MOVED_PORT};
 use bytes::BytesMut;
 use shadowsocks::relay::socks5::Address;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::Shared;
 
@@ -14,7 +14,18 @@ use super::Shared;
 /// false (a stock server would try to resolve the name) or datagrams riding inside TCP: nothing
 /// to do.
 pub(super) async fn announce(shared: &Shared, to: usize, relay_is_braid: bool) {
-    if !relay_is_braid || shared.over_tcp() {
+    if shared.over_tcp() {
+        return;
+    }
+    if !relay_is_braid {
+        let live = shared.sessions.all().len();
+        if live > 0 {
+            info!(
+                "UDP: the relay is not braid server, so it cannot be told that {live} session(s) \
+                 moved: each follows when it next sends a datagram (one that only receives, as a \
+                 download or a stream, waits for its application to send or retry)"
+            );
+        }
         return;
     }
     let target = Address::DomainNameAddress(MOVED_HOST.into(), MOVED_PORT);
