@@ -10,8 +10,9 @@
 //! and the transfer bonds. The flags are per connection, which only the kernel's userspace path
 //! manager offers (the in-kernel one flags an endpoint, every connection on it).
 //!
-//! The same manager decides whether a join is accepted at all, so the in-kernel limit on
-//! subflows per connection is enforced here: joins beyond [`Policy::max_joins`] are closed.
+//! The same manager decides whether a join is accepted at all (the kernel applies no limit of
+//! its own to a userspace-managed connection), so joins beyond [`Policy::max_joins`] are closed
+//! here.
 //!
 //! Sans-IO: the caller feeds kernel events and "this connection is bulk" signals, and carries
 //! out the returned [`Action`]s (netlink commands).
@@ -24,8 +25,8 @@ use std::net::SocketAddr;
 pub struct Policy {
     /// Bytes a connection moves in one direction before its joined subflows carry data.
     pub bond_after: u64,
-    /// Joined subflows a connection may have; more are closed (the in-kernel limit's maximum
-    /// is 8).
+    /// Joined subflows a connection may have; more are closed (`max_joins` in server.toml, at
+    /// most 8 like the in-kernel limit).
     pub max_joins: usize,
     /// Connections followed at once; joins of connections beyond it are left as they come
     /// (they bond from the start), never refused.
@@ -110,12 +111,6 @@ impl SubflowPriority {
             conns: HashMap::new(),
             counts: Counts::default(),
         }
-    }
-
-    /// Sets the joins a connection may have (the relay reads the namespace's in-kernel limit,
-    /// which users set with `ip mptcp limits`); at most 8, the kernel's own maximum.
-    pub fn set_max_joins(&mut self, n: usize) {
-        self.policy.max_joins = n.min(8);
     }
 
     /// The counters so far.

@@ -52,9 +52,15 @@ fn path_manager(h: &Harness) -> String {
 }
 
 /// The lab with the relay's path manager on and the gateway up on both uplinks, and one LAN
-/// echo connection through the capture whose 5g join the relay holds as a backup.
-fn held_lab(prefix: &str) -> (Harness, TcpStream) {
+/// echo connection through the capture whose 5g join the relay holds as a backup;
+/// `relay_limit`: the vps namespace's `ip mptcp limits` subflows, when not the lab's 2.
+fn held_lab(prefix: &str, relay_limit: Option<&str>) -> (Harness, TcpStream) {
     let mut h = Harness::new(prefix, shaped_uplinks(), common::exe()).expect("lab");
+    if let Some(n) = relay_limit {
+        h.lab
+            .run(Role::Vps, &["ip", "mptcp", "limits", "set", "subflows", n])
+            .expect("setting the relay's subflow limit");
+    }
     let mut log = h.log_cursor("server.log");
     h.start_server("").expect("server");
     log.wait_for(SWITCHED, Duration::from_secs(5))
@@ -86,7 +92,7 @@ fn a_short_transfer_stays_on_the_first_path_and_a_bulk_one_bonds() {
     if !braid_lab::root_tests_enabled("lab_subflow_priority") {
         return;
     }
-    let (mut h, mut lan) = held_lab("bsp1");
+    let (mut h, mut lan) = held_lab("bsp1", None);
     // Short: 120 KiB each way, under bond_after_kib (128): the relay sends 5g almost nothing
     // (what 5g receives is at most ACKs for what the gateway sent before the relay's MP_PRIO
     // reached it).
@@ -149,6 +155,40 @@ fn a_short_transfer_stays_on_the_first_path_and_a_bulk_one_bonds() {
 }
 
 #[test]
+fn a_relay_whose_namespace_limits_joins_still_takes_every_uplinks_join() {
+    if !braid_lab::root_tests_enabled("lab_subflow_priority_limit") {
+        return;
+    }
+    // A fresh VPS allows 2 joins per connection (`ip mptcp limits`): too few for a gateway with
+    // four uplinks, or three and one that flaps. 0 stands for "fewer than the uplinks need"
+    // with the lab's two; the relay applies max_joins (8) instead.
+    let (h, mut lan) = held_lab("bsp4", Some("0"));
+    let (wifi0, fiveg0) = (carried(&h, "wifi"), carried(&h, "5g"));
+    echo(&mut lan, 3 << 20, 4);
+    let (wifi1, fiveg1) = (carried(&h, "wifi"), carried(&h, "5g"));
+    let (wifi_rx, fiveg_rx) = (wifi1.0 - wifi0.0, fiveg1.0 - fiveg0.0);
+    eprintln!("3 MiB echo: wifi received {wifi_rx} bytes, 5g {fiveg_rx}");
+    assert!(
+        fiveg_rx * 10 > wifi_rx + fiveg_rx,
+        "5g carried under a tenth of a 3 MiB echo: its join was closed\nrelay log:\n{}",
+        h.log("server.log")
+    );
+    let relay_status = h
+        .lab
+        .in_netns(Role::Vps, || {
+            common::runtime().block_on(braid::status::client::fetch(
+                "127.0.0.1:9090".parse().expect("addr"),
+                None,
+            ))
+        })
+        .expect("entering vps")
+        .expect("relay status");
+    let pm = relay_status.path_manager.expect("the relay's path manager");
+    assert_eq!(pm.closed_over_limit_total, 0, "{pm:?}");
+    assert!(pm.reason.contains("at most 8 joins"), "{pm:?}");
+}
+
+#[test]
 fn the_relay_restores_the_path_manager_after_a_sigkill_at_its_next_stop() {
     if !braid_lab::root_tests_enabled("lab_subflow_priority") {
         return;
@@ -207,7 +247,7 @@ fn a_short_transfer_survives_its_first_path_going_silent() {
     if !braid_lab::root_tests_enabled("lab_subflow_priority") {
         return;
     }
-    let (h, mut lan) = held_lab("bsp3");
+    let (h, mut lan) = held_lab("bsp3", None);
     let mut relay_log = h.log_cursor("server.log");
     h.lab.set_uplink_blackhole("wifi", true).expect("blackhole");
     let started = std::time::Instant::now();

@@ -54,6 +54,11 @@ pub struct ServerConfig {
     /// Bytes a relayed connection moves in one direction before its joined subflows carry
     /// data (`bond_after_kib`); `None` (0) leaves subflows to the in-kernel path manager.
     pub bond_after: Option<u64>,
+    /// Joined subflows a relayed connection may have (`max_joins`): one per gateway uplink
+    /// beyond the first, plus one for each uplink that comes back before the relay has seen its
+    /// old subflow close. Applied by the relay's path manager; the in-kernel one applies the
+    /// namespace's `ip mptcp limits` instead.
+    pub max_joins: usize,
     /// The congestion window, in segments, that every accepted subflow starts with
     /// (`initial_window`); `None` (0) leaves the kernel's (10, or the route's `initcwnd`).
     pub initial_window: Option<u32>,
@@ -107,6 +112,30 @@ struct Dto {
     bond_after_kib: u64,
     #[serde(default = "default_initial_window")]
     initial_window: u64,
+    #[serde(default = "default_max_joins")]
+    max_joins: u64,
+}
+
+/// The kernel's most subflows per connection: a fresh namespace's limit (2) is too few for a
+/// gateway with four uplinks, or with three and one that flaps.
+fn default_max_joins() -> u64 {
+    MAX_JOINS as u64
+}
+
+/// The kernel's maximum of joined subflows per connection (`MPTCP_PM_ADDR_MAX`).
+pub const MAX_JOINS: usize = 8;
+
+/// `max_joins`: 0 to 8.
+fn max_joins(n: u64) -> Result<usize, Invalid> {
+    match usize::try_from(n) {
+        Ok(n) if n <= MAX_JOINS => Ok(n),
+        _ => Err(Invalid::new(
+            "max_joins",
+            n,
+            format!("is over {MAX_JOINS}, the kernel's most subflows per connection"),
+            "use the default 8, or fewer to cap the subflows each connection may add",
+        )),
+    }
 }
 
 /// 32 segments (46 kB at a 1,448-byte MSS): a 100 kB answer in two round trips instead of
@@ -304,6 +333,7 @@ impl ServerConfig {
             tunnel_port: tunnel_port(d.tunnel_port, listen)?,
             tunnel_net: tunnel_net(&d.tunnel_net)?,
             bond_after: bond_after(d.bond_after_kib)?,
+            max_joins: max_joins(d.max_joins)?,
             initial_window: initial_window(d.initial_window)?,
             key: SsKey::parse("key", &d.key, method)?,
             method,
@@ -389,6 +419,25 @@ mod tests {
             .to_string();
         assert!(
             e.contains("`bond_after_kib`") && e.contains("2000000") && e.contains("fix:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn max_joins_defaults_to_the_kernels_most_and_more_is_refused() {
+        let base = format!(
+            "listen = \"0.0.0.0:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"{KEY}\"\n"
+        );
+        assert_eq!(load(&base).unwrap().max_joins, 8);
+        assert_eq!(
+            load(&format!("{base}max_joins = 0\n")).unwrap().max_joins,
+            0
+        );
+        let e = load(&format!("{base}max_joins = 9\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`max_joins`") && e.contains('9') && e.contains("fix:"),
             "{e}"
         );
     }

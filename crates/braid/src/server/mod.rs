@@ -286,17 +286,25 @@ impl Server {
     ) -> (Option<path_manager::Running>, PathManagerView) {
         let cfg = &self.shared.cfg;
         let off = |why: String| (None, PathManagerView::Off(path_manager::inactive(why)));
-        let Some(after) = cfg.bond_after else {
-            return off("bond_after_kib = 0: every subflow carries data from its start (the in-kernel path manager)".into());
-        };
         if !cfg.mptcp {
             return off("mptcp = false".into());
         }
+        let Some(after) = cfg.bond_after else {
+            path_manager::warn_if_the_kernel_allows_fewer_joins(cfg.max_joins).await;
+            return off("bond_after_kib = 0: every subflow carries data from its start (the in-kernel path manager)".into());
+        };
         let port = match self.listener.local_addr() {
             Ok(a) => a.port(),
             Err(e) => return off(format!("the relay's port is unknown ({e})")),
         };
-        match path_manager::start(after, vec![port], &cfg.state_dir, shutdown.clone()).await {
+        let started = path_manager::start(
+            after,
+            cfg.max_joins,
+            vec![port],
+            &cfg.state_dir,
+            shutdown.clone(),
+        );
+        match started.await {
             Ok(running) => {
                 let _ = self.shared.path_manager.set(running.handle().clone());
                 let view = PathManagerView::On(running.handle().clone());
@@ -304,6 +312,7 @@ impl Server {
             }
             Err(why) => {
                 warn!("{why}; every subflow of a connection carries data from its start (set bond_after_kib = 0 to silence this)");
+                path_manager::warn_if_the_kernel_allows_fewer_joins(cfg.max_joins).await;
                 off(why)
             }
         }

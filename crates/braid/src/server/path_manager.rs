@@ -13,13 +13,14 @@
 //! relay killed before that leaves the old value in `server-<port>.path_manager` in its
 //! `state_dir`, and the next start restores it at its own stop. With the userspace path
 //! manager the kernel accepts a join only while a process listens to its events, and applies
-//! no limit of its own: this task listens, and closes joins over the in-kernel limit the
-//! namespace still has (`ip mptcp limits set subflows N`), read again at most once a second.
+//! no limit of its own: this task listens, and closes joins over `max_joins` (server.toml). Not
+//! over the namespace's `ip mptcp limits`: a fresh namespace allows 2 joins, which a gateway
+//! with four uplinks, or with three and one that flaps (its old subflow lingers until the relay
+//! sees it close), runs out of, and a connection that lost a join never gets it back.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use braid_proto::subflow_priority::{Action, Counts, Policy, SubflowId, SubflowPriority};
 use braid_sys::mptcp::events::{PmEvent, PmEventKind, PmEvents};
@@ -36,13 +37,12 @@ use crate::status::model::PathManagerStatus;
 /// Bulk signals queued for the task; a full queue drops one (that connection keeps its joins
 /// as backups, which still carry it if its first subflow fails).
 const QUEUE: usize = 1024;
-/// How long the namespace's in-kernel subflow limit is trusted before it is read again.
-const LIMITS_FOR: Duration = Duration::from_secs(1);
 
 /// What the relay's connections use: the bytes that make a connection bulk and where to say so.
 #[derive(Clone, Debug)]
 pub struct Handle {
     bond_after: u64,
+    max_joins: usize,
     tx: mpsc::Sender<u32>,
     stats: Arc<Mutex<Stats>>,
 }
@@ -94,8 +94,9 @@ impl Handle {
         PathManagerStatus {
             active: true,
             reason: format!(
-                "net.mptcp.path_manager = userspace while the relay runs: a connection's joined subflows are backups until it has moved {} KiB one way",
-                self.bond_after / 1024
+                "net.mptcp.path_manager = userspace while the relay runs: a connection's joined subflows are backups until it has moved {} KiB one way; at most {} joins per connection (max_joins)",
+                self.bond_after / 1024,
+                self.max_joins
             ),
             bond_after_bytes: Some(self.bond_after),
             connections: s.connections as u64,
@@ -168,6 +169,7 @@ impl Drop for Running {
 /// why the relay runs with the in-kernel one instead (the caller logs it).
 pub async fn start(
     bond_after: u64,
+    max_joins: usize,
     ports: Vec<u16>,
     state_dir: &Path,
     shutdown: Shutdown,
@@ -189,6 +191,7 @@ pub async fn start(
     let rule = SubflowPriority::new(
         Policy {
             bond_after,
+            max_joins,
             ..Policy::default()
         },
         ports,
@@ -197,6 +200,7 @@ pub async fn start(
     Ok(Running {
         handle: Handle {
             bond_after,
+            max_joins,
             tx,
             stats,
         },
@@ -213,7 +217,6 @@ async fn run(
     stats: Arc<Mutex<Stats>>,
     _shutdown: Shutdown,
 ) {
-    let mut limit = Limit::default();
     loop {
         let actions = tokio::select! {
             e = events.next() => match e {
@@ -226,7 +229,6 @@ async fn run(
                             Vec::new()
                         }
                         (PmEventKind::SubEstablished, Some(s)) => {
-                            rule.set_max_joins(limit.get(&pm).await);
                             rule.joined(s, e.backup.unwrap_or(false)).into_iter().collect()
                         }
                         (PmEventKind::SubClosed, Some(s)) => rule.subflow_closed(s),
@@ -263,7 +265,7 @@ async fn apply(pm: &MptcpPm, action: Action) {
     let (id, what) = match action {
         Action::Backup(id) => (id, "hold as backup"),
         Action::Bond(id) => (id, "release"),
-        Action::Close(id) => (id, "close (over the namespace's subflow limit)"),
+        Action::Close(id) => (id, "close (over max_joins)"),
     };
     let sub = Subflow {
         token: id.token,
@@ -287,29 +289,27 @@ async fn apply(pm: &MptcpPm, action: Action) {
     }
 }
 
-/// The namespace's in-kernel subflow limit (`ip mptcp limits`), which the userspace path
-/// manager ignores and this task enforces.
-#[derive(Default)]
-struct Limit {
-    read: Option<(Instant, usize)>,
-}
-
-impl Limit {
-    async fn get(&mut self, pm: &MptcpPm) -> usize {
-        match self.read {
-            Some((at, n)) if at.elapsed() < LIMITS_FOR => n,
-            _ => {
-                let n = match pm.limits().await {
-                    Ok(l) => l.subflows as usize,
-                    Err(e) => {
-                        debug!("cannot read the MPTCP limits ({e}); allowing 8 joins");
-                        8
-                    }
-                };
-                self.read = Some((Instant::now(), n));
-                n
-            }
-        }
+/// With the in-kernel path manager the namespace's `ip mptcp limits` caps a connection's joins,
+/// not `max_joins`: says so when it allows fewer, since a connection refused a join never gets
+/// that uplink back.
+pub async fn warn_if_the_kernel_allows_fewer_joins(max_joins: usize) {
+    let limits = match MptcpPm::connect().await {
+        Ok(pm) => pm.limits().await,
+        Err(e) => return debug!("cannot read the MPTCP limits: {e}"),
+    };
+    match limits {
+        Ok(l) if (l.subflows as usize) < max_joins => warn!(
+            "the in-kernel path manager takes at most {} joined subflows per connection (ip mptcp \
+             limits), fewer than max_joins = {max_joins}: a gateway with more than {} uplinks, or \
+             with an uplink that comes back before this relay saw its old subflow close, loses \
+             that uplink's share on its connections for good; fix: `ip mptcp limits set subflows \
+             {max_joins}` on this host (not kept across a reboot), or bond_after_kib > 0, where \
+             braid applies max_joins itself",
+            l.subflows,
+            l.subflows + 1
+        ),
+        Ok(_) => {}
+        Err(e) => debug!("cannot read the MPTCP limits: {e}"),
     }
 }
 

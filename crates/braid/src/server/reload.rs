@@ -145,8 +145,35 @@ pub fn changed(a: &ServerConfig, b: &ServerConfig) -> Vec<&'static str> {
         ("state_dir", a.state_dir != b.state_dir),
         ("tunnel_port", a.tunnel_port != b.tunnel_port),
         ("tunnel_net", a.tunnel_net != b.tunnel_net),
+        ("bond_after_kib", a.bond_after != b.bond_after),
+        ("max_joins", a.max_joins != b.max_joins),
+        ("initial_window", a.initial_window != b.initial_window),
     ]
     .into_iter()
     .filter_map(|(k, c)| c.then_some(k))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> ServerConfig {
+        let text = format!(
+            "listen = \"0.0.0.0:8388\"\nmethod = \"2022-blake3-aes-256-gcm\"\nkey = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n{extra}"
+        );
+        ServerConfig::from_toml(std::path::Path::new("server.toml"), &text).expect("config")
+    }
+
+    #[test]
+    fn the_path_manager_keys_are_named_when_they_change() {
+        assert!(changed(&cfg(""), &cfg("")).is_empty());
+        assert_eq!(
+            changed(
+                &cfg(""),
+                &cfg("max_joins = 3\nbond_after_kib = 0\ninitial_window = 10\n")
+            ),
+            ["bond_after_kib", "max_joins", "initial_window"]
+        );
+    }
 }

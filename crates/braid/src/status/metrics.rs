@@ -230,7 +230,7 @@ fn register_path_manager(reg: &mut Registry, p: &crate::status::model::PathManag
     );
     reg.register(
         "braid_subflows_closed_over_limit",
-        "Joined subflows closed over the namespace's MPTCP subflow limit",
+        "Joined subflows closed over the relay's max_joins",
         counter(p.closed_over_limit_total),
     );
 }

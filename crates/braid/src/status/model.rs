@@ -90,7 +90,7 @@ pub struct PathManagerStatus {
     pub bonded_bulk_total: u64,
     /// Connections released because their first subflow closed.
     pub bonded_first_lost_total: u64,
-    /// Joins closed over the namespace's subflow limit.
+    /// Joins closed over `max_joins`.
     pub closed_over_limit_total: u64,
     /// Times the kernel dropped events (every held join was released).
     pub overruns_total: u64,
