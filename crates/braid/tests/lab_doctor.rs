@@ -590,7 +590,37 @@ fn server_side_firewall_and_ssh_lockout_are_named() {
         "{:#}",
         healthy.1
     );
+    assert_eq!(status(&healthy.1, "mptcp.joins"), "ok", "{:#}", healthy.1);
     expect("no firewall", healthy, &[], &["tfo"]);
+    // With the in-kernel path manager the namespace's limit caps joins: the kernel's default 2
+    // is below max_joins (8), then raised to it.
+    let text = std::fs::read_to_string(&server_cfg).expect("server.toml");
+    let in_kernel = h
+        .write(
+            "server-in-kernel.toml",
+            &format!("{text}\nbond_after_kib = 0\n"),
+        )
+        .expect("write");
+    h.lab
+        .run(
+            Role::Vps,
+            &["ip", "mptcp", "limits", "set", "subflows", "2"],
+        )
+        .expect("limits");
+    expect(
+        "in-kernel path manager, 2 joins",
+        doctor(&h, Role::Vps, &in_kernel, &args),
+        &["mptcp.joins"],
+        &["tfo", "mptcp.joins"],
+    );
+    h.lab
+        .run(
+            Role::Vps,
+            &["ip", "mptcp", "limits", "set", "subflows", "8"],
+        )
+        .expect("limits");
+    let raised = doctor(&h, Role::Vps, &in_kernel, &args);
+    assert_eq!(status(&raised.1, "mptcp.joins"), "ok", "{:#}", raised.1);
     // A firewall that admits the relay and port 22, but sshd listens on 65222: lock-out ahead.
     let rules = h
         .write("fw1.nft", "table inet fw {\n chain input {\n  type filter hook input priority 0; policy drop;\n  ct state established,related accept\n  iifname \"lo\" accept\n  tcp dport { 22, 8388 } accept\n }\n}\n")

@@ -45,7 +45,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         crate::config::Side::Server => {
             let cfg = crate::config::server::ServerConfig::load(&opts.config)
                 .map_err(|e| e.to_string())?;
-            Ok(server::checks(&cfg, &opts.roots, &opts.sshd_config))
+            Ok(server::checks(&cfg, &opts.roots, &opts.sshd_config).await)
         }
     }
 }

@@ -1,18 +1,24 @@
-//! Server-side checks: kernel, the firewall in front of the relay port and of sshd, TFO,
-//! congestion control, the initial congestion window.
+//! Server-side checks: kernel, joins per connection, the firewall in front of the relay port
+//! and of sshd, TFO, congestion control, the initial congestion window.
 
 use super::check::{Check, Report};
 use super::{firewall, kernel};
 use crate::config::server::ServerConfig;
 use crate::config::FastOpen;
 use crate::doctor::kernel::KernelRoots;
+use crate::server::path_manager::KernelJoins;
 
 /// Runs every server check.
-pub fn checks(cfg: &ServerConfig, roots: &KernelRoots, sshd_config: &std::path::Path) -> Report {
+pub async fn checks(
+    cfg: &ServerConfig,
+    roots: &KernelRoots,
+    sshd_config: &std::path::Path,
+) -> Report {
     let mut r = Report::default();
     r.checks.push(kernel::kernel_mptcp(roots));
     r.checks.push(kernel::reboot_pending(roots));
     r.checks.push(kernel::mptcp_enabled(roots));
+    r.checks.push(joins(cfg).await);
     r.checks.push(kernel::tcp_mem(roots));
     let rules = firewall::gather();
     r.checks
@@ -36,6 +42,47 @@ pub fn checks(cfg: &ServerConfig, roots: &KernelRoots, sshd_config: &std::path::
         .push(initial_window(cfg.initial_window, cfg.listen.port()));
     r.checks.push(own_addresses(cfg, interface_addresses()));
     r
+}
+
+/// `mptcp.joins`: how many joined subflows a relayed connection may have. The relay's path
+/// manager applies `max_joins` itself; the in-kernel one (`bond_after_kib = 0`) applies the
+/// namespace's `ip mptcp limits`, and a fresh namespace allows 2.
+async fn joins(cfg: &ServerConfig) -> Check {
+    const ID: &str = "mptcp.joins";
+    if !cfg.mptcp {
+        return Check::skip(ID, "mptcp = false");
+    }
+    if cfg.bond_after.is_some() {
+        return Check::ok(
+            ID,
+            format!(
+                "the relay's path manager takes up to max_joins = {} joined subflows per connection (the namespace's ip mptcp limits do not apply to it)",
+                cfg.max_joins
+            ),
+        )
+        .with("max_joins", cfg.max_joins as u64);
+    }
+    match KernelJoins::read(cfg.max_joins).await {
+        Ok(k) if k.short() => Check::warn(
+            ID,
+            format!(
+                "the in-kernel path manager (bond_after_kib = 0) takes {} joined subflows per connection, fewer than max_joins = {}",
+                k.limit, k.max_joins
+            ),
+            k.consequence(),
+            k.fix(),
+        )
+        .with("subflows", k.limit),
+        Ok(k) => Check::ok(
+            ID,
+            format!(
+                "the in-kernel path manager (bond_after_kib = 0) takes {} joined subflows per connection (max_joins = {})",
+                k.limit, k.max_joins
+            ),
+        )
+        .with("subflows", k.limit),
+        Err(e) => Check::warn(ID, "cannot read the MPTCP limits", e, "run braid doctor as root"),
+    }
 }
 
 /// `initial_window`: whether the relay's program can be loaded and attached here, checked end

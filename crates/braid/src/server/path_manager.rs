@@ -289,27 +289,67 @@ async fn apply(pm: &MptcpPm, action: Action) {
     }
 }
 
-/// With the in-kernel path manager the namespace's `ip mptcp limits` caps a connection's joins,
-/// not `max_joins`: says so when it allows fewer, since a connection refused a join never gets
-/// that uplink back.
-pub async fn warn_if_the_kernel_allows_fewer_joins(max_joins: usize) {
-    let limits = match MptcpPm::connect().await {
-        Ok(pm) => pm.limits().await,
-        Err(e) => return debug!("cannot read the MPTCP limits: {e}"),
-    };
-    match limits {
-        Ok(l) if (l.subflows as usize) < max_joins => warn!(
+/// What the in-kernel path manager's join limit means for the relay, shared by its start and
+/// `braid doctor` so they cannot disagree: with it (`bond_after_kib = 0`) the namespace's `ip
+/// mptcp limits` caps a connection's joins, not `max_joins`, and a connection refused a join
+/// never gets that uplink back.
+pub struct KernelJoins {
+    /// The namespace's limit of joined subflows per connection.
+    pub limit: u32,
+    /// `max_joins` from server.toml.
+    pub max_joins: usize,
+}
+
+impl KernelJoins {
+    /// Reads the namespace's limit.
+    pub async fn read(max_joins: usize) -> Result<KernelJoins, String> {
+        let pm = MptcpPm::connect()
+            .await
+            .map_err(|e| format!("cannot reach the MPTCP path manager: {e}"))?;
+        let l = pm
+            .limits()
+            .await
+            .map_err(|e| format!("cannot read the MPTCP limits: {e}"))?;
+        Ok(KernelJoins {
+            limit: l.subflows,
+            max_joins,
+        })
+    }
+
+    /// Whether the kernel takes fewer joins than `max_joins` asks for.
+    pub fn short(&self) -> bool {
+        (self.limit as usize) < self.max_joins
+    }
+
+    /// What a short limit does.
+    pub fn consequence(&self) -> String {
+        format!(
             "the in-kernel path manager takes at most {} joined subflows per connection (ip mptcp \
-             limits), fewer than max_joins = {max_joins}: a gateway with more than {} uplinks, or \
-             with an uplink that comes back before this relay saw its old subflow close, loses \
-             that uplink's share on its connections for good; fix: `ip mptcp limits set subflows \
-             {max_joins}` on this host (not kept across a reboot), or bond_after_kib > 0, where \
-             braid applies max_joins itself",
-            l.subflows,
-            l.subflows + 1
-        ),
+             limits), fewer than max_joins = {}: a gateway with more than {} uplinks, or with an \
+             uplink that comes back before this relay saw its old subflow close, loses that \
+             uplink's share on its connections for good",
+            self.limit,
+            self.max_joins,
+            self.limit + 1
+        )
+    }
+
+    /// How to fix a short limit.
+    pub fn fix(&self) -> String {
+        format!(
+            "`ip mptcp limits set subflows {}` on this host (not kept across a reboot), or \
+             bond_after_kib > 0, where braid applies max_joins itself",
+            self.max_joins
+        )
+    }
+}
+
+/// Says at start when the in-kernel path manager takes fewer joins than `max_joins`.
+pub async fn warn_if_the_kernel_allows_fewer_joins(max_joins: usize) {
+    match KernelJoins::read(max_joins).await {
+        Ok(k) if k.short() => warn!("{}; fix: {}", k.consequence(), k.fix()),
         Ok(_) => {}
-        Err(e) => debug!("cannot read the MPTCP limits: {e}"),
+        Err(e) => debug!("{e}"),
     }
 }
 
