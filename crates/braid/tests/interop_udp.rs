@@ -139,7 +139,7 @@ fn stock_udp_client_roams_between_uplinks_on_one_braid_session() {
         .expect("the relay saying the session moved");
 
     // The relay's status shows the session, its bytes and its client's latest address.
-    let status = relay_status(&h);
+    let status = common::relay_status(&h);
     let s = status
         .udp
         .list
@@ -152,17 +152,6 @@ fn stock_udp_client_roams_between_uplinks_on_one_braid_session() {
         "the replay was not counted: {:?}",
         status.udp
     );
-}
-
-/// The relay's status document, from its status API in the vps namespace.
-fn relay_status(h: &Harness) -> braid::status::model::Status {
-    let control: SocketAddr = "127.0.0.1:9090".parse().unwrap();
-    h.lab
-        .in_netns(Role::Vps, || {
-            rt().block_on(braid::status::client::fetch(control, None))
-        })
-        .expect("vps")
-        .expect("relay status")
 }
 
 /// Datagrams that reach `p` within `limit`, counted until `want` arrived.
@@ -229,7 +218,7 @@ fn a_move_announcement_sends_a_sessions_replies_to_its_new_address_and_makes_no_
     relay_log
         .wait_for("moved from", Duration::from_secs(3))
         .expect("the relay saying the session moved");
-    let status = relay_status(&h);
+    let status = common::relay_status(&h);
     assert_eq!(
         status.udp.sessions, 1,
         "a move announcement made a session: {:?}",

@@ -126,16 +126,7 @@ fn a_short_transfer_stays_on_the_first_path_and_a_bulk_one_bonds() {
         h.log("server.log")
     );
     // The relay's status says what its path manager did.
-    let relay_status = h
-        .lab
-        .in_netns(Role::Vps, || {
-            common::runtime().block_on(braid::status::client::fetch(
-                "127.0.0.1:9090".parse().expect("addr"),
-                None,
-            ))
-        })
-        .expect("entering vps")
-        .expect("relay status");
+    let relay_status = common::relay_status(&h);
     let pm = relay_status
         .path_manager
         .expect("the relay's path manager in its status");
@@ -173,16 +164,7 @@ fn a_relay_whose_namespace_limits_joins_still_takes_every_uplinks_join() {
         "5g carried under a tenth of a 3 MiB echo: its join was closed\nrelay log:\n{}",
         h.log("server.log")
     );
-    let relay_status = h
-        .lab
-        .in_netns(Role::Vps, || {
-            common::runtime().block_on(braid::status::client::fetch(
-                "127.0.0.1:9090".parse().expect("addr"),
-                None,
-            ))
-        })
-        .expect("entering vps")
-        .expect("relay status");
+    let relay_status = common::relay_status(&h);
     let pm = relay_status.path_manager.expect("the relay's path manager");
     assert_eq!(pm.closed_over_limit_total, 0, "{pm:?}");
     assert!(pm.reason.contains("at most 8 joins"), "{pm:?}");

@@ -172,6 +172,23 @@ pub fn status(h: &Harness) -> Status {
     }
 }
 
+/// One `GET /api/status` from the relay (inside vps, where the lab's server.toml has its status
+/// API on 127.0.0.1:9090).
+#[track_caller]
+pub fn relay_status(h: &Harness) -> Status {
+    let addr: std::net::SocketAddr = "127.0.0.1:9090".parse().expect("addr");
+    let fetched = h
+        .lab
+        .in_netns(Role::Vps, || {
+            runtime().block_on(braid::status::client::fetch(addr, None))
+        })
+        .expect("entering vps");
+    match fetched {
+        Ok(s) => s,
+        Err(e) => panic!("relay status: {e}"),
+    }
+}
+
 /// The gateway's `/metrics` page (inside gw, where it listens on loopback).
 #[track_caller]
 pub fn metrics(h: &Harness) -> String {
