@@ -17,7 +17,7 @@
 //!
 //! Sessions end after their idle timeout (unreplied or stream, as conntrack) and are capped in
 //! number; a datagram that fails any check is dropped without an answer, counted, and logged at
-//! most every few seconds.
+//! most every few seconds, as are sessions moving to another address.
 
 mod outbound;
 mod session;
@@ -42,7 +42,7 @@ use crate::status::model::{tenths, udp_list, UdpSessionStatus, UdpStatus, UdpTra
 use crate::throttle::Throttle;
 use session::{Accepted, NoSession, Session, Table};
 
-/// How often a flood of bad datagrams or a full table is logged at most.
+/// How often a flood of bad datagrams, a full table or a burst of moves is logged at most.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Counters since start.
@@ -72,6 +72,9 @@ struct Relay {
     counters: Counters,
     bad: Throttle,
     full: Throttle,
+    /// Sessions moving to another client address: a gateway's uplink switch moves all of its
+    /// sessions at once.
+    moves: Throttle,
 }
 
 impl Relay {
@@ -100,6 +103,7 @@ impl UdpRelay {
                 counters: Counters::default(),
                 bad: Throttle::new(LOG_EVERY),
                 full: Throttle::new(LOG_EVERY),
+                moves: Throttle::new(LOG_EVERY),
                 server,
             }),
         }
@@ -265,10 +269,16 @@ fn accept(
     match session.accept(packet_id, peer, local, now) {
         Ok(Accepted::Same) => true,
         Ok(Accepted::Moved { from }) => {
-            info!(
-                "UDP session {:016x} moved from {from} to {peer} (another uplink); it keeps its outbound socket",
-                session.client_id
-            );
+            match relay.moves.ready() {
+                Some(held) => info!(
+                    "UDP session {:016x} moved from {from} to {peer} (another uplink); it keeps its outbound socket ({held} more sessions moved since the last such line)",
+                    session.client_id
+                ),
+                None => debug!(
+                    "UDP session {:016x} moved from {from} to {peer}",
+                    session.client_id
+                ),
+            }
             true
         }
         Err(replay) => {
