@@ -131,6 +131,12 @@ pub struct ServerReport {
     /// source. Relays older than the warm pool leave it out.
     #[serde(default)]
     pub handshake: Option<HandshakeLimits>,
+    /// Joined subflows the relay takes per connection (its `max_joins`, or the kernel's limit
+    /// when the in-kernel path manager decides), so that a gateway with more uplinks than that
+    /// can say why some never carry traffic. Relays older than `max_joins`, or without MPTCP,
+    /// leave it out.
+    #[serde(default)]
+    pub joins: Option<u32>,
 }
 
 /// How long the relay waits for a request, and how many such connections it takes per source.
@@ -566,6 +572,7 @@ mod tests {
                 max_per_source: 16,
                 parks: true,
             }),
+            joins: Some(8),
         });
         let (back, _): (ControlResponse, usize) = decode(&encode(&r)).unwrap().unwrap();
         assert_eq!(back, r);

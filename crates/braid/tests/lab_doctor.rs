@@ -660,6 +660,33 @@ fn server_side_firewall_and_ssh_lockout_are_named() {
     );
 }
 
+#[test]
+fn a_relay_that_takes_too_few_joins_is_named() {
+    if !braid_lab::root_tests_enabled("doctor_relay_joins") {
+        return;
+    }
+    let mut h = lab("btd6");
+    let cfg = gw_config(&h);
+    // Two uplinks need one join; a relay that takes exactly one has no room for an uplink that
+    // comes back before its old subflow closed, and one that takes none never bonds.
+    for (max_joins, want) in [(1, "warn"), (0, "fail")] {
+        h.start_server(&format!("max_joins = {max_joins}"))
+            .expect("server");
+        h.start_gateway(&["wifi", "5g"], "fast_open = \"off\"")
+            .expect("gateway");
+        h.wait_uplinks_up(&["wifi", "5g"], Duration::from_secs(10))
+            .expect("up");
+        let (_, v) = doctor(&h, Role::Gw, &cfg, &[]);
+        assert_eq!(
+            status(&v, "server.joins"),
+            want,
+            "max_joins = {max_joins}: {v:#}"
+        );
+        h.stop_gateway().expect("stop");
+        h.stop_server().expect("stop");
+    }
+}
+
 /// Waits until the gateway's status has every uplink in `state`.
 #[track_caller]
 fn wait_all_uplinks(h: &Harness, state: LinkState, limit: Duration) -> Status {

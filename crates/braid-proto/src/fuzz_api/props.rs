@@ -76,16 +76,27 @@ fn report() -> impl Strategy<Value = ServerReport> {
             parks,
         },
     ));
-    (".*", ".*", connection, sysctls, any::<u64>(), handshake).prop_map(
-        |(version, kernel, connection, sysctls, time_unix_ms, handshake)| ServerReport {
-            version,
-            kernel,
-            connection,
-            sysctls,
-            time_unix_ms,
-            handshake,
-        },
+    let joins = proptest::option::of(any::<u32>());
+    (
+        ".*",
+        ".*",
+        connection,
+        sysctls,
+        any::<u64>(),
+        handshake,
+        joins,
     )
+        .prop_map(
+            |(version, kernel, connection, sysctls, time_unix_ms, handshake, joins)| ServerReport {
+                version,
+                kernel,
+                connection,
+                sysctls,
+                time_unix_ms,
+                handshake,
+                joins,
+            },
+        )
 }
 
 fn response() -> impl Strategy<Value = ControlResponse> {

@@ -140,6 +140,9 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
     }
     r.checks.push(reachable);
     r.checks.push(relay_check);
+    if let Some(rep) = &report {
+        r.checks.push(relay_joins(cfg.uplinks.len(), rep.joins));
+    }
     r.checks.extend(udp_checks);
     let limits_ok = r
         .checks
@@ -181,6 +184,47 @@ pub async fn checks(cfg: &GatewayConfig, roots: &KernelRoots) -> Report {
     r.checks
         .push(super::congestion::check(&cfg.congestion, roots));
     r
+}
+
+/// `server.joins`: whether the relay takes a joined subflow per uplink beyond the first, with
+/// room for one that comes back before the relay saw its old subflow close. A connection the
+/// relay refuses a join never gets that uplink back, so too few joins cost bandwidth for good
+/// and nothing else says why.
+fn relay_joins(uplinks: usize, joins: Option<u32>) -> Check {
+    const ID: &str = "server.joins";
+    let need = uplinks.saturating_sub(1);
+    let Some(n) = joins else {
+        return Check::skip(
+            ID,
+            "the relay does not say how many joins it takes (braid older than max_joins, or no MPTCP there)",
+        );
+    };
+    let fix = format!(
+        "on the VPS: max_joins = {} or more in server.toml (the default is 8), then restart braid server; with bond_after_kib = 0, `ip mptcp limits set subflows {}`",
+        need + 1,
+        need + 1
+    );
+    let c = if (n as usize) < need {
+        Check::fail(
+            ID,
+            format!("the relay takes {n} joined subflows per connection, but {uplinks} uplinks need {need}"),
+            format!("the relay closes the joins over {n}: on every connection, {} uplink(s) never carry traffic", need - n as usize),
+            fix,
+        )
+    } else if need > 0 && n as usize == need {
+        Check::warn(
+            ID,
+            format!("the relay takes {n} joined subflows per connection, exactly what {uplinks} uplinks need"),
+            "an uplink that comes back before the relay saw its old subflow close is refused its join on the connections that had one, and never carries them again",
+            fix,
+        )
+    } else {
+        Check::ok(
+            ID,
+            format!("the relay takes {n} joined subflows per connection ({uplinks} uplinks need {need})"),
+        )
+    };
+    c.with("joins", n).with("needed", need as u64)
 }
 
 /// Each uplink's tunnel address, while the running gateway reports it tunnelled.
@@ -596,5 +640,27 @@ async fn tfo_check(
         Some(d) if d.fatal => evidence(Check::fail("tfo", "fast_open = \"on\", but TCP Fast Open cannot work", d.reason, "set fast_open = \"auto\" (braid then says once what it gave up), or fix the cause above")),
         Some(d) => evidence(Check::warn("tfo", "TCP Fast Open is not used", d.reason, "nothing is broken: braid runs without TFO; to gain one round trip per connection, fix the cause above")),
         None => evidence(Check::skip("tfo", "the relay is not a braid relay, so TFO cannot be checked end to end")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relays_joins_are_judged_against_the_uplinks() {
+        let status = |uplinks, joins| relay_joins(uplinks, joins).status;
+        assert_eq!(status(4, Some(2)), Status::Fail);
+        assert_eq!(status(3, Some(2)), Status::Warn);
+        assert_eq!(status(2, Some(8)), Status::Ok);
+        assert_eq!(status(1, Some(0)), Status::Ok);
+        assert_eq!(status(4, None), Status::Skip);
+        let c = relay_joins(4, Some(2));
+        assert!(c.fix.contains("max_joins = 4"), "{}", c.fix);
+        assert!(
+            c.cause.contains("1 uplink(s) never carry traffic"),
+            "{}",
+            c.cause
+        );
     }
 }

@@ -125,6 +125,7 @@ async fn serve(
                 &mut ss,
                 snapshot,
                 limits,
+                shared.joins.get().copied(),
                 shared.tunnels.as_deref(),
                 shutdown,
             )

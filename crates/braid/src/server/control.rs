@@ -34,12 +34,14 @@ const SYSCTLS: &[&str] = &[
 /// Serves requests until the client closes the stream, or `shutdown` fires while it waits for
 /// the next request (health probes keep their streams open for good). `conn` samples the
 /// connection's state at the moment of each request; `handshake` is reported with it, for the
-/// gateway's warm pool, and `tunnels` grants tunnels for hostile paths. A frame that cannot be
+/// gateway's warm pool, and `joins` (the joins per connection the relay takes), and `tunnels`
+/// grants tunnels for hostile paths. A frame that cannot be
 /// decoded gets an `Error` answer that says why, and ends the stream.
 pub async fn serve<S, F>(
     stream: S,
     conn: F,
     handshake: HandshakeLimits,
+    joins: Option<u32>,
     tunnels: Option<&crate::tunnel::relay::Tunnels>,
     mut shutdown: Shutdown,
 ) -> Result<(), ConnectionError>
@@ -73,7 +75,9 @@ where
             Err(e) => return Err(e),
         };
         let resp = match req {
-            ControlRequest::Hello { .. } => ControlResponse::Report(report(conn(), handshake)),
+            ControlRequest::Hello { .. } => {
+                ControlResponse::Report(report(conn(), handshake, joins))
+            }
             ControlRequest::Ping { seq } => ControlResponse::Pong { seq },
             ControlRequest::Source { secs } => return source(ctl, secs).await,
             ControlRequest::Sink { secs } => return sink(ctl, secs).await,
@@ -232,7 +236,11 @@ fn fill(buf: &mut [u8], state: &mut u64) {
     }
 }
 
-fn report(connection: ConnectionReport, handshake: HandshakeLimits) -> ServerReport {
+fn report(
+    connection: ConnectionReport,
+    handshake: HandshakeLimits,
+    joins: Option<u32>,
+) -> ServerReport {
     let procfs = braid_sys::sysctl::Procfs::default();
     let sysctls: BTreeMap<String, String> = SYSCTLS
         .iter()
@@ -248,6 +256,7 @@ fn report(connection: ConnectionReport, handshake: HandshakeLimits) -> ServerRep
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
         handshake: Some(handshake),
+        joins,
     }
 }
 
@@ -278,7 +287,7 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<(), ConnectionError>> {
         let (trigger, shutdown) = crate::shutdown::channel();
         tokio::spawn(async move {
-            let r = serve(relay, conn, LIMITS, None, shutdown).await;
+            let r = serve(relay, conn, LIMITS, Some(8), None, shutdown).await;
             drop(trigger);
             r
         })
@@ -410,7 +419,7 @@ mod tests {
     async fn waiting_for_a_request_ends_at_shutdown() {
         let (client, relay) = tokio::io::duplex(64 * 1024);
         let (trigger, shutdown) = crate::shutdown::channel();
-        let server = tokio::spawn(serve(relay, conn, LIMITS, None, shutdown));
+        let server = tokio::spawn(serve(relay, conn, LIMITS, Some(8), None, shutdown));
         let mut client = Connection::new(client);
         let pong: ControlResponse = client
             .request(&ControlRequest::Ping { seq: 4 })

@@ -220,6 +220,8 @@ struct Shared {
     tunnels: Option<Arc<crate::tunnel::relay::Tunnels>>,
     /// The relay's path manager (`bond_after_kib`), once it runs.
     path_manager: std::sync::OnceLock<path_manager::Handle>,
+    /// Joined subflows a connection may have, once known (control reports tell gateways).
+    joins: std::sync::OnceLock<u32>,
 }
 
 impl Server {
@@ -252,6 +254,7 @@ impl Server {
             rejects: crate::log_limit::PerSourceLog::new(REJECT_LOG_EVERY),
             salts: Arc::new(salts),
             path_manager: std::sync::OnceLock::new(),
+            joins: std::sync::OnceLock::new(),
             cfg,
         };
         let shared = Arc::new(shared);
@@ -289,8 +292,13 @@ impl Server {
         if !cfg.mptcp {
             return off("mptcp = false".into());
         }
+        let kernel_joins = || async {
+            if let Some(n) = path_manager::kernel_joins_at_start(cfg.max_joins).await {
+                let _ = self.shared.joins.set(n);
+            }
+        };
         let Some(after) = cfg.bond_after else {
-            path_manager::warn_if_the_kernel_allows_fewer_joins(cfg.max_joins).await;
+            kernel_joins().await;
             return off("bond_after_kib = 0: every subflow carries data from its start (the in-kernel path manager)".into());
         };
         let port = match self.listener.local_addr() {
@@ -307,12 +315,13 @@ impl Server {
         match started.await {
             Ok(running) => {
                 let _ = self.shared.path_manager.set(running.handle().clone());
+                let _ = self.shared.joins.set(cfg.max_joins as u32);
                 let view = PathManagerView::On(running.handle().clone());
                 (Some(running), view)
             }
             Err(why) => {
                 warn!("{why}; every subflow of a connection carries data from its start (set bond_after_kib = 0 to silence this)");
-                path_manager::warn_if_the_kernel_allows_fewer_joins(cfg.max_joins).await;
+                kernel_joins().await;
                 off(why)
             }
         }

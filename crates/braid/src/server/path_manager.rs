@@ -344,12 +344,20 @@ impl KernelJoins {
     }
 }
 
-/// Says at start when the in-kernel path manager takes fewer joins than `max_joins`.
-pub async fn warn_if_the_kernel_allows_fewer_joins(max_joins: usize) {
+/// The joins per connection the in-kernel path manager takes here, read at start; says when
+/// they are fewer than `max_joins`.
+pub async fn kernel_joins_at_start(max_joins: usize) -> Option<u32> {
     match KernelJoins::read(max_joins).await {
-        Ok(k) if k.short() => warn!("{}; fix: {}", k.consequence(), k.fix()),
-        Ok(_) => {}
-        Err(e) => debug!("{e}"),
+        Ok(k) => {
+            if k.short() {
+                warn!("{}; fix: {}", k.consequence(), k.fix());
+            }
+            Some(k.limit)
+        }
+        Err(e) => {
+            debug!("{e}");
+            None
+        }
     }
 }
 
