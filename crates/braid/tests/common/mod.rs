@@ -223,7 +223,10 @@ pub fn uplink<'a>(s: &'a Status, name: &str) -> &'a UplinkStatus {
 }
 
 /// Polls the gateway's `/api/status` until `done` holds, and returns that status. Panics after
-/// `limit` with `what`, the last status (or why there was none) and the gateway's log.
+/// `limit` with `what`, the last status (or why there was none) and the gateway's log. A status
+/// without uplinks is from a gateway whose uplink manager has not published its first view (the
+/// status API answers from the start, and a restarted gateway is polled at once): not yet, not
+/// a status for `done` to judge (its lookups of an uplink by name would panic).
 #[track_caller]
 pub fn wait_status(
     h: &Harness,
@@ -239,7 +242,7 @@ pub fn wait_status(
                 let deadline = Instant::now() + limit;
                 loop {
                     let last = braid::status::client::fetch(addr, None).await;
-                    if last.as_ref().is_ok_and(&done) {
+                    if last.as_ref().is_ok_and(|s| !s.uplinks.is_empty() && done(s)) {
                         return last;
                     }
                     if Instant::now() >= deadline {
