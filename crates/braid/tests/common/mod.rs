@@ -242,7 +242,10 @@ pub fn wait_status(
                 let deadline = Instant::now() + limit;
                 loop {
                     let last = braid::status::client::fetch(addr, None).await;
-                    if last.as_ref().is_ok_and(|s| !s.uplinks.is_empty() && done(s)) {
+                    if last
+                        .as_ref()
+                        .is_ok_and(|s| !s.uplinks.is_empty() && done(s))
+                    {
                         return last;
                     }
                     if Instant::now() >= deadline {
